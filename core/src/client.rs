@@ -1,0 +1,745 @@
+//! The client side of a stream connection.
+//!
+//! A [`ClientConnection`] sends calls with [`call`](ClientConnection::call) (many may be in
+//! flight; answers come in any order) and reports how each ended through
+//! [`poll_event`](ClientConnection::poll_event): every call that `call` accepted ends in
+//! exactly one [`ClientEvent::Response`] or [`ClientEvent::Failed`]. A failure says, through
+//! [`Failure::execution`], whether the server may have run the function, which is what a
+//! caller needs to retry safely.
+//!
+//! Calls may be made right after construction: up to
+//! [`BASELINE_MAX_IN_FLIGHT`] requests of up to
+//! [`BASELINE_MAX_FRAME_LEN`](crate::wire::BASELINE_MAX_FRAME_LEN) bytes go out behind our
+//! hello without waiting for the server's; the server's hello then sets the real limits.
+
+use core::fmt;
+use core::ops::Range;
+
+use crate::config::{BASELINE_BUFFER, Config, ConfigError};
+use crate::conn::{Conn, PushError, budget_ms, earliest};
+use crate::frame::FrameDecoder;
+use crate::server::checked_rx;
+use crate::time::{Duration, Instant};
+use crate::wire::{
+    BASELINE_MAX_IN_FLIGHT, Frame, MAX_HELLO_LEN, RejectCode, Reply, Request, RequestId,
+};
+
+pub use crate::conn::{CloseReason, PeerInfo, ProtocolError};
+
+/// Whether the server may have run a call's function.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum Execution {
+    /// It certainly did not: safe to retry anywhere.
+    NotExecuted,
+    /// It may have: retry only if the call is idempotent.
+    MaybeExecuted,
+    /// It did (and failed).
+    Executed,
+}
+
+impl fmt::Display for Execution {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::NotExecuted => "not executed",
+            Self::MaybeExecuted => "maybe executed",
+            Self::Executed => "executed",
+        })
+    }
+}
+
+/// How a call failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
+pub enum Failure<'a> {
+    /// The function ran and returned an error.
+    Remote {
+        /// The application's error number.
+        code: u32,
+        /// Its explanation.
+        message: &'a str,
+    },
+    /// The server refused the call before running it.
+    Rejected {
+        /// Why.
+        code: RejectCode,
+        /// Its explanation.
+        message: &'a str,
+    },
+    /// The server was too busy to take the call; it did not run it.
+    Busy {
+        /// Wait this long before retrying.
+        retry_after: Duration,
+    },
+    /// The deadline passed without an answer.
+    TimedOut,
+    /// The caller cancelled the call.
+    Cancelled,
+    /// The server's go-away came before it took this call: it was not and will not be run.
+    Refused,
+    /// The connection ended before an answer came.
+    ConnectionLost {
+        /// Why the connection ended.
+        reason: CloseReason,
+        /// Whether the whole request had been handed to the transport.
+        sent: bool,
+    },
+}
+
+impl Failure<'_> {
+    /// Whether the server may have run the function.
+    #[must_use]
+    pub fn execution(&self) -> Execution {
+        match self {
+            Self::Remote { .. } => Execution::Executed,
+            Self::Rejected { .. } | Self::Busy { .. } | Self::Refused => Execution::NotExecuted,
+            // A request that timed out or was cancelled is still sent if it was queued.
+            Self::TimedOut | Self::Cancelled => Execution::MaybeExecuted,
+            Self::ConnectionLost { sent: false, .. } => Execution::NotExecuted,
+            Self::ConnectionLost { sent: true, .. } => Execution::MaybeExecuted,
+        }
+    }
+}
+
+impl fmt::Display for Failure<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Remote { code, message } => write!(f, "remote error {code}: {message}"),
+            Self::Rejected { code, message } => write!(f, "rejected, {code}: {message}"),
+            Self::Busy { retry_after } => write!(f, "server busy, retry after {retry_after}"),
+            Self::TimedOut => f.write_str("timed out"),
+            Self::Cancelled => f.write_str("cancelled"),
+            Self::Refused => f.write_str("refused: server is closing"),
+            Self::ConnectionLost { reason, .. } => write!(f, "connection lost: {reason}"),
+        }
+    }
+}
+
+/// Why [`ClientConnection::call`] did not send a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
+pub enum CallError {
+    /// The connection is closed.
+    Closed,
+    /// A graceful close is under way (ours or the server's go-away); no new calls.
+    Closing,
+    /// As many calls are in flight as the server (or our table) allows; wait for one.
+    TooManyInFlight,
+    /// The request is larger than the server accepts or our transmit buffer holds.
+    TooLarge,
+    /// Not now: the transmit buffer is full, or the request is above the baseline size and
+    /// the server's hello has not arrived yet. Send, poll events, and try again.
+    WouldBlock,
+}
+
+impl fmt::Display for CallError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Closed => "connection closed",
+            Self::Closing => "connection is closing",
+            Self::TooManyInFlight => "too many calls in flight",
+            Self::TooLarge => "request larger than the server accepts",
+            Self::WouldBlock => "cannot send now, try again after transmitting",
+        })
+    }
+}
+
+impl core::error::Error for CallError {}
+
+/// Something the caller must know, from [`ClientConnection::poll_event`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
+pub enum ClientEvent<'a> {
+    /// The server's hello arrived; the limits in it now apply.
+    Connected(PeerInfo),
+    /// A call succeeded; `body` borrows the receive buffer.
+    Response {
+        /// The call.
+        id: RequestId,
+        /// The function's answer.
+        body: &'a [u8],
+    },
+    /// A call failed.
+    Failed {
+        /// The call.
+        id: RequestId,
+        /// How, and whether it may have run.
+        failure: Failure<'a>,
+    },
+    /// The connection is over: send what [`transmit`](ClientConnection::transmit) still
+    /// holds, then close the transport. Every call has had its outcome before this, and
+    /// this is the last event.
+    Closed(CloseReason),
+}
+
+/// Counters of one client connection.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
+pub struct ClientStats {
+    /// Calls sent.
+    pub calls: u64,
+    /// Calls answered with success.
+    pub responses: u64,
+    /// Calls that failed, for any reason.
+    pub failures: u64,
+    /// Calls whose deadline passed.
+    pub timeouts: u64,
+    /// Answers that came for no waiting call (after a timeout or cancel), ignored.
+    pub late_responses: u64,
+}
+
+/// An event found by `next_event`, with borrowed parts as receive-buffer ranges.
+enum Pending {
+    Event(ClientEvent<'static>),
+    Response {
+        id: RequestId,
+        body: Range<usize>,
+    },
+    Remote {
+        id: RequestId,
+        code: u32,
+        message: Range<usize>,
+    },
+    Rejected {
+        id: RequestId,
+        code: RejectCode,
+        message: Range<usize>,
+    },
+}
+
+/// A local end of a call, recorded in its slot until reported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ended {
+    TimedOut,
+    Cancelled,
+    Refused,
+    Lost(CloseReason),
+}
+
+/// One entry of a client's call table: storage the caller provides, e.g.
+/// `[CallSlot::EMPTY; 64]` or `vec![CallSlot::EMPTY; n]`. Opaque.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CallSlot {
+    /// The call id; 0 marks a free slot.
+    id: u64,
+    deadline: Option<Instant>,
+    /// Stream offset just past the request's last byte: sent once `tx.sent() >= tx_end`.
+    tx_end: u64,
+    ended: Option<Ended>,
+}
+
+impl CallSlot {
+    /// A free slot.
+    pub const EMPTY: Self = Self {
+        id: 0,
+        deadline: None,
+        tx_end: 0,
+        ended: None,
+    };
+}
+
+impl Default for CallSlot {
+    fn default() -> Self {
+        Self::EMPTY
+    }
+}
+
+/// The client side of one stream connection. See the [module docs](self).
+///
+/// `B` is the storage of the receive and transmit buffers; `S` the call table.
+#[derive(Debug)]
+pub struct ClientConnection<B, S> {
+    rx: FrameDecoder<B>,
+    conn: Conn<B>,
+    slots: S,
+    in_flight: usize,
+    /// Slots whose end is recorded and not yet reported.
+    ended_pending: usize,
+    next_id: u64,
+    /// We asked for a graceful close; a go-away is owed (`false` once queued).
+    goaway_owed: bool,
+    local_close: bool,
+    /// The server's go-away: the last id it will answer.
+    server_last_id: Option<u64>,
+    stats: ClientStats,
+}
+
+impl<B, S> ClientConnection<B, S>
+where
+    B: AsRef<[u8]> + AsMut<[u8]>,
+    S: AsRef<[CallSlot]> + AsMut<[CallSlot]>,
+{
+    /// A client connection over a transport that has just connected; our hello is queued
+    /// at once, and calls may follow straight away.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError`] when a buffer is under the baseline frame or the table is empty.
+    pub fn new(config: Config, rx: B, tx: B, slots: S, now: Instant) -> Result<Self, ConfigError> {
+        let mut config = config;
+        let rx = checked_rx(&mut config, rx)?;
+        if tx.as_ref().len() < BASELINE_BUFFER {
+            return Err(ConfigError::TransmitBufferTooSmall {
+                need: BASELINE_BUFFER,
+                have: tx.as_ref().len(),
+            });
+        }
+        if slots.as_ref().is_empty() || config.max_in_flight == 0 {
+            return Err(ConfigError::TooFewSlots { need: 1, have: 0 });
+        }
+        let mut slots = slots;
+        slots.as_mut().fill(CallSlot::EMPTY);
+        Ok(Self {
+            rx,
+            conn: Conn::new(tx, config, 0, now),
+            slots,
+            in_flight: 0,
+            ended_pending: 0,
+            next_id: 1,
+            goaway_owed: false,
+            local_close: false,
+            server_last_id: None,
+            stats: ClientStats::default(),
+        })
+    }
+
+    /// Calls in flight allowed now: our table and config, and the server's announced
+    /// number (the baseline until its hello arrives).
+    #[must_use]
+    pub fn max_in_flight(&self) -> usize {
+        let server = self
+            .conn
+            .peer
+            .map_or(BASELINE_MAX_IN_FLIGHT, |p| p.max_in_flight);
+        let ours = self.conn.config.max_in_flight.min(server);
+        self.slots
+            .as_ref()
+            .len()
+            .min(usize::try_from(ours).unwrap_or(usize::MAX))
+    }
+
+    /// Sends a call of `method` with `body`. With a `timeout`, the call fails with
+    /// [`Failure::TimedOut`] if no answer comes in time, and the server is told the budget
+    /// so it can skip the work when it is late. Without one, only the connection's end
+    /// (keepalive included) bounds the wait.
+    ///
+    /// # Errors
+    ///
+    /// [`CallError`]; nothing was sent and no event will follow for it.
+    pub fn call(
+        &mut self,
+        now: Instant,
+        method: &str,
+        body: &[u8],
+        timeout: Option<Duration>,
+    ) -> Result<RequestId, CallError> {
+        if !self.conn.is_open() {
+            return Err(CallError::Closed);
+        }
+        if self.local_close || self.server_last_id.is_some() {
+            return Err(CallError::Closing);
+        }
+        if self.in_flight >= self.max_in_flight() {
+            return Err(CallError::TooManyInFlight);
+        }
+        let id = RequestId(self.next_id);
+        let request = Request {
+            id,
+            method,
+            budget_ms: timeout.map(budget_ms),
+            body,
+        };
+        match self
+            .conn
+            .tx
+            .push(&Frame::Request(request), self.conn.send_limit())
+        {
+            Ok(()) => {}
+            Err(PushError::Full) => return Err(CallError::WouldBlock),
+            Err(PushError::TooLarge) if self.conn.peer.is_none() => {
+                // Over the baseline: the server's hello may allow it.
+                let len = Frame::Request(request).encoded_len();
+                return Err(if len <= self.conn.tx.max_body() {
+                    CallError::WouldBlock
+                } else {
+                    CallError::TooLarge
+                });
+            }
+            Err(PushError::TooLarge) => return Err(CallError::TooLarge),
+        }
+        let tx_end = self.conn.tx.queued_end();
+        let deadline = timeout.map(|t| now.saturating_add(t));
+        if let Some(slot) = self.slots.as_mut().iter_mut().find(|s| s.id == 0) {
+            *slot = CallSlot {
+                id: id.0,
+                deadline,
+                tx_end,
+                ended: None,
+            };
+        }
+        self.in_flight = self.in_flight.saturating_add(1);
+        self.next_id = self.next_id.saturating_add(1);
+        self.stats.calls = self.stats.calls.saturating_add(1);
+        trace!("call {} {} queued", id.0, method);
+        Ok(id)
+    }
+
+    /// Cancels a call in flight: it ends with [`Failure::Cancelled`] at the next
+    /// `poll_event`, and the server is told so it can stop work on it. Returns `false`
+    /// when no such call is waiting.
+    pub fn cancel(&mut self, id: RequestId) -> bool {
+        if !self.conn.is_open() {
+            return false;
+        }
+        let Some(slot) = self
+            .slots
+            .as_mut()
+            .iter_mut()
+            .find(|s| s.id == id.0 && id.0 != 0 && s.ended.is_none())
+        else {
+            return false;
+        };
+        slot.ended = Some(Ended::Cancelled);
+        self.ended_pending = self.ended_pending.saturating_add(1);
+        // Best effort: if the queue is full the server answers and we ignore it.
+        let _ = self.conn.tx.push(&Frame::Cancel { id }, u32::MAX);
+        true
+    }
+
+    /// Copies received bytes in; returns how many were taken (see
+    /// [`ServerConnection::handle_input`](crate::ServerConnection::handle_input)).
+    pub fn handle_input(&mut self, now: Instant, data: &[u8]) -> usize {
+        if !self.conn.is_open() {
+            return data.len();
+        }
+        let n = self.rx.feed(data);
+        if n > 0 {
+            self.conn.on_input(now);
+        }
+        n
+    }
+
+    /// Free receive storage to read into directly; then [`commit_input`](Self::commit_input).
+    pub fn input_buffer(&mut self) -> &mut [u8] {
+        self.rx.space()
+    }
+
+    /// Marks `n` bytes read into [`input_buffer`](Self::input_buffer) as received.
+    pub fn commit_input(&mut self, now: Instant, n: usize) {
+        self.rx.commit(n);
+        if n > 0 {
+            self.conn.on_input(now);
+        }
+    }
+
+    /// The server closed its end. Answers already received are still delivered.
+    pub fn handle_eof(&mut self, _now: Instant) {
+        self.conn.eof = true;
+    }
+
+    /// Bytes to send now, in order.
+    #[must_use]
+    pub fn transmit(&self) -> &[u8] {
+        self.conn.tx.pending()
+    }
+
+    /// Reports that the first `n` bytes of [`transmit`](Self::transmit) were sent.
+    pub fn advance_transmit(&mut self, n: usize) {
+        self.conn.tx.advance(n);
+    }
+
+    /// Fires timers that are due: call deadlines, handshake, keepalive, drain.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.conn.handle_timeout(now);
+        if !self.conn.is_open() {
+            return;
+        }
+        for slot in self.slots.as_mut() {
+            if slot.id != 0 && slot.ended.is_none() && slot.deadline.is_some_and(|d| d <= now) {
+                slot.ended = Some(Ended::TimedOut);
+                self.ended_pending = self.ended_pending.saturating_add(1);
+                let _ = self.conn.tx.push(
+                    &Frame::Cancel {
+                        id: RequestId(slot.id),
+                    },
+                    u32::MAX,
+                );
+            }
+        }
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) next has work; `None`: no timer.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let mut next = self.conn.poll_timeout();
+        if self.conn.is_open() {
+            for slot in self.slots.as_ref() {
+                if slot.id != 0 && slot.ended.is_none() {
+                    next = earliest(next, slot.deadline);
+                }
+            }
+        }
+        next
+    }
+
+    /// Begins a graceful close: no new calls; calls in flight still get their answers;
+    /// then the connection reports [`CloseReason::Graceful`].
+    pub fn close(&mut self, now: Instant) {
+        if self.conn.is_open() && !self.local_close {
+            self.local_close = true;
+            self.goaway_owed = true;
+            self.conn.draining_since.get_or_insert(now);
+        }
+    }
+
+    /// Closes at once; calls in flight fail with [`Failure::ConnectionLost`].
+    pub fn abort(&mut self) {
+        self.conn.close(CloseReason::Aborted);
+    }
+
+    /// The next event, or `None` when there is nothing to do until more input or a
+    /// timeout. Call it after every other call, until it returns `None`.
+    pub fn poll_event(&mut self, now: Instant) -> Option<ClientEvent<'_>> {
+        Some(match self.next_event(now)? {
+            Pending::Event(event) => event,
+            Pending::Response { id, body } => ClientEvent::Response {
+                id,
+                body: self.rx.get(body),
+            },
+            Pending::Remote { id, code, message } => ClientEvent::Failed {
+                id,
+                failure: Failure::Remote {
+                    code,
+                    message: self.rx.get_str(message),
+                },
+            },
+            Pending::Rejected { id, code, message } => ClientEvent::Failed {
+                id,
+                failure: Failure::Rejected {
+                    code,
+                    message: self.rx.get_str(message),
+                },
+            },
+        })
+    }
+
+    /// [`poll_event`](Self::poll_event) with borrowed parts as ranges of the receive
+    /// buffer, so the loop holds no borrow.
+    fn next_event(&mut self, now: Instant) -> Option<Pending> {
+        loop {
+            if let Some(reason) = self.conn.closing_reason() {
+                self.end_all(Ended::Lost(reason));
+            }
+            if self.ended_pending > 0 {
+                if let Some(event) = self.take_ended() {
+                    return Some(Pending::Event(event));
+                }
+                self.ended_pending = 0;
+            }
+            if let Some(reason) = self.conn.take_closed() {
+                return Some(Pending::Event(ClientEvent::Closed(reason)));
+            }
+            if !self.conn.is_open() {
+                return None;
+            }
+            if self.goaway_owed {
+                let last_id = RequestId(self.next_id.saturating_sub(1));
+                if self
+                    .conn
+                    .tx
+                    .push(&Frame::GoAway { last_id }, u32::MAX)
+                    .is_ok()
+                {
+                    self.goaway_owed = false;
+                }
+            }
+            if self.in_flight == 0 && (self.local_close || self.server_last_id.is_some()) {
+                self.conn.close(CloseReason::Graceful);
+                continue;
+            }
+            if self.conn.peer.is_none() && self.rx.peek_len().is_some_and(|l| l > MAX_HELLO_LEN) {
+                self.conn.close(CloseReason::NotWirecall);
+                continue;
+            }
+            let range = match self.rx.peek() {
+                Ok(Some(range)) => range,
+                Ok(None) => {
+                    if self.conn.eof {
+                        self.conn.close(CloseReason::TransportClosed);
+                        continue;
+                    }
+                    return None;
+                }
+                Err(e) => {
+                    self.conn
+                        .close(CloseReason::Protocol(ProtocolError::TooLong(e)));
+                    continue;
+                }
+            };
+            let frame = match Frame::decode(self.rx.get(range.clone())) {
+                Ok(frame) => frame,
+                Err(_) if self.conn.peer.is_none() => {
+                    self.conn.close(CloseReason::NotWirecall);
+                    continue;
+                }
+                Err(e) => {
+                    self.conn
+                        .close(CloseReason::Protocol(ProtocolError::Malformed(e)));
+                    continue;
+                }
+            };
+            if self.conn.peer.is_none() {
+                match self.conn.on_hello(&frame) {
+                    Ok(info) => {
+                        self.rx.consume(&range);
+                        return Some(Pending::Event(ClientEvent::Connected(info)));
+                    }
+                    Err(reason) => {
+                        self.conn.close(reason);
+                        continue;
+                    }
+                }
+            }
+            match frame {
+                Frame::Response(response) => {
+                    let id = response.id;
+                    let slot = self
+                        .slots
+                        .as_mut()
+                        .iter_mut()
+                        .find(|s| s.id == id.0 && id.0 != 0 && s.ended.is_none());
+                    let Some(slot) = slot else {
+                        self.stats.late_responses = self.stats.late_responses.saturating_add(1);
+                        trace!("late or unknown response {}", id.0);
+                        self.rx.consume(&range);
+                        continue;
+                    };
+                    *slot = CallSlot::EMPTY;
+                    self.in_flight = self.in_flight.saturating_sub(1);
+                    self.rx.consume(&range);
+                    let pending = match response.reply {
+                        Reply::Ok(body) => {
+                            self.stats.responses = self.stats.responses.saturating_add(1);
+                            return Some(Pending::Response {
+                                id,
+                                body: self.rx.locate(body),
+                            });
+                        }
+                        Reply::Error { code, message } => Pending::Remote {
+                            id,
+                            code,
+                            message: self.rx.locate(message.as_bytes()),
+                        },
+                        Reply::Rejected { code, message } => Pending::Rejected {
+                            id,
+                            code,
+                            message: self.rx.locate(message.as_bytes()),
+                        },
+                        Reply::Busy { retry_after_ms } => {
+                            let retry_after = Duration::from_millis(u64::from(retry_after_ms));
+                            Pending::Event(ClientEvent::Failed {
+                                id,
+                                failure: Failure::Busy { retry_after },
+                            })
+                        }
+                    };
+                    self.stats.failures = self.stats.failures.saturating_add(1);
+                    return Some(pending);
+                }
+                Frame::GoAway { last_id } => {
+                    debug!("server go-away, last id {}", last_id.0);
+                    self.rx.consume(&range);
+                    let last = self.server_last_id.map_or(last_id.0, |l| l.min(last_id.0));
+                    self.server_last_id = Some(last);
+                    self.conn.draining_since.get_or_insert(now);
+                    for slot in self.slots.as_mut() {
+                        if slot.id > last && slot.ended.is_none() {
+                            slot.ended = Some(Ended::Refused);
+                            self.ended_pending = self.ended_pending.saturating_add(1);
+                        }
+                    }
+                    continue;
+                }
+                Frame::Ping { .. } | Frame::Pong { .. } => {
+                    if self.conn.on_keepalive(&frame).is_err() {
+                        return None;
+                    }
+                }
+                Frame::Close { code, .. } => {
+                    self.conn.close(CloseReason::PeerClosed(code));
+                }
+                Frame::Hello(_) | Frame::Request(_) | Frame::Cancel { .. } => {
+                    self.conn
+                        .close(CloseReason::Protocol(ProtocolError::UnexpectedFrame));
+                }
+            }
+            self.rx.consume(&range);
+        }
+    }
+
+    /// Records `ended` on every call still waiting.
+    fn end_all(&mut self, ended: Ended) {
+        for slot in self.slots.as_mut() {
+            if slot.id != 0 && slot.ended.is_none() {
+                slot.ended = Some(ended);
+                self.ended_pending = self.ended_pending.saturating_add(1);
+            }
+        }
+    }
+
+    /// Reports and frees one slot whose end was recorded.
+    fn take_ended(&mut self) -> Option<ClientEvent<'static>> {
+        let sent_upto = self.conn.tx.sent();
+        let slot = self
+            .slots
+            .as_mut()
+            .iter_mut()
+            .find(|s| s.id != 0 && s.ended.is_some())?;
+        let id = RequestId(slot.id);
+        let failure = match slot.ended? {
+            Ended::TimedOut => {
+                self.stats.timeouts = self.stats.timeouts.saturating_add(1);
+                Failure::TimedOut
+            }
+            Ended::Cancelled => Failure::Cancelled,
+            Ended::Refused => Failure::Refused,
+            Ended::Lost(reason) => Failure::ConnectionLost {
+                reason,
+                sent: sent_upto >= slot.tx_end,
+            },
+        };
+        *slot = CallSlot::EMPTY;
+        self.ended_pending = self.ended_pending.saturating_sub(1);
+        self.in_flight = self.in_flight.saturating_sub(1);
+        self.stats.failures = self.stats.failures.saturating_add(1);
+        Some(ClientEvent::Failed { id, failure })
+    }
+
+    /// Calls in flight (sent and not yet reported as ended).
+    #[must_use]
+    pub fn in_flight(&self) -> usize {
+        self.in_flight
+    }
+
+    /// What the server announced, once its hello has arrived.
+    #[must_use]
+    pub fn peer(&self) -> Option<PeerInfo> {
+        self.conn.peer
+    }
+
+    /// `false` once the connection has closed (or is closing).
+    #[must_use]
+    pub fn is_open(&self) -> bool {
+        self.conn.is_open()
+    }
+
+    /// This connection's counters.
+    #[must_use]
+    pub fn stats(&self) -> &ClientStats {
+        &self.stats
+    }
+}

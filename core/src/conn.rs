@@ -1,0 +1,483 @@
+//! What client and server connections share: the transmit queue, the handshake, keepalive
+//! and the close state. The receive side ([`FrameDecoder`](crate::frame::FrameDecoder))
+//! lives beside this in each connection, so a frame borrowed from it can be handled here.
+
+use core::fmt;
+
+use crate::config::Config;
+use crate::frame::DecodeError;
+use crate::time::{Duration, Instant};
+use crate::wire::{
+    BASELINE_MAX_FRAME_LEN, CloseCode, Frame, Hello, LEN_PREFIX, MAGIC, PROTOCOL_VERSION, WireError,
+};
+
+/// What the peer announced in its hello, and the version both sides agreed on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct PeerInfo {
+    /// The protocol version in use: the highest both sides speak.
+    pub version: u8,
+    /// The longest frame body the peer accepts.
+    pub max_frame_len: u32,
+    /// Requests the peer accepts in flight (0 from a client).
+    pub max_in_flight: u32,
+}
+
+/// A rule of the protocol the peer broke. The connection sends a
+/// [`Close`](Frame::Close) with [`CloseCode::PROTOCOL_VIOLATION`] (or the code named) and
+/// closes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
+pub enum ProtocolError {
+    /// A frame body did not decode.
+    Malformed(WireError),
+    /// A length prefix was over the limit we announced ([`CloseCode::FRAME_TOO_LARGE`]).
+    TooLong(DecodeError),
+    /// A frame that this side never receives, or a second hello.
+    UnexpectedFrame,
+    /// A request id that is not greater than the previous one.
+    IdNotIncreasing,
+}
+
+impl fmt::Display for ProtocolError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Malformed(e) => write!(f, "malformed frame: {e}"),
+            Self::TooLong(e) => write!(f, "{e}"),
+            Self::UnexpectedFrame => f.write_str("unexpected frame"),
+            Self::IdNotIncreasing => f.write_str("request id did not increase"),
+        }
+    }
+}
+
+/// Why a connection ended, reported once as the last event of the connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
+pub enum CloseReason {
+    /// A graceful close (go-away) finished: every call taken was answered.
+    Graceful,
+    /// The peer closed the transport without a go-away or a close frame.
+    TransportClosed,
+    /// The peer sent a [`Close`](Frame::Close) frame with this code.
+    PeerClosed(CloseCode),
+    /// The peer broke the protocol; we sent a close frame.
+    Protocol(ProtocolError),
+    /// The peer's first frame was not a wirecall hello.
+    NotWirecall,
+    /// The version ranges do not overlap.
+    VersionMismatch {
+        /// Our (lowest, highest) version.
+        local: (u8, u8),
+        /// The peer's (lowest, highest) version.
+        remote: (u8, u8),
+    },
+    /// No hello arrived within the handshake timeout.
+    HandshakeTimedOut,
+    /// Nothing arrived within the keepalive timeout after a ping.
+    KeepaliveTimedOut,
+    /// A graceful close did not finish within the drain timeout.
+    DrainTimedOut,
+    /// The application aborted the connection.
+    Aborted,
+}
+
+impl CloseReason {
+    /// `false` only for [`CloseReason::Graceful`].
+    #[must_use]
+    pub fn is_error(&self) -> bool {
+        !matches!(self, Self::Graceful)
+    }
+
+    /// The code to put in our close frame, or `None` when no close frame is sent.
+    fn close_code(&self) -> Option<CloseCode> {
+        Some(match self {
+            Self::Protocol(ProtocolError::TooLong(_)) => CloseCode::FRAME_TOO_LARGE,
+            Self::Protocol(_) => CloseCode::PROTOCOL_VIOLATION,
+            Self::NotWirecall => CloseCode::NOT_WIRECALL,
+            Self::VersionMismatch { .. } => CloseCode::UNSUPPORTED_VERSION,
+            Self::HandshakeTimedOut => CloseCode::HANDSHAKE_TIMEOUT,
+            Self::KeepaliveTimedOut => CloseCode::KEEPALIVE_TIMEOUT,
+            Self::DrainTimedOut => CloseCode::DRAIN_TIMEOUT,
+            Self::Graceful | Self::TransportClosed | Self::PeerClosed(_) | Self::Aborted => {
+                return None;
+            }
+        })
+    }
+}
+
+impl fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Graceful => f.write_str("closed gracefully"),
+            Self::TransportClosed => f.write_str("peer closed the connection"),
+            Self::PeerClosed(code) => write!(f, "peer closed the connection: {code}"),
+            Self::Protocol(e) => write!(f, "protocol error: {e}"),
+            Self::NotWirecall => f.write_str("peer does not speak wirecall"),
+            Self::VersionMismatch { local, remote } => write!(
+                f,
+                "no common protocol version: we speak {}..={}, peer {}..={}",
+                local.0, local.1, remote.0, remote.1
+            ),
+            Self::HandshakeTimedOut => f.write_str("no hello from the peer in time"),
+            Self::KeepaliveTimedOut => f.write_str("peer stopped answering (keepalive timeout)"),
+            Self::DrainTimedOut => f.write_str("graceful close did not finish in time"),
+            Self::Aborted => f.write_str("aborted locally"),
+        }
+    }
+}
+
+/// Why a frame could not be queued for sending.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PushError {
+    /// Not enough free room now; send what is queued and try again.
+    Full,
+    /// Larger than the peer accepts or than the buffer could ever hold.
+    TooLarge,
+}
+
+/// The transmit queue: encoded frames waiting for the transport, in caller storage.
+#[derive(Debug)]
+pub(crate) struct TxQueue<B> {
+    buf: B,
+    start: usize,
+    end: usize,
+    /// Bytes handed to the transport since the connection began.
+    sent: u64,
+}
+
+impl<B: AsRef<[u8]> + AsMut<[u8]>> TxQueue<B> {
+    pub(crate) fn new(buf: B) -> Self {
+        Self {
+            buf,
+            start: 0,
+            end: 0,
+            sent: 0,
+        }
+    }
+
+    /// The largest body that can ever be queued.
+    pub(crate) fn max_body(&self) -> usize {
+        self.buf.as_ref().len().saturating_sub(LEN_PREFIX)
+    }
+
+    pub(crate) fn pending(&self) -> &[u8] {
+        self.buf
+            .as_ref()
+            .get(self.start..self.end)
+            .unwrap_or_default()
+    }
+
+    /// Bytes handed to the transport so far.
+    pub(crate) fn sent(&self) -> u64 {
+        self.sent
+    }
+
+    /// The stream offset just past everything queued so far.
+    pub(crate) fn queued_end(&self) -> u64 {
+        self.sent
+            .saturating_add(self.end.saturating_sub(self.start) as u64)
+    }
+
+    pub(crate) fn advance(&mut self, n: usize) {
+        let n = n.min(self.end.saturating_sub(self.start));
+        self.start = self.start.saturating_add(n);
+        self.sent = self.sent.saturating_add(n as u64);
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        }
+    }
+
+    /// Encodes `frame` behind its prefix at the end of the queue, all or nothing.
+    pub(crate) fn push(&mut self, frame: &Frame<'_>, max_body: u32) -> Result<(), PushError> {
+        let written = match self.encode_at_end(frame) {
+            Ok(n) => n,
+            Err(_) if self.start > 0 => {
+                let (start, end) = (self.start, self.end);
+                self.buf.as_mut().copy_within(start..end, 0);
+                self.start = 0;
+                self.end = end.saturating_sub(start);
+                self.encode_at_end(frame)
+                    .map_err(|_| self.classify(frame, max_body))?
+            }
+            Err(_) => return Err(self.classify(frame, max_body)),
+        };
+        if written.saturating_sub(LEN_PREFIX) > max_body as usize {
+            return Err(PushError::TooLarge);
+        }
+        self.end = self.end.saturating_add(written);
+        Ok(())
+    }
+
+    fn encode_at_end(&mut self, frame: &Frame<'_>) -> Result<usize, WireError> {
+        let free = self.buf.as_mut().get_mut(self.end..).unwrap_or_default();
+        crate::frame::encode_frame(frame, free)
+    }
+
+    fn classify(&self, frame: &Frame<'_>, max_body: u32) -> PushError {
+        let len = frame.encoded_len();
+        if len > max_body as usize || len > self.max_body() {
+            PushError::TooLarge
+        } else {
+            PushError::Full
+        }
+    }
+}
+
+/// Where the connection is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Open,
+    /// Closed with this reason; the closed event is not yet reported.
+    Closing(CloseReason),
+    /// The closed event has been reported; nothing more happens.
+    Done,
+}
+
+/// Connection state shared by both roles, minus the receive buffer.
+#[derive(Debug)]
+pub(crate) struct Conn<B> {
+    pub(crate) tx: TxQueue<B>,
+    pub(crate) config: Config,
+    pub(crate) peer: Option<PeerInfo>,
+    started: Instant,
+    last_rx: Instant,
+    /// The outstanding ping: (nonce, when sent).
+    ping: Option<(u64, Instant)>,
+    next_nonce: u64,
+    /// The peer closed its end; frames already buffered are still processed.
+    pub(crate) eof: bool,
+    /// When a graceful close began (either side), for the drain timeout.
+    pub(crate) draining_since: Option<Instant>,
+    phase: Phase,
+}
+
+impl<B: AsRef<[u8]> + AsMut<[u8]>> Conn<B> {
+    /// Starts a connection and queues our hello.
+    pub(crate) fn new(tx: B, config: Config, max_in_flight: u32, now: Instant) -> Self {
+        let mut conn = Self {
+            tx: TxQueue::new(tx),
+            config,
+            peer: None,
+            started: now,
+            last_rx: now,
+            ping: None,
+            next_nonce: 1,
+            eof: false,
+            draining_since: None,
+            phase: Phase::Open,
+        };
+        let hello = Hello {
+            magic: MAGIC,
+            min_version: PROTOCOL_VERSION,
+            max_version: PROTOCOL_VERSION,
+            max_frame_len: config.max_frame_len,
+            max_in_flight,
+        };
+        // The buffer was checked to hold a baseline frame, and a hello is far smaller.
+        let _ = conn.tx.push(&Frame::Hello(hello), u32::MAX);
+        conn
+    }
+
+    /// The largest body we may send now: the peer's limit once known, the baseline before.
+    pub(crate) fn send_limit(&self) -> u32 {
+        self.peer
+            .map_or(BASELINE_MAX_FRAME_LEN, |p| p.max_frame_len)
+    }
+
+    pub(crate) fn is_open(&self) -> bool {
+        matches!(self.phase, Phase::Open)
+    }
+
+    /// Notes that bytes arrived (for keepalive).
+    pub(crate) fn on_input(&mut self, now: Instant) {
+        self.last_rx = self.last_rx.max(now);
+    }
+
+    /// Ends the connection with `reason`, queueing a close frame when the reason has one.
+    /// The first reason wins.
+    pub(crate) fn close(&mut self, reason: CloseReason) {
+        if !self.is_open() {
+            return;
+        }
+        if let Some(code) = reason.close_code() {
+            warn!("closing connection: {}", reason);
+            let message = match reason {
+                CloseReason::Protocol(ProtocolError::Malformed(_)) => "malformed frame",
+                CloseReason::Protocol(ProtocolError::TooLong(_)) => "frame too large",
+                CloseReason::Protocol(ProtocolError::UnexpectedFrame) => "unexpected frame",
+                CloseReason::Protocol(ProtocolError::IdNotIncreasing) => {
+                    "request id did not increase"
+                }
+                CloseReason::NotWirecall => "expected a wirecall hello",
+                CloseReason::VersionMismatch { .. } => "no common protocol version",
+                CloseReason::HandshakeTimedOut => "no hello in time",
+                CloseReason::KeepaliveTimedOut => "no answer to keepalive",
+                CloseReason::DrainTimedOut => "graceful close timed out",
+                _ => "",
+            };
+            // Best effort: if the queue is full the peer is not reading anyway.
+            let _ = self.tx.push(&Frame::Close { code, message }, u32::MAX);
+        } else {
+            debug!("connection closed: {}", reason);
+        }
+        self.phase = Phase::Closing(reason);
+    }
+
+    /// The close reason, while the closed event is not yet reported.
+    pub(crate) fn closing_reason(&self) -> Option<CloseReason> {
+        match self.phase {
+            Phase::Closing(reason) => Some(reason),
+            _ => None,
+        }
+    }
+
+    /// The close reason not yet reported, marking it reported.
+    pub(crate) fn take_closed(&mut self) -> Option<CloseReason> {
+        match self.phase {
+            Phase::Closing(reason) => {
+                self.phase = Phase::Done;
+                Some(reason)
+            }
+            _ => None,
+        }
+    }
+
+    /// Handles the peer's hello: the first frame, which must be one.
+    pub(crate) fn on_hello(&mut self, frame: &Frame<'_>) -> Result<PeerInfo, CloseReason> {
+        let Frame::Hello(hello) = frame else {
+            return Err(CloseReason::NotWirecall);
+        };
+        if hello.magic != MAGIC {
+            return Err(CloseReason::NotWirecall);
+        }
+        let version = hello.max_version.min(PROTOCOL_VERSION);
+        if version < hello.min_version.max(PROTOCOL_VERSION)
+            || hello.min_version > hello.max_version
+        {
+            return Err(CloseReason::VersionMismatch {
+                local: (PROTOCOL_VERSION, PROTOCOL_VERSION),
+                remote: (hello.min_version, hello.max_version),
+            });
+        }
+        let info = PeerInfo {
+            version,
+            // A peer announcing less than the baseline is still held to the baseline it
+            // must accept; what it announces above that is what we may send.
+            max_frame_len: hello
+                .max_frame_len
+                .max(BASELINE_MAX_FRAME_LEN)
+                .min(u32::try_from(self.tx.max_body()).unwrap_or(u32::MAX)),
+            max_in_flight: hello.max_in_flight,
+        };
+        debug!(
+            "handshake done: version {}, peer accepts frames up to {}",
+            version, info.max_frame_len
+        );
+        self.peer = Some(info);
+        Ok(info)
+    }
+
+    /// Handles ping and pong. Returns `Err(())` when a pong could not be queued: leave the
+    /// ping unconsumed and try again after transmitting.
+    pub(crate) fn on_keepalive(&mut self, frame: &Frame<'_>) -> Result<(), ()> {
+        match *frame {
+            Frame::Ping { nonce } => self
+                .tx
+                .push(&Frame::Pong { nonce }, u32::MAX)
+                .map_err(|_| ()),
+            Frame::Pong { nonce } => {
+                if self.ping.is_some_and(|(n, _)| n == nonce) {
+                    self.ping = None;
+                }
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Fires the handshake, keepalive and drain timers.
+    pub(crate) fn handle_timeout(&mut self, now: Instant) {
+        if !self.is_open() {
+            return;
+        }
+        if self.peer.is_none() && now >= self.started.saturating_add(self.config.handshake_timeout)
+        {
+            self.close(CloseReason::HandshakeTimedOut);
+            return;
+        }
+        if let Some(since) = self.draining_since {
+            if now >= since.saturating_add(self.config.drain_timeout) {
+                self.close(CloseReason::DrainTimedOut);
+                return;
+            }
+        }
+        let Some(interval) = self.config.keepalive_interval else {
+            return;
+        };
+        if self.peer.is_none() {
+            return;
+        }
+        match self.ping {
+            Some((_, sent)) if sent < self.last_rx => self.ping = None,
+            Some((_, sent)) => {
+                if now >= sent.saturating_add(self.config.keepalive_timeout) {
+                    self.close(CloseReason::KeepaliveTimedOut);
+                }
+                return;
+            }
+            None => {}
+        }
+        if now >= self.last_rx.saturating_add(interval) {
+            let nonce = self.next_nonce;
+            if self.tx.push(&Frame::Ping { nonce }, u32::MAX).is_ok() {
+                trace!("keepalive ping {}", nonce);
+                self.next_nonce = nonce.wrapping_add(1);
+                self.ping = Some((nonce, now));
+            }
+        }
+    }
+
+    /// The earliest of the handshake, keepalive and drain timers.
+    pub(crate) fn poll_timeout(&self) -> Option<Instant> {
+        if !self.is_open() {
+            return None;
+        }
+        let mut next = None;
+        if self.peer.is_none() {
+            next = earliest(
+                next,
+                Some(self.started.saturating_add(self.config.handshake_timeout)),
+            );
+        }
+        if let Some(since) = self.draining_since {
+            next = earliest(next, Some(since.saturating_add(self.config.drain_timeout)));
+        }
+        if let (Some(interval), Some(_)) = (self.config.keepalive_interval, self.peer) {
+            let at = match self.ping {
+                Some((_, sent)) if sent >= self.last_rx => {
+                    sent.saturating_add(self.config.keepalive_timeout)
+                }
+                _ => self.last_rx.saturating_add(interval),
+            };
+            next = earliest(next, Some(at));
+        }
+        next
+    }
+}
+
+/// The earlier of two optional instants.
+pub(crate) fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, None) => a,
+        (None, b) => b,
+    }
+}
+
+/// A relative budget in whole milliseconds, rounded up and capped at `u32::MAX`.
+pub(crate) fn budget_ms(d: Duration) -> u32 {
+    u32::try_from(d.as_millis_ceil()).unwrap_or(u32::MAX)
+}

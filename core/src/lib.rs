@@ -1,0 +1,75 @@
+//! # wirecall-core
+//!
+//! The protocol heart of wirecall: a request/response protocol for sockets, written so any
+//! runtime can drive it. **No IO, no clock, no heap, no panics**: this crate never touches a
+//! socket, never reads the time and never allocates. The caller hands it received bytes and
+//! the current [`Instant`], and pulls from it the bytes to send, the events to act on, and
+//! the next time it wants to be woken. Given the same inputs it always does the same thing,
+//! which is what makes it testable in simulation and fuzzable.
+//!
+//! ## Layers
+//!
+//! - [`wire`]: the frames and their byte encoding (postcard), with the contract that
+//!   decoding never panics and borrows bodies from the input.
+//! - [`frame`]: stream framing: a length-prefixed frame encoder and an incremental
+//!   decoder that checks a frame's declared length before buffering it.
+//! - [`client`] and [`server`]: the connection state machines for stream transports
+//!   (`ClientConnection`, `ServerConnection`): handshake and version negotiation, many calls
+//!   in flight answered in any order, deadlines, cancel, keepalive, busy replies, graceful
+//!   close, and an outcome for every call that says whether the server may have run it.
+//! - `sim` (feature `sim`): a deterministic in-memory network and clock for testing a
+//!   runtime that embeds the core.
+//!
+//! ## Driving a connection
+//!
+//! Every connection is driven the same way, in a loop:
+//!
+//! 1. put received bytes in with `handle_input(now, bytes)` (or read straight into
+//!    `input_buffer()` and call `commit_input(now, n)`); on end of stream, `handle_eof(now)`;
+//! 2. take events with `poll_event(now)` until it returns `None`, and act on them;
+//! 3. send what `transmit()` returns and report it with `advance_transmit(n)`;
+//! 4. sleep until `poll_timeout()` or more input, then call `handle_timeout(now)`.
+//!
+//! ## Features
+//!
+//! - `log` / `defmt` (exclusive): where the core's log lines go; none by default.
+//! - `sim`: the simulation harness.
+#![cfg_attr(not(test), no_std)]
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::unreachable,
+    clippy::todo,
+    clippy::unimplemented,
+    clippy::arithmetic_side_effects,
+    clippy::cast_possible_truncation
+)]
+#![warn(
+    clippy::use_self,
+    clippy::doc_markdown,
+    clippy::semicolon_if_nothing_returned,
+    clippy::must_use_candidate
+)]
+
+#[macro_use]
+mod fmt;
+
+pub mod client;
+pub mod config;
+mod conn;
+pub mod frame;
+pub mod server;
+#[cfg(feature = "sim")]
+pub mod sim;
+pub mod time;
+pub mod wire;
+
+pub use client::ClientConnection;
+pub use config::Config;
+pub use server::ServerConnection;
+pub use time::{Duration, Instant};
+pub use wire::{Frame, RequestId};

@@ -1,0 +1,666 @@
+//! The server side of a stream connection.
+//!
+//! A [`ServerConnection`] takes requests off one connection and hands them to the
+//! application as [`ServerEvent::Request`]; the application answers each exactly once with
+//! [`respond`](ServerConnection::respond), in any order and at any later time. The request
+//! table is caller storage (`S`, a slice of [`RequestSlot`]), so its size is set at run time
+//! without a heap. When the table is full the connection answers new requests with a busy
+//! reply itself, and it never runs out of memory: a peer that sends faster than the
+//! application answers is slowed by the transmit buffer filling up, at which point the
+//! connection stops taking frames out of its receive buffer until `advance_transmit` makes
+//! room, so the caller stops reading the socket (backpressure).
+//!
+//! ```
+//! use wirecall_core::server::{RequestSlot, ServerConnection, ServerEvent};
+//! use wirecall_core::wire::Reply;
+//! use wirecall_core::{Config, Instant};
+//!
+//! let now = Instant::ZERO;
+//! let mut server = ServerConnection::new(
+//!     Config::default(), [0u8; 2048], [0u8; 2048], [RequestSlot::EMPTY; 8], now,
+//! )?;
+//! // Feed received bytes with `server.handle_input(now, &bytes)`, then:
+//! while let Some(event) = server.poll_event(now) {
+//!     if let ServerEvent::Request(req) = event {
+//!         let id = req.id;
+//!         // ... run req.method on req.body ...
+//!         server.respond(id, Reply::Ok(b"done"))?;
+//!     }
+//! }
+//! // `server.transmit()` now starts with our hello; send it and `advance_transmit`.
+//! assert!(!server.transmit().is_empty());
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+use core::fmt;
+use core::ops::Range;
+
+use crate::config::{BASELINE_BUFFER, BASELINE_SLOTS, Config, ConfigError};
+use crate::conn::{Conn, PushError, earliest};
+use crate::frame::FrameDecoder;
+use crate::time::{Duration, Instant};
+use crate::wire::{
+    BASELINE_MAX_FRAME_LEN, Frame, LEN_PREFIX, MAX_HELLO_LEN, RejectCode, Reply, RequestId,
+    Response,
+};
+
+pub use crate::conn::{CloseReason, PeerInfo, ProtocolError};
+
+/// One entry of a server's request table: storage the caller provides, e.g.
+/// `[RequestSlot::EMPTY; 64]` or `vec![RequestSlot::EMPTY; n]`. Opaque.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequestSlot {
+    /// The request id; 0 marks a free slot (ids start at 1).
+    id: u64,
+    deadline: Option<Instant>,
+    expired: bool,
+}
+
+impl RequestSlot {
+    /// A free slot.
+    pub const EMPTY: Self = Self {
+        id: 0,
+        deadline: None,
+        expired: false,
+    };
+}
+
+impl Default for RequestSlot {
+    fn default() -> Self {
+        Self::EMPTY
+    }
+}
+
+/// A request the application should answer with [`ServerConnection::respond`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct IncomingRequest<'a> {
+    /// Pass this to `respond`.
+    pub id: RequestId,
+    /// The function to run.
+    pub method: &'a str,
+    /// Its argument, borrowed from the receive buffer.
+    pub body: &'a [u8],
+    /// When the client stops waiting, measured from when the request arrived; a function
+    /// that starts after this should be skipped (its answer would be ignored).
+    pub deadline: Option<Instant>,
+}
+
+/// Something the application must know about, from [`ServerConnection::poll_event`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
+pub enum ServerEvent<'a> {
+    /// The client's hello arrived; the handshake is done.
+    Connected(PeerInfo),
+    /// A call to answer.
+    Request(IncomingRequest<'a>),
+    /// The client cancelled this request: stop work on it if you can; its slot is free and
+    /// `respond` for it now returns [`RespondError::UnknownRequest`].
+    Cancelled {
+        /// The cancelled request.
+        id: RequestId,
+    },
+    /// The request's deadline passed before it was answered: the client has stopped
+    /// waiting. Its slot is free, as for `Cancelled`.
+    Expired {
+        /// The expired request.
+        id: RequestId,
+    },
+    /// The connection is over: send what [`transmit`](ServerConnection::transmit) still
+    /// holds (it may carry a close frame), then close the transport. Always the last event.
+    Closed(CloseReason),
+}
+
+/// Why [`ServerConnection::respond`] did not queue an answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
+pub enum RespondError {
+    /// No request with that id is waiting: it was answered, cancelled or expired already.
+    UnknownRequest,
+    /// The transmit buffer is full: send what `transmit` returns, then try again.
+    WouldBlock,
+    /// The answer is larger than the client accepts or the transmit buffer holds; answer
+    /// with an error instead (the request is still waiting).
+    TooLarge,
+    /// The connection is closed.
+    Closed,
+}
+
+impl fmt::Display for RespondError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::UnknownRequest => "no such request is waiting for an answer",
+            Self::WouldBlock => "transmit buffer full",
+            Self::TooLarge => "answer larger than the client accepts",
+            Self::Closed => "connection closed",
+        })
+    }
+}
+
+impl core::error::Error for RespondError {}
+
+/// Counters of one server connection.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
+pub struct ServerStats {
+    /// Requests handed to the application.
+    pub requests: u64,
+    /// Answers queued by `respond`.
+    pub responses: u64,
+    /// Requests answered busy because the table was full.
+    pub busy: u64,
+    /// Requests rejected because their budget was already zero.
+    pub expired_on_arrival: u64,
+    /// Requests cancelled by the client while waiting.
+    pub cancelled: u64,
+    /// Requests whose deadline passed while waiting.
+    pub expired: u64,
+    /// Requests dropped because they came after our go-away.
+    pub after_goaway: u64,
+}
+
+/// An event found by `next_event`, with borrowed parts as receive-buffer ranges.
+enum Pending {
+    Event(ServerEvent<'static>),
+    Request {
+        id: RequestId,
+        method: Range<usize>,
+        body: Range<usize>,
+        deadline: Option<Instant>,
+    },
+}
+
+/// Graceful close progress.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Drain {
+    None,
+    /// Close requested; send the go-away once frames received before this stream offset
+    /// have been taken.
+    Requested {
+        mark: u64,
+    },
+    /// Go-away sent; requests above `last_id` are dropped.
+    Sent {
+        last_id: u64,
+    },
+}
+
+/// The server side of one stream connection. See the [module docs](self).
+///
+/// `B` is the storage of the receive and transmit buffers (`[u8; N]`, `Box<[u8]>`,
+/// `Vec<u8>`, ...); `S` is the request table (`[RequestSlot; N]`, `Vec<RequestSlot>`, ...).
+#[derive(Debug)]
+pub struct ServerConnection<B, S> {
+    rx: FrameDecoder<B>,
+    conn: Conn<B>,
+    slots: S,
+    limit: usize,
+    in_flight: usize,
+    /// Slots marked expired and not yet reported.
+    expired_pending: usize,
+    last_id: u64,
+    drain: Drain,
+    peer_goaway: bool,
+    /// Bytes received / taken out as frames since the start, for the drain mark.
+    rx_received: u64,
+    rx_taken: u64,
+    stats: ServerStats,
+}
+
+impl<B, S> ServerConnection<B, S>
+where
+    B: AsRef<[u8]> + AsMut<[u8]>,
+    S: AsRef<[RequestSlot]> + AsMut<[RequestSlot]>,
+{
+    /// A server connection that has just been accepted; our hello is queued at once.
+    ///
+    /// `rx` must hold a frame of `config.max_frame_len` plus 4 bytes, or the announced
+    /// limit is lowered to fit; `tx` must hold at least a 1028-byte frame; `slots` sets the
+    /// table size (the smaller of it and `config.max_in_flight` is announced).
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError`] when a buffer or the table is under the protocol's baseline.
+    pub fn new(config: Config, rx: B, tx: B, slots: S, now: Instant) -> Result<Self, ConfigError> {
+        let mut config = config;
+        let rx = checked_rx(&mut config, rx)?;
+        if tx.as_ref().len() < BASELINE_BUFFER {
+            return Err(ConfigError::TransmitBufferTooSmall {
+                need: BASELINE_BUFFER,
+                have: tx.as_ref().len(),
+            });
+        }
+        let limit = slots
+            .as_ref()
+            .len()
+            .min(usize::try_from(config.max_in_flight).unwrap_or(usize::MAX));
+        if limit < BASELINE_SLOTS {
+            return Err(ConfigError::TooFewSlots {
+                need: BASELINE_SLOTS,
+                have: limit,
+            });
+        }
+        let mut slots = slots;
+        slots.as_mut().fill(RequestSlot::EMPTY);
+        let announced = u32::try_from(limit).unwrap_or(u32::MAX);
+        Ok(Self {
+            rx,
+            conn: Conn::new(tx, config, announced, now),
+            slots,
+            limit,
+            in_flight: 0,
+            expired_pending: 0,
+            last_id: 0,
+            drain: Drain::None,
+            peer_goaway: false,
+            rx_received: 0,
+            rx_taken: 0,
+            stats: ServerStats::default(),
+        })
+    }
+
+    /// Copies received bytes in; returns how many were taken. Fewer than offered means the
+    /// receive buffer is full of frames not yet handled: call [`poll_event`](Self::poll_event)
+    /// and [`advance_transmit`](Self::advance_transmit), then offer the rest again.
+    pub fn handle_input(&mut self, now: Instant, data: &[u8]) -> usize {
+        if !self.conn.is_open() {
+            return data.len();
+        }
+        let n = self.rx.feed(data);
+        self.on_received(now, n);
+        n
+    }
+
+    /// Free receive storage to read the socket into directly; then call
+    /// [`commit_input`](Self::commit_input). Empty means: handle events first.
+    pub fn input_buffer(&mut self) -> &mut [u8] {
+        self.rx.space()
+    }
+
+    /// Marks `n` bytes read into [`input_buffer`](Self::input_buffer) as received.
+    pub fn commit_input(&mut self, now: Instant, n: usize) {
+        self.rx.commit(n);
+        self.on_received(now, n);
+    }
+
+    fn on_received(&mut self, now: Instant, n: usize) {
+        if n > 0 {
+            self.conn.on_input(now);
+            self.rx_received = self.rx_received.saturating_add(n as u64);
+        }
+    }
+
+    /// The peer closed its end of the transport. Frames already received are still
+    /// delivered; then the connection reports [`ServerEvent::Closed`].
+    pub fn handle_eof(&mut self, _now: Instant) {
+        self.conn.eof = true;
+    }
+
+    /// Bytes to send now, in order. Empty when there is nothing to send.
+    #[must_use]
+    pub fn transmit(&self) -> &[u8] {
+        self.conn.tx.pending()
+    }
+
+    /// Reports that the first `n` bytes of [`transmit`](Self::transmit) were sent.
+    pub fn advance_transmit(&mut self, n: usize) {
+        self.conn.tx.advance(n);
+    }
+
+    /// Fires timers that are due: handshake, keepalive, drain and request deadlines.
+    /// Call it when [`poll_timeout`](Self::poll_timeout) has passed (calling it early is
+    /// harmless), then poll events.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.conn.handle_timeout(now);
+        if !self.conn.is_open() {
+            return;
+        }
+        for slot in self.slots.as_mut() {
+            if slot.id != 0 && !slot.expired && slot.deadline.is_some_and(|d| d <= now) {
+                slot.expired = true;
+                self.expired_pending = self.expired_pending.saturating_add(1);
+            }
+        }
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) next has work; `None`: no timer.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let mut next = self.conn.poll_timeout();
+        if self.conn.is_open() {
+            for slot in self.slots.as_ref() {
+                if slot.id != 0 && !slot.expired {
+                    next = earliest(next, slot.deadline);
+                }
+            }
+        }
+        next
+    }
+
+    /// The next event, or `None` when there is nothing to do until more input, a timeout
+    /// or an answer. Call it after every other call, until it returns `None`.
+    pub fn poll_event(&mut self, now: Instant) -> Option<ServerEvent<'_>> {
+        Some(match self.next_event(now)? {
+            Pending::Event(event) => event,
+            Pending::Request {
+                id,
+                method,
+                body,
+                deadline,
+            } => ServerEvent::Request(IncomingRequest {
+                id,
+                method: self.rx.get_str(method),
+                body: self.rx.get(body),
+                deadline,
+            }),
+        })
+    }
+
+    /// [`poll_event`](Self::poll_event) with borrowed parts as ranges of the receive
+    /// buffer, so the loop holds no borrow.
+    fn next_event(&mut self, now: Instant) -> Option<Pending> {
+        let closed = |reason| Some(Pending::Event(ServerEvent::Closed(reason)));
+        if let Some(reason) = self.conn.take_closed() {
+            return closed(reason);
+        }
+        if !self.conn.is_open() {
+            return None;
+        }
+        if self.expired_pending > 0 {
+            if let Some(id) = self.take_expired() {
+                return Some(Pending::Event(ServerEvent::Expired { id }));
+            }
+        }
+        loop {
+            if let Drain::Requested { mark } = self.drain {
+                if self.rx_taken >= mark || self.conn.eof {
+                    let last_id = RequestId(self.last_id);
+                    if self
+                        .conn
+                        .tx
+                        .push(&Frame::GoAway { last_id }, u32::MAX)
+                        .is_err()
+                    {
+                        return None;
+                    }
+                    debug!("go-away sent, last id {}", self.last_id);
+                    self.drain = Drain::Sent {
+                        last_id: self.last_id,
+                    };
+                }
+            }
+            if self.in_flight == 0 && (self.peer_goaway || matches!(self.drain, Drain::Sent { .. }))
+            {
+                self.conn.close(CloseReason::Graceful);
+                return self.conn.take_closed().and_then(closed);
+            }
+            if self.conn.peer.is_none() && self.rx.peek_len().is_some_and(|l| l > MAX_HELLO_LEN) {
+                self.conn.close(CloseReason::NotWirecall);
+                return self.conn.take_closed().and_then(closed);
+            }
+            let range = match self.rx.peek() {
+                Ok(Some(range)) => range,
+                Ok(None) => {
+                    if self.conn.eof {
+                        self.conn.close(CloseReason::TransportClosed);
+                        return self.conn.take_closed().and_then(closed);
+                    }
+                    return None;
+                }
+                Err(e) => {
+                    self.conn
+                        .close(CloseReason::Protocol(ProtocolError::TooLong(e)));
+                    return self.conn.take_closed().and_then(closed);
+                }
+            };
+            let frame_len =
+                (range.end.saturating_sub(range.start) as u64).saturating_add(LEN_PREFIX as u64);
+            let frame = match Frame::decode(self.rx.get(range.clone())) {
+                Ok(frame) => frame,
+                Err(_) if self.conn.peer.is_none() => {
+                    self.conn.close(CloseReason::NotWirecall);
+                    return self.conn.take_closed().and_then(closed);
+                }
+                Err(e) => {
+                    self.conn
+                        .close(CloseReason::Protocol(ProtocolError::Malformed(e)));
+                    return self.conn.take_closed().and_then(closed);
+                }
+            };
+            trace!("server got frame of {} bytes", frame_len);
+            if self.conn.peer.is_none() {
+                match self.conn.on_hello(&frame) {
+                    Ok(info) => {
+                        self.rx.consume(&range);
+                        self.rx_taken = self.rx_taken.saturating_add(frame_len);
+                        return Some(Pending::Event(ServerEvent::Connected(info)));
+                    }
+                    Err(reason) => {
+                        self.conn.close(reason);
+                        return self.conn.take_closed().and_then(closed);
+                    }
+                }
+            }
+            match frame {
+                Frame::Request(req) => {
+                    if req.id.0 <= self.last_id {
+                        self.conn
+                            .close(CloseReason::Protocol(ProtocolError::IdNotIncreasing));
+                        return self.conn.take_closed().and_then(closed);
+                    }
+                    if let Drain::Sent { .. } = self.drain {
+                        self.stats.after_goaway = self.stats.after_goaway.saturating_add(1);
+                        trace!("dropping request {} after go-away", req.id.0);
+                    } else if self.in_flight >= self.limit {
+                        let retry_after_ms =
+                            crate::conn::budget_ms(self.conn.config.busy_retry_after);
+                        let reply = Reply::Busy { retry_after_ms };
+                        if push_response(&mut self.conn, req.id, reply).is_err() {
+                            return None;
+                        }
+                        self.stats.busy = self.stats.busy.saturating_add(1);
+                    } else if req.budget_ms == Some(0) {
+                        let reply = Reply::Rejected {
+                            code: RejectCode::DEADLINE_EXCEEDED,
+                            message: "deadline passed before arrival",
+                        };
+                        if push_response(&mut self.conn, req.id, reply).is_err() {
+                            return None;
+                        }
+                        self.stats.expired_on_arrival =
+                            self.stats.expired_on_arrival.saturating_add(1);
+                    } else {
+                        let deadline = req
+                            .budget_ms
+                            .map(|ms| now.saturating_add(Duration::from_millis(u64::from(ms))));
+                        // `in_flight < limit <= slots`, so a free slot exists.
+                        let slot = self.slots.as_mut().iter_mut().find(|s| s.id == 0)?;
+                        *slot = RequestSlot {
+                            id: req.id.0,
+                            deadline,
+                            expired: false,
+                        };
+                        self.in_flight = self.in_flight.saturating_add(1);
+                        self.last_id = req.id.0;
+                        self.rx.consume(&range);
+                        self.rx_taken = self.rx_taken.saturating_add(frame_len);
+                        self.stats.requests = self.stats.requests.saturating_add(1);
+                        return Some(Pending::Request {
+                            id: req.id,
+                            method: self.rx.locate(req.method.as_bytes()),
+                            body: self.rx.locate(req.body),
+                            deadline,
+                        });
+                    }
+                    self.last_id = req.id.0;
+                }
+                Frame::Cancel { id } => {
+                    if let Some(slot) = self
+                        .slots
+                        .as_mut()
+                        .iter_mut()
+                        .find(|s| s.id == id.0 && id.0 != 0)
+                    {
+                        if slot.expired {
+                            self.expired_pending = self.expired_pending.saturating_sub(1);
+                        }
+                        *slot = RequestSlot::EMPTY;
+                        self.in_flight = self.in_flight.saturating_sub(1);
+                        self.stats.cancelled = self.stats.cancelled.saturating_add(1);
+                        self.rx.consume(&range);
+                        self.rx_taken = self.rx_taken.saturating_add(frame_len);
+                        return Some(Pending::Event(ServerEvent::Cancelled { id }));
+                    }
+                }
+                Frame::Ping { .. } | Frame::Pong { .. } => {
+                    if self.conn.on_keepalive(&frame).is_err() {
+                        return None;
+                    }
+                }
+                Frame::GoAway { .. } => {
+                    debug!("client sent go-away");
+                    self.peer_goaway = true;
+                    self.conn.draining_since.get_or_insert(now);
+                }
+                Frame::Close { code, .. } => {
+                    self.conn.close(CloseReason::PeerClosed(code));
+                    return self.conn.take_closed().and_then(closed);
+                }
+                Frame::Hello(_) | Frame::Response(_) => {
+                    self.conn
+                        .close(CloseReason::Protocol(ProtocolError::UnexpectedFrame));
+                    return self.conn.take_closed().and_then(closed);
+                }
+            }
+            self.rx.consume(&range);
+            self.rx_taken = self.rx_taken.saturating_add(frame_len);
+        }
+    }
+
+    fn take_expired(&mut self) -> Option<RequestId> {
+        let slot = self
+            .slots
+            .as_mut()
+            .iter_mut()
+            .find(|s| s.id != 0 && s.expired)?;
+        let id = RequestId(slot.id);
+        *slot = RequestSlot::EMPTY;
+        self.expired_pending = self.expired_pending.saturating_sub(1);
+        self.in_flight = self.in_flight.saturating_sub(1);
+        self.stats.expired = self.stats.expired.saturating_add(1);
+        Some(id)
+    }
+
+    /// Answers request `id`. Every request gets exactly one answer (or is cancelled or
+    /// expires); the answer goes out in the order answers are given.
+    ///
+    /// # Errors
+    ///
+    /// [`RespondError`]; on `WouldBlock` and `TooLarge` the request is still waiting.
+    pub fn respond(&mut self, id: RequestId, reply: Reply<'_>) -> Result<(), RespondError> {
+        if !self.conn.is_open() {
+            return Err(RespondError::Closed);
+        }
+        let index = self
+            .slots
+            .as_ref()
+            .iter()
+            .position(|s| s.id == id.0 && id.0 != 0)
+            .ok_or(RespondError::UnknownRequest)?;
+        push_response(&mut self.conn, id, reply).map_err(|e| match e {
+            PushError::Full => RespondError::WouldBlock,
+            PushError::TooLarge => RespondError::TooLarge,
+        })?;
+        if let Some(slot) = self.slots.as_mut().get_mut(index) {
+            if slot.expired {
+                self.expired_pending = self.expired_pending.saturating_sub(1);
+            }
+            *slot = RequestSlot::EMPTY;
+        }
+        self.in_flight = self.in_flight.saturating_sub(1);
+        self.stats.responses = self.stats.responses.saturating_add(1);
+        Ok(())
+    }
+
+    /// Begins a graceful close: requests received so far are still delivered and must be
+    /// answered; then a go-away tells the client which was the last, later requests are
+    /// dropped (the client knows they were not run), and once every request taken is
+    /// answered the connection reports [`CloseReason::Graceful`]. Gives up after the
+    /// configured drain timeout.
+    pub fn close(&mut self, now: Instant) {
+        if self.conn.is_open() && self.drain == Drain::None {
+            debug!("graceful close requested");
+            self.drain = Drain::Requested {
+                mark: self.rx_received,
+            };
+            self.conn.draining_since.get_or_insert(now);
+        }
+    }
+
+    /// Closes at once, answering nothing more; the closed event follows.
+    pub fn abort(&mut self) {
+        self.conn.close(CloseReason::Aborted);
+    }
+
+    /// Requests taken and not yet answered, cancelled or expired.
+    #[must_use]
+    pub fn in_flight(&self) -> usize {
+        self.in_flight
+    }
+
+    /// What the client announced, once its hello has arrived.
+    #[must_use]
+    pub fn peer(&self) -> Option<PeerInfo> {
+        self.conn.peer
+    }
+
+    /// `false` once the connection has closed (or is closing).
+    #[must_use]
+    pub fn is_open(&self) -> bool {
+        self.conn.is_open()
+    }
+
+    /// This connection's counters.
+    #[must_use]
+    pub fn stats(&self) -> &ServerStats {
+        &self.stats
+    }
+}
+
+/// Queues an answer within the client's frame limit.
+fn push_response<B: AsRef<[u8]> + AsMut<[u8]>>(
+    conn: &mut Conn<B>,
+    id: RequestId,
+    reply: Reply<'_>,
+) -> Result<(), PushError> {
+    let limit = conn.send_limit();
+    conn.tx
+        .push(&Frame::Response(Response { id, reply }), limit)
+}
+
+/// Checks the receive buffer against the baseline and clamps the announced frame limit to
+/// what it holds.
+pub(crate) fn checked_rx<B: AsRef<[u8]> + AsMut<[u8]>>(
+    config: &mut Config,
+    rx: B,
+) -> Result<FrameDecoder<B>, ConfigError> {
+    let have = rx.as_ref().len();
+    if have < BASELINE_BUFFER {
+        return Err(ConfigError::ReceiveBufferTooSmall {
+            need: BASELINE_BUFFER,
+            have,
+        });
+    }
+    if config.max_frame_len < BASELINE_MAX_FRAME_LEN {
+        return Err(ConfigError::FrameLimitTooSmall {
+            need: BASELINE_MAX_FRAME_LEN,
+            have: config.max_frame_len,
+        });
+    }
+    let decoder = FrameDecoder::new(rx, config.max_frame_len);
+    config.max_frame_len = decoder.max_frame_len();
+    Ok(decoder)
+}

@@ -1,0 +1,104 @@
+//! Numbered codes carried in [`Reply::Rejected`](super::Reply::Rejected) and
+//! [`Frame::Close`](super::Frame::Close) frames.
+//!
+//! Codes are plain `u16` newtypes rather than closed enums, so a code this version does not
+//! know is still data: it is shown by number and never makes a frame undecodable.
+
+use core::fmt;
+use serde::{Deserialize, Serialize};
+
+/// Why a server refused a request *before running its function*.
+///
+/// A client that receives a rejection knows the call was not executed, and may retry it
+/// elsewhere or later without risk of running it twice. Codes below 256 are reserved for
+/// wirecall; applications use 256 and up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[serde(transparent)]
+pub struct RejectCode(pub u16);
+
+impl RejectCode {
+    /// The server has no function of that name.
+    pub const UNKNOWN_METHOD: Self = Self(1);
+    /// The request's deadline had passed before the function could start.
+    pub const DEADLINE_EXCEEDED: Self = Self(2);
+    /// The server is shutting down and takes no new requests.
+    pub const SHUTTING_DOWN: Self = Self(3);
+    /// The request's arguments were refused before the function ran.
+    pub const INVALID_REQUEST: Self = Self(4);
+    /// The request is larger than the function accepts; it was not run. (An *answer* too
+    /// large for the client is found only after the function ran: send a
+    /// [`Reply::Error`](super::Reply::Error) for that, since the call was executed.)
+    pub const TOO_LARGE: Self = Self(5);
+
+    /// A short name for a known code, `None` for others.
+    #[must_use]
+    pub const fn name(self) -> Option<&'static str> {
+        Some(match self {
+            Self::UNKNOWN_METHOD => "unknown method",
+            Self::DEADLINE_EXCEEDED => "deadline exceeded",
+            Self::SHUTTING_DOWN => "shutting down",
+            Self::INVALID_REQUEST => "invalid request",
+            Self::TOO_LARGE => "too large",
+            _ => return None,
+        })
+    }
+}
+
+impl fmt::Display for RejectCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.name() {
+            Some(name) => write!(f, "{name} ({})", self.0),
+            None => write!(f, "code {}", self.0),
+        }
+    }
+}
+
+/// Why a peer is closing the connection at once, sent in a [`Close`](super::Frame::Close)
+/// frame just before it closes the transport.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[serde(transparent)]
+pub struct CloseCode(pub u16);
+
+impl CloseCode {
+    /// The peer broke a rule of the protocol (a malformed frame, a frame out of place, a
+    /// request id that did not increase, ...).
+    pub const PROTOCOL_VIOLATION: Self = Self(1);
+    /// The two version ranges in the hellos do not overlap.
+    pub const UNSUPPORTED_VERSION: Self = Self(2);
+    /// A frame was longer than the limit its receiver announced.
+    pub const FRAME_TOO_LARGE: Self = Self(3);
+    /// The first frame was not a wirecall hello.
+    pub const NOT_WIRECALL: Self = Self(4);
+    /// No hello arrived in time.
+    pub const HANDSHAKE_TIMEOUT: Self = Self(5);
+    /// Nothing arrived for too long, not even a pong.
+    pub const KEEPALIVE_TIMEOUT: Self = Self(6);
+    /// A graceful close could not finish in time.
+    pub const DRAIN_TIMEOUT: Self = Self(7);
+
+    /// A short name for a known code, `None` for others.
+    #[must_use]
+    pub const fn name(self) -> Option<&'static str> {
+        Some(match self {
+            Self::PROTOCOL_VIOLATION => "protocol violation",
+            Self::UNSUPPORTED_VERSION => "unsupported version",
+            Self::FRAME_TOO_LARGE => "frame too large",
+            Self::NOT_WIRECALL => "not wirecall",
+            Self::HANDSHAKE_TIMEOUT => "handshake timeout",
+            Self::KEEPALIVE_TIMEOUT => "keepalive timeout",
+            Self::DRAIN_TIMEOUT => "drain timeout",
+            _ => return None,
+        })
+    }
+}
+
+impl fmt::Display for CloseCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.name() {
+            Some(name) => write!(f, "{name} ({})", self.0),
+            None => write!(f, "code {}", self.0),
+        }
+    }
+}
