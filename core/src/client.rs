@@ -73,7 +73,12 @@ pub enum Failure<'a> {
         retry_after: Duration,
     },
     /// The deadline passed without an answer.
-    TimedOut,
+    TimedOut {
+        /// Whether any copy of the request was (or, on a stream, will still be) handed to
+        /// the transport. On a stream this is always `true`: a queued request still goes
+        /// out. A datagram call that never left the client says `false`.
+        sent: bool,
+    },
     /// The caller cancelled the call.
     Cancelled,
     /// The server's go-away came before it took this call: it was not and will not be run.
@@ -94,8 +99,9 @@ impl Failure<'_> {
         match self {
             Self::Remote { .. } => Execution::Executed,
             Self::Rejected { .. } | Self::Busy { .. } | Self::Refused => Execution::NotExecuted,
+            Self::TimedOut { sent: false } => Execution::NotExecuted,
             // A request that timed out or was cancelled is still sent if it was queued.
-            Self::TimedOut | Self::Cancelled => Execution::MaybeExecuted,
+            Self::TimedOut { sent: true } | Self::Cancelled => Execution::MaybeExecuted,
             Self::ConnectionLost { sent: false, .. } => Execution::NotExecuted,
             Self::ConnectionLost { sent: true, .. } => Execution::MaybeExecuted,
         }
@@ -108,7 +114,7 @@ impl fmt::Display for Failure<'_> {
             Self::Remote { code, message } => write!(f, "remote error {code}: {message}"),
             Self::Rejected { code, message } => write!(f, "rejected, {code}: {message}"),
             Self::Busy { retry_after } => write!(f, "server busy, retry after {retry_after}"),
-            Self::TimedOut => f.write_str("timed out"),
+            Self::TimedOut { .. } => f.write_str("timed out"),
             Self::Cancelled => f.write_str("cancelled"),
             Self::Refused => f.write_str("refused: server is closing"),
             Self::ConnectionLost { reason, .. } => write!(f, "connection lost: {reason}"),
@@ -703,7 +709,7 @@ where
         let failure = match slot.ended? {
             Ended::TimedOut => {
                 self.stats.timeouts = self.stats.timeouts.saturating_add(1);
-                Failure::TimedOut
+                Failure::TimedOut { sent: true }
             }
             Ended::Cancelled => Failure::Cancelled,
             Ended::Refused => Failure::Refused,

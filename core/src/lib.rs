@@ -61,7 +61,9 @@ mod fmt;
 pub mod client;
 pub mod config;
 mod conn;
+pub mod datagram;
 pub mod frame;
+mod rng;
 pub mod server;
 #[cfg(feature = "sim")]
 pub mod sim;

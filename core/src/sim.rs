@@ -38,11 +38,7 @@ impl Rng {
 
     /// The next 64 random bits.
     pub fn next_u64(&mut self) -> u64 {
-        self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        crate::rng::splitmix64(&mut self.state)
     }
 
     /// A number in `0..n` (0 when `n` is 0).
@@ -399,5 +395,151 @@ impl<const BUF: usize, const SLOTS: usize, const PIPE: usize> Pair<BUF, SLOTS, P
             }
         }
         Err(SimError::StepLimit { at: self.now })
+    }
+}
+
+/// What a [`DatagramNet`] does to datagrams: loss, duplication, delay and (through the
+/// random delay) reordering, all drawn from the run's [`Rng`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Faults {
+    /// Datagrams lost, per thousand.
+    pub loss_per_mille: u32,
+    /// Datagrams delivered twice, per thousand (each copy with its own delay).
+    pub duplicate_per_mille: u32,
+    /// Delay every datagram has at least.
+    pub latency: Duration,
+    /// Extra random delay per datagram, up to this; datagrams overtake each other.
+    pub jitter: Duration,
+}
+
+impl Default for Faults {
+    fn default() -> Self {
+        Self {
+            loss_per_mille: 0,
+            duplicate_per_mille: 0,
+            latency: Duration::from_micros(100),
+            jitter: Duration::from_micros(100),
+        }
+    }
+}
+
+/// Counters of a [`DatagramNet`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct NetStats {
+    /// Datagrams offered to the network.
+    pub sent: u64,
+    /// Of those, lost.
+    pub lost: u64,
+    /// Extra copies made.
+    pub duplicated: u64,
+    /// Copies delivered.
+    pub delivered: u64,
+    /// Dropped because the network was full or the datagram over its MTU.
+    pub overflow: u64,
+}
+
+#[derive(Debug, Clone)]
+struct Flight<A, const MTU: usize> {
+    from: A,
+    to: A,
+    at: Instant,
+    /// Orders datagrams due at the same instant by send order.
+    seq: u64,
+    len: usize,
+    bytes: [u8; MTU],
+}
+
+/// A simulated datagram network between addresses `A`: up to `SLOTS` datagrams of up to
+/// `MTU` bytes in flight, with seeded [`Faults`]. No heap.
+#[derive(Debug)]
+pub struct DatagramNet<A, const SLOTS: usize, const MTU: usize> {
+    flights: heapless::Vec<Flight<A, MTU>, SLOTS>,
+    faults: Faults,
+    seq: u64,
+    /// What happened so far.
+    pub stats: NetStats,
+}
+
+impl<A: Copy, const SLOTS: usize, const MTU: usize> DatagramNet<A, SLOTS, MTU> {
+    /// An empty network.
+    #[must_use]
+    pub fn new(faults: Faults) -> Self {
+        Self {
+            flights: heapless::Vec::new(),
+            faults,
+            seq: 0,
+            stats: NetStats::default(),
+        }
+    }
+
+    /// Sends `bytes` from `from` to `to` at `now`: it may be lost, duplicated and delayed.
+    pub fn send(&mut self, now: Instant, from: A, to: A, bytes: &[u8], rng: &mut Rng) {
+        self.stats.sent = self.stats.sent.saturating_add(1);
+        if rng.chance(self.faults.loss_per_mille) {
+            self.stats.lost = self.stats.lost.saturating_add(1);
+            return;
+        }
+        let copies = if rng.chance(self.faults.duplicate_per_mille) {
+            self.stats.duplicated = self.stats.duplicated.saturating_add(1);
+            2
+        } else {
+            1
+        };
+        for _ in 0..copies {
+            let mut buf = [0u8; MTU];
+            let Some(dst) = buf.get_mut(..bytes.len()) else {
+                self.stats.overflow = self.stats.overflow.saturating_add(1);
+                return;
+            };
+            dst.copy_from_slice(bytes);
+            let jitter =
+                Duration::from_micros(rng.below(self.faults.jitter.as_micros().saturating_add(1)));
+            let at = now
+                .saturating_add(self.faults.latency)
+                .saturating_add(jitter);
+            self.seq = self.seq.wrapping_add(1);
+            let flight = Flight {
+                from,
+                to,
+                at,
+                seq: self.seq,
+                len: bytes.len(),
+                bytes: buf,
+            };
+            if self.flights.push(flight).is_err() {
+                self.stats.overflow = self.stats.overflow.saturating_add(1);
+            }
+        }
+    }
+
+    /// When the next datagram arrives, if any is in flight.
+    #[must_use]
+    pub fn next_delivery(&self) -> Option<Instant> {
+        self.flights.iter().map(|f| f.at).min()
+    }
+
+    /// Takes the earliest datagram due by `now`, copying it into `out`: returns
+    /// `(from, to, length)`.
+    pub fn deliver(&mut self, now: Instant, out: &mut [u8]) -> Option<(A, A, usize)> {
+        let index = self
+            .flights
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| f.at <= now)
+            .min_by_key(|(_, f)| (f.at, f.seq))
+            .map(|(i, _)| i)?;
+        let flight = self.flights.swap_remove(index);
+        let len = flight.len.min(out.len());
+        if let (Some(dst), Some(src)) = (out.get_mut(..len), flight.bytes.get(..len)) {
+            dst.copy_from_slice(src);
+        }
+        self.stats.delivered = self.stats.delivered.saturating_add(1);
+        Some((flight.from, flight.to, len))
+    }
+
+    /// Datagrams in flight.
+    #[must_use]
+    pub fn in_flight(&self) -> usize {
+        self.flights.len()
     }
 }

@@ -278,7 +278,7 @@ fn deadline_passes_call_times_out_maybe_executed() {
     .unwrap();
     assert_eq!(
         log.outcomes[&id.0],
-        Outcome::Failed("TimedOut".into(), Execution::MaybeExecuted)
+        Outcome::Failed("TimedOut { sent: true }".into(), Execution::MaybeExecuted)
     );
     // The server stopped the work: by its own deadline or the client's cancel, whichever
     // came first; either way the answer is never sent.

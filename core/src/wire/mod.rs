@@ -20,6 +20,7 @@
 //! [postcard]: https://docs.rs/postcard
 
 mod code;
+pub mod datagram;
 mod frames;
 
 pub use code::{CloseCode, RejectCode};

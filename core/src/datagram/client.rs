@@ -1,0 +1,451 @@
+//! The datagram client: sends calls to one server and retransmits them until answered.
+
+use core::ops::Range;
+
+use super::{DatagramConfig, DatagramConfigError, chunk_len};
+use crate::client::{CallError, Failure};
+use crate::conn::budget_ms;
+use crate::time::{Duration, Instant};
+use crate::wire::datagram::{DatagramHeader, encode_datagram};
+use crate::wire::{Frame, Reply, Request, RequestId, WireError};
+
+/// How a call ended without an answer, recorded until reported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ended {
+    TimedOut,
+    Cancelled,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SlotState {
+    Free,
+    Active,
+    /// Ended, not yet reported by `poll_event`.
+    Ended(Ended),
+    /// Reported, but a cancel datagram is still owed.
+    Reported,
+}
+
+/// One entry of a datagram client's call table: storage the caller provides, e.g.
+/// `[DatagramCallSlot::EMPTY; 64]`. Opaque.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DatagramCallSlot {
+    id: u64,
+    state: SlotState,
+    /// Bytes of the encoded request in this slot's storage.
+    len: usize,
+    deadline: Instant,
+    /// When to transmit next; `None` when no more attempts are left.
+    next_send: Option<Instant>,
+    attempts: u32,
+    /// The wait after the next transmission, before jitter.
+    rto: Duration,
+    /// A cancel datagram is encoded in the slot's storage and not yet sent.
+    cancel_owed: bool,
+}
+
+impl DatagramCallSlot {
+    /// A free slot.
+    pub const EMPTY: Self = Self {
+        id: 0,
+        state: SlotState::Free,
+        len: 0,
+        deadline: Instant::ZERO,
+        next_send: None,
+        attempts: 0,
+        rto: Duration::ZERO,
+        cancel_owed: false,
+    };
+}
+
+impl Default for DatagramCallSlot {
+    fn default() -> Self {
+        Self::EMPTY
+    }
+}
+
+/// How a datagram call ended: the one outcome every call gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
+pub enum DatagramEvent<'a> {
+    /// The function ran and answered; `body` borrows the datagram passed in.
+    Response {
+        /// The call.
+        id: RequestId,
+        /// The answer.
+        body: &'a [u8],
+    },
+    /// The call failed; [`Failure::execution`] says whether it may have run.
+    Failed {
+        /// The call.
+        id: RequestId,
+        /// How.
+        failure: Failure<'a>,
+    },
+}
+
+/// Counters of a datagram client.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
+pub struct DatagramClientStats {
+    /// Calls accepted by `call`.
+    pub calls: u64,
+    /// Datagrams sent for calls, first transmissions included.
+    pub transmissions: u64,
+    /// Of those, retransmissions.
+    pub retransmissions: u64,
+    /// Calls answered with success.
+    pub responses: u64,
+    /// Calls that failed (an error answer, a timeout, a cancel).
+    pub failures: u64,
+    /// Calls whose deadline passed unanswered.
+    pub timeouts: u64,
+    /// Busy answers, which push the next retransmission back.
+    pub busy: u64,
+    /// Answers for calls no longer waiting (a duplicate, or after a timeout), ignored.
+    pub late_responses: u64,
+    /// Datagrams dropped: not wirecall, another version, another epoch, or malformed.
+    pub dropped: u64,
+}
+
+/// The client side of datagram mode, for one server. See the [module docs](super).
+///
+/// `B` holds the encoded requests (kept for retransmission): an equal share per slot, so
+/// give it `slots × max_datagram` bytes. `S` is the call table.
+#[derive(Debug)]
+pub struct DatagramClient<B, S> {
+    config: DatagramConfig,
+    epoch: u64,
+    /// `SplitMix64` state, seeded by the caller, for jitter.
+    rng: u64,
+    storage: B,
+    slots: S,
+    chunk: usize,
+    next_id: u64,
+    in_flight: usize,
+    ended_pending: usize,
+    stats: DatagramClientStats,
+}
+
+impl<B, S> DatagramClient<B, S>
+where
+    B: AsRef<[u8]> + AsMut<[u8]>,
+    S: AsRef<[DatagramCallSlot]> + AsMut<[DatagramCallSlot]>,
+{
+    /// A client. `epoch` must be fresh random bits for every client incarnation (a
+    /// restarted process must not reuse it: the server would take its new calls for
+    /// retransmissions of old ones); `seed` seeds the jitter.
+    ///
+    /// # Errors
+    ///
+    /// [`DatagramConfigError`] when there are no slots, the storage share per slot is
+    /// under the minimum datagram, or `max_attempts` is 0.
+    pub fn new(
+        config: DatagramConfig,
+        epoch: u64,
+        seed: u64,
+        storage: B,
+        slots: S,
+    ) -> Result<Self, DatagramConfigError> {
+        if config.max_attempts == 0 {
+            return Err(DatagramConfigError::NoAttempts);
+        }
+        let chunk = chunk_len(storage.as_ref().len(), slots.as_ref().len(), &config)?;
+        let mut slots = slots;
+        slots.as_mut().fill(DatagramCallSlot::EMPTY);
+        Ok(Self {
+            config,
+            epoch,
+            rng: seed,
+            storage,
+            slots,
+            chunk,
+            next_id: 1,
+            in_flight: 0,
+            ended_pending: 0,
+            stats: DatagramClientStats::default(),
+        })
+    }
+
+    /// This client's epoch.
+    #[must_use]
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    fn chunk_range(&self, index: usize) -> Range<usize> {
+        let start = index.saturating_mul(self.chunk);
+        start..start.saturating_add(self.chunk)
+    }
+
+    /// Starts a call of `method` with `body`, to end by `timeout` (or the configured
+    /// default). The request goes out at the next [`poll_transmit`](Self::poll_transmit).
+    ///
+    /// # Errors
+    ///
+    /// [`CallError::TooManyInFlight`] when every slot is busy, [`CallError::TooLarge`]
+    /// when the request does not fit one datagram. Nothing is sent then.
+    pub fn call(
+        &mut self,
+        now: Instant,
+        method: &str,
+        body: &[u8],
+        timeout: Option<Duration>,
+    ) -> Result<RequestId, CallError> {
+        let timeout = timeout.unwrap_or(self.config.default_timeout);
+        let index = self
+            .slots
+            .as_ref()
+            .iter()
+            .position(|s| s.state == SlotState::Free)
+            .ok_or(CallError::TooManyInFlight)?;
+        let id = RequestId(self.next_id);
+        let frame = Frame::Request(Request {
+            id,
+            method,
+            budget_ms: Some(budget_ms(timeout)),
+            body,
+        });
+        let range = self.chunk_range(index);
+        let out = self
+            .storage
+            .as_mut()
+            .get_mut(range)
+            .ok_or(CallError::TooLarge)?;
+        let len = encode_datagram(self.epoch, &frame, out).map_err(|_| CallError::TooLarge)?;
+        if let Some(slot) = self.slots.as_mut().get_mut(index) {
+            *slot = DatagramCallSlot {
+                id: id.0,
+                state: SlotState::Active,
+                len,
+                deadline: now.saturating_add(timeout),
+                next_send: Some(now),
+                attempts: 0,
+                rto: self.config.initial_rto,
+                cancel_owed: false,
+            };
+        }
+        self.next_id = self.next_id.saturating_add(1);
+        self.in_flight = self.in_flight.saturating_add(1);
+        self.stats.calls = self.stats.calls.saturating_add(1);
+        trace!("datagram call {} {}", id.0, method);
+        Ok(id)
+    }
+
+    /// Cancels a call: it ends with [`Failure::Cancelled`] at the next `poll_event`, and
+    /// if a copy was sent the server is told (once, best effort). Returns `false` when the
+    /// call is not waiting.
+    pub fn cancel(&mut self, id: RequestId) -> bool {
+        let Some(index) = self.active_index(id) else {
+            return false;
+        };
+        self.end(index, Ended::Cancelled);
+        true
+    }
+
+    fn active_index(&self, id: RequestId) -> Option<usize> {
+        self.slots
+            .as_ref()
+            .iter()
+            .position(|s| s.state == SlotState::Active && s.id == id.0)
+    }
+
+    /// Ends the call in slot `index`, owing the server a cancel if it may have the call.
+    fn end(&mut self, index: usize, how: Ended) {
+        let range = self.chunk_range(index);
+        let epoch = self.epoch;
+        let Some(slot) = self.slots.as_mut().get_mut(index) else {
+            return;
+        };
+        slot.state = SlotState::Ended(how);
+        slot.next_send = None;
+        if slot.attempts > 0 {
+            let cancel = Frame::Cancel {
+                id: RequestId(slot.id),
+            };
+            if let Some(out) = self.storage.as_mut().get_mut(range) {
+                if let Ok(len) = encode_datagram(epoch, &cancel, out) {
+                    slot.len = len;
+                    slot.cancel_owed = true;
+                }
+            }
+        }
+        self.ended_pending = self.ended_pending.saturating_add(1);
+    }
+
+    /// The next datagram to send to the server, if one is due: a first transmission, a
+    /// retransmission, or a cancel. Send it, then call again until `None`.
+    pub fn poll_transmit(&mut self, now: Instant) -> Option<&[u8]> {
+        let index = self.slots.as_ref().iter().position(|s| {
+            s.cancel_owed || (s.state == SlotState::Active && s.next_send.is_some_and(|t| t <= now))
+        })?;
+        let jitter = self.jitter();
+        let config = self.config;
+        let slot = self.slots.as_mut().get_mut(index)?;
+        if slot.cancel_owed {
+            slot.cancel_owed = false;
+            if slot.state == SlotState::Reported {
+                slot.state = SlotState::Free;
+            }
+        } else {
+            slot.attempts = slot.attempts.saturating_add(1);
+            self.stats.transmissions = self.stats.transmissions.saturating_add(1);
+            if slot.attempts > 1 {
+                self.stats.retransmissions = self.stats.retransmissions.saturating_add(1);
+                trace!(
+                    "retransmitting call {} (attempt {})",
+                    slot.id, slot.attempts
+                );
+            }
+            slot.next_send = if slot.attempts < config.max_attempts {
+                let wait = slot.rto.min(config.max_rto);
+                let stretch = wait.as_micros().saturating_mul(jitter) / 1000;
+                slot.rto = slot.rto.saturating_mul(2);
+                Some(
+                    now.saturating_add(wait)
+                        .saturating_add(Duration::from_micros(stretch)),
+                )
+            } else {
+                None
+            };
+        }
+        let len = slot.len;
+        let start = self.chunk_range(index).start;
+        self.storage.as_ref().get(start..start.saturating_add(len))
+    }
+
+    /// A jitter factor in per-mille: `0..=jitter_per_mille`.
+    fn jitter(&mut self) -> u64 {
+        let z = crate::rng::splitmix64(&mut self.rng);
+        z.checked_rem(u64::from(self.config.jitter_per_mille).saturating_add(1))
+            .unwrap_or(0)
+    }
+
+    /// Handles a datagram from the server: the answer to a call (returned at once; its
+    /// body borrows `datagram`), or nothing when it is a duplicate, a busy hint, stale,
+    /// or not ours (dropped and counted in [`stats`](Self::stats)).
+    ///
+    /// Pass only datagrams that came from the server's address.
+    pub fn handle_datagram<'a>(
+        &mut self,
+        now: Instant,
+        datagram: &'a [u8],
+    ) -> Option<DatagramEvent<'a>> {
+        let frame = match DatagramHeader::parse(datagram) {
+            Ok((header, body)) if header.epoch == self.epoch => Frame::decode(body),
+            _ => Err(WireError::UnknownTag),
+        };
+        let Ok(Frame::Response(response)) = frame else {
+            warn!("dropping a datagram that is not an answer to this client");
+            self.stats.dropped = self.stats.dropped.saturating_add(1);
+            return None;
+        };
+        let id = response.id;
+        let Some(index) = self.active_index(id) else {
+            self.stats.late_responses = self.stats.late_responses.saturating_add(1);
+            return None;
+        };
+        let failure = match response.reply {
+            Reply::Ok(body) => {
+                self.free(index);
+                self.stats.responses = self.stats.responses.saturating_add(1);
+                return Some(DatagramEvent::Response { id, body });
+            }
+            Reply::Busy { retry_after_ms } => {
+                // The server has no entry for this call, but an earlier copy may still be
+                // on its way: keep the call, and retry no sooner than the hint.
+                self.stats.busy = self.stats.busy.saturating_add(1);
+                let hint = now.saturating_add(Duration::from_millis(u64::from(retry_after_ms)));
+                if let Some(slot) = self.slots.as_mut().get_mut(index) {
+                    slot.next_send = slot.next_send.map(|t| t.max(hint));
+                }
+                return None;
+            }
+            Reply::Error { code, message } => Failure::Remote { code, message },
+            Reply::Rejected { code, message } => Failure::Rejected { code, message },
+        };
+        self.free(index);
+        self.stats.failures = self.stats.failures.saturating_add(1);
+        Some(DatagramEvent::Failed { id, failure })
+    }
+
+    fn free(&mut self, index: usize) {
+        if let Some(slot) = self.slots.as_mut().get_mut(index) {
+            *slot = DatagramCallSlot::EMPTY;
+        }
+        self.in_flight = self.in_flight.saturating_sub(1);
+    }
+
+    /// Fires call deadlines that have passed.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        for index in 0..self.slots.as_ref().len() {
+            let due = self
+                .slots
+                .as_ref()
+                .get(index)
+                .is_some_and(|s| s.state == SlotState::Active && s.deadline <= now);
+            if due {
+                self.end(index, Ended::TimedOut);
+            }
+        }
+    }
+
+    /// When to call [`handle_timeout`](Self::handle_timeout) or
+    /// [`poll_transmit`](Self::poll_transmit) next; `None` when nothing is scheduled.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.slots
+            .as_ref()
+            .iter()
+            .filter(|s| s.state == SlotState::Active)
+            .map(|s| s.next_send.map_or(s.deadline, |t| t.min(s.deadline)))
+            .min()
+    }
+
+    /// The next call that ended without an answer (timed out or cancelled), or `None`.
+    pub fn poll_event(&mut self) -> Option<DatagramEvent<'static>> {
+        if self.ended_pending == 0 {
+            return None;
+        }
+        let slot = self
+            .slots
+            .as_mut()
+            .iter_mut()
+            .find(|s| matches!(s.state, SlotState::Ended(_)))?;
+        let SlotState::Ended(how) = slot.state else {
+            return None;
+        };
+        let id = RequestId(slot.id);
+        let sent = slot.attempts > 0;
+        if slot.cancel_owed {
+            slot.state = SlotState::Reported;
+        } else {
+            *slot = DatagramCallSlot::EMPTY;
+        }
+        self.ended_pending = self.ended_pending.saturating_sub(1);
+        self.in_flight = self.in_flight.saturating_sub(1);
+        self.stats.failures = self.stats.failures.saturating_add(1);
+        let failure = match how {
+            Ended::TimedOut => {
+                self.stats.timeouts = self.stats.timeouts.saturating_add(1);
+                Failure::TimedOut { sent }
+            }
+            Ended::Cancelled => Failure::Cancelled,
+        };
+        Some(DatagramEvent::Failed { id, failure })
+    }
+
+    /// Calls started and not yet ended.
+    #[must_use]
+    pub fn in_flight(&self) -> usize {
+        self.in_flight
+    }
+
+    /// This client's counters.
+    #[must_use]
+    pub fn stats(&self) -> &DatagramClientStats {
+        &self.stats
+    }
+}

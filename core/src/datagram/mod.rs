@@ -1,0 +1,142 @@
+//! Datagram mode: calls over Unix datagram and UDP sockets, with no connection.
+//!
+//! Each datagram holds one frame behind a 13-byte header ([`DatagramHeader`]: magic,
+//! version, the client's epoch). There is no handshake: a [`DatagramClient`] sends a request
+//! to the server's address and retransmits it, with exponential backoff and jitter, until an
+//! answer comes or the call's deadline passes; a [`DatagramServer`] answers each request to
+//! the address it came from and remembers every call it took, keyed by (peer, client epoch,
+//! request id), so a retransmission gets the same answer again instead of running the
+//! function a second time.
+//!
+//! # The guarantee
+//!
+//! A client always sends its remaining deadline (the *budget*) and never retransmits after
+//! it. The server keeps each call's entry from its first arrival until the budget plus
+//! [`DatagramConfig::max_latency`] has passed, so as long as no datagram lingers in the
+//! network longer than `max_latency`, every retransmission of a call reaches a server that
+//! still remembers it, and **the function runs at most once per call**, exactly once for
+//! every call that got an answer. When every entry is still live, a new call is refused
+//! with a busy reply (not run) instead of evicting an entry that could still see a
+//! retransmission.
+//!
+//! Randomness (the epoch and the jitter seed) comes from the caller; the core draws none.
+//!
+//! [`DatagramHeader`]: crate::wire::datagram::DatagramHeader
+
+mod client;
+mod server;
+
+pub use client::{DatagramCallSlot, DatagramClient, DatagramClientStats, DatagramEvent};
+pub use server::{
+    DatagramEntry, DatagramRequest, DatagramRespondError, DatagramServer, DatagramServerStats,
+    DropReason, Received, RequestHandle, Transmit,
+};
+
+use core::fmt;
+
+use crate::time::Duration;
+use crate::wire::datagram::DatagramHeader;
+
+/// Limits and timers of datagram mode, each with a documented default. The retransmission
+/// fields matter to clients, `max_budget` and `max_latency` to servers; both read
+/// `max_datagram`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct DatagramConfig {
+    /// The largest datagram sent or accepted, header included. Default: 1232 bytes, which
+    /// crosses any IPv6 path (minimum MTU 1280, less 48 bytes of IPv6 and UDP headers) and
+    /// typical IPv4 paths without fragmentation. Unix datagram sockets can take far more
+    /// (raise it to 64 KiB there).
+    pub max_datagram: usize,
+    /// Wait before the first retransmission. Default: 100 ms, about 1000 LAN round trips
+    /// and under one WAN round trip's worth of patience.
+    pub initial_rto: Duration,
+    /// Longest wait between two transmissions; the doubling stops here. Default: 2 s.
+    pub max_rto: Duration,
+    /// Transmissions of one request at most, the first included. Default: 6.
+    pub max_attempts: u32,
+    /// Each wait is stretched by a random factor in `[1, 1 + jitter_per_mille/1000]`, so
+    /// clients that lost the same datagram do not retransmit in step. Default: 500 (up to
+    /// 1.5x, as CoAP's `ACK_RANDOM_FACTOR`).
+    pub jitter_per_mille: u32,
+    /// A call's deadline when the caller gives none. Default: 5 s.
+    pub default_timeout: Duration,
+    /// Server: the longest budget it accepts; a request asking more is rejected (not run),
+    /// because the server could not promise to remember it that long. Default: 60 s.
+    pub max_budget: Duration,
+    /// Server: how long a datagram may linger in the network; entries are kept this much
+    /// past their budget. Default: 2 s, far beyond LAN and common WAN delays.
+    pub max_latency: Duration,
+}
+
+impl Default for DatagramConfig {
+    fn default() -> Self {
+        Self {
+            max_datagram: 1232,
+            initial_rto: Duration::from_millis(100),
+            max_rto: Duration::from_secs(2),
+            max_attempts: 6,
+            jitter_per_mille: 500,
+            default_timeout: Duration::from_secs(5),
+            max_budget: Duration::from_secs(60),
+            max_latency: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Why a datagram client or server could not be built from its configuration and storage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
+pub enum DatagramConfigError {
+    /// No slots (client) or entries (server).
+    NoSlots,
+    /// Each slot's share of the byte storage is smaller than the minimum datagram.
+    StorageTooSmall {
+        /// Bytes per slot needed.
+        need: usize,
+        /// Bytes per slot given.
+        have: usize,
+    },
+    /// `max_attempts` is zero.
+    NoAttempts,
+}
+
+impl fmt::Display for DatagramConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::NoSlots => f.write_str("no call slots or cache entries"),
+            Self::StorageTooSmall { need, have } => {
+                write!(
+                    f,
+                    "{have} bytes of storage per slot is under the {need} needed"
+                )
+            }
+            Self::NoAttempts => f.write_str("max_attempts must be at least 1"),
+        }
+    }
+}
+
+impl core::error::Error for DatagramConfigError {}
+
+/// The smallest useful datagram: a header and a short frame.
+pub(crate) const MIN_DATAGRAM: usize = DatagramHeader::LEN + 32;
+
+/// Bytes per slot: an equal share of `storage`, capped at the largest datagram.
+pub(crate) fn chunk_len(
+    storage: usize,
+    slots: usize,
+    config: &DatagramConfig,
+) -> Result<usize, DatagramConfigError> {
+    let share = storage
+        .checked_div(slots)
+        .ok_or(DatagramConfigError::NoSlots)?;
+    let chunk = share.min(config.max_datagram);
+    if chunk < MIN_DATAGRAM {
+        return Err(DatagramConfigError::StorageTooSmall {
+            need: MIN_DATAGRAM,
+            have: chunk,
+        });
+    }
+    Ok(chunk)
+}

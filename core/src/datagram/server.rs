@@ -1,0 +1,516 @@
+//! The datagram server: answers each request to its sender, at most once per call.
+
+use core::fmt;
+use core::ops::Range;
+
+use super::{DatagramConfig, DatagramConfigError, chunk_len};
+use crate::conn::budget_ms;
+use crate::time::{Duration, Instant};
+use crate::wire::datagram::{DatagramHeader, HeaderError, encode_datagram};
+use crate::wire::{Frame, RejectCode, Reply, RequestId, Response};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum EntryState {
+    Free,
+    /// Handed to the application, not yet answered.
+    InProgress {
+        cancelled: bool,
+    },
+    /// Answered: the answer datagram, this many bytes, is in the entry's storage.
+    Done {
+        len: usize,
+    },
+}
+
+/// One entry of a datagram server's call cache: storage the caller provides, e.g.
+/// `[DatagramEntry::EMPTY; 1024]`. `P` is the peer address type. Opaque.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DatagramEntry<P> {
+    peer: Option<P>,
+    epoch: u64,
+    id: u64,
+    /// Bumped each time the entry is reused, so stale handles are refused.
+    generation: u32,
+    state: EntryState,
+    /// After this no retransmission of the call can arrive; the entry may be reused.
+    expires: Instant,
+}
+
+impl<P> DatagramEntry<P> {
+    /// A free entry.
+    pub const EMPTY: Self = Self {
+        peer: None,
+        epoch: 0,
+        id: 0,
+        generation: 0,
+        state: EntryState::Free,
+        expires: Instant::ZERO,
+    };
+}
+
+impl<P> Default for DatagramEntry<P> {
+    fn default() -> Self {
+        Self::EMPTY
+    }
+}
+
+/// Names one request taken by a [`DatagramServer`], for [`DatagramServer::respond`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct RequestHandle {
+    index: u32,
+    generation: u32,
+}
+
+/// A request to run: answer it with [`DatagramServer::respond`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct DatagramRequest<'a> {
+    /// Pass this to `respond`.
+    pub handle: RequestHandle,
+    /// The client's id for the call.
+    pub id: RequestId,
+    /// The function to run.
+    pub method: &'a str,
+    /// Its argument, borrowed from the datagram.
+    pub body: &'a [u8],
+    /// When the client stops waiting; later work is wasted.
+    pub deadline: Instant,
+}
+
+/// Why a datagram was dropped without an answer. Each is counted in
+/// [`DatagramServerStats`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
+pub enum DropReason {
+    /// Shorter than a header.
+    Truncated,
+    /// Longer than `max_datagram`.
+    Oversize,
+    /// Not a wirecall datagram (bad magic).
+    Foreign,
+    /// A protocol version this server does not speak.
+    UnsupportedVersion,
+    /// The frame did not decode.
+    Malformed,
+    /// A frame that a server never receives (a response, a hello...).
+    UnexpectedFrame,
+    /// A retransmission of a call still being run: it will be answered once.
+    InProgress,
+    /// A cancel for a call that is not running.
+    StaleCancel,
+}
+
+impl fmt::Display for DropReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Truncated => "truncated",
+            Self::Oversize => "oversize",
+            Self::Foreign => "not wirecall",
+            Self::UnsupportedVersion => "unsupported version",
+            Self::Malformed => "malformed",
+            Self::UnexpectedFrame => "unexpected frame",
+            Self::InProgress => "retransmission of a call in progress",
+            Self::StaleCancel => "cancel for no running call",
+        })
+    }
+}
+
+/// What [`DatagramServer::handle_datagram`] found in a datagram.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
+pub enum Received<'a> {
+    /// A new call: run it and [`respond`](DatagramServer::respond).
+    Request(DatagramRequest<'a>),
+    /// Send these bytes back to the sender: the stored answer to a retransmitted call,
+    /// or a busy or rejection answer the server made itself.
+    Reply(&'a [u8]),
+    /// The client cancelled this call: stop work on it if you can. Answering it is still
+    /// allowed (and remembered), but nobody waits for the answer.
+    Cancelled(RequestHandle),
+    /// Nothing to do; counted.
+    Dropped(DropReason),
+}
+
+/// An answer to send: `bytes` to `to`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Transmit<'a, P> {
+    /// The peer that sent the request.
+    pub to: &'a P,
+    /// The datagram.
+    pub bytes: &'a [u8],
+}
+
+/// Why [`DatagramServer::respond`] could not answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
+pub enum DatagramRespondError {
+    /// The handle names no call in progress: answered already, or its entry expired.
+    UnknownRequest,
+    /// The answer does not fit one datagram; the call is still in progress, so answer
+    /// with an error instead.
+    TooLarge,
+}
+
+impl fmt::Display for DatagramRespondError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::UnknownRequest => "no such call in progress",
+            Self::TooLarge => "answer larger than one datagram",
+        })
+    }
+}
+
+impl core::error::Error for DatagramRespondError {}
+
+/// Counters of a datagram server.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
+pub struct DatagramServerStats {
+    /// Datagrams handled.
+    pub datagrams: u64,
+    /// New calls handed to the application (each runs once).
+    pub requests: u64,
+    /// Answers given.
+    pub responses: u64,
+    /// Retransmissions answered from the cache without running the function again.
+    pub replayed: u64,
+    /// Retransmissions of calls still running, dropped.
+    pub in_progress: u64,
+    /// Calls refused busy because every cache entry was live.
+    pub busy: u64,
+    /// Calls rejected before running (no budget, budget zero or over the limit).
+    pub rejected: u64,
+    /// Calls cancelled by their client while running.
+    pub cancelled: u64,
+    /// Datagrams dropped: shorter than a header.
+    pub dropped_truncated: u64,
+    /// Datagrams dropped: over `max_datagram`.
+    pub dropped_oversize: u64,
+    /// Datagrams dropped: not wirecall.
+    pub dropped_foreign: u64,
+    /// Datagrams dropped: another protocol version.
+    pub dropped_version: u64,
+    /// Datagrams dropped: the frame did not decode.
+    pub dropped_malformed: u64,
+    /// Datagrams dropped: a frame a server does not take.
+    pub dropped_unexpected: u64,
+    /// Cancels for calls that were not running.
+    pub stale_cancels: u64,
+}
+
+impl DatagramServerStats {
+    fn count_drop(&mut self, reason: DropReason) {
+        let counter = match reason {
+            DropReason::Truncated => &mut self.dropped_truncated,
+            DropReason::Oversize => &mut self.dropped_oversize,
+            DropReason::Foreign => &mut self.dropped_foreign,
+            DropReason::UnsupportedVersion => &mut self.dropped_version,
+            DropReason::Malformed => &mut self.dropped_malformed,
+            DropReason::UnexpectedFrame => &mut self.dropped_unexpected,
+            DropReason::InProgress => &mut self.in_progress,
+            DropReason::StaleCancel => &mut self.stale_cancels,
+        };
+        *counter = counter.saturating_add(1);
+    }
+}
+
+/// The server side of datagram mode. See the [module docs](super).
+///
+/// `P` is the peer address type (a socket address, a Unix socket path, a radio id...).
+/// `B` stores each entry's answer for replay plus one scratch datagram: give it
+/// `(entries + 1) × max_datagram` bytes. `S` is the call cache; its size bounds the calls
+/// remembered at once.
+#[derive(Debug)]
+pub struct DatagramServer<P, B, S> {
+    config: DatagramConfig,
+    storage: B,
+    entries: S,
+    chunk: usize,
+    stats: DatagramServerStats,
+    _peer: core::marker::PhantomData<P>,
+}
+
+impl<P, B, S> DatagramServer<P, B, S>
+where
+    P: Clone + PartialEq,
+    B: AsRef<[u8]> + AsMut<[u8]>,
+    S: AsRef<[DatagramEntry<P>]> + AsMut<[DatagramEntry<P>]>,
+{
+    /// A server with an empty cache.
+    ///
+    /// # Errors
+    ///
+    /// [`DatagramConfigError`] when there are no entries or the storage share per entry
+    /// is under the minimum datagram.
+    pub fn new(
+        config: DatagramConfig,
+        storage: B,
+        entries: S,
+    ) -> Result<Self, DatagramConfigError> {
+        let count = entries.as_ref().len();
+        if count == 0 {
+            return Err(DatagramConfigError::NoSlots);
+        }
+        let chunk = chunk_len(storage.as_ref().len(), count.saturating_add(1), &config)?;
+        let mut entries = entries;
+        entries.as_mut().fill(DatagramEntry::EMPTY);
+        Ok(Self {
+            config,
+            storage,
+            entries,
+            chunk,
+            stats: DatagramServerStats::default(),
+            _peer: core::marker::PhantomData,
+        })
+    }
+
+    fn chunk_range(&self, index: usize) -> Range<usize> {
+        let start = index.saturating_mul(self.chunk);
+        start..start.saturating_add(self.chunk)
+    }
+
+    /// The scratch chunk after the entries' chunks, for answers made on the spot.
+    fn scratch_range(&self) -> Range<usize> {
+        self.chunk_range(self.entries.as_ref().len())
+    }
+
+    /// Handles one datagram received from `from`. See [`Received`] for what to do next;
+    /// a returned request or reply borrows `datagram` or the server's storage.
+    pub fn handle_datagram<'a>(
+        &'a mut self,
+        now: Instant,
+        from: &P,
+        datagram: &'a [u8],
+    ) -> Received<'a> {
+        self.stats.datagrams = self.stats.datagrams.saturating_add(1);
+        let decoded = self.decode(datagram);
+        let (epoch, frame) = match decoded {
+            Ok(decoded) => decoded,
+            Err(reason) => return self.dropped(reason),
+        };
+        match frame {
+            Frame::Request(req) => self.on_request(now, from, epoch, req),
+            Frame::Cancel { id } => self.on_cancel(from, epoch, id),
+            _ => self.dropped(DropReason::UnexpectedFrame),
+        }
+    }
+
+    fn dropped(&mut self, reason: DropReason) -> Received<'static> {
+        self.stats.count_drop(reason);
+        if matches!(reason, DropReason::Foreign | DropReason::Malformed) {
+            warn!("dropped a bad datagram: {}", reason);
+        } else {
+            trace!("dropped datagram: {}", reason);
+        }
+        Received::Dropped(reason)
+    }
+
+    /// Checks size and header and decodes the frame; borrows only the datagram.
+    fn decode<'a>(&self, datagram: &'a [u8]) -> Result<(u64, Frame<'a>), DropReason> {
+        if datagram.len() > self.config.max_datagram {
+            return Err(DropReason::Oversize);
+        }
+        let (header, body) = DatagramHeader::parse(datagram).map_err(|e| match e {
+            HeaderError::Truncated => DropReason::Truncated,
+            HeaderError::BadMagic => DropReason::Foreign,
+            _ => DropReason::UnsupportedVersion,
+        })?;
+        let frame = Frame::decode(body).map_err(|_| DropReason::Malformed)?;
+        Ok((header.epoch, frame))
+    }
+
+    fn on_request<'a>(
+        &'a mut self,
+        now: Instant,
+        from: &P,
+        epoch: u64,
+        req: crate::wire::Request<'a>,
+    ) -> Received<'a> {
+        let rejection = match req.budget_ms {
+            None => Some((
+                RejectCode::INVALID_REQUEST,
+                "datagram requests need a budget",
+            )),
+            Some(0) => Some((
+                RejectCode::DEADLINE_EXCEEDED,
+                "deadline passed before arrival",
+            )),
+            Some(ms) if u64::from(ms) > self.config.max_budget.as_millis_ceil() => Some((
+                RejectCode::INVALID_REQUEST,
+                "budget over the server's limit",
+            )),
+            Some(_) => None,
+        };
+        if let Some((code, message)) = rejection {
+            self.stats.rejected = self.stats.rejected.saturating_add(1);
+            return self.scratch_reply(epoch, req.id, Reply::Rejected { code, message });
+        }
+        let budget = Duration::from_millis(u64::from(req.budget_ms.unwrap_or(0)));
+        if let Some(index) = self.find(from, epoch, req.id.0) {
+            let state = self.entries.as_ref().get(index).map(|e| e.state);
+            let Some(EntryState::Done { len }) = state else {
+                return self.dropped(DropReason::InProgress);
+            };
+            self.stats.replayed = self.stats.replayed.saturating_add(1);
+            trace!("replaying the answer to call {}", req.id.0);
+            let start = self.chunk_range(index).start;
+            let bytes = self.storage.as_ref().get(start..start.saturating_add(len));
+            return Received::Reply(bytes.unwrap_or_default());
+        }
+        let Some(index) = self.free_entry(now) else {
+            let retry_after = self.earliest_expiry().saturating_duration_since(now);
+            self.stats.busy = self.stats.busy.saturating_add(1);
+            let reply = Reply::Busy {
+                retry_after_ms: budget_ms(retry_after).max(1),
+            };
+            return self.scratch_reply(epoch, req.id, reply);
+        };
+        let expires = now
+            .saturating_add(budget)
+            .saturating_add(self.config.max_latency);
+        let Some(entry) = self.entries.as_mut().get_mut(index) else {
+            return self.dropped(DropReason::Malformed);
+        };
+        entry.peer = Some(from.clone());
+        entry.epoch = epoch;
+        entry.id = req.id.0;
+        entry.generation = entry.generation.wrapping_add(1);
+        entry.state = EntryState::InProgress { cancelled: false };
+        entry.expires = expires;
+        let handle = RequestHandle {
+            index: u32::try_from(index).unwrap_or(u32::MAX),
+            generation: entry.generation,
+        };
+        self.stats.requests = self.stats.requests.saturating_add(1);
+        Received::Request(DatagramRequest {
+            handle,
+            id: req.id,
+            method: req.method,
+            body: req.body,
+            deadline: now.saturating_add(budget),
+        })
+    }
+
+    fn on_cancel(&mut self, from: &P, epoch: u64, id: RequestId) -> Received<'static> {
+        let Some(index) = self.find(from, epoch, id.0) else {
+            return self.dropped(DropReason::StaleCancel);
+        };
+        let Some(entry) = self.entries.as_mut().get_mut(index) else {
+            return self.dropped(DropReason::StaleCancel);
+        };
+        if entry.state != (EntryState::InProgress { cancelled: false }) {
+            return self.dropped(DropReason::StaleCancel);
+        }
+        entry.state = EntryState::InProgress { cancelled: true };
+        let handle = RequestHandle {
+            index: u32::try_from(index).unwrap_or(u32::MAX),
+            generation: entry.generation,
+        };
+        self.stats.cancelled = self.stats.cancelled.saturating_add(1);
+        Received::Cancelled(handle)
+    }
+
+    /// The live entry for (peer, epoch, id).
+    fn find(&self, from: &P, epoch: u64, id: u64) -> Option<usize> {
+        self.entries.as_ref().iter().position(|e| {
+            e.state != EntryState::Free
+                && e.id == id
+                && e.epoch == epoch
+                && e.peer.as_ref() == Some(from)
+        })
+    }
+
+    /// A free entry, or one whose window has closed.
+    fn free_entry(&self, now: Instant) -> Option<usize> {
+        self.entries
+            .as_ref()
+            .iter()
+            .position(|e| e.state == EntryState::Free || e.expires <= now)
+    }
+
+    fn earliest_expiry(&self) -> Instant {
+        self.entries
+            .as_ref()
+            .iter()
+            .map(|e| e.expires)
+            .min()
+            .unwrap_or(Instant::ZERO)
+    }
+
+    /// Encodes an answer made on the spot into the scratch chunk.
+    fn scratch_reply(&mut self, epoch: u64, id: RequestId, reply: Reply<'_>) -> Received<'_> {
+        let range = self.scratch_range();
+        let frame = Frame::Response(Response { id, reply });
+        let Some(out) = self.storage.as_mut().get_mut(range) else {
+            return Received::Dropped(DropReason::Malformed);
+        };
+        match encode_datagram(epoch, &frame, out) {
+            Ok(len) => Received::Reply(out.get(..len).unwrap_or_default()),
+            Err(_) => Received::Dropped(DropReason::Malformed),
+        }
+    }
+
+    /// Answers the call `handle` names. The answer is stored for retransmissions, and
+    /// returned for the caller to send now.
+    ///
+    /// # Errors
+    ///
+    /// [`DatagramRespondError`]; on `TooLarge` the call is still in progress.
+    pub fn respond(
+        &mut self,
+        handle: RequestHandle,
+        reply: Reply<'_>,
+    ) -> Result<Transmit<'_, P>, DatagramRespondError> {
+        let index =
+            usize::try_from(handle.index).map_err(|_| DatagramRespondError::UnknownRequest)?;
+        let range = self.chunk_range(index);
+        let entry = self
+            .entries
+            .as_mut()
+            .get_mut(index)
+            .filter(|e| e.generation == handle.generation)
+            .filter(|e| matches!(e.state, EntryState::InProgress { .. }))
+            .ok_or(DatagramRespondError::UnknownRequest)?;
+        let frame = Frame::Response(Response {
+            id: RequestId(entry.id),
+            reply,
+        });
+        let out = self
+            .storage
+            .as_mut()
+            .get_mut(range)
+            .ok_or(DatagramRespondError::TooLarge)?;
+        let len = encode_datagram(entry.epoch, &frame, out)
+            .map_err(|_| DatagramRespondError::TooLarge)?;
+        entry.state = EntryState::Done { len };
+        self.stats.responses = self.stats.responses.saturating_add(1);
+        let to = entry
+            .peer
+            .as_ref()
+            .ok_or(DatagramRespondError::UnknownRequest)?;
+        let bytes = out.get(..len).unwrap_or_default();
+        Ok(Transmit { to, bytes })
+    }
+
+    /// Calls taken and not yet answered.
+    #[must_use]
+    pub fn in_progress(&self) -> usize {
+        self.entries
+            .as_ref()
+            .iter()
+            .filter(|e| matches!(e.state, EntryState::InProgress { .. }))
+            .count()
+    }
+
+    /// This server's counters.
+    #[must_use]
+    pub fn stats(&self) -> &DatagramServerStats {
+        &self.stats
+    }
+}

@@ -1,0 +1,237 @@
+//! The datagram header: what opens every wirecall datagram, before one frame body.
+//!
+//! ```text
+//! offset  size  field
+//! 0       4     magic "WCAL"
+//! 4       1     protocol version (1)
+//! 5       8     client epoch, big-endian: the sending client's incarnation; a server
+//!               echoes the request's epoch in its answer
+//! 13      ...   one frame body (no length prefix: the datagram's length bounds it)
+//! ```
+//!
+//! Follows the smoltcp view/`Repr` split: [`DatagramHeader::parse`] never panics and
+//! returns [`WireError::Truncated`] on short input; [`DatagramHeader::emit`] writes exactly
+//! [`DatagramHeader::LEN`] bytes or fails with [`WireError::BufferTooSmall`].
+
+use super::{MAGIC, PROTOCOL_VERSION, WireError};
+
+mod field {
+    use core::ops::Range;
+    pub(super) const MAGIC: Range<usize> = 0..4;
+    pub(super) const VERSION: usize = 4;
+    pub(super) const EPOCH: Range<usize> = 5..13;
+}
+
+/// The fixed header of a datagram, parsed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct DatagramHeader {
+    /// The protocol version the datagram is written in.
+    pub version: u8,
+    /// The client incarnation the datagram belongs to.
+    pub epoch: u64,
+}
+
+/// Why a datagram's header is not acceptable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
+pub enum HeaderError {
+    /// Shorter than the header.
+    Truncated,
+    /// The first four bytes are not `"WCAL"`: not a wirecall datagram.
+    BadMagic,
+    /// A version this implementation does not speak.
+    UnsupportedVersion(u8),
+}
+
+impl DatagramHeader {
+    /// Bytes of the header.
+    pub const LEN: usize = 13;
+
+    /// A version-1 header for `epoch`.
+    #[must_use]
+    pub const fn new(epoch: u64) -> Self {
+        Self {
+            version: PROTOCOL_VERSION,
+            epoch,
+        }
+    }
+
+    /// Parses the header at the start of `datagram`, returning it and the frame body that
+    /// follows.
+    ///
+    /// # Errors
+    ///
+    /// [`HeaderError`] when the datagram is short, foreign, or of another version.
+    pub fn parse(datagram: &[u8]) -> Result<(Self, &[u8]), HeaderError> {
+        let (head, body) = datagram
+            .split_first_chunk::<{ Self::LEN }>()
+            .ok_or(HeaderError::Truncated)?;
+        if head.get(field::MAGIC) != Some(&MAGIC[..]) {
+            return Err(HeaderError::BadMagic);
+        }
+        let version = head.get(field::VERSION).copied().unwrap_or(0);
+        if version != PROTOCOL_VERSION {
+            return Err(HeaderError::UnsupportedVersion(version));
+        }
+        let epoch = head
+            .get(field::EPOCH)
+            .and_then(|b| <[u8; 8]>::try_from(b).ok())
+            .map_or(0, u64::from_be_bytes);
+        Ok((Self { version, epoch }, body))
+    }
+
+    /// Writes the header at the start of `out`.
+    ///
+    /// # Errors
+    ///
+    /// [`WireError::BufferTooSmall`] when `out` is shorter than [`Self::LEN`].
+    pub fn emit(&self, out: &mut [u8]) -> Result<(), WireError> {
+        let head = out
+            .first_chunk_mut::<{ Self::LEN }>()
+            .ok_or(WireError::BufferTooSmall)?;
+        let (magic, rest) = head.split_at_mut(4);
+        magic.copy_from_slice(&MAGIC);
+        let (version, epoch) = rest.split_at_mut(1);
+        version.fill(self.version);
+        epoch.copy_from_slice(&self.epoch.to_be_bytes());
+        Ok(())
+    }
+}
+
+/// Writes a whole datagram: header for `epoch`, then `frame`; returns its length.
+///
+/// # Errors
+///
+/// [`WireError::BufferTooSmall`] when `out` cannot hold it.
+pub fn encode_datagram(
+    epoch: u64,
+    frame: &super::Frame<'_>,
+    out: &mut [u8],
+) -> Result<usize, WireError> {
+    DatagramHeader::new(epoch).emit(out)?;
+    let body = out
+        .get_mut(DatagramHeader::LEN..)
+        .ok_or(WireError::BufferTooSmall)?;
+    let n = frame.encode(body)?;
+    n.checked_add(DatagramHeader::LEN)
+        .ok_or(WireError::BufferTooSmall)
+}
+
+#[cfg(test)]
+mod test {
+    extern crate std;
+    use super::*;
+    use crate::wire::{Frame, Request, RequestId};
+
+    static HEADER_BYTES: [u8; 13] = [
+        0x57, 0x43, 0x41, 0x4c, 0x01, 0x01, 0x23, 0x45, 0x67, 0x89, 0xab, 0xcd, 0xef,
+    ];
+
+    #[test]
+    fn test_parse() {
+        let (h, body) = DatagramHeader::parse(&HEADER_BYTES).unwrap();
+        assert_eq!(
+            h,
+            DatagramHeader {
+                version: 1,
+                epoch: 0x0123_4567_89ab_cdef
+            }
+        );
+        assert!(body.is_empty());
+    }
+
+    #[test]
+    fn test_emit() {
+        let mut out = [0u8; 13];
+        DatagramHeader::new(0x0123_4567_89ab_cdef)
+            .emit(&mut out)
+            .unwrap();
+        assert_eq!(out, HEADER_BYTES);
+        assert_eq!(
+            DatagramHeader::new(1).emit(&mut out[..12]),
+            Err(WireError::BufferTooSmall)
+        );
+    }
+
+    #[test]
+    fn test_truncated() {
+        for n in 0..HEADER_BYTES.len() {
+            assert_eq!(
+                DatagramHeader::parse(&HEADER_BYTES[..n]),
+                Err(HeaderError::Truncated)
+            );
+        }
+    }
+
+    #[test]
+    fn test_foreign_and_version() {
+        let mut b = HEADER_BYTES;
+        b[0] = b'X';
+        assert_eq!(DatagramHeader::parse(&b), Err(HeaderError::BadMagic));
+        let mut b = HEADER_BYTES;
+        b[4] = 2;
+        assert_eq!(
+            DatagramHeader::parse(&b),
+            Err(HeaderError::UnsupportedVersion(2))
+        );
+    }
+
+    /// The datagram vectors of `docs/PROTOCOL.md` section 11, built from frames.
+    fn vectors() -> [(Frame<'static>, &'static str); 4] {
+        use crate::wire::{Reply, Response};
+        let id = RequestId(300);
+        [
+            (
+                Frame::Request(Request { id, method: "echo", budget_ms: Some(1500), body: b"hi" }),
+                "57 43 41 4c 01 01 23 45 67 89 ab cd ef 01 ac 02 04 65 63 68 6f 01 dc 0b 02 68 69",
+            ),
+            (
+                Frame::Response(Response { id, reply: Reply::Ok(b"hi") }),
+                "57 43 41 4c 01 01 23 45 67 89 ab cd ef 02 ac 02 00 02 68 69",
+            ),
+            (
+                Frame::Response(Response { id, reply: Reply::Busy { retry_after_ms: 200 } }),
+                "57 43 41 4c 01 01 23 45 67 89 ab cd ef 02 ac 02 03 c8 01",
+            ),
+            (Frame::Cancel { id }, "57 43 41 4c 01 01 23 45 67 89 ab cd ef 03 ac 02"),
+        ]
+    }
+
+    #[test]
+    fn test_protocol_md_datagram_vectors() {
+        let doc = include_str!("../../../docs/PROTOCOL.md");
+        let header: std::vec::Vec<std::string::String> =
+            HEADER_BYTES.iter().map(|b| std::format!("{b:02x}")).collect();
+        let mut all = std::vec![header.join(" ")];
+        for (frame, hex) in vectors() {
+            let mut out = [0u8; 64];
+            let n = encode_datagram(0x0123_4567_89ab_cdef, &frame, &mut out).unwrap();
+            let got: std::vec::Vec<std::string::String> =
+                out[..n].iter().map(|b| std::format!("{b:02x}")).collect();
+            assert_eq!(got.join(" "), hex, "{frame:?}");
+            let (_, body) = DatagramHeader::parse(&out[..n]).unwrap();
+            assert_eq!(Frame::decode(body).unwrap(), frame);
+            all.push(hex.into());
+        }
+        for hex in all {
+            assert!(doc.lines().any(|l| l.trim() == hex), "`{hex}` missing from PROTOCOL.md");
+        }
+    }
+
+    #[test]
+    fn test_encode_datagram() {
+        let frame = Frame::Request(Request {
+            id: RequestId(300),
+            method: "echo",
+            budget_ms: Some(1500),
+            body: b"hi",
+        });
+        let mut out = [0u8; 64];
+        let n = encode_datagram(0x0123_4567_89ab_cdef, &frame, &mut out).unwrap();
+        let (h, body) = DatagramHeader::parse(&out[..n]).unwrap();
+        assert_eq!(h.epoch, 0x0123_4567_89ab_cdef);
+        assert_eq!(Frame::decode(body).unwrap(), frame);
+    }
+}

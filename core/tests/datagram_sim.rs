@@ -1,0 +1,703 @@
+//! Datagram mode in the deterministic simulation harness: clients and a server exchanging
+//! datagrams through a network that loses, duplicates, delays and reorders them, from a
+//! seed. Each test is named for its scenario.
+#![allow(
+    clippy::arithmetic_side_effects,
+    clippy::indexing_slicing,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::field_reassign_with_default,
+    missing_docs
+)]
+
+use std::collections::{BTreeMap, HashMap};
+
+use wirecall_core::client::{CallError, Execution, Failure};
+use wirecall_core::datagram::{
+    DatagramCallSlot, DatagramClient, DatagramConfig, DatagramEntry, DatagramEvent, DatagramServer,
+    DropReason, Received, RequestHandle,
+};
+use wirecall_core::sim::{DatagramNet, Faults, Rng};
+use wirecall_core::wire::datagram::encode_datagram;
+use wirecall_core::wire::{Frame, RejectCode, Reply, Request, RequestId};
+use wirecall_core::{Duration, Instant};
+
+const MTU: usize = 256;
+const SERVER: u32 = 0;
+
+type Client = DatagramClient<Vec<u8>, Vec<DatagramCallSlot>>;
+type Server = DatagramServer<u32, Vec<u8>, Vec<DatagramEntry<u32>>>;
+type Net = DatagramNet<u32, 1024, MTU>;
+
+fn config() -> DatagramConfig {
+    let mut c = DatagramConfig::default();
+    c.max_datagram = MTU;
+    c.initial_rto = Duration::from_millis(10);
+    c.max_rto = Duration::from_millis(200);
+    c.max_attempts = 8;
+    c.default_timeout = Duration::from_secs(2);
+    c.max_latency = Duration::from_millis(50);
+    c
+}
+
+fn client(cfg: DatagramConfig, epoch: u64, slots: usize) -> Client {
+    DatagramClient::new(
+        cfg,
+        epoch,
+        epoch ^ 0x5eed,
+        vec![0; slots * MTU],
+        vec![DatagramCallSlot::EMPTY; slots],
+    )
+    .unwrap()
+}
+
+fn server(cfg: DatagramConfig, entries: usize) -> Server {
+    DatagramServer::new(
+        cfg,
+        vec![0; (entries + 1) * MTU],
+        vec![DatagramEntry::EMPTY; entries],
+    )
+    .unwrap()
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Outcome {
+    Ok(Vec<u8>),
+    Failed(String, Execution),
+}
+
+/// The whole world: clients 1..=n, the server at address 0, the network, the clock.
+struct World {
+    now: Instant,
+    net: Box<Net>,
+    rng: Rng,
+    clients: Vec<Client>,
+    server: Server,
+    /// Per client: call id -> outcome.
+    outcomes: Vec<BTreeMap<u64, Outcome>>,
+    /// Per client: call id -> body sent.
+    bodies: Vec<HashMap<u64, Vec<u8>>>,
+    /// (client epoch, call id) -> times the server's function ran.
+    executed: HashMap<(u64, u64), u32>,
+    /// Calls being worked on: handle -> (answer time, answer).
+    working: BTreeMap<(u64, u32), (RequestHandle, Vec<u8>)>,
+    /// How long the server's function takes, at most.
+    work_time: Duration,
+}
+
+impl World {
+    fn new(seed: u64, faults: Faults, n_clients: usize, entries: usize) -> Self {
+        let cfg = config();
+        Self {
+            now: Instant::ZERO,
+            net: Box::new(Net::new(faults)),
+            rng: Rng::new(seed),
+            clients: (0..n_clients)
+                .map(|i| client(cfg, seed.rotate_left(8) ^ (i as u64 + 1), 32))
+                .collect(),
+            server: server(cfg, entries),
+            outcomes: vec![BTreeMap::new(); n_clients],
+            bodies: vec![HashMap::new(); n_clients],
+            executed: HashMap::new(),
+            working: BTreeMap::new(),
+            work_time: Duration::from_millis(5),
+        }
+    }
+
+    fn record(&mut self, c: usize, id: RequestId, outcome: Outcome) {
+        let old = self.outcomes[c].insert(id.0, outcome);
+        assert!(old.is_none(), "client {c} call {id} got a second outcome");
+    }
+
+    /// One round: clients transmit, the network delivers what is due, timers fire, the
+    /// server finishes due work. Returns whether anything happened.
+    fn step(&mut self) -> bool {
+        let mut busy = false;
+        for c in 0..self.clients.len() {
+            let from = c as u32 + 1;
+            while let Some(bytes) = self.clients[c].poll_transmit(self.now) {
+                self.net.send(self.now, from, SERVER, bytes, &mut self.rng);
+                busy = true;
+            }
+        }
+        let mut buf = [0u8; MTU];
+        while let Some((from, to, len)) = self.net.deliver(self.now, &mut buf) {
+            busy = true;
+            let datagram = buf[..len].to_vec();
+            if to == SERVER {
+                self.server_receive(from, &datagram);
+            } else {
+                let c = (to - 1) as usize;
+                match self.clients[c].handle_datagram(self.now, &datagram) {
+                    Some(DatagramEvent::Response { id, body }) => {
+                        let body = body.to_vec();
+                        self.record(c, id, Outcome::Ok(body));
+                    }
+                    Some(DatagramEvent::Failed { id, failure }) => {
+                        let o = Outcome::Failed(format!("{failure:?}"), failure.execution());
+                        self.record(c, id, o);
+                    }
+                    _ => {}
+                }
+            }
+        }
+        for c in 0..self.clients.len() {
+            self.clients[c].handle_timeout(self.now);
+            while let Some(ev) = self.clients[c].poll_event() {
+                busy = true;
+                if let DatagramEvent::Failed { id, failure } = ev {
+                    let o = Outcome::Failed(format!("{failure:?}"), failure.execution());
+                    self.record(c, id, o);
+                }
+            }
+        }
+        let due: Vec<(u64, u32)> = self
+            .working
+            .range(..=(self.now.as_micros(), u32::MAX))
+            .map(|(k, _)| *k)
+            .collect();
+        for key in due {
+            let (handle, answer) = self.working.remove(&key).unwrap();
+            busy = true;
+            if let Ok(tx) = self.server.respond(handle, Reply::Ok(&answer)) {
+                let (to, bytes) = (*tx.to, tx.bytes.to_vec());
+                self.net.send(self.now, SERVER, to, &bytes, &mut self.rng);
+            }
+        }
+        busy
+    }
+
+    fn server_receive(&mut self, from: u32, datagram: &[u8]) {
+        let now = self.now;
+        match self.server.handle_datagram(now, &from, datagram) {
+            Received::Request(req) => {
+                let epoch = u64::from_be_bytes(datagram[5..13].try_into().unwrap());
+                *self.executed.entry((epoch, req.id.0)).or_default() += 1;
+                let mut answer = b"ok:".to_vec();
+                answer.extend_from_slice(req.body);
+                let handle = req.handle;
+                let delay = self.rng.below(self.work_time.as_micros() + 1);
+                let key = (now.as_micros() + delay, self.working.len() as u32);
+                self.working.insert(key, (handle, answer));
+            }
+            Received::Reply(bytes) => {
+                let bytes = bytes.to_vec();
+                self.net.send(now, SERVER, from, &bytes, &mut self.rng);
+            }
+            Received::Cancelled(_) | Received::Dropped(_) => {}
+            _ => {}
+        }
+    }
+
+    fn next_wakeup(&self) -> Option<Instant> {
+        let mut next = self.net.next_delivery();
+        for c in &self.clients {
+            next = [next, c.poll_timeout()].into_iter().flatten().min();
+        }
+        if let Some(&(at, _)) = self.working.keys().next() {
+            next = [next, Some(Instant::from_micros(at))]
+                .into_iter()
+                .flatten()
+                .min();
+        }
+        next
+    }
+
+    /// Runs until `done` or nothing is left to happen; bounded.
+    fn run(&mut self, max_steps: usize, mut each: impl FnMut(&mut Self) -> bool) {
+        for _ in 0..max_steps {
+            let stop = each(self);
+            let busy = self.step();
+            let idle = self.net.in_flight() == 0
+                && self.working.is_empty()
+                && self.clients.iter().all(|c| c.in_flight() == 0);
+            if stop && !busy && idle {
+                return;
+            }
+            if !busy {
+                match self.next_wakeup() {
+                    Some(at) if at > self.now => self.now = at,
+                    Some(_) => {}
+                    None if stop => return,
+                    None => {}
+                }
+            }
+        }
+        panic!("step limit reached at {}", self.now);
+    }
+
+    /// Starts up to `n` calls per client, as slots allow, over the run.
+    fn call_some(
+        &mut self,
+        c: usize,
+        method: &str,
+        timeout: Option<Duration>,
+    ) -> Option<RequestId> {
+        let body = format!("c{c}-{}", self.bodies[c].len()).into_bytes();
+        match self.clients[c].call(self.now, method, &body, timeout) {
+            Ok(id) => {
+                self.bodies[c].insert(id.0, body);
+                Some(id)
+            }
+            Err(CallError::TooManyInFlight) => None,
+            Err(e) => panic!("call: {e}"),
+        }
+    }
+
+    /// The invariants every run must keep.
+    fn check(&self) {
+        for (c, client) in self.clients.iter().enumerate() {
+            let epoch = client.epoch();
+            assert_eq!(
+                self.outcomes[c].len(),
+                self.bodies[c].len(),
+                "client {c}: every call ends"
+            );
+            for (id, outcome) in &self.outcomes[c] {
+                let runs = self.executed.get(&(epoch, *id)).copied().unwrap_or(0);
+                assert!(runs <= 1, "client {c} call {id} ran {runs} times");
+                match outcome {
+                    Outcome::Ok(body) => {
+                        assert_eq!(runs, 1, "answered call {id} ran once");
+                        let mut want = b"ok:".to_vec();
+                        want.extend_from_slice(&self.bodies[c][id]);
+                        assert_eq!(body, &want, "client {c} call {id} got its own answer");
+                    }
+                    Outcome::Failed(_, Execution::NotExecuted) => assert_eq!(runs, 0),
+                    Outcome::Failed(..) => {}
+                }
+            }
+            assert_eq!(client.in_flight(), 0);
+        }
+    }
+}
+
+#[test]
+fn one_call_clean_network() {
+    let mut w = World::new(1, Faults::default(), 1, 16);
+    let id = w.call_some(0, "m", None).unwrap();
+    w.run(1000, |_| true);
+    assert_eq!(w.outcomes[0][&id.0], Outcome::Ok(b"ok:c0-0".to_vec()));
+    assert_eq!(w.clients[0].stats().retransmissions, 0);
+    w.check();
+}
+
+/// The issue's long run: thousands of calls from several clients through 30% loss and 10%
+/// duplication with reordering; every call ends exactly once, no function runs twice, and
+/// every answered call ran exactly once.
+#[test]
+fn lossy_network_thousands_of_calls_run_at_most_once() {
+    let faults = Faults {
+        loss_per_mille: 300,
+        duplicate_per_mille: 100,
+        latency: Duration::from_micros(200),
+        jitter: Duration::from_millis(3),
+    };
+    let mut totals = (0u64, 0u64, 0u64, 0u64, 0u64, 0u64);
+    for seed in 0..4u64 {
+        let mut w = World::new(seed, faults, 6, 2048);
+        let per_client = 500usize;
+        w.run(2_000_000, |w| {
+            for c in 0..w.clients.len() {
+                while w.bodies[c].len() < per_client && w.call_some(c, "m", None).is_some() {}
+            }
+            w.bodies.iter().all(|b| b.len() == per_client)
+        });
+        w.check();
+        let calls: u64 = w.clients.iter().map(|c| c.stats().calls).sum();
+        let retransmits: u64 = w.clients.iter().map(|c| c.stats().retransmissions).sum();
+        let timeouts: u64 = w.clients.iter().map(|c| c.stats().timeouts).sum();
+        let answered: u64 = w
+            .outcomes
+            .iter()
+            .flat_map(|o| o.values())
+            .filter(|o| matches!(o, Outcome::Ok(_)))
+            .count() as u64;
+        let s = w.server.stats();
+        eprintln!(
+            "seed {seed}: calls {calls}, answered {answered}, timeouts {timeouts}, retransmissions {retransmits}, \
+             server: runs {}, replayed {}, in-progress dups {}, busy {}; net: sent {}, lost {}, duplicated {}; sim time {}",
+            s.requests,
+            s.replayed,
+            s.in_progress,
+            s.busy,
+            w.net.stats.sent,
+            w.net.stats.lost,
+            w.net.stats.duplicated,
+            w.now
+        );
+        assert_eq!(calls, 6 * per_client as u64);
+        assert!(
+            s.replayed > 0 && s.in_progress + s.replayed > 0,
+            "duplicates were suppressed"
+        );
+        assert!(
+            answered as f64 > calls as f64 * 0.9,
+            "most calls answered: {answered}/{calls}"
+        );
+        totals.0 += calls;
+        totals.1 += answered;
+        totals.2 += timeouts;
+        totals.3 += retransmits;
+        totals.4 += s.replayed + s.in_progress;
+        totals.5 += s.requests;
+    }
+    eprintln!(
+        "total: calls {}, answered {}, timeouts {}, retransmissions {}, duplicates suppressed {}, function runs {}",
+        totals.0, totals.1, totals.2, totals.3, totals.4, totals.5
+    );
+}
+
+#[test]
+fn retransmission_backs_off_exponentially_with_jitter() {
+    // Nothing arrives: the client sends max_attempts copies, spaced by doubling waits.
+    let mut faults = Faults::default();
+    faults.loss_per_mille = 1000;
+    let mut w = World::new(3, faults, 1, 16);
+    let id = w.call_some(0, "m", Some(Duration::from_secs(10))).unwrap();
+    let mut sends = Vec::new();
+    let mut last = 0;
+    w.run(100_000, |w| {
+        let t = w.clients[0].stats().transmissions;
+        if t != last {
+            sends.push(w.now);
+            last = t;
+        }
+        true
+    });
+    let cfg = config();
+    assert_eq!(
+        w.clients[0].stats().transmissions,
+        u64::from(cfg.max_attempts)
+    );
+    let gaps: Vec<u64> = sends
+        .windows(2)
+        .map(|p| p[1].as_micros() - p[0].as_micros())
+        .collect();
+    let mut base = cfg.initial_rto.as_micros();
+    for gap in &gaps {
+        let b = base.min(cfg.max_rto.as_micros());
+        assert!(
+            *gap >= b && *gap <= b * 3 / 2 + 10_000,
+            "gap {gap} vs base {b}: {gaps:?}"
+        );
+        base *= 2;
+    }
+    assert_eq!(
+        w.outcomes[0][&id.0],
+        Outcome::Failed(
+            format!("{:?}", Failure::TimedOut { sent: true }),
+            Execution::MaybeExecuted
+        )
+    );
+}
+
+#[test]
+fn timeout_before_any_transmission_is_not_executed() {
+    let cfg = config();
+    let mut c = client(cfg, 9, 4);
+    let id = c
+        .call(Instant::ZERO, "m", b"", Some(Duration::from_millis(1)))
+        .unwrap();
+    // The runtime never got to send it.
+    c.handle_timeout(Instant::from_millis(1));
+    match c.poll_event() {
+        Some(DatagramEvent::Failed { id: got, failure }) => {
+            assert_eq!(got, id);
+            assert_eq!(failure, Failure::TimedOut { sent: false });
+            assert_eq!(failure.execution(), Execution::NotExecuted);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        c.poll_transmit(Instant::from_millis(1)).is_none(),
+        "no cancel for a call never sent"
+    );
+}
+
+#[test]
+fn duplicate_request_gets_cached_answer_without_rerun() {
+    let cfg = config();
+    let mut s = server(cfg, 8);
+    let mut d = [0u8; MTU];
+    let req = Frame::Request(Request {
+        id: RequestId(7),
+        method: "m",
+        budget_ms: Some(1000),
+        body: b"x",
+    });
+    let n = encode_datagram(42, &req, &mut d).unwrap();
+    let handle = match s.handle_datagram(Instant::ZERO, &1, &d[..n]) {
+        Received::Request(r) => r.handle,
+        other => panic!("{other:?}"),
+    };
+    // A retransmission while it runs: dropped, not run again.
+    assert_eq!(
+        s.handle_datagram(Instant::from_millis(1), &1, &d[..n]),
+        Received::Dropped(DropReason::InProgress)
+    );
+    let answer = s
+        .respond(handle, Reply::Ok(b"done"))
+        .unwrap()
+        .bytes
+        .to_vec();
+    // A retransmission after: the same answer, byte for byte.
+    assert_eq!(
+        s.handle_datagram(Instant::from_millis(2), &1, &d[..n]),
+        Received::Reply(&answer[..])
+    );
+    // The same id and epoch from another peer is another call.
+    assert!(matches!(
+        s.handle_datagram(Instant::from_millis(3), &2, &d[..n]),
+        Received::Request(_)
+    ));
+    assert_eq!(s.stats().requests, 2);
+    assert_eq!(s.stats().replayed, 1);
+    assert_eq!(s.stats().in_progress, 1);
+    // Answering twice is refused.
+    assert!(s.respond(handle, Reply::Ok(b"again")).is_err());
+}
+
+#[test]
+fn full_cache_answers_busy_with_retry_hint_and_never_evicts_live_calls() {
+    let cfg = config();
+    let mut s = server(cfg, 2);
+    let mut d = [0u8; MTU];
+    let mut send = |s: &mut Server, id: u64, at: Instant| {
+        let req = Frame::Request(Request {
+            id: RequestId(id),
+            method: "m",
+            budget_ms: Some(100),
+            body: b"",
+        });
+        let n = encode_datagram(5, &req, &mut d).unwrap();
+        format!("{:?}", s.handle_datagram(at, &1, &d[..n]))
+    };
+    assert!(send(&mut s, 1, Instant::ZERO).starts_with("Request"));
+    assert!(send(&mut s, 2, Instant::ZERO).starts_with("Request"));
+    let busy = send(&mut s, 3, Instant::from_millis(10));
+    assert!(busy.starts_with("Reply"), "{busy}");
+    assert_eq!(s.stats().busy, 1);
+    // Entries live for budget + max_latency = 150 ms; after that the slot is reused.
+    assert!(send(&mut s, 3, Instant::from_millis(150)).starts_with("Request"));
+    // And the call that held it is forgotten: a retransmission now would run again, but
+    // no client retransmits after its budget, and max_latency covers the stragglers.
+}
+
+#[test]
+fn busy_answer_delays_retransmission_but_does_not_end_the_call() {
+    let cfg = config();
+    let mut c = client(cfg, 77, 4);
+    let id = c
+        .call(Instant::ZERO, "m", b"", Some(Duration::from_secs(1)))
+        .unwrap();
+    assert!(c.poll_transmit(Instant::ZERO).is_some());
+    let mut d = [0u8; MTU];
+    let busy = Frame::Response(wirecall_core::wire::Response {
+        id,
+        reply: Reply::Busy {
+            retry_after_ms: 300,
+        },
+    });
+    let n = encode_datagram(77, &busy, &mut d).unwrap();
+    assert_eq!(c.handle_datagram(Instant::from_millis(1), &d[..n]), None);
+    assert_eq!(c.stats().busy, 1);
+    assert!(
+        c.poll_transmit(Instant::from_millis(200)).is_none(),
+        "waits for the hint"
+    );
+    assert!(c.poll_transmit(Instant::from_millis(301)).is_some());
+    assert_eq!(c.in_flight(), 1);
+}
+
+#[test]
+fn rejections_and_errors_end_calls_with_execution() {
+    let cfg = config();
+    let mut c = client(cfg, 11, 4);
+    let a = c.call(Instant::ZERO, "m", b"", None).unwrap();
+    let b = c.call(Instant::ZERO, "m", b"", None).unwrap();
+    let mut d = [0u8; MTU];
+    let rej = Frame::Response(wirecall_core::wire::Response {
+        id: a,
+        reply: Reply::Rejected {
+            code: RejectCode::UNKNOWN_METHOD,
+            message: "no",
+        },
+    });
+    let n = encode_datagram(11, &rej, &mut d).unwrap();
+    match c.handle_datagram(Instant::ZERO, &d[..n]) {
+        Some(DatagramEvent::Failed { failure, .. }) => {
+            assert_eq!(failure.execution(), Execution::NotExecuted)
+        }
+        other => panic!("{other:?}"),
+    }
+    let err = Frame::Response(wirecall_core::wire::Response {
+        id: b,
+        reply: Reply::Error {
+            code: 3,
+            message: "bad",
+        },
+    });
+    let n = encode_datagram(11, &err, &mut d).unwrap();
+    match c.handle_datagram(Instant::ZERO, &d[..n]) {
+        Some(DatagramEvent::Failed { failure, .. }) => {
+            assert_eq!(failure.execution(), Execution::Executed)
+        }
+        other => panic!("{other:?}"),
+    }
+    // A late duplicate of that answer is ignored and counted.
+    assert_eq!(c.handle_datagram(Instant::ZERO, &d[..n]), None);
+    assert_eq!(c.stats().late_responses, 1);
+    // An answer for another epoch is not ours.
+    let n = encode_datagram(12, &err, &mut d).unwrap();
+    assert_eq!(c.handle_datagram(Instant::ZERO, &d[..n]), None);
+    assert_eq!(c.stats().dropped, 1);
+}
+
+#[test]
+fn server_rejects_requests_it_cannot_promise_to_remember() {
+    let cfg = config();
+    let mut s = server(cfg, 4);
+    let mut d = [0u8; MTU];
+    for (budget, code) in [
+        (None, RejectCode::INVALID_REQUEST),
+        (Some(0), RejectCode::DEADLINE_EXCEEDED),
+        (Some(61_000), RejectCode::INVALID_REQUEST),
+    ] {
+        let req = Frame::Request(Request {
+            id: RequestId(1),
+            method: "m",
+            budget_ms: budget,
+            body: b"",
+        });
+        let n = encode_datagram(1, &req, &mut d).unwrap();
+        let Received::Reply(bytes) = s.handle_datagram(Instant::ZERO, &1, &d[..n]) else {
+            panic!("expected a reply")
+        };
+        let (_, body) = wirecall_core::wire::datagram::DatagramHeader::parse(bytes).unwrap();
+        let Frame::Response(r) = Frame::decode(body).unwrap() else {
+            panic!()
+        };
+        assert!(
+            matches!(r.reply, Reply::Rejected { code: c, .. } if c == code),
+            "{budget:?}: {r:?}"
+        );
+    }
+    assert_eq!(s.stats().requests, 0);
+    assert_eq!(s.stats().rejected, 3);
+}
+
+#[test]
+fn bad_datagrams_are_dropped_and_counted() {
+    let cfg = config();
+    let mut s = server(cfg, 4);
+    let mut d = [0u8; MTU];
+    let resp = Frame::Response(wirecall_core::wire::Response {
+        id: RequestId(1),
+        reply: Reply::Ok(b""),
+    });
+    let n = encode_datagram(1, &resp, &mut d).unwrap();
+    let mut v2 = d[..n].to_vec();
+    v2[4] = 2;
+    let mut garbage_body = d[..13].to_vec();
+    garbage_body.push(0xff);
+    let cases: Vec<(Vec<u8>, DropReason)> = vec![
+        (b"WCA".to_vec(), DropReason::Truncated),
+        (b"GET / HTTP/1.1\r\n".to_vec(), DropReason::Foreign),
+        (v2, DropReason::UnsupportedVersion),
+        (garbage_body, DropReason::Malformed),
+        (d[..n].to_vec(), DropReason::UnexpectedFrame),
+        (vec![0u8; MTU + 1], DropReason::Oversize),
+    ];
+    for (bytes, reason) in cases {
+        assert_eq!(
+            s.handle_datagram(Instant::ZERO, &1, &bytes),
+            Received::Dropped(reason)
+        );
+    }
+    let st = s.stats();
+    assert_eq!(
+        (
+            st.dropped_truncated,
+            st.dropped_foreign,
+            st.dropped_version,
+            st.dropped_malformed,
+            st.dropped_unexpected,
+            st.dropped_oversize
+        ),
+        (1, 1, 1, 1, 1, 1)
+    );
+}
+
+#[test]
+fn cancel_reaches_the_server_once() {
+    let mut w = World::new(5, Faults::default(), 1, 16);
+    w.work_time = Duration::from_secs(1);
+    let id = w.call_some(0, "m", None).unwrap();
+    let mut cancelled = false;
+    w.run(10_000, |w| {
+        if !cancelled && w.server.in_progress() == 1 {
+            assert!(w.clients[0].cancel(id));
+            cancelled = true;
+        }
+        cancelled
+    });
+    assert_eq!(
+        w.outcomes[0][&id.0],
+        Outcome::Failed("Cancelled".into(), Execution::MaybeExecuted)
+    );
+    assert_eq!(w.server.stats().cancelled, 1);
+    w.check();
+}
+
+#[test]
+fn oversize_call_is_refused_locally() {
+    let mut c = client(config(), 1, 2);
+    assert_eq!(
+        c.call(Instant::ZERO, "m", &[0u8; MTU], None),
+        Err(CallError::TooLarge)
+    );
+    assert_eq!(c.in_flight(), 0);
+}
+
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Arbitrary datagrams from arbitrary peers never panic the server, never grow it,
+        /// and never produce a request for something that was not a request.
+        #[test]
+        fn arbitrary_datagrams_never_panic_the_server(
+            datagrams in proptest::collection::vec((0u32..4, proptest::collection::vec(any::<u8>(), 0..300)), 0..64),
+        ) {
+            let mut s = server(config(), 4);
+            for (i, (peer, bytes)) in datagrams.iter().enumerate() {
+                let now = Instant::from_millis(i as u64);
+                let r = s.handle_datagram(now, peer, bytes);
+                if let Received::Request(req) = r {
+                    prop_assert!(bytes.len() >= 13);
+                    let h = req.handle;
+                    let _ = s.respond(h, Reply::Ok(b"x"));
+                }
+            }
+            prop_assert!(s.in_progress() <= 4);
+        }
+
+        /// Arbitrary datagrams never panic the client, and never end a call it did not make.
+        #[test]
+        fn arbitrary_datagrams_never_panic_the_client(
+            datagrams in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..300), 0..64),
+        ) {
+            let mut c = client(config(), 3, 4);
+            let id = c.call(Instant::ZERO, "m", b"", None).unwrap();
+            for d in &datagrams {
+                if let Some(DatagramEvent::Response { id: got, .. } | DatagramEvent::Failed { id: got, .. }) =
+                    c.handle_datagram(Instant::ZERO, d)
+                {
+                    prop_assert_eq!(got, id);
+                }
+            }
+        }
+    }
+}
