@@ -184,26 +184,44 @@ mod test {
         let id = RequestId(300);
         [
             (
-                Frame::Request(Request { id, method: "echo", budget_ms: Some(1500), body: b"hi" }),
+                Frame::Request(Request {
+                    id,
+                    method: "echo",
+                    budget_ms: Some(1500),
+                    body: b"hi",
+                }),
                 "57 43 41 4c 01 01 23 45 67 89 ab cd ef 01 ac 02 04 65 63 68 6f 01 dc 0b 02 68 69",
             ),
             (
-                Frame::Response(Response { id, reply: Reply::Ok(b"hi") }),
+                Frame::Response(Response {
+                    id,
+                    reply: Reply::Ok(b"hi"),
+                }),
                 "57 43 41 4c 01 01 23 45 67 89 ab cd ef 02 ac 02 00 02 68 69",
             ),
             (
-                Frame::Response(Response { id, reply: Reply::Busy { retry_after_ms: 200 } }),
+                Frame::Response(Response {
+                    id,
+                    reply: Reply::Busy {
+                        retry_after_ms: 200,
+                    },
+                }),
                 "57 43 41 4c 01 01 23 45 67 89 ab cd ef 02 ac 02 03 c8 01",
             ),
-            (Frame::Cancel { id }, "57 43 41 4c 01 01 23 45 67 89 ab cd ef 03 ac 02"),
+            (
+                Frame::Cancel { id },
+                "57 43 41 4c 01 01 23 45 67 89 ab cd ef 03 ac 02",
+            ),
         ]
     }
 
     #[test]
     fn test_protocol_md_datagram_vectors() {
         let doc = include_str!("../../../docs/PROTOCOL.md");
-        let header: std::vec::Vec<std::string::String> =
-            HEADER_BYTES.iter().map(|b| std::format!("{b:02x}")).collect();
+        let header: std::vec::Vec<std::string::String> = HEADER_BYTES
+            .iter()
+            .map(|b| std::format!("{b:02x}"))
+            .collect();
         let mut all = std::vec![header.join(" ")];
         for (frame, hex) in vectors() {
             let mut out = [0u8; 64];
@@ -216,7 +234,10 @@ mod test {
             all.push(hex.into());
         }
         for hex in all {
-            assert!(doc.lines().any(|l| l.trim() == hex), "`{hex}` missing from PROTOCOL.md");
+            assert!(
+                doc.lines().any(|l| l.trim() == hex),
+                "`{hex}` missing from PROTOCOL.md"
+            );
         }
     }
 
