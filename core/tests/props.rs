@@ -1,0 +1,251 @@
+//! Property tests over the stream codec and the connections: any split of a valid stream
+//! decodes the same, and arbitrary bytes never panic a connection or break its promises.
+#![allow(
+    clippy::arithmetic_side_effects,
+    clippy::indexing_slicing,
+    clippy::unwrap_used,
+    missing_docs
+)]
+
+use proptest::prelude::*;
+use wirecall_core::client::{CallSlot, ClientConnection, ClientEvent};
+use wirecall_core::frame::{FrameDecoder, encode_frame};
+use wirecall_core::server::{RequestSlot, ServerConnection, ServerEvent};
+use wirecall_core::wire::{
+    CloseCode, Frame, Hello, MAGIC, RejectCode, Reply, Request, RequestId, Response,
+};
+use wirecall_core::{Config, Duration, Instant};
+
+/// Owned frame fields, so proptest can generate them.
+#[derive(Debug, Clone)]
+enum Owned {
+    Request(u64, String, Option<u32>, Vec<u8>),
+    Ok(u64, Vec<u8>),
+    Error(u64, u32, String),
+    Rejected(u64, u16, String),
+    Busy(u64, u32),
+    Cancel(u64),
+    Ping(u64),
+    GoAway(u64),
+    Close(u16, String),
+}
+
+impl Owned {
+    fn frame(&self) -> Frame<'_> {
+        match self {
+            Self::Request(id, m, b, body) => Frame::Request(Request {
+                id: RequestId(*id),
+                method: m,
+                budget_ms: *b,
+                body,
+            }),
+            Self::Ok(id, body) => Frame::Response(Response {
+                id: RequestId(*id),
+                reply: Reply::Ok(body),
+            }),
+            Self::Error(id, code, m) => Frame::Response(Response {
+                id: RequestId(*id),
+                reply: Reply::Error {
+                    code: *code,
+                    message: m,
+                },
+            }),
+            Self::Rejected(id, code, m) => Frame::Response(Response {
+                id: RequestId(*id),
+                reply: Reply::Rejected {
+                    code: RejectCode(*code),
+                    message: m,
+                },
+            }),
+            Self::Busy(id, ms) => Frame::Response(Response {
+                id: RequestId(*id),
+                reply: Reply::Busy {
+                    retry_after_ms: *ms,
+                },
+            }),
+            Self::Cancel(id) => Frame::Cancel { id: RequestId(*id) },
+            Self::Ping(n) => Frame::Ping { nonce: *n },
+            Self::GoAway(id) => Frame::GoAway {
+                last_id: RequestId(*id),
+            },
+            Self::Close(code, m) => Frame::Close {
+                code: CloseCode(*code),
+                message: m,
+            },
+        }
+    }
+}
+
+fn owned() -> impl Strategy<Value = Owned> {
+    let bytes = proptest::collection::vec(any::<u8>(), 0..300);
+    prop_oneof![
+        (
+            any::<u64>(),
+            "[a-z]{0,12}",
+            any::<Option<u32>>(),
+            bytes.clone()
+        )
+            .prop_map(|(i, m, b, body)| Owned::Request(i, m, b, body)),
+        (any::<u64>(), bytes).prop_map(|(i, b)| Owned::Ok(i, b)),
+        (any::<u64>(), any::<u32>(), ".{0,20}").prop_map(|(i, c, m)| Owned::Error(i, c, m)),
+        (any::<u64>(), any::<u16>(), ".{0,20}").prop_map(|(i, c, m)| Owned::Rejected(i, c, m)),
+        (any::<u64>(), any::<u32>()).prop_map(|(i, ms)| Owned::Busy(i, ms)),
+        any::<u64>().prop_map(Owned::Cancel),
+        any::<u64>().prop_map(Owned::Ping),
+        any::<u64>().prop_map(Owned::GoAway),
+        (any::<u16>(), ".{0,20}").prop_map(|(c, m)| Owned::Close(c, m)),
+    ]
+}
+
+fn stream(frames: &[Owned]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for f in frames {
+        let mut buf = vec![0u8; 1024];
+        let n = encode_frame(&f.frame(), &mut buf).unwrap();
+        out.extend_from_slice(&buf[..n]);
+    }
+    out
+}
+
+fn hello() -> Vec<u8> {
+    let mut buf = [0u8; 64];
+    let frame = Frame::Hello(Hello {
+        magic: MAGIC,
+        min_version: 1,
+        max_version: 1,
+        max_frame_len: 4096,
+        max_in_flight: 8,
+    });
+    let n = encode_frame(&frame, &mut buf).unwrap();
+    buf[..n].to_vec()
+}
+
+proptest! {
+    /// However a valid stream is cut into pieces, the decoder gives the same frames.
+    #[test]
+    fn any_split_of_a_valid_stream_decodes_the_same(
+        frames in proptest::collection::vec(owned(), 1..12),
+        cuts in proptest::collection::vec(any::<prop::sample::Index>(), 0..20),
+    ) {
+        let wire = stream(&frames);
+        let mut points: Vec<usize> = cuts.iter().map(|c| c.index(wire.len() + 1)).collect();
+        points.push(0);
+        points.push(wire.len());
+        points.sort_unstable();
+        let mut decoder = FrameDecoder::new(vec![0u8; 2048], 1024);
+        let mut got = Vec::new();
+        for pair in points.windows(2) {
+            let mut piece = &wire[pair[0]..pair[1]];
+            while !piece.is_empty() {
+                let n = decoder.feed(piece);
+                piece = &piece[n..];
+                prop_assert!(decoder.buffered() <= decoder.capacity());
+                while let Some(body) = decoder.next_frame().unwrap() {
+                    got.push(format!("{:?}", Frame::decode(body).unwrap()));
+                }
+            }
+        }
+        let want: Vec<String> = frames.iter().map(|f| format!("{:?}", f.frame())).collect();
+        prop_assert_eq!(got, want);
+        prop_assert_eq!(decoder.buffered(), 0);
+    }
+
+    /// Arbitrary bytes after a valid hello never panic a server; it either stays open or
+    /// reports exactly one Closed as its last event, and its transmit queue stays bounded.
+    #[test]
+    fn arbitrary_bytes_never_panic_a_server(
+        noise in proptest::collection::vec(any::<u8>(), 0..2000),
+        valid in proptest::collection::vec(owned(), 0..6),
+        chunk in 1usize..64,
+    ) {
+        let now = Instant::ZERO;
+        let mut s = ServerConnection::new(Config::default(), vec![0u8; 4096], vec![0u8; 4096], vec![RequestSlot::EMPTY; 8], now).unwrap();
+        let mut input = hello();
+        input.extend(stream(&valid));
+        input.extend(noise);
+        let mut closed = 0;
+        for (i, piece) in input.chunks(chunk).enumerate() {
+            let t = Instant::from_millis(i as u64);
+            let mut rest = piece;
+            for _ in 0..100 {
+                let n = s.handle_input(t, rest);
+                rest = &rest[n..];
+                let mut ids = Vec::new();
+                while let Some(ev) = s.poll_event(t) {
+                    prop_assert_eq!(closed, 0, "event after Closed");
+                    match ev {
+                        ServerEvent::Request(r) => ids.push(r.id),
+                        ServerEvent::Closed(_) => closed += 1,
+                        _ => {}
+                    }
+                }
+                for id in ids {
+                    let _ = s.respond(id, Reply::Ok(b"x"));
+                }
+                let pending = s.transmit().len();
+                prop_assert!(pending <= 4096);
+                s.advance_transmit(pending);
+                if rest.is_empty() {
+                    break;
+                }
+            }
+            s.handle_timeout(t);
+        }
+        prop_assert!(closed <= 1);
+        prop_assert_eq!(closed == 1, !s.is_open());
+    }
+
+    /// Arbitrary bytes from a "server" never panic a client, and every call it accepted
+    /// ends exactly once by the time the connection ends.
+    #[test]
+    fn arbitrary_bytes_never_panic_a_client(
+        noise in proptest::collection::vec(any::<u8>(), 0..2000),
+        valid in proptest::collection::vec(owned(), 0..6),
+        calls in 0usize..6,
+    ) {
+        let now = Instant::ZERO;
+        let mut c = ClientConnection::new(Config::default(), vec![0u8; 4096], vec![0u8; 4096], vec![CallSlot::EMPTY; 8], now).unwrap();
+        let mut accepted = Vec::new();
+        for _ in 0..calls {
+            if let Ok(id) = c.call(now, "m", b"", Some(Duration::from_secs(1))) {
+                accepted.push(id);
+            }
+        }
+        let mut input = hello();
+        input.extend(stream(&valid));
+        input.extend(noise);
+        let mut ended = std::collections::HashMap::new();
+        let mut closed = false;
+        let mut rest = &input[..];
+        let mut poll = |c: &mut ClientConnection<Vec<u8>, Vec<CallSlot>>, t: Instant, ended: &mut std::collections::HashMap<u64, u32>, closed: &mut bool| {
+            while let Some(ev) = c.poll_event(t) {
+                assert!(!*closed, "event after Closed");
+                match ev {
+                    ClientEvent::Response { id, .. } | ClientEvent::Failed { id, .. } => *ended.entry(id.0).or_insert(0) += 1,
+                    ClientEvent::Closed(_) => *closed = true,
+                    _ => {}
+                }
+            }
+            let n = c.transmit().len();
+            c.advance_transmit(n);
+        };
+        for _ in 0..1000 {
+            let n = c.handle_input(now, rest);
+            rest = &rest[n..];
+            poll(&mut c, now, &mut ended, &mut closed);
+            if rest.is_empty() || closed {
+                break;
+            }
+        }
+        // Then the transport ends: everything must be settled.
+        let late = Instant::from_millis(60_000);
+        c.handle_eof(late);
+        c.handle_timeout(late);
+        poll(&mut c, late, &mut ended, &mut closed);
+        prop_assert!(closed);
+        for id in &accepted {
+            prop_assert_eq!(ended.get(&id.0).copied(), Some(1), "call {} ends once", id);
+        }
+        prop_assert!(ended.keys().all(|k| accepted.iter().any(|a| a.0 == *k)));
+    }
+}
