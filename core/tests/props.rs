@@ -217,7 +217,7 @@ proptest! {
         let mut ended = std::collections::HashMap::new();
         let mut closed = false;
         let mut rest = &input[..];
-        let mut poll = |c: &mut ClientConnection<Vec<u8>, Vec<CallSlot>>, t: Instant, ended: &mut std::collections::HashMap<u64, u32>, closed: &mut bool| {
+        let poll = |c: &mut ClientConnection<Vec<u8>, Vec<CallSlot>>, t: Instant, ended: &mut std::collections::HashMap<u64, u32>, closed: &mut bool| {
             while let Some(ev) = c.poll_event(t) {
                 assert!(!*closed, "event after Closed");
                 match ev {
