@@ -78,6 +78,9 @@ pub struct DatagramRequest<'a> {
     pub deadline: Instant,
 }
 
+/// Entries per cache bucket: a call may only use the entries of its own bucket.
+pub const WAYS: usize = 8;
+
 /// Why a datagram was dropped without an answer. Each is counted in
 /// [`DatagramServerStats`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -225,7 +228,9 @@ impl DatagramServerStats {
 /// `P` is the peer address type (a socket address, a Unix socket path, a radio id...).
 /// `B` stores each entry's answer for replay plus one scratch datagram: give it
 /// `(entries + 1) × max_datagram` bytes. `S` is the call cache; its size bounds the calls
-/// remembered at once.
+/// remembered at once. The cache is set-associative ([`WAYS`] entries per bucket, chosen
+/// by a hash of epoch and id), so a lookup costs a few comparisons at any size, and a call
+/// is refused busy when its own bucket is full of live entries.
 #[derive(Debug)]
 pub struct DatagramServer<P, B, S> {
     config: DatagramConfig,
@@ -363,13 +368,16 @@ where
             let bytes = self.storage.as_ref().get(start..start.saturating_add(len));
             return Received::Reply(bytes.unwrap_or_default());
         }
-        let Some(index) = self.free_entry(now) else {
-            let retry_after = self.earliest_expiry().saturating_duration_since(now);
-            self.stats.busy = self.stats.busy.saturating_add(1);
-            let reply = Reply::Busy {
-                retry_after_ms: budget_ms(retry_after).max(1),
-            };
-            return self.scratch_reply(epoch, req.id, reply);
+        let index = match self.free_entry(now, epoch, req.id.0) {
+            Ok(index) => index,
+            Err(first_free) => {
+                let retry_after = first_free.saturating_duration_since(now);
+                self.stats.busy = self.stats.busy.saturating_add(1);
+                let reply = Reply::Busy {
+                    retry_after_ms: budget_ms(retry_after).max(1),
+                };
+                return self.scratch_reply(epoch, req.id, reply);
+            }
         };
         let expires = now
             .saturating_add(budget)
@@ -416,31 +424,46 @@ where
         Received::Cancelled(handle)
     }
 
+    /// The cache is set-associative: a call's key hashes to one bucket of [`WAYS`]
+    /// entries, and only that bucket is searched or filled, so every lookup costs at most
+    /// `WAYS` comparisons whatever the cache size.
+    fn bucket(&self, epoch: u64, id: u64) -> Range<usize> {
+        let len = self.entries.as_ref().len();
+        let buckets = len.div_ceil(WAYS).max(1);
+        let mut state = epoch ^ id.rotate_left(32);
+        let hash = crate::rng::splitmix64(&mut state);
+        let bucket = usize::try_from(hash % buckets as u64).unwrap_or(0);
+        let start = bucket.saturating_mul(WAYS);
+        start..start.saturating_add(WAYS).min(len)
+    }
+
     /// The live entry for (peer, epoch, id).
     fn find(&self, from: &P, epoch: u64, id: u64) -> Option<usize> {
-        self.entries.as_ref().iter().position(|e| {
+        let bucket = self.bucket(epoch, id);
+        let start = bucket.start;
+        let entries = self.entries.as_ref().get(bucket)?;
+        let offset = entries.iter().position(|e| {
             e.state != EntryState::Free
                 && e.id == id
                 && e.epoch == epoch
                 && e.peer.as_ref() == Some(from)
-        })
+        })?;
+        start.checked_add(offset)
     }
 
-    /// A free entry, or one whose window has closed.
-    fn free_entry(&self, now: Instant) -> Option<usize> {
-        self.entries
-            .as_ref()
+    /// A free entry in the call's bucket, or one whose window has closed; or, when all
+    /// are live, the time the first of them closes.
+    fn free_entry(&self, now: Instant, epoch: u64, id: u64) -> Result<usize, Instant> {
+        let bucket = self.bucket(epoch, id);
+        let start = bucket.start;
+        let entries = self.entries.as_ref().get(bucket).unwrap_or_default();
+        match entries
             .iter()
             .position(|e| e.state == EntryState::Free || e.expires <= now)
-    }
-
-    fn earliest_expiry(&self) -> Instant {
-        self.entries
-            .as_ref()
-            .iter()
-            .map(|e| e.expires)
-            .min()
-            .unwrap_or(Instant::ZERO)
+        {
+            Some(offset) => Ok(start.saturating_add(offset)),
+            None => Err(entries.iter().map(|e| e.expires).min().unwrap_or(now)),
+        }
     }
 
     /// Encodes an answer made on the spot into the scratch chunk.
