@@ -29,7 +29,7 @@ mod server;
 pub use client::{DatagramCallSlot, DatagramClient, DatagramClientStats, DatagramEvent};
 pub use server::{
     DatagramEntry, DatagramRequest, DatagramRespondError, DatagramServer, DatagramServerStats,
-    DropReason, Received, RequestHandle, Transmit,
+    DropReason, Received, RequestHandle, Transmit, WAYS,
 };
 
 use core::fmt;

@@ -432,7 +432,7 @@ where
         let buckets = len.div_ceil(WAYS).max(1);
         let mut state = epoch ^ id.rotate_left(32);
         let hash = crate::rng::splitmix64(&mut state);
-        let bucket = usize::try_from(hash % buckets as u64).unwrap_or(0);
+        let bucket = usize::try_from(hash.checked_rem(buckets as u64).unwrap_or(0)).unwrap_or(0);
         let start = bucket.saturating_mul(WAYS);
         start..start.saturating_add(WAYS).min(len)
     }
