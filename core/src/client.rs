@@ -16,7 +16,7 @@ use core::fmt;
 use core::ops::Range;
 
 use crate::config::{BASELINE_BUFFER, Config, ConfigError};
-use crate::conn::{Conn, PushError, budget_ms, earliest};
+use crate::conn::{Conn, PushError, budget_ms, earliest, find_slot};
 use crate::frame::FrameDecoder;
 use crate::server::checked_rx;
 use crate::time::{Duration, Instant};
@@ -401,12 +401,10 @@ where
         if !self.conn.is_open() {
             return false;
         }
-        let Some(slot) = self
-            .slots
-            .as_mut()
-            .iter_mut()
-            .find(|s| s.id == id.0 && id.0 != 0 && s.ended.is_none())
-        else {
+        let index = find_slot(self.slots.as_ref(), id.0, |s| {
+            s.id == id.0 && id.0 != 0 && s.ended.is_none()
+        });
+        let Some(slot) = index.and_then(|i| self.slots.as_mut().get_mut(i)) else {
             return false;
         };
         slot.ended = Some(Ended::Cancelled);
@@ -613,11 +611,10 @@ where
             match frame {
                 Frame::Response(response) => {
                     let id = response.id;
-                    let slot = self
-                        .slots
-                        .as_mut()
-                        .iter_mut()
-                        .find(|s| s.id == id.0 && id.0 != 0 && s.ended.is_none());
+                    let index = find_slot(self.slots.as_ref(), id.0, |s| {
+                        s.id == id.0 && id.0 != 0 && s.ended.is_none()
+                    });
+                    let slot = index.and_then(|i| self.slots.as_mut().get_mut(i));
                     let Some(slot) = slot else {
                         self.stats.late_responses = self.stats.late_responses.saturating_add(1);
                         trace!("late or unknown response {}", id.0);

@@ -481,3 +481,17 @@ pub(crate) fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant
 pub(crate) fn budget_ms(d: Duration) -> u32 {
     u32::try_from(d.as_millis_ceil()).unwrap_or(u32::MAX)
 }
+
+/// The index of the first slot matching `pred`, searching from `id`'s home position
+/// (`id % len`) and wrapping. Ids are handed out in sequence, so a call's slot is almost
+/// always its home slot: lookups cost one comparison in the common case instead of a scan.
+pub(crate) fn find_slot<T>(slots: &[T], id: u64, pred: impl Fn(&T) -> bool) -> Option<usize> {
+    let len = slots.len();
+    let home = usize::try_from(id.checked_rem(len as u64)?).ok()?;
+    let (before, after) = slots.split_at(home);
+    after
+        .iter()
+        .position(&pred)
+        .map(|i| home.saturating_add(i))
+        .or_else(|| before.iter().position(&pred))
+}

@@ -36,7 +36,7 @@ use core::fmt;
 use core::ops::Range;
 
 use crate::config::{BASELINE_BUFFER, BASELINE_SLOTS, Config, ConfigError};
-use crate::conn::{Conn, PushError, earliest};
+use crate::conn::{Conn, PushError, earliest, find_slot};
 use crate::frame::FrameDecoder;
 use crate::time::{Duration, Instant};
 use crate::wire::{
@@ -477,7 +477,8 @@ where
                             .budget_ms
                             .map(|ms| now.saturating_add(Duration::from_millis(u64::from(ms))));
                         // `in_flight < limit <= slots`, so a free slot exists.
-                        let slot = self.slots.as_mut().iter_mut().find(|s| s.id == 0)?;
+                        let free = find_slot(self.slots.as_ref(), req.id.0, |s| s.id == 0);
+                        let slot = free.and_then(|i| self.slots.as_mut().get_mut(i))?;
                         *slot = RequestSlot {
                             id: req.id.0,
                             deadline,
@@ -498,12 +499,8 @@ where
                     self.last_id = req.id.0;
                 }
                 Frame::Cancel { id } => {
-                    if let Some(slot) = self
-                        .slots
-                        .as_mut()
-                        .iter_mut()
-                        .find(|s| s.id == id.0 && id.0 != 0)
-                    {
+                    let index = find_slot(self.slots.as_ref(), id.0, |s| s.id == id.0 && id.0 != 0);
+                    if let Some(slot) = index.and_then(|i| self.slots.as_mut().get_mut(i)) {
                         if slot.expired {
                             self.expired_pending = self.expired_pending.saturating_sub(1);
                         }
@@ -564,11 +561,7 @@ where
         if !self.conn.is_open() {
             return Err(RespondError::Closed);
         }
-        let index = self
-            .slots
-            .as_ref()
-            .iter()
-            .position(|s| s.id == id.0 && id.0 != 0)
+        let index = find_slot(self.slots.as_ref(), id.0, |s| s.id == id.0 && id.0 != 0)
             .ok_or(RespondError::UnknownRequest)?;
         push_response(&mut self.conn, id, reply).map_err(|e| match e {
             PushError::Full => RespondError::WouldBlock,
