@@ -18,7 +18,7 @@ use wirecall_core::datagram::{
     DropReason, Received, RequestHandle,
 };
 use wirecall_core::sim::{DatagramNet, Faults, Rng};
-use wirecall_core::wire::datagram::encode_datagram;
+use wirecall_core::wire::datagram::{DatagramHeader, encode_datagram};
 use wirecall_core::wire::{Frame, RejectCode, Reply, Request, RequestId};
 use wirecall_core::{Duration, Instant};
 
@@ -426,7 +426,7 @@ fn duplicate_request_gets_cached_answer_without_rerun() {
         budget_ms: Some(1000),
         body: b"x",
     });
-    let n = encode_datagram(42, &req, &mut d).unwrap();
+    let n = encode_datagram(DatagramHeader::new(42, 0), &req, &mut d).unwrap();
     let handle = match s.handle_datagram(Instant::ZERO, &1, &d[..n]) {
         Received::Request(r) => r.handle,
         other => panic!("{other:?}"),
@@ -461,7 +461,8 @@ fn duplicate_request_gets_cached_answer_without_rerun() {
 #[test]
 fn full_cache_answers_busy_with_retry_hint_and_never_evicts_live_calls() {
     let cfg = config();
-    let mut s = server(cfg, 2);
+    // Three entries: the client's record and two calls.
+    let mut s = server(cfg, 3);
     let mut d = [0u8; MTU];
     let mut send = |s: &mut Server, id: u64, at: Instant| {
         let req = Frame::Request(Request {
@@ -470,7 +471,7 @@ fn full_cache_answers_busy_with_retry_hint_and_never_evicts_live_calls() {
             budget_ms: Some(100),
             body: b"",
         });
-        let n = encode_datagram(5, &req, &mut d).unwrap();
+        let n = encode_datagram(DatagramHeader::new(5, 0), &req, &mut d).unwrap();
         format!("{:?}", s.handle_datagram(at, &1, &d[..n]))
     };
     assert!(send(&mut s, 1, Instant::ZERO).starts_with("Request"));
@@ -482,6 +483,71 @@ fn full_cache_answers_busy_with_retry_hint_and_never_evicts_live_calls() {
     assert!(send(&mut s, 3, Instant::from_millis(150)).starts_with("Request"));
     // And the call that held it is forgotten: a retransmission now would run again, but
     // no client retransmits after its budget, and max_latency covers the stragglers.
+}
+
+/// With a clean network the client's floor rises as answers come, so the server forgets
+/// ended calls at once: a small cache serves thousands of calls without a busy
+/// answer, where budget-long windows alone would need an entry per call (2000 here).
+#[test]
+fn floor_lets_a_small_cache_serve_many_calls() {
+    // 32 calls in flight at a time; 256 entries hold them and the client's record with room
+    // to spare in every bucket.
+    let mut w = World::new(7, Faults::default(), 1, 256);
+    w.work_time = Duration::ZERO;
+    let total = 2000;
+    w.run(1_000_000, |w| {
+        while w.bodies[0].len() < total && w.call_some(0, "m", None).is_some() {}
+        w.bodies[0].len() == total
+    });
+    w.check();
+    assert_eq!(w.server.stats().requests, total as u64);
+    assert_eq!(w.server.stats().busy, 0);
+    assert!(
+        w.now < Instant::from_millis(2000),
+        "well inside one budget: {}",
+        w.now
+    );
+}
+
+/// A late copy of a call below the client's floor is dropped, never run, whether or not
+/// the call's own entry is still there.
+#[test]
+fn late_copy_below_the_floor_is_not_run() {
+    let mut s = server(config(), 16);
+    let mut d = [0u8; MTU];
+    let mut request = |s: &mut Server, id: u64, floor: u64, at: u64| {
+        let req = Frame::Request(Request {
+            id: RequestId(id),
+            method: "m",
+            budget_ms: Some(1000),
+            body: b"",
+        });
+        let n = encode_datagram(DatagramHeader::new(9, floor), &req, &mut d).unwrap();
+        let r = s.handle_datagram(Instant::from_millis(at), &1, &d[..n]);
+        match r {
+            Received::Request(r) => {
+                let h = r.handle;
+                s.respond(h, Reply::Ok(b"")).unwrap();
+                "run".to_string()
+            }
+            other => format!("{other:?}"),
+        }
+    };
+    assert_eq!(request(&mut s, 1, 1, 0), "run");
+    // The client got answer 1 and moves on: its next request says floor 2.
+    assert_eq!(request(&mut s, 2, 2, 1), "run");
+    // A copy of call 1 sent before the answer arrives now, late: dropped.
+    assert_eq!(
+        request(&mut s, 1, 1, 2),
+        format!("{:?}", Received::Dropped(DropReason::Stale))
+    );
+    assert_eq!(s.stats().requests, 2);
+    assert_eq!(s.stats().stale, 1);
+    // A request below its own floor is malformed for a conforming client: dropped too.
+    assert_eq!(
+        request(&mut s, 3, 4, 3),
+        format!("{:?}", Received::Dropped(DropReason::Stale))
+    );
 }
 
 #[test]
@@ -499,7 +565,7 @@ fn busy_answer_delays_retransmission_but_does_not_end_the_call() {
             retry_after_ms: 300,
         },
     });
-    let n = encode_datagram(77, &busy, &mut d).unwrap();
+    let n = encode_datagram(DatagramHeader::new(77, 0), &busy, &mut d).unwrap();
     assert_eq!(c.handle_datagram(Instant::from_millis(1), &d[..n]), None);
     assert_eq!(c.stats().busy, 1);
     assert!(
@@ -524,7 +590,7 @@ fn rejections_and_errors_end_calls_with_execution() {
             message: "no",
         },
     });
-    let n = encode_datagram(11, &rej, &mut d).unwrap();
+    let n = encode_datagram(DatagramHeader::new(11, 0), &rej, &mut d).unwrap();
     match c.handle_datagram(Instant::ZERO, &d[..n]) {
         Some(DatagramEvent::Failed { failure, .. }) => {
             assert_eq!(failure.execution(), Execution::NotExecuted)
@@ -538,7 +604,7 @@ fn rejections_and_errors_end_calls_with_execution() {
             message: "bad",
         },
     });
-    let n = encode_datagram(11, &err, &mut d).unwrap();
+    let n = encode_datagram(DatagramHeader::new(11, 0), &err, &mut d).unwrap();
     match c.handle_datagram(Instant::ZERO, &d[..n]) {
         Some(DatagramEvent::Failed { failure, .. }) => {
             assert_eq!(failure.execution(), Execution::Executed)
@@ -549,7 +615,7 @@ fn rejections_and_errors_end_calls_with_execution() {
     assert_eq!(c.handle_datagram(Instant::ZERO, &d[..n]), None);
     assert_eq!(c.stats().late_responses, 1);
     // An answer for another epoch is not ours.
-    let n = encode_datagram(12, &err, &mut d).unwrap();
+    let n = encode_datagram(DatagramHeader::new(12, 0), &err, &mut d).unwrap();
     assert_eq!(c.handle_datagram(Instant::ZERO, &d[..n]), None);
     assert_eq!(c.stats().dropped, 1);
 }
@@ -570,11 +636,11 @@ fn server_rejects_requests_it_cannot_promise_to_remember() {
             budget_ms: budget,
             body: b"",
         });
-        let n = encode_datagram(1, &req, &mut d).unwrap();
+        let n = encode_datagram(DatagramHeader::new(1, 0), &req, &mut d).unwrap();
         let Received::Reply(bytes) = s.handle_datagram(Instant::ZERO, &1, &d[..n]) else {
             panic!("expected a reply")
         };
-        let (_, body) = wirecall_core::wire::datagram::DatagramHeader::parse(bytes).unwrap();
+        let (_, body) = DatagramHeader::parse(bytes).unwrap();
         let Frame::Response(r) = Frame::decode(body).unwrap() else {
             panic!()
         };
@@ -596,14 +662,17 @@ fn bad_datagrams_are_dropped_and_counted() {
         id: RequestId(1),
         reply: Reply::Ok(b""),
     });
-    let n = encode_datagram(1, &resp, &mut d).unwrap();
+    let n = encode_datagram(DatagramHeader::new(1, 0), &resp, &mut d).unwrap();
     let mut v2 = d[..n].to_vec();
     v2[4] = 2;
-    let mut garbage_body = d[..13].to_vec();
+    let mut garbage_body = d[..DatagramHeader::LEN].to_vec();
     garbage_body.push(0xff);
     let cases: Vec<(Vec<u8>, DropReason)> = vec![
         (b"WCA".to_vec(), DropReason::Truncated),
-        (b"GET / HTTP/1.1\r\n".to_vec(), DropReason::Foreign),
+        (
+            b"GET / HTTP/1.1\r\nHost: example\r\n".to_vec(),
+            DropReason::Foreign,
+        ),
         (v2, DropReason::UnsupportedVersion),
         (garbage_body, DropReason::Malformed),
         (d[..n].to_vec(), DropReason::UnexpectedFrame),
@@ -676,7 +745,7 @@ mod props {
                 let now = Instant::from_millis(i as u64);
                 let r = s.handle_datagram(now, peer, bytes);
                 if let Received::Request(req) = r {
-                    prop_assert!(bytes.len() >= 13);
+                    prop_assert!(bytes.len() >= DatagramHeader::LEN);
                     let h = req.handle;
                     let _ = s.respond(h, Reply::Ok(b"x"));
                 }

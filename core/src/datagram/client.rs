@@ -6,7 +6,7 @@ use super::{DatagramConfig, DatagramConfigError, chunk_len};
 use crate::client::{CallError, Failure};
 use crate::conn::budget_ms;
 use crate::time::{Duration, Instant};
-use crate::wire::datagram::{DatagramHeader, encode_datagram};
+use crate::wire::datagram::{DatagramHeader, FLOOR_FIELD, encode_datagram};
 use crate::wire::{Frame, Reply, Request, RequestId, WireError};
 
 /// How a call ended without an answer, recorded until reported.
@@ -214,7 +214,8 @@ where
             .as_mut()
             .get_mut(range)
             .ok_or(CallError::TooLarge)?;
-        let len = encode_datagram(self.epoch, &frame, out).map_err(|_| CallError::TooLarge)?;
+        let header = DatagramHeader::new(self.epoch, 0); // floor set when sent
+        let len = encode_datagram(header, &frame, out).map_err(|_| CallError::TooLarge)?;
         if let Some(slot) = self.slots.as_mut().get_mut(index) {
             *slot = DatagramCallSlot {
                 id: id.0,
@@ -266,7 +267,7 @@ where
                 id: RequestId(slot.id),
             };
             if let Some(out) = self.storage.as_mut().get_mut(range) {
-                if let Ok(len) = encode_datagram(epoch, &cancel, out) {
+                if let Ok(len) = encode_datagram(DatagramHeader::new(epoch, 0), &cancel, out) {
                     slot.len = len;
                     slot.cancel_owed = true;
                 }
@@ -281,6 +282,7 @@ where
         let index = self.slots.as_ref().iter().position(|s| {
             s.cancel_owed || (s.state == SlotState::Active && s.next_send.is_some_and(|t| t <= now))
         })?;
+        let floor = self.floor();
         let jitter = self.jitter();
         let config = self.config;
         let slot = self.slots.as_mut().get_mut(index)?;
@@ -313,7 +315,27 @@ where
         }
         let len = slot.len;
         let start = self.chunk_range(index).start;
-        self.storage.as_ref().get(start..start.saturating_add(len))
+        let datagram = self
+            .storage
+            .as_mut()
+            .get_mut(start..start.saturating_add(len))?;
+        // Every copy carries the floor as it is now, so the server can forget ended calls.
+        if let Some(field) = datagram.get_mut(FLOOR_FIELD) {
+            field.copy_from_slice(&floor.to_be_bytes());
+        }
+        Some(datagram)
+    }
+
+    /// The lowest id this client may still send a datagram about (a call waiting for its
+    /// answer, or owed a cancel); every lower id has ended for good.
+    fn floor(&self) -> u64 {
+        self.slots
+            .as_ref()
+            .iter()
+            .filter(|s| s.state == SlotState::Active || s.cancel_owed)
+            .map(|s| s.id)
+            .min()
+            .unwrap_or(self.next_id)
     }
 
     /// A jitter factor in per-mille: `0..=jitter_per_mille`.

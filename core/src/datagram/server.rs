@@ -12,6 +12,9 @@ use crate::wire::{Frame, RejectCode, Reply, RequestId, Response};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum EntryState {
     Free,
+    /// A client's record (entry id 0): its floor lives in `floor`, and `expires` covers
+    /// the windows of all its calls.
+    Client,
     /// Handed to the application, not yet answered.
     InProgress {
         cancelled: bool,
@@ -32,8 +35,11 @@ pub struct DatagramEntry<P> {
     /// Bumped each time the entry is reused, so stale handles are refused.
     generation: u32,
     state: EntryState,
-    /// After this no retransmission of the call can arrive; the entry may be reused.
+    /// After this no retransmission of the call (or, for a client record, of any of its
+    /// calls) can arrive; the entry may be reused.
     expires: Instant,
+    /// For a client record: every call of the client with a lower id has ended.
+    floor: u64,
 }
 
 impl<P> DatagramEntry<P> {
@@ -45,6 +51,7 @@ impl<P> DatagramEntry<P> {
         generation: 0,
         state: EntryState::Free,
         expires: Instant::ZERO,
+        floor: 0,
     };
 }
 
@@ -103,6 +110,9 @@ pub enum DropReason {
     InProgress,
     /// A cancel for a call that is not running.
     StaleCancel,
+    /// A request for a call its client has already declared ended (below its floor), or
+    /// with id 0: a late copy, never run.
+    Stale,
 }
 
 impl fmt::Display for DropReason {
@@ -116,6 +126,7 @@ impl fmt::Display for DropReason {
             Self::UnexpectedFrame => "unexpected frame",
             Self::InProgress => "retransmission of a call in progress",
             Self::StaleCancel => "cancel for no running call",
+            Self::Stale => "late copy of an ended call",
         })
     }
 }
@@ -205,6 +216,8 @@ pub struct DatagramServerStats {
     pub dropped_unexpected: u64,
     /// Cancels for calls that were not running.
     pub stale_cancels: u64,
+    /// Late copies of calls their client had declared ended, dropped.
+    pub stale: u64,
 }
 
 impl DatagramServerStats {
@@ -218,6 +231,7 @@ impl DatagramServerStats {
             DropReason::UnexpectedFrame => &mut self.dropped_unexpected,
             DropReason::InProgress => &mut self.in_progress,
             DropReason::StaleCancel => &mut self.stale_cancels,
+            DropReason::Stale => &mut self.stale,
         };
         *counter = counter.saturating_add(1);
     }
@@ -295,13 +309,13 @@ where
     ) -> Received<'a> {
         self.stats.datagrams = self.stats.datagrams.saturating_add(1);
         let decoded = self.decode(datagram);
-        let (epoch, frame) = match decoded {
+        let (header, frame) = match decoded {
             Ok(decoded) => decoded,
             Err(reason) => return self.dropped(reason),
         };
         match frame {
-            Frame::Request(req) => self.on_request(now, from, epoch, req),
-            Frame::Cancel { id } => self.on_cancel(from, epoch, id),
+            Frame::Request(req) => self.on_request(now, from, header, req),
+            Frame::Cancel { id } => self.on_cancel(from, header, id),
             _ => self.dropped(DropReason::UnexpectedFrame),
         }
     }
@@ -317,7 +331,7 @@ where
     }
 
     /// Checks size and header and decodes the frame; borrows only the datagram.
-    fn decode<'a>(&self, datagram: &'a [u8]) -> Result<(u64, Frame<'a>), DropReason> {
+    fn decode<'a>(&self, datagram: &'a [u8]) -> Result<(DatagramHeader, Frame<'a>), DropReason> {
         if datagram.len() > self.config.max_datagram {
             return Err(DropReason::Oversize);
         }
@@ -327,16 +341,17 @@ where
             _ => DropReason::UnsupportedVersion,
         })?;
         let frame = Frame::decode(body).map_err(|_| DropReason::Malformed)?;
-        Ok((header.epoch, frame))
+        Ok((header, frame))
     }
 
     fn on_request<'a>(
         &'a mut self,
         now: Instant,
         from: &P,
-        epoch: u64,
+        header: DatagramHeader,
         req: crate::wire::Request<'a>,
     ) -> Received<'a> {
+        let epoch = header.epoch;
         let rejection = match req.budget_ms {
             None => Some((
                 RejectCode::INVALID_REQUEST,
@@ -356,7 +371,38 @@ where
             self.stats.rejected = self.stats.rejected.saturating_add(1);
             return self.scratch_reply(epoch, req.id, Reply::Rejected { code, message });
         }
+        if req.id.0 == 0 || req.id.0 < header.floor {
+            // Ids start at 1, and a client never sends a request below its own floor.
+            return self.dropped(DropReason::Stale);
+        }
         let budget = Duration::from_millis(u64::from(req.budget_ms.unwrap_or(0)));
+        let window_end = now
+            .saturating_add(budget)
+            .saturating_add(self.config.max_latency);
+
+        // The client's record: raise its floor, and refuse what is below it.
+        let record = match self.find(from, epoch, 0) {
+            Some(index) => index,
+            None => match self.free_entry(now, epoch, 0) {
+                Ok(index) => {
+                    self.claim(index, from, epoch, 0, EntryState::Client, window_end);
+                    index
+                }
+                Err(first_free) => return self.busy(now, epoch, req.id, first_free),
+            },
+        };
+        let floor = match self.entries.as_mut().get_mut(record) {
+            Some(rec) => {
+                rec.floor = rec.floor.max(header.floor);
+                rec.expires = rec.expires.max(window_end);
+                rec.floor
+            }
+            None => return self.dropped(DropReason::Malformed),
+        };
+        if req.id.0 < floor {
+            return self.dropped(DropReason::Stale);
+        }
+
         if let Some(index) = self.find(from, epoch, req.id.0) {
             let state = self.entries.as_ref().get(index).map(|e| e.state);
             let Some(EntryState::Done { len }) = state else {
@@ -370,30 +416,13 @@ where
         }
         let index = match self.free_entry(now, epoch, req.id.0) {
             Ok(index) => index,
-            Err(first_free) => {
-                let retry_after = first_free.saturating_duration_since(now);
-                self.stats.busy = self.stats.busy.saturating_add(1);
-                let reply = Reply::Busy {
-                    retry_after_ms: budget_ms(retry_after).max(1),
-                };
-                return self.scratch_reply(epoch, req.id, reply);
-            }
+            Err(first_free) => return self.busy(now, epoch, req.id, first_free),
         };
-        let expires = now
-            .saturating_add(budget)
-            .saturating_add(self.config.max_latency);
-        let Some(entry) = self.entries.as_mut().get_mut(index) else {
-            return self.dropped(DropReason::Malformed);
-        };
-        entry.peer = Some(from.clone());
-        entry.epoch = epoch;
-        entry.id = req.id.0;
-        entry.generation = entry.generation.wrapping_add(1);
-        entry.state = EntryState::InProgress { cancelled: false };
-        entry.expires = expires;
+        let state = EntryState::InProgress { cancelled: false };
+        let generation = self.claim(index, from, epoch, req.id.0, state, window_end);
         let handle = RequestHandle {
             index: u32::try_from(index).unwrap_or(u32::MAX),
-            generation: entry.generation,
+            generation,
         };
         self.stats.requests = self.stats.requests.saturating_add(1);
         Received::Request(DatagramRequest {
@@ -405,8 +434,55 @@ where
         })
     }
 
-    fn on_cancel(&mut self, from: &P, epoch: u64, id: RequestId) -> Received<'static> {
-        let Some(index) = self.find(from, epoch, id.0) else {
+    /// Takes entry `index` for a call (or, with id 0, a client record); returns its new
+    /// generation.
+    fn claim(
+        &mut self,
+        index: usize,
+        from: &P,
+        epoch: u64,
+        id: u64,
+        state: EntryState,
+        expires: Instant,
+    ) -> u32 {
+        let Some(entry) = self.entries.as_mut().get_mut(index) else {
+            return 0;
+        };
+        entry.peer = Some(from.clone());
+        entry.epoch = epoch;
+        entry.id = id;
+        entry.generation = entry.generation.wrapping_add(1);
+        entry.state = state;
+        entry.expires = expires;
+        entry.floor = 0;
+        entry.generation
+    }
+
+    /// A busy answer: no room for the call before `first_free`.
+    fn busy(
+        &mut self,
+        now: Instant,
+        epoch: u64,
+        id: RequestId,
+        first_free: Instant,
+    ) -> Received<'_> {
+        let retry_after = first_free.saturating_duration_since(now);
+        self.stats.busy = self.stats.busy.saturating_add(1);
+        let reply = Reply::Busy {
+            retry_after_ms: budget_ms(retry_after).max(1),
+        };
+        self.scratch_reply(epoch, id, reply)
+    }
+
+    fn on_cancel(&mut self, from: &P, header: DatagramHeader, id: RequestId) -> Received<'static> {
+        let epoch = header.epoch;
+        if let Some(rec) = self
+            .find(from, epoch, 0)
+            .and_then(|i| self.entries.as_mut().get_mut(i))
+        {
+            rec.floor = rec.floor.max(header.floor);
+        }
+        let Some(index) = self.find(from, epoch, id.0).filter(|_| id.0 != 0) else {
             return self.dropped(DropReason::StaleCancel);
         };
         let Some(entry) = self.entries.as_mut().get_mut(index) else {
@@ -437,7 +513,7 @@ where
         start..start.saturating_add(WAYS).min(len)
     }
 
-    /// The live entry for (peer, epoch, id).
+    /// The entry for (peer, epoch, id), live or not yet reused; id 0 finds the record.
     fn find(&self, from: &P, epoch: u64, id: u64) -> Option<usize> {
         let bucket = self.bucket(epoch, id);
         let start = bucket.start;
@@ -448,22 +524,41 @@ where
                 && e.epoch == epoch
                 && e.peer.as_ref() == Some(from)
         })?;
+        // Id 0 names the client's record; calls have ids from 1, so the two never mix.
         start.checked_add(offset)
     }
 
-    /// A free entry in the call's bucket, or one whose window has closed; or, when all
-    /// are live, the time the first of them closes.
+    /// A reusable entry in the bucket of (epoch, id): free, past its window, or a call
+    /// its client has declared ended (below the client's floor). When none is, the time
+    /// the first entry's window closes.
     fn free_entry(&self, now: Instant, epoch: u64, id: u64) -> Result<usize, Instant> {
         let bucket = self.bucket(epoch, id);
         let start = bucket.start;
         let entries = self.entries.as_ref().get(bucket).unwrap_or_default();
-        match entries
-            .iter()
-            .position(|e| e.state == EntryState::Free || e.expires <= now)
-        {
+        let reusable = |e: &DatagramEntry<P>| {
+            e.state == EntryState::Free || e.expires <= now || self.ended_by_floor(e)
+        };
+        match entries.iter().position(reusable) {
             Some(offset) => Ok(start.saturating_add(offset)),
             None => Err(entries.iter().map(|e| e.expires).min().unwrap_or(now)),
         }
+    }
+
+    /// Whether `e` is a call its client has since declared ended: no copy of it can be
+    /// run again, because the client's record refuses ids below its floor.
+    fn ended_by_floor(&self, e: &DatagramEntry<P>) -> bool {
+        if !matches!(
+            e.state,
+            EntryState::InProgress { .. } | EntryState::Done { .. }
+        ) {
+            return false;
+        }
+        let Some(peer) = e.peer.as_ref() else {
+            return false;
+        };
+        self.find(peer, e.epoch, 0)
+            .and_then(|i| self.entries.as_ref().get(i))
+            .is_some_and(|rec| e.id < rec.floor)
     }
 
     /// Encodes an answer made on the spot into the scratch chunk.
@@ -473,7 +568,7 @@ where
         let Some(out) = self.storage.as_mut().get_mut(range) else {
             return Received::Dropped(DropReason::Malformed);
         };
-        match encode_datagram(epoch, &frame, out) {
+        match encode_datagram(DatagramHeader::new(epoch, 0), &frame, out) {
             Ok(len) => Received::Reply(out.get(..len).unwrap_or_default()),
             Err(_) => Received::Dropped(DropReason::Malformed),
         }
@@ -509,7 +604,7 @@ where
             .as_mut()
             .get_mut(range)
             .ok_or(DatagramRespondError::TooLarge)?;
-        let len = encode_datagram(entry.epoch, &frame, out)
+        let len = encode_datagram(DatagramHeader::new(entry.epoch, 0), &frame, out)
             .map_err(|_| DatagramRespondError::TooLarge)?;
         entry.state = EntryState::Done { len };
         self.stats.responses = self.stats.responses.saturating_add(1);

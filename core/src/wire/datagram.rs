@@ -4,14 +4,16 @@
 //! offset  size  field
 //! 0       4     magic "WCAL"
 //! 4       1     protocol version (1)
-//! 5       8     client epoch, big-endian: the sending client's incarnation; a server
-//!               echoes the request's epoch in its answer
-//! 13      ...   one frame body (no length prefix: the datagram's length bounds it)
+//! 5       8     epoch, big-endian: the client's incarnation; a server echoes the
+//!               request's epoch in its answer
+//! 13      8     floor, big-endian: from a client, the lowest request id it still waits
+//!               for (every lower id has ended for good); 0 from a server
+//! 21      ...   one frame body (no length prefix: the datagram's length bounds it)
 //! ```
 //!
 //! Follows the smoltcp view/`Repr` split: [`DatagramHeader::parse`] never panics and
-//! returns [`WireError::Truncated`] on short input; [`DatagramHeader::emit`] writes exactly
-//! [`DatagramHeader::LEN`] bytes or fails with [`WireError::BufferTooSmall`].
+//! returns [`HeaderError::Truncated`] on short input; [`DatagramHeader::emit`] writes
+//! exactly [`DatagramHeader::LEN`] bytes or fails with [`WireError::BufferTooSmall`].
 
 use super::{MAGIC, PROTOCOL_VERSION, WireError};
 
@@ -20,7 +22,12 @@ mod field {
     pub(super) const MAGIC: Range<usize> = 0..4;
     pub(super) const VERSION: usize = 4;
     pub(super) const EPOCH: Range<usize> = 5..13;
+    pub(crate) const FLOOR: Range<usize> = 13..21;
 }
+
+/// Where the floor sits in a datagram, so a client can refresh it in a stored request
+/// before each retransmission.
+pub(crate) const FLOOR_FIELD: core::ops::Range<usize> = field::FLOOR;
 
 /// The fixed header of a datagram, parsed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,6 +37,9 @@ pub struct DatagramHeader {
     pub version: u8,
     /// The client incarnation the datagram belongs to.
     pub epoch: u64,
+    /// From a client: every call with a lower id has ended, so the server may forget it.
+    /// From a server: 0.
+    pub floor: u64,
 }
 
 /// Why a datagram's header is not acceptable.
@@ -45,16 +55,23 @@ pub enum HeaderError {
     UnsupportedVersion(u8),
 }
 
+fn be_u64(bytes: Option<&[u8]>) -> u64 {
+    bytes
+        .and_then(|b| <[u8; 8]>::try_from(b).ok())
+        .map_or(0, u64::from_be_bytes)
+}
+
 impl DatagramHeader {
     /// Bytes of the header.
-    pub const LEN: usize = 13;
+    pub const LEN: usize = 21;
 
-    /// A version-1 header for `epoch`.
+    /// A version-1 header.
     #[must_use]
-    pub const fn new(epoch: u64) -> Self {
+    pub const fn new(epoch: u64, floor: u64) -> Self {
         Self {
             version: PROTOCOL_VERSION,
             epoch,
+            floor,
         }
     }
 
@@ -75,11 +92,16 @@ impl DatagramHeader {
         if version != PROTOCOL_VERSION {
             return Err(HeaderError::UnsupportedVersion(version));
         }
-        let epoch = head
-            .get(field::EPOCH)
-            .and_then(|b| <[u8; 8]>::try_from(b).ok())
-            .map_or(0, u64::from_be_bytes);
-        Ok((Self { version, epoch }, body))
+        let epoch = be_u64(head.get(field::EPOCH));
+        let floor = be_u64(head.get(field::FLOOR));
+        Ok((
+            Self {
+                version,
+                epoch,
+                floor,
+            },
+            body,
+        ))
     }
 
     /// Writes the header at the start of `out`.
@@ -93,24 +115,26 @@ impl DatagramHeader {
             .ok_or(WireError::BufferTooSmall)?;
         let (magic, rest) = head.split_at_mut(4);
         magic.copy_from_slice(&MAGIC);
-        let (version, epoch) = rest.split_at_mut(1);
+        let (version, rest) = rest.split_at_mut(1);
         version.fill(self.version);
+        let (epoch, floor) = rest.split_at_mut(8);
         epoch.copy_from_slice(&self.epoch.to_be_bytes());
+        floor.copy_from_slice(&self.floor.to_be_bytes());
         Ok(())
     }
 }
 
-/// Writes a whole datagram: header for `epoch`, then `frame`; returns its length.
+/// Writes a whole datagram: `header`, then `frame`; returns its length.
 ///
 /// # Errors
 ///
 /// [`WireError::BufferTooSmall`] when `out` cannot hold it.
 pub fn encode_datagram(
-    epoch: u64,
+    header: DatagramHeader,
     frame: &super::Frame<'_>,
     out: &mut [u8],
 ) -> Result<usize, WireError> {
-    DatagramHeader::new(epoch).emit(out)?;
+    header.emit(out)?;
     let body = out
         .get_mut(DatagramHeader::LEN..)
         .ok_or(WireError::BufferTooSmall)?;
@@ -123,11 +147,22 @@ pub fn encode_datagram(
 mod test {
     extern crate std;
     use super::*;
-    use crate::wire::{Frame, Request, RequestId};
+    use crate::wire::{Frame, Reply, Request, RequestId, Response};
+    use std::string::String;
+    use std::vec::Vec;
 
-    static HEADER_BYTES: [u8; 13] = [
-        0x57, 0x43, 0x41, 0x4c, 0x01, 0x01, 0x23, 0x45, 0x67, 0x89, 0xab, 0xcd, 0xef,
+    const EPOCH: u64 = 0x0123_4567_89ab_cdef;
+
+    /// A client header: epoch as above, floor 300.
+    static HEADER_BYTES: [u8; 21] = [
+        0x57, 0x43, 0x41, 0x4c, 0x01, 0x01, 0x23, 0x45, 0x67, 0x89, 0xab, 0xcd, 0xef, 0x00, 0x00,
+        0x00, 0x00, 0x00, 0x00, 0x01, 0x2c,
     ];
+
+    fn hex(bytes: &[u8]) -> String {
+        let parts: Vec<String> = bytes.iter().map(|b| std::format!("{b:02x}")).collect();
+        parts.join(" ")
+    }
 
     #[test]
     fn test_parse() {
@@ -136,7 +171,8 @@ mod test {
             h,
             DatagramHeader {
                 version: 1,
-                epoch: 0x0123_4567_89ab_cdef
+                epoch: EPOCH,
+                floor: 300
             }
         );
         assert!(body.is_empty());
@@ -144,13 +180,11 @@ mod test {
 
     #[test]
     fn test_emit() {
-        let mut out = [0u8; 13];
-        DatagramHeader::new(0x0123_4567_89ab_cdef)
-            .emit(&mut out)
-            .unwrap();
+        let mut out = [0u8; 21];
+        DatagramHeader::new(EPOCH, 300).emit(&mut out).unwrap();
         assert_eq!(out, HEADER_BYTES);
         assert_eq!(
-            DatagramHeader::new(1).emit(&mut out[..12]),
+            DatagramHeader::new(1, 0).emit(&mut out[..20]),
             Err(WireError::BufferTooSmall)
         );
     }
@@ -178,39 +212,47 @@ mod test {
         );
     }
 
-    /// The datagram vectors of `docs/PROTOCOL.md` section 11, built from frames.
-    fn vectors() -> [(Frame<'static>, &'static str); 4] {
-        use crate::wire::{Reply, Response};
+    /// The datagram vectors of `docs/PROTOCOL.md` section 11: (header, frame, bytes).
+    fn vectors() -> [(DatagramHeader, Frame<'static>, &'static str); 4] {
         let id = RequestId(300);
+        let client = DatagramHeader::new(EPOCH, 300);
+        let server = DatagramHeader::new(EPOCH, 0);
         [
             (
+                client,
                 Frame::Request(Request {
                     id,
                     method: "echo",
                     budget_ms: Some(1500),
                     body: b"hi",
                 }),
-                "57 43 41 4c 01 01 23 45 67 89 ab cd ef 01 ac 02 04 65 63 68 6f 01 dc 0b 02 68 69",
+                "57 43 41 4c 01 01 23 45 67 89 ab cd ef 00 00 00 00 00 00 01 2c \
+                 01 ac 02 04 65 63 68 6f 01 dc 0b 02 68 69",
             ),
             (
+                server,
                 Frame::Response(Response {
                     id,
                     reply: Reply::Ok(b"hi"),
                 }),
-                "57 43 41 4c 01 01 23 45 67 89 ab cd ef 02 ac 02 00 02 68 69",
+                "57 43 41 4c 01 01 23 45 67 89 ab cd ef 00 00 00 00 00 00 00 00 \
+                 02 ac 02 00 02 68 69",
             ),
             (
+                server,
                 Frame::Response(Response {
                     id,
                     reply: Reply::Busy {
                         retry_after_ms: 200,
                     },
                 }),
-                "57 43 41 4c 01 01 23 45 67 89 ab cd ef 02 ac 02 03 c8 01",
+                "57 43 41 4c 01 01 23 45 67 89 ab cd ef 00 00 00 00 00 00 00 00 \
+                 02 ac 02 03 c8 01",
             ),
             (
+                client,
                 Frame::Cancel { id },
-                "57 43 41 4c 01 01 23 45 67 89 ab cd ef 03 ac 02",
+                "57 43 41 4c 01 01 23 45 67 89 ab cd ef 00 00 00 00 00 00 01 2c 03 ac 02",
             ),
         ]
     }
@@ -218,41 +260,22 @@ mod test {
     #[test]
     fn test_protocol_md_datagram_vectors() {
         let doc = include_str!("../../../docs/PROTOCOL.md");
-        let header: std::vec::Vec<std::string::String> = HEADER_BYTES
-            .iter()
-            .map(|b| std::format!("{b:02x}"))
-            .collect();
-        let mut all = std::vec![header.join(" ")];
-        for (frame, hex) in vectors() {
+        let mut all = std::vec![hex(&HEADER_BYTES)];
+        for (header, frame, want) in vectors() {
+            let want: String = want.split_whitespace().collect::<Vec<_>>().join(" ");
             let mut out = [0u8; 64];
-            let n = encode_datagram(0x0123_4567_89ab_cdef, &frame, &mut out).unwrap();
-            let got: std::vec::Vec<std::string::String> =
-                out[..n].iter().map(|b| std::format!("{b:02x}")).collect();
-            assert_eq!(got.join(" "), hex, "{frame:?}");
-            let (_, body) = DatagramHeader::parse(&out[..n]).unwrap();
+            let n = encode_datagram(header, &frame, &mut out).unwrap();
+            assert_eq!(hex(&out[..n]), want, "{frame:?}");
+            let (h, body) = DatagramHeader::parse(&out[..n]).unwrap();
+            assert_eq!(h, header);
             assert_eq!(Frame::decode(body).unwrap(), frame);
-            all.push(hex.into());
+            all.push(want);
         }
-        for hex in all {
+        for want in all {
             assert!(
-                doc.lines().any(|l| l.trim() == hex),
-                "`{hex}` missing from PROTOCOL.md"
+                doc.lines().any(|l| l.trim() == want),
+                "`{want}` missing from PROTOCOL.md"
             );
         }
-    }
-
-    #[test]
-    fn test_encode_datagram() {
-        let frame = Frame::Request(Request {
-            id: RequestId(300),
-            method: "echo",
-            budget_ms: Some(1500),
-            body: b"hi",
-        });
-        let mut out = [0u8; 64];
-        let n = encode_datagram(0x0123_4567_89ab_cdef, &frame, &mut out).unwrap();
-        let (h, body) = DatagramHeader::parse(&out[..n]).unwrap();
-        assert_eq!(h.epoch, 0x0123_4567_89ab_cdef);
-        assert_eq!(Frame::decode(body).unwrap(), frame);
     }
 }
