@@ -80,7 +80,11 @@ pub enum Failure<'a> {
         sent: bool,
     },
     /// The caller cancelled the call.
-    Cancelled,
+    Cancelled {
+        /// Whether any copy of the request was (or, on a stream, will still be) handed to
+        /// the transport; as for [`Failure::TimedOut`].
+        sent: bool,
+    },
     /// The server's go-away came before it took this call: it was not and will not be run.
     Refused,
     /// The connection ended before an answer came.
@@ -99,14 +103,20 @@ impl Failure<'_> {
         match self {
             Self::Remote { .. } => Execution::Executed,
             Self::Rejected { .. } | Self::Busy { .. } | Self::Refused => Execution::NotExecuted,
-            Self::TimedOut { sent: false } => Execution::NotExecuted,
+            Self::TimedOut { sent: false } | Self::Cancelled { sent: false } => {
+                Execution::NotExecuted
+            }
             // A request that timed out or was cancelled is still sent if it was queued.
-            Self::TimedOut { sent: true } | Self::Cancelled => Execution::MaybeExecuted,
+            Self::TimedOut { sent: true } | Self::Cancelled { sent: true } => {
+                Execution::MaybeExecuted
+            }
             Self::ConnectionLost { sent: false, .. } => Execution::NotExecuted,
             Self::ConnectionLost { sent: true, .. } => Execution::MaybeExecuted,
         }
     }
 }
+
+impl core::error::Error for Failure<'_> {}
 
 impl fmt::Display for Failure<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -115,7 +125,7 @@ impl fmt::Display for Failure<'_> {
             Self::Rejected { code, message } => write!(f, "rejected, {code}: {message}"),
             Self::Busy { retry_after } => write!(f, "server busy, retry after {retry_after}"),
             Self::TimedOut { .. } => f.write_str("timed out"),
-            Self::Cancelled => f.write_str("cancelled"),
+            Self::Cancelled { .. } => f.write_str("cancelled"),
             Self::Refused => f.write_str("refused: server is closing"),
             Self::ConnectionLost { reason, .. } => write!(f, "connection lost: {reason}"),
         }
@@ -294,8 +304,15 @@ where
                 have: tx.as_ref().len(),
             });
         }
-        if slots.as_ref().is_empty() || config.max_in_flight == 0 {
-            return Err(ConfigError::TooFewSlots { need: 1, have: 0 });
+        let usable = slots
+            .as_ref()
+            .len()
+            .min(usize::try_from(config.max_in_flight).unwrap_or(usize::MAX));
+        if usable == 0 {
+            return Err(ConfigError::TooFewSlots {
+                need: 1,
+                have: usable,
+            });
         }
         let mut slots = slots;
         slots.as_mut().fill(CallSlot::EMPTY);
@@ -353,6 +370,9 @@ where
             return Err(CallError::TooManyInFlight);
         }
         let id = RequestId(self.next_id);
+        // A slot first (its home slot when free), so a queued request always has one.
+        let index = find_slot(self.slots.as_ref(), id.0, |s| s.id == 0)
+            .ok_or(CallError::TooManyInFlight)?;
         let request = Request {
             id,
             method,
@@ -379,7 +399,7 @@ where
         }
         let tx_end = self.conn.tx.queued_end();
         let deadline = timeout.map(|t| now.saturating_add(t));
-        if let Some(slot) = self.slots.as_mut().iter_mut().find(|s| s.id == 0) {
+        if let Some(slot) = self.slots.as_mut().get_mut(index) {
             *slot = CallSlot {
                 id: id.0,
                 deadline,
@@ -416,6 +436,7 @@ where
 
     /// Copies received bytes in; returns how many were taken (see
     /// [`ServerConnection::handle_input`](crate::ServerConnection::handle_input)).
+    #[must_use = "bytes not taken must be offered again"]
     pub fn handle_input(&mut self, now: Instant, data: &[u8]) -> usize {
         if !self.conn.is_open() {
             return data.len();
@@ -507,6 +528,7 @@ where
 
     /// The next event, or `None` when there is nothing to do until more input or a
     /// timeout. Call it after every other call, until it returns `None`.
+    #[must_use = "events must be acted on: every call ends in one"]
     pub fn poll_event(&mut self, now: Instant) -> Option<ClientEvent<'_>> {
         Some(match self.next_event(now)? {
             Pending::Event(event) => event,
@@ -696,7 +718,8 @@ where
 
     /// Reports and frees one slot whose end was recorded.
     fn take_ended(&mut self) -> Option<ClientEvent<'static>> {
-        let sent_upto = self.conn.tx.sent();
+        // After an abrupt close only what was kept in the queue will still go out.
+        let sent_upto = self.conn.committed.unwrap_or_else(|| self.conn.tx.sent());
         let slot = self
             .slots
             .as_mut()
@@ -708,7 +731,7 @@ where
                 self.stats.timeouts = self.stats.timeouts.saturating_add(1);
                 Failure::TimedOut { sent: true }
             }
-            Ended::Cancelled => Failure::Cancelled,
+            Ended::Cancelled => Failure::Cancelled { sent: true },
             Ended::Refused => Failure::Refused,
             Ended::Lost(reason) => Failure::ConnectionLost {
                 reason,

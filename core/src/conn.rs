@@ -14,6 +14,7 @@ use crate::wire::{
 /// What the peer announced in its hello, and the version both sides agreed on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
 pub struct PeerInfo {
     /// The protocol version in use: the highest both sides speak.
     pub version: u8,
@@ -39,6 +40,8 @@ pub enum ProtocolError {
     /// A request id that is not greater than the previous one.
     IdNotIncreasing,
 }
+
+impl core::error::Error for ProtocolError {}
 
 impl fmt::Display for ProtocolError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -82,6 +85,8 @@ pub enum CloseReason {
     /// The application aborted the connection.
     Aborted,
 }
+
+impl core::error::Error for CloseReason {}
 
 impl CloseReason {
     /// `false` only for [`CloseReason::Graceful`].
@@ -145,6 +150,9 @@ pub(crate) struct TxQueue<B> {
     end: usize,
     /// Bytes handed to the transport since the connection began.
     sent: u64,
+    /// Bytes still to send of the frame at the head of the queue when it is partly sent
+    /// (0 when the head is at a frame boundary), so whole unsent frames can be dropped.
+    head_left: usize,
 }
 
 impl<B: AsRef<[u8]> + AsMut<[u8]>> TxQueue<B> {
@@ -154,6 +162,7 @@ impl<B: AsRef<[u8]> + AsMut<[u8]>> TxQueue<B> {
             start: 0,
             end: 0,
             sent: 0,
+            head_left: 0,
         }
     }
 
@@ -181,13 +190,36 @@ impl<B: AsRef<[u8]> + AsMut<[u8]>> TxQueue<B> {
     }
 
     pub(crate) fn advance(&mut self, n: usize) {
-        let n = n.min(self.end.saturating_sub(self.start));
-        self.start = self.start.saturating_add(n);
+        let mut n = n.min(self.end.saturating_sub(self.start));
         self.sent = self.sent.saturating_add(n as u64);
+        // Walk frame boundaries, so `head_left` knows where the head frame ends.
+        while n > 0 {
+            if self.head_left == 0 {
+                let prefix = self
+                    .buf
+                    .as_ref()
+                    .get(self.start..)
+                    .and_then(|b| b.first_chunk::<LEN_PREFIX>())
+                    .map_or(0, |p| u32::from_be_bytes(*p) as usize);
+                self.head_left = prefix.saturating_add(LEN_PREFIX);
+            }
+            let take = n.min(self.head_left);
+            self.start = self.start.saturating_add(take);
+            self.head_left = self.head_left.saturating_sub(take);
+            n = n.saturating_sub(take);
+        }
         if self.start == self.end {
             self.start = 0;
             self.end = 0;
         }
+    }
+
+    /// Drops every frame not yet begun, keeping the rest of a partly sent one so the
+    /// stream stays well-formed. Returns the stream offset everything kept ends at: bytes
+    /// before it were or will be sent, bytes after it never will.
+    pub(crate) fn discard_unsent(&mut self) -> u64 {
+        self.end = self.start.saturating_add(self.head_left).min(self.end);
+        self.queued_end()
     }
 
     /// Encodes `frame` behind its prefix at the end of the queue, all or nothing.
@@ -251,6 +283,11 @@ pub(crate) struct Conn<B> {
     pub(crate) eof: bool,
     /// When a graceful close began (either side), for the drain timeout.
     pub(crate) draining_since: Option<Instant>,
+    /// After a close that is not graceful: the stream offset the transmit queue was cut
+    /// at. A request ending at or before it was or will be sent; any later one never is.
+    pub(crate) committed: Option<u64>,
+    /// The ping whose timer runs could not be queued yet (the queue was full).
+    ping_owed: bool,
     phase: Phase,
 }
 
@@ -267,6 +304,8 @@ impl<B: AsRef<[u8]> + AsMut<[u8]>> Conn<B> {
             next_nonce: 1,
             eof: false,
             draining_since: None,
+            committed: None,
+            ping_owed: false,
             phase: Phase::Open,
         };
         let hello = Hello {
@@ -301,6 +340,11 @@ impl<B: AsRef<[u8]> + AsMut<[u8]>> Conn<B> {
     pub(crate) fn close(&mut self, reason: CloseReason) {
         if !self.is_open() {
             return;
+        }
+        if reason != CloseReason::Graceful {
+            // Nothing not yet begun goes out after a close: a request the caller is told
+            // was never sent must never reach the server.
+            self.committed = Some(self.tx.discard_unsent());
         }
         if let Some(code) = reason.close_code() {
             warn!("closing connection: {}", reason);
@@ -421,22 +465,28 @@ impl<B: AsRef<[u8]> + AsMut<[u8]>> Conn<B> {
             return;
         }
         match self.ping {
-            Some((_, sent)) if sent < self.last_rx => self.ping = None,
-            Some((_, sent)) => {
+            Some((_, sent)) if sent < self.last_rx => {
+                self.ping = None;
+                self.ping_owed = false;
+            }
+            Some((nonce, sent)) => {
                 if now >= sent.saturating_add(self.config.keepalive_timeout) {
                     self.close(CloseReason::KeepaliveTimedOut);
+                } else if self.ping_owed && self.tx.push(&Frame::Ping { nonce }, u32::MAX).is_ok() {
+                    self.ping_owed = false;
                 }
                 return;
             }
             None => {}
         }
         if now >= self.last_rx.saturating_add(interval) {
+            // The timer starts now even if the ping cannot be queued yet: a peer that
+            // neither sends nor reads must not hold the connection open.
             let nonce = self.next_nonce;
-            if self.tx.push(&Frame::Ping { nonce }, u32::MAX).is_ok() {
-                trace!("keepalive ping {}", nonce);
-                self.next_nonce = nonce.wrapping_add(1);
-                self.ping = Some((nonce, now));
-            }
+            self.next_nonce = nonce.wrapping_add(1);
+            self.ping = Some((nonce, now));
+            self.ping_owed = self.tx.push(&Frame::Ping { nonce }, u32::MAX).is_err();
+            trace!("keepalive ping {}", nonce);
         }
     }
 

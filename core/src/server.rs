@@ -74,6 +74,7 @@ impl Default for RequestSlot {
 /// A request the application should answer with [`ServerConnection::respond`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
 pub struct IncomingRequest<'a> {
     /// Pass this to `respond`.
     pub id: RequestId,
@@ -81,8 +82,9 @@ pub struct IncomingRequest<'a> {
     pub method: &'a str,
     /// Its argument, borrowed from the receive buffer.
     pub body: &'a [u8],
-    /// When the client stops waiting, measured from when the request arrived; a function
-    /// that starts after this should be skipped (its answer would be ignored).
+    /// When the client stops waiting, measured from when the connection took the request
+    /// (the `poll_event` that returned it, at or after its arrival), so it errs late; a
+    /// function that starts after this should be skipped (its answer would be ignored).
     pub deadline: Option<Instant>,
 }
 
@@ -265,6 +267,7 @@ where
     /// Copies received bytes in; returns how many were taken. Fewer than offered means the
     /// receive buffer is full of frames not yet handled: call [`poll_event`](Self::poll_event)
     /// and [`advance_transmit`](Self::advance_transmit), then offer the rest again.
+    #[must_use = "bytes not taken must be offered again"]
     pub fn handle_input(&mut self, now: Instant, data: &[u8]) -> usize {
         if !self.conn.is_open() {
             return data.len();
@@ -342,6 +345,7 @@ where
 
     /// The next event, or `None` when there is nothing to do until more input, a timeout
     /// or an answer. Call it after every other call, until it returns `None`.
+    #[must_use = "events must be acted on: every request needs an answer"]
     pub fn poll_event(&mut self, now: Instant) -> Option<ServerEvent<'_>> {
         Some(match self.next_event(now)? {
             Pending::Event(event) => event,

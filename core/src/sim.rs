@@ -232,6 +232,8 @@ pub enum SimError {
     },
 }
 
+impl core::error::Error for SimError {}
+
 impl fmt::Display for SimError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

@@ -713,10 +713,79 @@ fn cancel_reaches_the_server_once() {
     });
     assert_eq!(
         w.outcomes[0][&id.0],
-        Outcome::Failed("Cancelled".into(), Execution::MaybeExecuted)
+        Outcome::Failed("Cancelled { sent: true }".into(), Execution::MaybeExecuted)
     );
     assert_eq!(w.server.stats().cancelled, 1);
     w.check();
+}
+
+/// A driver that wakes late and transmits before firing timers still never sends a
+/// request past its deadline: the server's memory of a call only covers the deadline.
+#[test]
+fn no_transmission_after_the_deadline() {
+    let mut c = client(config(), 5, 4);
+    let id = c
+        .call(Instant::ZERO, "m", b"", Some(Duration::from_millis(50)))
+        .unwrap();
+    assert!(c.poll_transmit(Instant::ZERO).is_some());
+    assert!(
+        c.poll_transmit(Instant::from_millis(60))
+            .is_some_and(|d| d[21] == 3),
+        "only a cancel"
+    );
+    assert!(c.poll_transmit(Instant::from_millis(60)).is_none());
+    match c.poll_event() {
+        Some(DatagramEvent::Failed { id: got, failure }) => {
+            assert_eq!(got, id);
+            assert_eq!(failure, Failure::TimedOut { sent: true });
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+/// A request's body borrows the datagram, not the server, so it can be echoed straight
+/// back without a copy.
+#[test]
+fn request_body_can_be_answered_without_a_copy() {
+    let mut s = server(config(), 16);
+    let mut d = [0u8; MTU];
+    let req = Frame::Request(Request {
+        id: RequestId(1),
+        method: "echo",
+        budget_ms: Some(100),
+        body: b"zero-copy",
+    });
+    let n = encode_datagram(DatagramHeader::new(1, 1), &req, &mut d).unwrap();
+    let Received::Request(r) = s.handle_datagram(Instant::ZERO, &1, &d[..n]) else {
+        panic!()
+    };
+    let tx = s.respond(r.handle, Reply::Ok(r.body)).unwrap();
+    assert!(tx.bytes.ends_with(b"zero-copy"));
+}
+
+/// The two-choice cache takes calls until it is nearly full before answering busy.
+#[test]
+fn cache_fills_nearly_up_before_busy() {
+    let mut s = server(config(), 1024);
+    let mut d = [0u8; MTU];
+    let mut taken = 0;
+    for id in 1..=1024u64 {
+        // Each call from its own client: a record and a call per client, all live.
+        let req = Frame::Request(Request {
+            id: RequestId(id),
+            method: "m",
+            budget_ms: Some(1000),
+            body: b"",
+        });
+        let n = encode_datagram(DatagramHeader::new(id * 7919, id), &req, &mut d).unwrap();
+        match s.handle_datagram(Instant::ZERO, &1, &d[..n]) {
+            Received::Request(_) => taken += 1,
+            _ => break,
+        }
+    }
+    // Each call needs two entries (its client's record and itself).
+    eprintln!("calls taken before the first busy: {taken} of at most 512");
+    assert!(taken >= 400, "only {taken} calls before busy");
 }
 
 #[test]

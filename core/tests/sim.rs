@@ -376,7 +376,7 @@ fn cancel_reaches_server_and_ends_call_once() {
     assert_eq!(log.outcomes[&keep.0], Outcome::Ok(b"m:keep".to_vec()));
     assert_eq!(
         log.outcomes[&drop.0],
-        Outcome::Failed("Cancelled".into(), Execution::MaybeExecuted)
+        Outcome::Failed("Cancelled { sent: true }".into(), Execution::MaybeExecuted)
     );
     assert_eq!(app.cancelled, vec![drop.0]);
     assert_eq!(
@@ -770,7 +770,7 @@ fn version_mismatch_is_reported_to_both_sides() {
     // Our client against that future server: it sees the mismatch itself.
     let mut p = pair(18);
     let id = p.client.call(p.now, "m", b"", None).unwrap();
-    p.client.handle_input(p.now, &bytes[..n]);
+    assert_eq!(p.client.handle_input(p.now, &bytes[..n]), n);
     let mut log = ClientLog::default();
     log.poll(&mut p);
     assert_eq!(
@@ -1096,4 +1096,102 @@ fn random_workload_every_call_ends_exactly_once() {
             }
         }
     }
+}
+
+/// An abrupt local close drops every request not yet begun from the transmit queue, so a
+/// call reported not executed can never reach the server; a partly sent one is finished
+/// (the stream must stay well-formed) and reported as sent.
+#[test]
+fn abort_never_sends_a_request_reported_unsent() {
+    let mut p = pair(30);
+    let n = p.client.transmit().len();
+    p.client.advance_transmit(n); // the hello is out
+    let partly = p
+        .client
+        .call(p.now, "transfer", b"partly sent", None)
+        .unwrap();
+    let unsent = p
+        .client
+        .call(p.now, "transfer", b"never sent", None)
+        .unwrap();
+    p.client.advance_transmit(3); // three bytes of the first request
+    p.client.abort();
+    let mut log = ClientLog::default();
+    log.poll(&mut p);
+    assert_eq!(
+        log.outcomes[&partly.0].clone(),
+        Outcome::Failed(
+            format!(
+                "{:?}",
+                Failure::ConnectionLost {
+                    reason: CloseReason::Aborted,
+                    sent: true
+                }
+            ),
+            Execution::MaybeExecuted
+        )
+    );
+    assert_eq!(
+        log.outcomes[&unsent.0].clone(),
+        Outcome::Failed(
+            format!(
+                "{:?}",
+                Failure::ConnectionLost {
+                    reason: CloseReason::Aborted,
+                    sent: false
+                }
+            ),
+            Execution::NotExecuted
+        )
+    );
+    // What is left to send: the rest of the first request, and nothing of the second.
+    let rest = p.client.transmit().to_vec();
+    assert!(!rest.is_empty());
+    assert!(
+        !rest.windows(10).any(|w| w == b"never sent"),
+        "the unsent request is gone"
+    );
+    assert!(rest.windows(11).any(|w| w == b"partly sent"));
+}
+
+/// A peer that neither reads nor sends: the ping cannot even be queued, yet the keepalive
+/// timer runs, the next timeout is always in the future (no busy loop), and the
+/// connection closes.
+#[test]
+fn keepalive_times_out_even_when_the_ping_cannot_be_queued() {
+    let mut cfg = Config::default();
+    cfg.keepalive_interval = Some(Duration::from_secs(30));
+    cfg.keepalive_timeout = Duration::from_secs(10);
+    let mut p = pair_with(31, cfg, cfg);
+    // Handshake done, then the server stops reading: fill the client's queue.
+    let mut log = ClientLog::default();
+    let mut app = ServerApp::default();
+    p.drive(1000, |p| {
+        app.poll(p, &mut |_, _| None);
+        log.poll(p);
+        if log.connected {
+            Step::Done
+        } else {
+            Step::Continue
+        }
+    })
+    .unwrap();
+    let body = [0u8; 900];
+    while p.client.call(p.now, "m", &body, None).is_ok() {}
+    let mut t = p.now;
+    for _ in 0..100 {
+        let wake = p.client.poll_timeout().expect("a timer is set");
+        assert!(
+            wake > t || !p.client.is_open(),
+            "poll_timeout {wake} is not after {t}"
+        );
+        t = wake;
+        p.client.handle_timeout(t);
+        log.poll(&mut p);
+        if log.closed.is_some() {
+            break;
+        }
+    }
+    assert_eq!(log.closed, Some(CloseReason::KeepaliveTimedOut));
+    assert!(t <= Instant::from_millis(41_000), "closed at {t}");
 }

@@ -278,7 +278,11 @@ where
 
     /// The next datagram to send to the server, if one is due: a first transmission, a
     /// retransmission, or a cancel. Send it, then call again until `None`.
+    #[must_use = "the datagram must be sent to the server"]
     pub fn poll_transmit(&mut self, now: Instant) -> Option<&[u8]> {
+        // A request is never sent past its deadline: the server's memory of a call is only
+        // guaranteed within it (section 11.4 of PROTOCOL.md). End overdue calls first.
+        self.handle_timeout(now);
         let index = self.slots.as_ref().iter().position(|s| {
             s.cancel_owed || (s.state == SlotState::Active && s.next_send.is_some_and(|t| t <= now))
         })?;
@@ -421,12 +425,21 @@ where
         self.slots
             .as_ref()
             .iter()
-            .filter(|s| s.state == SlotState::Active)
-            .map(|s| s.next_send.map_or(s.deadline, |t| t.min(s.deadline)))
+            .filter_map(|s| {
+                if s.cancel_owed {
+                    // A cancel waits to be sent: call `poll_transmit` at once.
+                    Some(Instant::ZERO)
+                } else if s.state == SlotState::Active {
+                    Some(s.next_send.map_or(s.deadline, |t| t.min(s.deadline)))
+                } else {
+                    None
+                }
+            })
             .min()
     }
 
     /// The next call that ended without an answer (timed out or cancelled), or `None`.
+    #[must_use = "events must be acted on: every call ends in one"]
     pub fn poll_event(&mut self) -> Option<DatagramEvent<'static>> {
         if self.ended_pending == 0 {
             return None;
@@ -454,7 +467,7 @@ where
                 self.stats.timeouts = self.stats.timeouts.saturating_add(1);
                 Failure::TimedOut { sent }
             }
-            Ended::Cancelled => Failure::Cancelled,
+            Ended::Cancelled => Failure::Cancelled { sent },
         };
         Some(DatagramEvent::Failed { id, failure })
     }

@@ -10,8 +10,8 @@
 //!
 //! # The guarantee
 //!
-//! A client always sends its remaining deadline (the *budget*) and never retransmits after
-//! it. The server keeps each call's entry from its first arrival until the budget plus
+//! A client always sends its deadline as a relative *budget* (every copy repeats the
+//! budget of the first) and never transmits after the deadline. The server keeps each call's entry from its first arrival until the budget plus
 //! [`DatagramConfig::max_latency`] has passed, so as long as no datagram lingers in the
 //! network longer than `max_latency`, every retransmission of a call reaches a server that
 //! still remembers it, and **the function runs at most once per call**, exactly once for
@@ -126,8 +126,9 @@ impl fmt::Display for DatagramConfigError {
 
 impl core::error::Error for DatagramConfigError {}
 
-/// The smallest useful datagram: a header and a short frame.
-pub(crate) const MIN_DATAGRAM: usize = DatagramHeader::LEN + 32;
+/// The smallest datagram a slot may hold: a header and room for the longest answer the
+/// server makes itself (a rejection with its message, 64 bytes at most) with a margin.
+pub(crate) const MIN_DATAGRAM: usize = DatagramHeader::LEN + 75;
 
 /// Bytes per slot: an equal share of `storage`, capped at the largest datagram.
 pub(crate) fn chunk_len(

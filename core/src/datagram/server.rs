@@ -72,6 +72,7 @@ pub struct RequestHandle {
 /// A request to run: answer it with [`DatagramServer::respond`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
 pub struct DatagramRequest<'a> {
     /// Pass this to `respond`.
     pub handle: RequestHandle,
@@ -81,7 +82,9 @@ pub struct DatagramRequest<'a> {
     pub method: &'a str,
     /// Its argument, borrowed from the datagram.
     pub body: &'a [u8],
-    /// When the client stops waiting; later work is wasted.
+    /// When the client stops waiting, at the latest: the budget counts from this copy's
+    /// arrival, and a retransmission repeats the first copy's budget, so it errs late.
+    /// Later work is wasted.
     pub deadline: Instant,
 }
 
@@ -135,12 +138,12 @@ impl fmt::Display for DropReason {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 #[non_exhaustive]
-pub enum Received<'a> {
+pub enum Received<'s, 'd> {
     /// A new call: run it and [`respond`](DatagramServer::respond).
-    Request(DatagramRequest<'a>),
+    Request(DatagramRequest<'d>),
     /// Send these bytes back to the sender: the stored answer to a retransmitted call,
     /// or a busy or rejection answer the server made itself.
-    Reply(&'a [u8]),
+    Reply(&'s [u8]),
     /// The client cancelled this call: stop work on it if you can. Answering it is still
     /// allowed (and remembered), but nobody waits for the answer.
     Cancelled(RequestHandle),
@@ -151,6 +154,7 @@ pub enum Received<'a> {
 /// An answer to send: `bytes` to `to`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
 pub struct Transmit<'a, P> {
     /// The peer that sent the request.
     pub to: &'a P,
@@ -299,14 +303,17 @@ where
         self.chunk_range(self.entries.as_ref().len())
     }
 
-    /// Handles one datagram received from `from`. See [`Received`] for what to do next;
-    /// a returned request or reply borrows `datagram` or the server's storage.
-    pub fn handle_datagram<'a>(
-        &'a mut self,
+    /// Handles one datagram received from `from`. See [`Received`] for what to do next.
+    /// A request borrows `datagram` (not the server, so it can be answered with
+    /// [`respond`](Self::respond) while its body is still in use); a reply borrows the
+    /// server's storage.
+    #[must_use = "a request must be answered, and a reply sent back to the sender"]
+    pub fn handle_datagram<'s, 'd>(
+        &'s mut self,
         now: Instant,
         from: &P,
-        datagram: &'a [u8],
-    ) -> Received<'a> {
+        datagram: &'d [u8],
+    ) -> Received<'s, 'd> {
         self.stats.datagrams = self.stats.datagrams.saturating_add(1);
         let decoded = self.decode(datagram);
         let (header, frame) = match decoded {
@@ -320,7 +327,7 @@ where
         }
     }
 
-    fn dropped(&mut self, reason: DropReason) -> Received<'static> {
+    fn dropped(&mut self, reason: DropReason) -> Received<'static, 'static> {
         self.stats.count_drop(reason);
         if matches!(reason, DropReason::Foreign | DropReason::Malformed) {
             warn!("dropped a bad datagram: {}", reason);
@@ -344,13 +351,13 @@ where
         Ok((header, frame))
     }
 
-    fn on_request<'a>(
-        &'a mut self,
+    fn on_request<'s, 'd>(
+        &'s mut self,
         now: Instant,
         from: &P,
         header: DatagramHeader,
-        req: crate::wire::Request<'a>,
-    ) -> Received<'a> {
+        req: crate::wire::Request<'d>,
+    ) -> Received<'s, 'd> {
         let epoch = header.epoch;
         let rejection = match req.budget_ms {
             None => Some((
@@ -465,7 +472,7 @@ where
         epoch: u64,
         id: RequestId,
         first_free: Instant,
-    ) -> Received<'_> {
+    ) -> Received<'_, 'static> {
         let retry_after = first_free.saturating_duration_since(now);
         self.stats.busy = self.stats.busy.saturating_add(1);
         let reply = Reply::Busy {
@@ -474,7 +481,12 @@ where
         self.scratch_reply(epoch, id, reply)
     }
 
-    fn on_cancel(&mut self, from: &P, header: DatagramHeader, id: RequestId) -> Received<'static> {
+    fn on_cancel(
+        &mut self,
+        from: &P,
+        header: DatagramHeader,
+        id: RequestId,
+    ) -> Received<'static, 'static> {
         let epoch = header.epoch;
         if let Some(rec) = self
             .find(from, epoch, 0)
@@ -500,48 +512,72 @@ where
         Received::Cancelled(handle)
     }
 
-    /// The cache is set-associative: a call's key hashes to one bucket of [`WAYS`]
-    /// entries, and only that bucket is searched or filled, so every lookup costs at most
-    /// `WAYS` comparisons whatever the cache size.
-    fn bucket(&self, epoch: u64, id: u64) -> Range<usize> {
+    /// The cache is set-associative with two choices: a key hashes to two buckets of
+    /// [`WAYS`] entries; it is looked up in both and stored in whichever has room. So every
+    /// lookup costs at most `2 × WAYS` comparisons whatever the cache size, and (the "power
+    /// of two choices") the cache fills nearly up before a bucket overflows.
+    fn buckets(&self, epoch: u64, id: u64) -> [Range<usize>; 2] {
         let len = self.entries.as_ref().len();
-        let buckets = len.div_ceil(WAYS).max(1);
+        let count = (len / WAYS).max(1) as u64;
         let mut state = epoch ^ id.rotate_left(32);
-        let hash = crate::rng::splitmix64(&mut state);
-        let bucket = usize::try_from(hash.checked_rem(buckets as u64).unwrap_or(0)).unwrap_or(0);
-        let start = bucket.saturating_mul(WAYS);
-        start..start.saturating_add(WAYS).min(len)
+        let pick = |hash: u64| {
+            let bucket = usize::try_from(hash.checked_rem(count).unwrap_or(0)).unwrap_or(0);
+            let start = bucket.saturating_mul(WAYS);
+            start..start.saturating_add(WAYS).min(len)
+        };
+        let first = pick(crate::rng::splitmix64(&mut state));
+        let second = pick(crate::rng::splitmix64(&mut state));
+        [first, second]
     }
 
     /// The entry for (peer, epoch, id), live or not yet reused; id 0 finds the record.
+    /// Calls have ids from 1, so records and calls never mix.
     fn find(&self, from: &P, epoch: u64, id: u64) -> Option<usize> {
-        let bucket = self.bucket(epoch, id);
-        let start = bucket.start;
-        let entries = self.entries.as_ref().get(bucket)?;
-        let offset = entries.iter().position(|e| {
-            e.state != EntryState::Free
-                && e.id == id
-                && e.epoch == epoch
-                && e.peer.as_ref() == Some(from)
-        })?;
-        // Id 0 names the client's record; calls have ids from 1, so the two never mix.
-        start.checked_add(offset)
+        self.buckets(epoch, id).into_iter().find_map(|bucket| {
+            let start = bucket.start;
+            let offset = self.entries.as_ref().get(bucket)?.iter().position(|e| {
+                e.state != EntryState::Free
+                    && e.id == id
+                    && e.epoch == epoch
+                    && e.peer.as_ref() == Some(from)
+            })?;
+            start.checked_add(offset)
+        })
     }
 
-    /// A reusable entry in the bucket of (epoch, id): free, past its window, or a call
+    /// A reusable entry in either bucket of (epoch, id): free, past its window, or a call
     /// its client has declared ended (below the client's floor). When none is, the time
     /// the first entry's window closes.
     fn free_entry(&self, now: Instant, epoch: u64, id: u64) -> Result<usize, Instant> {
-        let bucket = self.bucket(epoch, id);
-        let start = bucket.start;
-        let entries = self.entries.as_ref().get(bucket).unwrap_or_default();
-        let reusable = |e: &DatagramEntry<P>| {
-            e.state == EntryState::Free || e.expires <= now || self.ended_by_floor(e)
-        };
-        match entries.iter().position(reusable) {
-            Some(offset) => Ok(start.saturating_add(offset)),
-            None => Err(entries.iter().map(|e| e.expires).min().unwrap_or(now)),
+        let open = |e: &DatagramEntry<P>| e.state == EntryState::Free || e.expires <= now;
+        let buckets = self.buckets(epoch, id);
+        // Two choices: the bucket with more open entries, which keeps buckets even.
+        let mut best: Option<(usize, usize)> = None; // (open entries, first open index)
+        for bucket in buckets.clone() {
+            let start = bucket.start;
+            let entries = self.entries.as_ref().get(bucket).unwrap_or_default();
+            let count = entries.iter().filter(|e| open(e)).count();
+            if let Some(offset) = entries.iter().position(open) {
+                if best.is_none_or(|(c, _)| count > c) {
+                    best = Some((count, start.saturating_add(offset)));
+                }
+            }
         }
+        if let Some((_, index)) = best {
+            return Ok(index);
+        }
+        // Then a call its client has declared ended.
+        let mut first_free: Option<Instant> = None;
+        for bucket in buckets {
+            let start = bucket.start;
+            let entries = self.entries.as_ref().get(bucket).unwrap_or_default();
+            if let Some(offset) = entries.iter().position(|e| self.ended_by_floor(e)) {
+                return Ok(start.saturating_add(offset));
+            }
+            let soonest = entries.iter().map(|e| e.expires).min();
+            first_free = [first_free, soonest].into_iter().flatten().min();
+        }
+        Err(first_free.unwrap_or(now))
     }
 
     /// Whether `e` is a call its client has since declared ended: no copy of it can be
@@ -562,7 +598,12 @@ where
     }
 
     /// Encodes an answer made on the spot into the scratch chunk.
-    fn scratch_reply(&mut self, epoch: u64, id: RequestId, reply: Reply<'_>) -> Received<'_> {
+    fn scratch_reply(
+        &mut self,
+        epoch: u64,
+        id: RequestId,
+        reply: Reply<'_>,
+    ) -> Received<'_, 'static> {
         let range = self.scratch_range();
         let frame = Frame::Response(Response { id, reply });
         let Some(out) = self.storage.as_mut().get_mut(range) else {

@@ -55,6 +55,18 @@ pub enum HeaderError {
     UnsupportedVersion(u8),
 }
 
+impl core::fmt::Display for HeaderError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::Truncated => f.write_str("datagram shorter than the 21-byte header"),
+            Self::BadMagic => f.write_str("not a wirecall datagram"),
+            Self::UnsupportedVersion(v) => write!(f, "unsupported protocol version {v}"),
+        }
+    }
+}
+
+impl core::error::Error for HeaderError {}
+
 fn be_u64(bytes: Option<&[u8]>) -> u64 {
     bytes
         .and_then(|b| <[u8; 8]>::try_from(b).ok())
