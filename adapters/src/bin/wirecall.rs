@@ -1,0 +1,296 @@
+//! The `wirecall` binary: `serve`, `call` and `demo` over the `wirecall` library. Thin on
+//! purpose: parse the command line, set up logging, call the library, map errors to one
+//! line and an exit code.
+
+use std::fmt::Display;
+use std::io::{Read, Write};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use wirecall::config::MAX_FRAME_LIMIT;
+use wirecall::{
+    CallError, CallErrorKind, Client, ClientConfig, Endpoint, Error, ServerBuilder, ServerConfig,
+    builtins,
+};
+
+/// Any other error: bad arguments the parser let through, stdin, a datagram endpoint.
+const EXIT_FAILURE: u8 = 1;
+/// The function ran and returned an error.
+const EXIT_REMOTE: u8 = 3;
+/// The server refused the call before running it.
+const EXIT_REJECTED: u8 = 4;
+/// The server was busy or shutting down.
+const EXIT_BUSY: u8 = 5;
+/// No answer within the timeout.
+const EXIT_TIMEOUT: u8 = 6;
+/// The connection was lost during the call.
+const EXIT_LOST: u8 = 7;
+/// Could not connect.
+const EXIT_CONNECT: u8 = 8;
+
+const MAIN_HELP: &str = "\
+Endpoints:
+  unix:/path        Unix-domain stream socket
+  tcp:host:port     TCP; IPv6 in brackets: tcp:[::1]:7000
+  unix-dgram:/path  Unix-domain datagram socket (not implemented yet)
+  udp:host:port     UDP (not implemented yet)
+
+Logging goes to stderr; set RUST_LOG=info (or debug, trace) for more.
+
+Examples:
+  wirecall demo
+  wirecall serve --listen unix:/tmp/wirecall.sock --listen tcp:127.0.0.1:7000
+  wirecall call unix:/tmp/wirecall.sock echo hello
+  echo hi | wirecall call tcp:127.0.0.1:7000 upper -";
+
+const SERVE_HELP: &str = "\
+Once ready, prints one line per endpoint to stdout: \"listening on <endpoint>\", with
+the real address and port (so tcp:127.0.0.1:0 shows the port the system chose).
+
+Stops gracefully on SIGINT or SIGTERM: no new connections, socket files removed, every
+call already received is answered, then exit 0. A second signal stops at once.
+
+A stale Unix socket file (no server behind it) is replaced; a live server's is not.
+
+Built-in methods: echo, upper, time (server clock, RFC 3339 UTC), sleep (body:
+milliseconds), stats (counters, one \"name value\" per line), list (method names).
+
+Examples:
+  wirecall serve --listen unix:/run/wirecall.sock --unix-mode 0660
+  wirecall serve --listen tcp:0.0.0.0:7000 --listen 'tcp:[::]:7001' --workers 4
+  RUST_LOG=info wirecall serve --listen tcp:127.0.0.1:0";
+
+const CALL_HELP: &str = "\
+The answer's body goes to stdout as it is (no newline added). On failure one line goes
+to stderr, ending with whether the server may have run the function: [not executed],
+[maybe executed] or [executed].
+
+Exit codes:
+  0  the call succeeded
+  1  another error (reading stdin, a datagram endpoint, ...)
+  2  usage error
+  3  the function ran and returned an error                  [executed]
+  4  the server refused the call (unknown method, bad body)  [not executed]
+  5  the server was busy or is shutting down                 [not executed]
+  6  no answer within --timeout                              [maybe executed]
+  7  the connection was lost during the call                 [as the message says]
+  8  could not connect                                       [not executed]
+
+Examples:
+  wirecall call unix:/tmp/wirecall.sock echo hello
+  wirecall call tcp:localhost:7000 sleep 200 --timeout 1000
+  wirecall call 'tcp:[::1]:7000' stats
+  wirecall call unix:/tmp/wirecall.sock upper - < notes.txt";
+
+const DEMO_HELP: &str = "\
+Starts the reference server inside this process on a temporary Unix socket and on
+tcp:127.0.0.1 (a free port), calls echo, upper, time and list over each, prints the
+answers with their round-trip times, shuts the server down and removes the socket.
+Needs nothing installed. The datagram transports are listed as not yet implemented.
+
+Example:
+  wirecall demo";
+
+/// Request/response calls over Unix and TCP sockets.
+#[derive(Debug, Parser)]
+#[command(name = "wirecall", version, after_help = MAIN_HELP)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the reference server on one or more endpoints
+    #[command(after_help = SERVE_HELP)]
+    Serve(ServeArgs),
+    /// Make one call and print the answer
+    #[command(after_help = CALL_HELP)]
+    Call(CallArgs),
+    /// Run a server and a client in this process over each transport and show the calls
+    #[command(after_help = DEMO_HELP)]
+    Demo,
+}
+
+#[derive(Debug, Args)]
+struct ServeArgs {
+    /// Endpoint to listen on; repeat for more
+    #[arg(long = "listen", value_name = "ENDPOINT", required = true)]
+    listen: Vec<Endpoint>,
+    /// Threads running functions (0: on the event-loop thread)
+    #[arg(long, value_name = "N", default_value_t = ServerConfig::default().workers)]
+    workers: usize,
+    /// Calls waiting for a worker; more are answered busy
+    #[arg(long, value_name = "N", default_value_t = ServerConfig::default().worker_queue)]
+    worker_queue: usize,
+    /// Connections open at once; more are accepted and closed at once
+    #[arg(long, value_name = "N", default_value_t = ServerConfig::default().max_connections)]
+    max_connections: usize,
+    /// Longest frame body accepted and sent (1024 to 16 MiB)
+    #[arg(long, value_name = "BYTES", default_value_t = ServerConfig::default().connection.max_frame_len)]
+    max_frame: u32,
+    /// Calls in flight per connection; more are answered busy (4 to 65536)
+    #[arg(long, value_name = "N", default_value_t = ServerConfig::default().connection.max_in_flight)]
+    max_in_flight: u32,
+    /// Idle seconds before a ping (0: no keepalive)
+    #[arg(long, value_name = "SECS", default_value_t = 30)]
+    keepalive: u64,
+    /// Seconds without calls before a connection is closed gracefully (0: never)
+    #[arg(long, value_name = "SECS", default_value_t = 300)]
+    idle_timeout: u64,
+    /// Seconds a graceful shutdown may take before connections are cut
+    #[arg(long, value_name = "SECS", default_value_t = 30)]
+    shutdown_timeout: u64,
+    /// File mode of Unix socket files, in octal (e.g. 0660)
+    #[arg(long, value_name = "MODE", value_parser = parse_mode)]
+    unix_mode: Option<u32>,
+}
+
+#[derive(Debug, Args)]
+struct CallArgs {
+    /// Where the server listens
+    #[arg(value_name = "ENDPOINT")]
+    endpoint: Endpoint,
+    /// The method to call
+    #[arg(value_name = "METHOD")]
+    method: String,
+    /// The request body; `-` reads it from stdin; none sends an empty body
+    #[arg(value_name = "ARG")]
+    arg: Option<String>,
+    /// Milliseconds to wait for the answer (0: no timeout)
+    #[arg(long, value_name = "MS", default_value_t = 5000)]
+    timeout: u64,
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    match Cli::parse().command {
+        Command::Serve(args) => serve(args),
+        Command::Call(args) => call(&args),
+        Command::Demo => demo(),
+    }
+}
+
+/// Prints `wirecall: <message>` to stderr and gives the exit code.
+fn fail(message: impl Display, code: u8) -> ExitCode {
+    eprintln!("wirecall: {message}");
+    ExitCode::from(code)
+}
+
+fn serve(args: ServeArgs) -> ExitCode {
+    let mut config = ServerConfig::default();
+    config.connection.max_frame_len = args.max_frame;
+    config.connection.max_in_flight = args.max_in_flight;
+    config.connection.keepalive_interval =
+        (args.keepalive > 0).then(|| wirecall::clock::to_core(Duration::from_secs(args.keepalive)));
+    config.idle_timeout = (args.idle_timeout > 0).then(|| Duration::from_secs(args.idle_timeout));
+    config.shutdown_timeout = Duration::from_secs(args.shutdown_timeout);
+    config.max_connections = args.max_connections;
+    config.unix_mode = args.unix_mode;
+    config.workers = args.workers;
+    config.worker_queue = args.worker_queue;
+    let mut builder = builtins::register(ServerBuilder::new(config)).stop_on_signals();
+    for endpoint in args.listen {
+        builder = builder.listen(endpoint);
+    }
+    let server = match builder.build() {
+        Ok(server) => server,
+        Err(e) => return fail(e, EXIT_FAILURE),
+    };
+    {
+        let mut out = std::io::stdout().lock();
+        for endpoint in server.endpoints() {
+            // Best effort: a closed stdout does not stop the server.
+            let _ = writeln!(out, "listening on {endpoint}");
+        }
+        let _ = out.flush();
+    }
+    match server.run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(e, EXIT_FAILURE),
+    }
+}
+
+fn call(args: &CallArgs) -> ExitCode {
+    let body = match args.arg.as_deref() {
+        None => Vec::new(),
+        Some("-") => match read_stdin() {
+            Ok(body) => body,
+            Err(message) => return fail(message, EXIT_FAILURE),
+        },
+        Some(text) => text.as_bytes().to_vec(),
+    };
+    let mut client = match Client::connect(&args.endpoint, ClientConfig::default()) {
+        Ok(client) => client,
+        Err(e @ (Error::Connect { .. } | Error::Resolve { .. })) => {
+            return fail(format!("{e} [not executed]"), EXIT_CONNECT);
+        }
+        Err(e) => return fail(e, EXIT_FAILURE),
+    };
+    let timeout = (args.timeout > 0).then(|| Duration::from_millis(args.timeout));
+    let outcome = client.call(&args.method, &body, timeout);
+    let _ = client.close();
+    match outcome {
+        Ok(answer) => {
+            let mut out = std::io::stdout().lock();
+            match out.write_all(&answer).and_then(|()| out.flush()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(format!("cannot write the answer: {e}"), EXIT_FAILURE),
+            }
+        }
+        Err(e) => {
+            let message = match e.kind() {
+                CallErrorKind::TimedOut => format!("timed out after {} ms", args.timeout),
+                _ => e.to_string(),
+            };
+            fail(format!("{message} [{}]", e.execution()), exit_code(&e))
+        }
+    }
+}
+
+/// The exit code for a failed call (see `CALL_HELP`).
+fn exit_code(e: &CallError) -> u8 {
+    match e.kind() {
+        CallErrorKind::Remote { .. } => EXIT_REMOTE,
+        CallErrorKind::Rejected { .. }
+        | CallErrorKind::NotSent(wirecall::core::client::CallError::TooLarge) => EXIT_REJECTED,
+        CallErrorKind::Busy { .. } | CallErrorKind::Refused => EXIT_BUSY,
+        CallErrorKind::TimedOut => EXIT_TIMEOUT,
+        _ => EXIT_LOST,
+    }
+}
+
+/// The whole of stdin, up to the largest frame the adapter handles.
+fn read_stdin() -> Result<Vec<u8>, String> {
+    let limit = u64::from(MAX_FRAME_LIMIT);
+    let mut body = Vec::new();
+    std::io::stdin()
+        .lock()
+        .take(limit + 1)
+        .read_to_end(&mut body)
+        .map_err(|e| format!("cannot read the body from stdin: {e}"))?;
+    if body.len() as u64 > limit {
+        return Err(format!("the body on stdin is over {limit} bytes"));
+    }
+    Ok(body)
+}
+
+fn demo() -> ExitCode {
+    let mut out = std::io::stdout().lock();
+    match wirecall::demo::run(&mut out) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(e, EXIT_FAILURE),
+    }
+}
+
+/// An octal file mode: `0660`, `660` or `0o660`.
+fn parse_mode(text: &str) -> Result<u32, String> {
+    let digits = text.strip_prefix("0o").unwrap_or(text);
+    match u32::from_str_radix(digits, 8) {
+        Ok(mode) if mode <= 0o7777 && !digits.is_empty() => Ok(mode),
+        _ => Err(format!(
+            "expected an octal file mode like 0660, got {text:?}"
+        )),
+    }
+}

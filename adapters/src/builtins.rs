@@ -1,0 +1,160 @@
+//! The reference server's built-in functions, as served by `wirecall serve`:
+//!
+//! | method | body | answer |
+//! | --- | --- | --- |
+//! | `echo` | anything | the body |
+//! | `upper` | text | the body upper-cased (Unicode rules if it is UTF-8, else ASCII) |
+//! | `time` | ignored | the server's wall clock in RFC 3339, UTC, microseconds: `2026-11-26T15:31:02.123456Z` |
+//! | `sleep` | milliseconds as decimal text, at most 600000 | the same number, after that long |
+//! | `stats` | ignored | the server's counters, one `name value` per line (see [`crate::stats`]) |
+//! | `list` | ignored | the method names, one per line |
+//!
+//! `sleep` waits without holding any thread: it answers through
+//! [`Responder::respond_after`], and the event loop sends the answer when the time comes.
+//! A bad `sleep` body is rejected (`invalid request`), so the call was not executed.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::function::{Answer, CallFailure, Responder};
+use crate::server::ServerBuilder;
+
+/// The longest `sleep`, in milliseconds (10 minutes).
+pub const MAX_SLEEP_MS: u64 = 600_000;
+
+/// The built-in method names, in the order they are registered.
+pub const NAMES: [&str; 6] = ["echo", "upper", "time", "sleep", "stats", "list"];
+
+/// Adds the built-in functions to a server.
+#[must_use]
+pub fn register(builder: ServerBuilder) -> ServerBuilder {
+    let stats = builder.stats();
+    let methods = builder.stats();
+    builder
+        .function("echo", |body| Ok(body.to_vec()))
+        .function("upper", upper)
+        .function("time", |_| Ok(rfc3339(SystemTime::now()).into_bytes()))
+        .deferred("sleep", sleep)
+        .function("stats", move |_| {
+            Ok(stats.snapshot().to_string().into_bytes())
+        })
+        .function("list", move |_| {
+            let mut text = String::new();
+            for name in methods.methods() {
+                text.push_str(&name);
+                text.push('\n');
+            }
+            Ok(text.into_bytes())
+        })
+}
+
+fn upper(body: &[u8]) -> Answer {
+    Ok(match std::str::from_utf8(body) {
+        Ok(text) => text.to_uppercase().into_bytes(),
+        Err(_) => body.to_ascii_uppercase(),
+    })
+}
+
+fn sleep(body: &[u8], responder: Responder) {
+    match parse_millis(body) {
+        Ok(ms) => {
+            responder.respond_after(Duration::from_millis(ms), Ok(ms.to_string().into_bytes()))
+        }
+        Err(failure) => responder.respond(Err(failure)),
+    }
+}
+
+/// Decimal milliseconds, surrounding whitespace allowed, at most [`MAX_SLEEP_MS`].
+fn parse_millis(body: &[u8]) -> Result<u64, CallFailure> {
+    let text = std::str::from_utf8(body).unwrap_or_default().trim();
+    let bad = || {
+        CallFailure::invalid_request(format!(
+            "sleep takes milliseconds as decimal text, 0 to {MAX_SLEEP_MS}"
+        ))
+    };
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(bad());
+    }
+    match text.parse::<u64>() {
+        Ok(ms) if ms <= MAX_SLEEP_MS => Ok(ms),
+        _ => Err(bad()),
+    }
+}
+
+/// A wall-clock time as RFC 3339 in UTC with microseconds (times before 1970 show as
+/// 1970-01-01T00:00:00.000000Z).
+#[must_use]
+pub fn rfc3339(at: SystemTime) -> String {
+    let since = at.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = since.as_secs();
+    let (year, month, day) = civil_from_days(secs / 86_400);
+    let rem = secs % 86_400;
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:06}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        since.subsec_micros()
+    )
+}
+
+/// Year, month, day of a count of days since 1970-01-01 (proleptic Gregorian; after
+/// Howard Hinnant's `civil_from_days`, for non-negative days only).
+fn civil_from_days(days: u64) -> (u64, u64, u64) {
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z - era * 146_097; // day of era, 0..=146096
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365; // 0..=399
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100); // 0..=365
+    let mp = (5 * doy + 2) / 153; // March-based month, 0..=11
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + u64::from(month <= 2);
+    (year, month, day)
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    fn at(secs: u64, micros: u32) -> String {
+        rfc3339(UNIX_EPOCH + Duration::new(secs, micros * 1000))
+    }
+
+    #[test]
+    fn test_rfc3339() {
+        assert_eq!(at(0, 0), "1970-01-01T00:00:00.000000Z");
+        assert_eq!(at(951_782_400, 7), "2000-02-29T00:00:00.000007Z");
+        assert_eq!(at(1_700_000_000, 123_456), "2023-11-14T22:13:20.123456Z");
+        assert_eq!(at(4_107_542_399, 0), "2100-02-28T23:59:59.000000Z");
+        assert_eq!(at(4_107_542_400, 0), "2100-03-01T00:00:00.000000Z");
+        assert_eq!(
+            rfc3339(UNIX_EPOCH - Duration::from_secs(5)),
+            "1970-01-01T00:00:00.000000Z"
+        );
+    }
+
+    #[test]
+    fn test_parse_millis() {
+        assert_eq!(parse_millis(b"200").unwrap(), 200);
+        assert_eq!(parse_millis(b" 20\n").unwrap(), 20);
+        assert_eq!(parse_millis(b"600000").unwrap(), MAX_SLEEP_MS);
+        for bad in [
+            &b""[..],
+            b"-1",
+            b"+5",
+            b"1.5",
+            b"600001",
+            b"\xff",
+            b"99999999999999999999",
+        ] {
+            assert!(parse_millis(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn test_upper() {
+        assert_eq!(upper(b"shout").unwrap(), b"SHOUT");
+        assert_eq!(upper("straße".as_bytes()).unwrap(), "STRASSE".as_bytes());
+        assert_eq!(upper(b"a\xffb").unwrap(), b"A\xffB");
+    }
+}

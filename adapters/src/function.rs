@@ -1,0 +1,297 @@
+//! Server functions: what an application registers, how it answers, and the table the
+//! event loop looks methods up in.
+//!
+//! A function answers with [`Answer`]: the body, or a [`CallFailure`]. The synchronous form
+//! returns it; the deferred form gets a [`Responder`] that it completes later, from any
+//! thread (or lets the event loop complete after a delay, with no thread waiting).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::mpsc::Sender;
+use std::time::{Duration, Instant as StdInstant};
+
+use mio::{Token, Waker};
+use wirecall_core::RequestId;
+use wirecall_core::wire::{RejectCode, Reply};
+
+use crate::error::Error;
+
+/// Application error code sent when a function's answer is larger than the client accepts
+/// (the function ran, so this is an error, not a rejection).
+pub const ERROR_ANSWER_TOO_LARGE: u32 = 0xFFFF_FF00;
+/// Application error code sent when a function panicked.
+pub const ERROR_FUNCTION_PANICKED: u32 = 0xFFFF_FF01;
+/// Application error code sent when a deferred function dropped its [`Responder`] unused.
+pub const ERROR_NO_ANSWER: u32 = 0xFFFF_FF02;
+
+/// What a function returns: the answer's body, or why there is none.
+pub type Answer = Result<Vec<u8>, CallFailure>;
+
+/// How a call failed on the server side.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CallFailure {
+    /// The function ran and failed. Sent as an error reply: the client learns the call
+    /// was executed.
+    Error {
+        /// Application-defined error number.
+        code: u32,
+        /// A short explanation.
+        message: String,
+    },
+    /// The call was refused before the function did anything. Sent as a rejection: the
+    /// client learns the call was not executed and may retry it.
+    Rejected {
+        /// Why: a [`RejectCode`] constant, or an application code (256 and up).
+        code: RejectCode,
+        /// A short explanation.
+        message: String,
+    },
+    /// The server is too busy to run the call now. Sent as a busy reply: not executed,
+    /// retry after the hint.
+    Busy {
+        /// How long the client should wait before retrying.
+        retry_after: Duration,
+    },
+}
+
+impl CallFailure {
+    /// The function ran and failed with this application code.
+    pub fn error(code: u32, message: impl Into<String>) -> Self {
+        Self::Error {
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// The arguments were refused before anything ran ([`RejectCode::INVALID_REQUEST`]).
+    pub fn invalid_request(message: impl Into<String>) -> Self {
+        Self::Rejected {
+            code: RejectCode::INVALID_REQUEST,
+            message: message.into(),
+        }
+    }
+
+    /// The call was refused before anything ran, with this code.
+    pub fn rejected(code: RejectCode, message: impl Into<String>) -> Self {
+        Self::Rejected {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+/// The reply frame for an answer, borrowing from it.
+pub(crate) fn reply_of(answer: &Answer) -> Reply<'_> {
+    match answer {
+        Ok(body) => Reply::Ok(body),
+        Err(CallFailure::Error { code, message }) => Reply::Error {
+            code: *code,
+            message,
+        },
+        Err(CallFailure::Rejected { code, message }) => Reply::Rejected {
+            code: *code,
+            message,
+        },
+        Err(CallFailure::Busy { retry_after }) => Reply::Busy {
+            retry_after_ms: u32::try_from(retry_after.as_millis().max(1)).unwrap_or(u32::MAX),
+        },
+    }
+}
+
+/// A synchronous function: runs on the event loop or a worker and returns its answer.
+pub(crate) type SyncFn = Arc<dyn Fn(&[u8]) -> Answer + Send + Sync>;
+/// A deferred function: runs on the event loop, must not block, and completes the
+/// [`Responder`] now or later.
+pub(crate) type DeferredFn = Arc<dyn Fn(&[u8], Responder) + Send + Sync>;
+
+/// A registered function.
+#[derive(Clone)]
+pub(crate) enum Function {
+    Sync(SyncFn),
+    Deferred(DeferredFn),
+}
+
+/// An answer finished off the event loop, on its way back to its connection.
+#[derive(Debug)]
+pub(crate) struct Completion {
+    /// The connection.
+    pub(crate) token: Token,
+    /// The request on it.
+    pub(crate) id: RequestId,
+    /// The answer.
+    pub(crate) answer: Answer,
+    /// Hold the answer until this instant (from [`Responder::respond_after`]).
+    pub(crate) not_before: Option<StdInstant>,
+}
+
+/// Where completions go: a channel to the event loop and the waker that rouses it.
+#[derive(Clone)]
+pub(crate) struct CompletionSink {
+    pub(crate) tx: Sender<Completion>,
+    pub(crate) waker: Arc<Waker>,
+}
+
+impl CompletionSink {
+    fn send(&self, completion: Completion) {
+        // Both fail only when the event loop has ended, and then nobody waits for it.
+        if self.tx.send(completion).is_ok() {
+            if let Err(e) = self.waker.wake() {
+                log::warn!("cannot wake the event loop: {e}");
+            }
+        }
+    }
+}
+
+/// The way to answer one call later, from any thread. Every request gets exactly one
+/// answer: dropping a responder unused answers the call with an error
+/// ([`ERROR_NO_ANSWER`]).
+pub struct Responder {
+    target: Option<(Token, RequestId, CompletionSink)>,
+}
+
+impl std::fmt::Debug for Responder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Responder")
+            .field("request", &self.target.as_ref().map(|t| t.1))
+            .finish_non_exhaustive()
+    }
+}
+
+impl Responder {
+    pub(crate) fn new(token: Token, id: RequestId, sink: CompletionSink) -> Self {
+        Self {
+            target: Some((token, id, sink)),
+        }
+    }
+
+    /// Answers the call now. If the call was cancelled, expired or its connection is gone,
+    /// the answer is dropped.
+    pub fn respond(mut self, answer: Answer) {
+        self.finish(answer, None);
+    }
+
+    /// Answers the call once `delay` has passed. No thread waits: the event loop holds the
+    /// answer and sends it when the time comes (or drops it if the call was cancelled or
+    /// expired meanwhile).
+    pub fn respond_after(mut self, delay: Duration, answer: Answer) {
+        let at = StdInstant::now().checked_add(delay);
+        // A delay beyond what the clock represents is answered at once rather than never.
+        self.finish(answer, at);
+    }
+
+    fn finish(&mut self, answer: Answer, not_before: Option<StdInstant>) {
+        if let Some((token, id, sink)) = self.target.take() {
+            sink.send(Completion {
+                token,
+                id,
+                answer,
+                not_before,
+            });
+        }
+    }
+}
+
+impl Drop for Responder {
+    fn drop(&mut self) {
+        if self.target.is_some() {
+            self.finish(
+                Err(CallFailure::error(
+                    ERROR_NO_ANSWER,
+                    "the function dropped its responder without answering",
+                )),
+                None,
+            );
+        }
+    }
+}
+
+/// The functions of a server by name, fixed once the server is built.
+pub(crate) struct Registry {
+    names: Vec<String>,
+    functions: Vec<Function>,
+    index: HashMap<String, usize>,
+}
+
+impl Registry {
+    /// Checks names and builds the table.
+    pub(crate) fn new(entries: Vec<(String, Function)>) -> Result<Self, Error> {
+        let mut registry = Self {
+            names: Vec::with_capacity(entries.len()),
+            functions: Vec::with_capacity(entries.len()),
+            index: HashMap::with_capacity(entries.len()),
+        };
+        for (name, function) in entries {
+            if !valid_name(&name) {
+                return Err(Error::InvalidFunctionName(name));
+            }
+            if registry.index.contains_key(&name) {
+                return Err(Error::DuplicateFunction(name));
+            }
+            registry.index.insert(name.clone(), registry.names.len());
+            registry.names.push(name);
+            registry.functions.push(function);
+        }
+        Ok(registry)
+    }
+
+    /// The function for a method name, with its index (for counters).
+    pub(crate) fn lookup(&self, method: &str) -> Option<(usize, &Function)> {
+        let i = *self.index.get(method)?;
+        self.functions.get(i).map(|f| (i, f))
+    }
+
+    /// The names, in registration order.
+    pub(crate) fn names(&self) -> &[String] {
+        &self.names
+    }
+}
+
+/// 1 to 255 bytes, no whitespace or control characters (names appear in `stats` lines).
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 255
+        && !name.chars().any(|c| c.is_whitespace() || c.is_control())
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    fn echo() -> Function {
+        Function::Sync(Arc::new(|b: &[u8]| Ok(b.to_vec())))
+    }
+
+    #[test]
+    fn test_registry_lookup_and_checks() {
+        let r = Registry::new(vec![("a".into(), echo()), ("b".into(), echo())]).unwrap();
+        assert_eq!(r.lookup("b").map(|(i, _)| i), Some(1));
+        assert!(r.lookup("c").is_none());
+        assert_eq!(r.names(), ["a", "b"]);
+        let dup = Registry::new(vec![("a".into(), echo()), ("a".into(), echo())]);
+        assert!(matches!(dup, Err(Error::DuplicateFunction(n)) if n == "a"));
+        for bad in ["", "a b", "tab\t", &"x".repeat(256)] {
+            let r = Registry::new(vec![(bad.to_owned(), echo())]);
+            assert!(matches!(r, Err(Error::InvalidFunctionName(_))), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn test_reply_of() {
+        assert_eq!(reply_of(&Ok(b"x".to_vec())), Reply::Ok(b"x"));
+        assert_eq!(
+            reply_of(&Err(CallFailure::error(7, "no"))),
+            Reply::Error {
+                code: 7,
+                message: "no"
+            }
+        );
+        assert_eq!(
+            reply_of(&Err(CallFailure::invalid_request("bad"))),
+            Reply::Rejected {
+                code: RejectCode::INVALID_REQUEST,
+                message: "bad"
+            }
+        );
+    }
+}

@@ -1,0 +1,532 @@
+//! One accepted connection: a stream socket and the core's [`ServerConnection`] for it,
+//! driven by the event loop.
+//!
+//! [`Conn::drive`] is the whole per-connection job, run whenever something may have
+//! changed (readiness, an answer from a worker, a timer): hand waiting answers to the core,
+//! act on the core's events, write what it wants sent, read what the socket has. Reading
+//! stops while answers wait for room in the core's transmit buffer (the core itself stops
+//! taking frames while that buffer is full), so a client that does not read its answers
+//! stops being read: backpressure, with memory bounded by the buffers and the request
+//! table. After the core reports the connection closed, the socket lingers until its last
+//! bytes are out and the peer has closed too (or `close_linger` passes).
+
+use std::collections::VecDeque;
+use std::io::{self, Read, Write};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+
+use mio::{Interest, Registry, Token};
+use wirecall_core::config::ConfigError;
+use wirecall_core::server::{
+    CloseReason, IncomingRequest, RequestSlot, RespondError, ServerConnection, ServerEvent,
+    ServerStats,
+};
+use wirecall_core::wire::RejectCode;
+use wirecall_core::{Instant, RequestId};
+
+use super::workers::{Job, Pool, run_guarded};
+use crate::clock::{Clock, to_core};
+use crate::config::{ServerConfig, buffer_len, table_len};
+use crate::function::{
+    Answer, CallFailure, CompletionSink, ERROR_ANSWER_TOO_LARGE, Function, Registry as Functions,
+    Responder, reply_of,
+};
+use crate::stats::{CloseKind, Stats};
+use crate::stream::{Stream, interrupted, would_block};
+
+/// The core connection with heap storage sized from the configuration.
+type CoreConnection = ServerConnection<Box<[u8]>, Box<[RequestSlot]>>;
+
+/// Passes of flush/events/write/read per drive before other connections get a turn.
+const MAX_PASSES: usize = 8;
+/// Reads per pass.
+const READS_PER_PASS: usize = 16;
+
+/// What the event loop shares with every connection.
+pub(super) struct Shared {
+    pub(super) functions: Functions,
+    pub(super) stats: Arc<Stats>,
+    pub(super) pool: Option<Pool>,
+    pub(super) sink: CompletionSink,
+    pub(super) clock: Clock,
+    pub(super) config: ServerConfig,
+    /// The server is shutting down: a closed connection whose bytes are out and whose
+    /// input is drained goes at once instead of waiting for the client's end-of-stream.
+    pub(super) draining: bool,
+}
+
+/// What the event loop should do with a connection after driving it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Drive {
+    /// Nothing more to do until an event, an answer or its wakeup.
+    Wait,
+    /// It still has work; drive it again after the others had a turn.
+    Again,
+    /// It is over: deregister and drop it.
+    Remove,
+}
+
+/// The core has reported the connection closed; the socket lingers.
+#[derive(Debug)]
+struct Lingering {
+    until: Instant,
+    write_shut: bool,
+    /// The last read found nothing waiting.
+    input_drained: bool,
+}
+
+/// One connection. See the [module docs](self).
+pub(super) struct Conn {
+    stream: Stream,
+    core: CoreConnection,
+    label: String,
+    /// Answers waiting for room in the core's transmit buffer, oldest first. At most one
+    /// per request in flight.
+    answers: VecDeque<(RequestId, Answer)>,
+    /// Answers held until their time (`Responder::respond_after`).
+    delayed: Vec<(Instant, RequestId, Answer)>,
+    /// `WRITABLE` is registered (only while bytes are pending).
+    writable: bool,
+    eof: bool,
+    write_failed: bool,
+    lingering: Option<Lingering>,
+    last_active: Instant,
+    idle_closing: bool,
+    /// The core's counters already added to the server's.
+    seen: ServerStats,
+    /// The instant this connection is filed under in the loop's timer set.
+    pub(super) wakeup: Option<Instant>,
+    /// In the loop's ready queue.
+    pub(super) queued: bool,
+}
+
+impl Conn {
+    /// A connection just accepted; the core's hello is queued.
+    pub(super) fn new(
+        stream: Stream,
+        label: String,
+        config: &ServerConfig,
+        now: Instant,
+    ) -> Result<Self, ConfigError> {
+        let buffer = || vec![0u8; buffer_len(&config.connection)].into_boxed_slice();
+        let slots = vec![RequestSlot::EMPTY; table_len(&config.connection)].into_boxed_slice();
+        let core = ServerConnection::new(config.connection, buffer(), buffer(), slots, now)?;
+        Ok(Self {
+            stream,
+            core,
+            label,
+            answers: VecDeque::new(),
+            delayed: Vec::new(),
+            writable: false,
+            eof: false,
+            write_failed: false,
+            lingering: None,
+            last_active: now,
+            idle_closing: false,
+            seen: ServerStats::default(),
+            wakeup: None,
+            queued: false,
+        })
+    }
+
+    /// The label used in log lines.
+    pub(super) fn label(&self) -> &str {
+        &self.label
+    }
+
+    /// The socket, to register it.
+    pub(super) fn stream(&mut self) -> &mut Stream {
+        &mut self.stream
+    }
+
+    /// Begins a graceful close (go-away): what was received is still answered.
+    pub(super) fn close(&mut self, now: Instant) {
+        self.core.close(now);
+    }
+
+    /// Closes at once (the shutdown deadline passed).
+    pub(super) fn abort(&mut self) {
+        self.core.abort();
+    }
+
+    /// An answer from a worker or a responder.
+    pub(super) fn complete(&mut self, id: RequestId, answer: Answer, not_before: Option<Instant>) {
+        if self.lingering.is_some() {
+            return;
+        }
+        match not_before {
+            Some(at) => self.delayed.push((at, id, answer)),
+            None => self.answers.push_back((id, answer)),
+        }
+    }
+
+    /// Does everything that can be done now. See the [module docs](self).
+    pub(super) fn drive(&mut self, token: Token, now: Instant, shared: &Shared) -> Drive {
+        let result = self.drive_passes(token, now, shared);
+        shared.stats.add_core(self.core.stats(), &mut self.seen);
+        result
+    }
+
+    fn drive_passes(&mut self, token: Token, now: Instant, shared: &Shared) -> Drive {
+        self.release_delayed(now);
+        self.core.handle_timeout(now);
+        self.check_idle(now, shared);
+        for _ in 0..MAX_PASSES {
+            let mut progress = self.flush_answers(now);
+            progress |= self.take_events(token, now, shared);
+            progress |= self.write_out();
+            progress |= self.read_in(now);
+            if self.finished(now, shared.draining) {
+                return Drive::Remove;
+            }
+            if !progress {
+                return Drive::Wait;
+            }
+        }
+        Drive::Again
+    }
+
+    /// Registers or drops `WRITABLE` interest to match whether bytes are pending.
+    pub(super) fn update_interest(&mut self, registry: &Registry, token: Token) -> io::Result<()> {
+        let want = !self.write_failed && !self.core.transmit().is_empty();
+        if want != self.writable {
+            let interest = if want {
+                Interest::READABLE | Interest::WRITABLE
+            } else {
+                Interest::READABLE
+            };
+            registry.reregister(&mut self.stream, token, interest)?;
+            self.writable = want;
+        }
+        Ok(())
+    }
+
+    /// When this connection next needs driving without any event: the core's timers,
+    /// held answers, the idle timeout, the end of lingering.
+    pub(super) fn next_wakeup(&self, config: &ServerConfig) -> Option<Instant> {
+        if let Some(lingering) = &self.lingering {
+            return Some(lingering.until);
+        }
+        let mut next = self.core.poll_timeout();
+        for (at, _, _) in &self.delayed {
+            next = earliest(next, Some(*at));
+        }
+        if let Some(idle) = config.idle_timeout {
+            if !self.idle_closing && self.is_idle() {
+                next = earliest(next, Some(self.last_active.saturating_add(to_core(idle))));
+            }
+        }
+        next
+    }
+
+    fn is_idle(&self) -> bool {
+        self.core.in_flight() == 0 && self.answers.is_empty() && self.delayed.is_empty()
+    }
+
+    fn check_idle(&mut self, now: Instant, shared: &Shared) {
+        let Some(idle) = shared.config.idle_timeout else {
+            return;
+        };
+        if self.lingering.is_none()
+            && !self.idle_closing
+            && self.is_idle()
+            && now >= self.last_active.saturating_add(to_core(idle))
+        {
+            log::info!("{}: idle for {idle:?}, closing gracefully", self.label);
+            self.idle_closing = true;
+            shared.stats.idle_closed();
+            self.core.close(now);
+        }
+    }
+
+    /// Moves held answers whose time has come to the answer queue, earliest first.
+    fn release_delayed(&mut self, now: Instant) {
+        if !self.delayed.iter().any(|(at, _, _)| *at <= now) {
+            return;
+        }
+        let (mut due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.delayed)
+            .into_iter()
+            .partition(|(at, _, _)| *at <= now);
+        self.delayed = later;
+        due.sort_by_key(|(at, _, _)| *at);
+        self.answers
+            .extend(due.into_iter().map(|(_, id, answer)| (id, answer)));
+    }
+
+    /// Hands waiting answers to the core until its transmit buffer is full.
+    fn flush_answers(&mut self, now: Instant) -> bool {
+        let mut progress = false;
+        while let Some((id, answer)) = self.answers.front() {
+            let id = *id;
+            let result = self.core.respond(id, reply_of(answer));
+            match result {
+                Ok(()) => self.last_active = now,
+                Err(RespondError::WouldBlock) => break,
+                Err(RespondError::TooLarge) if !is_too_large_error(answer) => {
+                    let size = answer.as_ref().map_or(0, Vec::len);
+                    log::warn!(
+                        "{}: answer to {id} ({size} bytes) is larger than the client accepts",
+                        self.label
+                    );
+                    if let Some(front) = self.answers.front_mut() {
+                        front.1 = Err(CallFailure::error(
+                            ERROR_ANSWER_TOO_LARGE,
+                            "the answer is larger than the client accepts",
+                        ));
+                    }
+                    progress = true;
+                    continue;
+                }
+                Err(e) => log::debug!("{}: answer to {id} dropped: {e}", self.label),
+            }
+            self.answers.pop_front();
+            progress = true;
+        }
+        progress
+    }
+
+    /// Acts on the core's events until it has none.
+    fn take_events(&mut self, token: Token, now: Instant, shared: &Shared) -> bool {
+        if self.lingering.is_some() {
+            return false;
+        }
+        let mut progress = false;
+        while let Some(event) = self.core.poll_event(now) {
+            progress = true;
+            match event {
+                ServerEvent::Connected(peer) => log::debug!(
+                    "{}: handshake done, client accepts frames up to {} bytes",
+                    self.label,
+                    peer.max_frame_len
+                ),
+                ServerEvent::Request(request) => {
+                    self.last_active = now;
+                    if let Some(answer) = dispatch(token, &request, shared) {
+                        self.answers.push_back((request.id, answer));
+                    }
+                }
+                ServerEvent::Cancelled { id } | ServerEvent::Expired { id } => {
+                    log::debug!("{}: request {id} cancelled or expired", self.label);
+                    self.delayed.retain(|(_, d, _)| *d != id);
+                    self.answers.retain(|(a, _)| *a != id);
+                }
+                ServerEvent::Closed(reason) => {
+                    self.on_closed(reason, now, shared);
+                    break;
+                }
+                _ => {}
+            }
+            // Keep the queue short: answers go to the core as soon as they exist.
+            self.flush_answers(now);
+        }
+        progress
+    }
+
+    fn on_closed(&mut self, reason: CloseReason, now: Instant, shared: &Shared) {
+        let kind = if self.write_failed {
+            CloseKind::IoError
+        } else {
+            CloseKind::of(&reason)
+        };
+        if kind.is_protocol_error() {
+            log::warn!("{}: closed: {reason}", self.label);
+        } else {
+            log::debug!("{}: closed: {reason}", self.label);
+        }
+        shared.stats.closed(kind);
+        self.answers.clear();
+        self.delayed.clear();
+        self.lingering = Some(Lingering {
+            until: now.saturating_add(to_core(shared.config.close_linger)),
+            write_shut: false,
+            input_drained: false,
+        });
+    }
+
+    /// Writes what the core wants sent until the socket would block.
+    fn write_out(&mut self) -> bool {
+        if self.write_failed {
+            return false;
+        }
+        let mut progress = false;
+        loop {
+            let pending = self.core.transmit();
+            if pending.is_empty() {
+                break;
+            }
+            match self.stream.write(pending) {
+                Ok(0) => {
+                    self.write_failed(&io::Error::from(io::ErrorKind::WriteZero));
+                    return true;
+                }
+                Ok(n) => {
+                    self.core.advance_transmit(n);
+                    progress = true;
+                }
+                Err(e) if would_block(&e) => break,
+                Err(e) if interrupted(&e) => {}
+                Err(e) => {
+                    self.write_failed(&e);
+                    return true;
+                }
+            }
+        }
+        if let Some(lingering) = &mut self.lingering {
+            if !lingering.write_shut && self.core.transmit().is_empty() {
+                // All sent: tell the peer, then wait for its end-of-stream.
+                if let Err(e) = self.stream.shutdown_write() {
+                    log::debug!("{}: shutdown: {e}", self.label);
+                }
+                lingering.write_shut = true;
+                progress = true;
+            }
+        }
+        progress
+    }
+
+    fn write_failed(&mut self, e: &io::Error) {
+        log::debug!("{}: write failed: {e}", self.label);
+        self.write_failed = true;
+        self.core.abort();
+    }
+
+    /// Reads into the core's receive buffer until the socket would block, unless reading
+    /// is paused (answers waiting) or the buffer is full of frames not yet taken.
+    fn read_in(&mut self, now: Instant) -> bool {
+        if self.eof {
+            return false;
+        }
+        if self.lingering.is_some() {
+            return self.discard_input();
+        }
+        if !self.answers.is_empty() {
+            return false;
+        }
+        let mut progress = false;
+        for _ in 0..READS_PER_PASS {
+            let buf = self.core.input_buffer();
+            if buf.is_empty() {
+                break;
+            }
+            match self.stream.read(buf) {
+                Ok(0) => {
+                    self.core.handle_eof(now);
+                    self.eof = true;
+                    return true;
+                }
+                Ok(n) => {
+                    self.core.commit_input(now, n);
+                    progress = true;
+                }
+                Err(e) if would_block(&e) => break,
+                Err(e) if interrupted(&e) => {}
+                Err(e) => {
+                    log::debug!("{}: read failed: {e}", self.label);
+                    self.core.handle_eof(now);
+                    self.eof = true;
+                    return true;
+                }
+            }
+        }
+        progress
+    }
+
+    /// After the close: reads and drops what the peer still sends, until its end-of-stream.
+    fn discard_input(&mut self) -> bool {
+        let mut scratch = [0u8; 4096];
+        let mut progress = false;
+        for _ in 0..READS_PER_PASS {
+            match self.stream.read(&mut scratch) {
+                Ok(0) => {
+                    self.eof = true;
+                    return true;
+                }
+                Ok(_) => progress = true,
+                Err(e) if would_block(&e) => {
+                    if let Some(lingering) = &mut self.lingering {
+                        lingering.input_drained = true;
+                    }
+                    break;
+                }
+                Err(e) if interrupted(&e) => {}
+                Err(_) => {
+                    self.eof = true;
+                    return true;
+                }
+            }
+        }
+        progress
+    }
+
+    /// The socket can go: closed, and either its bytes are out and the peer has closed
+    /// (or, in a shutdown, has nothing unread: closing then sends no reset), or it cannot
+    /// write, or lingering has lasted long enough.
+    fn finished(&self, now: Instant, draining: bool) -> bool {
+        self.lingering.as_ref().is_some_and(|l| {
+            self.write_failed
+                || (l.write_shut && (self.eof || (draining && l.input_drained)))
+                || now >= l.until
+        })
+    }
+}
+
+/// Runs or hands off one request; returns its answer when it is ready at once.
+fn dispatch(token: Token, request: &IncomingRequest<'_>, shared: &Shared) -> Option<Answer> {
+    let Some((index, function)) = shared.functions.lookup(request.method) else {
+        shared.stats.call(None);
+        let shown: String = request.method.chars().take(64).collect();
+        return Some(Err(CallFailure::rejected(
+            RejectCode::UNKNOWN_METHOD,
+            format!("no such method: {shown:?}"),
+        )));
+    };
+    shared.stats.call(Some(index));
+    let responder = || Responder::new(token, request.id, shared.sink.clone());
+    match function {
+        Function::Sync(function) => match &shared.pool {
+            None => {
+                shared.stats.execution(index);
+                Some(run_guarded(function, request.body))
+            }
+            Some(pool) if pool.is_full() => {
+                shared.stats.worker_busy();
+                Some(Err(CallFailure::Busy {
+                    retry_after: crate::clock::to_std(shared.config.connection.busy_retry_after),
+                }))
+            }
+            Some(pool) => {
+                pool.submit(Job {
+                    function: Arc::clone(function),
+                    method: index,
+                    body: request.body.to_vec(),
+                    deadline: request.deadline.map(|d| shared.clock.to_std(d)),
+                    responder: responder(),
+                });
+                None
+            }
+        },
+        Function::Deferred(function) => {
+            shared.stats.execution(index);
+            let responder = responder();
+            if catch_unwind(AssertUnwindSafe(|| function(request.body, responder))).is_err() {
+                // The responder was dropped while unwinding: the call gets an error.
+                log::error!("function {:?} panicked", request.method);
+            }
+            None
+        }
+    }
+}
+
+/// `true` for the error that replaces a too-large answer (so it is not replaced again).
+fn is_too_large_error(answer: &Answer) -> bool {
+    matches!(answer, Err(CallFailure::Error { code, .. }) if *code == ERROR_ANSWER_TOO_LARGE)
+}
+
+/// The earlier of two optional instants.
+pub(super) fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, None) => a,
+        (None, b) => b,
+    }
+}

@@ -1,0 +1,377 @@
+//! The server's one mio event loop: every listener, every connection, the waker that brings
+//! answers back from workers and responders, and (optionally) SIGINT/SIGTERM.
+//!
+//! Each turn: wait for events until the earliest connection timer (or not at all when some
+//! connection still has work queued), note which connections are ready, accept on ready
+//! listeners until `WouldBlock`, collect finished answers, fire due timers, then drive each
+//! ready connection (see [`Conn::drive`]) and re-file its interest and its next wakeup.
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::mpsc::Receiver;
+use std::time::Duration as StdDuration;
+
+use mio::{Events, Interest, Poll, Token};
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook_mio::v1_0::Signals;
+use wirecall_core::{Duration, Instant};
+
+use super::conn::{Conn, Drive, Shared};
+use super::listener::Listener;
+use crate::clock::{to_core, to_std};
+use crate::endpoint::Endpoint;
+use crate::error::Error;
+use crate::function::Completion;
+use crate::stream::{interrupted, would_block};
+
+/// The waker's token.
+pub(super) const WAKER: Token = Token(0);
+/// The signal source's token.
+pub(super) const SIGNALS: Token = Token(1);
+/// Listener `i` has token `FIRST_LISTENER + i`; connections come after the listeners.
+pub(super) const FIRST_LISTENER: usize = 2;
+
+/// [`ShutdownHandle`](super::ShutdownHandle) states.
+pub(super) const RUNNING: u8 = 0;
+pub(super) const GRACEFUL: u8 = 1;
+pub(super) const NOW: u8 = 2;
+
+/// The shortest wait for a connection timer that is already due but could not be
+/// served (e.g. a keepalive ping that does not fit a full transmit buffer): the loop
+/// retries after this instead of spinning.
+const MIN_TIMER: Duration = Duration::from_millis(1);
+
+/// Everything the loop owns.
+pub(super) struct EventLoop {
+    pub(super) poll: Poll,
+    pub(super) events: Events,
+    pub(super) listeners: Vec<Option<(Listener, Endpoint)>>,
+    pub(super) conns: HashMap<Token, Conn>,
+    pub(super) next_token: usize,
+    /// Connection wakeups, earliest first.
+    pub(super) timers: BTreeSet<(Instant, Token)>,
+    /// Connections to drive this turn.
+    pub(super) ready: VecDeque<Token>,
+    pub(super) completions: Receiver<Completion>,
+    pub(super) shared: Shared,
+    pub(super) shutdown: Arc<AtomicU8>,
+    pub(super) signals: Option<Signals>,
+    /// Set once a shutdown began: the instant by which connections must be done.
+    pub(super) draining: Option<Instant>,
+}
+
+impl EventLoop {
+    /// Serves until a shutdown has drained every connection (or its deadline passed).
+    pub(super) fn run(mut self) -> Result<(), Error> {
+        let result = self.serve();
+        self.finish();
+        result
+    }
+
+    fn serve(&mut self) -> Result<(), Error> {
+        let mut tokens = Vec::new();
+        loop {
+            let now = self.shared.clock.now();
+            self.check_shutdown(now);
+            if let Some(deadline) = self.draining {
+                if self.conns.is_empty() {
+                    log::info!("every connection closed; shutdown complete");
+                    return Ok(());
+                }
+                if now >= deadline {
+                    log::warn!(
+                        "shutdown deadline passed with {} connection(s) still open: closing them",
+                        self.conns.len()
+                    );
+                    self.abort_all(now);
+                    return Ok(());
+                }
+            }
+            let timeout = self.poll_timeout(now);
+            if let Err(e) = self.poll.poll(&mut self.events, timeout) {
+                if interrupted(&e) {
+                    continue;
+                }
+                return Err(Error::io("waiting for events")(e));
+            }
+            tokens.clear();
+            tokens.extend(self.events.iter().map(mio::event::Event::token));
+            for token in tokens.drain(..) {
+                self.on_event(token);
+            }
+            self.take_completions();
+            let now = self.shared.clock.now();
+            self.fire_timers(now);
+            self.drive_ready(now);
+        }
+    }
+
+    /// How long to wait: zero while connections have work queued, else until the
+    /// earliest timer or the shutdown deadline; `None` to wait for events only.
+    fn poll_timeout(&self, now: Instant) -> Option<StdDuration> {
+        if !self.ready.is_empty() {
+            return Some(StdDuration::ZERO);
+        }
+        let timer = self.timers.first().map(|(at, _)| *at);
+        let wake = super::conn::earliest(timer, self.draining);
+        wake.map(|at| to_std(at.saturating_duration_since(now)))
+    }
+
+    fn on_event(&mut self, token: Token) {
+        match token {
+            WAKER => {} // completions and the shutdown flag are checked every turn
+            SIGNALS => self.take_signals(),
+            Token(t) if t >= FIRST_LISTENER && t - FIRST_LISTENER < self.listeners.len() => {
+                self.accept_all(t - FIRST_LISTENER);
+            }
+            token => match self.conns.get_mut(&token) {
+                Some(conn) => mark_ready(&mut self.ready, conn, token),
+                None => log::warn!("event for unknown token {}", token.0),
+            },
+        }
+    }
+
+    /// Accepts on listener `i` until it would block.
+    fn accept_all(&mut self, i: usize) {
+        loop {
+            let Some(Some((listener, endpoint))) = self.listeners.get(i) else {
+                return;
+            };
+            match listener.accept() {
+                Ok((stream, label)) => self.admit(stream, label),
+                Err(e) if would_block(&e) => return,
+                Err(e) if interrupted(&e) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionAborted => {}
+                Err(e) => {
+                    // E.g. out of file descriptors: try again on the next connection.
+                    log::warn!("cannot accept on {endpoint}: {e}");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Takes an accepted connection in, or closes it at once over the connection limit.
+    fn admit(&mut self, stream: crate::stream::Stream, label: String) {
+        let now = self.shared.clock.now();
+        let max = self.shared.config.max_connections;
+        if self.conns.len() >= max {
+            self.shared.stats.refused();
+            log::warn!("{label}: refused, {max} connections are open (max_connections)");
+            return;
+        }
+        let token = Token(self.next_token);
+        self.next_token = self.next_token.wrapping_add(1).max(self.first_connection());
+        let mut conn = match Conn::new(
+            stream,
+            format!("conn {} ({label})", token.0),
+            &self.shared.config,
+            now,
+        ) {
+            Ok(conn) => conn,
+            Err(e) => {
+                log::error!("{label}: cannot set up a connection: {e}");
+                return;
+            }
+        };
+        if let Err(e) = self
+            .poll
+            .registry()
+            .register(conn.stream(), token, Interest::READABLE)
+        {
+            log::warn!("{}: cannot register: {e}", conn.label());
+            return;
+        }
+        self.shared.stats.accepted();
+        log::debug!("{}: accepted", conn.label());
+        if self.draining.is_some() {
+            conn.close(now);
+        }
+        mark_ready(&mut self.ready, &mut conn, token);
+        self.conns.insert(token, conn);
+    }
+
+    fn first_connection(&self) -> usize {
+        FIRST_LISTENER + self.listeners.len()
+    }
+
+    /// Hands answers that came back through the channel to their connections.
+    fn take_completions(&mut self) {
+        while let Ok(completion) = self.completions.try_recv() {
+            let Some(conn) = self.conns.get_mut(&completion.token) else {
+                log::debug!(
+                    "answer to {} dropped: its connection is gone",
+                    completion.id
+                );
+                continue;
+            };
+            let not_before = completion
+                .not_before
+                .map(|at| self.shared.clock.from_std(at));
+            conn.complete(completion.id, completion.answer, not_before);
+            mark_ready(&mut self.ready, conn, completion.token);
+        }
+    }
+
+    /// Queues every connection whose wakeup has come.
+    fn fire_timers(&mut self, now: Instant) {
+        while let Some(&(at, token)) = self.timers.first() {
+            if at > now {
+                break;
+            }
+            self.timers.pop_first();
+            if let Some(conn) = self.conns.get_mut(&token) {
+                conn.wakeup = None;
+                mark_ready(&mut self.ready, conn, token);
+            }
+        }
+    }
+
+    /// Drives the connections queued at the start of this call; ones that still have
+    /// work are queued for the next turn.
+    fn drive_ready(&mut self, now: Instant) {
+        let round = std::mem::take(&mut self.ready);
+        for token in round {
+            let Some(conn) = self.conns.get_mut(&token) else {
+                continue;
+            };
+            conn.queued = false;
+            match conn.drive(token, now, &self.shared) {
+                Drive::Remove => {
+                    self.remove(token);
+                    continue;
+                }
+                Drive::Again => mark_ready(&mut self.ready, conn, token),
+                Drive::Wait => {}
+            }
+            if let Err(e) = conn.update_interest(self.poll.registry(), token) {
+                log::warn!("{}: cannot update interest: {e}", conn.label());
+                self.remove(token);
+                continue;
+            }
+            let next = conn
+                .next_wakeup(&self.shared.config)
+                .map(|at| at.max(now.saturating_add(MIN_TIMER)));
+            if next != conn.wakeup {
+                if let Some(old) = conn.wakeup {
+                    self.timers.remove(&(old, token));
+                }
+                if let Some(new) = next {
+                    self.timers.insert((new, token));
+                }
+                conn.wakeup = next;
+            }
+        }
+    }
+
+    fn remove(&mut self, token: Token) {
+        if let Some(mut conn) = self.conns.remove(&token) {
+            if let Some(at) = conn.wakeup {
+                self.timers.remove(&(at, token));
+            }
+            if let Err(e) = self.poll.registry().deregister(conn.stream()) {
+                log::debug!("{}: deregister: {e}", conn.label());
+            }
+            self.shared.stats.dropped();
+            log::debug!("{}: gone", conn.label());
+        }
+    }
+
+    fn check_shutdown(&mut self, now: Instant) {
+        match self.shutdown.load(Ordering::Acquire) {
+            GRACEFUL => self.begin_drain(now),
+            NOW => {
+                self.begin_drain(now);
+                self.draining = Some(now);
+            }
+            _ => {}
+        }
+    }
+
+    /// Stops accepting (after taking in what already waits in the backlog, so those
+    /// clients get a go-away rather than a reset), removes socket files, and asks every
+    /// connection to close gracefully.
+    fn begin_drain(&mut self, now: Instant) {
+        if self.draining.is_some() {
+            return;
+        }
+        let timeout = self.shared.config.shutdown_timeout;
+        log::info!(
+            "shutting down: no new connections; answering calls received (up to {timeout:?})"
+        );
+        self.draining = Some(now.saturating_add(to_core(timeout)));
+        self.shared.draining = true;
+        for i in 0..self.listeners.len() {
+            self.accept_all(i);
+            if let Some(Some((mut listener, endpoint))) =
+                self.listeners.get_mut(i).map(Option::take)
+            {
+                if let Err(e) = self.poll.registry().deregister(&mut listener) {
+                    log::debug!("deregister listener {endpoint}: {e}");
+                }
+                log::debug!("stopped listening on {endpoint}");
+            }
+        }
+        for (token, conn) in &mut self.conns {
+            conn.close(now);
+            mark_ready(&mut self.ready, conn, *token);
+        }
+    }
+
+    fn abort_all(&mut self, now: Instant) {
+        let tokens: Vec<Token> = self.conns.keys().copied().collect();
+        for token in tokens {
+            if let Some(conn) = self.conns.get_mut(&token) {
+                conn.abort();
+                // One drive reports the close (for stats) and sends what it can.
+                let _ = conn.drive(token, now, &self.shared);
+            }
+            self.remove(token);
+        }
+    }
+
+    fn take_signals(&mut self) {
+        let Some(signals) = &mut self.signals else {
+            return;
+        };
+        let received: Vec<i32> = signals.pending().collect();
+        for signal in received {
+            let name = match signal {
+                SIGINT => "SIGINT",
+                SIGTERM => "SIGTERM",
+                _ => "a signal",
+            };
+            if self.shutdown.load(Ordering::Acquire) == RUNNING {
+                log::info!(
+                    "{name} received: shutting down gracefully (send it again to stop at once)"
+                );
+                self.shutdown.store(GRACEFUL, Ordering::Release);
+            } else {
+                log::warn!("{name} received again: stopping now");
+                self.shutdown.store(NOW, Ordering::Release);
+            }
+        }
+    }
+
+    /// Stops listening (removing socket files) and drops every connection.
+    fn finish(&mut self) {
+        for slot in &mut self.listeners {
+            if let Some((mut listener, _)) = slot.take() {
+                let _ = self.poll.registry().deregister(&mut listener);
+            }
+        }
+        let tokens: Vec<Token> = self.conns.keys().copied().collect();
+        for token in tokens {
+            self.remove(token);
+        }
+    }
+}
+
+/// Queues a connection to be driven (once).
+fn mark_ready(ready: &mut VecDeque<Token>, conn: &mut Conn, token: Token) {
+    if !conn.queued {
+        conn.queued = true;
+        ready.push_back(token);
+    }
+}

@@ -1,0 +1,255 @@
+//! Listening sockets, with Unix socket-file hygiene: a stale file left by a dead server is
+//! replaced, a live server's socket is never taken (a test connection decides), the file
+//! gets the configured mode, and it is removed when the listener goes (only if it is still
+//! the file this listener made).
+
+use std::fs;
+use std::io;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use mio::event::Source;
+use mio::net::{TcpListener, UnixListener};
+use mio::{Interest, Registry, Token};
+
+use crate::endpoint::Endpoint;
+use crate::error::Error;
+use crate::stream::{Stream, set_nodelay};
+
+/// A bound, listening, non-blocking socket.
+#[derive(Debug)]
+pub(super) enum Listener {
+    Unix {
+        listener: UnixListener,
+        file: SocketFile,
+    },
+    Tcp(TcpListener),
+}
+
+impl Listener {
+    /// Binds `endpoint`; returns the listener and the endpoint it really listens on (for
+    /// `tcp:host:0`, the port the OS chose).
+    pub(super) fn bind(endpoint: &Endpoint, mode: Option<u32>) -> Result<(Self, Endpoint), Error> {
+        let listen_error = |source| Error::Listen {
+            endpoint: endpoint.clone(),
+            source,
+        };
+        match endpoint {
+            Endpoint::Unix(path) => {
+                clear_stale(endpoint, path)?;
+                let listener = UnixListener::bind(path).map_err(listen_error)?;
+                // From here on the file is ours: removed on drop, even if chmod fails.
+                let meta = fs::symlink_metadata(path).map_err(listen_error)?;
+                let file = SocketFile {
+                    path: path.clone(),
+                    id: (meta.dev(), meta.ino()),
+                };
+                if let Some(mode) = mode {
+                    fs::set_permissions(path, fs::Permissions::from_mode(mode))
+                        .map_err(listen_error)?;
+                }
+                Ok((Self::Unix { listener, file }, endpoint.clone()))
+            }
+            Endpoint::Tcp(..) => {
+                let mut last = None;
+                for addr in endpoint.resolve()? {
+                    // mio sets SO_REUSEADDR, so a restart does not wait out TIME_WAIT.
+                    match TcpListener::bind(addr) {
+                        Ok(listener) => {
+                            let local = listener.local_addr().map_err(listen_error)?;
+                            return Ok((
+                                Self::Tcp(listener),
+                                Endpoint::from_socket_addr(true, local),
+                            ));
+                        }
+                        Err(e) => last = Some(e),
+                    }
+                }
+                Err(listen_error(last.unwrap_or_else(|| {
+                    io::Error::new(io::ErrorKind::NotFound, "no address to bind")
+                })))
+            }
+            Endpoint::UnixDatagram(_) | Endpoint::Udp(..) => {
+                Err(Error::DatagramNotImplemented(endpoint.clone()))
+            }
+        }
+    }
+
+    /// Accepts one connection: the stream (non-blocking, `TCP_NODELAY` on TCP) and a label
+    /// for logs.
+    pub(super) fn accept(&self) -> io::Result<(Stream, String)> {
+        match self {
+            Self::Unix { listener, file } => {
+                let (stream, _) = listener.accept()?;
+                Ok((
+                    Stream::Unix(stream),
+                    format!("unix:{}", file.path.display()),
+                ))
+            }
+            Self::Tcp(listener) => {
+                let (stream, peer) = listener.accept()?;
+                set_nodelay(&stream);
+                Ok((Stream::Tcp(stream), format!("tcp peer {peer}")))
+            }
+        }
+    }
+}
+
+impl Source for Listener {
+    fn register(
+        &mut self,
+        registry: &Registry,
+        token: Token,
+        interest: Interest,
+    ) -> io::Result<()> {
+        match self {
+            Self::Unix { listener, .. } => listener.register(registry, token, interest),
+            Self::Tcp(listener) => listener.register(registry, token, interest),
+        }
+    }
+
+    fn reregister(
+        &mut self,
+        registry: &Registry,
+        token: Token,
+        interest: Interest,
+    ) -> io::Result<()> {
+        match self {
+            Self::Unix { listener, .. } => listener.reregister(registry, token, interest),
+            Self::Tcp(listener) => listener.reregister(registry, token, interest),
+        }
+    }
+
+    fn deregister(&mut self, registry: &Registry) -> io::Result<()> {
+        match self {
+            Self::Unix { listener, .. } => listener.deregister(registry),
+            Self::Tcp(listener) => listener.deregister(registry),
+        }
+    }
+}
+
+/// A Unix socket file this process created; removed on drop if it is still the same file
+/// (same device and inode), so a file a newer server bound since is left alone.
+#[derive(Debug)]
+pub(super) struct SocketFile {
+    path: PathBuf,
+    id: (u64, u64),
+}
+
+impl Drop for SocketFile {
+    fn drop(&mut self) {
+        match fs::symlink_metadata(&self.path) {
+            Ok(meta) if (meta.dev(), meta.ino()) == self.id => match fs::remove_file(&self.path) {
+                Ok(()) => log::debug!("removed socket file {}", self.path.display()),
+                Err(e) => log::warn!("cannot remove socket file {}: {e}", self.path.display()),
+            },
+            Ok(_) => log::debug!(
+                "socket file {} was replaced by another; left alone",
+                self.path.display()
+            ),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => log::warn!("cannot check socket file {}: {e}", self.path.display()),
+        }
+    }
+}
+
+/// Makes way for binding `path`: nothing there is fine; a socket nobody listens on (a
+/// connection is refused) is stale and removed; a socket with a live server, or anything
+/// that is not a socket, is an error and is left alone.
+fn clear_stale(endpoint: &Endpoint, path: &Path) -> Result<(), Error> {
+    let listen_error = |source| Error::Listen {
+        endpoint: endpoint.clone(),
+        source,
+    };
+    let meta = match fs::symlink_metadata(path) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(listen_error(e)),
+    };
+    if !meta.file_type().is_socket() {
+        return Err(Error::NotASocket(endpoint.clone()));
+    }
+    match std::os::unix::net::UnixStream::connect(path) {
+        Ok(_) => Err(Error::AddressInUse(endpoint.clone())),
+        Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+            log::info!("removing stale socket file {}", path.display());
+            match fs::remove_file(path) {
+                Ok(()) => Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+                Err(e) => Err(listen_error(e)),
+            }
+        }
+        Err(e) => Err(listen_error(e)),
+    }
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    #[test]
+    fn test_unix_hygiene() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.sock");
+        let ep = Endpoint::Unix(path.clone());
+
+        // A stale file (bound, then its listener dropped) is replaced.
+        drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
+        assert!(path.exists());
+        let (live, actual) = Listener::bind(&ep, Some(0o600)).unwrap();
+        assert_eq!(actual, ep);
+        let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+
+        // A live one is not taken.
+        let err = Listener::bind(&ep, None).unwrap_err().to_string();
+        assert!(err.contains("address in use"), "{err}");
+        assert!(path.exists());
+
+        // Removed when the listener goes.
+        drop(live);
+        assert!(!path.exists());
+
+        // Not a socket: left alone.
+        fs::write(&path, b"precious").unwrap();
+        let err = Listener::bind(&ep, None).unwrap_err().to_string();
+        assert!(err.contains("not a socket"), "{err}");
+        assert_eq!(fs::read(&path).unwrap(), b"precious");
+    }
+
+    #[test]
+    fn test_replaced_file_is_not_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.sock");
+        let ep = Endpoint::Unix(path.clone());
+        let (first, _) = Listener::bind(&ep, None).unwrap();
+        // Someone removes our file and binds their own there.
+        fs::remove_file(&path).unwrap();
+        let _theirs = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        drop(first);
+        assert!(path.exists());
+    }
+
+    #[test]
+    fn test_tcp_port_zero_reports_real_port() {
+        let ep: Endpoint = "tcp:127.0.0.1:0".parse().unwrap();
+        let (_l, actual) = Listener::bind(&ep, None).unwrap();
+        match actual {
+            Endpoint::Tcp(host, port) => {
+                assert_eq!(host, "127.0.0.1");
+                assert_ne!(port, 0);
+            }
+            other => panic!("{other}"),
+        }
+    }
+
+    #[test]
+    fn test_datagram_not_yet() {
+        let ep: Endpoint = "udp:127.0.0.1:0".parse().unwrap();
+        let err = Listener::bind(&ep, None).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "udp:127.0.0.1:0: datagram transports are not implemented yet"
+        );
+    }
+}

@@ -1,0 +1,324 @@
+//! The std server: functions registered by name, served over any number of Unix and TCP
+//! endpoints from one mio event loop.
+//!
+//! ```no_run
+//! use wirecall::{CallFailure, Endpoint, ServerBuilder, ServerConfig};
+//!
+//! let server = ServerBuilder::new(ServerConfig::default())
+//!     .function("reverse", |body| Ok(body.iter().rev().copied().collect()))
+//!     .function("fail", |_| Err(CallFailure::error(1000, "always fails")))
+//!     .deferred("later", |body, responder| {
+//!         let body = body.to_vec();
+//!         std::thread::spawn(move || responder.respond(Ok(body)));
+//!     })
+//!     .listen("unix:/tmp/example.sock".parse::<Endpoint>()?)
+//!     .listen("tcp:127.0.0.1:7000".parse::<Endpoint>()?)
+//!     .workers(4)
+//!     .build()?;
+//! let stop = server.shutdown_handle(); // call stop.shutdown() from anywhere to end `run`
+//! server.run()?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! With `workers(0)` (the default) synchronous functions run on the event-loop thread, so
+//! they should be quick; with `workers(n)` they run on a pool of `n` threads and answers
+//! go out in completion order. Deferred functions always run on the event loop and must
+//! not block: they answer through their [`Responder`], now, later from another thread, or
+//! after a delay with [`Responder::respond_after`].
+
+mod conn;
+mod event_loop;
+mod listener;
+mod workers;
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::mpsc::channel;
+
+use mio::{Events, Interest, Poll, Token, Waker};
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook_mio::v1_0::Signals;
+use wirecall_core::ServerConnection;
+use wirecall_core::server::RequestSlot;
+
+use self::conn::Shared;
+use self::event_loop::{EventLoop, FIRST_LISTENER, GRACEFUL, NOW, SIGNALS, WAKER};
+use self::listener::Listener;
+use crate::clock::Clock;
+use crate::config::{ServerConfig, buffer_len, check_limits, table_len};
+use crate::endpoint::Endpoint;
+use crate::error::Error;
+use crate::function::{Answer, CompletionSink, Function, Registry, Responder};
+use crate::stats::StatsHandle;
+
+/// Builds a [`Server`]: its functions, endpoints and limits. See the [module docs](self).
+pub struct ServerBuilder {
+    config: ServerConfig,
+    functions: Vec<(String, Function)>,
+    endpoints: Vec<Endpoint>,
+    stats: StatsHandle,
+    signals: bool,
+}
+
+impl std::fmt::Debug for ServerBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerBuilder")
+            .field("config", &self.config)
+            .field(
+                "functions",
+                &self.functions.iter().map(|(n, _)| n).collect::<Vec<_>>(),
+            )
+            .field("endpoints", &self.endpoints)
+            .field("signals", &self.signals)
+            .finish()
+    }
+}
+
+impl ServerBuilder {
+    /// A server with these limits, no functions and no endpoints yet.
+    #[must_use]
+    pub fn new(config: ServerConfig) -> Self {
+        Self {
+            config,
+            functions: Vec::new(),
+            endpoints: Vec::new(),
+            stats: StatsHandle::default(),
+            signals: false,
+        }
+    }
+
+    /// Registers a synchronous function under `name` (1 to 255 bytes, no whitespace). It
+    /// gets the request body and returns the answer. A panic in it answers the call with
+    /// an error ([`ERROR_FUNCTION_PANICKED`](crate::function::ERROR_FUNCTION_PANICKED)).
+    #[must_use]
+    pub fn function<F>(mut self, name: impl Into<String>, function: F) -> Self
+    where
+        F: Fn(&[u8]) -> Answer + Send + Sync + 'static,
+    {
+        self.functions
+            .push((name.into(), Function::Sync(Arc::new(function))));
+        self
+    }
+
+    /// Registers a deferred function under `name`: it runs on the event loop, must not
+    /// block, and answers through the [`Responder`] (from any thread, at any later time).
+    #[must_use]
+    pub fn deferred<F>(mut self, name: impl Into<String>, function: F) -> Self
+    where
+        F: Fn(&[u8], Responder) + Send + Sync + 'static,
+    {
+        self.functions
+            .push((name.into(), Function::Deferred(Arc::new(function))));
+        self
+    }
+
+    /// Adds an endpoint to listen on (call it once per endpoint). `tcp:host:0` gets a port
+    /// from the OS: see [`Server::endpoints`].
+    #[must_use]
+    pub fn listen(mut self, endpoint: Endpoint) -> Self {
+        self.endpoints.push(endpoint);
+        self
+    }
+
+    /// Runs synchronous functions on `n` worker threads (0: on the event loop).
+    #[must_use]
+    pub fn workers(mut self, n: usize) -> Self {
+        self.config.workers = n;
+        self
+    }
+
+    /// Makes SIGINT and SIGTERM start a graceful shutdown (a second one stops at once).
+    /// This installs process-wide signal handlers, so it is for programs that own the
+    /// process, like the `wirecall` binary.
+    #[must_use]
+    pub fn stop_on_signals(mut self) -> Self {
+        self.signals = true;
+        self
+    }
+
+    /// The server's counters, readable before it is built (e.g. by a function that reports
+    /// them) and while it runs.
+    #[must_use]
+    pub fn stats(&self) -> StatsHandle {
+        self.stats.clone()
+    }
+
+    /// Checks the configuration, binds every endpoint and starts the workers.
+    ///
+    /// # Errors
+    ///
+    /// A limit the core or the adapter refuses, an invalid or duplicate function name, an
+    /// endpoint that cannot be bound ([`Error::AddressInUse`] for a Unix socket a live
+    /// server holds), a datagram endpoint ([`Error::DatagramNotImplemented`]), or an OS
+    /// failure setting up the loop.
+    pub fn build(self) -> Result<Server, Error> {
+        let config = self.config;
+        check_limits(&config.connection)?;
+        // The core checks its limits when a connection is made: make one now, so a bad
+        // configuration fails here rather than on every accepted connection.
+        ServerConnection::new(
+            config.connection,
+            vec![0u8; buffer_len(&config.connection)],
+            vec![0u8; buffer_len(&config.connection)],
+            vec![RequestSlot::EMPTY; table_len(&config.connection)],
+            wirecall_core::Instant::ZERO,
+        )?;
+        let functions = Registry::new(self.functions)?;
+        self.stats.0.set_methods(functions.names());
+
+        let poll = Poll::new().map_err(Error::io("creating the event loop"))?;
+        let waker =
+            Arc::new(Waker::new(poll.registry(), WAKER).map_err(Error::io("creating the waker"))?);
+        let mut listeners = Vec::with_capacity(self.endpoints.len());
+        let mut endpoints = Vec::with_capacity(self.endpoints.len());
+        for (i, endpoint) in self.endpoints.iter().enumerate() {
+            let (mut listener, actual) = Listener::bind(endpoint, config.unix_mode)?;
+            poll.registry()
+                .register(&mut listener, Token(FIRST_LISTENER + i), Interest::READABLE)
+                .map_err(|source| Error::Listen {
+                    endpoint: endpoint.clone(),
+                    source,
+                })?;
+            log::info!("listening on {actual}");
+            endpoints.push(actual.clone());
+            listeners.push(Some((listener, actual)));
+        }
+        let signals = if self.signals {
+            let mut signals =
+                Signals::new([SIGINT, SIGTERM]).map_err(Error::io("installing signal handlers"))?;
+            poll.registry()
+                .register(&mut signals, SIGNALS, Interest::READABLE)
+                .map_err(Error::io("registering signals"))?;
+            Some(signals)
+        } else {
+            None
+        };
+        let pool = match config.workers {
+            0 => None,
+            n => Some(
+                workers::Pool::start(n, config.worker_queue, Arc::clone(&self.stats.0))
+                    .map_err(Error::io("starting worker threads"))?,
+            ),
+        };
+        let (tx, completions) = channel();
+        let shutdown = Arc::new(AtomicU8::new(event_loop::RUNNING));
+        let first_connection = FIRST_LISTENER + listeners.len();
+        let event_loop = EventLoop {
+            poll,
+            events: Events::with_capacity(1024),
+            listeners,
+            conns: HashMap::new(),
+            next_token: first_connection,
+            timers: BTreeSet::new(),
+            ready: VecDeque::new(),
+            completions,
+            shared: Shared {
+                functions,
+                stats: Arc::clone(&self.stats.0),
+                pool,
+                sink: CompletionSink {
+                    tx,
+                    waker: Arc::clone(&waker),
+                },
+                clock: Clock::default(),
+                config,
+                draining: false,
+            },
+            shutdown: Arc::clone(&shutdown),
+            signals,
+            draining: None,
+        };
+        Ok(Server {
+            event_loop,
+            endpoints,
+            shutdown: ShutdownHandle {
+                state: shutdown,
+                waker,
+            },
+            stats: self.stats,
+        })
+    }
+}
+
+/// A built server, bound and ready: [`run`](Self::run) serves until shut down.
+pub struct Server {
+    event_loop: EventLoop,
+    endpoints: Vec<Endpoint>,
+    shutdown: ShutdownHandle,
+    stats: StatsHandle,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("endpoints", &self.endpoints)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Server {
+    /// The endpoints it listens on, as bound: a `tcp:` endpoint shows the resolved address
+    /// and the real port (so `tcp:localhost:0` may show as `tcp:127.0.0.1:41234`).
+    #[must_use]
+    pub fn endpoints(&self) -> &[Endpoint] {
+        &self.endpoints
+    }
+
+    /// A handle that ends [`run`](Self::run) from any thread.
+    #[must_use]
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        self.shutdown.clone()
+    }
+
+    /// The server's counters.
+    #[must_use]
+    pub fn stats(&self) -> StatsHandle {
+        self.stats.clone()
+    }
+
+    /// Serves until a shutdown is requested and done: stop accepting and remove socket
+    /// files, ask every connection to close gracefully (each answers what it has received,
+    /// then a go-away tells its client which calls were taken), keep serving until every
+    /// connection has closed or `shutdown_timeout` has passed, then return.
+    ///
+    /// # Errors
+    ///
+    /// Only when the event loop itself fails (the OS refuses to poll); connections failing
+    /// are logged and counted, never an error here.
+    pub fn run(self) -> Result<(), Error> {
+        self.event_loop.run()
+    }
+}
+
+/// Ends a running server from any thread.
+#[derive(Debug, Clone)]
+pub struct ShutdownHandle {
+    state: Arc<AtomicU8>,
+    waker: Arc<Waker>,
+}
+
+impl ShutdownHandle {
+    /// Starts a graceful shutdown (see [`Server::run`]). Calling it again does nothing more.
+    pub fn shutdown(&self) {
+        let _ = self.state.compare_exchange(
+            event_loop::RUNNING,
+            GRACEFUL,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        );
+        self.wake();
+    }
+
+    /// Stops at once: connections are closed without waiting for answers.
+    pub fn shutdown_now(&self) {
+        self.state.store(NOW, Ordering::Release);
+        self.wake();
+    }
+
+    fn wake(&self) {
+        if let Err(e) = self.waker.wake() {
+            log::warn!("cannot wake the server: {e}");
+        }
+    }
+}

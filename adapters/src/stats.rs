@@ -1,0 +1,461 @@
+//! Server counters, shared between the event loop, the workers and whoever reads them (the
+//! `stats` built-in, an embedding application).
+//!
+//! [`StatsSnapshot`] prints as text, one `name value` pair per line, names made of
+//! lowercase words, dots and the method names (which hold no whitespace):
+//!
+//! ```text
+//! connections.accepted 12
+//! connections.open 3
+//! connections.refused 0
+//! connections.idle_closed 0
+//! calls.echo 40
+//! executions.echo 40
+//! calls.unknown_method 1
+//! requests.busy 0
+//! requests.expired 0
+//! requests.cancelled 0
+//! requests.after_goaway 0
+//! closed.graceful 9
+//! closed.transport_closed 0
+//! ...
+//! protocol_errors 1
+//! datagrams.dropped 0
+//! ```
+//!
+//! `calls.M` counts requests for method `M` taken off connections; `executions.M` counts
+//! times its function started (a call whose deadline passed while it waited for a worker
+//! is not run). `closed.*` counts ended connections by reason; `protocol_errors` is the
+//! sum of the reasons that are a peer breaking the protocol (`malformed`,
+//! `frame_too_large`, `unexpected_frame`, `id_not_increasing`, `not_wirecall`,
+//! `version_mismatch`, `protocol_other`). `datagrams.dropped` stays 0 until the datagram
+//! transports exist.
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use wirecall_core::server::{CloseReason, ProtocolError, ServerStats};
+
+/// Why a connection ended, as counted in `closed.*`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CloseKind {
+    /// A graceful close finished (go-away, every call answered).
+    Graceful,
+    /// The client closed its end without a go-away.
+    TransportClosed,
+    /// The client sent a close frame.
+    PeerClosed,
+    /// A frame body did not decode.
+    Malformed,
+    /// A length prefix above the announced limit.
+    FrameTooLarge,
+    /// A frame a server never receives, or a second hello.
+    UnexpectedFrame,
+    /// A request id that did not increase.
+    IdNotIncreasing,
+    /// A protocol error of a kind this adapter does not know by name.
+    ProtocolOther,
+    /// The first frame was not a wirecall hello.
+    NotWirecall,
+    /// No common protocol version.
+    VersionMismatch,
+    /// No hello in time.
+    HandshakeTimeout,
+    /// The client stopped answering keepalive pings.
+    KeepaliveTimeout,
+    /// A graceful close did not finish in time.
+    DrainTimeout,
+    /// Aborted by the server (shutdown deadline).
+    Aborted,
+    /// The socket failed (e.g. reset while writing).
+    IoError,
+    /// A reason this adapter does not know by name.
+    Other,
+}
+
+impl CloseKind {
+    /// Every kind, in the order `stats` prints them.
+    pub const ALL: [Self; 16] = [
+        Self::Graceful,
+        Self::TransportClosed,
+        Self::PeerClosed,
+        Self::Malformed,
+        Self::FrameTooLarge,
+        Self::UnexpectedFrame,
+        Self::IdNotIncreasing,
+        Self::ProtocolOther,
+        Self::NotWirecall,
+        Self::VersionMismatch,
+        Self::HandshakeTimeout,
+        Self::KeepaliveTimeout,
+        Self::DrainTimeout,
+        Self::Aborted,
+        Self::IoError,
+        Self::Other,
+    ];
+
+    /// The kind of a core close reason.
+    #[must_use]
+    pub fn of(reason: &CloseReason) -> Self {
+        match reason {
+            CloseReason::Graceful => Self::Graceful,
+            CloseReason::TransportClosed => Self::TransportClosed,
+            CloseReason::PeerClosed(_) => Self::PeerClosed,
+            CloseReason::Protocol(ProtocolError::Malformed(_)) => Self::Malformed,
+            CloseReason::Protocol(ProtocolError::TooLong(_)) => Self::FrameTooLarge,
+            CloseReason::Protocol(ProtocolError::UnexpectedFrame) => Self::UnexpectedFrame,
+            CloseReason::Protocol(ProtocolError::IdNotIncreasing) => Self::IdNotIncreasing,
+            CloseReason::Protocol(_) => Self::ProtocolOther,
+            CloseReason::NotWirecall => Self::NotWirecall,
+            CloseReason::VersionMismatch { .. } => Self::VersionMismatch,
+            CloseReason::HandshakeTimedOut => Self::HandshakeTimeout,
+            CloseReason::KeepaliveTimedOut => Self::KeepaliveTimeout,
+            CloseReason::DrainTimedOut => Self::DrainTimeout,
+            CloseReason::Aborted => Self::Aborted,
+            _ => Self::Other,
+        }
+    }
+
+    /// The name after `closed.` in `stats`.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Graceful => "graceful",
+            Self::TransportClosed => "transport_closed",
+            Self::PeerClosed => "peer_closed",
+            Self::Malformed => "malformed",
+            Self::FrameTooLarge => "frame_too_large",
+            Self::UnexpectedFrame => "unexpected_frame",
+            Self::IdNotIncreasing => "id_not_increasing",
+            Self::ProtocolOther => "protocol_other",
+            Self::NotWirecall => "not_wirecall",
+            Self::VersionMismatch => "version_mismatch",
+            Self::HandshakeTimeout => "handshake_timeout",
+            Self::KeepaliveTimeout => "keepalive_timeout",
+            Self::DrainTimeout => "drain_timeout",
+            Self::Aborted => "aborted",
+            Self::IoError => "io_error",
+            Self::Other => "other",
+        }
+    }
+
+    /// `true` when the peer broke the protocol.
+    #[must_use]
+    pub fn is_protocol_error(self) -> bool {
+        matches!(
+            self,
+            Self::Malformed
+                | Self::FrameTooLarge
+                | Self::UnexpectedFrame
+                | Self::IdNotIncreasing
+                | Self::ProtocolOther
+                | Self::NotWirecall
+                | Self::VersionMismatch
+        )
+    }
+
+    fn index(self) -> usize {
+        Self::ALL.iter().position(|k| *k == self).unwrap_or(0)
+    }
+}
+
+/// Counters of one method.
+#[derive(Debug, Default)]
+struct MethodCounters {
+    calls: AtomicU64,
+    executions: AtomicU64,
+}
+
+/// The live counters. Relaxed atomics: each counter is exact, a snapshot is not a single
+/// instant across counters.
+#[derive(Debug, Default)]
+pub(crate) struct Stats {
+    accepted: AtomicU64,
+    open: AtomicU64,
+    refused: AtomicU64,
+    idle_closed: AtomicU64,
+    unknown_method: AtomicU64,
+    busy: AtomicU64,
+    expired: AtomicU64,
+    cancelled: AtomicU64,
+    after_goaway: AtomicU64,
+    closed: [AtomicU64; CloseKind::ALL.len()],
+    /// One entry per registered function, set when the server is built.
+    methods: OnceLock<Vec<(String, MethodCounters)>>,
+}
+
+fn bump(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
+impl Stats {
+    /// Fixes the method names (once; later calls are ignored).
+    pub(crate) fn set_methods(&self, names: &[String]) {
+        let table = names
+            .iter()
+            .map(|n| (n.clone(), MethodCounters::default()))
+            .collect();
+        let _ = self.methods.set(table);
+    }
+
+    pub(crate) fn accepted(&self) {
+        bump(&self.accepted);
+        bump(&self.open);
+    }
+
+    pub(crate) fn refused(&self) {
+        bump(&self.refused);
+    }
+
+    /// A call answered busy because the worker queue was full.
+    pub(crate) fn worker_busy(&self) {
+        bump(&self.busy);
+    }
+
+    pub(crate) fn idle_closed(&self) {
+        bump(&self.idle_closed);
+    }
+
+    pub(crate) fn closed(&self, kind: CloseKind) {
+        if let Some(c) = self.closed.get(kind.index()) {
+            bump(c);
+        }
+    }
+
+    /// A connection's socket is gone.
+    pub(crate) fn dropped(&self) {
+        let _ = self
+            .open
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+    }
+
+    pub(crate) fn call(&self, method: Option<usize>) {
+        match method.and_then(|i| self.methods.get()?.get(i)) {
+            Some((_, m)) => bump(&m.calls),
+            None => bump(&self.unknown_method),
+        }
+    }
+
+    pub(crate) fn execution(&self, method: usize) {
+        if let Some((_, m)) = self.methods.get().and_then(|t| t.get(method)) {
+            bump(&m.executions);
+        }
+    }
+
+    /// Adds what a connection's core counted since `seen`, and moves `seen` up.
+    pub(crate) fn add_core(&self, now: &ServerStats, seen: &mut ServerStats) {
+        let add = |counter: &AtomicU64, new: u64, old: &mut u64| {
+            counter.fetch_add(new.saturating_sub(*old), Ordering::Relaxed);
+            *old = new;
+        };
+        add(&self.busy, now.busy, &mut seen.busy);
+        add(&self.expired, now.expired, &mut seen.expired);
+        add(&self.cancelled, now.cancelled, &mut seen.cancelled);
+        add(&self.after_goaway, now.after_goaway, &mut seen.after_goaway);
+    }
+
+    fn snapshot(&self) -> StatsSnapshot {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        StatsSnapshot {
+            connections_accepted: get(&self.accepted),
+            connections_open: get(&self.open),
+            connections_refused: get(&self.refused),
+            connections_idle_closed: get(&self.idle_closed),
+            methods: self
+                .methods
+                .get()
+                .map(|t| {
+                    t.iter()
+                        .map(|(name, m)| MethodStats {
+                            name: name.clone(),
+                            calls: get(&m.calls),
+                            executions: get(&m.executions),
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
+            unknown_method_calls: get(&self.unknown_method),
+            busy: get(&self.busy),
+            expired: get(&self.expired),
+            cancelled: get(&self.cancelled),
+            after_goaway: get(&self.after_goaway),
+            closed: CloseKind::ALL
+                .iter()
+                .zip(&self.closed)
+                .map(|(k, c)| (*k, get(c)))
+                .collect(),
+            datagrams_dropped: 0,
+        }
+    }
+}
+
+/// Read access to a server's counters, from any thread; get one from
+/// [`ServerBuilder::stats`](crate::ServerBuilder::stats) (even before the server is built,
+/// e.g. to register a function that reports them).
+#[derive(Debug, Clone, Default)]
+pub struct StatsHandle(pub(crate) Arc<Stats>);
+
+impl StatsHandle {
+    /// The counters now.
+    #[must_use]
+    pub fn snapshot(&self) -> StatsSnapshot {
+        self.0.snapshot()
+    }
+
+    /// The server's method names in registration order (empty until it is built).
+    #[must_use]
+    pub fn methods(&self) -> Vec<String> {
+        self.0
+            .methods
+            .get()
+            .map(|t| t.iter().map(|(n, _)| n.clone()).collect())
+            .unwrap_or_default()
+    }
+}
+
+/// Counters of one method.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct MethodStats {
+    /// The method's name.
+    pub name: String,
+    /// Requests for it taken off connections.
+    pub calls: u64,
+    /// Times its function started.
+    pub executions: u64,
+}
+
+/// A server's counters at one moment. Prints as the `stats` text (see the
+/// [module docs](self)).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct StatsSnapshot {
+    /// Connections accepted (refused ones not included).
+    pub connections_accepted: u64,
+    /// Connections open now.
+    pub connections_open: u64,
+    /// Connections accepted and closed at once because `max_connections` were open.
+    pub connections_refused: u64,
+    /// Connections closed gracefully by the idle timeout.
+    pub connections_idle_closed: u64,
+    /// Per registered method.
+    pub methods: Vec<MethodStats>,
+    /// Requests for a method the server does not have (rejected, not run).
+    pub unknown_method_calls: u64,
+    /// Requests answered busy: a connection's table or the worker queue was full.
+    pub busy: u64,
+    /// Requests whose deadline passed before they were answered.
+    pub expired: u64,
+    /// Requests cancelled by their client.
+    pub cancelled: u64,
+    /// Requests dropped because they came after the server's go-away.
+    pub after_goaway: u64,
+    /// Ended connections by reason, every kind listed.
+    pub closed: Vec<(CloseKind, u64)>,
+    /// Datagrams dropped (0 until the datagram transports exist).
+    pub datagrams_dropped: u64,
+}
+
+impl StatsSnapshot {
+    /// Connections ended because the peer broke the protocol.
+    #[must_use]
+    pub fn protocol_errors(&self) -> u64 {
+        self.closed
+            .iter()
+            .filter(|(k, _)| k.is_protocol_error())
+            .map(|(_, n)| *n)
+            .sum()
+    }
+
+    /// Connections ended for this reason.
+    #[must_use]
+    pub fn closed(&self, kind: CloseKind) -> u64 {
+        self.closed
+            .iter()
+            .find(|(k, _)| *k == kind)
+            .map_or(0, |(_, n)| *n)
+    }
+}
+
+impl fmt::Display for StatsSnapshot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "connections.accepted {}", self.connections_accepted)?;
+        writeln!(f, "connections.open {}", self.connections_open)?;
+        writeln!(f, "connections.refused {}", self.connections_refused)?;
+        writeln!(
+            f,
+            "connections.idle_closed {}",
+            self.connections_idle_closed
+        )?;
+        for m in &self.methods {
+            writeln!(f, "calls.{} {}", m.name, m.calls)?;
+            writeln!(f, "executions.{} {}", m.name, m.executions)?;
+        }
+        writeln!(f, "calls.unknown_method {}", self.unknown_method_calls)?;
+        writeln!(f, "requests.busy {}", self.busy)?;
+        writeln!(f, "requests.expired {}", self.expired)?;
+        writeln!(f, "requests.cancelled {}", self.cancelled)?;
+        writeln!(f, "requests.after_goaway {}", self.after_goaway)?;
+        for (kind, n) in &self.closed {
+            writeln!(f, "closed.{} {n}", kind.name())?;
+        }
+        writeln!(f, "protocol_errors {}", self.protocol_errors())?;
+        writeln!(f, "datagrams.dropped {}", self.datagrams_dropped)
+    }
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    #[test]
+    fn test_counts_and_text() {
+        let stats = Stats::default();
+        stats.set_methods(&["echo".to_owned(), "sleep".to_owned()]);
+        stats.accepted();
+        stats.accepted();
+        stats.dropped();
+        stats.call(Some(0));
+        stats.execution(0);
+        stats.call(None);
+        stats.call(Some(9));
+        stats.closed(CloseKind::NotWirecall);
+        stats.closed(CloseKind::Graceful);
+        let mut seen = ServerStats::default();
+        let mut now = ServerStats::default();
+        now.busy = 3;
+        stats.add_core(&now, &mut seen);
+        stats.add_core(&now, &mut seen);
+        let snap = StatsHandle(Arc::new(stats)).snapshot();
+        assert_eq!(snap.connections_accepted, 2);
+        assert_eq!(snap.connections_open, 1);
+        assert_eq!(snap.unknown_method_calls, 2);
+        assert_eq!(snap.busy, 3);
+        assert_eq!(snap.protocol_errors(), 1);
+        let text = snap.to_string();
+        for line in [
+            "calls.echo 1\n",
+            "executions.echo 1\n",
+            "calls.sleep 0\n",
+            "closed.not_wirecall 1\n",
+            "closed.graceful 1\n",
+            "protocol_errors 1\n",
+            "datagrams.dropped 0\n",
+        ] {
+            assert!(text.contains(line), "{line:?} in\n{text}");
+        }
+        assert!(text.lines().all(|l| l.split(' ').count() == 2));
+    }
+
+    #[test]
+    fn test_close_kinds_are_named_once() {
+        let mut names: Vec<_> = CloseKind::ALL.iter().map(|k| k.name()).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), CloseKind::ALL.len());
+        assert_eq!(CloseKind::of(&CloseReason::Graceful), CloseKind::Graceful);
+        assert!(CloseKind::of(&CloseReason::NotWirecall).is_protocol_error());
+    }
+}

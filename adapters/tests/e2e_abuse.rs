@@ -1,0 +1,238 @@
+//! End-to-end: bad input from plain sockets (garbage, a malformed frame, a half-written
+//! frame, an oversized length prefix) closes only that connection, is logged and counted in
+//! `stats`, and a client with calls in flight at the time never notices. Also: connections
+//! over `--max-connections` are refused cleanly and counted.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::time::Duration;
+
+use wirecall::core::frame::encode_frame;
+use wirecall::core::wire::{Frame, Hello, MAGIC, PROTOCOL_VERSION, Request, RequestId};
+use wirecall::{Client, ClientConfig, Endpoint};
+use wirecall_tests::{ServerProcess, parse_stats, wait_until};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+fn bin() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_wirecall"))
+}
+
+fn connect(endpoint: &str) -> Client {
+    let endpoint: Endpoint = endpoint.parse().unwrap();
+    Client::connect(&endpoint, ClientConfig::default()).unwrap()
+}
+
+fn stats(client: &mut Client) -> HashMap<String, u64> {
+    let text = client.call("stats", b"", Some(WAIT)).unwrap();
+    parse_stats(&String::from_utf8(text).unwrap())
+}
+
+fn frame(frame: &Frame<'_>) -> Vec<u8> {
+    let mut buf = vec![0u8; 256];
+    let n = encode_frame(frame, &mut buf).unwrap();
+    buf.truncate(n);
+    buf
+}
+
+fn hello() -> Vec<u8> {
+    frame(&Frame::Hello(Hello {
+        magic: MAGIC,
+        min_version: PROTOCOL_VERSION,
+        max_version: PROTOCOL_VERSION,
+        max_frame_len: 65_536,
+        max_in_flight: 0,
+    }))
+}
+
+/// A plain socket to either transport.
+enum Raw {
+    Unix(UnixStream),
+    Tcp(TcpStream),
+}
+
+impl Raw {
+    fn connect(endpoint: &str) -> Self {
+        let raw = if let Some(path) = endpoint.strip_prefix("unix:") {
+            Self::Unix(UnixStream::connect(path).unwrap())
+        } else {
+            let addr = endpoint.strip_prefix("tcp:").unwrap();
+            Self::Tcp(TcpStream::connect(addr).unwrap())
+        };
+        match &raw {
+            Self::Unix(s) => s.set_read_timeout(Some(WAIT)).unwrap(),
+            Self::Tcp(s) => s.set_read_timeout(Some(WAIT)).unwrap(),
+        }
+        raw
+    }
+
+    fn send(&mut self, bytes: &[u8]) {
+        match self {
+            Self::Unix(s) => s.write_all(bytes).unwrap(),
+            Self::Tcp(s) => s.write_all(bytes).unwrap(),
+        }
+    }
+
+    /// Reads until the server closes; fails if it does not within `WAIT`.
+    fn read_to_close(&mut self) -> Vec<u8> {
+        let mut all = Vec::new();
+        let result = match self {
+            Self::Unix(s) => s.read_to_end(&mut all),
+            Self::Tcp(s) => s.read_to_end(&mut all),
+        };
+        match result {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+            Err(e) => panic!("the server did not close the connection: {e}"),
+        }
+        all
+    }
+
+    fn shutdown_write(&self) {
+        match self {
+            Self::Unix(s) => s.shutdown(std::net::Shutdown::Write).unwrap(),
+            Self::Tcp(s) => s.shutdown(std::net::Shutdown::Write).unwrap(),
+        }
+    }
+}
+
+/// The close frame's code, if the bytes hold our hello then a close frame.
+fn close_code(bytes: &[u8]) -> Option<u16> {
+    let mut decoder = wirecall::core::frame::FrameDecoder::new(vec![0u8; 4096], 4000);
+    assert_eq!(decoder.feed(bytes), bytes.len());
+    let mut code = None;
+    while let Ok(Some(body)) = decoder.next_frame() {
+        if let Ok(Frame::Close { code: c, .. }) = Frame::decode(body) {
+            code = Some(c.0);
+        }
+    }
+    code
+}
+
+#[test]
+fn bad_input_closes_only_its_own_connection_and_is_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let unix = format!("unix:{}", dir.path().join("abuse.sock").display());
+    let server = ServerProcess::start(
+        bin(),
+        &[
+            "--listen",
+            &unix,
+            "--listen",
+            "tcp:127.0.0.1:0",
+            "--workers",
+            "2",
+        ],
+        &[("RUST_LOG", "warn")],
+    )
+    .unwrap();
+    let (unix, tcp) = (server.endpoints[0].clone(), server.endpoints[1].clone());
+
+    // A good client with calls in flight through everything that follows.
+    let mut good = connect(&tcp);
+    let slow: Vec<RequestId> = (0..8)
+        .map(|_| good.submit("sleep", b"300", Some(WAIT)).unwrap())
+        .collect();
+
+    // 1. Not wirecall at all: an HTTP request.
+    for endpoint in [&unix, &tcp] {
+        let mut raw = Raw::connect(endpoint);
+        raw.send(b"GET / HTTP/1.1\r\nHost: wirecall\r\n\r\n");
+        let reply = raw.read_to_close();
+        assert_eq!(close_code(&reply), Some(4), "NOT_WIRECALL from {endpoint}");
+    }
+
+    // 2. A hello, then a frame whose body does not decode.
+    let mut raw = Raw::connect(&unix);
+    raw.send(&hello());
+    raw.send(&[0, 0, 0, 3, 0xff, 0xff, 0xff]);
+    assert_eq!(
+        close_code(&raw.read_to_close()),
+        Some(1),
+        "PROTOCOL_VIOLATION"
+    );
+
+    // 3. A hello, then a length prefix far over the limit.
+    let mut raw = Raw::connect(&tcp);
+    raw.send(&hello());
+    raw.send(&[0x7f, 0xff, 0xff, 0xff, 1, 2, 3]);
+    assert_eq!(close_code(&raw.read_to_close()), Some(3), "FRAME_TOO_LARGE");
+
+    // 4. A hello and half a request; the connection stays open meanwhile.
+    let request = frame(&Frame::Request(Request {
+        id: RequestId(1),
+        method: "echo",
+        budget_ms: None,
+        body: b"never finished",
+    }));
+    let mut half = Raw::connect(&unix);
+    half.send(&hello());
+    half.send(&request[..request.len() / 2]);
+
+    // Meanwhile other clients work, on both transports.
+    for endpoint in [&unix, &tcp] {
+        let mut other = connect(endpoint);
+        assert_eq!(other.call("echo", b"fine", Some(WAIT)).unwrap(), b"fine");
+    }
+    // Then the half-frame writer hangs up mid-frame: only it is closed.
+    half.shutdown_write();
+    let _ = half.read_to_close();
+
+    // The calls in flight all along got their answers.
+    for id in slow {
+        assert_eq!(good.wait(id).unwrap(), b"300");
+    }
+    assert_eq!(good.call("upper", b"after", Some(WAIT)).unwrap(), b"AFTER");
+
+    let mut probe = connect(&unix);
+    assert!(wait_until(WAIT, Duration::from_millis(10), || {
+        stats(&mut probe)["closed.transport_closed"] >= 1
+    }));
+    let s = stats(&mut probe);
+    assert_eq!(s["closed.not_wirecall"], 2, "{s:?}");
+    assert_eq!(s["closed.malformed"], 1, "{s:?}");
+    assert_eq!(s["closed.frame_too_large"], 1, "{s:?}");
+    assert_eq!(s["protocol_errors"], 4, "{s:?}");
+    assert_eq!(s["executions.sleep"], 8, "{s:?}");
+    assert_eq!(s["executions.echo"], 2, "the half request never ran: {s:?}");
+
+    // And the server said so in its log.
+    for part in [
+        "peer does not speak wirecall",
+        "malformed frame",
+        "over the limit",
+    ] {
+        assert!(
+            server.wait_for_log(part, WAIT),
+            "{part:?} in the server's log:\n{}",
+            server.stderr()
+        );
+    }
+}
+
+#[test]
+fn connections_over_the_limit_are_refused_and_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let unix = format!("unix:{}", dir.path().join("max.sock").display());
+    let server =
+        ServerProcess::start(bin(), &["--listen", &unix, "--max-connections", "2"], &[]).unwrap();
+    let endpoint = &server.endpoints[0];
+    let mut first = connect(endpoint);
+    let mut second = connect(endpoint);
+    assert_eq!(first.call("echo", b"1", Some(WAIT)).unwrap(), b"1");
+    assert_eq!(second.call("echo", b"2", Some(WAIT)).unwrap(), b"2");
+
+    // A third is accepted and closed at once, before any hello.
+    let mut third = Raw::connect(endpoint);
+    assert!(third.read_to_close().is_empty());
+
+    let s = stats(&mut first);
+    assert_eq!(s["connections.refused"], 1, "{s:?}");
+    assert_eq!(s["connections.open"], 2, "{s:?}");
+    assert_eq!(second.call("echo", b"still", Some(WAIT)).unwrap(), b"still");
+    assert!(server.wait_for_log("refused, 2 connections are open", WAIT));
+}

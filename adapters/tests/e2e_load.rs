@@ -1,0 +1,182 @@
+//! End-to-end: many concurrent clients with pipelined calls against the real `wirecall
+//! serve`, every answer checked against its request; `sleep` answers out of order.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Barrier};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use wirecall::{Client, ClientConfig, Endpoint};
+use wirecall_tests::{ServerProcess, parse_stats};
+
+/// Concurrent client connections (half Unix, half TCP), each on its own thread.
+const CLIENTS: usize = 200;
+/// Calls per client.
+const CALLS: usize = 50;
+/// Calls each client keeps in flight.
+const WINDOW: usize = 16;
+
+fn bin() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_wirecall"))
+}
+
+fn connect(endpoint: &str) -> Client {
+    let endpoint: Endpoint = endpoint.parse().unwrap();
+    Client::connect(&endpoint, ClientConfig::default()).unwrap()
+}
+
+fn stats(endpoint: &str) -> HashMap<String, u64> {
+    let mut client = connect(endpoint);
+    let text = client
+        .call("stats", b"", Some(Duration::from_secs(10)))
+        .unwrap();
+    parse_stats(&String::from_utf8(text).unwrap())
+}
+
+/// One client's work: `CALLS` pipelined echo/upper calls, `WINDOW` in flight; returns how
+/// many of each it made.
+fn client_run(id: usize, endpoint: &str, start: &Barrier) -> (u64, u64) {
+    let mut client = connect(endpoint);
+    // Every client is connected before any calls: CLIENTS connections open at once.
+    start.wait();
+    let mut expected = HashMap::new();
+    let (mut sent, mut answered, mut echoes, mut uppers) = (0, 0, 0, 0);
+    while answered < CALLS {
+        while sent < CALLS && client.pending() < WINDOW {
+            let body = format!("client {id} call {sent} {}", "x".repeat(sent % 13));
+            let (method, want) = if sent % 3 == 0 {
+                uppers += 1;
+                ("upper", body.to_uppercase())
+            } else {
+                echoes += 1;
+                ("echo", body.clone())
+            };
+            let call = client
+                .submit(method, body.as_bytes(), Some(Duration::from_secs(60)))
+                .unwrap();
+            expected.insert(call, want);
+            sent += 1;
+        }
+        let (call, outcome) = client.wait_any().unwrap();
+        let want = expected.remove(&call).expect("an answer to a call of ours");
+        let got = outcome.unwrap_or_else(|e| panic!("client {id}: {e} [{}]", e.execution()));
+        assert_eq!(String::from_utf8(got).unwrap(), want, "client {id}");
+        answered += 1;
+    }
+    assert!(expected.is_empty());
+    let _ = client.close();
+    (echoes, uppers)
+}
+
+fn load(workers: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let unix = format!("unix:{}", dir.path().join("load.sock").display());
+    let server = ServerProcess::start(
+        bin(),
+        &[
+            "--listen",
+            &unix,
+            "--listen",
+            "tcp:127.0.0.1:0",
+            "--workers",
+            workers,
+        ],
+        &[],
+    )
+    .unwrap();
+    let endpoints = server.endpoints.clone();
+    let start = Arc::new(Barrier::new(CLIENTS + 1));
+    let threads: Vec<_> = (0..CLIENTS)
+        .map(|id| {
+            let endpoint = endpoints[id % 2].clone();
+            let start = Arc::clone(&start);
+            thread::Builder::new()
+                .stack_size(256 * 1024)
+                .spawn(move || client_run(id, &endpoint, &start))
+                .unwrap()
+        })
+        .collect();
+    // Every client has connected and waits: the server holds them all open at once.
+    let all_open =
+        wirecall_tests::wait_until(Duration::from_secs(30), Duration::from_millis(20), || {
+            stats(&endpoints[0])["connections.open"] > CLIENTS as u64
+        });
+    assert!(all_open, "the server never had {CLIENTS} connections open");
+    start.wait();
+    let began = Instant::now();
+    let (mut echoes, mut uppers) = (0, 0);
+    for t in threads {
+        let (e, u) = t.join().unwrap();
+        echoes += e;
+        uppers += u;
+    }
+    let elapsed = began.elapsed();
+    let total = CLIENTS * CALLS;
+    println!(
+        "load, --workers {workers}: {CLIENTS} clients (half unix, half tcp) x {CALLS} pipelined \
+         calls ({WINDOW} in flight each) = {total} calls in {elapsed:.2?} ({:.0} calls/s)",
+        total as f64 / elapsed.as_secs_f64()
+    );
+
+    let s = stats(&endpoints[1]);
+    assert_eq!(s["calls.echo"], echoes);
+    assert_eq!(s["executions.echo"], echoes);
+    assert_eq!(s["calls.upper"], uppers);
+    assert_eq!(s["executions.upper"], uppers);
+    assert_eq!(s["requests.busy"], 0);
+    assert_eq!(s["protocol_errors"], 0);
+    assert_eq!(s["connections.refused"], 0);
+    assert_eq!(echoes + uppers, total as u64);
+}
+
+#[test]
+fn hundreds_of_pipelining_clients_each_get_their_own_answers() {
+    load("0");
+    load("2");
+}
+
+#[test]
+fn sleeps_are_answered_out_of_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let unix = format!("unix:{}", dir.path().join("sleep.sock").display());
+    // One worker: `sleep` holds no thread, so the worker stays free for `echo`.
+    let server = ServerProcess::start(
+        bin(),
+        &[
+            "--listen",
+            &unix,
+            "--listen",
+            "tcp:127.0.0.1:0",
+            "--workers",
+            "1",
+        ],
+        &[],
+    )
+    .unwrap();
+    for endpoint in &server.endpoints {
+        let mut client = connect(endpoint);
+        let timeout = Some(Duration::from_secs(10));
+        let start = Instant::now();
+        let slow = client.submit("sleep", b"200", timeout).unwrap();
+        let fast = client.submit("sleep", b"20", timeout).unwrap();
+        let echo = client.submit("echo", b"meanwhile", timeout).unwrap();
+        let mut order = Vec::new();
+        while let Some((id, outcome)) = client.wait_any() {
+            let body = outcome.unwrap();
+            order.push((id, body, start.elapsed()));
+        }
+        let ids: Vec<_> = order.iter().map(|(id, _, _)| *id).collect();
+        assert_eq!(ids, [echo, fast, slow], "{endpoint}: {order:?}");
+        assert_eq!(order[1].1, b"20");
+        assert_eq!(order[2].1, b"200");
+        assert!(order[1].2 >= Duration::from_millis(20), "{order:?}");
+        assert!(order[1].2 < Duration::from_millis(200), "{order:?}");
+        assert!(order[2].2 >= Duration::from_millis(200), "{order:?}");
+        println!(
+            "{endpoint}: echo after {:.1?}, sleep 20 after {:.1?}, sleep 200 after {:.1?}",
+            order[0].2, order[1].2, order[2].2
+        );
+    }
+}

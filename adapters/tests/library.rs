@@ -1,0 +1,257 @@
+//! The `wirecall` library in-process: a server built with `ServerBuilder` on real sockets,
+//! called with `Client`. Worker pool, deferred answers, panics, oversized answers, a dropped
+//! responder, and backpressure from a client that does not read.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::thread;
+use std::time::{Duration, Instant};
+
+use wirecall::function::{ERROR_ANSWER_TOO_LARGE, ERROR_FUNCTION_PANICKED, ERROR_NO_ANSWER};
+use wirecall::{
+    CallErrorKind, Client, ClientConfig, Endpoint, Execution, ServerBuilder, ServerConfig,
+    ShutdownHandle,
+};
+
+const WAIT: Option<Duration> = Some(Duration::from_secs(10));
+
+/// A running in-process server; shut down and joined on drop.
+struct Running {
+    endpoints: Vec<Endpoint>,
+    stop: ShutdownHandle,
+    thread: Option<thread::JoinHandle<Result<(), wirecall::Error>>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.stop.shutdown();
+        if let Some(t) = self.thread.take() {
+            t.join().unwrap().unwrap();
+        }
+    }
+}
+
+fn start(builder: ServerBuilder) -> Running {
+    let dir = tempfile::tempdir().unwrap();
+    let server = builder
+        .listen(Endpoint::Unix(dir.path().join("lib.sock")))
+        .listen(Endpoint::Tcp("127.0.0.1".into(), 0))
+        .build()
+        .unwrap();
+    let endpoints = server.endpoints().to_vec();
+    let stop = server.shutdown_handle();
+    let thread = thread::spawn(move || server.run());
+    Running {
+        endpoints,
+        stop,
+        thread: Some(thread),
+        _dir: dir,
+    }
+}
+
+fn functions(workers: usize) -> ServerBuilder {
+    ServerBuilder::new(ServerConfig::default())
+        .workers(workers)
+        .function("echo", |b| Ok(b.to_vec()))
+        .function("slow", |b| {
+            thread::sleep(Duration::from_millis(300));
+            Ok(b.to_vec())
+        })
+        .function("panic", |_| panic!("on purpose"))
+        .function("huge", |_| Ok(vec![7u8; 200_000]))
+        .function("big", |b| Ok(vec![b.first().copied().unwrap_or(0); 60_000]))
+        .deferred("drop", |_, responder| drop(responder))
+        .deferred("thread", |b, responder| {
+            let body = b.to_vec();
+            thread::spawn(move || responder.respond(Ok(body)));
+        })
+}
+
+#[test]
+fn a_slow_function_on_a_worker_does_not_stall_other_calls() {
+    let server = start(functions(2));
+    for endpoint in &server.endpoints {
+        let mut client = Client::connect(endpoint, ClientConfig::default()).unwrap();
+        let start = Instant::now();
+        let slow = client.submit("slow", b"s", WAIT).unwrap();
+        let quick = client.submit("echo", b"q", WAIT).unwrap();
+        let (first, answer) = client.wait_any().unwrap();
+        assert_eq!(first, quick, "answers go out in completion order");
+        assert_eq!(answer.unwrap(), b"q");
+        assert!(start.elapsed() < Duration::from_millis(300));
+        assert_eq!(client.wait(slow).unwrap(), b"s");
+    }
+}
+
+#[test]
+fn failures_inside_functions_become_answers() {
+    for workers in [0, 2] {
+        let server = start(functions(workers));
+        let mut client = Client::connect(&server.endpoints[0], ClientConfig::default()).unwrap();
+
+        let e = client.call("panic", b"", WAIT).unwrap_err();
+        assert!(
+            matches!(e.kind(), CallErrorKind::Remote { code, .. } if *code == ERROR_FUNCTION_PANICKED),
+            "{e}"
+        );
+        assert_eq!(e.execution(), Execution::Executed);
+
+        let e = client.call("huge", b"", WAIT).unwrap_err();
+        assert!(
+            matches!(e.kind(), CallErrorKind::Remote { code, .. } if *code == ERROR_ANSWER_TOO_LARGE),
+            "{e}"
+        );
+
+        let e = client.call("drop", b"", WAIT).unwrap_err();
+        assert!(
+            matches!(e.kind(), CallErrorKind::Remote { code, .. } if *code == ERROR_NO_ANSWER),
+            "{e}"
+        );
+
+        assert_eq!(client.call("thread", b"later", WAIT).unwrap(), b"later");
+        let e = client.call("missing", b"", WAIT).unwrap_err();
+        assert_eq!(e.execution(), Execution::NotExecuted);
+        // The connection and the server survived all of it.
+        assert_eq!(client.call("echo", b"ok", WAIT).unwrap(), b"ok");
+    }
+}
+
+#[test]
+fn a_client_that_does_not_read_is_held_back_and_others_are_not() {
+    let server = start(functions(0));
+    for endpoint in &server.endpoints {
+        let mut greedy = Client::connect(endpoint, ClientConfig::default()).unwrap();
+        // Wait for the server's hello so the full window is open.
+        assert_eq!(greedy.call("echo", b"hi", WAIT).unwrap(), b"hi");
+        let window = greedy.max_in_flight();
+        assert_eq!(window, 64);
+        // 64 answers of 60 kB (3.8 MB) that it does not read for a while: more than the
+        // socket buffers and the server's transmit buffer hold.
+        let ids: Vec<_> = (0..window)
+            .map(|i| {
+                let tag = u8::try_from(i).unwrap();
+                (greedy.submit("big", &[tag], WAIT).unwrap(), tag)
+            })
+            .collect();
+
+        // Meanwhile the server serves others.
+        for _ in 0..3 {
+            let mut other = Client::connect(endpoint, ClientConfig::default()).unwrap();
+            let start = Instant::now();
+            assert_eq!(other.call("echo", b"x", WAIT).unwrap(), b"x");
+            assert!(start.elapsed() < Duration::from_secs(1));
+        }
+
+        // When it reads, every answer is there, whole and in place.
+        for (id, tag) in ids {
+            let body = greedy.wait(id).unwrap();
+            assert_eq!(body.len(), 60_000);
+            assert!(body.iter().all(|b| *b == tag));
+        }
+        assert_eq!(greedy.call("echo", b"after", WAIT).unwrap(), b"after");
+    }
+}
+
+#[test]
+fn a_full_worker_queue_answers_busy_not_executed() {
+    let mut config = ServerConfig::default();
+    config.worker_queue = 1;
+    let builder = ServerBuilder::new(config).workers(1).function("slow", |b| {
+        thread::sleep(Duration::from_millis(200));
+        Ok(b.to_vec())
+    });
+    let stats = builder.stats();
+    let slow = move || stats.snapshot().methods[0].clone();
+    let server = start(builder);
+    let mut client = Client::connect(&server.endpoints[0], ClientConfig::default()).unwrap();
+    let poll = Duration::from_millis(1);
+    // One runs on the only worker...
+    let running = client.submit("slow", &[0], WAIT).unwrap();
+    assert!(wirecall_tests::wait_until(
+        Duration::from_secs(10),
+        poll,
+        || slow().executions == 1
+    ));
+    // ...one waits in the queue...
+    let queued = client.submit("slow", &[1], WAIT).unwrap();
+    assert!(wirecall_tests::wait_until(
+        Duration::from_secs(10),
+        poll,
+        || slow().calls == 2
+    ));
+    // ...and the next finds the queue full.
+    let e = client.call("slow", &[2], WAIT).unwrap_err();
+    assert!(matches!(e.kind(), CallErrorKind::Busy { .. }), "{e}");
+    assert_eq!(e.execution(), Execution::NotExecuted);
+    assert_eq!(client.wait(running).unwrap(), [0]);
+    assert_eq!(client.wait(queued).unwrap(), [1]);
+}
+
+#[test]
+fn an_idle_connection_is_closed_and_the_next_call_is_not_sent() {
+    let mut config = ServerConfig::default();
+    config.idle_timeout = Some(Duration::from_millis(100));
+    let builder = ServerBuilder::new(config).function("echo", |b| Ok(b.to_vec()));
+    let stats = builder.stats();
+    let server = start(builder);
+    let mut client = Client::connect(&server.endpoints[1], ClientConfig::default()).unwrap();
+    assert_eq!(client.call("echo", b"1", WAIT).unwrap(), b"1");
+    let started = Instant::now();
+    assert!(wirecall_tests::wait_until(
+        Duration::from_secs(10),
+        Duration::from_millis(5),
+        || stats.snapshot().connections_idle_closed == 1
+    ));
+    assert!(started.elapsed() >= Duration::from_millis(90));
+    let e = client.call("echo", b"2", WAIT).unwrap_err();
+    assert_eq!(e.execution(), Execution::NotExecuted, "{e}");
+    assert!(matches!(e.kind(), CallErrorKind::NotSent(_)), "{e}");
+    assert_eq!(
+        client.closed(),
+        Some(wirecall::core::client::CloseReason::Graceful)
+    );
+}
+
+#[test]
+fn stats_count_calls_and_executions() {
+    let builder = functions(1);
+    let stats = builder.stats();
+    let server = start(builder);
+    let mut client = Client::connect(&server.endpoints[1], ClientConfig::default()).unwrap();
+    for _ in 0..3 {
+        client.call("echo", b"", WAIT).unwrap();
+    }
+    let _ = client.call("nope", b"", WAIT);
+    let snapshot = stats.snapshot();
+    let echo = snapshot.methods.iter().find(|m| m.name == "echo").unwrap();
+    assert_eq!((echo.calls, echo.executions), (3, 3));
+    assert_eq!(snapshot.unknown_method_calls, 1);
+    assert_eq!(snapshot.connections_open, 1);
+    assert_eq!(
+        stats.methods(),
+        ["echo", "slow", "panic", "huge", "big", "drop", "thread"]
+    );
+}
+
+#[test]
+fn bad_configuration_is_refused_at_build() {
+    let mut config = ServerConfig::default();
+    config.connection.max_frame_len = 100;
+    let err = ServerBuilder::new(config).build().unwrap_err().to_string();
+    assert!(err.contains("max_frame_len 100 is under"), "{err}");
+
+    let mut config = ServerConfig::default();
+    config.connection.max_in_flight = 1 << 20;
+    let err = ServerBuilder::new(config).build().unwrap_err().to_string();
+    assert!(
+        err.contains("max_in_flight of 1048576 is above the maximum"),
+        "{err}"
+    );
+
+    let err = ServerBuilder::new(ServerConfig::default())
+        .function("a b", |_| Ok(Vec::new()))
+        .build()
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("invalid function name"), "{err}");
+}
