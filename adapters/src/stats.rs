@@ -55,6 +55,8 @@ pub enum CloseKind {
     UnexpectedFrame,
     /// A request id that did not increase.
     IdNotIncreasing,
+    /// The client's stream ended in the middle of a frame.
+    TruncatedFrame,
     /// A protocol error of a kind this adapter does not know by name.
     ProtocolOther,
     /// The first frame was not a wirecall hello.
@@ -77,7 +79,7 @@ pub enum CloseKind {
 
 impl CloseKind {
     /// Every kind, in the order `stats` prints them.
-    pub const ALL: [Self; 16] = [
+    pub const ALL: [Self; 17] = [
         Self::Graceful,
         Self::TransportClosed,
         Self::PeerClosed,
@@ -85,6 +87,7 @@ impl CloseKind {
         Self::FrameTooLarge,
         Self::UnexpectedFrame,
         Self::IdNotIncreasing,
+        Self::TruncatedFrame,
         Self::ProtocolOther,
         Self::NotWirecall,
         Self::VersionMismatch,
@@ -107,6 +110,7 @@ impl CloseKind {
             CloseReason::Protocol(ProtocolError::TooLong(_)) => Self::FrameTooLarge,
             CloseReason::Protocol(ProtocolError::UnexpectedFrame) => Self::UnexpectedFrame,
             CloseReason::Protocol(ProtocolError::IdNotIncreasing) => Self::IdNotIncreasing,
+            CloseReason::Protocol(ProtocolError::TruncatedFrame) => Self::TruncatedFrame,
             CloseReason::Protocol(_) => Self::ProtocolOther,
             CloseReason::NotWirecall => Self::NotWirecall,
             CloseReason::VersionMismatch { .. } => Self::VersionMismatch,
@@ -129,6 +133,7 @@ impl CloseKind {
             Self::FrameTooLarge => "frame_too_large",
             Self::UnexpectedFrame => "unexpected_frame",
             Self::IdNotIncreasing => "id_not_increasing",
+            Self::TruncatedFrame => "truncated_frame",
             Self::ProtocolOther => "protocol_other",
             Self::NotWirecall => "not_wirecall",
             Self::VersionMismatch => "version_mismatch",
@@ -150,6 +155,7 @@ impl CloseKind {
                 | Self::FrameTooLarge
                 | Self::UnexpectedFrame
                 | Self::IdNotIncreasing
+                | Self::TruncatedFrame
                 | Self::ProtocolOther
                 | Self::NotWirecall
                 | Self::VersionMismatch

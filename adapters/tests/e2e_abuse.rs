@@ -11,6 +11,7 @@ use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::Duration;
 
+use wirecall::core::client::Execution;
 use wirecall::core::frame::encode_frame;
 use wirecall::core::wire::{Frame, Hello, MAGIC, PROTOCOL_VERSION, Request, RequestId};
 use wirecall::{Client, ClientConfig, Endpoint};
@@ -190,13 +191,17 @@ fn bad_input_closes_only_its_own_connection_and_is_counted() {
 
     let mut probe = connect(&unix);
     assert!(wait_until(WAIT, Duration::from_millis(10), || {
-        stats(&mut probe)["closed.transport_closed"] >= 1
+        stats(&mut probe)["closed.truncated_frame"] >= 1
     }));
     let s = stats(&mut probe);
     assert_eq!(s["closed.not_wirecall"], 2, "{s:?}");
     assert_eq!(s["closed.malformed"], 1, "{s:?}");
     assert_eq!(s["closed.frame_too_large"], 1, "{s:?}");
-    assert_eq!(s["protocol_errors"], 4, "{s:?}");
+    assert_eq!(
+        s["closed.truncated_frame"], 1,
+        "the half-written frame: {s:?}"
+    );
+    assert_eq!(s["protocol_errors"], 5, "{s:?}");
     assert_eq!(s["executions.sleep"], 8, "{s:?}");
     assert_eq!(s["executions.echo"], 2, "the half request never ran: {s:?}");
 
@@ -226,12 +231,17 @@ fn connections_over_the_limit_are_refused_and_counted() {
     assert_eq!(first.call("echo", b"1", Some(WAIT)).unwrap(), b"1");
     assert_eq!(second.call("echo", b"2", Some(WAIT)).unwrap(), b"2");
 
-    // A third is accepted and closed at once, before any hello.
+    // A third is accepted, told it is refused (hello, then a REFUSED close), and closed.
     let mut third = Raw::connect(endpoint);
-    assert!(third.read_to_close().is_empty());
+    let told = third.read_to_close();
+    assert!(told.windows(4).any(|w| w == b"WCAL"), "a hello: {told:?}");
+    // A real client on a refused connection learns its call did not run.
+    let mut fourth = connect(endpoint);
+    let err = fourth.call("echo", b"4", Some(WAIT)).unwrap_err();
+    assert_eq!(err.execution(), Execution::NotExecuted, "{err}");
 
     let s = stats(&mut first);
-    assert_eq!(s["connections.refused"], 1, "{s:?}");
+    assert_eq!(s["connections.refused"], 2, "{s:?}");
     assert_eq!(s["connections.open"], 2, "{s:?}");
     assert_eq!(second.call("echo", b"still", Some(WAIT)).unwrap(), b"still");
     assert!(server.wait_for_log("refused, 2 connections are open", WAIT));

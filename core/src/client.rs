@@ -21,7 +21,7 @@ use crate::frame::FrameDecoder;
 use crate::server::checked_rx;
 use crate::time::{Duration, Instant};
 use crate::wire::{
-    BASELINE_MAX_IN_FLIGHT, Frame, MAX_HELLO_LEN, RejectCode, Reply, Request, RequestId,
+    BASELINE_MAX_IN_FLIGHT, CloseCode, Frame, MAX_HELLO_LEN, RejectCode, Reply, Request, RequestId,
 };
 
 pub use crate::conn::{CloseReason, PeerInfo, ProtocolError};
@@ -110,7 +110,12 @@ impl Failure<'_> {
             Self::TimedOut { sent: true } | Self::Cancelled { sent: true } => {
                 Execution::MaybeExecuted
             }
-            Self::ConnectionLost { sent: false, .. } => Execution::NotExecuted,
+            // A server that refused the connection ran nothing sent on it.
+            Self::ConnectionLost {
+                reason: CloseReason::PeerClosed(CloseCode::REFUSED),
+                ..
+            }
+            | Self::ConnectionLost { sent: false, .. } => Execution::NotExecuted,
             Self::ConnectionLost { sent: true, .. } => Execution::MaybeExecuted,
         }
     }
@@ -595,7 +600,8 @@ where
                 Ok(Some(range)) => range,
                 Ok(None) => {
                     if self.conn.eof {
-                        self.conn.close(CloseReason::TransportClosed);
+                        self.conn
+                            .close(crate::server::eof_reason(self.rx.buffered()));
                         continue;
                     }
                     return None;

@@ -39,6 +39,8 @@ pub enum ProtocolError {
     UnexpectedFrame,
     /// A request id that is not greater than the previous one.
     IdNotIncreasing,
+    /// The transport ended in the middle of a frame.
+    TruncatedFrame,
 }
 
 impl core::error::Error for ProtocolError {}
@@ -50,6 +52,7 @@ impl fmt::Display for ProtocolError {
             Self::TooLong(e) => write!(f, "{e}"),
             Self::UnexpectedFrame => f.write_str("unexpected frame"),
             Self::IdNotIncreasing => f.write_str("request id did not increase"),
+            Self::TruncatedFrame => f.write_str("stream ended in the middle of a frame"),
         }
     }
 }
@@ -84,6 +87,8 @@ pub enum CloseReason {
     DrainTimedOut,
     /// The application aborted the connection.
     Aborted,
+    /// This server refused the connection ([`CloseCode::REFUSED`]): nothing on it ran.
+    Refused,
 }
 
 impl core::error::Error for CloseReason {}
@@ -105,6 +110,7 @@ impl CloseReason {
             Self::HandshakeTimedOut => CloseCode::HANDSHAKE_TIMEOUT,
             Self::KeepaliveTimedOut => CloseCode::KEEPALIVE_TIMEOUT,
             Self::DrainTimedOut => CloseCode::DRAIN_TIMEOUT,
+            Self::Refused => CloseCode::REFUSED,
             Self::Graceful | Self::TransportClosed | Self::PeerClosed(_) | Self::Aborted => {
                 return None;
             }
@@ -129,6 +135,7 @@ impl fmt::Display for CloseReason {
             Self::KeepaliveTimedOut => f.write_str("peer stopped answering (keepalive timeout)"),
             Self::DrainTimedOut => f.write_str("graceful close did not finish in time"),
             Self::Aborted => f.write_str("aborted locally"),
+            Self::Refused => f.write_str("refused: the server takes no connection now"),
         }
     }
 }
@@ -341,7 +348,7 @@ impl<B: AsRef<[u8]> + AsMut<[u8]>> Conn<B> {
         if !self.is_open() {
             return;
         }
-        if reason != CloseReason::Graceful {
+        if !matches!(reason, CloseReason::Graceful | CloseReason::Refused) {
             // Nothing not yet begun goes out after a close: a request the caller is told
             // was never sent must never reach the server.
             self.committed = Some(self.tx.discard_unsent());
@@ -352,6 +359,7 @@ impl<B: AsRef<[u8]> + AsMut<[u8]>> Conn<B> {
                 CloseReason::Protocol(ProtocolError::Malformed(_)) => "malformed frame",
                 CloseReason::Protocol(ProtocolError::TooLong(_)) => "frame too large",
                 CloseReason::Protocol(ProtocolError::UnexpectedFrame) => "unexpected frame",
+                CloseReason::Protocol(ProtocolError::TruncatedFrame) => "truncated frame",
                 CloseReason::Protocol(ProtocolError::IdNotIncreasing) => {
                     "request id did not increase"
                 }
@@ -360,6 +368,7 @@ impl<B: AsRef<[u8]> + AsMut<[u8]>> Conn<B> {
                 CloseReason::HandshakeTimedOut => "no hello in time",
                 CloseReason::KeepaliveTimedOut => "no answer to keepalive",
                 CloseReason::DrainTimedOut => "graceful close timed out",
+                CloseReason::Refused => "server takes no connection now",
                 _ => "",
             };
             // Best effort: if the queue is full the peer is not reading anyway.

@@ -409,7 +409,7 @@ where
                 Ok(Some(range)) => range,
                 Ok(None) => {
                     if self.conn.eof {
-                        self.conn.close(CloseReason::TransportClosed);
+                        self.conn.close(eof_reason(self.rx.buffered()));
                         return self.conn.take_closed().and_then(closed);
                     }
                     return None;
@@ -602,6 +602,15 @@ where
         self.conn.close(CloseReason::Aborted);
     }
 
+    /// Refuses a connection just accepted (the server is at its connection limit, or
+    /// shutting down): sends our hello and a close with [`CloseCode::REFUSED`], which
+    /// tells the client that nothing it sent here ran. Then flush `transmit` and close.
+    ///
+    /// [`CloseCode::REFUSED`]: crate::wire::CloseCode::REFUSED
+    pub fn refuse(&mut self) {
+        self.conn.close(CloseReason::Refused);
+    }
+
     /// Requests taken and not yet answered, cancelled or expired.
     #[must_use]
     pub fn in_flight(&self) -> usize {
@@ -624,6 +633,15 @@ where
     #[must_use]
     pub fn stats(&self) -> &ServerStats {
         &self.stats
+    }
+}
+
+/// Why a transport that ended is over: cleanly between frames, or in the middle of one.
+pub(crate) fn eof_reason(buffered: usize) -> CloseReason {
+    if buffered > 0 {
+        CloseReason::Protocol(ProtocolError::TruncatedFrame)
+    } else {
+        CloseReason::TransportClosed
     }
 }
 

@@ -1195,3 +1195,58 @@ fn keepalive_times_out_even_when_the_ping_cannot_be_queued() {
     assert_eq!(log.closed, Some(CloseReason::KeepaliveTimedOut));
     assert!(t <= Instant::from_millis(41_000), "closed at {t}");
 }
+
+/// A server at its connection limit refuses at once: hello, then close REFUSED; the
+/// client knows none of its calls ran.
+#[test]
+fn refused_connection_fails_calls_as_not_executed() {
+    let mut p = pair(32);
+    p.server.refuse();
+    let id = p.client.call(p.now, "m", b"", None).unwrap();
+    let mut log = ClientLog::default();
+    let mut server_closed = None;
+    p.drive(1000, |p| {
+        while let Some(ev) = p.server.poll_event(p.now) {
+            if let ServerEvent::Closed(r) = ev {
+                server_closed = Some(r);
+            }
+        }
+        log.poll(p);
+        if log.closed.is_some() {
+            Step::Done
+        } else {
+            Step::Continue
+        }
+    })
+    .unwrap();
+    assert_eq!(server_closed, Some(CloseReason::Refused));
+    assert_eq!(
+        log.closed,
+        Some(CloseReason::PeerClosed(CloseCode::REFUSED))
+    );
+    match &log.outcomes[&id.0] {
+        Outcome::Failed(_, execution) => assert_eq!(*execution, Execution::NotExecuted),
+        other => panic!("{other:?}"),
+    }
+}
+
+/// A stream that ends in the middle of a frame is a protocol error, not a clean close.
+#[test]
+fn end_of_stream_mid_frame_is_a_protocol_error() {
+    let mut p = pair(33);
+    let mut bytes = raw_stream(&[]);
+    bytes.extend_from_slice(&[0, 0, 0, 9, 1, 2]); // a prefix and two of nine bytes
+    let (_, closed) = feed_server(&mut p, &bytes);
+    assert!(closed.is_none());
+    p.server.handle_eof(p.now);
+    let mut reason = None;
+    while let Some(ev) = p.server.poll_event(p.now) {
+        if let ServerEvent::Closed(r) = ev {
+            reason = Some(r);
+        }
+    }
+    assert_eq!(
+        reason,
+        Some(CloseReason::Protocol(ProtocolError::TruncatedFrame))
+    );
+}

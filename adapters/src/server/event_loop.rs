@@ -159,6 +159,7 @@ impl EventLoop {
         if self.conns.len() >= max {
             self.shared.stats.refused();
             log::warn!("{label}: refused, {max} connections are open (max_connections)");
+            refuse(stream, now);
             return;
         }
         let token = Token(self.next_token);
@@ -374,4 +375,26 @@ fn mark_ready(ready: &mut VecDeque<Token>, conn: &mut Conn, token: Token) {
         conn.queued = true;
         ready.push_back(token);
     }
+}
+
+/// Tells a connection over the limit, in one best-effort write, that it is refused: the
+/// core's hello and a close with `REFUSED`, so the client knows none of its calls ran
+/// (rather than guessing from a bare disconnect). Then the socket is dropped.
+fn refuse(mut stream: crate::stream::Stream, now: wirecall_core::Instant) {
+    use std::io::Write;
+    use wirecall_core::server::{RequestSlot, ServerConnection};
+    const BUF: usize = 1100;
+    let config = wirecall_core::Config {
+        max_frame_len: 1024,
+        ..wirecall_core::Config::default()
+    };
+    let Ok(mut conn) =
+        ServerConnection::new(config, [0u8; BUF], [0u8; BUF], [RequestSlot::EMPTY; 4], now)
+    else {
+        return;
+    };
+    conn.refuse();
+    while conn.poll_event(now).is_some() {}
+    // Non-blocking and best effort: a fresh socket's send buffer takes these few bytes.
+    let _ = stream.write(conn.transmit());
 }

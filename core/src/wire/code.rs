@@ -77,6 +77,9 @@ impl CloseCode {
     pub const KEEPALIVE_TIMEOUT: Self = Self(6);
     /// A graceful close could not finish in time.
     pub const DRAIN_TIMEOUT: Self = Self(7);
+    /// The server takes no connection now (it is at its connection limit, or shutting
+    /// down) and ran nothing sent on this one: every request on it is *not executed*.
+    pub const REFUSED: Self = Self(8);
 
     /// A short name for a known code, `None` for others.
     #[must_use]
@@ -89,6 +92,7 @@ impl CloseCode {
             Self::HANDSHAKE_TIMEOUT => "handshake timeout",
             Self::KEEPALIVE_TIMEOUT => "keepalive timeout",
             Self::DRAIN_TIMEOUT => "drain timeout",
+            Self::REFUSED => "connection refused",
             _ => return None,
         })
     }
