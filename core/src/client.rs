@@ -15,10 +15,9 @@
 use core::fmt;
 use core::ops::Range;
 
-use crate::config::{BASELINE_BUFFER, Config, ConfigError};
-use crate::conn::{Conn, PushError, budget_ms, earliest, find_slot};
+use crate::config::{Config, ConfigError};
+use crate::conn::{Conn, PushError, budget_ms, checked_storage, earliest, find_slot};
 use crate::frame::FrameDecoder;
-use crate::server::checked_rx;
 use crate::time::{Duration, Instant};
 use crate::wire::{
     BASELINE_MAX_IN_FLIGHT, CloseCode, Frame, MAX_HELLO_LEN, RejectCode, Reply, Request, RequestId,
@@ -302,23 +301,7 @@ where
     /// [`ConfigError`] when a buffer is under the baseline frame or the table is empty.
     pub fn new(config: Config, rx: B, tx: B, slots: S, now: Instant) -> Result<Self, ConfigError> {
         let mut config = config;
-        let rx = checked_rx(&mut config, rx)?;
-        if tx.as_ref().len() < BASELINE_BUFFER {
-            return Err(ConfigError::TransmitBufferTooSmall {
-                need: BASELINE_BUFFER,
-                have: tx.as_ref().len(),
-            });
-        }
-        let usable = slots
-            .as_ref()
-            .len()
-            .min(usize::try_from(config.max_in_flight).unwrap_or(usize::MAX));
-        if usable == 0 {
-            return Err(ConfigError::TooFewSlots {
-                need: 1,
-                have: usable,
-            });
-        }
+        let (rx, _) = checked_storage(&mut config, rx, &tx, slots.as_ref().len(), 1)?;
         let mut slots = slots;
         slots.as_mut().fill(CallSlot::EMPTY);
         Ok(Self {

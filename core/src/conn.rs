@@ -4,8 +4,8 @@
 
 use core::fmt;
 
-use crate::config::Config;
-use crate::frame::DecodeError;
+use crate::config::{BASELINE_BUFFER, Config, ConfigError};
+use crate::frame::{DecodeError, FrameDecoder};
 use crate::time::{Duration, Instant};
 use crate::wire::{
     BASELINE_MAX_FRAME_LEN, CloseCode, Frame, Hello, LEN_PREFIX, MAGIC, PROTOCOL_VERSION, WireError,
@@ -553,4 +553,47 @@ pub(crate) fn find_slot<T>(slots: &[T], id: u64, pred: impl Fn(&T) -> bool) -> O
         .position(&pred)
         .map(|i| home.saturating_add(i))
         .or_else(|| before.iter().position(&pred))
+}
+
+/// Checks a connection's storage against the protocol's baselines, in the order a user
+/// would fix them: the frame limit, the receive buffer, the transmit buffer, the table.
+/// Returns the receive decoder (the frame limit clamped to what it holds, and written back
+/// into `config` so the hello announces it) and the usable table size.
+pub(crate) fn checked_storage<B: AsRef<[u8]> + AsMut<[u8]>>(
+    config: &mut Config,
+    rx: B,
+    tx: &B,
+    slots: usize,
+    min_slots: usize,
+) -> Result<(FrameDecoder<B>, usize), ConfigError> {
+    if config.max_frame_len < BASELINE_MAX_FRAME_LEN {
+        return Err(ConfigError::FrameLimitTooSmall {
+            need: BASELINE_MAX_FRAME_LEN,
+            have: config.max_frame_len,
+        });
+    }
+    let have = rx.as_ref().len();
+    if have < BASELINE_BUFFER {
+        return Err(ConfigError::ReceiveBufferTooSmall {
+            need: BASELINE_BUFFER,
+            have,
+        });
+    }
+    let have = tx.as_ref().len();
+    if have < BASELINE_BUFFER {
+        return Err(ConfigError::TransmitBufferTooSmall {
+            need: BASELINE_BUFFER,
+            have,
+        });
+    }
+    let usable = slots.min(usize::try_from(config.max_in_flight).unwrap_or(usize::MAX));
+    if usable < min_slots {
+        return Err(ConfigError::TooFewSlots {
+            need: min_slots,
+            have: usable,
+        });
+    }
+    let decoder = FrameDecoder::new(rx, config.max_frame_len);
+    config.max_frame_len = decoder.max_frame_len();
+    Ok((decoder, usable))
 }

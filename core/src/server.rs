@@ -35,14 +35,11 @@
 use core::fmt;
 use core::ops::Range;
 
-use crate::config::{BASELINE_BUFFER, BASELINE_SLOTS, Config, ConfigError};
-use crate::conn::{Conn, PushError, earliest, find_slot};
+use crate::config::{BASELINE_SLOTS, Config, ConfigError};
+use crate::conn::{Conn, PushError, checked_storage, earliest, find_slot};
 use crate::frame::FrameDecoder;
 use crate::time::{Duration, Instant};
-use crate::wire::{
-    BASELINE_MAX_FRAME_LEN, Frame, LEN_PREFIX, MAX_HELLO_LEN, RejectCode, Reply, RequestId,
-    Response,
-};
+use crate::wire::{Frame, LEN_PREFIX, MAX_HELLO_LEN, RejectCode, Reply, RequestId, Response};
 
 pub use crate::conn::{CloseReason, PeerInfo, ProtocolError};
 
@@ -228,23 +225,8 @@ where
     /// [`ConfigError`] when a buffer or the table is under the protocol's baseline.
     pub fn new(config: Config, rx: B, tx: B, slots: S, now: Instant) -> Result<Self, ConfigError> {
         let mut config = config;
-        let rx = checked_rx(&mut config, rx)?;
-        if tx.as_ref().len() < BASELINE_BUFFER {
-            return Err(ConfigError::TransmitBufferTooSmall {
-                need: BASELINE_BUFFER,
-                have: tx.as_ref().len(),
-            });
-        }
-        let limit = slots
-            .as_ref()
-            .len()
-            .min(usize::try_from(config.max_in_flight).unwrap_or(usize::MAX));
-        if limit < BASELINE_SLOTS {
-            return Err(ConfigError::TooFewSlots {
-                need: BASELINE_SLOTS,
-                have: limit,
-            });
-        }
+        let (rx, limit) =
+            checked_storage(&mut config, rx, &tx, slots.as_ref().len(), BASELINE_SLOTS)?;
         let mut slots = slots;
         slots.as_mut().fill(RequestSlot::EMPTY);
         let announced = u32::try_from(limit).unwrap_or(u32::MAX);
@@ -654,28 +636,4 @@ fn push_response<B: AsRef<[u8]> + AsMut<[u8]>>(
     let limit = conn.send_limit();
     conn.tx
         .push(&Frame::Response(Response { id, reply }), limit)
-}
-
-/// Checks the receive buffer against the baseline and clamps the announced frame limit to
-/// what it holds.
-pub(crate) fn checked_rx<B: AsRef<[u8]> + AsMut<[u8]>>(
-    config: &mut Config,
-    rx: B,
-) -> Result<FrameDecoder<B>, ConfigError> {
-    let have = rx.as_ref().len();
-    if have < BASELINE_BUFFER {
-        return Err(ConfigError::ReceiveBufferTooSmall {
-            need: BASELINE_BUFFER,
-            have,
-        });
-    }
-    if config.max_frame_len < BASELINE_MAX_FRAME_LEN {
-        return Err(ConfigError::FrameLimitTooSmall {
-            need: BASELINE_MAX_FRAME_LEN,
-            have: config.max_frame_len,
-        });
-    }
-    let decoder = FrameDecoder::new(rx, config.max_frame_len);
-    config.max_frame_len = decoder.max_frame_len();
-    Ok(decoder)
 }

@@ -1250,3 +1250,48 @@ fn end_of_stream_mid_frame_is_a_protocol_error() {
         Some(CloseReason::Protocol(ProtocolError::TruncatedFrame))
     );
 }
+
+#[test]
+fn config_errors_name_the_real_cause_first() {
+    use wirecall_core::client::CallSlot;
+    use wirecall_core::config::ConfigError;
+    use wirecall_core::server::{RequestSlot, ServerConnection};
+    let mut cfg = Config::default();
+    cfg.max_frame_len = 100;
+    let small = ServerConnection::new(
+        cfg,
+        [0u8; 104],
+        [0u8; 104],
+        [RequestSlot::EMPTY; 4],
+        Instant::ZERO,
+    );
+    assert_eq!(
+        small.unwrap_err(),
+        ConfigError::FrameLimitTooSmall {
+            need: 1024,
+            have: 100
+        }
+    );
+    let tiny_tx = wirecall_core::ClientConnection::new(
+        Config::default(),
+        vec![0u8; 2048],
+        vec![0u8; 64],
+        [CallSlot::EMPTY; 4],
+        Instant::ZERO,
+    );
+    assert!(matches!(
+        tiny_tx.unwrap_err(),
+        ConfigError::TransmitBufferTooSmall { .. }
+    ));
+    let few = ServerConnection::new(
+        Config::default(),
+        [0u8; 2048],
+        [0u8; 2048],
+        [RequestSlot::EMPTY; 3],
+        Instant::ZERO,
+    );
+    assert_eq!(
+        few.unwrap_err(),
+        ConfigError::TooFewSlots { need: 4, have: 3 }
+    );
+}
