@@ -15,6 +15,7 @@
 use core::fmt;
 use core::ops::Range;
 
+use crate::buffer::Buffer;
 use crate::config::{Config, ConfigError};
 use crate::conn::{Conn, PushError, budget_ms, checked_storage, earliest, find_slot};
 use crate::frame::FrameDecoder;
@@ -290,7 +291,7 @@ pub struct ClientConnection<B, S> {
 
 impl<B, S> ClientConnection<B, S>
 where
-    B: AsRef<[u8]> + AsMut<[u8]>,
+    B: Buffer,
     S: AsRef<[CallSlot]> + AsMut<[CallSlot]>,
 {
     /// A client connection over a transport that has just connected; our hello is queued
@@ -732,6 +733,16 @@ where
         self.in_flight = self.in_flight.saturating_sub(1);
         self.stats.failures = self.stats.failures.saturating_add(1);
         Some(ClientEvent::Failed { id, failure })
+    }
+
+    /// Gives buffer storage back down to `keep` bytes each, when nothing is buffered in
+    /// either direction (only a growable [`Buffer`] actually shrinks; it grows again when
+    /// a large frame comes). Call it on an idle connection. Returns whether it shrank.
+    pub fn shrink_buffers(&mut self, keep: usize) -> bool {
+        if self.rx.buffered() > 0 || !self.conn.tx.pending().is_empty() {
+            return false;
+        }
+        self.rx.shrink(keep) && self.conn.tx.shrink(keep)
     }
 
     /// Calls in flight (sent and not yet reported as ended).

@@ -4,6 +4,7 @@
 
 use core::fmt;
 
+use crate::buffer::Buffer;
 use crate::config::{BASELINE_BUFFER, Config, ConfigError};
 use crate::frame::{DecodeError, FrameDecoder};
 use crate::time::{Duration, Instant};
@@ -162,7 +163,7 @@ pub(crate) struct TxQueue<B> {
     head_left: usize,
 }
 
-impl<B: AsRef<[u8]> + AsMut<[u8]>> TxQueue<B> {
+impl<B: Buffer> TxQueue<B> {
     pub(crate) fn new(buf: B) -> Self {
         Self {
             buf,
@@ -175,12 +176,23 @@ impl<B: AsRef<[u8]> + AsMut<[u8]>> TxQueue<B> {
 
     /// The largest body that can ever be queued.
     pub(crate) fn max_body(&self) -> usize {
-        self.buf.as_ref().len().saturating_sub(LEN_PREFIX)
+        self.buf.max_len().saturating_sub(LEN_PREFIX)
+    }
+
+    /// Gives storage back down to `keep` bytes when nothing is queued.
+    pub(crate) fn shrink(&mut self, keep: usize) -> bool {
+        if self.start != self.end {
+            return false;
+        }
+        self.start = 0;
+        self.end = 0;
+        self.buf.shrink(keep);
+        true
     }
 
     pub(crate) fn pending(&self) -> &[u8] {
         self.buf
-            .as_ref()
+            .bytes()
             .get(self.start..self.end)
             .unwrap_or_default()
     }
@@ -204,7 +216,7 @@ impl<B: AsRef<[u8]> + AsMut<[u8]>> TxQueue<B> {
             if self.head_left == 0 {
                 let prefix = self
                     .buf
-                    .as_ref()
+                    .bytes()
                     .get(self.start..)
                     .and_then(|b| b.first_chunk::<LEN_PREFIX>())
                     .map_or(0, |p| u32::from_be_bytes(*p) as usize);
@@ -233,15 +245,24 @@ impl<B: AsRef<[u8]> + AsMut<[u8]>> TxQueue<B> {
     pub(crate) fn push(&mut self, frame: &Frame<'_>, max_body: u32) -> Result<(), PushError> {
         let written = match self.encode_at_end(frame) {
             Ok(n) => n,
-            Err(_) if self.start > 0 => {
-                let (start, end) = (self.start, self.end);
-                self.buf.as_mut().copy_within(start..end, 0);
-                self.start = 0;
-                self.end = end.saturating_sub(start);
+            Err(_) => {
+                if self.start > 0 {
+                    let (start, end) = (self.start, self.end);
+                    self.buf.bytes_mut().copy_within(start..end, 0);
+                    self.start = 0;
+                    self.end = end.saturating_sub(start);
+                }
+                // A growable buffer grows to take the frame, up to its limit.
+                let want = self
+                    .end
+                    .saturating_add(frame.encoded_len())
+                    .saturating_add(LEN_PREFIX);
+                if want > self.buf.bytes().len() && want <= self.buf.max_len() {
+                    self.buf.grow(want);
+                }
                 self.encode_at_end(frame)
                     .map_err(|_| self.classify(frame, max_body))?
             }
-            Err(_) => return Err(self.classify(frame, max_body)),
         };
         if written.saturating_sub(LEN_PREFIX) > max_body as usize {
             return Err(PushError::TooLarge);
@@ -251,7 +272,7 @@ impl<B: AsRef<[u8]> + AsMut<[u8]>> TxQueue<B> {
     }
 
     fn encode_at_end(&mut self, frame: &Frame<'_>) -> Result<usize, WireError> {
-        let free = self.buf.as_mut().get_mut(self.end..).unwrap_or_default();
+        let free = self.buf.bytes_mut().get_mut(self.end..).unwrap_or_default();
         crate::frame::encode_frame(frame, free)
     }
 
@@ -298,7 +319,7 @@ pub(crate) struct Conn<B> {
     phase: Phase,
 }
 
-impl<B: AsRef<[u8]> + AsMut<[u8]>> Conn<B> {
+impl<B: Buffer> Conn<B> {
     /// Starts a connection and queues our hello.
     pub(crate) fn new(tx: B, config: Config, max_in_flight: u32, now: Instant) -> Self {
         let mut conn = Self {
@@ -559,7 +580,7 @@ pub(crate) fn find_slot<T>(slots: &[T], id: u64, pred: impl Fn(&T) -> bool) -> O
 /// would fix them: the frame limit, the receive buffer, the transmit buffer, the table.
 /// Returns the receive decoder (the frame limit clamped to what it holds, and written back
 /// into `config` so the hello announces it) and the usable table size.
-pub(crate) fn checked_storage<B: AsRef<[u8]> + AsMut<[u8]>>(
+pub(crate) fn checked_storage<B: Buffer>(
     config: &mut Config,
     rx: B,
     tx: &B,
@@ -572,14 +593,14 @@ pub(crate) fn checked_storage<B: AsRef<[u8]> + AsMut<[u8]>>(
             have: config.max_frame_len,
         });
     }
-    let have = rx.as_ref().len();
+    let have = rx.max_len();
     if have < BASELINE_BUFFER {
         return Err(ConfigError::ReceiveBufferTooSmall {
             need: BASELINE_BUFFER,
             have,
         });
     }
-    let have = tx.as_ref().len();
+    let have = tx.max_len();
     if have < BASELINE_BUFFER {
         return Err(ConfigError::TransmitBufferTooSmall {
             need: BASELINE_BUFFER,

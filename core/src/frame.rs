@@ -28,6 +28,7 @@ use core::cell::Cell;
 use core::fmt;
 use core::ops::Range;
 
+use crate::buffer::Buffer;
 use crate::wire::{Frame, LEN_PREFIX, WireError};
 
 /// Why the byte stream cannot be split into frames. The stream is unusable after this.
@@ -89,7 +90,7 @@ pub struct FrameDecoder<B> {
     error: Option<DecodeError>,
 }
 
-impl<B: AsRef<[u8]> + AsMut<[u8]>> FrameDecoder<B> {
+impl<B: Buffer> FrameDecoder<B> {
     /// A decoder that accepts bodies up to `max_frame_len` bytes, clamped to what `buf` can
     /// hold behind a prefix.
     pub fn new(buf: B, max_frame_len: u32) -> Self {
@@ -104,10 +105,10 @@ impl<B: AsRef<[u8]> + AsMut<[u8]>> FrameDecoder<B> {
         decoder
     }
 
-    /// Changes the limit (clamped to what the storage holds); frames already announced are
-    /// not re-checked.
+    /// Changes the limit (clamped to what the storage can hold); frames already announced
+    /// are not re-checked.
     pub fn set_max_frame_len(&mut self, max_frame_len: u32) {
-        let room = self.buf.as_ref().len().saturating_sub(LEN_PREFIX);
+        let room = self.buf.max_len().saturating_sub(LEN_PREFIX);
         let room = u32::try_from(room).unwrap_or(u32::MAX);
         self.max_frame_len = max_frame_len.min(room);
     }
@@ -124,23 +125,35 @@ impl<B: AsRef<[u8]> + AsMut<[u8]>> FrameDecoder<B> {
         self.end.saturating_sub(self.start.get())
     }
 
-    /// Total storage in bytes.
+    /// Storage in bytes now (a growable buffer may grow to the frame limit).
     #[must_use]
     pub fn capacity(&self) -> usize {
-        self.buf.as_ref().len()
+        self.buf.bytes().len()
+    }
+
+    /// Gives storage back, down to `keep` bytes, when nothing is buffered (for a growable
+    /// [`Buffer`]; fixed storage stays as it is). Returns whether it was empty.
+    pub fn shrink(&mut self, keep: usize) -> bool {
+        if self.buffered() > 0 {
+            return false;
+        }
+        self.start.set(0);
+        self.end = 0;
+        self.buf.shrink(keep);
+        true
     }
 
     /// Free storage to read into; then call [`commit`](Self::commit). Empty when the
     /// buffer holds frames the caller has not taken yet: take them first.
     pub fn space(&mut self) -> &mut [u8] {
         self.make_room();
-        self.buf.as_mut().get_mut(self.end..).unwrap_or_default()
+        self.buf.bytes_mut().get_mut(self.end..).unwrap_or_default()
     }
 
     /// Marks `n` bytes written into [`space`](Self::space) as received (clamped to the
     /// space there was).
     pub fn commit(&mut self, n: usize) {
-        let cap = self.buf.as_ref().len();
+        let cap = self.buf.bytes().len();
         self.end = self.end.saturating_add(n).min(cap);
     }
 
@@ -167,7 +180,7 @@ impl<B: AsRef<[u8]> + AsMut<[u8]>> FrameDecoder<B> {
         match self.peek()? {
             Some(range) => {
                 self.start.set(range.end);
-                Ok(self.buf.as_ref().get(range))
+                Ok(self.buf.bytes().get(range))
             }
             None => Ok(None),
         }
@@ -180,7 +193,7 @@ impl<B: AsRef<[u8]> + AsMut<[u8]>> FrameDecoder<B> {
             return Err(e);
         }
         let start = self.start.get();
-        let pending = self.buf.as_ref().get(start..self.end).unwrap_or_default();
+        let pending = self.buf.bytes().get(start..self.end).unwrap_or_default();
         let Some(prefix) = pending.first_chunk::<LEN_PREFIX>() else {
             return Ok(None);
         };
@@ -205,7 +218,7 @@ impl<B: AsRef<[u8]> + AsMut<[u8]>> FrameDecoder<B> {
     /// The first length prefix buffered, if its four bytes are in; used to recognise a
     /// peer that does not speak wirecall before the limit check would say "too long".
     pub(crate) fn peek_len(&self) -> Option<u32> {
-        let pending = self.buf.as_ref().get(self.start.get()..self.end)?;
+        let pending = self.buf.bytes().get(self.start.get()..self.end)?;
         pending
             .first_chunk::<LEN_PREFIX>()
             .map(|p| u32::from_be_bytes(*p))
@@ -218,16 +231,16 @@ impl<B: AsRef<[u8]> + AsMut<[u8]>> FrameDecoder<B> {
 
     /// Bytes of a range from [`peek`](Self::peek).
     pub(crate) fn get(&self, range: Range<usize>) -> &[u8] {
-        self.buf.as_ref().get(range).unwrap_or_default()
+        self.buf.bytes().get(range).unwrap_or_default()
     }
 
     /// Where `part` (a slice borrowed from this buffer, e.g. a decoded body) sits in it, so
     /// it can be found again after the borrow ends. An empty range if it is not inside.
     pub(crate) fn locate(&self, part: &[u8]) -> Range<usize> {
-        let base = self.buf.as_ref().as_ptr() as usize;
+        let base = self.buf.bytes().as_ptr() as usize;
         let start = (part.as_ptr() as usize).wrapping_sub(base);
         match start.checked_add(part.len()) {
-            Some(end) if end <= self.buf.as_ref().len() => start..end,
+            Some(end) if end <= self.buf.bytes().len() => start..end,
             _ => 0..0,
         }
     }
@@ -237,8 +250,9 @@ impl<B: AsRef<[u8]> + AsMut<[u8]>> FrameDecoder<B> {
         core::str::from_utf8(self.get(range)).unwrap_or_default()
     }
 
-    /// Moves the unconsumed bytes to the front when the free tail could not hold a whole
-    /// frame, so a frame up to the limit always fits once earlier frames are taken.
+    /// Makes room to read: moves the unconsumed bytes to the front when the free tail could
+    /// not hold the rest of the next frame (a whole frame up to the limit, while its length
+    /// is not known yet), and grows a growable buffer when the next frame is larger than it.
     fn make_room(&mut self) {
         let (start, end) = (self.start.get(), self.end);
         if start == end {
@@ -246,13 +260,29 @@ impl<B: AsRef<[u8]> + AsMut<[u8]>> FrameDecoder<B> {
             self.end = 0;
             return;
         }
-        let cap = self.buf.as_ref().len();
-        let tail = cap.saturating_sub(end);
-        let need = (self.max_frame_len as usize).saturating_add(LEN_PREFIX);
-        if start > 0 && tail < need {
-            self.buf.as_mut().copy_within(start..end, 0);
+        let limit = (self.max_frame_len as usize).saturating_add(LEN_PREFIX);
+        // The whole next frame, prefix included, once its length is known.
+        let next = self
+            .peek_len()
+            .map(|len| (len as usize).saturating_add(LEN_PREFIX).min(limit));
+        let cap = self.buf.bytes().len();
+        let compact = start > 0
+            && match next {
+                // The frame does not fit where it starts.
+                Some(next) => cap.saturating_sub(start) < next,
+                // Keep room for a whole frame up to the limit (or the buffer) behind.
+                None => cap.saturating_sub(end) < limit.min(cap),
+            };
+        if compact {
+            self.buf.bytes_mut().copy_within(start..end, 0);
             self.end = end.saturating_sub(start);
             self.start.set(0);
+        }
+        if let Some(next) = next {
+            let want = self.start.get().saturating_add(next);
+            if self.buf.bytes().len() < want {
+                self.buf.grow(want);
+            }
         }
     }
 }

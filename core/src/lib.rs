@@ -77,6 +77,7 @@
 #[macro_use]
 mod fmt;
 
+pub mod buffer;
 pub mod client;
 pub mod config;
 mod conn;
@@ -89,6 +90,7 @@ pub mod sim;
 pub mod time;
 pub mod wire;
 
+pub use buffer::Buffer;
 pub use client::ClientConnection;
 pub use config::Config;
 pub use server::ServerConnection;

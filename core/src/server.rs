@@ -35,6 +35,7 @@
 use core::fmt;
 use core::ops::Range;
 
+use crate::buffer::Buffer;
 use crate::config::{BASELINE_SLOTS, Config, ConfigError};
 use crate::conn::{Conn, PushError, checked_storage, earliest, find_slot};
 use crate::frame::FrameDecoder;
@@ -211,7 +212,7 @@ pub struct ServerConnection<B, S> {
 
 impl<B, S> ServerConnection<B, S>
 where
-    B: AsRef<[u8]> + AsMut<[u8]>,
+    B: Buffer,
     S: AsRef<[RequestSlot]> + AsMut<[RequestSlot]>,
 {
     /// A server connection that has just been accepted; our hello is queued at once.
@@ -593,6 +594,16 @@ where
         self.conn.close(CloseReason::Refused);
     }
 
+    /// Gives buffer storage back down to `keep` bytes each, when nothing is buffered in
+    /// either direction (only a growable [`Buffer`] actually shrinks; it grows again when
+    /// a large frame comes). Call it on an idle connection. Returns whether it shrank.
+    pub fn shrink_buffers(&mut self, keep: usize) -> bool {
+        if self.rx.buffered() > 0 || !self.conn.tx.pending().is_empty() {
+            return false;
+        }
+        self.rx.shrink(keep) && self.conn.tx.shrink(keep)
+    }
+
     /// Requests taken and not yet answered, cancelled or expired.
     #[must_use]
     pub fn in_flight(&self) -> usize {
@@ -628,7 +639,7 @@ pub(crate) fn eof_reason(buffered: usize) -> CloseReason {
 }
 
 /// Queues an answer within the client's frame limit.
-fn push_response<B: AsRef<[u8]> + AsMut<[u8]>>(
+fn push_response<B: Buffer>(
     conn: &mut Conn<B>,
     id: RequestId,
     reply: Reply<'_>,

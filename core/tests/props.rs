@@ -249,3 +249,144 @@ proptest! {
         prop_assert!(ended.keys().all(|k| accepted.iter().any(|a| a.0 == *k)));
     }
 }
+
+/// A growable buffer for the tests: starts small, grows on demand up to a cap, and counts
+/// how often it grew and shrank.
+#[derive(Debug, Default)]
+struct Growable {
+    bytes: Vec<u8>,
+    cap: usize,
+    grew: usize,
+}
+
+impl wirecall_core::Buffer for Growable {
+    fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+    fn bytes_mut(&mut self) -> &mut [u8] {
+        &mut self.bytes
+    }
+    fn max_len(&self) -> usize {
+        self.cap
+    }
+    fn grow(&mut self, len: usize) {
+        if len > self.bytes.len() {
+            self.bytes.resize(len.min(self.cap), 0);
+            self.grew += 1;
+        }
+    }
+    fn shrink(&mut self, len: usize) {
+        self.bytes.truncate(len);
+        self.bytes.shrink_to_fit();
+    }
+}
+
+fn growable(start: usize, cap: usize) -> Growable {
+    Growable {
+        bytes: vec![0; start],
+        cap,
+        grew: 0,
+    }
+}
+
+proptest! {
+    /// A decoder over storage that starts at 64 bytes decodes any stream of frames up to a
+    /// 2000-byte limit, however it is cut, growing as large frames come.
+    #[test]
+    fn growable_decoder_decodes_any_split(
+        frames in proptest::collection::vec(owned(), 1..8),
+        cuts in proptest::collection::vec(any::<prop::sample::Index>(), 0..10),
+    ) {
+        let wire = stream(&frames);
+        let mut points: Vec<usize> = cuts.iter().map(|c| c.index(wire.len() + 1)).collect();
+        points.push(0);
+        points.push(wire.len());
+        points.sort_unstable();
+        let mut decoder = FrameDecoder::new(growable(64, 2004), 2000);
+        prop_assert_eq!(decoder.max_frame_len(), 2000);
+        let mut got = Vec::new();
+        for pair in points.windows(2) {
+            let mut piece = &wire[pair[0]..pair[1]];
+            while !piece.is_empty() {
+                let n = decoder.feed(piece);
+                piece = &piece[n..];
+                while let Some(body) = decoder.next_frame().unwrap() {
+                    got.push(format!("{:?}", Frame::decode(body).unwrap()));
+                }
+                prop_assert!(n > 0 || !piece.is_empty());
+            }
+        }
+        let want: Vec<String> = frames.iter().map(|f| format!("{:?}", f.frame())).collect();
+        prop_assert_eq!(got, want);
+        prop_assert!(decoder.capacity() <= 2004);
+        prop_assert!(decoder.shrink(64));
+        prop_assert_eq!(decoder.capacity(), 64);
+    }
+}
+
+/// Connections over growable buffers: a 4 KiB answer passes through buffers that start at
+/// 256 bytes, and both ends shrink back once idle.
+#[test]
+fn connections_on_growable_buffers_grow_and_shrink() {
+    let now = Instant::ZERO;
+    let cfg = Config::default();
+    let mut c = ClientConnection::new(
+        cfg,
+        growable(256, 65540),
+        growable(256, 65540),
+        vec![CallSlot::EMPTY; 8],
+        now,
+    )
+    .unwrap();
+    let mut s = ServerConnection::new(
+        cfg,
+        growable(256, 65540),
+        growable(256, 65540),
+        vec![RequestSlot::EMPTY; 8],
+        now,
+    )
+    .unwrap();
+    assert_eq!(s.peer(), None);
+    let id = c.call(now, "big", b"", None).unwrap();
+    let big = vec![7u8; 4096];
+    let mut answered = false;
+    let mut got = None;
+    for _ in 0..1000 {
+        let bytes = c.transmit().to_vec();
+        let mut at = 0;
+        while at < bytes.len() {
+            let n = s.handle_input(now, &bytes[at..]);
+            at += n;
+            let mut ids = Vec::new();
+            while let Some(ev) = s.poll_event(now) {
+                if let ServerEvent::Request(r) = ev {
+                    ids.push(r.id);
+                }
+            }
+            for rid in ids {
+                s.respond(rid, Reply::Ok(&big)).unwrap();
+                answered = true;
+            }
+        }
+        c.advance_transmit(bytes.len());
+        let bytes = s.transmit().to_vec();
+        let mut at = 0;
+        while at < bytes.len() {
+            let n = c.handle_input(now, &bytes[at..]);
+            at += n;
+            while let Some(ev) = c.poll_event(now) {
+                if let ClientEvent::Response { id: rid, body } = ev {
+                    got = Some((rid, body.len()));
+                }
+            }
+        }
+        s.advance_transmit(bytes.len());
+        if got.is_some() {
+            break;
+        }
+    }
+    assert!(answered);
+    assert_eq!(got, Some((id, 4096)));
+    assert!(s.shrink_buffers(256));
+    assert!(c.shrink_buffers(256));
+}
