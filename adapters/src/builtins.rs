@@ -6,12 +6,16 @@
 //! | `upper` | text | the body upper-cased (Unicode rules if it is UTF-8, else ASCII) |
 //! | `time` | ignored | the server's wall clock in RFC 3339, UTC, microseconds: `2026-11-26T15:31:02.123456Z` |
 //! | `sleep` | milliseconds as decimal text, at most 600000 | the same number, after that long |
-//! | `stats` | ignored | the server's counters, one `name value` per line (see [`crate::stats`]) |
+//! | `stats` | empty, or a name prefix | the server's counters, one `name value` per line (see [`crate::stats`]); with a prefix such as `datagrams.`, only the lines whose name starts with it |
 //! | `list` | ignored | the method names, one per line |
 //!
 //! `sleep` waits without holding any thread: it answers through
 //! [`Responder::respond_after`], and the event loop sends the answer when the time comes.
 //! A bad `sleep` body is rejected (`invalid request`), so the call was not executed.
+//!
+//! The whole `stats` text is about 1.3 KB, more than one UDP datagram holds by default
+//! (1232 bytes): over `udp:`, ask for a part (`stats datagrams.`), or use another
+//! transport.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -34,8 +38,10 @@ pub fn register(builder: ServerBuilder) -> ServerBuilder {
         .function("upper", upper)
         .function("time", |_| Ok(rfc3339(SystemTime::now()).into_bytes()))
         .deferred("sleep", sleep)
-        .function("stats", move |_| {
-            Ok(stats.snapshot().to_string().into_bytes())
+        .function("stats", move |body| {
+            let text = stats.snapshot().to_string();
+            let prefix = std::str::from_utf8(body).unwrap_or_default().trim();
+            Ok(filter_lines(&text, prefix).into_bytes())
         })
         .function("list", move |_| {
             let mut text = String::new();
@@ -45,6 +51,16 @@ pub fn register(builder: ServerBuilder) -> ServerBuilder {
             }
             Ok(text.into_bytes())
         })
+}
+
+/// The lines of `text` that start with `prefix` (all of them for an empty prefix).
+fn filter_lines(text: &str, prefix: &str) -> String {
+    if prefix.is_empty() {
+        return text.to_owned();
+    }
+    text.split_inclusive('\n')
+        .filter(|line| line.starts_with(prefix))
+        .collect()
 }
 
 fn upper(body: &[u8]) -> Answer {
@@ -149,6 +165,17 @@ mod test {
         ] {
             assert!(parse_millis(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn test_filter_lines() {
+        let text = "calls.echo 1\nexecutions.echo 1\ndatagrams.sent 2\ndatagrams.dropped 0\n";
+        assert_eq!(filter_lines(text, ""), text);
+        assert_eq!(
+            filter_lines(text, "datagrams."),
+            "datagrams.sent 2\ndatagrams.dropped 0\n"
+        );
+        assert_eq!(filter_lines(text, "nothing"), "");
     }
 
     #[test]

@@ -1,10 +1,19 @@
 //! Limits and timers of the std server and client, each with its default. The protocol's own
-//! per-connection limits are the core's [`Config`], embedded here as `connection`.
+//! per-connection limits are the core's [`Config`], embedded here as `connection`; datagram
+//! mode's are the core's [`DatagramConfig`], embedded as `datagram`.
 
 use std::time::Duration;
 
 use wirecall_core::Config;
+use wirecall_core::datagram::DatagramConfig;
 use wirecall_core::wire::{BASELINE_MAX_FRAME_LEN, LEN_PREFIX};
+
+use crate::endpoint::Endpoint;
+
+/// Default largest datagram on `unix-dgram:` endpoints: 64 KiB. A Unix datagram never
+/// crosses a network, so the 1232-byte path limit of UDP does not apply; the kernel takes
+/// datagrams up to the socket buffer size (about 208 KiB by default on Linux).
+pub const DEFAULT_UNIX_MAX_DATAGRAM: usize = 64 * 1024;
 
 /// How a [`Server`](crate::Server) runs. Start from [`ServerConfig::default`].
 ///
@@ -40,6 +49,23 @@ pub struct ServerConfig {
     /// Calls waiting for a free worker, across all connections; more are answered busy
     /// (not executed) at once. Bounds the request bodies copied for workers. Default: 4096.
     pub worker_queue: usize,
+    /// Datagram mode on `udp:` and `unix-dgram:` endpoints. A server reads `max_datagram`
+    /// (the largest datagram taken or sent on `udp:`, default 1232 bytes; `unix-dgram:` uses
+    /// [`unix_max_datagram`](Self::unix_max_datagram) instead), `max_budget` (the longest
+    /// deadline a call may ask for; longer ones are rejected, not run; default 60 s) and
+    /// `max_latency` (how long a datagram may linger in the network; each call is
+    /// remembered for its budget plus this; default 2 s).
+    pub datagram: DatagramConfig,
+    /// The largest datagram taken or sent on `unix-dgram:` endpoints. Default: 65,536
+    /// ([`DEFAULT_UNIX_MAX_DATAGRAM`]).
+    pub unix_max_datagram: usize,
+    /// Entries of each datagram endpoint's call cache: the calls (and clients) it
+    /// remembers at once, so a retransmitted call is answered from the cache instead of
+    /// run again. When the entries a call may use are all live, the call is answered busy
+    /// (not run). Needs about *clients × calls in flight per client* plus one per client;
+    /// each entry holds one answer of up to the largest datagram (1232 bytes on `udp:`,
+    /// 64 KiB on `unix-dgram:`, memory touched only as answers are stored). Default: 1024.
+    pub datagram_cache: usize,
 }
 
 impl Default for ServerConfig {
@@ -53,6 +79,9 @@ impl Default for ServerConfig {
             unix_mode: None,
             workers: 0,
             worker_queue: 4096,
+            datagram: DatagramConfig::default(),
+            unix_max_datagram: DEFAULT_UNIX_MAX_DATAGRAM,
+            datagram_cache: 1024,
         }
     }
 }
@@ -67,6 +96,15 @@ pub struct ClientConfig {
     pub connection: Config,
     /// How long connecting may take. Default: 10 s.
     pub connect_timeout: Duration,
+    /// Datagram mode on `udp:` and `unix-dgram:` endpoints: `max_datagram` (the largest
+    /// request sent on `udp:`, 1232 bytes), retransmission (`initial_rto` 100 ms doubling
+    /// up to `max_rto` 2 s, `jitter_per_mille` 500, `max_attempts` 6) and
+    /// `default_timeout` (5 s: the deadline of a call made without one, since a datagram
+    /// call always has a deadline). `connection.max_in_flight` bounds the calls in flight.
+    pub datagram: DatagramConfig,
+    /// The largest request sent on `unix-dgram:` endpoints. Default: 65,536
+    /// ([`DEFAULT_UNIX_MAX_DATAGRAM`]).
+    pub unix_max_datagram: usize,
 }
 
 impl Default for ClientConfig {
@@ -74,6 +112,8 @@ impl Default for ClientConfig {
         Self {
             connection: Config::default(),
             connect_timeout: Duration::from_secs(10),
+            datagram: DatagramConfig::default(),
+            unix_max_datagram: DEFAULT_UNIX_MAX_DATAGRAM,
         }
     }
 }
@@ -83,6 +123,46 @@ pub const MAX_FRAME_LIMIT: u32 = 16 * 1024 * 1024;
 
 /// The largest `max_in_flight` the adapter allocates a table for: 65,536.
 pub const MAX_IN_FLIGHT_LIMIT: u32 = 65_536;
+
+/// The largest `max_datagram` the adapter allocates buffers for: 16 MiB (the OS limits a
+/// UDP datagram to 65,507 bytes of payload and a Unix one to the socket buffer).
+pub const MAX_DATAGRAM_LIMIT: usize = 16 * 1024 * 1024;
+
+/// The largest `datagram_cache` the adapter allocates: 1,048,576 entries.
+pub const MAX_DATAGRAM_CACHE: usize = 1 << 20;
+
+/// The datagram configuration for one endpoint: `base`, with `max_datagram` replaced by
+/// `unix_max` on a `unix-dgram:` endpoint.
+pub(crate) fn datagram_config(
+    base: &DatagramConfig,
+    unix_max: usize,
+    endpoint: &Endpoint,
+) -> DatagramConfig {
+    let mut config = *base;
+    if matches!(endpoint, Endpoint::UnixDatagram(_)) {
+        config.max_datagram = unix_max;
+    }
+    config
+}
+
+/// Checks a datagram size and returns `count × max_datagram`, the bytes of a storage of
+/// `count` datagrams.
+pub(crate) fn datagram_storage(max_datagram: usize, count: usize) -> Result<usize, crate::Error> {
+    if max_datagram > MAX_DATAGRAM_LIMIT {
+        return Err(crate::Error::LimitTooLarge {
+            what: "max_datagram",
+            got: u64::try_from(max_datagram).unwrap_or(u64::MAX),
+            max: u64::try_from(MAX_DATAGRAM_LIMIT).unwrap_or(u64::MAX),
+        });
+    }
+    max_datagram
+        .checked_mul(count)
+        .ok_or(crate::Error::LimitTooLarge {
+            what: "datagram storage",
+            got: u64::MAX,
+            max: u64::try_from(usize::MAX).unwrap_or(u64::MAX),
+        })
+}
 
 /// Checks the limits that size a connection's memory.
 pub(crate) fn check_limits(config: &Config) -> Result<(), crate::Error> {

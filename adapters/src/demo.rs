@@ -1,6 +1,8 @@
-//! `wirecall demo`: a reference server on temporary Unix and TCP endpoints inside this
-//! process, a few calls over each, a table of the answers and round-trip times, and a clean
-//! shutdown. Needs nothing installed and leaves nothing behind.
+//! `wirecall demo`: a reference server on temporary endpoints of all four transports inside
+//! this process (a Unix stream and a Unix datagram socket in a temporary directory, TCP and
+//! UDP on 127.0.0.1 with ports the OS chooses), a few calls over each, a table of the
+//! answers and round-trip times, and a clean shutdown. Needs nothing installed and leaves
+//! nothing behind.
 
 use std::io::Write;
 use std::thread;
@@ -33,9 +35,12 @@ pub fn run(out: &mut dyn Write) -> Result<(), Error> {
         .tempdir()
         .map_err(Error::io("creating a temporary directory"))?;
     let socket = dir.path().join("demo.sock");
+    let datagram_socket = dir.path().join("demo-dgram.sock");
     let server = builtins::register(ServerBuilder::new(ServerConfig::default()))
         .listen(Endpoint::Unix(socket.clone()))
         .listen(Endpoint::Tcp("127.0.0.1".into(), 0))
+        .listen(Endpoint::UnixDatagram(datagram_socket.clone()))
+        .listen(Endpoint::Udp("127.0.0.1".into(), 0))
         .build()?;
     let endpoints = server.endpoints().to_vec();
     let stop = server.shutdown_handle();
@@ -55,18 +60,22 @@ pub fn run(out: &mut dyn Write) -> Result<(), Error> {
     shown?;
     served?;
     let write = Error::io("writing the demo's output");
+    let removed = !socket.exists() && !datagram_socket.exists();
     writeln!(
         out,
-        "\nserver shut down gracefully; socket file removed: {}",
-        if socket.exists() { "no" } else { "yes" }
+        "\nserver shut down gracefully; socket files removed: {}",
+        if removed { "yes" } else { "no" }
     )
     .map_err(write)
 }
 
 fn show(out: &mut dyn Write, endpoints: &[Endpoint]) -> Result<(), Error> {
     let write = || Error::io("writing the demo's output");
-    let listening: Vec<String> = endpoints.iter().map(ToString::to_string).collect();
-    writeln!(out, "server listening on {}\n", listening.join(" and ")).map_err(write())?;
+    writeln!(out, "server listening on").map_err(write())?;
+    for endpoint in endpoints {
+        writeln!(out, "  {endpoint}").map_err(write())?;
+    }
+    writeln!(out).map_err(write())?;
     writeln!(
         out,
         "{:<11} {:<6} {:<40} {:>10}",
@@ -96,9 +105,6 @@ fn show(out: &mut dyn Write, endpoints: &[Endpoint]) -> Result<(), Error> {
             .map_err(write())?;
         }
         let _ = client.close();
-    }
-    for transport in ["unix-dgram", "udp"] {
-        writeln!(out, "{transport:<11} {:<6} not yet implemented", "-").map_err(write())?;
     }
     Ok(())
 }

@@ -4,6 +4,7 @@
 use std::io;
 
 use wirecall_core::config::ConfigError;
+use wirecall_core::datagram::DatagramConfigError;
 
 use crate::client::CallError;
 use crate::endpoint::{Endpoint, ParseEndpointError};
@@ -47,12 +48,13 @@ pub enum Error {
         /// What the OS said.
         source: io::Error,
     },
-    /// `unix-dgram:` and `udp:` endpoints parse, but cannot be served or called yet.
-    #[error("{0}: datagram transports are not implemented yet")]
-    DatagramNotImplemented(Endpoint),
     /// The core refused the configuration (a limit below the protocol's baseline).
     #[error("invalid configuration: {0}")]
     Config(#[from] ConfigError),
+    /// The core refused the datagram configuration (no cache entries or call slots, a
+    /// `max_datagram` too small for the protocol, no attempts).
+    #[error("invalid datagram configuration: {0}")]
+    DatagramConfig(#[from] DatagramConfigError),
     /// A limit above what this adapter allocates for one connection.
     #[error("invalid configuration: {what} of {got} is above the maximum of {max}")]
     LimitTooLarge {

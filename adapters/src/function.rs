@@ -12,6 +12,7 @@ use std::time::{Duration, Instant as StdInstant};
 
 use mio::{Token, Waker};
 use wirecall_core::RequestId;
+use wirecall_core::datagram::RequestHandle;
 use wirecall_core::wire::{RejectCode, Reply};
 
 use crate::error::Error;
@@ -23,6 +24,13 @@ pub const ERROR_ANSWER_TOO_LARGE: u32 = 0xFFFF_FF00;
 pub const ERROR_FUNCTION_PANICKED: u32 = 0xFFFF_FF01;
 /// Application error code sent when a deferred function dropped its [`Responder`] unused.
 pub const ERROR_NO_ANSWER: u32 = 0xFFFF_FF02;
+
+/// Rejection code sent on a datagram endpoint when the server is too busy to run a call it
+/// has taken (the worker queue is full, or a function answered [`CallFailure::Busy`]): the
+/// call was not executed. Over datagrams a busy reply is only a retry hint, and the server
+/// would replay it from its call cache to every retransmission, so the call is rejected
+/// instead, which ends it at once. (65,280: an application code, 256 and up.)
+pub const REJECT_BUSY: RejectCode = RejectCode(0xFF00);
 
 /// What a function returns: the answer's body, or why there is none.
 pub type Answer = Result<Vec<u8>, CallFailure>;
@@ -112,13 +120,23 @@ pub(crate) enum Function {
     Deferred(DeferredFn),
 }
 
-/// An answer finished off the event loop, on its way back to its connection.
+/// Which call an answer is for, on the listener or connection its token names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CallRef {
+    /// A request on a stream connection.
+    Stream(RequestId),
+    /// A request taken by a datagram listener's core.
+    Datagram(RequestHandle),
+}
+
+/// An answer finished off the event loop, on its way back to its connection or datagram
+/// listener.
 #[derive(Debug)]
 pub(crate) struct Completion {
-    /// The connection.
+    /// The connection or datagram listener.
     pub(crate) token: Token,
-    /// The request on it.
-    pub(crate) id: RequestId,
+    /// The call.
+    pub(crate) call: CallRef,
     /// The answer.
     pub(crate) answer: Answer,
     /// Hold the answer until this instant (from [`Responder::respond_after`]).
@@ -147,7 +165,7 @@ impl CompletionSink {
 /// answer: dropping a responder unused answers the call with an error
 /// ([`ERROR_NO_ANSWER`]).
 pub struct Responder {
-    target: Option<(Token, RequestId, CompletionSink)>,
+    target: Option<(Token, CallRef, CompletionSink)>,
 }
 
 impl std::fmt::Debug for Responder {
@@ -159,9 +177,9 @@ impl std::fmt::Debug for Responder {
 }
 
 impl Responder {
-    pub(crate) fn new(token: Token, id: RequestId, sink: CompletionSink) -> Self {
+    pub(crate) fn new(token: Token, call: CallRef, sink: CompletionSink) -> Self {
         Self {
-            target: Some((token, id, sink)),
+            target: Some((token, call, sink)),
         }
     }
 
@@ -181,10 +199,10 @@ impl Responder {
     }
 
     fn finish(&mut self, answer: Answer, not_before: Option<StdInstant>) {
-        if let Some((token, id, sink)) = self.target.take() {
+        if let Some((token, call, sink)) = self.target.take() {
             sink.send(Completion {
                 token,
-                id,
+                call,
                 answer,
                 not_before,
             });

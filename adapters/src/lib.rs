@@ -7,13 +7,14 @@
 //! core's.
 //!
 //! - [`Endpoint`]: `unix:/path`, `unix-dgram:/path`, `tcp:host:port`, `udp:host:port`
-//!   (IPv6 as `tcp:[::1]:7000`). The stream transports (Unix stream, TCP) work today;
-//!   the datagram ones parse, and serving or calling them returns
-//!   [`Error::DatagramNotImplemented`].
+//!   (IPv6 as `tcp:[::1]:7000`): Unix stream, Unix datagram, TCP and UDP.
 //! - [`ServerBuilder`] / [`Server`]: functions registered by name, served over several
-//!   endpoints from one mio event loop, optionally on worker threads; limits from
-//!   [`ServerConfig`]; graceful shutdown through a [`ShutdownHandle`] or SIGINT/SIGTERM.
-//! - [`Client`]: a blocking client with one call at a time or many in flight.
+//!   endpoints of any transport from one mio event loop, optionally on worker threads;
+//!   limits from [`ServerConfig`]; graceful shutdown through a [`ShutdownHandle`] or
+//!   SIGINT/SIGTERM. On datagram endpoints the core's call cache makes a retransmitted
+//!   call run at most once.
+//! - [`Client`]: a blocking client with one call at a time or many in flight, over any
+//!   transport (on datagrams the core retransmits until an answer or the deadline).
 //! - [`builtins`]: the reference server's functions (`echo`, `upper`, `time`, `sleep`,
 //!   `stats`, `list`); [`demo`]: `wirecall demo`.
 //!

@@ -20,22 +20,132 @@
 //! closed.transport_closed 0
 //! ...
 //! protocol_errors 1
-//! datagrams.dropped 0
+//! datagrams.received 30
+//! datagrams.sent 26
+//! datagrams.replayed 2
+//! datagrams.in_progress 0
+//! datagrams.busy 0
+//! datagrams.rejected 0
+//! datagrams.late_answers 0
+//! datagrams.dropped.truncated 1
+//! datagrams.dropped.oversize 0
+//! ...
+//! datagrams.dropped 4
 //! ```
 //!
-//! `calls.M` counts requests for method `M` taken off connections; `executions.M` counts
-//! times its function started (a call whose deadline passed while it waited for a worker
-//! is not run). `closed.*` counts ended connections by reason; `protocol_errors` is the
-//! sum of the reasons that are a peer breaking the protocol (`malformed`,
-//! `frame_too_large`, `unexpected_frame`, `id_not_increasing`, `not_wirecall`,
-//! `version_mismatch`, `protocol_other`). `datagrams.dropped` stays 0 until the datagram
-//! transports exist.
+//! `calls.M` counts requests for method `M` taken off connections and datagram endpoints;
+//! `executions.M` counts times its function started (a call whose deadline passed while
+//! it waited for a worker is not run). `closed.*` counts ended connections by reason;
+//! `protocol_errors` is the sum of the reasons that are a peer breaking the protocol
+//! (`malformed`, `frame_too_large`, `unexpected_frame`, `id_not_increasing`,
+//! `not_wirecall`, `version_mismatch`, `protocol_other`).
+//!
+//! `datagrams.*` count the datagram endpoints: `received` (datagrams read), `sent`
+//! (datagrams the kernel took: answers, replays, busy and rejection answers), `replayed`
+//! (retransmitted calls answered again from the call cache, not run again),
+//! `in_progress` (calls running now: taken, not yet answered), `busy` (calls refused
+//! because the call cache had no room; not run), `rejected` (calls refused before running:
+//! no, zero or too long a budget, or the server shutting down), `late_answers` (answers
+//! whose call the cache had already forgotten, dropped); `dropped.<reason>` for each
+//! [`DropKind`], and `dropped`, their sum. Cancels count in `requests.cancelled` and
+//! worker-queue refusals in `requests.busy`, as on streams.
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
+use wirecall_core::datagram::{DatagramServerStats, DropReason};
 use wirecall_core::server::{CloseReason, ProtocolError, ServerStats};
+
+/// Why a datagram endpoint dropped a datagram, as counted in `datagrams.dropped.*`: each
+/// of the core's [`DropReason`]s, and two of the adapter's own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DropKind {
+    /// Shorter than a datagram header.
+    Truncated,
+    /// Longer than the endpoint's largest datagram.
+    Oversize,
+    /// Not wirecall (bad magic).
+    Foreign,
+    /// Another protocol version.
+    UnsupportedVersion,
+    /// The frame did not decode.
+    Malformed,
+    /// A frame a server never takes (a response, a hello, ...).
+    UnexpectedFrame,
+    /// A retransmission of a call still running: it is answered once, when it is done.
+    InProgress,
+    /// A cancel for a call that is not running.
+    StaleCancel,
+    /// A late copy of a call its client has already ended (never run).
+    Stale,
+    /// A reason of the core this adapter does not know by name.
+    Other,
+    /// A Unix datagram from a socket with no name, which cannot be answered.
+    Unaddressable,
+    /// An answer the kernel did not take (its send buffer was full, or the peer is gone);
+    /// the call's answer stays cached, so a retransmission still gets it.
+    SendFailed,
+}
+
+impl DropKind {
+    /// Every kind, in the order `stats` prints them.
+    pub const ALL: [Self; 12] = [
+        Self::Truncated,
+        Self::Oversize,
+        Self::Foreign,
+        Self::UnsupportedVersion,
+        Self::Malformed,
+        Self::UnexpectedFrame,
+        Self::InProgress,
+        Self::StaleCancel,
+        Self::Stale,
+        Self::Other,
+        Self::Unaddressable,
+        Self::SendFailed,
+    ];
+
+    /// The kind of a core drop reason.
+    #[must_use]
+    pub fn of(reason: DropReason) -> Self {
+        match reason {
+            DropReason::Truncated => Self::Truncated,
+            DropReason::Oversize => Self::Oversize,
+            DropReason::Foreign => Self::Foreign,
+            DropReason::UnsupportedVersion => Self::UnsupportedVersion,
+            DropReason::Malformed => Self::Malformed,
+            DropReason::UnexpectedFrame => Self::UnexpectedFrame,
+            DropReason::InProgress => Self::InProgress,
+            DropReason::StaleCancel => Self::StaleCancel,
+            DropReason::Stale => Self::Stale,
+            _ => Self::Other,
+        }
+    }
+
+    /// The name after `datagrams.dropped.` in `stats`.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Truncated => "truncated",
+            Self::Oversize => "oversize",
+            Self::Foreign => "foreign",
+            Self::UnsupportedVersion => "unsupported_version",
+            Self::Malformed => "malformed",
+            Self::UnexpectedFrame => "unexpected_frame",
+            Self::InProgress => "in_progress",
+            Self::StaleCancel => "stale_cancel",
+            Self::Stale => "stale",
+            Self::Other => "other",
+            Self::Unaddressable => "unaddressable",
+            Self::SendFailed => "send_failed",
+        }
+    }
+
+    fn index(self) -> usize {
+        Self::ALL.iter().position(|k| *k == self).unwrap_or(0)
+    }
+}
 
 /// Why a connection ended, as counted in `closed.*`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -188,6 +298,14 @@ pub(crate) struct Stats {
     cancelled: AtomicU64,
     after_goaway: AtomicU64,
     closed: [AtomicU64; CloseKind::ALL.len()],
+    dgram_received: AtomicU64,
+    dgram_sent: AtomicU64,
+    dgram_replayed: AtomicU64,
+    dgram_in_progress: AtomicU64,
+    dgram_busy: AtomicU64,
+    dgram_rejected: AtomicU64,
+    dgram_late: AtomicU64,
+    dgram_dropped: [AtomicU64; DropKind::ALL.len()],
     /// One entry per registered function, set when the server is built.
     methods: OnceLock<Vec<(String, MethodCounters)>>,
 }
@@ -262,6 +380,60 @@ impl Stats {
         add(&self.after_goaway, now.after_goaway, &mut seen.after_goaway);
     }
 
+    /// A datagram was read from a datagram endpoint.
+    pub(crate) fn datagram_received(&self) {
+        bump(&self.dgram_received);
+    }
+
+    /// A datagram was handed to the kernel.
+    pub(crate) fn datagram_sent(&self) {
+        bump(&self.dgram_sent);
+    }
+
+    /// A datagram was dropped (received and not acted on, or an answer not sent).
+    pub(crate) fn datagram_dropped(&self, kind: DropKind) {
+        if let Some(c) = self.dgram_dropped.get(kind.index()) {
+            bump(c);
+        }
+    }
+
+    /// A datagram call started running (`true`) or was answered or cancelled (`false`).
+    pub(crate) fn datagram_running(&self, started: bool) {
+        if started {
+            bump(&self.dgram_in_progress);
+        } else {
+            let _ =
+                self.dgram_in_progress
+                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+        }
+    }
+
+    /// A datagram call was rejected by the adapter (the server is shutting down).
+    pub(crate) fn datagram_rejected(&self) {
+        bump(&self.dgram_rejected);
+    }
+
+    /// An answer came for a datagram call the core no longer knows.
+    pub(crate) fn datagram_late_answer(&self) {
+        bump(&self.dgram_late);
+    }
+
+    /// Adds what a datagram endpoint's core counted since `seen`, and moves `seen` up.
+    pub(crate) fn add_datagram_core(
+        &self,
+        now: &DatagramServerStats,
+        seen: &mut DatagramServerStats,
+    ) {
+        let add = |counter: &AtomicU64, new: u64, old: &mut u64| {
+            counter.fetch_add(new.saturating_sub(*old), Ordering::Relaxed);
+            *old = new;
+        };
+        add(&self.dgram_replayed, now.replayed, &mut seen.replayed);
+        add(&self.dgram_busy, now.busy, &mut seen.busy);
+        add(&self.dgram_rejected, now.rejected, &mut seen.rejected);
+        add(&self.cancelled, now.cancelled, &mut seen.cancelled);
+    }
+
     fn snapshot(&self) -> StatsSnapshot {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         StatsSnapshot {
@@ -292,7 +464,19 @@ impl Stats {
                 .zip(&self.closed)
                 .map(|(k, c)| (*k, get(c)))
                 .collect(),
-            datagrams_dropped: 0,
+            datagrams_received: get(&self.dgram_received),
+            datagrams_sent: get(&self.dgram_sent),
+            datagrams_replayed: get(&self.dgram_replayed),
+            datagrams_in_progress: get(&self.dgram_in_progress),
+            datagrams_busy: get(&self.dgram_busy),
+            datagrams_rejected: get(&self.dgram_rejected),
+            datagrams_late_answers: get(&self.dgram_late),
+            datagrams_dropped_by: DropKind::ALL
+                .iter()
+                .zip(&self.dgram_dropped)
+                .map(|(k, c)| (*k, get(c)))
+                .collect(),
+            datagrams_dropped: self.dgram_dropped.iter().map(get).sum(),
         }
     }
 }
@@ -360,7 +544,24 @@ pub struct StatsSnapshot {
     pub after_goaway: u64,
     /// Ended connections by reason, every kind listed.
     pub closed: Vec<(CloseKind, u64)>,
-    /// Datagrams dropped (0 until the datagram transports exist).
+    /// Datagrams read from datagram endpoints.
+    pub datagrams_received: u64,
+    /// Datagrams the kernel took from datagram endpoints.
+    pub datagrams_sent: u64,
+    /// Retransmitted datagram calls answered again from the call cache (not run again).
+    pub datagrams_replayed: u64,
+    /// Datagram calls running now.
+    pub datagrams_in_progress: u64,
+    /// Datagram calls refused busy because the call cache had no room (not run).
+    pub datagrams_busy: u64,
+    /// Datagram calls rejected before running (budget missing, zero or too long; the
+    /// server shutting down).
+    pub datagrams_rejected: u64,
+    /// Answers to datagram calls the cache had already forgotten (dropped).
+    pub datagrams_late_answers: u64,
+    /// Datagrams dropped by reason, every kind listed.
+    pub datagrams_dropped_by: Vec<(DropKind, u64)>,
+    /// Datagrams dropped, all reasons.
     pub datagrams_dropped: u64,
 }
 
@@ -379,6 +580,15 @@ impl StatsSnapshot {
     #[must_use]
     pub fn closed(&self, kind: CloseKind) -> u64 {
         self.closed
+            .iter()
+            .find(|(k, _)| *k == kind)
+            .map_or(0, |(_, n)| *n)
+    }
+
+    /// Datagrams dropped for this reason.
+    #[must_use]
+    pub fn datagrams_dropped(&self, kind: DropKind) -> u64 {
+        self.datagrams_dropped_by
             .iter()
             .find(|(k, _)| *k == kind)
             .map_or(0, |(_, n)| *n)
@@ -408,6 +618,16 @@ impl fmt::Display for StatsSnapshot {
             writeln!(f, "closed.{} {n}", kind.name())?;
         }
         writeln!(f, "protocol_errors {}", self.protocol_errors())?;
+        writeln!(f, "datagrams.received {}", self.datagrams_received)?;
+        writeln!(f, "datagrams.sent {}", self.datagrams_sent)?;
+        writeln!(f, "datagrams.replayed {}", self.datagrams_replayed)?;
+        writeln!(f, "datagrams.in_progress {}", self.datagrams_in_progress)?;
+        writeln!(f, "datagrams.busy {}", self.datagrams_busy)?;
+        writeln!(f, "datagrams.rejected {}", self.datagrams_rejected)?;
+        writeln!(f, "datagrams.late_answers {}", self.datagrams_late_answers)?;
+        for (kind, n) in &self.datagrams_dropped_by {
+            writeln!(f, "datagrams.dropped.{} {n}", kind.name())?;
+        }
         writeln!(f, "datagrams.dropped {}", self.datagrams_dropped)
     }
 }
@@ -434,6 +654,20 @@ mod test {
         now.busy = 3;
         stats.add_core(&now, &mut seen);
         stats.add_core(&now, &mut seen);
+        for _ in 0..3 {
+            stats.datagram_received();
+        }
+        stats.datagram_dropped(DropKind::of(DropReason::Oversize));
+        stats.datagram_dropped(DropKind::Unaddressable);
+        stats.datagram_running(true);
+        stats.datagram_running(true);
+        stats.datagram_running(false);
+        let mut dseen = DatagramServerStats::default();
+        let mut dnow = DatagramServerStats::default();
+        dnow.replayed = 4;
+        dnow.cancelled = 1;
+        stats.add_datagram_core(&dnow, &mut dseen);
+        stats.add_datagram_core(&dnow, &mut dseen);
         let snap = StatsHandle(Arc::new(stats)).snapshot();
         assert_eq!(snap.connections_accepted, 2);
         assert_eq!(snap.connections_open, 1);
@@ -448,11 +682,30 @@ mod test {
             "closed.not_wirecall 1\n",
             "closed.graceful 1\n",
             "protocol_errors 1\n",
-            "datagrams.dropped 0\n",
+            "datagrams.dropped.oversize 1\n",
+            "datagrams.dropped.unaddressable 1\n",
+            "datagrams.dropped 2\n",
+            "datagrams.received 3\n",
+            "datagrams.replayed 4\n",
+            "datagrams.in_progress 1\n",
+            "requests.cancelled 1\n",
         ] {
             assert!(text.contains(line), "{line:?} in\n{text}");
         }
         assert!(text.lines().all(|l| l.split(' ').count() == 2));
+    }
+
+    #[test]
+    fn test_drop_kinds_are_named_once() {
+        let mut names: Vec<_> = DropKind::ALL.iter().map(|k| k.name()).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), DropKind::ALL.len());
+        assert_eq!(DropKind::of(DropReason::Stale), DropKind::Stale);
+        assert_eq!(
+            DropKind::of(DropReason::UnsupportedVersion).name(),
+            "unsupported_version"
+        );
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! One non-blocking byte stream over either stream transport, so the server loop and the
-//! client drive Unix and TCP connections with the same code.
+//! client drive Unix and TCP connections with the same code. (The datagram transports are
+//! in `server/datagram.rs` and `client/datagram.rs`.)
 
 use std::io::{self, Read, Write};
 use std::net::Shutdown;
@@ -53,9 +54,10 @@ impl Stream {
                     io::Error::new(io::ErrorKind::NotFound, "no address to connect to")
                 })))
             }
-            Endpoint::UnixDatagram(_) | Endpoint::Udp(..) => {
-                Err(Error::DatagramNotImplemented(endpoint.clone()))
-            }
+            Endpoint::UnixDatagram(_) | Endpoint::Udp(..) => Err(connect_error(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "a datagram endpoint has no stream",
+            ))),
         }
     }
 

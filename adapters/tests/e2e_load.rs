@@ -1,5 +1,6 @@
 //! End-to-end: many concurrent clients with pipelined calls against the real `wirecall
-//! serve`, every answer checked against its request; `sleep` answers out of order.
+//! serve`, over streams and over datagrams, every answer checked against its request, and
+//! every function run exactly once per call; `sleep` answers out of order.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::HashMap;
@@ -135,6 +136,148 @@ fn load(workers: &str) {
 fn hundreds_of_pipelining_clients_each_get_their_own_answers() {
     load("0");
     load("2");
+}
+
+/// Figures of one datagram client's run.
+#[derive(Debug, Default, Clone, Copy)]
+struct DatagramRun {
+    echoes: u64,
+    uppers: u64,
+    transmissions: u64,
+    retransmissions: u64,
+    busy_hints: u64,
+}
+
+/// One datagram client: `CALLS` pipelined echo/upper calls with unique bodies, `WINDOW` in
+/// flight, each answer checked against its own request.
+fn datagram_client_run(id: usize, endpoint: &str, start: &Barrier) -> DatagramRun {
+    let mut client = connect(endpoint);
+    start.wait();
+    let mut expected = HashMap::new();
+    let mut run = DatagramRun::default();
+    let (mut sent, mut answered) = (0, 0);
+    while answered < CALLS {
+        while sent < CALLS && client.pending() < WINDOW {
+            let body = format!("dgram client {id} call {sent} {}", "y".repeat(sent % 17));
+            let (method, want) = if sent % 3 == 0 {
+                run.uppers += 1;
+                ("upper", body.to_uppercase())
+            } else {
+                run.echoes += 1;
+                ("echo", body.clone())
+            };
+            let call = client
+                .submit(method, body.as_bytes(), Some(Duration::from_secs(30)))
+                .unwrap();
+            assert!(expected.insert(call, want).is_none(), "ids are not reused");
+            sent += 1;
+        }
+        let (call, outcome) = client.wait_any().unwrap();
+        let want = expected
+            .remove(&call)
+            .expect("one outcome per call of ours");
+        let got = outcome.unwrap_or_else(|e| panic!("client {id}: {e} [{}]", e.execution()));
+        assert_eq!(String::from_utf8(got).unwrap(), want, "client {id}");
+        answered += 1;
+    }
+    assert!(expected.is_empty());
+    let stats = client.datagram_stats().expect("a datagram client");
+    run.transmissions = stats.transmissions;
+    run.retransmissions = stats.retransmissions;
+    run.busy_hints = stats.busy;
+    let _ = client.close();
+    run
+}
+
+#[test]
+fn hundreds_of_pipelining_datagram_clients_each_get_their_own_answers() {
+    for workers in ["0", "2"] {
+        let dir = tempfile::tempdir().unwrap();
+        let unix_dgram = format!(
+            "unix-dgram:{}",
+            dir.path().join("load-dgram.sock").display()
+        );
+        let unix = format!("unix:{}", dir.path().join("load.sock").display());
+        let server = ServerProcess::start(
+            bin(),
+            &[
+                "--listen",
+                "udp:127.0.0.1:0",
+                "--listen",
+                &unix_dgram,
+                "--listen",
+                &unix,
+                "--workers",
+                workers,
+                // Room for every call in flight (CLIENTS x WINDOW) and a record per client.
+                "--datagram-cache",
+                "8192",
+            ],
+            &[],
+        )
+        .unwrap();
+        let endpoints = server.endpoints.clone();
+        let start = Arc::new(Barrier::new(CLIENTS + 1));
+        let threads: Vec<_> = (0..CLIENTS)
+            .map(|id| {
+                let endpoint = endpoints[id % 2].clone();
+                let start = Arc::clone(&start);
+                thread::Builder::new()
+                    .stack_size(256 * 1024)
+                    .spawn(move || datagram_client_run(id, &endpoint, &start))
+                    .unwrap()
+            })
+            .collect();
+        start.wait();
+        let began = Instant::now();
+        let mut total = DatagramRun::default();
+        for t in threads {
+            let run = t.join().unwrap();
+            total.echoes += run.echoes;
+            total.uppers += run.uppers;
+            total.transmissions += run.transmissions;
+            total.retransmissions += run.retransmissions;
+            total.busy_hints += run.busy_hints;
+        }
+        let elapsed = began.elapsed();
+        let calls = CLIENTS * CALLS;
+        let s = stats(&endpoints[2]);
+        println!(
+            "datagram load, --workers {workers}: {CLIENTS} clients (half udp, half unix-dgram) x \
+             {CALLS} pipelined calls ({WINDOW} in flight each) = {calls} calls in {elapsed:.2?} \
+             ({:.0} calls/s); {} datagrams sent by clients, {} of them retransmissions; \
+             server: {} received, {} replayed, {} dropped as in progress, {} busy",
+            calls as f64 / elapsed.as_secs_f64(),
+            total.transmissions,
+            total.retransmissions,
+            s["datagrams.received"],
+            s["datagrams.replayed"],
+            s["datagrams.dropped.in_progress"],
+            s["datagrams.busy"],
+        );
+        assert_eq!(total.echoes + total.uppers, calls as u64);
+        // Every call ran exactly once, however often it was sent.
+        assert_eq!(s["calls.echo"], total.echoes, "{s:?}");
+        assert_eq!(s["executions.echo"], total.echoes, "{s:?}");
+        assert_eq!(s["calls.upper"], total.uppers, "{s:?}");
+        assert_eq!(s["executions.upper"], total.uppers, "{s:?}");
+        assert_eq!(s["datagrams.in_progress"], 0, "{s:?}");
+        assert_eq!(s["datagrams.rejected"], 0, "{s:?}");
+        for reason in [
+            "truncated",
+            "foreign",
+            "malformed",
+            "unexpected_frame",
+            "oversize",
+        ] {
+            assert_eq!(
+                s[&format!("datagrams.dropped.{reason}")],
+                0,
+                "{reason}: {s:?}"
+            );
+        }
+        assert_eq!(s["connections.accepted"], 1, "only the stats call: {s:?}");
+    }
 }
 
 #[test]

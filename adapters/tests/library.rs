@@ -1,12 +1,16 @@
-//! The `wirecall` library in-process: a server built with `ServerBuilder` on real sockets,
-//! called with `Client`. Worker pool, deferred answers, panics, oversized answers, a dropped
-//! responder, and backpressure from a client that does not read.
+//! The `wirecall` library in-process: a server built with `ServerBuilder` on real sockets
+//! of all four transports, called with `Client`. Worker pool, deferred answers, panics,
+//! oversized answers, a dropped responder, backpressure from a client that does not read,
+//! and what is particular to datagrams (busy workers, deadlines, request sizes).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::thread;
 use std::time::{Duration, Instant};
 
-use wirecall::function::{ERROR_ANSWER_TOO_LARGE, ERROR_FUNCTION_PANICKED, ERROR_NO_ANSWER};
+use wirecall::core::wire::RejectCode;
+use wirecall::function::{
+    ERROR_ANSWER_TOO_LARGE, ERROR_FUNCTION_PANICKED, ERROR_NO_ANSWER, REJECT_BUSY,
+};
 use wirecall::{
     CallErrorKind, Client, ClientConfig, Endpoint, Execution, ServerBuilder, ServerConfig,
     ShutdownHandle,
@@ -36,6 +40,8 @@ fn start(builder: ServerBuilder) -> Running {
     let server = builder
         .listen(Endpoint::Unix(dir.path().join("lib.sock")))
         .listen(Endpoint::Tcp("127.0.0.1".into(), 0))
+        .listen(Endpoint::UnixDatagram(dir.path().join("lib-dgram.sock")))
+        .listen(Endpoint::Udp("127.0.0.1".into(), 0))
         .build()
         .unwrap();
     let endpoints = server.endpoints().to_vec();
@@ -85,9 +91,10 @@ fn a_slow_function_on_a_worker_does_not_stall_other_calls() {
 
 #[test]
 fn failures_inside_functions_become_answers() {
-    for workers in [0, 2] {
+    for (workers, endpoint) in [(0, 0), (2, 0), (0, 3), (2, 3), (2, 2)] {
         let server = start(functions(workers));
-        let mut client = Client::connect(&server.endpoints[0], ClientConfig::default()).unwrap();
+        let endpoint = &server.endpoints[endpoint];
+        let mut client = Client::connect(endpoint, ClientConfig::default()).unwrap();
 
         let e = client.call("panic", b"", WAIT).unwrap_err();
         assert!(
@@ -119,7 +126,9 @@ fn failures_inside_functions_become_answers() {
 #[test]
 fn a_client_that_does_not_read_is_held_back_and_others_are_not() {
     let server = start(functions(0));
-    for endpoint in &server.endpoints {
+    // Streams: a datagram server never waits for a client (answers it cannot send are
+    // dropped, and replayed from its cache to the retransmission).
+    for endpoint in &server.endpoints[..2] {
         let mut greedy = Client::connect(endpoint, ClientConfig::default()).unwrap();
         // Wait for the server's hello so the full window is open.
         assert_eq!(greedy.call("echo", b"hi", WAIT).unwrap(), b"hi");
@@ -185,6 +194,85 @@ fn a_full_worker_queue_answers_busy_not_executed() {
     assert_eq!(e.execution(), Execution::NotExecuted);
     assert_eq!(client.wait(running).unwrap(), [0]);
     assert_eq!(client.wait(queued).unwrap(), [1]);
+}
+
+#[test]
+fn a_full_worker_queue_rejects_datagram_calls_not_executed() {
+    let mut config = ServerConfig::default();
+    config.worker_queue = 1;
+    let builder = ServerBuilder::new(config).workers(1).function("slow", |b| {
+        thread::sleep(Duration::from_millis(200));
+        Ok(b.to_vec())
+    });
+    let stats = builder.stats();
+    let slow = move || stats.snapshot().methods[0].clone();
+    let server = start(builder);
+    let mut client = Client::connect(&server.endpoints[3], ClientConfig::default()).unwrap();
+    let poll = Duration::from_millis(1);
+    let running = client.submit("slow", &[0], WAIT).unwrap();
+    assert!(wirecall_tests::wait_until(
+        Duration::from_secs(10),
+        poll,
+        || slow().executions == 1
+    ));
+    let queued = client.submit("slow", &[1], WAIT).unwrap();
+    assert!(wirecall_tests::wait_until(
+        Duration::from_secs(10),
+        poll,
+        || slow().calls == 2
+    ));
+    // A busy reply would only be replayed to every retransmission: the call is rejected.
+    let e = client.call("slow", &[2], WAIT).unwrap_err();
+    assert!(
+        matches!(e.kind(), CallErrorKind::Rejected { code, .. } if *code == REJECT_BUSY),
+        "{e}"
+    );
+    assert_eq!(e.execution(), Execution::NotExecuted);
+    assert_eq!(client.wait(running).unwrap(), [0]);
+    assert_eq!(client.wait(queued).unwrap(), [1]);
+    assert_eq!(slow().executions, 2);
+}
+
+#[test]
+fn datagram_calls_have_bounded_deadlines_and_sizes() {
+    let server = start(functions(0));
+    let udp = &server.endpoints[3];
+    let mut client = Client::connect(udp, ClientConfig::default()).unwrap();
+    assert_eq!(client.max_in_flight(), 64);
+
+    // Longer than the server's `max_budget` (60 s): rejected, not run.
+    let e = client
+        .call("echo", b"x", Some(Duration::from_secs(120)))
+        .unwrap_err();
+    assert!(
+        matches!(e.kind(), CallErrorKind::Rejected { code, .. } if *code == RejectCode::INVALID_REQUEST),
+        "{e}"
+    );
+    assert_eq!(e.execution(), Execution::NotExecuted);
+
+    // Larger than one UDP datagram: not sent. A Unix datagram takes it.
+    let body = vec![b'b'; 2000];
+    let e = client.call("echo", &body, WAIT).unwrap_err();
+    assert!(matches!(e.kind(), CallErrorKind::NotSent(_)), "{e}");
+    assert_eq!(e.execution(), Execution::NotExecuted);
+    let mut unix = Client::connect(&server.endpoints[2], ClientConfig::default()).unwrap();
+    assert_eq!(unix.call("echo", &body, WAIT).unwrap(), body);
+
+    // A deadline already passed: nothing was sent, so nothing ran.
+    let e = client.call("echo", b"x", Some(Duration::ZERO)).unwrap_err();
+    assert!(matches!(e.kind(), CallErrorKind::TimedOut), "{e}");
+    assert_eq!(e.execution(), Execution::NotExecuted);
+
+    // No timeout: the default deadline, and the call goes through.
+    assert_eq!(client.call("echo", b"default", None).unwrap(), b"default");
+    let stats = client.datagram_stats().unwrap();
+    // The too-large call never started; the one past its deadline was never sent.
+    assert_eq!((stats.calls, stats.transmissions), (3, 2), "{stats:?}");
+    assert!(client.closed().is_none());
+    assert_eq!(
+        client.close(),
+        wirecall::core::client::CloseReason::Graceful
+    );
 }
 
 #[test]

@@ -6,6 +6,13 @@
 //!
 //! Every wait here is bounded, and a test only ever signals or kills processes it started
 //! (by their pid).
+//!
+//! [`netns`] makes the two "hosts" of the cross-host test (network namespaces joined by a
+//! veth pair). Two small programs help that test too: `lossy_relay` (a UDP relay that
+//! drops, duplicates and reorders datagrams from a seed) and `many_calls` (a client
+//! making many pipelined calls and reporting every outcome).
+
+pub mod netns;
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -42,20 +49,42 @@ impl ServerProcess {
     /// The process could not start, exited first (with its stderr), or did not get ready
     /// within [`START_TIMEOUT`].
     pub fn start(bin: &Path, args: &[&str], env: &[(&str, &str)]) -> Result<Self, String> {
-        let want = args.iter().filter(|a| **a == "--listen").count();
         let mut command = Command::new(bin);
-        command
-            .arg("serve")
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+        command.arg("serve").args(args);
         for (k, v) in env {
             command.env(k, v);
         }
+        Self::start_command(command, args)
+    }
+
+    /// Starts `bin serve <args>` inside the network namespace `netns`, through
+    /// `ip netns exec` (which becomes the server process, so its pid is the server's).
+    ///
+    /// # Errors
+    ///
+    /// As [`start`](Self::start).
+    pub fn start_in_netns(bin: &Path, netns: &str, args: &[&str]) -> Result<Self, String> {
+        let mut command = Command::new("ip");
+        command
+            .args(["netns", "exec", netns])
+            .arg(bin)
+            .arg("serve")
+            .args(args);
+        Self::start_command(command, args)
+    }
+
+    /// Runs `command` (a `serve` with the `--listen` arguments among `args`) and waits for
+    /// its `listening on` lines.
+    fn start_command(mut command: Command, args: &[&str]) -> Result<Self, String> {
+        let want = args.iter().filter(|a| **a == "--listen").count();
+        let program = command.get_program().to_string_lossy().into_owned();
+        command
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         let mut child = command
             .spawn()
-            .map_err(|e| format!("cannot start {}: {e}", bin.display()))?;
+            .map_err(|e| format!("cannot start {program}: {e}"))?;
         let stdin = child.stdin.take();
         let stdout = child.stdout.take().ok_or("no stdout")?;
         let stderr_pipe = child.stderr.take().ok_or("no stderr")?;
@@ -121,7 +150,8 @@ impl ServerProcess {
         self.child.id()
     }
 
-    /// The endpoint of a transport (`"unix"`, `"tcp"`): the first one starting with it.
+    /// The endpoint of a transport (`"unix"`, `"tcp"`, `"unix-dgram"`, `"udp"`): the
+    /// first one starting with it.
     #[must_use]
     pub fn endpoint(&self, transport: &str) -> Option<&str> {
         let prefix = format!("{transport}:");
@@ -278,6 +308,25 @@ pub fn wait_until(timeout: Duration, interval: Duration, mut f: impl FnMut() -> 
     }
 }
 
+/// Runs `bin args` in the network namespace `netns` (through `ip netns exec`), feeding
+/// `stdin`, killing it after `timeout`.
+///
+/// # Errors
+///
+/// As [`run`].
+pub fn run_in_netns(
+    netns: &str,
+    bin: &Path,
+    args: &[&str],
+    stdin: &[u8],
+    timeout: Duration,
+) -> Result<Output, String> {
+    let bin = bin.to_str().ok_or("a binary path that is not UTF-8")?;
+    let mut all = vec!["netns", "exec", netns, bin];
+    all.extend_from_slice(args);
+    run(Path::new("ip"), &all, stdin, timeout)
+}
+
 /// `Ok` if this machine has an IPv6 loopback to test on, else why not.
 ///
 /// # Errors
@@ -286,7 +335,10 @@ pub fn wait_until(timeout: Duration, interval: Duration, mut f: impl FnMut() -> 
 pub fn ipv6_loopback() -> Result<(), String> {
     std::net::TcpListener::bind("[::1]:0")
         .map(drop)
-        .map_err(|e| format!("no IPv6 loopback here (binding [::1]:0: {e})"))
+        .map_err(|e| format!("no IPv6 loopback here (binding [::1]:0: {e})"))?;
+    std::net::UdpSocket::bind("[::1]:0")
+        .map(drop)
+        .map_err(|e| format!("no IPv6 loopback here (binding udp [::1]:0: {e})"))
 }
 
 #[cfg(test)]

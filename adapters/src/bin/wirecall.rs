@@ -14,7 +14,7 @@ use wirecall::{
     builtins,
 };
 
-/// Any other error: bad arguments the parser let through, stdin, a datagram endpoint.
+/// Any other error: bad arguments the parser let through, stdin, a socket that failed.
 const EXIT_FAILURE: u8 = 1;
 /// The function ran and returned an error.
 const EXIT_REMOTE: u8 = 3;
@@ -33,8 +33,8 @@ const MAIN_HELP: &str = "\
 Endpoints:
   unix:/path        Unix-domain stream socket
   tcp:host:port     TCP; IPv6 in brackets: tcp:[::1]:7000
-  unix-dgram:/path  Unix-domain datagram socket (not implemented yet)
-  udp:host:port     UDP (not implemented yet)
+  unix-dgram:/path  Unix-domain datagram socket
+  udp:host:port     UDP; IPv6 in brackets: udp:[::1]:7000
 
 Logging goes to stderr; set RUST_LOG=info (or debug, trace) for more.
 
@@ -53,12 +53,18 @@ call already received is answered, then exit 0. A second signal stops at once.
 
 A stale Unix socket file (no server behind it) is replaced; a live server's is not.
 
+On datagram endpoints (unix-dgram:, udp:) each call runs at most once however often
+its client retransmits it: the server remembers calls in a cache of --datagram-cache
+entries and answers a retransmission from it. During a shutdown new datagram calls are
+rejected (not executed) while the ones taken are answered.
+
 Built-in methods: echo, upper, time (server clock, RFC 3339 UTC), sleep (body:
 milliseconds), stats (counters, one \"name value\" per line), list (method names).
 
 Examples:
   wirecall serve --listen unix:/run/wirecall.sock --unix-mode 0660
   wirecall serve --listen tcp:0.0.0.0:7000 --listen 'tcp:[::]:7001' --workers 4
+  wirecall serve --listen udp:0.0.0.0:7000 --listen unix-dgram:/run/wirecall-dgram.sock
   RUST_LOG=info wirecall serve --listen tcp:127.0.0.1:0";
 
 const CALL_HELP: &str = "\
@@ -68,7 +74,7 @@ to stderr, ending with whether the server may have run the function: [not execut
 
 Exit codes:
   0  the call succeeded
-  1  another error (reading stdin, a datagram endpoint, ...)
+  1  another error (reading stdin, a socket that failed, ...)
   2  usage error
   3  the function ran and returned an error                  [executed]
   4  the server refused the call (unknown method, bad body)  [not executed]
@@ -77,22 +83,30 @@ Exit codes:
   7  the connection was lost during the call                 [as the message says]
   8  could not connect                                       [not executed]
 
+Over unix-dgram: and udp: the request is retransmitted with backoff until the answer
+comes or --timeout passes, and the server runs it at most once. A datagram call always
+has a deadline: --timeout 0 means the default of 5000 ms there, and the server refuses
+one over its limit (60 s by default). A udp: server that is not there shows as a
+timeout: without a connection nothing tells the client sooner.
+
 Examples:
   wirecall call unix:/tmp/wirecall.sock echo hello
   wirecall call tcp:localhost:7000 sleep 200 --timeout 1000
   wirecall call 'tcp:[::1]:7000' stats
+  wirecall call udp:127.0.0.1:7000 echo hello
   wirecall call unix:/tmp/wirecall.sock upper - < notes.txt";
 
 const DEMO_HELP: &str = "\
-Starts the reference server inside this process on a temporary Unix socket and on
-tcp:127.0.0.1 (a free port), calls echo, upper, time and list over each, prints the
-answers with their round-trip times, shuts the server down and removes the socket.
-Needs nothing installed. The datagram transports are listed as not yet implemented.
+Starts the reference server inside this process on all four transports: a Unix stream
+and a Unix datagram socket in a temporary directory, and tcp:127.0.0.1 and
+udp:127.0.0.1 on free ports. Calls echo, upper, time and list over each, prints the
+answers with their round-trip times, shuts the server down and removes the sockets.
+Needs nothing installed.
 
 Example:
   wirecall demo";
 
-/// Request/response calls over Unix and TCP sockets.
+/// Request/response calls over Unix stream, Unix datagram, TCP and UDP sockets.
 #[derive(Debug, Parser)]
 #[command(name = "wirecall", version, after_help = MAIN_HELP)]
 struct Cli {
@@ -145,6 +159,19 @@ struct ServeArgs {
     /// File mode of Unix socket files, in octal (e.g. 0660)
     #[arg(long, value_name = "MODE", value_parser = parse_mode)]
     unix_mode: Option<u32>,
+    /// Calls (and clients) each datagram endpoint remembers at once; new calls beyond
+    /// are answered busy (not run)
+    #[arg(long, value_name = "ENTRIES", default_value_t = ServerConfig::default().datagram_cache)]
+    datagram_cache: usize,
+    /// Largest datagram taken or sent on udp: endpoints, header included
+    #[arg(long, value_name = "BYTES", default_value_t = ServerConfig::default().datagram.max_datagram)]
+    max_datagram: usize,
+    /// Largest datagram taken or sent on unix-dgram: endpoints
+    #[arg(long, value_name = "BYTES", default_value_t = ServerConfig::default().unix_max_datagram)]
+    unix_max_datagram: usize,
+    /// Longest deadline a datagram call may ask for, in seconds; longer ones are rejected
+    #[arg(long, value_name = "SECS", default_value_t = 60)]
+    max_budget: u64,
 }
 
 #[derive(Debug, Args)]
@@ -190,6 +217,10 @@ fn serve(args: ServeArgs) -> ExitCode {
     config.unix_mode = args.unix_mode;
     config.workers = args.workers;
     config.worker_queue = args.worker_queue;
+    config.datagram_cache = args.datagram_cache;
+    config.datagram.max_datagram = args.max_datagram;
+    config.unix_max_datagram = args.unix_max_datagram;
+    config.datagram.max_budget = wirecall::clock::to_core(Duration::from_secs(args.max_budget));
     let mut builder = builtins::register(ServerBuilder::new(config)).stop_on_signals();
     for endpoint in args.listen {
         builder = builder.listen(endpoint);
@@ -251,8 +282,15 @@ fn call(args: &CallArgs) -> ExitCode {
 
 /// The exit code for a failed call (see `CALL_HELP`).
 fn exit_code(e: &CallError) -> u8 {
+    use wirecall::core::wire::RejectCode;
     match e.kind() {
         CallErrorKind::Remote { .. } => EXIT_REMOTE,
+        // How a datagram server says busy or shutting down: a call it took and did not run.
+        CallErrorKind::Rejected { code, .. }
+            if *code == RejectCode::SHUTTING_DOWN || *code == wirecall::function::REJECT_BUSY =>
+        {
+            EXIT_BUSY
+        }
         CallErrorKind::Rejected { .. }
         | CallErrorKind::NotSent(wirecall::core::client::CallError::TooLarge) => EXIT_REJECTED,
         CallErrorKind::Busy { .. } | CallErrorKind::Refused => EXIT_BUSY,

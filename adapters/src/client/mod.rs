@@ -1,5 +1,6 @@
-//! The blocking std client: one connection, one call at a time with [`Client::call`], or
-//! many in flight with [`Client::submit`] and [`Client::wait_any`] (pipelining).
+//! The blocking std client: one call at a time with [`Client::call`], or many in flight
+//! with [`Client::submit`] and [`Client::wait_any`] (pipelining), over any of the four
+//! transports.
 //!
 //! ```no_run
 //! use std::time::Duration;
@@ -22,106 +23,80 @@
 //! ```
 //!
 //! The client waits on its socket with its own mio poller, never longer than the core's
-//! next timer, so call timeouts and keepalive work while it waits. It is blocking: it
-//! reads only inside its methods, so an idle client answers no keepalive pings (call
-//! [`Client::service`] now and then to keep one open); a call made after the server has
-//! closed the connection fails as not sent.
+//! next timer, so call timeouts, retransmissions and keepalive work while it waits. It is
+//! blocking: it does I/O only inside its methods.
+//!
+//! **Streams** (`unix:`, `tcp:`): one connection. An idle client answers no keepalive
+//! pings (call [`Client::service`] now and then to keep one open); a call made after the
+//! server has closed the connection fails as not sent.
+//!
+//! **Datagrams** (`unix-dgram:`, `udp:`): no connection. The client has a socket of its
+//! own, connected to the server's address so the kernel drops datagrams from anyone else
+//! (on `unix-dgram:` it is bound at a unique path in a temporary directory of its own, so
+//! the server can answer it, and removed when the client is dropped; the directory is mode
+//! 0711 and the socket 0666, so a server running as another user can answer too), and a
+//! fresh random epoch from the OS. The core retransmits each request with backoff until its answer comes or
+//! its deadline passes; the server runs it at most once. Every datagram call has a
+//! deadline: a call without a timeout gets `ClientConfig::datagram.default_timeout`
+//! (5 s), and the server rejects one longer than its `max_budget` (60 s by default).
+//! Outcomes are the same as on streams, and whether a failed call may have run is the
+//! core's judgement on both (a timeout is "not executed" only if no copy was ever sent).
 
 mod call_error;
+mod datagram;
+mod stream;
 
 pub use self::call_error::{CallError, CallErrorKind};
 
-use std::collections::{HashSet, VecDeque};
-use std::io::{Read, Write};
 use std::time::Duration;
 
-use mio::{Events, Interest, Poll, Token};
-use wirecall_core::client::{
-    CallError as CoreCallError, CallSlot, ClientConnection, ClientEvent, CloseReason,
-};
-use wirecall_core::{Instant, RequestId};
+use wirecall_core::RequestId;
+use wirecall_core::client::CloseReason;
+use wirecall_core::datagram::DatagramClientStats;
 
-use crate::clock::{Clock, to_core, to_std};
-use crate::config::{ClientConfig, buffer_len, check_limits, table_len};
+use self::datagram::DatagramClient;
+use self::stream::StreamClient;
+use crate::config::{ClientConfig, check_limits};
 use crate::endpoint::Endpoint;
 use crate::error::Error;
-use crate::stream::{Stream, interrupted, would_block};
-
-/// The socket's token in the client's poller.
-const STREAM: Token = Token(0);
-/// Reads per turn before events are handled.
-const READS_PER_TURN: usize = 16;
 
 /// What a finished call gives: the answer's body, or how it failed.
 pub type Outcome = Result<Vec<u8>, CallError>;
 
-/// A blocking client over one stream connection. See the [module docs](self).
+/// A blocking client of one server, over any transport. See the [module docs](self).
+#[derive(Debug)]
 pub struct Client {
     endpoint: Endpoint,
-    stream: Stream,
-    poll: Poll,
-    events: Events,
-    core: ClientConnection<Box<[u8]>, Box<[CallSlot]>>,
-    clock: Clock,
-    /// Calls submitted and not yet collected.
-    waiting: HashSet<RequestId>,
-    /// Outcomes not yet collected, in the order they came.
-    done: VecDeque<(RequestId, Outcome)>,
-    closed: Option<CloseReason>,
-    eof: bool,
-    write_failed: bool,
-    /// Our end of the transport is shut (after the close).
-    shut: bool,
+    inner: Inner,
 }
 
-impl std::fmt::Debug for Client {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Client")
-            .field("endpoint", &self.endpoint)
-            .field("waiting", &self.waiting.len())
-            .field("closed", &self.closed)
-            .finish_non_exhaustive()
-    }
+#[derive(Debug)]
+enum Inner {
+    Stream(StreamClient),
+    Datagram(DatagramClient),
 }
 
 impl Client {
-    /// Connects to a server and sends the hello (the server's hello is not waited for:
-    /// calls can follow at once).
+    /// Connects to a server. On a stream it connects and sends the hello (the server's
+    /// hello is not waited for: calls can follow at once); on a datagram endpoint it binds
+    /// its own socket and connects it to the server's address (nothing is sent yet).
     ///
     /// # Errors
     ///
-    /// [`Error::Connect`] (refused, no such socket, timed out), [`Error::Resolve`],
-    /// [`Error::DatagramNotImplemented`], or a configuration the core refuses.
+    /// [`Error::Connect`] (refused, no such socket, timed out; a `udp:` endpoint cannot
+    /// tell a dead server from a slow one until calls time out), [`Error::Resolve`], or a
+    /// configuration the core refuses ([`Error::Config`], [`Error::DatagramConfig`]).
     pub fn connect(endpoint: &Endpoint, config: ClientConfig) -> Result<Self, Error> {
         check_limits(&config.connection)?;
-        let mut stream = Stream::connect(endpoint, config.connect_timeout)?;
-        let poll = Poll::new().map_err(Error::io("creating a poller"))?;
-        // Both directions, edge-triggered, for the life of the connection: a spurious
-        // wakeup costs one turn, and the client never waits on writes it does not have.
-        poll.registry()
-            .register(&mut stream, STREAM, Interest::READABLE | Interest::WRITABLE)
-            .map_err(Error::io("registering the socket"))?;
-        let clock = Clock::default();
-        let buffer = || vec![0u8; buffer_len(&config.connection)].into_boxed_slice();
-        let slots = vec![CallSlot::EMPTY; table_len(&config.connection)].into_boxed_slice();
-        let core =
-            ClientConnection::new(config.connection, buffer(), buffer(), slots, clock.now())?;
-        let mut client = Self {
-            endpoint: endpoint.clone(),
-            stream,
-            poll,
-            events: Events::with_capacity(4),
-            core,
-            clock,
-            waiting: HashSet::new(),
-            done: VecDeque::new(),
-            closed: None,
-            eof: false,
-            write_failed: false,
-            shut: false,
+        let inner = if endpoint.is_datagram() {
+            Inner::Datagram(DatagramClient::connect(endpoint, &config)?)
+        } else {
+            Inner::Stream(StreamClient::connect(endpoint, &config)?)
         };
-        client.write_out();
-        Ok(client)
+        Ok(Self {
+            endpoint: endpoint.clone(),
+            inner,
+        })
     }
 
     /// The endpoint it connected to.
@@ -132,7 +107,8 @@ impl Client {
 
     /// Calls `method` with `body` and waits for the outcome. With a `timeout`, the call
     /// fails with [`CallErrorKind::TimedOut`] when no answer comes in time (and the server
-    /// is told, so it can skip late work).
+    /// is told, so it can skip late work). Without one, a stream call waits for ever and a
+    /// datagram call gets the default deadline (see the [module docs](self)).
     ///
     /// # Errors
     ///
@@ -149,38 +125,23 @@ impl Client {
 
     /// Sends a call without waiting for its answer; collect it with [`wait`](Self::wait)
     /// or [`wait_any`](Self::wait_any). Blocks only while as many calls are in flight as
-    /// the server allows (until one ends) or the transmit buffer is full.
+    /// allowed (`ClientConfig::connection.max_in_flight`, or the server's lower limit on a
+    /// stream) until one ends, or while a stream's transmit buffer is full.
     ///
     /// # Errors
     ///
     /// [`CallErrorKind::NotSent`] when the call cannot be sent at all (too large for the
-    /// server, connection closed or closing): it was not executed.
+    /// server's frames or for one datagram, connection closed or closing): it was not
+    /// executed.
     pub fn submit(
         &mut self,
         method: &str,
         body: &[u8],
         timeout: Option<Duration>,
     ) -> Result<RequestId, CallError> {
-        // Learn first what arrived while this client was idle: a close (keepalive, idle
-        // timeout, shutdown) then fails the call as not sent, rather than "maybe executed".
-        self.pump();
-        loop {
-            let now = self.clock.now();
-            match self.core.call(now, method, body, timeout.map(to_core)) {
-                Ok(id) => {
-                    self.waiting.insert(id);
-                    // Send it now (and take any events the call made owed), without waiting.
-                    self.pump();
-                    return Ok(id);
-                }
-                Err(e @ (CoreCallError::TooManyInFlight | CoreCallError::WouldBlock)) => {
-                    if self.closed.is_some() {
-                        return Err(CallError::not_sent(e));
-                    }
-                    self.turn();
-                }
-                Err(e) => return Err(CallError::not_sent(e)),
-            }
+        match &mut self.inner {
+            Inner::Stream(c) => c.submit(method, body, timeout),
+            Inner::Datagram(c) => c.submit(method, body, timeout),
         }
     }
 
@@ -192,211 +153,81 @@ impl Client {
     /// The call's [`CallError`], or [`CallErrorKind::UnknownCall`] for an id that is not
     /// waiting on this client.
     pub fn wait(&mut self, id: RequestId) -> Result<Vec<u8>, CallError> {
-        if !self.waiting.contains(&id) {
-            return Err(CallError::unknown(id));
-        }
-        loop {
-            if let Some(pos) = self.done.iter().position(|(d, _)| *d == id) {
-                self.waiting.remove(&id);
-                return match self.done.remove(pos) {
-                    Some((_, outcome)) => outcome,
-                    None => Err(CallError::unknown(id)),
-                };
-            }
-            if self.closed.is_some() {
-                // The core reports every call before the close; this is a safety net.
-                self.waiting.remove(&id);
-                return Err(self.lost());
-            }
-            self.turn();
+        match &mut self.inner {
+            Inner::Stream(c) => c.wait(id),
+            Inner::Datagram(c) => c.wait(id),
         }
     }
 
     /// Waits for the next call to finish, in whatever order they finish; `None` when no
     /// call is waiting.
     pub fn wait_any(&mut self) -> Option<(RequestId, Outcome)> {
-        loop {
-            if let Some((id, outcome)) = self.done.pop_front() {
-                self.waiting.remove(&id);
-                return Some((id, outcome));
-            }
-            let id = *self.waiting.iter().next()?;
-            if self.closed.is_some() {
-                self.waiting.remove(&id);
-                return Some((id, Err(self.lost())));
-            }
-            self.turn();
+        match &mut self.inner {
+            Inner::Stream(c) => c.wait_any(),
+            Inner::Datagram(c) => c.wait_any(),
         }
     }
 
-    /// Does whatever I/O is pending without blocking: sends what is queued, reads answers
-    /// (kept for [`wait`](Self::wait) and [`wait_any`](Self::wait_any)), answers the
-    /// server's keepalive pings. The client reads only inside its methods, so a client
-    /// that sits idle for longer than the server's keepalive (30 s + 10 s by default) is
-    /// closed by the server unless something calls this now and then.
+    /// Does whatever I/O is pending without blocking: sends what is queued (first copies,
+    /// retransmissions, cancels), reads answers (kept for [`wait`](Self::wait) and
+    /// [`wait_any`](Self::wait_any)), answers the server's keepalive pings. The client
+    /// does I/O only inside its methods, so a stream client that sits idle for longer
+    /// than the server's keepalive (30 s + 10 s by default) is closed by the server unless
+    /// something calls this now and then.
     pub fn service(&mut self) {
-        self.pump();
+        match &mut self.inner {
+            Inner::Stream(c) => c.service(),
+            Inner::Datagram(c) => c.service(),
+        }
     }
 
     /// Calls submitted and not yet collected.
     #[must_use]
     pub fn pending(&self) -> usize {
-        self.waiting.len()
+        match &self.inner {
+            Inner::Stream(c) => c.pending(),
+            Inner::Datagram(c) => c.pending(),
+        }
     }
 
-    /// Calls the connection allows in flight now (the server's limit once its hello is in).
+    /// Calls allowed in flight now: on a stream the server's limit once its hello is in,
+    /// on a datagram endpoint `ClientConfig::connection.max_in_flight`.
     #[must_use]
     pub fn max_in_flight(&self) -> usize {
-        self.core.max_in_flight()
+        match &self.inner {
+            Inner::Stream(c) => c.max_in_flight(),
+            Inner::Datagram(c) => c.max_in_flight(),
+        }
     }
 
-    /// Why the connection ended, once it has.
+    /// The core's counters of a datagram client: calls, transmissions, retransmissions,
+    /// busy hints, late and dropped answers. `None` on a stream.
+    #[must_use]
+    pub fn datagram_stats(&self) -> Option<DatagramClientStats> {
+        match &self.inner {
+            Inner::Stream(_) => None,
+            Inner::Datagram(c) => Some(c.stats()),
+        }
+    }
+
+    /// Why the connection ended, once it has (always `None` on a datagram endpoint, which
+    /// has no connection).
     #[must_use]
     pub fn closed(&self) -> Option<CloseReason> {
-        self.closed
-    }
-
-    /// Closes gracefully: no new calls; calls in flight still get their answers (which
-    /// are then dropped: collect them first); returns how the connection ended.
-    pub fn close(mut self) -> CloseReason {
-        self.core.close(self.clock.now());
-        while self.closed.is_none() {
-            self.turn();
-        }
-        self.write_out();
-        self.closed.unwrap_or(CloseReason::Aborted)
-    }
-
-    fn lost(&self) -> CallError {
-        let reason = self.closed.unwrap_or(CloseReason::Aborted);
-        CallError::from(&wirecall_core::client::Failure::ConnectionLost { reason, sent: true })
-    }
-
-    /// Moves bytes and events; waits for the socket or the core's next timer only when
-    /// nothing could be done.
-    fn turn(&mut self) {
-        if !self.pump() && self.closed.is_none() {
-            self.block();
-            self.pump();
+        match &self.inner {
+            Inner::Stream(c) => c.closed(),
+            Inner::Datagram(_) => None,
         }
     }
 
-    /// One round of writing, reading, timers and events; `true` if anything happened.
-    fn pump(&mut self) -> bool {
-        let mut progress = self.write_out();
-        progress |= self.read_in();
-        let now = self.clock.now();
-        self.core.handle_timeout(now);
-        progress |= self.take_events(now);
-        progress |= self.write_out();
-        if self.closed.is_some()
-            && !self.shut
-            && (self.write_failed || self.core.transmit().is_empty())
-        {
-            // The core is done with the connection: close the transport, so the server
-            // sees the end at once rather than when this client is dropped.
-            self.shut = true;
-            if let Err(e) = self.stream.shutdown_write() {
-                log::debug!("{}: shutdown: {e}", self.endpoint);
-            }
+    /// Closes gracefully: no new calls; calls in flight still get their outcomes (which
+    /// are then dropped: collect them first); returns how the connection ended
+    /// ([`CloseReason::Graceful`] on a datagram endpoint, once every call in flight has
+    /// ended and the cancels owed for timed-out calls are sent).
+    pub fn close(self) -> CloseReason {
+        match self.inner {
+            Inner::Stream(c) => c.close(),
+            Inner::Datagram(c) => c.close(),
         }
-        progress
-    }
-
-    fn block(&mut self) {
-        let now = self.clock.now();
-        let timeout = self
-            .core
-            .poll_timeout()
-            .map(|at| to_std(at.saturating_duration_since(now)));
-        match self.poll.poll(&mut self.events, timeout) {
-            Ok(()) => {}
-            Err(e) if interrupted(&e) => {}
-            Err(e) => {
-                log::error!("{}: cannot wait for the socket: {e}", self.endpoint);
-                self.core.abort();
-            }
-        }
-    }
-
-    fn take_events(&mut self, now: Instant) -> bool {
-        let mut progress = false;
-        while let Some(event) = self.core.poll_event(now) {
-            progress = true;
-            match event {
-                ClientEvent::Response { id, body } => self.done.push_back((id, Ok(body.to_vec()))),
-                ClientEvent::Failed { id, failure } => {
-                    self.done.push_back((id, Err(CallError::from(&failure))));
-                }
-                ClientEvent::Closed(reason) => {
-                    log::debug!("{}: connection closed: {reason}", self.endpoint);
-                    self.closed = Some(reason);
-                }
-                _ => {}
-            }
-        }
-        progress
-    }
-
-    fn write_out(&mut self) -> bool {
-        if self.write_failed {
-            return false;
-        }
-        let mut progress = false;
-        loop {
-            let pending = self.core.transmit();
-            if pending.is_empty() {
-                return progress;
-            }
-            match self.stream.write(pending) {
-                Ok(n) if n > 0 => {
-                    self.core.advance_transmit(n);
-                    progress = true;
-                }
-                Err(e) if would_block(&e) => return progress,
-                Err(e) if interrupted(&e) => {}
-                result => {
-                    // The server is gone; reading will see the end of the stream.
-                    if let Err(e) = result {
-                        log::debug!("{}: write failed: {e}", self.endpoint);
-                    }
-                    self.write_failed = true;
-                    return true;
-                }
-            }
-        }
-    }
-
-    fn read_in(&mut self) -> bool {
-        if self.eof || self.closed.is_some() {
-            return false;
-        }
-        let mut progress = false;
-        for _ in 0..READS_PER_TURN {
-            let buf = self.core.input_buffer();
-            if buf.is_empty() {
-                break;
-            }
-            match self.stream.read(buf) {
-                Ok(0) => {
-                    self.core.handle_eof(self.clock.now());
-                    self.eof = true;
-                    return true;
-                }
-                Ok(n) => {
-                    self.core.commit_input(self.clock.now(), n);
-                    progress = true;
-                }
-                Err(e) if would_block(&e) => break,
-                Err(e) if interrupted(&e) => {}
-                Err(e) => {
-                    log::debug!("{}: read failed: {e}", self.endpoint);
-                    self.core.handle_eof(self.clock.now());
-                    self.eof = true;
-                    return true;
-                }
-            }
-        }
-        progress
     }
 }

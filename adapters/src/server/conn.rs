@@ -18,8 +18,7 @@ use std::sync::Arc;
 use mio::{Interest, Registry, Token};
 use wirecall_core::config::ConfigError;
 use wirecall_core::server::{
-    CloseReason, IncomingRequest, RequestSlot, RespondError, ServerConnection, ServerEvent,
-    ServerStats,
+    CloseReason, RequestSlot, RespondError, ServerConnection, ServerEvent, ServerStats,
 };
 use wirecall_core::wire::RejectCode;
 use wirecall_core::{Instant, RequestId};
@@ -28,8 +27,8 @@ use super::workers::{Job, Pool, run_guarded};
 use crate::clock::{Clock, to_core};
 use crate::config::{ServerConfig, buffer_len, table_len};
 use crate::function::{
-    Answer, CallFailure, CompletionSink, ERROR_ANSWER_TOO_LARGE, Function, Registry as Functions,
-    Responder, reply_of,
+    Answer, CallFailure, CallRef, CompletionSink, ERROR_ANSWER_TOO_LARGE, Function,
+    Registry as Functions, Responder, reply_of,
 };
 use crate::stats::{CloseKind, Stats};
 use crate::stream::{Stream, interrupted, would_block};
@@ -301,7 +300,16 @@ impl Conn {
                 ),
                 ServerEvent::Request(request) => {
                     self.last_active = now;
-                    if let Some(answer) = dispatch(token, &request, shared) {
+                    let call = CallRef::Stream(request.id);
+                    let answer = dispatch(
+                        token,
+                        call,
+                        request.method,
+                        request.body,
+                        request.deadline,
+                        shared,
+                    );
+                    if let Some(answer) = answer {
                         self.answers.push_back((request.id, answer));
                     }
                 }
@@ -470,23 +478,32 @@ impl Conn {
     }
 }
 
-/// Runs or hands off one request; returns its answer when it is ready at once.
-fn dispatch(token: Token, request: &IncomingRequest<'_>, shared: &Shared) -> Option<Answer> {
-    let Some((index, function)) = shared.functions.lookup(request.method) else {
+/// Runs or hands off one request (`method` with `body`, to be done by `deadline`) for the
+/// call `call` on the connection or datagram listener `token`; returns its answer when it
+/// is ready at once. Otherwise a [`Responder`] brings it back later.
+pub(super) fn dispatch(
+    token: Token,
+    call: CallRef,
+    method: &str,
+    body: &[u8],
+    deadline: Option<Instant>,
+    shared: &Shared,
+) -> Option<Answer> {
+    let Some((index, function)) = shared.functions.lookup(method) else {
         shared.stats.call(None);
-        let shown: String = request.method.chars().take(64).collect();
+        let shown: String = method.chars().take(64).collect();
         return Some(Err(CallFailure::rejected(
             RejectCode::UNKNOWN_METHOD,
             format!("no such method: {shown:?}"),
         )));
     };
     shared.stats.call(Some(index));
-    let responder = || Responder::new(token, request.id, shared.sink.clone());
+    let responder = || Responder::new(token, call, shared.sink.clone());
     match function {
         Function::Sync(function) => match &shared.pool {
             None => {
                 shared.stats.execution(index);
-                Some(run_guarded(function, request.body))
+                Some(run_guarded(function, body))
             }
             Some(pool) if pool.is_full() => {
                 shared.stats.worker_busy();
@@ -498,8 +515,8 @@ fn dispatch(token: Token, request: &IncomingRequest<'_>, shared: &Shared) -> Opt
                 pool.submit(Job {
                     function: Arc::clone(function),
                     method: index,
-                    body: request.body.to_vec(),
-                    deadline: request.deadline.map(|d| shared.clock.to_std(d)),
+                    body: body.to_vec(),
+                    deadline: deadline.map(|d| shared.clock.to_std(d)),
                     responder: responder(),
                 });
                 None
@@ -508,9 +525,9 @@ fn dispatch(token: Token, request: &IncomingRequest<'_>, shared: &Shared) -> Opt
         Function::Deferred(function) => {
             shared.stats.execution(index);
             let responder = responder();
-            if catch_unwind(AssertUnwindSafe(|| function(request.body, responder))).is_err() {
+            if catch_unwind(AssertUnwindSafe(|| function(body, responder))).is_err() {
                 // The responder was dropped while unwinding: the call gets an error.
-                log::error!("function {:?} panicked", request.method);
+                log::error!("function {method:?} panicked");
             }
             None
         }
@@ -518,7 +535,7 @@ fn dispatch(token: Token, request: &IncomingRequest<'_>, shared: &Shared) -> Opt
 }
 
 /// `true` for the error that replaces a too-large answer (so it is not replaced again).
-fn is_too_large_error(answer: &Answer) -> bool {
+pub(super) fn is_too_large_error(answer: &Answer) -> bool {
     matches!(answer, Err(CallFailure::Error { code, .. }) if *code == ERROR_ANSWER_TOO_LARGE)
 }
 

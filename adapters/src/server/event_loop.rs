@@ -1,10 +1,13 @@
-//! The server's one mio event loop: every listener, every connection, the waker that brings
-//! answers back from workers and responders, and (optionally) SIGINT/SIGTERM.
+//! The server's one mio event loop: every listener, every connection, every datagram
+//! endpoint, the waker that brings answers back from workers and responders, and
+//! (optionally) SIGINT/SIGTERM.
 //!
-//! Each turn: wait for events until the earliest connection timer (or not at all when some
-//! connection still has work queued), note which connections are ready, accept on ready
-//! listeners until `WouldBlock`, collect finished answers, fire due timers, then drive each
-//! ready connection (see [`Conn::drive`]) and re-file its interest and its next wakeup.
+//! Each turn: wait for events until the earliest connection timer or held datagram answer
+//! (or not at all when some connection or datagram socket still has work queued), note
+//! which connections and datagram sockets are ready, accept on ready listeners until
+//! `WouldBlock`, collect finished answers, fire due timers, then drive each ready
+//! connection (see [`Conn::drive`]) and re-file its interest and its next wakeup, and
+//! drive the datagram endpoints (see [`DatagramListener::drive`]).
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
@@ -18,18 +21,20 @@ use signal_hook_mio::v1_0::Signals;
 use wirecall_core::{Duration, Instant};
 
 use super::conn::{Conn, Drive, Shared};
+use super::datagram::DatagramListener;
 use super::listener::Listener;
 use crate::clock::{to_core, to_std};
 use crate::endpoint::Endpoint;
 use crate::error::Error;
-use crate::function::Completion;
+use crate::function::{CallRef, Completion};
 use crate::stream::{interrupted, would_block};
 
 /// The waker's token.
 pub(super) const WAKER: Token = Token(0);
 /// The signal source's token.
 pub(super) const SIGNALS: Token = Token(1);
-/// Listener `i` has token `FIRST_LISTENER + i`; connections come after the listeners.
+/// Endpoint `i` (a listener or a datagram socket) has token `FIRST_LISTENER + i`;
+/// connections come after the endpoints.
 pub(super) const FIRST_LISTENER: usize = 2;
 
 /// [`ShutdownHandle`](super::ShutdownHandle) states.
@@ -46,7 +51,11 @@ const MIN_TIMER: Duration = Duration::from_millis(1);
 pub(super) struct EventLoop {
     pub(super) poll: Poll,
     pub(super) events: Events,
+    /// Stream listeners by endpoint index; `None` for a datagram endpoint, or once the
+    /// listener has stopped.
     pub(super) listeners: Vec<Option<(Listener, Endpoint)>>,
+    /// Datagram endpoints by token.
+    pub(super) datagrams: HashMap<Token, DatagramListener>,
     pub(super) conns: HashMap<Token, Conn>,
     pub(super) next_token: usize,
     /// Connection wakeups, earliest first.
@@ -75,13 +84,24 @@ impl EventLoop {
             let now = self.shared.clock.now();
             self.check_shutdown(now);
             if let Some(deadline) = self.draining {
-                if self.conns.is_empty() {
-                    log::info!("every connection closed; shutdown complete");
+                // Datagrams still unread are read first: a new call among them is told the
+                // server is shutting down rather than left to time out.
+                let datagrams_done = self
+                    .datagrams
+                    .values()
+                    .all(|d| d.is_idle() && !d.is_readable());
+                if self.conns.is_empty() && datagrams_done {
+                    log::info!(
+                        "every connection closed and every datagram call answered; \
+                         shutdown complete"
+                    );
                     return Ok(());
                 }
                 if now >= deadline {
+                    let calls: usize = self.datagrams.values().map(|d| d.busy_calls()).sum();
                     log::warn!(
-                        "shutdown deadline passed with {} connection(s) still open: closing them",
+                        "shutdown deadline passed with {} connection(s) still open and {calls} \
+                         datagram call(s) unanswered: closing them",
                         self.conns.len()
                     );
                     self.abort_all(now);
@@ -100,21 +120,26 @@ impl EventLoop {
             for token in tokens.drain(..) {
                 self.on_event(token);
             }
-            self.take_completions();
             let now = self.shared.clock.now();
+            self.take_completions(now);
             self.fire_timers(now);
             self.drive_ready(now);
+            self.drive_datagrams(now);
         }
     }
 
-    /// How long to wait: zero while connections have work queued, else until the
-    /// earliest timer or the shutdown deadline; `None` to wait for events only.
+    /// How long to wait: zero while connections or datagram sockets have work queued, else
+    /// until the earliest timer, held datagram answer or the shutdown deadline; `None` to
+    /// wait for events only.
     fn poll_timeout(&self, now: Instant) -> Option<StdDuration> {
-        if !self.ready.is_empty() {
+        if !self.ready.is_empty() || self.datagrams.values().any(|d| d.is_readable()) {
             return Some(StdDuration::ZERO);
         }
         let timer = self.timers.first().map(|(at, _)| *at);
-        let wake = super::conn::earliest(timer, self.draining);
+        let mut wake = super::conn::earliest(timer, self.draining);
+        for datagram in self.datagrams.values() {
+            wake = super::conn::earliest(wake, datagram.next_wakeup());
+        }
         wake.map(|at| to_std(at.saturating_duration_since(now)))
     }
 
@@ -122,6 +147,11 @@ impl EventLoop {
         match token {
             WAKER => {} // completions and the shutdown flag are checked every turn
             SIGNALS => self.take_signals(),
+            token if self.datagrams.contains_key(&token) => {
+                if let Some(datagram) = self.datagrams.get_mut(&token) {
+                    datagram.set_readable();
+                }
+            }
             Token(t) if t >= FIRST_LISTENER && t - FIRST_LISTENER < self.listeners.len() => {
                 self.accept_all(t - FIRST_LISTENER);
             }
@@ -197,21 +227,37 @@ impl EventLoop {
         FIRST_LISTENER + self.listeners.len()
     }
 
-    /// Hands answers that came back through the channel to their connections.
-    fn take_completions(&mut self) {
+    /// Hands answers that came back through the channel to their connections and datagram
+    /// endpoints.
+    fn take_completions(&mut self, now: Instant) {
         while let Ok(completion) = self.completions.try_recv() {
-            let Some(conn) = self.conns.get_mut(&completion.token) else {
-                log::debug!(
-                    "answer to {} dropped: its connection is gone",
-                    completion.id
-                );
-                continue;
-            };
             let not_before = completion
                 .not_before
                 .map(|at| self.shared.clock.from_std(at));
-            conn.complete(completion.id, completion.answer, not_before);
-            mark_ready(&mut self.ready, conn, completion.token);
+            match completion.call {
+                CallRef::Stream(id) => {
+                    let Some(conn) = self.conns.get_mut(&completion.token) else {
+                        log::debug!("answer to {id} dropped: its connection is gone");
+                        continue;
+                    };
+                    conn.complete(id, completion.answer, not_before);
+                    mark_ready(&mut self.ready, conn, completion.token);
+                }
+                CallRef::Datagram(handle) => {
+                    if let Some(datagram) = self.datagrams.get_mut(&completion.token) {
+                        let stats = &self.shared.stats;
+                        datagram.complete(now, handle, completion.answer, not_before, stats);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Sends held datagram answers that are due and reads the datagram sockets that may
+    /// have datagrams waiting.
+    fn drive_datagrams(&mut self, now: Instant) {
+        for (token, datagram) in &mut self.datagrams {
+            datagram.drive(*token, now, &self.shared);
         }
     }
 
@@ -291,8 +337,8 @@ impl EventLoop {
     }
 
     /// Stops accepting (after taking in what already waits in the backlog, so those
-    /// clients get a go-away rather than a reset), removes socket files, and asks every
-    /// connection to close gracefully.
+    /// clients get a go-away rather than a reset), removes socket files, asks every
+    /// connection to close gracefully, and makes datagram endpoints reject new calls.
     fn begin_drain(&mut self, now: Instant) {
         if self.draining.is_some() {
             return;
@@ -317,6 +363,9 @@ impl EventLoop {
         for (token, conn) in &mut self.conns {
             conn.close(now);
             mark_ready(&mut self.ready, conn, *token);
+        }
+        for datagram in self.datagrams.values_mut() {
+            datagram.begin_drain();
         }
     }
 
@@ -355,12 +404,17 @@ impl EventLoop {
         }
     }
 
-    /// Stops listening (removing socket files) and drops every connection.
+    /// Stops listening (removing socket files) and drops every connection and datagram
+    /// socket.
     fn finish(&mut self) {
         for slot in &mut self.listeners {
             if let Some((mut listener, _)) = slot.take() {
                 let _ = self.poll.registry().deregister(&mut listener);
             }
+        }
+        for (_, mut datagram) in self.datagrams.drain() {
+            let _ = self.poll.registry().deregister(&mut datagram);
+            datagram.abandon(&self.shared.stats);
         }
         let tokens: Vec<Token> = self.conns.keys().copied().collect();
         for token in tokens {

@@ -1,15 +1,17 @@
 //! Listening sockets, with Unix socket-file hygiene: a stale file left by a dead server is
 //! replaced, a live server's socket is never taken (a test connection decides), the file
 //! gets the configured mode, and it is removed when the listener goes (only if it is still
-//! the file this listener made).
+//! the file this listener made). The same rules hold for the datagram sockets
+//! ([`bind_unix_datagram`], [`bind_udp`]), which the event loop drives itself.
 
 use std::fs;
 use std::io;
+use std::net::SocketAddr;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use mio::event::Source;
-use mio::net::{TcpListener, UnixListener};
+use mio::net::{TcpListener, UdpSocket, UnixDatagram, UnixListener};
 use mio::{Interest, Registry, Token};
 
 use crate::endpoint::Endpoint;
@@ -36,42 +38,21 @@ impl Listener {
         };
         match endpoint {
             Endpoint::Unix(path) => {
-                clear_stale(endpoint, path)?;
+                clear_stale(endpoint, path, probe_stream)?;
                 let listener = UnixListener::bind(path).map_err(listen_error)?;
-                // From here on the file is ours: removed on drop, even if chmod fails.
-                let meta = fs::symlink_metadata(path).map_err(listen_error)?;
-                let file = SocketFile {
-                    path: path.clone(),
-                    id: (meta.dev(), meta.ino()),
-                };
-                if let Some(mode) = mode {
-                    fs::set_permissions(path, fs::Permissions::from_mode(mode))
-                        .map_err(listen_error)?;
-                }
+                let file = own_file(endpoint, path, mode)?;
                 Ok((Self::Unix { listener, file }, endpoint.clone()))
             }
             Endpoint::Tcp(..) => {
-                let mut last = None;
-                for addr in endpoint.resolve()? {
-                    // mio sets SO_REUSEADDR, so a restart does not wait out TIME_WAIT.
-                    match TcpListener::bind(addr) {
-                        Ok(listener) => {
-                            let local = listener.local_addr().map_err(listen_error)?;
-                            return Ok((
-                                Self::Tcp(listener),
-                                Endpoint::from_socket_addr(true, local),
-                            ));
-                        }
-                        Err(e) => last = Some(e),
-                    }
-                }
-                Err(listen_error(last.unwrap_or_else(|| {
-                    io::Error::new(io::ErrorKind::NotFound, "no address to bind")
-                })))
+                // mio sets SO_REUSEADDR, so a restart does not wait out TIME_WAIT.
+                let listener = bind_first(endpoint, TcpListener::bind)?;
+                let local = listener.local_addr().map_err(listen_error)?;
+                Ok((Self::Tcp(listener), Endpoint::from_socket_addr(true, local)))
             }
-            Endpoint::UnixDatagram(_) | Endpoint::Udp(..) => {
-                Err(Error::DatagramNotImplemented(endpoint.clone()))
-            }
+            Endpoint::UnixDatagram(_) | Endpoint::Udp(..) => Err(listen_error(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "a datagram endpoint has no stream listener",
+            ))),
         }
     }
 
@@ -128,6 +109,73 @@ impl Source for Listener {
     }
 }
 
+/// Binds a `unix-dgram:` endpoint's socket at `path`, with the same hygiene as a Unix
+/// stream listener: a stale file is replaced (a datagram `connect` to it is refused), a
+/// live server's is never taken, the file gets `mode`, and the returned [`SocketFile`]
+/// removes it when dropped.
+pub(super) fn bind_unix_datagram(
+    endpoint: &Endpoint,
+    path: &Path,
+    mode: Option<u32>,
+) -> Result<(UnixDatagram, SocketFile), Error> {
+    clear_stale(endpoint, path, probe_datagram)?;
+    let socket = UnixDatagram::bind(path).map_err(|source| Error::Listen {
+        endpoint: endpoint.clone(),
+        source,
+    })?;
+    let file = own_file(endpoint, path, mode)?;
+    Ok((socket, file))
+}
+
+/// Binds a `udp:` endpoint's socket on the first address its host resolves to that can be
+/// bound; returns it and the endpoint it is really bound to (for port 0, the port the OS
+/// chose).
+pub(super) fn bind_udp(endpoint: &Endpoint) -> Result<(UdpSocket, Endpoint), Error> {
+    let socket = bind_first(endpoint, UdpSocket::bind)?;
+    let local = socket.local_addr().map_err(|source| Error::Listen {
+        endpoint: endpoint.clone(),
+        source,
+    })?;
+    Ok((socket, Endpoint::from_socket_addr(false, local)))
+}
+
+/// Binds the first of `endpoint`'s addresses that `bind` takes.
+fn bind_first<T>(
+    endpoint: &Endpoint,
+    bind: impl Fn(SocketAddr) -> io::Result<T>,
+) -> Result<T, Error> {
+    let mut last = None;
+    for addr in endpoint.resolve()? {
+        match bind(addr) {
+            Ok(socket) => return Ok(socket),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(Error::Listen {
+        endpoint: endpoint.clone(),
+        source: last
+            .unwrap_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no address to bind")),
+    })
+}
+
+/// Takes charge of the socket file just bound at `path`: from here on it is removed on
+/// drop, even if setting its mode fails.
+fn own_file(endpoint: &Endpoint, path: &Path, mode: Option<u32>) -> Result<SocketFile, Error> {
+    let listen_error = |source| Error::Listen {
+        endpoint: endpoint.clone(),
+        source,
+    };
+    let meta = fs::symlink_metadata(path).map_err(listen_error)?;
+    let file = SocketFile {
+        path: path.to_path_buf(),
+        id: (meta.dev(), meta.ino()),
+    };
+    if let Some(mode) = mode {
+        fs::set_permissions(path, fs::Permissions::from_mode(mode)).map_err(listen_error)?;
+    }
+    Ok(file)
+}
+
 /// A Unix socket file this process created; removed on drop if it is still the same file
 /// (same device and inode), so a file a newer server bound since is left alone.
 #[derive(Debug)]
@@ -153,10 +201,24 @@ impl Drop for SocketFile {
     }
 }
 
-/// Makes way for binding `path`: nothing there is fine; a socket nobody listens on (a
-/// connection is refused) is stale and removed; a socket with a live server, or anything
-/// that is not a socket, is an error and is left alone.
-fn clear_stale(endpoint: &Endpoint, path: &Path) -> Result<(), Error> {
+/// Tries a stream connection to `path`.
+fn probe_stream(path: &Path) -> io::Result<()> {
+    std::os::unix::net::UnixStream::connect(path).map(drop)
+}
+
+/// Tries a datagram `connect` to `path` (refused when no socket is bound there any more).
+fn probe_datagram(path: &Path) -> io::Result<()> {
+    std::os::unix::net::UnixDatagram::unbound()?.connect(path)
+}
+
+/// Makes way for binding `path`: nothing there is fine; a socket nobody listens on (`probe`,
+/// a connection of the listener's kind, is refused) is stale and removed; a socket with a
+/// live server, or anything that is not a socket, is an error and is left alone.
+fn clear_stale(
+    endpoint: &Endpoint,
+    path: &Path,
+    probe: fn(&Path) -> io::Result<()>,
+) -> Result<(), Error> {
     let listen_error = |source| Error::Listen {
         endpoint: endpoint.clone(),
         source,
@@ -169,8 +231,8 @@ fn clear_stale(endpoint: &Endpoint, path: &Path) -> Result<(), Error> {
     if !meta.file_type().is_socket() {
         return Err(Error::NotASocket(endpoint.clone()));
     }
-    match std::os::unix::net::UnixStream::connect(path) {
-        Ok(_) => Err(Error::AddressInUse(endpoint.clone())),
+    match probe(path) {
+        Ok(()) => Err(Error::AddressInUse(endpoint.clone())),
         Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
             log::info!("removing stale socket file {}", path.display());
             match fs::remove_file(path) {
@@ -244,12 +306,50 @@ mod test {
     }
 
     #[test]
-    fn test_datagram_not_yet() {
+    fn test_unix_datagram_hygiene() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("d.sock");
+        let ep = Endpoint::UnixDatagram(path.clone());
+
+        // A stale file (bound, then its socket dropped) is replaced.
+        drop(std::os::unix::net::UnixDatagram::bind(&path).unwrap());
+        assert!(path.exists());
+        let (live, file) = bind_unix_datagram(&ep, &path, Some(0o620)).unwrap();
+        let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o620);
+
+        // A live one is not taken, by a datagram or a stream listener.
+        let err = bind_unix_datagram(&ep, &path, None)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("address in use"), "{err}");
+        assert!(Listener::bind(&Endpoint::Unix(path.clone()), None).is_err());
+        assert!(path.exists());
+
+        // Removed when its file guard goes.
+        drop(file);
+        drop(live);
+        assert!(!path.exists());
+
+        // Not a socket: left alone.
+        fs::write(&path, b"precious").unwrap();
+        let err = bind_unix_datagram(&ep, &path, None)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("not a socket"), "{err}");
+        assert_eq!(fs::read(&path).unwrap(), b"precious");
+    }
+
+    #[test]
+    fn test_udp_port_zero_reports_real_port() {
         let ep: Endpoint = "udp:127.0.0.1:0".parse().unwrap();
-        let err = Listener::bind(&ep, None).unwrap_err().to_string();
-        assert_eq!(
-            err,
-            "udp:127.0.0.1:0: datagram transports are not implemented yet"
-        );
+        let (_s, actual) = bind_udp(&ep).unwrap();
+        match actual {
+            Endpoint::Udp(host, port) => {
+                assert_eq!(host, "127.0.0.1");
+                assert_ne!(port, 0);
+            }
+            other => panic!("{other}"),
+        }
     }
 }

@@ -1,5 +1,5 @@
-//! The std server: functions registered by name, served over any number of Unix and TCP
-//! endpoints from one mio event loop.
+//! The std server: functions registered by name, served over any number of Unix stream,
+//! TCP, Unix datagram and UDP endpoints from one mio event loop.
 //!
 //! ```no_run
 //! use wirecall::{CallFailure, Endpoint, ServerBuilder, ServerConfig};
@@ -13,6 +13,7 @@
 //!     })
 //!     .listen("unix:/tmp/example.sock".parse::<Endpoint>()?)
 //!     .listen("tcp:127.0.0.1:7000".parse::<Endpoint>()?)
+//!     .listen("udp:127.0.0.1:7000".parse::<Endpoint>()?)
 //!     .workers(4)
 //!     .build()?;
 //! let stop = server.shutdown_handle(); // call stop.shutdown() from anywhere to end `run`
@@ -25,8 +26,14 @@
 //! go out in completion order. Deferred functions always run on the event loop and must
 //! not block: they answer through their [`Responder`], now, later from another thread, or
 //! after a delay with [`Responder::respond_after`].
+//!
+//! Datagram endpoints (`udp:`, `unix-dgram:`) serve the same functions. Each keeps a call
+//! cache (`ServerConfig::datagram_cache` entries), so a request the client retransmits
+//! runs its function at most once and gets the same answer again; the guarantee and its
+//! conditions are in `docs/PROTOCOL.md`, section 11.4.
 
 mod conn;
+mod datagram;
 mod event_loop;
 mod listener;
 mod workers;
@@ -43,6 +50,7 @@ use wirecall_core::ServerConnection;
 use wirecall_core::server::RequestSlot;
 
 use self::conn::Shared;
+use self::datagram::DatagramListener;
 use self::event_loop::{EventLoop, FIRST_LISTENER, GRACEFUL, NOW, SIGNALS, WAKER};
 use self::listener::Listener;
 use crate::clock::Clock;
@@ -113,8 +121,9 @@ impl ServerBuilder {
         self
     }
 
-    /// Adds an endpoint to listen on (call it once per endpoint). `tcp:host:0` gets a port
-    /// from the OS: see [`Server::endpoints`].
+    /// Adds an endpoint to listen on (call it once per endpoint): any of the four
+    /// transports. `tcp:host:0` and `udp:host:0` get a port from the OS: see
+    /// [`Server::endpoints`].
     #[must_use]
     pub fn listen(mut self, endpoint: Endpoint) -> Self {
         self.endpoints.push(endpoint);
@@ -148,10 +157,10 @@ impl ServerBuilder {
     ///
     /// # Errors
     ///
-    /// A limit the core or the adapter refuses, an invalid or duplicate function name, an
-    /// endpoint that cannot be bound ([`Error::AddressInUse`] for a Unix socket a live
-    /// server holds), a datagram endpoint ([`Error::DatagramNotImplemented`]), or an OS
-    /// failure setting up the loop.
+    /// A limit the core or the adapter refuses (for datagram endpoints: the cache size and
+    /// the datagram configuration, [`Error::DatagramConfig`]), an invalid or duplicate
+    /// function name, an endpoint that cannot be bound ([`Error::AddressInUse`] for a Unix
+    /// socket a live server holds), or an OS failure setting up the loop.
     pub fn build(self) -> Result<Server, Error> {
         let config = self.config;
         check_limits(&config.connection)?;
@@ -171,18 +180,32 @@ impl ServerBuilder {
         let waker =
             Arc::new(Waker::new(poll.registry(), WAKER).map_err(Error::io("creating the waker"))?);
         let mut listeners = Vec::with_capacity(self.endpoints.len());
+        let mut datagrams = HashMap::new();
         let mut endpoints = Vec::with_capacity(self.endpoints.len());
         for (i, endpoint) in self.endpoints.iter().enumerate() {
-            let (mut listener, actual) = Listener::bind(endpoint, config.unix_mode)?;
-            poll.registry()
-                .register(&mut listener, Token(FIRST_LISTENER + i), Interest::READABLE)
-                .map_err(|source| Error::Listen {
-                    endpoint: endpoint.clone(),
-                    source,
-                })?;
+            let token = Token(FIRST_LISTENER + i);
+            let register_error = |source| Error::Listen {
+                endpoint: endpoint.clone(),
+                source,
+            };
+            let actual = if endpoint.is_datagram() {
+                let (mut datagram, actual) = DatagramListener::bind(endpoint, &config)?;
+                poll.registry()
+                    .register(&mut datagram, token, Interest::READABLE)
+                    .map_err(register_error)?;
+                datagrams.insert(token, datagram);
+                listeners.push(None);
+                actual
+            } else {
+                let (mut listener, actual) = Listener::bind(endpoint, config.unix_mode)?;
+                poll.registry()
+                    .register(&mut listener, token, Interest::READABLE)
+                    .map_err(register_error)?;
+                listeners.push(Some((listener, actual.clone())));
+                actual
+            };
             log::info!("listening on {actual}");
-            endpoints.push(actual.clone());
-            listeners.push(Some((listener, actual)));
+            endpoints.push(actual);
         }
         let signals = if self.signals {
             let mut signals =
@@ -208,6 +231,7 @@ impl ServerBuilder {
             poll,
             events: Events::with_capacity(1024),
             listeners,
+            datagrams,
             conns: HashMap::new(),
             next_token: first_connection,
             timers: BTreeSet::new(),
@@ -258,8 +282,9 @@ impl std::fmt::Debug for Server {
 }
 
 impl Server {
-    /// The endpoints it listens on, as bound: a `tcp:` endpoint shows the resolved address
-    /// and the real port (so `tcp:localhost:0` may show as `tcp:127.0.0.1:41234`).
+    /// The endpoints it listens on, as bound: a `tcp:` or `udp:` endpoint shows the
+    /// resolved address and the real port (so `tcp:localhost:0` may show as
+    /// `tcp:127.0.0.1:41234`).
     #[must_use]
     pub fn endpoints(&self) -> &[Endpoint] {
         &self.endpoints
@@ -279,8 +304,10 @@ impl Server {
 
     /// Serves until a shutdown is requested and done: stop accepting and remove socket
     /// files, ask every connection to close gracefully (each answers what it has received,
-    /// then a go-away tells its client which calls were taken), keep serving until every
-    /// connection has closed or `shutdown_timeout` has passed, then return.
+    /// then a go-away tells its client which calls were taken), reject new datagram calls
+    /// (`SHUTTING_DOWN`, not executed) while answering the ones taken, keep serving until
+    /// every connection has closed and every datagram call is answered, or
+    /// `shutdown_timeout` has passed, then return.
     ///
     /// # Errors
     ///

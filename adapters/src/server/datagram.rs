@@ -1,0 +1,524 @@
+//! Datagram endpoints (`udp:`, `unix-dgram:`): one socket and one core
+//! [`DatagramServer`] each, driven by the event loop next to the stream connections.
+//!
+//! The core decides everything about a datagram: whether it is a new call to run, a
+//! retransmission to answer again from the call cache, a late copy or garbage to drop, a
+//! call to refuse busy or reject. This module only moves bytes: it reads datagrams until
+//! the socket would block (into a buffer one byte longer than the largest datagram, so the
+//! core sees and counts an oversized one), hands new calls to the same functions, workers
+//! and [`Responder`](crate::Responder)s as stream requests, and sends each answer the core
+//! returns to the peer it names. A send the kernel does not take is dropped and counted:
+//! the answer stays in the core's cache, so the client's next retransmission gets it.
+//!
+//! The peer address is the sender's `SocketAddr` on UDP, and on Unix datagram sockets the
+//! path the sender's socket is bound to (a [`PathBuf`]); a Unix sender with no name cannot
+//! be answered, so its datagrams are dropped (`unaddressable`) before the core sees them.
+//!
+//! In a shutdown the socket is still read: retransmissions of answered calls are still
+//! answered from the cache, calls running are answered when done, and new calls are
+//! rejected (`SHUTTING_DOWN`, not executed) rather than left to time out. A `unix-dgram:`
+//! socket file is removed as the shutdown begins (clients already connected to the socket
+//! still reach it). The event loop ends once no call is running.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use mio::event::Source;
+use mio::net::{UdpSocket, UnixDatagram};
+use mio::{Interest, Registry, Token};
+use wirecall_core::Instant;
+use wirecall_core::datagram::{
+    DatagramEntry, DatagramRespondError, DatagramServer, DatagramServerStats, Received,
+    RequestHandle,
+};
+use wirecall_core::wire::RejectCode;
+
+use super::conn::{Shared, dispatch, is_too_large_error};
+use super::listener::{SocketFile, bind_udp, bind_unix_datagram};
+use crate::config::{MAX_DATAGRAM_CACHE, ServerConfig, datagram_config, datagram_storage};
+use crate::endpoint::Endpoint;
+use crate::error::Error;
+use crate::function::{
+    Answer, CallFailure, CallRef, ERROR_ANSWER_TOO_LARGE, REJECT_BUSY, reply_of,
+};
+use crate::stats::{DropKind, Stats};
+use crate::stream::{interrupted, would_block};
+
+/// Datagrams read from one socket per turn of the loop before other work gets a turn.
+const READS_PER_TURN: usize = 256;
+
+/// A datagram socket the loop can read from and answer on, with its peer address type.
+pub(super) trait DatagramSocket: Source {
+    /// Who sent a datagram, as the core keys its cache by.
+    type Peer: Clone + PartialEq + fmt::Debug;
+
+    /// Receives one datagram: its length and its sender, `None` when the sender cannot be
+    /// answered (a Unix socket with no name).
+    fn recv_peer(&self, buf: &mut [u8]) -> io::Result<(usize, Option<Self::Peer>)>;
+
+    /// Sends one datagram to `to`.
+    fn send_peer(&self, buf: &[u8], to: &Self::Peer) -> io::Result<usize>;
+}
+
+impl DatagramSocket for UdpSocket {
+    type Peer = SocketAddr;
+
+    fn recv_peer(&self, buf: &mut [u8]) -> io::Result<(usize, Option<SocketAddr>)> {
+        self.recv_from(buf).map(|(n, from)| (n, Some(from)))
+    }
+
+    fn send_peer(&self, buf: &[u8], to: &SocketAddr) -> io::Result<usize> {
+        self.send_to(buf, *to)
+    }
+}
+
+impl DatagramSocket for UnixDatagram {
+    type Peer = PathBuf;
+
+    fn recv_peer(&self, buf: &mut [u8]) -> io::Result<(usize, Option<PathBuf>)> {
+        self.recv_from(buf)
+            .map(|(n, from)| (n, from.as_pathname().map(Path::to_path_buf)))
+    }
+
+    fn send_peer(&self, buf: &[u8], to: &PathBuf) -> io::Result<usize> {
+        self.send_to(buf, to)
+    }
+}
+
+/// The core server with heap storage sized from the configuration.
+type Core<P> = DatagramServer<P, Box<[u8]>, Box<[DatagramEntry<P>]>>;
+
+/// One datagram endpoint of either kind. See the [module docs](self).
+pub(super) struct Datagram<S: DatagramSocket> {
+    socket: S,
+    core: Core<S::Peer>,
+    /// The largest datagram plus one byte, so an oversized one is seen as such.
+    buf: Box<[u8]>,
+    /// The endpoint, for log lines.
+    label: String,
+    /// Calls taken and not yet answered or cancelled.
+    running: HashSet<RequestHandle>,
+    /// Answers held until their time (`Responder::respond_after`), by (time, arrival).
+    delayed: BTreeMap<(Instant, u64), (RequestHandle, Answer)>,
+    next_seq: u64,
+    /// The core's counters already added to the server's.
+    seen: DatagramServerStats,
+    /// The last read stopped before the socket would block: read again next turn.
+    readable: bool,
+}
+
+impl<S: DatagramSocket> Datagram<S> {
+    fn new(socket: S, core: Core<S::Peer>, max_datagram: usize, label: String) -> Self {
+        Self {
+            socket,
+            core,
+            buf: vec![0u8; max_datagram.saturating_add(1)].into_boxed_slice(),
+            label,
+            running: HashSet::new(),
+            delayed: BTreeMap::new(),
+            next_seq: 0,
+            seen: DatagramServerStats::default(),
+            readable: false,
+        }
+    }
+
+    /// Reads and handles datagrams until the socket would block, or for one turn's worth.
+    fn read(&mut self, token: Token, now: Instant, shared: &Shared) {
+        self.readable = false;
+        for _ in 0..READS_PER_TURN {
+            let (len, peer) = match self.socket.recv_peer(&mut self.buf) {
+                Ok(received) => received,
+                Err(e) if would_block(&e) => {
+                    self.sync_stats(&shared.stats);
+                    return;
+                }
+                // A pending error from an earlier send (e.g. an ICMP port unreachable):
+                // reading it cleared it.
+                Err(e) if interrupted(&e) || is_peer_error(&e) => continue,
+                Err(e) => {
+                    log::warn!("{}: cannot receive: {e}", self.label);
+                    self.sync_stats(&shared.stats);
+                    return;
+                }
+            };
+            shared.stats.datagram_received();
+            let Some(peer) = peer else {
+                log::debug!("{}: dropped a datagram from an unnamed socket", self.label);
+                shared.stats.datagram_dropped(DropKind::Unaddressable);
+                continue;
+            };
+            self.take(token, now, &peer, len, shared);
+        }
+        // More may be waiting; the loop comes back after the others had a turn.
+        self.readable = true;
+        self.sync_stats(&shared.stats);
+    }
+
+    /// Hands one datagram of `len` bytes from `peer` to the core and does what it says.
+    fn take(&mut self, token: Token, now: Instant, peer: &S::Peer, len: usize, shared: &Shared) {
+        let datagram = self.buf.get(..len).unwrap_or_default();
+        let (handle, answer) = match self.core.handle_datagram(now, peer, datagram) {
+            Received::Request(request) if shared.draining => {
+                log::debug!(
+                    "{}: call {} from {peer:?} rejected: shutting down",
+                    self.label,
+                    request.id
+                );
+                shared.stats.datagram_rejected();
+                let answer = Err(CallFailure::rejected(
+                    RejectCode::SHUTTING_DOWN,
+                    "the server is shutting down",
+                ));
+                (request.handle, Some(answer))
+            }
+            Received::Request(request) => {
+                let call = CallRef::Datagram(request.handle);
+                let deadline = Some(request.deadline);
+                let answer = dispatch(token, call, request.method, request.body, deadline, shared);
+                (request.handle, answer)
+            }
+            Received::Reply(bytes) => {
+                send(&self.socket, bytes, peer, &self.label, &shared.stats);
+                return;
+            }
+            Received::Cancelled(handle) => {
+                log::debug!("{}: a call from {peer:?} was cancelled", self.label);
+                self.forget(handle, &shared.stats);
+                return;
+            }
+            Received::Dropped(reason) => {
+                log::trace!("{}: dropped a datagram from {peer:?}: {reason}", self.label);
+                shared.stats.datagram_dropped(DropKind::of(reason));
+                return;
+            }
+            _ => return,
+        };
+        match answer {
+            Some(answer) => self.answer(handle, answer, &shared.stats),
+            None => {
+                if self.running.insert(handle) {
+                    shared.stats.datagram_running(true);
+                }
+            }
+        }
+    }
+
+    /// The client cancelled a call: its held answer, if any, is dropped (a function still
+    /// running may still answer; the core keeps that answer, though nobody waits for it).
+    fn forget(&mut self, handle: RequestHandle, stats: &Stats) {
+        if self.running.remove(&handle) {
+            stats.datagram_running(false);
+        }
+        self.delayed.retain(|_, (held, _)| *held != handle);
+    }
+
+    /// An answer from a worker or a responder, now or at `not_before`.
+    fn complete(
+        &mut self,
+        now: Instant,
+        handle: RequestHandle,
+        answer: Answer,
+        not_before: Option<Instant>,
+        stats: &Stats,
+    ) {
+        match not_before {
+            Some(at) if at > now => {
+                self.delayed.insert((at, self.next_seq), (handle, answer));
+                self.next_seq = self.next_seq.wrapping_add(1);
+            }
+            _ => self.answer(handle, answer, stats),
+        }
+        self.sync_stats(stats);
+    }
+
+    /// Sends the held answers whose time has come.
+    fn release_due(&mut self, now: Instant, stats: &Stats) {
+        let mut any = false;
+        while let Some(entry) = self.delayed.first_entry() {
+            if entry.key().0 > now {
+                break;
+            }
+            let (handle, answer) = entry.remove();
+            self.answer(handle, answer, stats);
+            any = true;
+        }
+        if any {
+            self.sync_stats(stats);
+        }
+    }
+
+    /// Gives the core the answer to a call and sends what it returns.
+    fn answer(&mut self, handle: RequestHandle, answer: Answer, stats: &Stats) {
+        if self.running.remove(&handle) {
+            stats.datagram_running(false);
+        }
+        let mut answer = match answer {
+            // A busy reply would be cached and replayed to every retransmission: a final
+            // "not executed" answer ends the call instead (see `REJECT_BUSY`).
+            Err(CallFailure::Busy { .. }) => Err(CallFailure::rejected(
+                REJECT_BUSY,
+                "the server is too busy to run the call",
+            )),
+            other => other,
+        };
+        // At most: the answer, a shorter stand-in, an empty rejection.
+        for _ in 0..3 {
+            match self.core.respond(handle, reply_of(&answer)) {
+                Ok(transmit) => {
+                    send(
+                        &self.socket,
+                        transmit.bytes,
+                        transmit.to,
+                        &self.label,
+                        stats,
+                    );
+                    return;
+                }
+                Err(DatagramRespondError::TooLarge) => {
+                    answer = match answer {
+                        Err(CallFailure::Rejected { code, message }) if !message.is_empty() => {
+                            Err(CallFailure::rejected(code, ""))
+                        }
+                        ref too_large if !is_too_large_error(too_large) => {
+                            let size = too_large.as_ref().map_or(0, Vec::len);
+                            log::warn!(
+                                "{}: an answer ({size} bytes) does not fit one datagram",
+                                self.label
+                            );
+                            Err(CallFailure::error(
+                                ERROR_ANSWER_TOO_LARGE,
+                                "the answer does not fit one datagram",
+                            ))
+                        }
+                        _ => break,
+                    };
+                }
+                Err(DatagramRespondError::UnknownRequest) => {
+                    // Cancelled and forgotten, or its window closed: nobody waits for it.
+                    log::debug!("{}: an answer to a forgotten call dropped", self.label);
+                    stats.datagram_late_answer();
+                    return;
+                }
+                Err(e) => {
+                    log::warn!("{}: cannot answer a call: {e}", self.label);
+                    return;
+                }
+            }
+        }
+        log::warn!("{}: a call could not be answered", self.label);
+    }
+
+    /// No call is running or held.
+    fn is_idle(&self) -> bool {
+        self.running.is_empty() && self.delayed.is_empty()
+    }
+
+    fn next_wakeup(&self) -> Option<Instant> {
+        self.delayed.keys().next().map(|(at, _)| *at)
+    }
+
+    fn sync_stats(&mut self, stats: &Stats) {
+        stats.add_datagram_core(self.core.stats(), &mut self.seen);
+    }
+
+    /// The calls still running when the loop ends leave the `in_progress` gauge.
+    fn abandon(&mut self, stats: &Stats) {
+        for _ in self.running.drain() {
+            stats.datagram_running(false);
+        }
+        self.delayed.clear();
+    }
+}
+
+/// Sends one datagram; a failure drops it and is counted (the core keeps answers cached).
+fn send<S: DatagramSocket>(socket: &S, bytes: &[u8], to: &S::Peer, label: &str, stats: &Stats) {
+    loop {
+        match socket.send_peer(bytes, to) {
+            Ok(_) => return stats.datagram_sent(),
+            Err(e) if interrupted(&e) => {}
+            Err(e) => {
+                log::debug!("{label}: a datagram to {to:?} was not sent: {e}");
+                return stats.datagram_dropped(DropKind::SendFailed);
+            }
+        }
+    }
+}
+
+/// An error a socket reports for an earlier datagram's peer, not for itself.
+fn is_peer_error(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionRefused | io::ErrorKind::ConnectionReset
+    )
+}
+
+/// A datagram endpoint of either transport.
+pub(super) enum DatagramListener {
+    /// `udp:host:port`.
+    Udp(Datagram<UdpSocket>),
+    /// `unix-dgram:/path`, with its socket file (removed when the shutdown begins).
+    Unix {
+        datagram: Datagram<UnixDatagram>,
+        file: Option<SocketFile>,
+    },
+}
+
+/// Runs `$body` with `$d` bound to the inner [`Datagram`] of either kind.
+macro_rules! each {
+    ($listener:expr, $d:ident => $body:expr) => {
+        match $listener {
+            DatagramListener::Udp($d) => $body,
+            DatagramListener::Unix { datagram: $d, .. } => $body,
+        }
+    };
+}
+
+impl DatagramListener {
+    /// Binds a `udp:` or `unix-dgram:` endpoint with its call cache; returns it and the
+    /// endpoint it is really bound to.
+    pub(super) fn bind(
+        endpoint: &Endpoint,
+        config: &ServerConfig,
+    ) -> Result<(Self, Endpoint), Error> {
+        let dconfig = datagram_config(&config.datagram, config.unix_max_datagram, endpoint);
+        if config.datagram_cache > MAX_DATAGRAM_CACHE {
+            return Err(Error::LimitTooLarge {
+                what: "datagram_cache",
+                got: u64::try_from(config.datagram_cache).unwrap_or(u64::MAX),
+                max: u64::try_from(MAX_DATAGRAM_CACHE).unwrap_or(u64::MAX),
+            });
+        }
+        // One chunk per entry for its stored answer, one for answers made on the spot.
+        let storage = datagram_storage(
+            dconfig.max_datagram,
+            config.datagram_cache.saturating_add(1),
+        )?;
+        fn core<P: Clone + PartialEq>(
+            config: wirecall_core::datagram::DatagramConfig,
+            storage: usize,
+            entries: usize,
+        ) -> Result<Core<P>, Error> {
+            let entries = std::iter::repeat_with(|| DatagramEntry::EMPTY)
+                .take(entries)
+                .collect();
+            Ok(DatagramServer::new(
+                config,
+                vec![0u8; storage].into_boxed_slice(),
+                entries,
+            )?)
+        }
+        let max = dconfig.max_datagram;
+        match endpoint {
+            Endpoint::Udp(..) => {
+                let core = core(dconfig, storage, config.datagram_cache)?;
+                let (socket, actual) = bind_udp(endpoint)?;
+                let datagram = Datagram::new(socket, core, max, actual.to_string());
+                Ok((Self::Udp(datagram), actual))
+            }
+            Endpoint::UnixDatagram(path) => {
+                let core = core(dconfig, storage, config.datagram_cache)?;
+                let (socket, file) = bind_unix_datagram(endpoint, path, config.unix_mode)?;
+                let datagram = Datagram::new(socket, core, max, endpoint.to_string());
+                let listener = Self::Unix {
+                    datagram,
+                    file: Some(file),
+                };
+                Ok((listener, endpoint.clone()))
+            }
+            Endpoint::Unix(_) | Endpoint::Tcp(..) => Err(Error::Listen {
+                endpoint: endpoint.clone(),
+                source: io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "a stream endpoint has no datagram socket",
+                ),
+            }),
+        }
+    }
+
+    /// The socket may have datagrams waiting.
+    pub(super) fn set_readable(&mut self) {
+        each!(self, d => d.readable = true);
+    }
+
+    /// `true` when the last read stopped before the socket would block.
+    pub(super) fn is_readable(&self) -> bool {
+        each!(self, d => d.readable)
+    }
+
+    /// Sends held answers that are due, then reads what waits.
+    pub(super) fn drive(&mut self, token: Token, now: Instant, shared: &Shared) {
+        each!(self, d => {
+            d.release_due(now, &shared.stats);
+            if d.readable {
+                d.read(token, now, shared);
+            }
+        });
+    }
+
+    /// An answer from a worker or a responder.
+    pub(super) fn complete(
+        &mut self,
+        now: Instant,
+        handle: RequestHandle,
+        answer: Answer,
+        not_before: Option<Instant>,
+        stats: &Stats,
+    ) {
+        each!(self, d => d.complete(now, handle, answer, not_before, stats));
+    }
+
+    /// When a held answer is due.
+    pub(super) fn next_wakeup(&self) -> Option<Instant> {
+        each!(self, d => d.next_wakeup())
+    }
+
+    /// No call is running or held.
+    pub(super) fn is_idle(&self) -> bool {
+        each!(self, d => d.is_idle())
+    }
+
+    /// Calls running or held.
+    pub(super) fn busy_calls(&self) -> usize {
+        each!(self, d => d.running.len().max(d.delayed.len()))
+    }
+
+    /// The shutdown begins: the socket file goes (new clients cannot reach the socket any
+    /// more; connected ones still can, and their new calls are rejected).
+    pub(super) fn begin_drain(&mut self) {
+        if let Self::Unix { file, .. } = self {
+            drop(file.take());
+        }
+    }
+
+    /// The loop ends: calls still running leave the counters.
+    pub(super) fn abandon(&mut self, stats: &Stats) {
+        each!(self, d => d.abandon(stats));
+    }
+}
+
+impl Source for DatagramListener {
+    fn register(
+        &mut self,
+        registry: &Registry,
+        token: Token,
+        interest: Interest,
+    ) -> io::Result<()> {
+        each!(self, d => d.socket.register(registry, token, interest))
+    }
+
+    fn reregister(
+        &mut self,
+        registry: &Registry,
+        token: Token,
+        interest: Interest,
+    ) -> io::Result<()> {
+        each!(self, d => d.socket.reregister(registry, token, interest))
+    }
+
+    fn deregister(&mut self, registry: &Registry) -> io::Result<()> {
+        each!(self, d => d.socket.deregister(registry))
+    }
+}

@@ -1,0 +1,472 @@
+//! End-to-end over the datagram transports (Unix datagram, UDP) against the real `wirecall
+//! serve`: `sleep` calls answered out of order; bad datagrams from plain sockets dropped
+//! and counted by reason while a client with calls in flight never notices; Unix datagram
+//! socket-file hygiene; SIGTERM under load answers every call taken and rejects later
+//! ones as not executed.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::HashMap;
+use std::net::UdpSocket;
+use std::os::unix::net::UnixDatagram;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use wirecall::core::wire::datagram::{DatagramHeader, encode_datagram};
+use wirecall::core::wire::{Frame, RejectCode, Reply, Request, RequestId, Response};
+use wirecall::{CallErrorKind, Client, ClientConfig, Endpoint, Execution};
+use wirecall_tests::{ServerProcess, Signal, parse_stats, run, wait_until};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+/// A call and the answer it must get.
+type Expected = (RequestId, Vec<u8>);
+
+fn bin() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_wirecall"))
+}
+
+fn connect(endpoint: &str) -> Client {
+    let endpoint: Endpoint = endpoint.parse().unwrap();
+    Client::connect(&endpoint, ClientConfig::default()).unwrap()
+}
+
+/// The server's counters, asked over `endpoint` (a stream or `unix-dgram:` one: the whole
+/// text is more than one UDP datagram).
+fn stats(endpoint: &str) -> HashMap<String, u64> {
+    let text = connect(endpoint).call("stats", b"", Some(WAIT)).unwrap();
+    parse_stats(&String::from_utf8(text).unwrap())
+}
+
+/// One datagram: a header and a frame.
+fn datagram(header: DatagramHeader, frame: &Frame<'_>) -> Vec<u8> {
+    let mut buf = vec![0u8; 4096];
+    let n = encode_datagram(header, frame, &mut buf).unwrap();
+    buf.truncate(n);
+    buf
+}
+
+fn request(id: u64, method: &str, budget_ms: Option<u32>, body: &[u8]) -> Frame<'static> {
+    // The frame borrows its strings; leaking a few bytes in a test keeps this simple.
+    let method: &'static str = Box::leak(method.to_owned().into_boxed_str());
+    let body: &'static [u8] = Box::leak(body.to_vec().into_boxed_slice());
+    Frame::Request(Request {
+        id: RequestId(id),
+        method,
+        budget_ms,
+        body,
+    })
+}
+
+/// The reply in an answer datagram.
+fn reply_of(answer: &[u8]) -> (RequestId, String) {
+    let (_, body) = DatagramHeader::parse(answer).unwrap();
+    match Frame::decode(body).unwrap() {
+        Frame::Response(Response { id, reply }) => (id, format!("{reply:?}")),
+        other => panic!("not a response: {other:?}"),
+    }
+}
+
+#[test]
+fn sleeps_are_answered_out_of_order_over_datagrams() {
+    let dir = tempfile::tempdir().unwrap();
+    let unix_dgram = format!("unix-dgram:{}", dir.path().join("sleep.sock").display());
+    // One worker: `sleep` holds no thread, so the worker stays free for `echo`.
+    let server = ServerProcess::start(
+        bin(),
+        &[
+            "--listen",
+            "udp:127.0.0.1:0",
+            "--listen",
+            &unix_dgram,
+            "--workers",
+            "1",
+        ],
+        &[],
+    )
+    .unwrap();
+    for endpoint in &server.endpoints {
+        let mut client = connect(endpoint);
+        let timeout = Some(WAIT);
+        let start = Instant::now();
+        let slow = client.submit("sleep", b"200", timeout).unwrap();
+        let fast = client.submit("sleep", b"20", timeout).unwrap();
+        let echo = client.submit("echo", b"meanwhile", timeout).unwrap();
+        let mut order = Vec::new();
+        while let Some((id, outcome)) = client.wait_any() {
+            order.push((id, outcome.unwrap(), start.elapsed()));
+        }
+        let ids: Vec<_> = order.iter().map(|(id, _, _)| *id).collect();
+        assert_eq!(ids, [echo, fast, slow], "{endpoint}: {order:?}");
+        assert_eq!(order[0].1, b"meanwhile");
+        assert_eq!(order[1].1, b"20");
+        assert_eq!(order[2].1, b"200");
+        assert!(order[1].2 >= Duration::from_millis(20), "{order:?}");
+        assert!(order[2].2 >= Duration::from_millis(200), "{order:?}");
+        println!(
+            "{endpoint}: echo after {:.1?}, sleep 20 after {:.1?}, sleep 200 after {:.1?}",
+            order[0].2, order[1].2, order[2].2
+        );
+    }
+    // A sleep longer than the retransmission timeout runs once: the copies that arrive
+    // while it runs are dropped as in progress, and the answer is sent once.
+    let s = stats(&server.endpoints[1]);
+    assert_eq!(s["executions.sleep"], 4, "{s:?}");
+    assert_eq!(s["calls.sleep"], 4, "{s:?}");
+    assert!(s["datagrams.dropped.in_progress"] >= 2, "{s:?}");
+}
+
+#[test]
+fn bad_datagrams_are_dropped_and_counted_by_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let dgram_path = dir.path().join("abuse-dgram.sock");
+    let unix_dgram = format!("unix-dgram:{}", dgram_path.display());
+    let unix = format!("unix:{}", dir.path().join("abuse.sock").display());
+    let server = ServerProcess::start(
+        bin(),
+        &[
+            "--listen",
+            "udp:127.0.0.1:0",
+            "--listen",
+            &unix_dgram,
+            "--listen",
+            &unix,
+            "--max-datagram",
+            "512",
+            "--unix-max-datagram",
+            "2048",
+            "--workers",
+            "2",
+        ],
+        &[("RUST_LOG", "warn")],
+    )
+    .unwrap();
+    let udp = server.endpoints[0].clone();
+    let udp_addr = udp.strip_prefix("udp:").unwrap().to_owned();
+
+    // A good client with calls in flight through everything that follows.
+    let mut good = connect(&udp);
+    let slow: Vec<RequestId> = (0..8)
+        .map(|_| good.submit("sleep", b"300", Some(WAIT)).unwrap())
+        .collect();
+
+    let raw = UdpSocket::bind("127.0.0.1:0").unwrap();
+    raw.set_read_timeout(Some(WAIT)).unwrap();
+    let send = |bytes: &[u8]| {
+        raw.send_to(bytes, &udp_addr).unwrap();
+    };
+    let epoch = 0x5eed_0000_0000_0001;
+    let header = DatagramHeader::new(epoch, 0);
+
+    // Dropped without an answer, one of each reason.
+    send(b"hello"); // truncated: shorter than a header
+    send(&[0x42; 64]); // foreign: no WCAL
+    let mut other_version = DatagramHeader::new(epoch, 0);
+    other_version.version = 9;
+    send(&datagram(
+        other_version,
+        &request(1, "echo", Some(1000), b"v9"),
+    ));
+    let mut malformed = datagram(header, &request(1, "echo", Some(1000), b"x"));
+    malformed.truncate(DatagramHeader::LEN);
+    malformed.extend_from_slice(&[0xff, 0xff, 0xff]);
+    send(&malformed);
+    send(&datagram(
+        header,
+        &Frame::Response(Response {
+            id: RequestId(1),
+            reply: Reply::Ok(b"not a request"),
+        }),
+    ));
+    send(&datagram(header, &request(0, "echo", Some(1000), b"id 0"))); // stale
+    send(&datagram(header, &Frame::Cancel { id: RequestId(77) })); // stale cancel
+    let mut oversize = datagram(header, &request(2, "echo", Some(1000), &[7; 600]));
+    assert!(oversize.len() > 512);
+    send(&oversize);
+    oversize.truncate(512);
+
+    // Answered: a rejection (no budget), a call and its retransmission (replayed, not run
+    // again), a sleep and a copy sent while it runs (dropped as in progress).
+    send(&datagram(header, &request(3, "echo", None, b"no budget")));
+    let (id, reply) = reply_of(&recv(&raw));
+    assert_eq!(id, RequestId(3));
+    assert!(
+        reply.contains("INVALID_REQUEST") || reply.contains("code: RejectCode(4)"),
+        "{reply}"
+    );
+    let call = datagram(header, &request(4, "echo", Some(5000), b"once"));
+    send(&call);
+    let first = recv(&raw);
+    send(&call);
+    let second = recv(&raw);
+    assert_eq!(first, second, "a replay is byte for byte the same answer");
+    assert_eq!(
+        reply_of(&first),
+        (RequestId(4), format!("{:?}", Reply::Ok(b"once")))
+    );
+    let sleep = datagram(header, &request(5, "sleep", Some(5000), b"100"));
+    send(&sleep);
+    send(&sleep);
+    assert_eq!(reply_of(&recv(&raw)).0, RequestId(5));
+
+    // Over the Unix datagram socket: from a socket with no name (cannot be answered), a
+    // truncated datagram, and a call whose sender is gone when the answer is sent.
+    let unnamed = UnixDatagram::unbound().unwrap();
+    unnamed
+        .send_to(
+            &datagram(header, &request(1, "echo", Some(1000), b"?")),
+            &dgram_path,
+        )
+        .unwrap();
+    let named_path = dir.path().join("gone.sock");
+    let named = UnixDatagram::bind(&named_path).unwrap();
+    named.send_to(b"short", &dgram_path).unwrap();
+    named
+        .send_to(
+            &datagram(header, &request(1, "sleep", Some(5000), b"300")),
+            &dgram_path,
+        )
+        .unwrap();
+    drop(named);
+    std::fs::remove_file(&named_path).unwrap();
+
+    // Meanwhile other clients work, on both datagram transports.
+    for endpoint in [&udp, &unix_dgram] {
+        let mut other = connect(endpoint);
+        assert_eq!(other.call("echo", b"fine", Some(WAIT)).unwrap(), b"fine");
+    }
+    // The calls in flight all along got their answers.
+    for id in slow {
+        assert_eq!(good.wait(id).unwrap(), b"300");
+    }
+    assert_eq!(good.call("upper", b"after", Some(WAIT)).unwrap(), b"AFTER");
+
+    assert!(wait_until(WAIT, Duration::from_millis(10), || {
+        stats(&unix)["datagrams.dropped.send_failed"] >= 1
+    }));
+    let s = stats(&unix);
+    let expect = [
+        ("datagrams.dropped.truncated", 2),
+        ("datagrams.dropped.foreign", 1),
+        ("datagrams.dropped.unsupported_version", 1),
+        ("datagrams.dropped.malformed", 1),
+        ("datagrams.dropped.unexpected_frame", 1),
+        ("datagrams.dropped.stale", 1),
+        ("datagrams.dropped.stale_cancel", 1),
+        ("datagrams.dropped.oversize", 1),
+        ("datagrams.dropped.unaddressable", 1),
+        ("datagrams.dropped.send_failed", 1),
+        ("datagrams.dropped.other", 0),
+        ("datagrams.rejected", 1),
+        ("datagrams.in_progress", 0),
+        ("executions.sleep", 10),
+        ("executions.echo", 3),
+        ("executions.upper", 1),
+    ];
+    for (name, want) in expect {
+        assert_eq!(s[name], want, "{name}: {s:?}");
+    }
+    // The raw copies above, plus however many of the good client's own retransmissions
+    // found its sleeps running or answered (it retransmits only while it waits).
+    let in_progress = s["datagrams.dropped.in_progress"];
+    assert!(in_progress >= 1, "{s:?}");
+    assert!(s["datagrams.replayed"] >= 1, "{s:?}");
+    assert_eq!(s["datagrams.dropped"], 11 + in_progress, "the sum: {s:?}");
+    assert_eq!(
+        s["protocol_errors"], 0,
+        "datagrams never close anything: {s:?}"
+    );
+
+    // The core said so in the server's log (warn: a peer sending garbage).
+    assert!(
+        server.wait_for_log("dropped a bad datagram", WAIT),
+        "{}",
+        server.stderr()
+    );
+}
+
+fn recv(socket: &UdpSocket) -> Vec<u8> {
+    let mut buf = vec![0u8; 2048];
+    let n = socket.recv(&mut buf).expect("an answer");
+    buf.truncate(n);
+    buf
+}
+
+#[test]
+fn stale_unix_datagram_socket_is_replaced_but_a_live_one_is_not_taken() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("stale-dgram.sock");
+    let unix_dgram = format!("unix-dgram:{}", path.display());
+
+    // A dead server's socket file: bound, then its socket gone.
+    drop(UnixDatagram::bind(&path).unwrap());
+    assert!(path.exists());
+    let mut live = ServerProcess::start(bin(), &["--listen", &unix_dgram], &[]).unwrap();
+    assert_eq!(
+        connect(&unix_dgram)
+            .call("echo", b"up", Some(WAIT))
+            .unwrap(),
+        b"up"
+    );
+
+    // A second server on the same path, datagram or stream, leaves the first alone.
+    for listen in [unix_dgram.clone(), format!("unix:{}", path.display())] {
+        let second = run(bin(), &["serve", "--listen", &listen], b"", WAIT).unwrap();
+        assert_eq!(second.code, Some(1), "{listen}: {}", second.stderr);
+        assert!(
+            second
+                .stderr
+                .starts_with(&format!("wirecall: cannot listen on {listen}: ")),
+            "{}",
+            second.stderr
+        );
+    }
+    assert_eq!(
+        connect(&unix_dgram)
+            .call("echo", b"still", Some(WAIT))
+            .unwrap(),
+        b"still"
+    );
+
+    // Something that is not a socket is never removed.
+    let file = dir.path().join("notes.txt");
+    std::fs::write(&file, b"keep me").unwrap();
+    let not_socket = format!("unix-dgram:{}", file.display());
+    let out = run(bin(), &["serve", "--listen", &not_socket], b"", WAIT).unwrap();
+    assert_eq!(out.code, Some(1));
+    assert!(out.stderr.contains("the path exists and is not a socket"));
+    assert_eq!(std::fs::read(&file).unwrap(), b"keep me");
+
+    live.signal(Signal::TERM).unwrap();
+    assert_eq!(live.wait_exit(WAIT).and_then(|s| s.code()), Some(0));
+    assert!(!path.exists(), "socket file removed");
+}
+
+#[test]
+fn sigterm_under_load_over_udp_answers_every_taken_call() {
+    const CLIENTS: usize = 20;
+    const SLEEPS: usize = 4;
+    const BACKGROUND: usize = 4;
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("shutdown-dgram.sock");
+    let unix_dgram = format!("unix-dgram:{}", path.display());
+    let mut server = ServerProcess::start(
+        bin(),
+        &[
+            "--listen",
+            "udp:127.0.0.1:0",
+            "--listen",
+            &unix_dgram,
+            "--workers",
+            "2",
+        ],
+        &[("RUST_LOG", "info")],
+    )
+    .unwrap();
+    let udp = server.endpoints[0].clone();
+
+    // Clients with calls in flight: echoes, and sleeps that outlast the signal.
+    let mut clients: Vec<(Client, Vec<Expected>)> = (0..CLIENTS)
+        .map(|i| {
+            let mut client = connect(&udp);
+            let mut calls = Vec::new();
+            for j in 0..SLEEPS {
+                let body = format!("client {i} echo {j}").into_bytes();
+                let id = client.submit("echo", &body, Some(WAIT)).unwrap();
+                calls.push((id, body));
+                let id = client.submit("sleep", b"300", Some(WAIT)).unwrap();
+                calls.push((id, b"300".to_vec()));
+            }
+            (client, calls)
+        })
+        .collect();
+
+    // Background traffic that keeps calling through the shutdown.
+    let stop = Arc::new(AtomicBool::new(false));
+    let background: Vec<_> = (0..BACKGROUND)
+        .map(|i| {
+            let mut client = connect(&udp);
+            let stop = Arc::clone(&stop);
+            thread::spawn(move || {
+                let (mut ok, mut refused) = (0u64, 0u64);
+                for n in 0..100_000u64 {
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    let body = format!("bg {i} {n}");
+                    match client.call("echo", body.as_bytes(), Some(WAIT)) {
+                        Ok(answer) => {
+                            assert_eq!(answer, body.as_bytes());
+                            ok += 1;
+                        }
+                        Err(e) => {
+                            // A call the server did not take: said so, never "maybe".
+                            assert_eq!(e.execution(), Execution::NotExecuted, "{e}");
+                            assert!(
+                                matches!(e.kind(), CallErrorKind::Rejected { code, .. }
+                                    if *code == RejectCode::SHUTTING_DOWN),
+                                "{e}"
+                            );
+                            refused += 1;
+                            break;
+                        }
+                    }
+                }
+                (ok, refused)
+            })
+        })
+        .collect();
+
+    // Every sleep above has reached the server before the signal.
+    let want = (CLIENTS * SLEEPS) as u64;
+    assert!(wait_until(WAIT, Duration::from_millis(10), || {
+        stats(&unix_dgram)["calls.sleep"] == want
+    }));
+
+    let signalled = Instant::now();
+    server.signal(Signal::TERM).unwrap();
+    // The socket file goes as the shutdown begins.
+    assert!(wait_until(WAIT, Duration::from_millis(1), || !path.exists()));
+
+    for (client, calls) in &mut clients {
+        for (id, want) in calls.drain(..) {
+            let got = client
+                .wait(id)
+                .unwrap_or_else(|e| panic!("a taken call was not answered: {e}"));
+            assert_eq!(got, want);
+        }
+    }
+    let status = server.wait_exit(WAIT).expect("the server exits");
+    let took = signalled.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    let (mut ok, mut refused) = (0, 0);
+    for t in background {
+        let (o, r) = t.join().unwrap();
+        ok += o;
+        refused += r;
+    }
+    println!(
+        "datagram shutdown: {} calls in flight at SIGTERM all answered; exit after {took:.2?}; \
+         background calls: {ok} answered, {refused} rejected (not executed)",
+        CLIENTS * SLEEPS * 2
+    );
+    assert_eq!(status.code(), Some(0), "{}", server.stderr());
+    assert!(
+        took >= Duration::from_millis(100),
+        "it waited for the sleeps"
+    );
+    assert_eq!(
+        refused, BACKGROUND as u64,
+        "each background client was told"
+    );
+    let log = server.stderr();
+    assert!(
+        log.contains("SIGTERM received: shutting down gracefully"),
+        "{log}"
+    );
+    assert!(log.contains("shutdown complete"), "{log}");
+    assert!(!path.exists());
+}
