@@ -550,6 +550,34 @@ fn late_copy_below_the_floor_is_not_run() {
     );
 }
 
+/// An application that answers busy has not run the call: the answer is not cached, and
+/// the client's next copy is taken afresh.
+#[test]
+fn application_busy_frees_the_entry_for_the_next_copy() {
+    let mut s = server(config(), 16);
+    let mut d = [0u8; MTU];
+    let req = Frame::Request(Request {
+        id: RequestId(1),
+        method: "m",
+        budget_ms: Some(1000),
+        body: b"",
+    });
+    let n = encode_datagram(DatagramHeader::new(3, 1), &req, &mut d).unwrap();
+    let Received::Request(r) = s.handle_datagram(Instant::ZERO, &1, &d[..n]) else {
+        panic!()
+    };
+    let tx = s
+        .respond(r.handle, Reply::Busy { retry_after_ms: 10 })
+        .unwrap();
+    assert!(!tx.bytes.is_empty());
+    assert!(matches!(
+        s.handle_datagram(Instant::from_millis(10), &1, &d[..n]),
+        Received::Request(_)
+    ));
+    assert_eq!(s.stats().requests, 2);
+    assert_eq!(s.stats().replayed, 0);
+}
+
 #[test]
 fn busy_answer_delays_retransmission_but_does_not_end_the_call() {
     let cfg = config();

@@ -616,7 +616,9 @@ where
     }
 
     /// Answers the call `handle` names. The answer is stored for retransmissions, and
-    /// returned for the caller to send now.
+    /// returned for the caller to send now. A [`Reply::Busy`] (the application could not
+    /// take the call now) is not stored: the call's entry is freed, so the client's next
+    /// copy, after the hint, is taken as a new call.
     ///
     /// # Errors
     ///
@@ -647,8 +649,16 @@ where
             .ok_or(DatagramRespondError::TooLarge)?;
         let len = encode_datagram(DatagramHeader::new(entry.epoch, 0), &frame, out)
             .map_err(|_| DatagramRespondError::TooLarge)?;
-        entry.state = EntryState::Done { len };
-        self.stats.responses = self.stats.responses.saturating_add(1);
+        if matches!(reply, Reply::Busy { .. }) {
+            // Busy means "not run, try later": the client keeps the call and retransmits
+            // after the hint, so the entry is freed for that copy to be taken afresh rather
+            // than kept to replay the busy answer until the deadline.
+            entry.state = EntryState::Free;
+            self.stats.busy = self.stats.busy.saturating_add(1);
+        } else {
+            entry.state = EntryState::Done { len };
+            self.stats.responses = self.stats.responses.saturating_add(1);
+        }
         let to = entry
             .peer
             .as_ref()
