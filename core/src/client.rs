@@ -735,6 +735,12 @@ where
         Some(ClientEvent::Failed { id, failure })
     }
 
+    /// Asks a growable receive buffer for room to read `additional` more bytes at once;
+    /// see [`FrameDecoder::reserve`](crate::frame::FrameDecoder::reserve).
+    pub fn reserve_input(&mut self, additional: usize) {
+        self.rx.reserve(additional);
+    }
+
     /// Gives buffer storage back down to `keep` bytes each, when nothing is buffered in
     /// either direction (only a growable [`Buffer`] actually shrinks; it grows again when
     /// a large frame comes). Call it on an idle connection. Returns whether it shrank.

@@ -131,6 +131,18 @@ impl<B: Buffer> FrameDecoder<B> {
         self.buf.bytes().len()
     }
 
+    /// Asks a growable [`Buffer`] for room to read `additional` more bytes at once (within
+    /// what the storage can reach); fixed storage is left as it is. A runtime calls this
+    /// when a read filled all the room there was, so busy connections read in large
+    /// batches while idle ones stay small.
+    pub fn reserve(&mut self, additional: usize) {
+        self.make_room();
+        let want = self.end.saturating_add(additional).min(self.buf.max_len());
+        if self.buf.bytes().len() < want {
+            self.buf.grow(want);
+        }
+    }
+
     /// Gives storage back, down to `keep` bytes, when nothing is buffered (for a growable
     /// [`Buffer`]; fixed storage stays as it is). Returns whether it was empty.
     pub fn shrink(&mut self, keep: usize) -> bool {

@@ -50,7 +50,9 @@ pub use crate::conn::{CloseReason, PeerInfo, ProtocolError};
 pub struct RequestSlot {
     /// The request id; 0 marks a free slot (ids start at 1).
     id: u64,
-    deadline: Option<Instant>,
+    /// The deadline in microseconds, `u64::MAX` for none: 24 bytes a slot instead of 32,
+    /// which matters at 64 slots for each of thousands of idle connections.
+    deadline: u64,
     expired: bool,
 }
 
@@ -58,9 +60,13 @@ impl RequestSlot {
     /// A free slot.
     pub const EMPTY: Self = Self {
         id: 0,
-        deadline: None,
+        deadline: u64::MAX,
         expired: false,
     };
+
+    fn deadline(&self) -> Option<Instant> {
+        (self.deadline != u64::MAX).then_some(Instant::from_micros(self.deadline))
+    }
 }
 
 impl Default for RequestSlot {
@@ -305,7 +311,7 @@ where
             return;
         }
         for slot in self.slots.as_mut() {
-            if slot.id != 0 && !slot.expired && slot.deadline.is_some_and(|d| d <= now) {
+            if slot.id != 0 && !slot.expired && slot.deadline().is_some_and(|d| d <= now) {
                 slot.expired = true;
                 self.expired_pending = self.expired_pending.saturating_add(1);
             }
@@ -319,7 +325,7 @@ where
         if self.conn.is_open() {
             for slot in self.slots.as_ref() {
                 if slot.id != 0 && !slot.expired {
-                    next = earliest(next, slot.deadline);
+                    next = earliest(next, slot.deadline());
                 }
             }
         }
@@ -468,7 +474,7 @@ where
                         let slot = free.and_then(|i| self.slots.as_mut().get_mut(i))?;
                         *slot = RequestSlot {
                             id: req.id.0,
-                            deadline,
+                            deadline: deadline.map_or(u64::MAX, Instant::as_micros),
                             expired: false,
                         };
                         self.in_flight = self.in_flight.saturating_add(1);
@@ -592,6 +598,12 @@ where
     /// [`CloseCode::REFUSED`]: crate::wire::CloseCode::REFUSED
     pub fn refuse(&mut self) {
         self.conn.close(CloseReason::Refused);
+    }
+
+    /// Asks a growable receive buffer for room to read `additional` more bytes at once;
+    /// see [`FrameDecoder::reserve`](crate::frame::FrameDecoder::reserve).
+    pub fn reserve_input(&mut self, additional: usize) {
+        self.rx.reserve(additional);
     }
 
     /// Gives buffer storage back down to `keep` bytes each, when nothing is buffered in
