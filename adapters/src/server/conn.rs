@@ -24,6 +24,7 @@ use wirecall_core::wire::RejectCode;
 use wirecall_core::{Instant, RequestId};
 
 use super::workers::{Job, Pool, run_guarded};
+use crate::buffer::{GrowBuf, INITIAL};
 use crate::clock::{Clock, to_core};
 use crate::config::{ServerConfig, buffer_len, table_len};
 use crate::function::{
@@ -34,12 +35,16 @@ use crate::stats::{CloseKind, Stats};
 use crate::stream::{Stream, interrupted, would_block};
 
 /// The core connection with heap storage sized from the configuration.
-type CoreConnection = ServerConnection<Box<[u8]>, Box<[RequestSlot]>>;
+type CoreConnection = ServerConnection<GrowBuf, Box<[RequestSlot]>>;
 
 /// Passes of flush/events/write/read per drive before other connections get a turn.
 const MAX_PASSES: usize = 8;
 /// Reads per pass.
 const READS_PER_PASS: usize = 16;
+
+/// How long a connection must be idle before its buffers shrink back to their initial
+/// size: long enough that a client pausing between calls does not pay for regrowing them.
+const SHRINK_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// What the event loop shares with every connection.
 pub(super) struct Shared {
@@ -97,6 +102,8 @@ pub(super) struct Conn {
     pub(super) wakeup: Option<Instant>,
     /// In the loop's ready queue.
     pub(super) queued: bool,
+    /// The `last_active` at which the buffers were last shrunk (idle since then).
+    shrunk_at: Option<Instant>,
 }
 
 impl Conn {
@@ -107,7 +114,7 @@ impl Conn {
         config: &ServerConfig,
         now: Instant,
     ) -> Result<Self, ConfigError> {
-        let buffer = || vec![0u8; buffer_len(&config.connection)].into_boxed_slice();
+        let buffer = || GrowBuf::new(buffer_len(&config.connection));
         let slots = vec![RequestSlot::EMPTY; table_len(&config.connection)].into_boxed_slice();
         let core = ServerConnection::new(config.connection, buffer(), buffer(), slots, now)?;
         Ok(Self {
@@ -125,6 +132,7 @@ impl Conn {
             seen: ServerStats::default(),
             wakeup: None,
             queued: false,
+            shrunk_at: None,
         })
     }
 
@@ -170,6 +178,7 @@ impl Conn {
         self.release_delayed(now);
         self.core.handle_timeout(now);
         self.check_idle(now, shared);
+        self.shrink_if_idle(now);
         for _ in 0..MAX_PASSES {
             let mut progress = self.flush_answers(now);
             progress |= self.take_events(token, now, shared);
@@ -215,7 +224,24 @@ impl Conn {
                 next = earliest(next, Some(self.last_active.saturating_add(to_core(idle))));
             }
         }
+        if self.is_idle() && self.shrunk_at != Some(self.last_active) {
+            next = earliest(
+                next,
+                Some(self.last_active.saturating_add(to_core(SHRINK_AFTER))),
+            );
+        }
         next
+    }
+
+    /// Gives an idle connection's buffer memory back, once per idle spell.
+    fn shrink_if_idle(&mut self, now: Instant) {
+        if self.is_idle()
+            && self.shrunk_at != Some(self.last_active)
+            && now >= self.last_active.saturating_add(to_core(SHRINK_AFTER))
+            && self.core.shrink_buffers(INITIAL)
+        {
+            self.shrunk_at = Some(self.last_active);
+        }
     }
 
     fn is_idle(&self) -> bool {
@@ -423,7 +449,12 @@ impl Conn {
                     return true;
                 }
                 Ok(n) => {
+                    let filled = n == buf.len();
                     self.core.commit_input(now, n);
+                    if filled {
+                        // A busy connection: read in larger batches next time.
+                        self.core.reserve_input(n.saturating_mul(2));
+                    }
                     progress = true;
                 }
                 Err(e) if would_block(&e) => break,
