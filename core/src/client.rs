@@ -76,7 +76,8 @@ pub enum Failure<'a> {
     TimedOut {
         /// Whether any copy of the request was (or, on a stream, will still be) handed to
         /// the transport. On a stream this is always `true`: a queued request still goes
-        /// out. A datagram call that never left the client says `false`.
+        /// out unless the connection is then closed abruptly, so `true` errs on the safe
+        /// side. A datagram call that never left the client says `false`.
         sent: bool,
     },
     /// The caller cancelled the call.

@@ -104,6 +104,8 @@ impl CloseReason {
     /// The code to put in our close frame, or `None` when no close frame is sent.
     fn close_code(&self) -> Option<CloseCode> {
         Some(match self {
+            // The peer is gone: there is nobody to send a close frame to.
+            Self::Protocol(ProtocolError::TruncatedFrame) => return None,
             Self::Protocol(ProtocolError::TooLong(_)) => CloseCode::FRAME_TOO_LARGE,
             Self::Protocol(_) => CloseCode::PROTOCOL_VIOLATION,
             Self::NotWirecall => CloseCode::NOT_WIRECALL,
@@ -237,7 +239,20 @@ impl<B: Buffer> TxQueue<B> {
     /// stream stays well-formed. Returns the stream offset everything kept ends at: bytes
     /// before it were or will be sent, bytes after it never will.
     pub(crate) fn discard_unsent(&mut self) -> u64 {
-        self.end = self.start.saturating_add(self.head_left).min(self.end);
+        let mut keep = self.head_left;
+        if self.sent == 0 && keep == 0 {
+            // Nothing has gone out yet: the head frame is our hello, which must still go
+            // first or the peer cannot read the close frame that follows.
+            keep = self
+                .buf
+                .bytes()
+                .get(self.start..self.end)
+                .and_then(|b| b.first_chunk::<LEN_PREFIX>())
+                .map_or(0, |p| {
+                    (u32::from_be_bytes(*p) as usize).saturating_add(LEN_PREFIX)
+                });
+        }
+        self.end = self.start.saturating_add(keep).min(self.end);
         self.queued_end()
     }
 

@@ -270,6 +270,10 @@ impl<B: Buffer> FrameDecoder<B> {
         if start == end {
             self.start.set(0);
             self.end = 0;
+            // Room for at least a length prefix, or it would never learn how much to grow.
+            if self.buf.bytes().len() < LEN_PREFIX {
+                self.buf.grow(LEN_PREFIX);
+            }
             return;
         }
         let limit = (self.max_frame_len as usize).saturating_add(LEN_PREFIX);
@@ -290,11 +294,11 @@ impl<B: Buffer> FrameDecoder<B> {
             self.end = end.saturating_sub(start);
             self.start.set(0);
         }
-        if let Some(next) = next {
-            let want = self.start.get().saturating_add(next);
-            if self.buf.bytes().len() < want {
-                self.buf.grow(want);
-            }
+        // Room for the whole next frame, or at least for its length prefix: storage too
+        // small even for that would never learn how much to grow.
+        let want = self.start.get().saturating_add(next.unwrap_or(LEN_PREFIX));
+        if self.buf.bytes().len() < want {
+            self.buf.grow(want);
         }
     }
 }
