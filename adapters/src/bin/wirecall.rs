@@ -125,6 +125,9 @@ enum Command {
     /// Run a server and a client in this process over each transport and show the calls
     #[command(after_help = DEMO_HELP)]
     Demo,
+    /// Load a server with calls and report calls/s and latency percentiles
+    #[command(after_help = wirecall::bench::HELP)]
+    Bench(wirecall::bench::BenchArgs),
 }
 
 #[derive(Debug, Args)]
@@ -196,6 +199,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve(args),
         Command::Call(args) => call(&args),
         Command::Demo => demo(),
+        Command::Bench(args) => wirecall::bench::command(&args),
     }
 }
 

@@ -1,0 +1,735 @@
+//! `wirecall bench`: a load generator over the library [`Client`].
+//!
+//! [`run`] opens `connections` clients, each on its own thread, and keeps `window` calls in
+//! flight on each with [`Client::submit`] and [`Client::wait_any`] (window 1 is plain
+//! ping-pong). Every answer is checked: for `echo` it must be the request body byte for
+//! byte, for `upper` the body upper-cased; a wrong answer counts as an error, like a
+//! failed call. Each body carries its call's number, so an answer delivered to the wrong
+//! call is caught too. Latency runs from just before `submit` to the moment `wait_any`
+//! hands the outcome back, into an [HdrHistogram](hdrhistogram) per connection (3
+//! significant digits), merged at the end.
+//!
+//! Connecting is not timed: every connection is made first, then the clock starts. The run
+//! ends after a number of calls (split evenly over the connections) or after a duration (no
+//! new calls after it; the ones in flight are still collected and counted).
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use wirecall::bench::{self, BenchConfig, Limit};
+//!
+//! let mut config = BenchConfig::new("unix:/tmp/wirecall.sock".parse()?);
+//! config.window = 64;
+//! config.limit = Limit::Duration(Duration::from_secs(5));
+//! let report = bench::run(&config, None)?;
+//! println!("{} calls/s, p99 {:.1} µs", report.calls_per_sec(), report.p99_us);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+use std::collections::HashMap;
+use std::fmt;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::io::{IsTerminal, Write};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+
+use crate::client::{CallErrorKind, Client};
+use crate::config::{ClientConfig, MAX_DATAGRAM_LIMIT, MAX_FRAME_LIMIT, MAX_IN_FLIGHT_LIMIT};
+use crate::core::RequestId;
+use crate::endpoint::Endpoint;
+use crate::error::Error;
+
+/// The largest latency the histograms hold exactly: one hour, in nanoseconds (longer ones
+/// are recorded as this).
+const MAX_LATENCY_NS: u64 = 3_600_000_000_000;
+/// Room in a frame for everything but the body (id, method name, budget, prefix).
+const FRAME_OVERHEAD: usize = 1024;
+
+/// When a run stops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limit {
+    /// After this many calls in all (split evenly over the connections).
+    Requests(u64),
+    /// No new calls after this long; calls in flight are still collected.
+    Duration(Duration),
+}
+
+/// How an answer is checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Check {
+    /// The answer must be the request body (the `echo` method).
+    Echo,
+    /// The answer must be the request body upper-cased (the `upper` method; the bodies
+    /// are ASCII).
+    Upper,
+    /// Only success is checked (any other method: its answer is not known here).
+    Success,
+}
+
+impl Check {
+    /// The check for a method of the reference server.
+    #[must_use]
+    pub fn for_method(method: &str) -> Self {
+        match method {
+            "echo" => Self::Echo,
+            "upper" => Self::Upper,
+            _ => Self::Success,
+        }
+    }
+}
+
+/// What [`run`] does. Start from [`BenchConfig::new`].
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct BenchConfig {
+    /// Where the server listens.
+    pub endpoint: Endpoint,
+    /// The method to call. Default: `echo`.
+    pub method: String,
+    /// Request body size in bytes. Default: 32.
+    pub size: usize,
+    /// Client connections, one thread each. Default: 1.
+    pub connections: usize,
+    /// Calls in flight per connection (1: ping-pong). Default: 1.
+    pub window: usize,
+    /// When to stop. Default: 10 s.
+    pub limit: Limit,
+    /// Each call's timeout (`None`: none). Default: 5 s.
+    pub timeout: Option<Duration>,
+    /// How answers are checked. Default: from the method ([`Check::for_method`]).
+    pub check: Check,
+}
+
+impl BenchConfig {
+    /// `echo` with 32-byte bodies over one connection, ping-pong, for 10 seconds.
+    #[must_use]
+    pub fn new(endpoint: Endpoint) -> Self {
+        Self {
+            endpoint,
+            method: "echo".to_owned(),
+            size: 32,
+            connections: 1,
+            window: 1,
+            limit: Limit::Duration(Duration::from_secs(10)),
+            timeout: Some(Duration::from_secs(5)),
+            check: Check::Echo,
+        }
+    }
+
+    /// The client configuration for this load: a call table of at least `window` slots and
+    /// frames that hold `size`-byte bodies.
+    fn client_config(&self) -> ClientConfig {
+        let mut config = ClientConfig::default();
+        let window = u32::try_from(self.window).unwrap_or(u32::MAX);
+        config.connection.max_in_flight = config
+            .connection
+            .max_in_flight
+            .max(window)
+            .min(MAX_IN_FLIGHT_LIMIT);
+        let frame = u32::try_from(self.size.saturating_add(FRAME_OVERHEAD)).unwrap_or(u32::MAX);
+        config.connection.max_frame_len = config
+            .connection
+            .max_frame_len
+            .max(frame)
+            .min(MAX_FRAME_LIMIT);
+        // Datagram endpoints: requests of this size must fit one datagram (the server's
+        // own limit still applies: `wirecall serve --max-datagram` on udp).
+        let datagram = self
+            .size
+            .saturating_add(FRAME_OVERHEAD)
+            .min(MAX_DATAGRAM_LIMIT);
+        config.datagram.max_datagram = config.datagram.max_datagram.max(datagram);
+        config.unix_max_datagram = config.unix_max_datagram.max(datagram);
+        config
+    }
+}
+
+/// The outcome of a run. Latencies are in microseconds.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct Report {
+    /// Calls that ended (with an answer, an error or a timeout).
+    pub calls: u64,
+    /// Calls answered with the right bytes.
+    pub ok: u64,
+    /// Calls that failed (other than by timing out) or got a wrong answer.
+    pub errors: u64,
+    /// Calls among `errors` whose answer had wrong bytes.
+    pub mismatches: u64,
+    /// Calls that timed out.
+    pub timeouts: u64,
+    /// From the first call to the last outcome.
+    pub elapsed: Duration,
+    /// Median latency.
+    pub p50_us: f64,
+    /// 90th percentile latency.
+    pub p90_us: f64,
+    /// 99th percentile latency.
+    pub p99_us: f64,
+    /// 99.9th percentile latency.
+    pub p999_us: f64,
+    /// Largest latency.
+    pub max_us: f64,
+    /// Mean latency.
+    pub mean_us: f64,
+    /// Whether answers were checked byte for byte ([`Check::Echo`], [`Check::Upper`]).
+    pub checked: bool,
+    /// The first failure, for the report.
+    pub first_error: Option<String>,
+}
+
+impl Report {
+    /// Calls per second over the run.
+    #[must_use]
+    pub fn calls_per_sec(&self) -> f64 {
+        let secs = self.elapsed.as_secs_f64();
+        if secs > 0.0 {
+            self.calls as f64 / secs
+        } else {
+            0.0
+        }
+    }
+
+    /// Whether every call succeeded with the right answer.
+    #[must_use]
+    pub fn is_clean(&self) -> bool {
+        self.errors == 0 && self.timeouts == 0
+    }
+
+    /// The report as one JSON object (what `wirecall bench --json` prints), with the run's
+    /// settings.
+    #[must_use]
+    pub fn to_json(&self, config: &BenchConfig) -> serde_json::Value {
+        serde_json::json!({
+            "endpoint": config.endpoint.to_string(),
+            "method": config.method,
+            "size": config.size,
+            "connections": config.connections,
+            "window": config.window,
+            "calls": self.calls,
+            "ok": self.ok,
+            "errors": self.errors,
+            "mismatches": self.mismatches,
+            "timeouts": self.timeouts,
+            "elapsed_secs": self.elapsed.as_secs_f64(),
+            "calls_per_sec": self.calls_per_sec(),
+            "p50_us": self.p50_us,
+            "p90_us": self.p90_us,
+            "p99_us": self.p99_us,
+            "p999_us": self.p999_us,
+            "max_us": self.max_us,
+            "mean_us": self.mean_us,
+            "checked": self.checked,
+            "first_error": self.first_error,
+        })
+    }
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "calls     {} in {:.2} s: {:.0} calls/s",
+            self.calls,
+            self.elapsed.as_secs_f64(),
+            self.calls_per_sec()
+        )?;
+        writeln!(
+            f,
+            "errors    {} (wrong answers {}), timeouts {}{}",
+            self.errors,
+            self.mismatches,
+            self.timeouts,
+            if self.checked {
+                ""
+            } else {
+                "; answers not checked (only echo and upper are known)"
+            }
+        )?;
+        write!(
+            f,
+            "latency   p50 {:.1} µs, p90 {:.1} µs, p99 {:.1} µs, p99.9 {:.1} µs, max {:.1} µs",
+            self.p50_us, self.p90_us, self.p99_us, self.p999_us, self.max_us
+        )?;
+        if let Some(e) = &self.first_error {
+            write!(f, "\nfirst     {e}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Runs the load: connects every client, then calls until the limit. `progress`, when
+/// given, is told the number of calls ended so far about ten times a second.
+///
+/// # Errors
+///
+/// Only what stops the run before any call: a client that cannot connect (or an endpoint
+/// the client does not support), or a thread that cannot start. Failed calls are counted
+/// in the [`Report`], not returned.
+pub fn run(config: &BenchConfig, progress: Option<&dyn Fn(u64)>) -> Result<Report, Error> {
+    let connections = config.connections.max(1);
+    let client_config = config.client_config();
+    let mut clients = Vec::with_capacity(connections);
+    for _ in 0..connections {
+        clients.push(Client::connect(&config.endpoint, client_config)?);
+    }
+    let ended = AtomicU64::new(0);
+    let start = Instant::now();
+    let quotas = (0..connections).map(|i| match config.limit {
+        Limit::Requests(n) => {
+            let (c, i) = (connections as u64, i as u64);
+            n / c + u64::from(i < n % c)
+        }
+        Limit::Duration(_) => u64::MAX,
+    });
+    let deadline = match config.limit {
+        Limit::Duration(d) => start.checked_add(d),
+        Limit::Requests(_) => None,
+    };
+    let tallies = std::thread::scope(|scope| {
+        let mut handles = Vec::with_capacity(connections);
+        for (client, quota) in clients.into_iter().zip(quotas) {
+            let ended = &ended;
+            let handle = std::thread::Builder::new()
+                .name("bench".to_owned())
+                .spawn_scoped(scope, move || drive(client, config, quota, deadline, ended))
+                .map_err(Error::io("starting a bench thread"))?;
+            handles.push(handle);
+        }
+        if let Some(progress) = progress {
+            while !handles
+                .iter()
+                .all(std::thread::ScopedJoinHandle::is_finished)
+            {
+                progress(ended.load(Ordering::Relaxed));
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            progress(ended.load(Ordering::Relaxed));
+        }
+        let mut tallies = Vec::with_capacity(connections);
+        for handle in handles {
+            match handle.join() {
+                Ok(tally) => tallies.push(tally),
+                // A panic in a bench thread is a bug here; its calls are lost, say so.
+                Err(_) => tallies.push(Tally::failed("a bench thread panicked")),
+            }
+        }
+        Ok::<_, Error>(tallies)
+    })?;
+    Ok(merge(tallies, start, config.check))
+}
+
+/// What one connection saw.
+struct Tally {
+    ok: u64,
+    errors: u64,
+    mismatches: u64,
+    timeouts: u64,
+    /// When its last outcome came.
+    last: Option<Instant>,
+    histogram: Option<Histogram<u64>>,
+    first_error: Option<String>,
+}
+
+impl Tally {
+    fn new() -> Self {
+        Self {
+            ok: 0,
+            errors: 0,
+            mismatches: 0,
+            timeouts: 0,
+            last: None,
+            histogram: Histogram::new_with_bounds(1, MAX_LATENCY_NS, 3).ok(),
+            first_error: None,
+        }
+    }
+
+    fn failed(message: &str) -> Self {
+        let mut tally = Self::new();
+        tally.error(message.to_owned());
+        tally
+    }
+
+    fn error(&mut self, message: String) {
+        self.errors = self.errors.saturating_add(1);
+        self.first_error.get_or_insert(message);
+    }
+}
+
+/// One connection's loop: keep `window` calls in flight until `quota` calls were made or
+/// the deadline passed, then collect what is in flight.
+fn drive(
+    mut client: Client,
+    config: &BenchConfig,
+    quota: u64,
+    deadline: Option<Instant>,
+    ended: &AtomicU64,
+) -> Tally {
+    let mut tally = Tally::new();
+    let window = config.window.max(1);
+    let mut body = vec![0u8; config.size];
+    let mut expected = vec![0u8; config.size];
+    // Call id -> (when it was submitted, its number), for latency and the check.
+    let mut in_flight: InFlight = HashMap::with_capacity_and_hasher(window, Default::default());
+    let mut made = 0u64;
+    let mut broken = false;
+    loop {
+        while !broken
+            && in_flight.len() < window
+            && made < quota
+            && deadline.is_none_or(|d| Instant::now() < d)
+        {
+            fill_body(&mut body, made);
+            let at = Instant::now();
+            match client.submit(&config.method, &body, config.timeout) {
+                Ok(id) => {
+                    in_flight.insert(id, (at, made));
+                    made = made.saturating_add(1);
+                }
+                Err(e) => {
+                    // Not sent: the connection is closed or the call cannot be made at all.
+                    tally.error(format!("{}: {e}", config.endpoint));
+                    ended.fetch_add(1, Ordering::Relaxed);
+                    broken = true;
+                }
+            }
+        }
+        let Some((id, outcome)) = client.wait_any() else {
+            break;
+        };
+        let now = Instant::now();
+        let Some((at, number)) = in_flight.remove(&id) else {
+            continue;
+        };
+        tally.last = Some(now);
+        ended.fetch_add(1, Ordering::Relaxed);
+        if let Some(histogram) = &mut tally.histogram {
+            let ns =
+                u64::try_from(now.saturating_duration_since(at).as_nanos()).unwrap_or(u64::MAX);
+            histogram.saturating_record(ns.clamp(1, MAX_LATENCY_NS));
+        }
+        match outcome {
+            Ok(answer) => {
+                fill_body(&mut expected, number);
+                if config.check == Check::Upper {
+                    expected.make_ascii_uppercase();
+                }
+                if config.check == Check::Success || answer == expected {
+                    tally.ok = tally.ok.saturating_add(1);
+                } else {
+                    tally.mismatches = tally.mismatches.saturating_add(1);
+                    tally.error(format!(
+                        "call {number}: wrong answer ({} bytes, expected {})",
+                        answer.len(),
+                        expected.len()
+                    ));
+                }
+            }
+            Err(e) if matches!(e.kind(), CallErrorKind::TimedOut) => {
+                tally.timeouts = tally.timeouts.saturating_add(1);
+                tally
+                    .first_error
+                    .get_or_insert_with(|| format!("call {number}: {e}"));
+            }
+            Err(e) => {
+                if matches!(e.kind(), CallErrorKind::ConnectionLost(_)) {
+                    broken = true;
+                }
+                tally.error(format!("call {number}: {e} [{}]", e.execution()));
+            }
+        }
+    }
+    let _ = client.close();
+    tally
+}
+
+/// The calls in flight on one connection, by id.
+type InFlight = HashMap<RequestId, (Instant, u64), BuildHasherDefault<IdHasher>>;
+
+/// A hasher for call ids: they are a connection's own counter, not chosen by a peer, so a
+/// multiplicative hash is enough (SipHash would cost the load generator ~100 instructions
+/// per call that the server under test does not pay).
+#[derive(Debug, Default)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0 ^ n).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
+
+/// The body of call `number`: its number in hex at the front (so an answer given to the
+/// wrong call is caught), lower-case letters and digits after it.
+fn fill_body(body: &mut [u8], number: u64) {
+    const FILL: &[u8; 36] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let stamp = body.len().min(16);
+    for (i, byte) in body.iter_mut().enumerate() {
+        *byte = if i < stamp {
+            // Digit `stamp - 1 - i` of the number, most significant first.
+            let shift = 4 * (stamp - 1 - i);
+            HEX.get(((number >> shift) & 0xf) as usize)
+                .copied()
+                .unwrap_or(b'0')
+        } else {
+            FILL.get(i % FILL.len()).copied().unwrap_or(b'a')
+        };
+    }
+}
+
+fn merge(tallies: Vec<Tally>, start: Instant, check: Check) -> Report {
+    let mut histogram = Histogram::<u64>::new_with_bounds(1, MAX_LATENCY_NS, 3).ok();
+    let mut report = Report {
+        calls: 0,
+        ok: 0,
+        errors: 0,
+        mismatches: 0,
+        timeouts: 0,
+        elapsed: Duration::ZERO,
+        p50_us: 0.0,
+        p90_us: 0.0,
+        p99_us: 0.0,
+        p999_us: 0.0,
+        max_us: 0.0,
+        mean_us: 0.0,
+        checked: check != Check::Success,
+        first_error: None,
+    };
+    let mut last = start;
+    for tally in tallies {
+        report.ok = report.ok.saturating_add(tally.ok);
+        report.errors = report.errors.saturating_add(tally.errors);
+        report.mismatches = report.mismatches.saturating_add(tally.mismatches);
+        report.timeouts = report.timeouts.saturating_add(tally.timeouts);
+        if report.first_error.is_none() {
+            report.first_error = tally.first_error;
+        }
+        if let Some(at) = tally.last {
+            last = last.max(at);
+        }
+        if let (Some(all), Some(one)) = (&mut histogram, &tally.histogram) {
+            // Same bounds on both sides, so this cannot fail.
+            let _ = all.add(one);
+        }
+    }
+    // Calls that failed to be sent are errors that never reached the histogram.
+    report.calls = report
+        .ok
+        .saturating_add(report.errors)
+        .saturating_add(report.timeouts);
+    report.elapsed = last.saturating_duration_since(start);
+    if let Some(h) = histogram.filter(|h| !h.is_empty()) {
+        let us = |ns: u64| ns as f64 / 1000.0;
+        report.p50_us = us(h.value_at_quantile(0.50));
+        report.p90_us = us(h.value_at_quantile(0.90));
+        report.p99_us = us(h.value_at_quantile(0.99));
+        report.p999_us = us(h.value_at_quantile(0.999));
+        report.max_us = us(h.max());
+        report.mean_us = h.mean() / 1000.0;
+    }
+    report
+}
+
+/// The help text after `wirecall bench --help`'s options.
+pub const HELP: &str = "\
+Opens --connections clients, each keeping --window calls in flight (1: ping-pong), and
+calls METHOD until --requests calls are made or --duration seconds have passed (default:
+10 s). Connecting is not timed. Every answer is checked: for echo it must be the request
+body byte for byte, for upper the body upper-cased; a wrong answer counts as an error.
+Other methods are only checked for success.
+
+Prints calls per second, errors, timeouts and the latency percentiles (p50, p90, p99,
+p99.9, max); with --json one JSON object on stdout instead, with the fields calls, ok,
+errors, mismatches, timeouts, elapsed_secs, calls_per_sec, p50_us, p90_us, p99_us,
+p999_us, max_us, mean_us (and the settings). A progress bar is drawn on stderr when it
+is a terminal.
+
+Exit codes:
+  0  every call succeeded with the right answer
+  1  some calls failed, timed out or got a wrong answer (the report says how many), or
+     another error
+  2  usage error
+  8  could not connect
+
+Examples:
+  wirecall bench unix:/tmp/wirecall.sock --requests 100000
+  wirecall bench tcp:127.0.0.1:7000 --connections 4 --window 64 --duration 10
+  wirecall bench tcp:127.0.0.1:7000 --size 4096 --window 64 --requests 200 --json";
+
+/// The command line of `wirecall bench`.
+#[derive(Debug, clap::Args)]
+pub struct BenchArgs {
+    /// Where the server listens
+    #[arg(value_name = "ENDPOINT")]
+    pub endpoint: Endpoint,
+    /// The method to call
+    #[arg(long, value_name = "NAME", default_value = "echo")]
+    pub method: String,
+    /// Request body size in bytes
+    #[arg(long, value_name = "BYTES", default_value_t = 32,
+          value_parser = clap::value_parser!(u32).range(0..=i64::from(MAX_FRAME_LIMIT) - 1024))]
+    pub size: u32,
+    /// Client connections (one thread each)
+    #[arg(long, short = 'c', value_name = "C", default_value_t = 1,
+          value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub connections: u32,
+    /// Calls in flight per connection (1: ping-pong)
+    #[arg(long, short = 'w', value_name = "W", default_value_t = 1,
+          value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_IN_FLIGHT_LIMIT)))]
+    pub window: u32,
+    /// Stop after this many calls in all
+    #[arg(long, short = 'n', value_name = "N", conflicts_with = "duration",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub requests: Option<u64>,
+    /// Stop making calls after this many seconds (default: 10)
+    #[arg(long, short = 'd', value_name = "SECS", value_parser = parse_secs)]
+    pub duration: Option<Duration>,
+    /// Milliseconds each call may take before it counts as timed out (0: no timeout)
+    #[arg(long, value_name = "MS", default_value_t = 5000)]
+    pub timeout: u64,
+    /// Print one JSON object instead of the text report
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Seconds as a decimal number (`2`, `0.5`), above zero and at most a day.
+fn parse_secs(text: &str) -> Result<Duration, String> {
+    match text.parse::<f64>() {
+        Ok(secs) if secs > 0.0 && secs <= 86_400.0 => Ok(Duration::from_secs_f64(secs)),
+        _ => Err(format!(
+            "expected seconds above 0 and at most 86400, got {text:?}"
+        )),
+    }
+}
+
+impl BenchArgs {
+    /// The run these arguments ask for.
+    #[must_use]
+    pub fn config(&self) -> BenchConfig {
+        let mut config = BenchConfig::new(self.endpoint.clone());
+        config.method.clone_from(&self.method);
+        config.check = Check::for_method(&self.method);
+        config.size = self.size as usize;
+        config.connections = self.connections as usize;
+        config.window = self.window as usize;
+        config.limit = match (self.requests, self.duration) {
+            (Some(n), _) => Limit::Requests(n),
+            (None, Some(d)) => Limit::Duration(d),
+            (None, None) => Limit::Duration(Duration::from_secs(10)),
+        };
+        config.timeout = (self.timeout > 0).then(|| Duration::from_millis(self.timeout));
+        config
+    }
+}
+
+/// `wirecall bench`: runs the load and prints the report; the exit code is described in
+/// [`HELP`].
+#[must_use]
+pub fn command(args: &BenchArgs) -> ExitCode {
+    let config = args.config();
+    let bar = progress_bar(&config);
+    let tick = |n: u64| {
+        if let Some(bar) = &bar {
+            bar.set_position(n);
+        }
+    };
+    let result = run(&config, bar.as_ref().map(|_| &tick as &dyn Fn(u64)));
+    if let Some(bar) = &bar {
+        bar.finish_and_clear();
+    }
+    let report = match result {
+        Ok(report) => report,
+        Err(e @ (Error::Connect { .. } | Error::Resolve { .. })) => {
+            eprintln!("wirecall: {e}");
+            return ExitCode::from(8);
+        }
+        Err(e) => {
+            eprintln!("wirecall: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut out = std::io::stdout().lock();
+    let written = if args.json {
+        writeln!(out, "{}", report.to_json(&config))
+    } else {
+        writeln!(
+            out,
+            "wirecall bench {}: {} with {}-byte bodies, {} connection(s) x window {}\n{report}",
+            config.endpoint, config.method, config.size, config.connections, config.window
+        )
+    };
+    if let Err(e) = written.and_then(|()| out.flush()) {
+        eprintln!("wirecall: cannot write the report: {e}");
+        return ExitCode::FAILURE;
+    }
+    if report.is_clean() {
+        ExitCode::SUCCESS
+    } else {
+        if let Some(e) = &report.first_error {
+            eprintln!(
+                "wirecall: {} of {} calls failed ({} timed out); first: {e}",
+                report.errors.saturating_add(report.timeouts),
+                report.calls,
+                report.timeouts
+            );
+        }
+        ExitCode::FAILURE
+    }
+}
+
+/// A progress bar on stderr, only when stderr is a terminal.
+fn progress_bar(config: &BenchConfig) -> Option<indicatif::ProgressBar> {
+    if !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let bar = match config.limit {
+        Limit::Requests(n) => indicatif::ProgressBar::new(n),
+        Limit::Duration(_) => indicatif::ProgressBar::new_spinner(),
+    };
+    let template = match config.limit {
+        Limit::Requests(_) => "{bar:40} {pos}/{len} calls, {per_sec}, {elapsed}",
+        Limit::Duration(_) => "{spinner} {pos} calls, {per_sec}, {elapsed}",
+    };
+    if let Ok(style) = indicatif::ProgressStyle::with_template(template) {
+        bar.set_style(style);
+    }
+    bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
+    Some(bar)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bodies_carry_their_number() {
+        let mut body = [0u8; 20];
+        fill_body(&mut body, 0x1234);
+        assert_eq!(&body, b"0000000000001234qrst");
+        let mut short = [0u8; 2];
+        fill_body(&mut short, 0x1234);
+        assert_eq!(&short, b"34");
+        fill_body(&mut [], 7);
+    }
+
+    #[test]
+    fn an_empty_run_reports_nothing() {
+        let report = merge(Vec::new(), Instant::now(), Check::Echo);
+        assert_eq!(report.calls, 0);
+        assert_eq!(report.calls_per_sec(), 0.0);
+        assert!(report.is_clean());
+    }
+}

@@ -1,0 +1,137 @@
+//! End-to-end: `wirecall bench --json` against a real `wirecall serve` over Unix and TCP.
+//! Behaviour only (counts, fields, exit codes), never timing.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde_json::Value;
+use wirecall_tests::{Output, ServerProcess, run};
+
+const TIMEOUT: Duration = Duration::from_secs(60);
+
+fn bin() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_wirecall"))
+}
+
+fn bench(args: &[&str]) -> (Output, Value) {
+    let mut all = vec!["bench"];
+    all.extend_from_slice(args);
+    let out = run(bin(), &all, b"", TIMEOUT).unwrap();
+    let text = out.stdout_text();
+    let mut lines = text.lines();
+    let json: Value = serde_json::from_str(lines.next().unwrap_or_default())
+        .unwrap_or_else(|e| panic!("{args:?}: not JSON ({e}): {text:?}; stderr: {}", out.stderr));
+    assert!(
+        lines.next().is_none(),
+        "one JSON object, nothing else: {text:?}"
+    );
+    (out, json)
+}
+
+fn count(json: &Value, field: &str) -> u64 {
+    json[field]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{field} missing: {json}"))
+}
+
+#[test]
+fn bench_json_over_unix_and_tcp() {
+    let dir = tempfile::tempdir().unwrap();
+    let unix = format!("unix:{}", dir.path().join("s.sock").display());
+    let server = ServerProcess::start(
+        bin(),
+        &["--listen", &unix, "--listen", "tcp:127.0.0.1:0"],
+        &[],
+    )
+    .unwrap();
+    for ep in &server.endpoints {
+        for extra in [
+            &[][..],
+            &["--window", "16", "--connections", "3"][..],
+            &["--size", "4096", "--window", "64", "--method", "upper"][..],
+        ] {
+            let mut args = vec![ep.as_str(), "--requests", "200", "--json"];
+            args.extend_from_slice(extra);
+            let (out, json) = bench(&args);
+            assert_eq!(out.code, Some(0), "{args:?}: {}", out.stderr);
+            for field in [
+                "calls_per_sec",
+                "p50_us",
+                "p90_us",
+                "p99_us",
+                "p999_us",
+                "max_us",
+            ] {
+                let value = json[field]
+                    .as_f64()
+                    .unwrap_or_else(|| panic!("{field} missing: {json}"));
+                assert!(value > 0.0, "{field} = {value}: {json}");
+            }
+            assert_eq!(count(&json, "calls"), 200, "{json}");
+            assert_eq!(count(&json, "ok"), 200, "{json}");
+            assert_eq!(count(&json, "errors"), 0, "{json}");
+            assert_eq!(count(&json, "timeouts"), 0, "{json}");
+            assert_eq!(json["checked"], Value::Bool(true), "{json}");
+        }
+    }
+}
+
+#[test]
+fn bench_json_over_datagrams() {
+    let dir = tempfile::tempdir().unwrap();
+    let unix = format!("unix-dgram:{}", dir.path().join("d.sock").display());
+    let server = ServerProcess::start(
+        bin(),
+        &["--listen", &unix, "--listen", "udp:127.0.0.1:0"],
+        &[],
+    )
+    .unwrap();
+    for ep in &server.endpoints {
+        // A window under the Unix datagram queue limit (net.unix.max_dgram_qlen, 10).
+        for extra in [&[][..], &["--window", "8", "--connections", "2"][..]] {
+            let mut args = vec![ep.as_str(), "--requests", "200", "--json"];
+            args.extend_from_slice(extra);
+            let (out, json) = bench(&args);
+            assert_eq!(out.code, Some(0), "{args:?}: {}", out.stderr);
+            assert_eq!(count(&json, "calls"), 200, "{json}");
+            assert_eq!(count(&json, "errors"), 0, "{json}");
+            assert_eq!(count(&json, "timeouts"), 0, "{json}");
+        }
+    }
+}
+
+#[test]
+fn failed_calls_are_counted_and_exit_non_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let unix = format!("unix:{}", dir.path().join("s.sock").display());
+    let _server = ServerProcess::start(bin(), &["--listen", &unix], &[]).unwrap();
+    let (out, json) = bench(&[
+        &unix,
+        "--method",
+        "no-such-method",
+        "--requests",
+        "50",
+        "--json",
+    ]);
+    assert_eq!(out.code, Some(1), "{}", out.stderr);
+    assert_eq!(count(&json, "calls"), 50, "{json}");
+    assert_eq!(count(&json, "errors"), 50, "{json}");
+    assert!(out.stderr.contains("no such method"), "{}", out.stderr);
+}
+
+#[test]
+fn no_server_is_a_connect_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let unix = format!("unix:{}", dir.path().join("none.sock").display());
+    let out = run(
+        bin(),
+        &["bench", &unix, "--requests", "1", "--json"],
+        b"",
+        TIMEOUT,
+    )
+    .unwrap();
+    assert_eq!(out.code, Some(8), "{}", out.stderr);
+    assert!(out.stdout.is_empty());
+    assert!(out.stderr.contains("cannot connect"), "{}", out.stderr);
+}

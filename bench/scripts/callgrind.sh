@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# User-space instructions per call (valgrind --tool=callgrind) on each side: raw, tokio and
+# wirecall, Unix stream ping-pong (WIN=1) with SIZE-byte bodies (default 32). Each side is
+# run twice with different numbers of calls and the difference is divided by the
+# difference in calls, so start-up cancels out. Instruction counts are stable on a noisy
+# machine; they do not include the kernel (see syscalls.sh for that).
+# Needs valgrind and `cargo build --release -p wirecall -p wirecall-bench`. Loopback only.
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+BIN=${BIN:-${CARGO_TARGET_DIR:-$ROOT/target}/release}
+W=$BIN/wirecall; X=$BIN/wirecall-bench; SIZE=${SIZE:-32}; WIN=${WIN:-1}
+D=${OUT:-$(mktemp -d)}; echo "callgrind files in $D"
+ir() { grep -h '^summary' "$1" | awk '{print $2}'; }
+calls() { python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['calls'])" "$1"; }
+start_server() { # impl, under valgrind (1/0), output file
+  rm -f "$D/s.sock"; local pre=()
+  [ "$2" = 1 ] && pre=(valgrind --tool=callgrind "--callgrind-out-file=$3")
+  if [ "$1" = wirecall ]; then
+    "${pre[@]}" "$W" serve --listen "unix:$D/s.sock" > "$D/srv.out" 2>/dev/null &
+  else # ends by itself after --lifetime (so callgrind writes its file)
+    "${pre[@]}" "$X" server "$1" --transport unix --addr "$D/s.sock" --lifetime 12 > "$D/srv.out" 2>/dev/null &
+  fi
+  SRV=$!
+  for _ in $(seq 200); do grep -q listening "$D/srv.out" 2>/dev/null && break; sleep 0.1; done
+}
+stop_server() { [ "$1" = wirecall ] && kill -TERM "$SRV"; wait "$SRV" || true; }
+client() { # impl, under valgrind, output file, calls-or-seconds, json file
+  local pre=()
+  [ "$2" = 1 ] && pre=(valgrind --tool=callgrind "--callgrind-out-file=$3")
+  if [ "$1" = wirecall ]; then
+    "${pre[@]}" "$W" bench "unix:$D/s.sock" --size "$SIZE" --window "$WIN" --requests "$4" --json > "$5" 2>/dev/null
+  else
+    "${pre[@]}" "$X" client "$1" --transport unix --addr "$D/s.sock" --size "$SIZE" --window "$WIN" --secs "$4" > "$5" 2>/dev/null
+  fi
+}
+for impl in ${IMPLS:-raw tokio wirecall}; do
+  for side in srv cli; do
+    for k in 1 2; do
+      if [ "$impl" = wirecall ]; then arg=$((k * 20000)); else arg=$k; fi
+      if [ "$side" = srv ]; then
+        start_server "$impl" 1 "$D/$impl.$side.$k.out"; client "$impl" 0 - "$arg" "$D/$impl.$side.$k.json"
+      else
+        start_server "$impl" 0; client "$impl" 1 "$D/$impl.$side.$k.out" "$arg" "$D/$impl.$side.$k.json"
+      fi
+      stop_server "$impl"
+    done
+    per=$(python3 -c "import sys; a,b,c,d=map(int,sys.argv[1:]); print(round((b-a)/(d-c)))" \
+      "$(ir "$D/$impl.$side.1.out")" "$(ir "$D/$impl.$side.2.out")" \
+      "$(calls "$D/$impl.$side.1.json")" "$(calls "$D/$impl.$side.2.json")")
+    echo "$impl $side: $per instructions per call (size $SIZE, window $WIN)"
+  done
+done
