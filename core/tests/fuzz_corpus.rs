@@ -23,6 +23,8 @@
 
 #[path = "../../fuzz/src/checks.rs"]
 mod checks;
+#[path = "../../fuzz/src/datagram_checks.rs"]
+mod datagram_checks;
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -33,6 +35,7 @@ use checks::{
     check_client_connection, check_frame_decode, check_server_connection, check_stream_decoder,
     stream_script,
 };
+use datagram_checks::{check_datagram_client, check_datagram_server};
 use wirecall_core::client::{CallSlot, ClientConnection};
 use wirecall_core::frame::encode_frame;
 use wirecall_core::server::{
@@ -64,6 +67,12 @@ fn check_for(target: &str) -> fn(&[u8]) {
         },
         "client_connection" => |data| {
             check_client_connection(data);
+        },
+        "datagram_server" => |data| {
+            check_datagram_server(data);
+        },
+        "datagram_client" => |data| {
+            check_datagram_client(data);
         },
         other => panic!("no target {other}"),
     }
@@ -127,6 +136,16 @@ fn replay_server_connection() {
 #[test]
 fn replay_client_connection() {
     replay("client_connection");
+}
+
+#[test]
+fn replay_datagram_server() {
+    replay("datagram_server");
+}
+
+#[test]
+fn replay_datagram_client() {
+    replay("datagram_client");
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1316,4 +1335,40 @@ fn regression_tiny_growable_storage_still_receives() {
         ping.len(),
         "the shrunk server took {fed} bytes of a ping"
     );
+}
+
+/// The datagram seeds (written by hand, `fuzz/corpus/datagram_*/`) still do what their names
+/// say, so a change to the script format that makes them mean something else is caught.
+#[test]
+fn datagram_seeds_do_what_they_say() {
+    use datagram_checks::{DatagramClientSummary as C, DatagramServerSummary as S};
+    let read = |target: &str, name: &str| {
+        fs::read(fuzz_dir().join("corpus").join(target).join(name)).unwrap()
+    };
+    let server = |name| check_datagram_server(&read("datagram_server", name));
+    let client = |name| check_datagram_client(&read("datagram_client", name));
+    let s = |requests, replies, replays, cancelled, dropped, responded| S {
+        requests,
+        replies,
+        replays,
+        cancelled,
+        dropped,
+        responded,
+    };
+    let c = |calls, responses, failures, timeouts, transmissions, cancels_sent| C {
+        calls,
+        responses,
+        failures,
+        timeouts,
+        transmissions,
+        cancels_sent,
+    };
+    assert_eq!(server("echo-replay-late-copy"), s(1, 3, 3, 0, 1, 1));
+    assert_eq!(server("floor-stale"), s(3, 0, 0, 1, 3, 3));
+    assert_eq!(server("rejects-raw-busy"), s(1, 4, 0, 0, 2, 0));
+    assert_eq!(server("app-busy-then-rerun"), s(2, 2, 2, 0, 0, 1));
+    assert_eq!(client("echo"), c(1, 1, 0, 0, 1, 0));
+    assert_eq!(client("retransmit-cancel"), c(3, 0, 3, 1, 5, 2));
+    assert_eq!(client("timeout-and-late"), c(2, 0, 2, 2, 3, 2));
+    assert_eq!(client("busy-wrong-epoch-raw"), c(1, 0, 1, 0, 2, 0));
 }
