@@ -62,6 +62,9 @@ pub(super) struct EventLoop {
     pub(super) timers: BTreeSet<(Instant, Token)>,
     /// Connections to drive this turn.
     pub(super) ready: VecDeque<Token>,
+    /// The previous turn's queue, emptied and kept for its capacity, so a turn of the
+    /// loop allocates nothing.
+    pub(super) round: VecDeque<Token>,
     pub(super) completions: Receiver<Completion>,
     pub(super) shared: Shared,
     pub(super) shutdown: Arc<AtomicU8>,
@@ -278,8 +281,8 @@ impl EventLoop {
     /// Drives the connections queued at the start of this call; ones that still have
     /// work are queued for the next turn.
     fn drive_ready(&mut self, now: Instant) {
-        let round = std::mem::take(&mut self.ready);
-        for token in round {
+        let mut round = std::mem::replace(&mut self.ready, std::mem::take(&mut self.round));
+        while let Some(token) = round.pop_front() {
             let Some(conn) = self.conns.get_mut(&token) else {
                 continue;
             };
@@ -310,6 +313,7 @@ impl EventLoop {
                 conn.wakeup = next;
             }
         }
+        self.round = round;
     }
 
     fn remove(&mut self, token: Token) {

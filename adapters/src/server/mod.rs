@@ -236,6 +236,7 @@ impl ServerBuilder {
             next_token: first_connection,
             timers: BTreeSet::new(),
             ready: VecDeque::new(),
+            round: VecDeque::new(),
             completions,
             shared: Shared {
                 functions,
