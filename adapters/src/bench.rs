@@ -25,9 +25,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
-use std::collections::HashMap;
 use std::fmt;
-use std::hash::{BuildHasherDefault, Hasher};
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -40,6 +38,7 @@ use crate::config::{ClientConfig, MAX_DATAGRAM_LIMIT, MAX_FRAME_LIMIT, MAX_IN_FL
 use crate::core::RequestId;
 use crate::endpoint::Endpoint;
 use crate::error::Error;
+use crate::id_hasher::IdMap;
 
 /// The largest latency the histograms hold exactly: one hour, in nanoseconds (longer ones
 /// are recorded as this).
@@ -373,7 +372,7 @@ fn drive(
     let mut body = vec![0u8; config.size];
     let mut expected = vec![0u8; config.size];
     // Call id -> (when it was submitted, its number), for latency and the check.
-    let mut in_flight: InFlight = HashMap::with_capacity_and_hasher(window, Default::default());
+    let mut in_flight: InFlight = IdMap::with_capacity_and_hasher(window, Default::default());
     let mut made = 0u64;
     let mut broken = false;
     loop {
@@ -447,29 +446,7 @@ fn drive(
 }
 
 /// The calls in flight on one connection, by id.
-type InFlight = HashMap<RequestId, (Instant, u64), BuildHasherDefault<IdHasher>>;
-
-/// A hasher for call ids: they are a connection's own counter, not chosen by a peer, so a
-/// multiplicative hash is enough (SipHash would cost the load generator ~100 instructions
-/// per call that the server under test does not pay).
-#[derive(Debug, Default)]
-struct IdHasher(u64);
-
-impl Hasher for IdHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        }
-    }
-
-    fn write_u64(&mut self, n: u64) {
-        self.0 = (self.0 ^ n).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    }
-}
+type InFlight = IdMap<RequestId, (Instant, u64)>;
 
 /// The body of call `number`: its number in hex at the front (so an answer given to the
 /// wrong call is caught), lower-case letters and digits after it.

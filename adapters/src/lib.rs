@@ -47,6 +47,7 @@ pub mod demo;
 pub mod endpoint;
 pub mod error;
 pub mod function;
+mod id_hasher;
 pub mod server;
 pub mod stats;
 mod stream;

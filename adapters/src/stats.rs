@@ -27,6 +27,7 @@
 //! datagrams.busy 0
 //! datagrams.rejected 0
 //! datagrams.late_answers 0
+//! datagrams.acks 2
 //! datagrams.dropped.truncated 1
 //! datagrams.dropped.oversize 0
 //! ...
@@ -46,7 +47,8 @@
 //! `in_progress` (calls running now: taken, not yet answered), `busy` (calls refused
 //! because the call cache had no room; not run), `rejected` (calls refused before running:
 //! no, zero or too long a budget, or the server shutting down), `late_answers` (answers
-//! whose call the cache had already forgotten, dropped); `dropped.<reason>` for each
+//! whose call the cache had already forgotten, dropped), `acks` (acknowledgements: datagrams
+//! in which a client only says which calls have ended; never answered); `dropped.<reason>` for each
 //! [`DropKind`], and `dropped`, their sum. Cancels count in `requests.cancelled` and
 //! worker-queue refusals in `requests.busy`, as on streams.
 
@@ -305,6 +307,7 @@ pub(crate) struct Stats {
     dgram_busy: AtomicU64,
     dgram_rejected: AtomicU64,
     dgram_late: AtomicU64,
+    dgram_acks: AtomicU64,
     dgram_dropped: [AtomicU64; DropKind::ALL.len()],
     /// One entry per registered function, set when the server is built.
     methods: OnceLock<Vec<(String, MethodCounters)>>,
@@ -432,6 +435,7 @@ impl Stats {
         add(&self.dgram_busy, now.busy, &mut seen.busy);
         add(&self.dgram_rejected, now.rejected, &mut seen.rejected);
         add(&self.cancelled, now.cancelled, &mut seen.cancelled);
+        add(&self.dgram_acks, now.acks, &mut seen.acks);
     }
 
     fn snapshot(&self) -> StatsSnapshot {
@@ -471,6 +475,7 @@ impl Stats {
             datagrams_busy: get(&self.dgram_busy),
             datagrams_rejected: get(&self.dgram_rejected),
             datagrams_late_answers: get(&self.dgram_late),
+            datagrams_acks: get(&self.dgram_acks),
             datagrams_dropped_by: DropKind::ALL
                 .iter()
                 .zip(&self.dgram_dropped)
@@ -559,6 +564,9 @@ pub struct StatsSnapshot {
     pub datagrams_rejected: u64,
     /// Answers to datagram calls the cache had already forgotten (dropped).
     pub datagrams_late_answers: u64,
+    /// Acknowledgements received: datagrams in which a client only says which calls have
+    /// ended (never answered).
+    pub datagrams_acks: u64,
     /// Datagrams dropped by reason, every kind listed.
     pub datagrams_dropped_by: Vec<(DropKind, u64)>,
     /// Datagrams dropped, all reasons.
@@ -625,6 +633,7 @@ impl fmt::Display for StatsSnapshot {
         writeln!(f, "datagrams.busy {}", self.datagrams_busy)?;
         writeln!(f, "datagrams.rejected {}", self.datagrams_rejected)?;
         writeln!(f, "datagrams.late_answers {}", self.datagrams_late_answers)?;
+        writeln!(f, "datagrams.acks {}", self.datagrams_acks)?;
         for (kind, n) in &self.datagrams_dropped_by {
             writeln!(f, "datagrams.dropped.{} {n}", kind.name())?;
         }
@@ -666,6 +675,7 @@ mod test {
         let mut dnow = DatagramServerStats::default();
         dnow.replayed = 4;
         dnow.cancelled = 1;
+        dnow.acks = 5;
         stats.add_datagram_core(&dnow, &mut dseen);
         stats.add_datagram_core(&dnow, &mut dseen);
         let snap = StatsHandle(Arc::new(stats)).snapshot();
@@ -689,6 +699,7 @@ mod test {
             "datagrams.replayed 4\n",
             "datagrams.in_progress 1\n",
             "requests.cancelled 1\n",
+            "datagrams.acks 5\n",
         ] {
             assert!(text.contains(line), "{line:?} in\n{text}");
         }

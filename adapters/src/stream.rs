@@ -4,14 +4,10 @@
 
 use std::io::{self, Read, Write};
 use std::net::Shutdown;
-use std::time::Duration;
 
 use mio::event::Source;
 use mio::net::{TcpStream, UnixStream};
 use mio::{Interest, Registry, Token};
-
-use crate::endpoint::Endpoint;
-use crate::error::Error;
 
 /// A connected, non-blocking Unix or TCP stream.
 #[derive(Debug)]
@@ -23,44 +19,6 @@ pub(crate) enum Stream {
 }
 
 impl Stream {
-    /// Connects to a stream endpoint, blocking up to `timeout` (TCP; a Unix connect does
-    /// not wait on the network), then switches to non-blocking mode. For a host name with
-    /// several addresses, each is tried in turn.
-    pub(crate) fn connect(endpoint: &Endpoint, timeout: Duration) -> Result<Self, Error> {
-        let connect_error = |source| Error::Connect {
-            endpoint: endpoint.clone(),
-            source,
-        };
-        match endpoint {
-            Endpoint::Unix(path) => {
-                let std = std::os::unix::net::UnixStream::connect(path).map_err(connect_error)?;
-                std.set_nonblocking(true).map_err(connect_error)?;
-                Ok(Self::Unix(UnixStream::from_std(std)))
-            }
-            Endpoint::Tcp(..) => {
-                let mut last = None;
-                for addr in endpoint.resolve()? {
-                    match std::net::TcpStream::connect_timeout(&addr, timeout) {
-                        Ok(std) => {
-                            std.set_nonblocking(true).map_err(connect_error)?;
-                            let stream = TcpStream::from_std(std);
-                            set_nodelay(&stream);
-                            return Ok(Self::Tcp(stream));
-                        }
-                        Err(e) => last = Some(e),
-                    }
-                }
-                Err(connect_error(last.unwrap_or_else(|| {
-                    io::Error::new(io::ErrorKind::NotFound, "no address to connect to")
-                })))
-            }
-            Endpoint::UnixDatagram(_) | Endpoint::Udp(..) => Err(connect_error(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "a datagram endpoint has no stream",
-            ))),
-        }
-    }
-
     /// Closes the sending half: the peer reads end-of-stream after what was sent.
     pub(crate) fn shutdown_write(&self) -> io::Result<()> {
         match self {

@@ -11,7 +11,7 @@
 //!
 //! - [`wire`]: the frames and their byte encoding (postcard), with the contract that
 //!   decoding never panics and borrows bodies from the input; `wire::datagram` is the
-//!   21-byte header of datagram mode.
+//!   29-byte header of datagram mode.
 //! - [`frame`]: stream framing: a length-prefixed frame encoder and an incremental
 //!   decoder that checks a frame's declared length before buffering it.
 //! - [`client`] and [`server`]: the connection state machines for stream transports

@@ -83,6 +83,8 @@ struct World {
     working: BTreeMap<(u64, u32), (RequestHandle, Vec<u8>)>,
     /// How long the server's function takes, at most.
     work_time: Duration,
+    /// Tie-breaker of `working` keys: unique, so no work is overwritten.
+    seq: u32,
 }
 
 impl World {
@@ -101,6 +103,7 @@ impl World {
             executed: HashMap::new(),
             working: BTreeMap::new(),
             work_time: Duration::from_millis(5),
+            seq: 0,
         }
     }
 
@@ -177,8 +180,10 @@ impl World {
                 answer.extend_from_slice(req.body);
                 let handle = req.handle;
                 let delay = self.rng.below(self.work_time.as_micros() + 1);
-                let key = (now.as_micros() + delay, self.working.len() as u32);
-                self.working.insert(key, (handle, answer));
+                self.seq += 1;
+                let key = (now.as_micros() + delay, self.seq);
+                let old = self.working.insert(key, (handle, answer));
+                assert!(old.is_none(), "no work is lost");
             }
             Received::Reply(bytes) => {
                 let bytes = bytes.to_vec();
@@ -509,6 +514,120 @@ fn floor_lets_a_small_cache_serve_many_calls() {
     );
 }
 
+/// Overload: more calls in flight than cache entries. Some calls are answered busy, and a
+/// busy call holds its client's floor down; the acks still free every answered call above
+/// it, so the cache keeps turning over and every call is answered, well inside one
+/// budget. (With the floor alone the answered calls above the busy ones filled the cache
+/// and everything stalled until the windows closed: every call left timed out.)
+#[test]
+fn acks_keep_an_overloaded_cache_turning_over() {
+    // 8 clients with 32 calls in flight each: 256 calls against 96 entries.
+    let mut w = World::new(11, Faults::default(), 8, 96);
+    let per_client = 400;
+    w.run(2_000_000, |w| {
+        for c in 0..8 {
+            while w.bodies[c].len() < per_client && w.call_some(c, "m", None).is_some() {}
+        }
+        (0..8).all(|c| w.bodies[c].len() == per_client)
+    });
+    w.check();
+    let answered: usize = w
+        .outcomes
+        .iter()
+        .map(|o| o.values().filter(|v| matches!(v, Outcome::Ok(_))).count())
+        .sum();
+    let failed: Vec<_> = w
+        .outcomes
+        .iter()
+        .flat_map(|o| o.iter().filter(|(_, v)| !matches!(v, Outcome::Ok(_))))
+        .collect();
+    assert_eq!(
+        answered,
+        8 * per_client,
+        "every call answered: {failed:?} at {} {:?}",
+        w.now,
+        w.server.stats()
+    );
+    assert!(w.server.stats().busy > 0, "the cache did overflow");
+    assert!(
+        w.now < Instant::from_millis(2000),
+        "well inside one budget: {}",
+        w.now
+    );
+}
+
+/// A lagging call (its copies lost) does not hold the server's memory of the calls after
+/// it: the acks free them, and a late copy of an acknowledged call is refused.
+#[test]
+fn acknowledged_calls_are_freed_and_their_late_copies_refused() {
+    let mut s = server(config(), 16);
+    let mut d = [0u8; MTU];
+    let mut request = |s: &mut Server, id: u64, floor: u64, acks: u64, at: u64| {
+        let req = Frame::Request(Request {
+            id: RequestId(id),
+            method: "m",
+            budget_ms: Some(1000),
+            body: b"",
+        });
+        let header = DatagramHeader::new(9, floor).with_acks(acks);
+        let n = encode_datagram(header, &req, &mut d).unwrap();
+        match s.handle_datagram(Instant::from_millis(at), &1, &d[..n]) {
+            Received::Request(r) => Some(r.handle),
+            _ => None,
+        }
+    };
+    // Call 1 lags; calls 2 and 3 run and are answered.
+    assert!(request(&mut s, 1, 1, 0, 0).is_some());
+    let h2 = request(&mut s, 2, 1, 0, 0).unwrap();
+    let h3 = request(&mut s, 3, 1, 0, 0).unwrap();
+    s.respond(h2, Reply::Ok(b"2")).unwrap();
+    s.respond(h3, Reply::Ok(b"3")).unwrap();
+    // Call 4 says 2 and 3 have ended (bits 0 and 1: floor + 1 and floor + 2).
+    assert!(request(&mut s, 4, 1, 0b011, 10).is_some());
+    // A late copy of call 3, with the old header: refused, never run again.
+    assert!(request(&mut s, 3, 1, 0, 20).is_none());
+    assert_eq!(s.stats().stale, 1);
+    // And a copy of the lagging call 1 is still recognised as in progress.
+    assert!(request(&mut s, 1, 1, 0b011, 20).is_none());
+    assert_eq!(s.stats().in_progress, 1);
+}
+
+/// The client never makes a call more than 64 ids past its oldest waiting call, so every
+/// call it makes can be acknowledged; its datagrams acknowledge exactly the ended calls.
+#[test]
+fn client_acks_ended_calls_and_bounds_its_span() {
+    let mut c = client(config(), 5, 8);
+    let t = Instant::ZERO;
+    let first = c.call(t, "m", b"", None).unwrap();
+    let mut last = first;
+    // Keep call 1 waiting; make and answer calls until the span is full.
+    for _ in 0..64 {
+        let id = c.call(t, "m", b"", None).unwrap();
+        while c.poll_transmit(t).is_some() {}
+        let answer = Frame::Response(wirecall_core::wire::Response {
+            id,
+            reply: Reply::Ok(b""),
+        });
+        let mut d = [0u8; MTU];
+        let n = encode_datagram(DatagramHeader::new(5, 0), &answer, &mut d).unwrap();
+        assert!(matches!(
+            c.handle_datagram(t, &d[..n]),
+            Some(DatagramEvent::Response { .. })
+        ));
+        last = id;
+    }
+    assert_eq!(last.0, 65);
+    assert!(matches!(
+        c.call(t, "m", b"", None),
+        Err(CallError::TooManyInFlight)
+    ));
+    // Its next copy of call 1 says: floor 1, calls 2..=65 ended.
+    let later = t.saturating_add(Duration::from_secs(1));
+    let datagram = c.poll_transmit(later).expect("a retransmission of call 1");
+    let (header, _) = DatagramHeader::parse(datagram).unwrap();
+    assert_eq!((header.floor, header.acks), (1, u64::MAX));
+}
+
 /// A late copy of a call below the client's floor is dropped, never run, whether or not
 /// the call's own entry is still there.
 #[test]
@@ -758,7 +877,7 @@ fn no_transmission_after_the_deadline() {
     assert!(c.poll_transmit(Instant::ZERO).is_some());
     assert!(
         c.poll_transmit(Instant::from_millis(60))
-            .is_some_and(|d| d[21] == 3),
+            .is_some_and(|d| d[DatagramHeader::LEN] == 3),
         "only a cancel"
     );
     assert!(c.poll_transmit(Instant::from_millis(60)).is_none());

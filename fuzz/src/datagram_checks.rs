@@ -5,7 +5,7 @@
 //! only `std` and `wirecall-core`'s public API. Every check panics with a message naming the
 //! broken invariant.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::checks::Input;
 use wirecall_core::client::{CallError, Failure};
@@ -101,6 +101,35 @@ fn parse_answer<'a>(bytes: &'a [u8], epoch: u64, id: RequestId, who: &str) -> Re
     }
 }
 
+/// The calls a header says have ended, above its floor: one id per set ack bit.
+fn acked_ids(header: &DatagramHeader) -> impl Iterator<Item = u64> + '_ {
+    (0..64u64)
+        .filter(|bit| header.acks >> bit & 1 == 1)
+        .filter_map(|bit| header.floor.checked_add(bit + 1))
+}
+
+/// What a client has said has ended, modelled as a set rather than the core's bitmap.
+#[derive(Debug, Default)]
+struct EndedModel {
+    floor: u64,
+    above: BTreeSet<u64>,
+    /// The record's window: after it the server may forget the client.
+    window_end: Instant,
+}
+
+impl EndedModel {
+    fn learn(&mut self, header: &DatagramHeader) {
+        self.floor = self.floor.max(header.floor);
+        self.above.extend(acked_ids(header));
+        let floor = self.floor;
+        self.above.retain(|id| *id >= floor);
+    }
+
+    fn has_ended(&self, id: u64) -> bool {
+        id < self.floor || self.above.contains(&id)
+    }
+}
+
 // =======================================================================================
 // datagram_server
 // =======================================================================================
@@ -118,6 +147,8 @@ pub struct DatagramServerSummary {
     pub cancelled: u64,
     /// `Received::Dropped` results.
     pub dropped: u64,
+    /// `Received::Acknowledged` results.
+    pub acknowledged: u64,
     /// Successful `respond` calls.
     pub responded: u64,
 }
@@ -189,7 +220,7 @@ pub fn check_datagram_server(data: &[u8]) -> DatagramServerSummary {
     let mut now = Instant::ZERO;
     let mut history: Vec<(u8, Vec<u8>)> = Vec::new();
     let mut calls: BTreeMap<Key, ServerCall> = BTreeMap::new();
-    let mut records: BTreeMap<(u8, u64), (u64, Instant)> = BTreeMap::new();
+    let mut records: BTreeMap<(u8, u64), EndedModel> = BTreeMap::new();
     let mut handles: Vec<ServerHandle> = Vec::new();
     let mut sum = DatagramServerSummary::default();
     let mut datagrams = 0u64;
@@ -200,11 +231,14 @@ pub fn check_datagram_server(data: &[u8]) -> DatagramServerSummary {
             break;
         }
         let mut datagram: Option<(u8, Vec<u8>)> = None;
-        match input.u8() % 8 {
+        let op = input.u8();
+        match op % 8 {
             0 => {
                 let peer = input.u8() % 4;
                 let epoch = read_epoch(&mut input);
                 let floor = input.int();
+                // Bit 3 of the op: the header has acks (older seeds have none).
+                let acks = if op & 8 != 0 { input.int() } else { 0 };
                 let id = RequestId(input.int());
                 let budget_ms = match input.u8() {
                     0 => None,
@@ -220,15 +254,24 @@ pub fn check_datagram_server(data: &[u8]) -> DatagramServerSummary {
                     budget_ms,
                     body,
                 });
-                datagram = Some((peer, encode(DatagramHeader::new(epoch, floor), &frame)));
+                let header = DatagramHeader::new(epoch, floor).with_acks(acks);
+                datagram = Some((peer, encode(header, &frame)));
             }
             1 => {
+                // A cancel, or an acknowledgement (a Ping).
                 let peer = input.u8() % 4;
                 let epoch = read_epoch(&mut input);
                 let floor = input.int();
+                let acks = if op & 8 != 0 { input.int() } else { 0 };
                 let id = RequestId(input.int());
-                let frame = Frame::Cancel { id };
-                datagram = Some((peer, encode(DatagramHeader::new(epoch, floor), &frame)));
+                // Bit 4 of the op: an acknowledgement instead of a cancel.
+                let frame = if op & 16 != 0 {
+                    Frame::Ping { nonce: id.0 }
+                } else {
+                    Frame::Cancel { id }
+                };
+                let header = DatagramHeader::new(epoch, floor).with_acks(acks);
+                datagram = Some((peer, encode(header, &frame)));
             }
             2 => {
                 let peer = input.u8() % 4;
@@ -331,6 +374,11 @@ pub fn check_datagram_server(data: &[u8]) -> DatagramServerSummary {
                         req.id.0,
                         header.floor
                     );
+                    assert!(
+                        acked_ids(&header).all(|id| id != req.id.0),
+                        "{who}: ran id {} that its own header acknowledges",
+                        req.id.0
+                    );
                     let key = (peer, header.epoch, req.id.0);
                     if let Some(c) = calls.get(&key) {
                         assert!(
@@ -343,17 +391,16 @@ pub fn check_datagram_server(data: &[u8]) -> DatagramServerSummary {
                     let window_end = now
                         .saturating_add(budget)
                         .saturating_add(config.max_latency);
-                    let rec = records.entry((peer, header.epoch)).or_insert((0, now));
-                    if now >= rec.1 {
-                        rec.0 = 0;
+                    let rec = records.entry((peer, header.epoch)).or_default();
+                    if now >= rec.window_end {
+                        *rec = EndedModel::default();
                     }
                     assert!(
-                        req.id.0 >= rec.0,
-                        "{who}: ran {key:?} below the floor {} that client announced",
-                        rec.0
+                        !rec.has_ended(req.id.0),
+                        "{who}: ran {key:?}, which that client said had ended ({rec:?})"
                     );
-                    rec.0 = rec.0.max(header.floor);
-                    rec.1 = rec.1.max(window_end);
+                    rec.learn(&header);
+                    rec.window_end = rec.window_end.max(window_end);
                     calls.insert(
                         key,
                         ServerCall {
@@ -405,8 +452,16 @@ pub fn check_datagram_server(data: &[u8]) -> DatagramServerSummary {
                             assert_eq!(reason, *expected, "{who}: wrong drop reason");
                         }
                         Ok((_, Frame::Request(_) | Frame::Cancel { .. })) => {}
+                        Ok((_, Frame::Ping { .. })) => panic!("{who}: an ack was dropped"),
                         Ok(_) => assert_eq!(reason, DropReason::UnexpectedFrame, "{who}"),
                     }
+                }
+                Received::Acknowledged => {
+                    sum.acknowledged += 1;
+                    assert!(
+                        matches!(parsed, Ok((_, Frame::Ping { .. }))),
+                        "{who}: Acknowledged for a datagram that is no ack: {parsed:?}"
+                    );
                 }
                 other => panic!("{who}: unknown result {other:?}"),
             }
@@ -420,11 +475,11 @@ pub fn check_datagram_server(data: &[u8]) -> DatagramServerSummary {
                     assert!(rejected, "{who}: a bad budget is not rejected");
                 }
             }
-            // Cancels raise a live record's floor.
-            if let Ok((header, Frame::Cancel { .. })) = &parsed {
+            // Cancels and acknowledgements teach a live record what has ended.
+            if let Ok((header, Frame::Cancel { .. } | Frame::Ping { .. })) = &parsed {
                 if let Some(rec) = records.get_mut(&(peer, header.epoch)) {
-                    if now < rec.1 {
-                        rec.0 = rec.0.max(header.floor);
+                    if now < rec.window_end {
+                        rec.learn(header);
                     }
                 }
             }
@@ -448,6 +503,7 @@ pub fn check_datagram_server(data: &[u8]) -> DatagramServerSummary {
         assert_eq!(s.datagrams, datagrams, "{who}: stats.datagrams");
         assert_eq!(s.requests, sum.requests, "{who}: stats.requests");
         assert_eq!(s.cancelled, sum.cancelled, "{who}: stats.cancelled");
+        assert_eq!(s.acks, sum.acknowledged, "{who}: stats.acks");
         assert_eq!(s.responses, sum.responded, "{who}: stats.responses");
         assert_eq!(
             s.replayed + s.rejected + s.busy,
@@ -495,6 +551,8 @@ pub struct DatagramClientSummary {
     pub transmissions: u64,
     /// Cancel datagrams transmitted.
     pub cancels_sent: u64,
+    /// Acknowledgement datagrams transmitted.
+    pub acks_sent: u64,
 }
 
 struct ClientCall {
@@ -506,6 +564,8 @@ struct ClientCall {
     transmitted: bool,
     cancel_sent: bool,
     ended: bool,
+    /// Ended by its deadline.
+    timed_out: bool,
 }
 
 struct ClientRun {
@@ -708,6 +768,7 @@ impl ClientRun {
                         transmitted: false,
                         cancel_sent: false,
                         ended: false,
+                        timed_out: false,
                     },
                 );
                 self.sum.out.calls += 1;
@@ -808,6 +869,7 @@ impl ClientRun {
                     assert!(!c.cancelled, "{who}: a cancelled call timed out");
                     assert!(now >= c.deadline, "{who}: {} timed out early", id.0);
                     assert_eq!(sent, c.transmitted, "{who}: TimedOut.sent");
+                    c.timed_out = true;
                     self.sum.out.timeouts += 1;
                 }
                 Failure::Cancelled { sent } => {
@@ -832,6 +894,18 @@ impl ClientRun {
             assert_eq!(header.epoch, self.epoch, "{who}: epoch");
             assert!(header.floor >= self.floor, "{who}: the floor went down");
             self.floor = header.floor;
+            for id in acked_ids(&header) {
+                let c = self.calls.get(&id);
+                let c = c.unwrap_or_else(|| panic!("{who}: acknowledges {id}, never made"));
+                // `poll_transmit` may time calls out before their events are polled.
+                let timed_out = c.timed_out || (!c.ended && now >= c.deadline);
+                assert!(c.ended || timed_out, "{who}: acknowledges {id}, not ended");
+                let cancel_owed = c.transmitted && (c.cancelled || timed_out) && !c.cancel_sent;
+                assert!(
+                    !cancel_owed,
+                    "{who}: acknowledges {id}, still owed a cancel"
+                );
+            }
             match frame {
                 Frame::Request(req) => {
                     assert!(header.floor <= req.id.0, "{who}: floor over the id");
@@ -864,6 +938,13 @@ impl ClientRun {
                     c.cancel_sent = true;
                     self.sum.out.cancels_sent += 1;
                 }
+                Frame::Ping { .. } => {
+                    assert!(
+                        acked_ids(&header).next().is_some() || header.floor > 1,
+                        "{who}: an acknowledgement that says nothing"
+                    );
+                    self.sum.out.acks_sent += 1;
+                }
                 other => panic!("{who}: a client sends {other:?}"),
             }
         }
@@ -892,6 +973,7 @@ impl ClientRun {
             s.retransmissions, self.sum.retransmissions,
             "{who}: stats.retransmissions"
         );
+        assert_eq!(s.acks, m.acks_sent, "{who}: stats.acks");
     }
 }
 

@@ -6,29 +6,25 @@
 //! A send the kernel refuses is only logged: the core counts every copy it hands out as
 //! sent (a datagram may be lost anyway), and its next retransmission tries again.
 
-use std::collections::{HashSet, VecDeque};
 use std::fs::File;
 use std::io::{self, Read};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
-use mio::event::Source;
-use mio::net::{UdpSocket, UnixDatagram};
-use mio::{Events, Interest, Poll, Registry, Token};
 use wirecall_core::RequestId;
 use wirecall_core::client::CallError as CoreCallError;
 use wirecall_core::datagram::{DatagramCallSlot, DatagramClient as CoreClient, DatagramEvent};
 
+use super::outcomes::Outcomes;
+use super::socket::{Socket, is_retry};
 use super::{CallError, Outcome};
 use crate::clock::{Clock, to_core, to_std};
 use crate::config::{ClientConfig, datagram_config, datagram_storage, table_len};
 use crate::endpoint::Endpoint;
 use crate::error::Error;
-use crate::stream::{interrupted, would_block};
 
-/// The socket's token in the client's poller.
-const SOCKET: Token = Token(0);
 /// Datagrams read per turn before events are handled.
 const READS_PER_TURN: usize = 64;
 /// The receive buffer holds at least this much (a whole UDP datagram), so an answer from a
@@ -37,52 +33,9 @@ const MIN_RECEIVE: usize = 64 * 1024;
 /// The longest single wait, a safety net: the core always has a deadline to wake for
 /// while a call is in flight.
 const MAX_WAIT: Duration = Duration::from_secs(1);
-
-/// The client's socket, connected to the server.
-#[derive(Debug)]
-enum Socket {
-    Unix(UnixDatagram),
-    Udp(UdpSocket),
-}
-
-impl Socket {
-    fn send(&self, buf: &[u8]) -> io::Result<usize> {
-        match self {
-            Self::Unix(s) => s.send(buf),
-            Self::Udp(s) => s.send(buf),
-        }
-    }
-
-    fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
-        match self {
-            Self::Unix(s) => s.recv(buf),
-            Self::Udp(s) => s.recv(buf),
-        }
-    }
-}
-
-impl Source for Socket {
-    fn register(&mut self, r: &Registry, token: Token, interest: Interest) -> io::Result<()> {
-        match self {
-            Self::Unix(s) => s.register(r, token, interest),
-            Self::Udp(s) => s.register(r, token, interest),
-        }
-    }
-
-    fn reregister(&mut self, r: &Registry, token: Token, interest: Interest) -> io::Result<()> {
-        match self {
-            Self::Unix(s) => s.reregister(r, token, interest),
-            Self::Udp(s) => s.reregister(r, token, interest),
-        }
-    }
-
-    fn deregister(&mut self, r: &Registry) -> io::Result<()> {
-        match self {
-            Self::Unix(s) => s.deregister(r),
-            Self::Udp(s) => s.deregister(r),
-        }
-    }
-}
+/// A call submitted after the client has read nothing for this long first takes the
+/// answers that came meanwhile, so it does not retransmit calls already answered.
+const IDLE_LOOK: Duration = Duration::from_millis(1);
 
 /// A blocking client of one datagram endpoint. See the [module docs](self).
 pub(super) struct DatagramClient {
@@ -91,17 +44,17 @@ pub(super) struct DatagramClient {
     /// On `unix-dgram:`, the private directory holding this client's socket file; removed
     /// (with the file) when the client is dropped, after the socket.
     _dir: Option<tempfile::TempDir>,
-    poll: Poll,
-    events: Events,
     core: CoreClient<Box<[u8]>, Box<[DatagramCallSlot]>>,
     clock: Clock,
     buf: Box<[u8]>,
+    /// A datagram the socket had no room for (the server's queue was full), sent before
+    /// anything else once there is room.
+    held: Vec<u8>,
     /// Call slots of the core.
     slots: usize,
-    /// Calls submitted and not yet collected.
-    waiting: HashSet<RequestId>,
-    /// Outcomes not yet collected, in the order they came.
-    done: VecDeque<(RequestId, Outcome)>,
+    outcomes: Outcomes,
+    /// When the client last read from the socket.
+    last_read: std::time::Instant,
 }
 
 impl std::fmt::Debug for DatagramClient {
@@ -109,7 +62,7 @@ impl std::fmt::Debug for DatagramClient {
         f.debug_struct("Client")
             .field("endpoint", &self.endpoint)
             .field("epoch", &format_args!("{:016x}", self.core.epoch()))
-            .field("waiting", &self.waiting.len())
+            .field("waiting", &self.outcomes.pending())
             .finish_non_exhaustive()
     }
 }
@@ -128,25 +81,21 @@ impl DatagramClient {
             vec![0u8; storage].into_boxed_slice(),
             vec![DatagramCallSlot::EMPTY; slots].into_boxed_slice(),
         )?;
-        let (mut socket, dir) = open(endpoint)?;
-        let poll = Poll::new().map_err(Error::io("creating a poller"))?;
-        poll.registry()
-            .register(&mut socket, SOCKET, Interest::READABLE)
-            .map_err(Error::io("registering the socket"))?;
+        let (fd, dir) = open(endpoint)?;
+        let socket = Socket::new(fd).map_err(Error::io("setting up the socket"))?;
         log::debug!("{endpoint}: datagram client, epoch {epoch:016x}");
         Ok(Self {
             endpoint: endpoint.clone(),
             socket,
             _dir: dir,
-            poll,
-            events: Events::with_capacity(4),
             core,
             clock: Clock::default(),
             buf: vec![0u8; dconfig.max_datagram.max(MIN_RECEIVE).saturating_add(1)]
                 .into_boxed_slice(),
+            held: Vec::new(),
             slots,
-            waiting: HashSet::new(),
-            done: VecDeque::new(),
+            outcomes: Outcomes::default(),
+            last_read: std::time::Instant::now(),
         })
     }
 
@@ -158,13 +107,15 @@ impl DatagramClient {
         body: &[u8],
         timeout: Option<Duration>,
     ) -> Result<RequestId, CallError> {
-        self.pump();
+        if self.last_read.elapsed() >= IDLE_LOOK {
+            self.pump();
+        }
         loop {
             let now = self.clock.now();
             match self.core.call(now, method, body, timeout.map(to_core)) {
                 Ok(id) => {
-                    self.waiting.insert(id);
-                    self.pump();
+                    self.outcomes.submitted(id);
+                    self.send_out();
                     return Ok(id);
                 }
                 Err(CoreCallError::TooManyInFlight) => self.turn(),
@@ -175,16 +126,12 @@ impl DatagramClient {
 
     /// Waits for the outcome of call `id`; others that end meanwhile are kept.
     pub(super) fn wait(&mut self, id: RequestId) -> Result<Vec<u8>, CallError> {
-        if !self.waiting.contains(&id) {
+        if !self.outcomes.is_waiting(id) {
             return Err(CallError::unknown(id));
         }
         loop {
-            if let Some(pos) = self.done.iter().position(|(d, _)| *d == id) {
-                self.waiting.remove(&id);
-                return match self.done.remove(pos) {
-                    Some((_, outcome)) => outcome,
-                    None => Err(CallError::unknown(id)),
-                };
+            if let Some(outcome) = self.outcomes.take(id) {
+                return outcome;
             }
             self.turn();
         }
@@ -193,13 +140,10 @@ impl DatagramClient {
     /// Waits for the next call to end; `None` when no call is waiting.
     pub(super) fn wait_any(&mut self) -> Option<(RequestId, Outcome)> {
         loop {
-            if let Some((id, outcome)) = self.done.pop_front() {
-                self.waiting.remove(&id);
-                return Some((id, outcome));
+            if let Some(done) = self.outcomes.take_any() {
+                return Some(done);
             }
-            if self.waiting.is_empty() {
-                return None;
-            }
+            self.outcomes.any_waiting()?;
             self.turn();
         }
     }
@@ -211,7 +155,7 @@ impl DatagramClient {
 
     /// Calls submitted and not yet collected.
     pub(super) fn pending(&self) -> usize {
-        self.waiting.len()
+        self.outcomes.pending()
     }
 
     /// The core's counters.
@@ -233,94 +177,129 @@ impl DatagramClient {
         wirecall_core::client::CloseReason::Graceful
     }
 
-    /// Moves datagrams and events; waits for the socket or the core's next timer only
-    /// when nothing could be done.
+    /// Tells the server, without waiting, which answered calls it may forget, if it has
+    /// not been told yet (one datagram, best effort).
+    fn acknowledge(&mut self) {
+        self.core.acknowledge_now();
+        self.send_out();
+    }
+
+    /// Waits for one datagram or the core's next timer, whichever comes first, and acts
+    /// on it: one `recv` in the common case. When a timer is already due, the answers that
+    /// came are read first, so a client that was busy elsewhere does not retransmit calls
+    /// that are already answered.
     fn turn(&mut self) {
-        if !self.pump() {
-            self.block();
-            self.pump();
-        }
-    }
-
-    /// One round of reading, timers, events and sending; `true` if anything happened.
-    /// Answers that already wait are read first, so a client that was busy elsewhere does
-    /// not retransmit calls that are already answered.
-    fn pump(&mut self) -> bool {
-        let mut progress = self.read_in();
-        self.core.handle_timeout(self.clock.now());
-        progress |= self.take_events();
-        progress |= self.send_out();
-        progress
-    }
-
-    fn block(&mut self) {
         let now = self.clock.now();
         let timeout = self
             .core
             .poll_timeout()
             .map_or(MAX_WAIT, |at| to_std(at.saturating_duration_since(now)))
             .min(MAX_WAIT);
-        match self.poll.poll(&mut self.events, Some(timeout)) {
-            Ok(()) => {}
-            Err(e) if interrupted(&e) => {}
-            Err(e) => {
-                // Nothing to wait on: calls still end at their deadlines, checked each turn.
-                log::error!("{}: cannot wait for the socket: {e}", self.endpoint);
-                std::thread::sleep(timeout.min(Duration::from_millis(10)));
+        if timeout.is_zero() {
+            self.pump();
+            return;
+        }
+        if self.held.is_empty() {
+            match self.socket.recv_wait(&mut self.buf, Some(timeout)) {
+                Ok(Some(len)) => self.take_datagram(len),
+                Ok(None) => {}
+                Err(e) => self.receive_failed(&e),
+            }
+        } else {
+            // Waiting for room for the held datagram, and for answers meanwhile.
+            match self.socket.wait_ready(true, Some(timeout)) {
+                Ok(_) => {
+                    self.read_now();
+                }
+                Err(e) => self.receive_failed(&e),
             }
         }
+        self.core.handle_timeout(self.clock.now());
+        self.take_events();
+        self.send_out();
     }
 
-    /// Sends every datagram the core has due.
-    fn send_out(&mut self) -> bool {
-        let mut progress = false;
-        let now = self.clock.now();
-        while let Some(datagram) = self.core.poll_transmit(now) {
-            progress = true;
-            loop {
-                match self.socket.send(datagram) {
-                    Ok(_) => break,
-                    Err(e) if interrupted(&e) => {}
-                    Err(e) => {
-                        // Lost like any datagram: the core retransmits it if it is a request.
-                        log::debug!("{}: a datagram was not sent: {e}", self.endpoint);
-                        break;
-                    }
-                }
-            }
-        }
+    /// One round of reading, timers, events and sending without waiting; `true` if
+    /// anything happened.
+    fn pump(&mut self) -> bool {
+        let mut progress = self.read_now();
+        self.core.handle_timeout(self.clock.now());
+        progress |= self.take_events();
+        progress |= self.send_out();
         progress
     }
 
-    /// Reads datagrams from the server and hands them to the core.
-    fn read_in(&mut self) -> bool {
+    /// Sends the held datagram, then every datagram the core has due, until the socket has
+    /// no room (the rest waits its turn: the core hands out what is due again later).
+    fn send_out(&mut self) -> bool {
         let mut progress = false;
-        for _ in 0..READS_PER_TURN {
-            let len = match self.socket.recv(&mut self.buf) {
-                Ok(len) => len,
-                Err(e) if would_block(&e) => break,
-                Err(e) if interrupted(&e) => continue,
-                Err(e) => {
-                    // E.g. connection refused: nobody listens there (yet). Calls keep
-                    // retransmitting until their deadlines.
-                    log::debug!("{}: receive: {e}", self.endpoint);
-                    progress = true;
-                    continue;
-                }
-            };
-            progress = true;
-            let datagram = self.buf.get(..len).unwrap_or_default();
-            match self.core.handle_datagram(self.clock.now(), datagram) {
-                Some(DatagramEvent::Response { id, body }) => {
-                    self.done.push_back((id, Ok(body.to_vec())));
-                }
-                Some(DatagramEvent::Failed { id, failure }) => {
-                    self.done.push_back((id, Err(CallError::from(&failure))));
+        if !self.held.is_empty() {
+            match self.socket.send_now(&self.held) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
+                Err(e) if !is_retry(&e) => {
+                    log::debug!("{}: a datagram was not sent: {e}", self.endpoint);
                 }
                 _ => {}
             }
+            self.held.clear();
+            progress = true;
+        }
+        let now = self.clock.now();
+        while let Some(datagram) = self.core.poll_transmit(now) {
+            progress = true;
+            match self.socket.send_now(datagram) {
+                Ok(_) => {}
+                Err(e) if is_retry(&e) => {
+                    // The server's queue is full (Unix datagram sockets queue only a few):
+                    // keep the datagram until there is room rather than lose it.
+                    self.held.extend_from_slice(datagram);
+                    break;
+                }
+                Err(e) => {
+                    // Lost like any datagram: the core retransmits it if it is a request.
+                    log::debug!("{}: a datagram was not sent: {e}", self.endpoint);
+                }
+            }
         }
         progress
+    }
+
+    /// Reads the datagrams that have come, without waiting.
+    fn read_now(&mut self) -> bool {
+        let mut progress = false;
+        for _ in 0..READS_PER_TURN {
+            match self.socket.recv_now(&mut self.buf) {
+                Ok(len) => self.take_datagram(len),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => self.receive_failed(&e),
+            }
+            progress = true;
+        }
+        self.last_read = std::time::Instant::now();
+        progress
+    }
+
+    /// A receive error: e.g. connection refused, nobody listens there (yet). Calls keep
+    /// retransmitting until their deadlines.
+    fn receive_failed(&mut self, e: &io::Error) {
+        log::debug!("{}: receive: {e}", self.endpoint);
+    }
+
+    /// Hands the datagram of `len` bytes in the receive buffer to the core.
+    fn take_datagram(&mut self, len: usize) {
+        let now = self.clock.now();
+        self.last_read = std::time::Instant::now();
+        let datagram = self.buf.get(..len).unwrap_or_default();
+        match self.core.handle_datagram(now, datagram) {
+            Some(DatagramEvent::Response { id, body }) => {
+                self.outcomes.ended(id, Ok(body.to_vec()));
+            }
+            Some(DatagramEvent::Failed { id, failure }) => {
+                self.outcomes.ended(id, Err(CallError::from(&failure)));
+            }
+            _ => {}
+        }
     }
 
     /// Takes the calls the core ended without an answer (timeouts).
@@ -330,15 +309,23 @@ impl DatagramClient {
             progress = true;
             match event {
                 DatagramEvent::Failed { id, failure } => {
-                    self.done.push_back((id, Err(CallError::from(&failure))));
+                    self.outcomes.ended(id, Err(CallError::from(&failure)));
                 }
                 DatagramEvent::Response { id, body } => {
-                    self.done.push_back((id, Ok(body.to_vec())));
+                    self.outcomes.ended(id, Ok(body.to_vec()));
                 }
                 _ => {}
             }
         }
         progress
+    }
+}
+
+impl Drop for DatagramClient {
+    /// The server forgets this client's answered calls at once rather than when their
+    /// windows close.
+    fn drop(&mut self) {
+        self.acknowledge();
     }
 }
 
@@ -356,7 +343,7 @@ fn random_words() -> Result<[u64; 2], Error> {
 /// A socket connected to the server: on `unix-dgram:` bound at a fresh path in a private
 /// directory (returned, to remove it later); on `udp:` on an ephemeral port of the first
 /// address family that connects.
-fn open(endpoint: &Endpoint) -> Result<(Socket, Option<tempfile::TempDir>), Error> {
+fn open(endpoint: &Endpoint) -> Result<(OwnedFd, Option<tempfile::TempDir>), Error> {
     let connect_error = |source| Error::Connect {
         endpoint: endpoint.clone(),
         source,
@@ -377,8 +364,7 @@ fn open(endpoint: &Endpoint) -> Result<(Socket, Option<tempfile::TempDir>), Erro
             socket.connect(path).map_err(connect_error)?;
             std::fs::set_permissions(&own, std::fs::Permissions::from_mode(0o666))
                 .map_err(connect_error)?;
-            socket.set_nonblocking(true).map_err(connect_error)?;
-            Ok((Socket::Unix(UnixDatagram::from_std(socket)), Some(dir)))
+            Ok((socket.into(), Some(dir)))
         }
         Endpoint::Udp(..) => {
             let mut last = None;
@@ -390,11 +376,10 @@ fn open(endpoint: &Endpoint) -> Result<(Socket, Option<tempfile::TempDir>), Erro
                 };
                 let socket = std::net::UdpSocket::bind(any).and_then(|s| {
                     s.connect(addr)?;
-                    s.set_nonblocking(true)?;
                     Ok(s)
                 });
                 match socket {
-                    Ok(socket) => return Ok((Socket::Udp(UdpSocket::from_std(socket)), None)),
+                    Ok(socket) => return Ok((socket.into(), None)),
                     Err(e) => last = Some(e),
                 }
             }

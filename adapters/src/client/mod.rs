@@ -22,9 +22,11 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
-//! The client waits on its socket with its own mio poller, never longer than the core's
-//! next timer, so call timeouts, retransmissions and keepalive work while it waits. It is
-//! blocking: it does I/O only inside its methods.
+//! The client waits on its socket with blocking system calls, never longer than the
+//! core's next timer, so call timeouts, retransmissions and keepalive work while it waits;
+//! it makes the calls raw blocking code would make (one `send` and one `recv` per
+//! ping-pong call; on a stream, one of each per batch of pipelined calls). It is blocking:
+//! it does I/O only inside its methods.
 //!
 //! **Streams** (`unix:`, `tcp:`): one connection. An idle client answers no keepalive
 //! pings (call [`Client::service`] now and then to keep one open); a call made after the
@@ -44,6 +46,8 @@
 
 mod call_error;
 mod datagram;
+mod outcomes;
+mod socket;
 mod stream;
 
 pub use self::call_error::{CallError, CallErrorKind};
@@ -123,8 +127,14 @@ impl Client {
         self.wait(id)
     }
 
-    /// Sends a call without waiting for its answer; collect it with [`wait`](Self::wait)
-    /// or [`wait_any`](Self::wait_any). Blocks only while as many calls are in flight as
+    /// Starts a call without waiting for its answer; collect it with [`wait`](Self::wait)
+    /// or [`wait_any`](Self::wait_any). It is sent at once, except on a stream right
+    /// after a [`wait`](Self::wait) or [`wait_any`](Self::wait_any) that left other
+    /// outcomes to collect: then it is queued, and goes out with whatever else is queued in
+    /// one write with the first call submitted after the last of those outcomes is
+    /// collected, or when the client next waits (or [`service`](Self::service)s), or as
+    /// soon as 16 KiB are queued. So a loop that takes one answer and submits one new
+    /// call writes once per batch of answers the client read. Blocks only while as many calls are in flight as
     /// allowed (`ClientConfig::connection.max_in_flight`, or the server's lower limit on a
     /// stream) until one ends, or while a stream's transmit buffer is full.
     ///

@@ -1,58 +1,69 @@
 //! The client over a stream transport (Unix stream, TCP): one connection and the core's
 //! [`ClientConnection`].
 //!
-//! The client waits on its socket with its own mio poller, never longer than the core's
-//! next timer, so call timeouts and keepalive work while it waits. It is blocking: it
-//! reads only inside its methods, so an idle client answers no keepalive pings (call
-//! `Client::service` now and then to keep one open); a call made after the server has
-//! closed the connection fails as not sent.
+//! The client makes the system calls raw blocking code would make (see
+//! [`socket`](super::socket)): `submit` sends its call at once, except right after a
+//! wait that left outcomes to collect: then the caller is working through a batch of
+//! answers, so the call is queued in the core's transmit buffer, and the queue goes out in
+//! one `send` with the call submitted after the batch's last outcome is collected, or when
+//! the client next waits (or once [`FLUSH_AT`] bytes are queued). A loop that collects an
+//! answer and submits a new call thus writes once per batch of answers read. A wait is one
+//! blocking `recv` for whatever answers have come, bounded by the core's next timer so
+//! call timeouts and keepalive work while it waits. It is blocking: it does I/O only inside its methods, so an idle client answers
+//! no keepalive pings (call `Client::service` now and then to keep one open); a call made
+//! after the server has closed the connection fails as not sent.
 
-use std::collections::{HashSet, VecDeque};
-use std::io::{Read, Write};
+use std::io;
+use std::os::fd::OwnedFd;
 use std::time::Duration;
 
-use mio::{Events, Interest, Poll, Token};
 use wirecall_core::client::{
     CallError as CoreCallError, CallSlot, ClientConnection, ClientEvent, CloseReason,
 };
 use wirecall_core::{Instant, RequestId};
 
+use super::outcomes::Outcomes;
+use super::socket::{Socket, is_retry};
 use super::{CallError, Outcome};
 use crate::clock::{Clock, to_core, to_std};
 use crate::config::{ClientConfig, buffer_len, table_len};
 use crate::endpoint::Endpoint;
 use crate::error::Error;
-use crate::stream::{Stream, interrupted, would_block};
 
-/// The socket's token in the client's poller.
-const STREAM: Token = Token(0);
 /// Reads per turn before events are handled.
 const READS_PER_TURN: usize = 16;
+/// Queued calls go out without waiting for the next wait once this many bytes are queued,
+/// so a long run of submits keeps the server busy meanwhile.
+const FLUSH_AT: usize = 16 * 1024;
+/// A call submitted after the client has read nothing for this long first looks at what
+/// came meanwhile: a close (keepalive, idle timeout, shutdown) then fails it as not sent,
+/// rather than "maybe executed". Back-to-back calls skip that look (a system call).
+const IDLE_LOOK: Duration = Duration::from_millis(1);
 
 /// A blocking client over one stream connection. See the [module docs](self).
 pub(super) struct StreamClient {
     endpoint: Endpoint,
-    stream: Stream,
-    poll: Poll,
-    events: Events,
+    socket: Socket,
     core: ClientConnection<Box<[u8]>, Box<[CallSlot]>>,
     clock: Clock,
-    /// Calls submitted and not yet collected.
-    waiting: HashSet<RequestId>,
-    /// Outcomes not yet collected, in the order they came.
-    done: VecDeque<(RequestId, Outcome)>,
+    outcomes: Outcomes,
     closed: Option<CloseReason>,
     eof: bool,
     write_failed: bool,
     /// Our end of the transport is shut (after the close).
     shut: bool,
+    /// When the client last read from the socket.
+    last_read: std::time::Instant,
+    /// The last wait handed back an outcome and left others to collect: the caller is
+    /// working through a batch, so calls it submits meanwhile are queued, not sent.
+    batching: bool,
 }
 
 impl std::fmt::Debug for StreamClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Client")
             .field("endpoint", &self.endpoint)
-            .field("waiting", &self.waiting.len())
+            .field("waiting", &self.outcomes.pending())
             .field("closed", &self.closed)
             .finish_non_exhaustive()
     }
@@ -62,13 +73,8 @@ impl StreamClient {
     /// Connects to a server and sends the hello (the server's hello is not waited for:
     /// calls can follow at once).
     pub(super) fn connect(endpoint: &Endpoint, config: &ClientConfig) -> Result<Self, Error> {
-        let mut stream = Stream::connect(endpoint, config.connect_timeout)?;
-        let poll = Poll::new().map_err(Error::io("creating a poller"))?;
-        // Both directions, edge-triggered, for the life of the connection: a spurious
-        // wakeup costs one turn, and the client never waits on writes it does not have.
-        poll.registry()
-            .register(&mut stream, STREAM, Interest::READABLE | Interest::WRITABLE)
-            .map_err(Error::io("registering the socket"))?;
+        let fd = connect(endpoint, config.connect_timeout)?;
+        let socket = Socket::new(fd).map_err(Error::io("setting up the socket"))?;
         let clock = Clock::default();
         let buffer = || vec![0u8; buffer_len(&config.connection)].into_boxed_slice();
         let slots = vec![CallSlot::EMPTY; table_len(&config.connection)].into_boxed_slice();
@@ -76,40 +82,44 @@ impl StreamClient {
             ClientConnection::new(config.connection, buffer(), buffer(), slots, clock.now())?;
         let mut client = Self {
             endpoint: endpoint.clone(),
-            stream,
-            poll,
-            events: Events::with_capacity(4),
+            socket,
             core,
             clock,
-            waiting: HashSet::new(),
-            done: VecDeque::new(),
+            outcomes: Outcomes::default(),
             closed: None,
             eof: false,
             write_failed: false,
             shut: false,
+            last_read: std::time::Instant::now(),
+            batching: false,
         };
         client.write_out();
         Ok(client)
     }
 
-    /// Sends a call without waiting for its answer. Blocks only while as many calls are in
-    /// flight as the server allows (until one ends) or the transmit buffer is full.
+    /// Sends a call without waiting for its answer. Right after a wait that left outcomes
+    /// to collect, the call is only queued: it goes out with the others in one write when
+    /// the client next waits or services, or with the first call submitted after the last
+    /// of those outcomes is collected, or once [`FLUSH_AT`] bytes are queued. Blocks only while as
+    /// many calls are in flight as the server allows (until one ends) or the transmit
+    /// buffer is full.
     pub(super) fn submit(
         &mut self,
         method: &str,
         body: &[u8],
         timeout: Option<Duration>,
     ) -> Result<RequestId, CallError> {
-        // Learn first what arrived while this client was idle: a close (keepalive, idle
-        // timeout, shutdown) then fails the call as not sent, rather than "maybe executed".
-        self.pump();
+        if self.last_read.elapsed() >= IDLE_LOOK {
+            self.pump();
+        }
         loop {
             let now = self.clock.now();
             match self.core.call(now, method, body, timeout.map(to_core)) {
                 Ok(id) => {
-                    self.waiting.insert(id);
-                    // Send it now (and take any events the call made owed), without waiting.
-                    self.pump();
+                    self.outcomes.submitted(id);
+                    if !self.batching || self.core.transmit().len() >= FLUSH_AT {
+                        self.write_out();
+                    }
                     return Ok(id);
                 }
                 Err(e @ (CoreCallError::TooManyInFlight | CoreCallError::WouldBlock)) => {
@@ -126,20 +136,17 @@ impl StreamClient {
     /// Waits for the outcome of call `id`; outcomes of other calls that arrive meanwhile
     /// are kept for later.
     pub(super) fn wait(&mut self, id: RequestId) -> Result<Vec<u8>, CallError> {
-        if !self.waiting.contains(&id) {
+        if !self.outcomes.is_waiting(id) {
             return Err(CallError::unknown(id));
         }
         loop {
-            if let Some(pos) = self.done.iter().position(|(d, _)| *d == id) {
-                self.waiting.remove(&id);
-                return match self.done.remove(pos) {
-                    Some((_, outcome)) => outcome,
-                    None => Err(CallError::unknown(id)),
-                };
+            if let Some(outcome) = self.outcomes.take(id) {
+                self.batching = self.outcomes.has_done();
+                return outcome;
             }
             if self.closed.is_some() {
                 // The core reports every call before the close; this is a safety net.
-                self.waiting.remove(&id);
+                self.outcomes.forget(id);
                 return Err(self.lost());
             }
             self.turn();
@@ -150,13 +157,13 @@ impl StreamClient {
     /// call is waiting.
     pub(super) fn wait_any(&mut self) -> Option<(RequestId, Outcome)> {
         loop {
-            if let Some((id, outcome)) = self.done.pop_front() {
-                self.waiting.remove(&id);
-                return Some((id, outcome));
+            if let Some(done) = self.outcomes.take_any() {
+                self.batching = self.outcomes.has_done();
+                return Some(done);
             }
-            let id = *self.waiting.iter().next()?;
+            let id = self.outcomes.any_waiting()?;
             if self.closed.is_some() {
-                self.waiting.remove(&id);
+                self.outcomes.forget(id);
                 return Some((id, Err(self.lost())));
             }
             self.turn();
@@ -172,7 +179,7 @@ impl StreamClient {
     /// Calls submitted and not yet collected.
     #[must_use]
     pub(super) fn pending(&self) -> usize {
-        self.waiting.len()
+        self.outcomes.pending()
     }
 
     /// Calls the connection allows in flight now (the server's limit once its hello is in).
@@ -203,49 +210,65 @@ impl StreamClient {
         CallError::from(&wirecall_core::client::Failure::ConnectionLost { reason, sent: true })
     }
 
-    /// Moves bytes and events; waits for the socket or the core's next timer only when
-    /// nothing could be done.
+    /// Sends what is queued, then, unless timers ended something, waits for the socket or
+    /// the core's next timer and takes what came: one `send` and one `recv` in the common
+    /// case.
     fn turn(&mut self) {
-        if !self.pump() && self.closed.is_none() {
-            self.block();
-            self.pump();
-        }
-    }
-
-    /// One round of writing, reading, timers and events; `true` if anything happened.
-    fn pump(&mut self) -> bool {
-        let mut progress = self.write_out();
-        progress |= self.read_in();
+        self.write_out();
         let now = self.clock.now();
         self.core.handle_timeout(now);
-        progress |= self.take_events(now);
-        progress |= self.write_out();
-        if self.closed.is_some()
-            && !self.shut
-            && (self.write_failed || self.core.transmit().is_empty())
-        {
-            // The core is done with the connection: close the transport, so the server
-            // sees the end at once rather than when this client is dropped.
-            self.shut = true;
-            if let Err(e) = self.stream.shutdown_write() {
-                log::debug!("{}: shutdown: {e}", self.endpoint);
-            }
+        if self.take_events(now) || self.closed.is_some() || self.eof {
+            self.write_out();
+            self.shut_when_done();
+            return;
         }
-        progress
-    }
-
-    fn block(&mut self) {
-        let now = self.clock.now();
         let timeout = self
             .core
             .poll_timeout()
             .map(|at| to_std(at.saturating_duration_since(now)));
-        match self.poll.poll(&mut self.events, timeout) {
-            Ok(()) => {}
-            Err(e) if interrupted(&e) => {}
-            Err(e) => {
-                log::error!("{}: cannot wait for the socket: {e}", self.endpoint);
-                self.core.abort();
+        if !self.write_failed && !self.core.transmit().is_empty() {
+            // The socket took only part: wait for room, reading answers meanwhile.
+            match self.socket.wait_ready(true, timeout) {
+                Ok(_) => {
+                    self.write_out();
+                    self.read_now();
+                }
+                Err(e) => self.broken("wait for the socket", &e),
+            }
+        } else {
+            self.read_wait(timeout);
+        }
+        let now = self.clock.now();
+        self.core.handle_timeout(now);
+        self.take_events(now);
+        self.write_out();
+        self.shut_when_done();
+    }
+
+    /// One round of writing, reading, timers and events without waiting; `true` if
+    /// anything happened.
+    fn pump(&mut self) -> bool {
+        let mut progress = self.write_out();
+        progress |= self.read_now();
+        let now = self.clock.now();
+        self.core.handle_timeout(now);
+        progress |= self.take_events(now);
+        progress |= self.write_out();
+        self.shut_when_done();
+        progress
+    }
+
+    /// Once the core is done with the connection and its last bytes are out, closes the
+    /// transport, so the server sees the end at once rather than when the client is
+    /// dropped.
+    fn shut_when_done(&mut self) {
+        if self.closed.is_some()
+            && !self.shut
+            && (self.write_failed || self.core.transmit().is_empty())
+        {
+            self.shut = true;
+            if let Err(e) = self.socket.shutdown_write() {
+                log::debug!("{}: shutdown: {e}", self.endpoint);
             }
         }
     }
@@ -255,9 +278,9 @@ impl StreamClient {
         while let Some(event) = self.core.poll_event(now) {
             progress = true;
             match event {
-                ClientEvent::Response { id, body } => self.done.push_back((id, Ok(body.to_vec()))),
+                ClientEvent::Response { id, body } => self.outcomes.ended(id, Ok(body.to_vec())),
                 ClientEvent::Failed { id, failure } => {
-                    self.done.push_back((id, Err(CallError::from(&failure))));
+                    self.outcomes.ended(id, Err(CallError::from(&failure)));
                 }
                 ClientEvent::Closed(reason) => {
                     log::debug!("{}: connection closed: {reason}", self.endpoint);
@@ -269,6 +292,7 @@ impl StreamClient {
         progress
     }
 
+    /// Sends what the core has queued until the socket takes no more.
     fn write_out(&mut self) -> bool {
         if self.write_failed {
             return false;
@@ -279,13 +303,13 @@ impl StreamClient {
             if pending.is_empty() {
                 return progress;
             }
-            match self.stream.write(pending) {
+            match self.socket.send_now(pending) {
                 Ok(n) if n > 0 => {
                     self.core.advance_transmit(n);
                     progress = true;
                 }
-                Err(e) if would_block(&e) => return progress,
-                Err(e) if interrupted(&e) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return progress,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 result => {
                     // The server is gone; reading will see the end of the stream.
                     if let Err(e) = result {
@@ -298,36 +322,110 @@ impl StreamClient {
         }
     }
 
-    fn read_in(&mut self) -> bool {
+    /// Waits up to `timeout` for bytes, then takes whatever else has come.
+    fn read_wait(&mut self, timeout: Option<Duration>) {
+        let buf = self.core.input_buffer();
+        if buf.is_empty() {
+            // The core holds a full buffer of input it has not taken: nothing to wait for.
+            return;
+        }
+        let room = buf.len();
+        match self.socket.recv_wait(buf, timeout) {
+            Ok(None) => {}
+            Ok(Some(n)) => {
+                if self.took(n) && n == room {
+                    // It filled the buffer: there may be more.
+                    self.read_now();
+                }
+            }
+            Err(e) => self.broken("read", &e),
+        }
+    }
+
+    /// Reads what has come without waiting, until a read comes back short (the socket
+    /// had no more then; more later wakes the next wait).
+    fn read_now(&mut self) -> bool {
         if self.eof || self.closed.is_some() {
             return false;
         }
+        self.last_read = std::time::Instant::now();
         let mut progress = false;
         for _ in 0..READS_PER_TURN {
             let buf = self.core.input_buffer();
             if buf.is_empty() {
                 break;
             }
-            match self.stream.read(buf) {
-                Ok(0) => {
-                    self.core.handle_eof(self.clock.now());
-                    self.eof = true;
-                    return true;
-                }
+            let room = buf.len();
+            match self.socket.recv_now(buf) {
                 Ok(n) => {
-                    self.core.commit_input(self.clock.now(), n);
                     progress = true;
+                    if !self.took(n) || n < room {
+                        break;
+                    }
                 }
-                Err(e) if would_block(&e) => break,
-                Err(e) if interrupted(&e) => {}
+                Err(e) if is_retry(&e) => break,
                 Err(e) => {
-                    log::debug!("{}: read failed: {e}", self.endpoint);
-                    self.core.handle_eof(self.clock.now());
-                    self.eof = true;
+                    self.broken("read", &e);
                     return true;
                 }
             }
         }
         progress
+    }
+
+    /// Hands `n` bytes just read to the core (0: the end of the stream); `false` at the end.
+    fn took(&mut self, n: usize) -> bool {
+        let now = self.clock.now();
+        self.last_read = std::time::Instant::now();
+        if n == 0 {
+            self.core.handle_eof(now);
+            self.eof = true;
+            return false;
+        }
+        self.core.commit_input(now, n);
+        true
+    }
+
+    /// A socket error other than "try again": the connection is over.
+    fn broken(&mut self, what: &str, e: &io::Error) {
+        log::debug!("{}: {what} failed: {e}", self.endpoint);
+        self.core.handle_eof(self.clock.now());
+        self.eof = true;
+    }
+}
+
+/// Connects to a stream endpoint, blocking up to `timeout` (TCP; a Unix connect does not
+/// wait on the network). For a host name with several addresses, each is tried in turn.
+/// TCP gets `TCP_NODELAY`: frames are small, and the client batches them itself.
+fn connect(endpoint: &Endpoint, timeout: Duration) -> Result<OwnedFd, Error> {
+    let connect_error = |source| Error::Connect {
+        endpoint: endpoint.clone(),
+        source,
+    };
+    match endpoint {
+        Endpoint::Unix(path) => std::os::unix::net::UnixStream::connect(path)
+            .map(OwnedFd::from)
+            .map_err(connect_error),
+        Endpoint::Tcp(..) => {
+            let mut last = None;
+            for addr in endpoint.resolve()? {
+                match std::net::TcpStream::connect_timeout(&addr, timeout) {
+                    Ok(stream) => {
+                        if let Err(e) = stream.set_nodelay(true) {
+                            log::debug!("cannot set TCP_NODELAY: {e}");
+                        }
+                        return Ok(stream.into());
+                    }
+                    Err(e) => last = Some(e),
+                }
+            }
+            Err(connect_error(last.unwrap_or_else(|| {
+                io::Error::new(io::ErrorKind::NotFound, "no address to connect to")
+            })))
+        }
+        Endpoint::UnixDatagram(_) | Endpoint::Udp(..) => Err(connect_error(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "a datagram endpoint has no stream",
+        ))),
     }
 }

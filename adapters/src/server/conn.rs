@@ -2,8 +2,12 @@
 //! driven by the event loop.
 //!
 //! [`Conn::drive`] is the whole per-connection job, run whenever something may have
-//! changed (readiness, an answer from a worker, a timer): hand waiting answers to the core,
-//! act on the core's events, write what it wants sent, read what the socket has. Reading
+//! changed (readiness, an answer from a worker, a timer): read what the socket has, hand
+//! waiting answers to the core, act on the core's events, write what it wants sent. A
+//! read that comes back short of the room it was given found the socket empty (the kernel
+//! hands over all it has, up to the room), so the connection is not read again until its
+//! next readable event: a call costs one `read` and one `write`, with no read that finds
+//! nothing (nginx's event loop does the same). Reading
 //! stops while answers wait for room in the core's transmit buffer (the core itself stops
 //! taking frames while that buffer is full), so a client that does not read its answers
 //! stops being read: backpressure, with memory bounded by the buffers and the request
@@ -91,6 +95,9 @@ pub(super) struct Conn {
     delayed: Vec<(Instant, RequestId, Answer)>,
     /// `WRITABLE` is registered (only while bytes are pending).
     writable: bool,
+    /// The socket may have bytes (or its end, or an error) not read yet: set by a readable
+    /// event, cleared by a read that comes back short or would block.
+    readable: bool,
     eof: bool,
     write_failed: bool,
     lingering: Option<Lingering>,
@@ -124,6 +131,7 @@ impl Conn {
             answers: VecDeque::new(),
             delayed: Vec::new(),
             writable: false,
+            readable: true,
             eof: false,
             write_failed: false,
             lingering: None,
@@ -134,6 +142,11 @@ impl Conn {
             queued: false,
             shrunk_at: None,
         })
+    }
+
+    /// A readable event came: the next drive reads.
+    pub(super) fn set_readable(&mut self) {
+        self.readable = true;
     }
 
     /// The label used in log lines.
@@ -180,10 +193,10 @@ impl Conn {
         self.check_idle(now, shared);
         self.shrink_if_idle(now);
         for _ in 0..MAX_PASSES {
-            let mut progress = self.flush_answers(now);
+            let mut progress = self.read_in(now);
+            progress |= self.flush_answers(now);
             progress |= self.take_events(token, now, shared);
             progress |= self.write_out();
-            progress |= self.read_in(now);
             if self.finished(now, shared.draining) {
                 return Drive::Remove;
             }
@@ -424,8 +437,9 @@ impl Conn {
         self.core.abort();
     }
 
-    /// Reads into the core's receive buffer until the socket would block, unless reading
-    /// is paused (answers waiting) or the buffer is full of frames not yet taken.
+    /// Reads into the core's receive buffer until a read comes back short (the socket is
+    /// empty), unless nothing came since the last such read, reading is paused (answers
+    /// waiting) or the buffer is full of frames not yet taken.
     fn read_in(&mut self, now: Instant) -> bool {
         if self.eof {
             return false;
@@ -433,7 +447,7 @@ impl Conn {
         if self.lingering.is_some() {
             return self.discard_input();
         }
-        if !self.answers.is_empty() {
+        if !self.readable || !self.answers.is_empty() {
             return false;
         }
         let mut progress = false;
@@ -451,13 +465,19 @@ impl Conn {
                 Ok(n) => {
                     let filled = n == buf.len();
                     self.core.commit_input(now, n);
-                    if filled {
-                        // A busy connection: read in larger batches next time.
-                        self.core.reserve_input(n.saturating_mul(2));
-                    }
                     progress = true;
+                    if !filled {
+                        // Short: the socket had no more.
+                        self.readable = false;
+                        break;
+                    }
+                    // A busy connection: read in larger batches next time.
+                    self.core.reserve_input(n.saturating_mul(2));
                 }
-                Err(e) if would_block(&e) => break,
+                Err(e) if would_block(&e) => {
+                    self.readable = false;
+                    break;
+                }
                 Err(e) if interrupted(&e) => {}
                 Err(e) => {
                     log::debug!("{}: read failed: {e}", self.label);

@@ -20,7 +20,7 @@
 //! socket file is removed as the shutdown begins (clients already connected to the socket
 //! still reach it). The event loop ends once no call is running.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
@@ -49,6 +49,16 @@ use crate::stream::{interrupted, would_block};
 
 /// Datagrams read from one socket per turn of the loop before other work gets a turn.
 const READS_PER_TURN: usize = 256;
+/// Answers held because the peer's queue was full (a Unix datagram socket queues only
+/// `net.unix.max_dgram_qlen` datagrams, 10 by default), at most; while this many wait,
+/// the endpoint reads nothing (the kernel queues or drops new datagrams meanwhile).
+const MAX_UNSENT: usize = 4096;
+/// How often held answers are tried again: a full Unix datagram queue raises no event on
+/// an unconnected socket, so the loop polls for room.
+const RETRY_UNSENT: wirecall_core::Duration = wirecall_core::Duration::from_millis(1);
+/// A held answer still not taken after this long is dropped (and counted): the client
+/// retransmits, and the cache replays it.
+const UNSENT_TIMEOUT: wirecall_core::Duration = wirecall_core::Duration::from_secs(1);
 
 /// A datagram socket the loop can read from and answer on, with its peer address type.
 pub(super) trait DatagramSocket: Source {
@@ -108,6 +118,10 @@ pub(super) struct Datagram<S: DatagramSocket> {
     seen: DatagramServerStats,
     /// The last read stopped before the socket would block: read again next turn.
     readable: bool,
+    /// Answers the socket had no room for, oldest first, with when they were made.
+    unsent: VecDeque<(Instant, S::Peer, Vec<u8>)>,
+    /// The time of the latest drive: when answers made outside a drive were held.
+    clock_hint: Instant,
 }
 
 impl<S: DatagramSocket> Datagram<S> {
@@ -122,6 +136,25 @@ impl<S: DatagramSocket> Datagram<S> {
             next_seq: 0,
             seen: DatagramServerStats::default(),
             readable: false,
+            unsent: VecDeque::new(),
+            clock_hint: Instant::ZERO,
+        }
+    }
+
+    /// Tries each held answer once more; drops the ones held too long.
+    fn retry_unsent(&mut self, now: Instant, stats: &Stats) {
+        for _ in 0..self.unsent.len() {
+            let Some((at, to, bytes)) = self.unsent.pop_front() else {
+                break;
+            };
+            if now.saturating_duration_since(at) >= UNSENT_TIMEOUT {
+                log::debug!("{}: an answer to {to:?} held too long, dropped", self.label);
+                stats.datagram_dropped(DropKind::SendFailed);
+                continue;
+            }
+            if send(&self.socket, &bytes, &to, &self.label, stats) == SendResult::WouldBlock {
+                self.unsent.push_back((at, to, bytes));
+            }
         }
     }
 
@@ -181,7 +214,10 @@ impl<S: DatagramSocket> Datagram<S> {
                 (request.handle, answer)
             }
             Received::Reply(bytes) => {
-                send(&self.socket, bytes, peer, &self.label, &shared.stats);
+                let stats = &shared.stats;
+                if send(&self.socket, bytes, peer, &self.label, stats) == SendResult::WouldBlock {
+                    hold(&mut self.unsent, now, peer, bytes, stats);
+                }
                 return;
             }
             Received::Cancelled(handle) => {
@@ -268,13 +304,10 @@ impl<S: DatagramSocket> Datagram<S> {
         for _ in 0..3 {
             match self.core.respond(handle, reply_of(&answer)) {
                 Ok(transmit) => {
-                    send(
-                        &self.socket,
-                        transmit.bytes,
-                        transmit.to,
-                        &self.label,
-                        stats,
-                    );
+                    let (bytes, to) = (transmit.bytes, transmit.to);
+                    if send(&self.socket, bytes, to, &self.label, stats) == SendResult::WouldBlock {
+                        hold(&mut self.unsent, self.clock_hint, to, bytes, stats);
+                    }
                     return;
                 }
                 Err(DatagramRespondError::TooLarge) => {
@@ -311,13 +344,18 @@ impl<S: DatagramSocket> Datagram<S> {
         log::warn!("{}: a call could not be answered", self.label);
     }
 
-    /// No call is running or held.
+    /// No call is running or held, and no answer waits to be sent.
     fn is_idle(&self) -> bool {
-        self.running.is_empty() && self.delayed.is_empty()
+        self.running.is_empty() && self.delayed.is_empty() && self.unsent.is_empty()
     }
 
     fn next_wakeup(&self) -> Option<Instant> {
-        self.delayed.keys().next().map(|(at, _)| *at)
+        let delayed = self.delayed.keys().next().map(|(at, _)| *at);
+        let retry = self
+            .unsent
+            .front()
+            .map(|_| self.clock_hint.saturating_add(RETRY_UNSENT));
+        [delayed, retry].into_iter().flatten().min()
     }
 
     fn sync_stats(&mut self, stats: &Stats) {
@@ -333,15 +371,54 @@ impl<S: DatagramSocket> Datagram<S> {
     }
 }
 
-/// Sends one datagram; a failure drops it and is counted (the core keeps answers cached).
-fn send<S: DatagramSocket>(socket: &S, bytes: &[u8], to: &S::Peer, label: &str, stats: &Stats) {
+/// Holds an answer the peer had no room for, to be tried again (or drops it, counted,
+/// when too many are held already).
+fn hold<P: Clone>(
+    unsent: &mut VecDeque<(Instant, P, Vec<u8>)>,
+    now: Instant,
+    to: &P,
+    bytes: &[u8],
+    stats: &Stats,
+) {
+    if unsent.len() < MAX_UNSENT {
+        unsent.push_back((now, to.clone(), bytes.to_vec()));
+    } else {
+        stats.datagram_dropped(DropKind::SendFailed);
+    }
+}
+
+/// What became of a datagram [`send`] tried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SendResult {
+    /// The kernel took it.
+    Taken,
+    /// No room now (the peer's queue is full): the caller may hold it and try again.
+    WouldBlock,
+    /// Failed for good; dropped and counted.
+    Dropped,
+}
+
+/// Sends one datagram; a failure other than "no room" drops it and is counted (the core
+/// keeps answers cached, and the client retransmits).
+fn send<S: DatagramSocket>(
+    socket: &S,
+    bytes: &[u8],
+    to: &S::Peer,
+    label: &str,
+    stats: &Stats,
+) -> SendResult {
     loop {
         match socket.send_peer(bytes, to) {
-            Ok(_) => return stats.datagram_sent(),
+            Ok(_) => {
+                stats.datagram_sent();
+                return SendResult::Taken;
+            }
             Err(e) if interrupted(&e) => {}
+            Err(e) if would_block(&e) => return SendResult::WouldBlock,
             Err(e) => {
                 log::debug!("{label}: a datagram to {to:?} was not sent: {e}");
-                return stats.datagram_dropped(DropKind::SendFailed);
+                stats.datagram_dropped(DropKind::SendFailed);
+                return SendResult::Dropped;
             }
         }
     }
@@ -448,11 +525,14 @@ impl DatagramListener {
         each!(self, d => d.readable)
     }
 
-    /// Sends held answers that are due, then reads what waits.
+    /// Sends held answers that are due or waiting for room, then reads what waits
+    /// (unless too many answers wait for room).
     pub(super) fn drive(&mut self, token: Token, now: Instant, shared: &Shared) {
         each!(self, d => {
+            d.clock_hint = now;
+            d.retry_unsent(now, &shared.stats);
             d.release_due(now, &shared.stats);
-            if d.readable {
+            if d.readable && d.unsent.len() < MAX_UNSENT {
                 d.read(token, now, shared);
             }
         });

@@ -119,9 +119,15 @@ impl EventLoop {
                 return Err(Error::io("waiting for events")(e));
             }
             tokens.clear();
-            tokens.extend(self.events.iter().map(mio::event::Event::token));
-            for token in tokens.drain(..) {
-                self.on_event(token);
+            tokens.extend(self.events.iter().map(|e| {
+                // Anything the next read would report: bytes, the peer's end, an error.
+                (
+                    e.token(),
+                    e.is_readable() || e.is_read_closed() || e.is_error(),
+                )
+            }));
+            for (token, readable) in tokens.drain(..) {
+                self.on_event(token, readable);
             }
             let now = self.shared.clock.now();
             self.take_completions(now);
@@ -146,7 +152,8 @@ impl EventLoop {
         wake.map(|at| to_std(at.saturating_duration_since(now)))
     }
 
-    fn on_event(&mut self, token: Token) {
+    /// Acts on readiness of `token`; `readable` when a read would find something.
+    fn on_event(&mut self, token: Token, readable: bool) {
         match token {
             WAKER => {} // completions and the shutdown flag are checked every turn
             SIGNALS => self.take_signals(),
@@ -159,7 +166,12 @@ impl EventLoop {
                 self.accept_all(t - FIRST_LISTENER);
             }
             token => match self.conns.get_mut(&token) {
-                Some(conn) => mark_ready(&mut self.ready, conn, token),
+                Some(conn) => {
+                    if readable {
+                        conn.set_readable();
+                    }
+                    mark_ready(&mut self.ready, conn, token);
+                }
                 None => log::warn!("event for unknown token {}", token.0),
             },
         }

@@ -6,7 +6,7 @@ use super::{DatagramConfig, DatagramConfigError, chunk_len};
 use crate::client::{CallError, Failure};
 use crate::conn::budget_ms;
 use crate::time::{Duration, Instant};
-use crate::wire::datagram::{DatagramHeader, FLOOR_FIELD, encode_datagram};
+use crate::wire::datagram::{ACK_SPAN, ACKS_FIELD, DatagramHeader, FLOOR_FIELD, encode_datagram};
 use crate::wire::{Frame, Reply, Request, RequestId, WireError};
 
 /// How a call ended without an answer, recorded until reported.
@@ -38,6 +38,9 @@ pub struct DatagramCallSlot {
     /// When to transmit next; `None` when no more attempts are left.
     next_send: Option<Instant>,
     attempts: u32,
+    /// Busy answers received: each allows one transmission beyond `max_attempts`, since
+    /// the copy it answered was not lost.
+    busy_answers: u32,
     /// The wait after the next transmission, before jitter.
     rto: Duration,
     /// A cancel datagram is encoded in the slot's storage and not yet sent.
@@ -53,6 +56,7 @@ impl DatagramCallSlot {
         deadline: Instant::ZERO,
         next_send: None,
         attempts: 0,
+        busy_answers: 0,
         rto: Duration::ZERO,
         cancel_owed: false,
     };
@@ -108,6 +112,9 @@ pub struct DatagramClientStats {
     pub late_responses: u64,
     /// Datagrams dropped: not wirecall, another version, another epoch, or malformed.
     pub dropped: u64,
+    /// Acknowledgements sent: datagrams that only tell the server which calls have ended,
+    /// sent when answers came and no other datagram carried that news for a while.
+    pub acks: u64,
 }
 
 /// The client side of datagram mode, for one server. See the [module docs](super).
@@ -126,8 +133,15 @@ pub struct DatagramClient<B, S> {
     next_id: u64,
     in_flight: usize,
     ended_pending: usize,
+    /// When to send an acknowledgement: answers came since the last datagram went out.
+    ack_at: Option<Instant>,
+    /// Where the acknowledgement datagram is built.
+    ack_buf: [u8; ACK_LEN],
     stats: DatagramClientStats,
 }
+
+/// Bytes of an acknowledgement datagram: the header and a Ping frame with nonce 0.
+const ACK_LEN: usize = DatagramHeader::LEN + 2;
 
 impl<B, S> DatagramClient<B, S>
 where
@@ -165,6 +179,8 @@ where
             next_id: 1,
             in_flight: 0,
             ended_pending: 0,
+            ack_at: None,
+            ack_buf: [0; ACK_LEN],
             stats: DatagramClientStats::default(),
         })
     }
@@ -185,7 +201,9 @@ where
     ///
     /// # Errors
     ///
-    /// [`CallError::TooManyInFlight`] when every slot is busy, [`CallError::TooLarge`]
+    /// [`CallError::TooManyInFlight`] when every slot is busy, or when the call would be
+    /// more than [`ACK_SPAN`] ids past the oldest call still waiting (that one must end
+    /// first, so the server's memory of this client stays bounded); [`CallError::TooLarge`]
     /// when the request does not fit one datagram. Nothing is sent then.
     pub fn call(
         &mut self,
@@ -201,6 +219,11 @@ where
             .iter()
             .position(|s| s.state == SlotState::Free)
             .ok_or(CallError::TooManyInFlight)?;
+        if self.next_id.saturating_sub(self.floor()) > ACK_SPAN {
+            // The new call could never be acknowledged while the oldest one lags: wait
+            // for that one to end, so the server's memory of this client stays bounded.
+            return Err(CallError::TooManyInFlight);
+        }
         let id = RequestId(self.next_id);
         let frame = Frame::Request(Request {
             id,
@@ -224,6 +247,7 @@ where
                 deadline: now.saturating_add(timeout),
                 next_send: Some(now),
                 attempts: 0,
+                busy_answers: 0,
                 rto: self.config.initial_rto,
                 cancel_owed: false,
             };
@@ -277,16 +301,21 @@ where
     }
 
     /// The next datagram to send to the server, if one is due: a first transmission, a
-    /// retransmission, or a cancel. Send it, then call again until `None`.
+    /// retransmission, a cancel, or an acknowledgement. Send it, then call again until
+    /// `None`.
     #[must_use = "the datagram must be sent to the server"]
     pub fn poll_transmit(&mut self, now: Instant) -> Option<&[u8]> {
         // A request is never sent past its deadline: the server's memory of a call is only
         // guaranteed within it (section 11.4 of PROTOCOL.md). End overdue calls first.
         self.handle_timeout(now);
-        let index = self.slots.as_ref().iter().position(|s| {
+        let Some(index) = self.slots.as_ref().iter().position(|s| {
             s.cancel_owed || (s.state == SlotState::Active && s.next_send.is_some_and(|t| t <= now))
-        })?;
-        let floor = self.floor();
+        }) else {
+            return self.acknowledgement(now);
+        };
+        // This datagram carries the news of every call ended so far.
+        self.ack_at = None;
+        let (floor, acks) = self.floor_and_acks();
         let jitter = self.jitter();
         let config = self.config;
         let slot = self.slots.as_mut().get_mut(index)?;
@@ -305,7 +334,8 @@ where
                     slot.id, slot.attempts
                 );
             }
-            slot.next_send = if slot.attempts < config.max_attempts {
+            let allowed = config.max_attempts.saturating_add(slot.busy_answers);
+            slot.next_send = if slot.attempts < allowed {
                 let wait = slot.rto.min(config.max_rto);
                 let stretch = wait.as_micros().saturating_mul(jitter) / 1000;
                 slot.rto = slot.rto.saturating_mul(2);
@@ -323,11 +353,65 @@ where
             .storage
             .as_mut()
             .get_mut(start..start.saturating_add(len))?;
-        // Every copy carries the floor as it is now, so the server can forget ended calls.
+        // Every copy carries the floor and acks as they are now, so the server can forget
+        // ended calls.
         if let Some(field) = datagram.get_mut(FLOOR_FIELD) {
             field.copy_from_slice(&floor.to_be_bytes());
         }
+        if let Some(field) = datagram.get_mut(ACKS_FIELD) {
+            field.copy_from_slice(&acks.to_be_bytes());
+        }
         Some(datagram)
+    }
+
+    /// An acknowledgement datagram, when one is due: answers came, and no other datagram
+    /// has told the server since.
+    fn acknowledgement(&mut self, now: Instant) -> Option<&[u8]> {
+        if self.ack_at.is_none_or(|at| at > now) {
+            return None;
+        }
+        self.ack_at = None;
+        let (floor, acks) = self.floor_and_acks();
+        let header = DatagramHeader::new(self.epoch, floor).with_acks(acks);
+        let len = encode_datagram(header, &Frame::Ping { nonce: 0 }, &mut self.ack_buf).ok()?;
+        self.stats.acks = self.stats.acks.saturating_add(1);
+        self.ack_buf.get(..len)
+    }
+
+    /// Makes an owed acknowledgement due now rather than after its short delay: call it
+    /// before the client goes quiet (closes, or will make no call for a while), so the
+    /// server forgets the answered calls at once.
+    pub fn acknowledge_now(&mut self) {
+        if self.ack_at.is_some() {
+            self.ack_at = Some(Instant::ZERO);
+        }
+    }
+
+    /// The floor, and the acks: bit `i` set when call `floor + 1 + i` was made and has
+    /// ended for good (no datagram about it will be sent again).
+    fn floor_and_acks(&self) -> (u64, u64) {
+        let floor = self.floor();
+        // Every call made above the floor, within the span...
+        let made = self.next_id.saturating_sub(floor).saturating_sub(1);
+        let mut acks = match made {
+            0 => 0,
+            n if n >= ACK_SPAN => u64::MAX,
+            n => (1u64 << n).wrapping_sub(1),
+        };
+        // ...but those still live.
+        for slot in self.slots.as_ref() {
+            if slot.state == SlotState::Active || slot.cancel_owed {
+                if let Some(bit) = slot
+                    .id
+                    .checked_sub(floor)
+                    .and_then(|d| d.checked_sub(1))
+                    .filter(|bit| *bit < ACK_SPAN)
+                {
+                    acks &= !(1u64 << bit);
+                }
+            }
+        }
+        (floor, acks)
     }
 
     /// The lowest id this client may still send a datagram about (a call waiting for its
@@ -376,16 +460,20 @@ where
         let failure = match response.reply {
             Reply::Ok(body) => {
                 self.free(index);
+                self.owe_ack(now);
                 self.stats.responses = self.stats.responses.saturating_add(1);
                 return Some(DatagramEvent::Response { id, body });
             }
             Reply::Busy { retry_after_ms } => {
                 // The server has no entry for this call, but an earlier copy may still be
-                // on its way: keep the call, and retry no sooner than the hint.
+                // on its way: keep the call, and retry when the hint says. The copy was
+                // not lost, so neither the loss backoff nor an attempt applies: under
+                // overload a call keeps trying at the server's pace until its deadline.
                 self.stats.busy = self.stats.busy.saturating_add(1);
                 let hint = now.saturating_add(Duration::from_millis(u64::from(retry_after_ms)));
                 if let Some(slot) = self.slots.as_mut().get_mut(index) {
-                    slot.next_send = slot.next_send.map(|t| t.max(hint));
+                    slot.busy_answers = slot.busy_answers.saturating_add(1);
+                    slot.next_send = Some(hint);
                 }
                 return None;
             }
@@ -393,8 +481,20 @@ where
             Reply::Rejected { code, message } => Failure::Rejected { code, message },
         };
         self.free(index);
+        self.owe_ack(now);
         self.stats.failures = self.stats.failures.saturating_add(1);
         Some(DatagramEvent::Failed { id, failure })
+    }
+
+    /// An answer ended a call: unless another datagram goes out first (and carries the
+    /// news), acknowledge it after a quarter of `initial_rto`, so that a client that goes
+    /// quiet still lets the server forget its answered calls, while a busy client, whose
+    /// next request carries its acks, sends no extra datagram.
+    fn owe_ack(&mut self, now: Instant) {
+        if self.ack_at.is_none() {
+            let delay = Duration::from_micros(self.config.initial_rto.as_micros() / 4);
+            self.ack_at = Some(now.saturating_add(delay));
+        }
     }
 
     fn free(&mut self, index: usize) {
@@ -422,7 +522,8 @@ where
     /// [`poll_transmit`](Self::poll_transmit) next; `None` when nothing is scheduled.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.slots
+        let calls = self
+            .slots
             .as_ref()
             .iter()
             .filter_map(|s| {
@@ -435,7 +536,8 @@ where
                     None
                 }
             })
-            .min()
+            .min();
+        [calls, self.ack_at].into_iter().flatten().min()
     }
 
     /// The next call that ended without an answer (timed out or cancelled), or `None`.

@@ -1,7 +1,7 @@
 //! Datagram mode: calls over Unix datagram and UDP sockets, with no connection.
 //!
-//! Each datagram holds one frame behind a 21-byte header ([`DatagramHeader`]: magic,
-//! version, the client's epoch and floor). There is no handshake: a [`DatagramClient`] sends a request
+//! Each datagram holds one frame behind a 29-byte header ([`DatagramHeader`]: magic,
+//! version, the client's epoch, floor and acks). There is no handshake: a [`DatagramClient`] sends a request
 //! to the server's address and retransmits it, with exponential backoff and jitter, until an
 //! answer comes or the call's deadline passes; a [`DatagramServer`] answers each request to
 //! the address it came from and remembers every call it took, keyed by (peer, client epoch,
@@ -19,11 +19,14 @@
 //! with a busy reply (not run) instead of evicting an entry that could still see a
 //! retransmission.
 //!
-//! Every client datagram also carries the client's *floor*: the lowest id it may still send
-//! about. The server keeps one record per client (its highest floor, kept as long as any of
-//! its calls' windows), refuses every copy below the floor, and so may reuse a call's entry
-//! as soon as the floor passes it, typically one round trip after the answer. The cache then
-//! needs room for the calls in flight, not for every call of the last `budget` seconds.
+//! Every client datagram also carries the client's *floor* (the lowest id it may still send
+//! about) and *acks* (a bitmap of the 64 calls above the floor that have ended too). The
+//! server keeps one record per client (what it has said has ended, kept as long as any of
+//! its calls' windows), refuses every copy of an ended call, and so may reuse a call's
+//! entry as soon as its client says it has ended, typically one round trip after the
+//! answer, even while an older call of the same client is still being retransmitted. The
+//! cache then needs room for the calls in flight, not for every call of the last `budget`
+//! seconds.
 //! `docs/PROTOCOL.md` section 11 has the exact rules and the argument.
 //!
 //! Randomness (the epoch and the jitter seed) comes from the caller; the core draws none.

@@ -6,14 +6,14 @@ use core::ops::Range;
 use super::{DatagramConfig, DatagramConfigError, chunk_len};
 use crate::conn::budget_ms;
 use crate::time::{Duration, Instant};
-use crate::wire::datagram::{DatagramHeader, HeaderError, encode_datagram};
+use crate::wire::datagram::{DatagramHeader, HeaderError, encode_datagram, ended, merge_ended};
 use crate::wire::{Frame, RejectCode, Reply, RequestId, Response};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum EntryState {
     Free,
-    /// A client's record (entry id 0): its floor lives in `floor`, and `expires` covers
-    /// the windows of all its calls.
+    /// A client's record (entry id 0): its floor and acks live in `floor` and `acks`, and
+    /// `expires` covers the windows of all its calls.
     Client,
     /// Handed to the application, not yet answered.
     InProgress {
@@ -40,6 +40,8 @@ pub struct DatagramEntry<P> {
     expires: Instant,
     /// For a client record: every call of the client with a lower id has ended.
     floor: u64,
+    /// For a client record: bit `i` set when call `floor + 1 + i` has ended too.
+    acks: u64,
 }
 
 impl<P> DatagramEntry<P> {
@@ -52,6 +54,7 @@ impl<P> DatagramEntry<P> {
         state: EntryState::Free,
         expires: Instant::ZERO,
         floor: 0,
+        acks: 0,
     };
 }
 
@@ -113,8 +116,8 @@ pub enum DropReason {
     InProgress,
     /// A cancel for a call that is not running.
     StaleCancel,
-    /// A request for a call its client has already declared ended (below its floor), or
-    /// with id 0: a late copy, never run.
+    /// A request for a call its client has already declared ended (below its floor, or
+    /// acknowledged), or with id 0: a late copy, never run.
     Stale,
 }
 
@@ -149,6 +152,10 @@ pub enum Received<'s, 'd> {
     Cancelled(RequestHandle),
     /// Nothing to do; counted.
     Dropped(DropReason),
+    /// An acknowledgement: the client said which of its calls have ended, and the server
+    /// may forget them. Nothing to send (an acknowledgement is never answered, so it
+    /// cannot be used to reflect traffic).
+    Acknowledged,
 }
 
 /// An answer to send: `bytes` to `to`.
@@ -222,6 +229,8 @@ pub struct DatagramServerStats {
     pub stale_cancels: u64,
     /// Late copies of calls their client had declared ended, dropped.
     pub stale: u64,
+    /// Acknowledgements (datagrams that only say which calls have ended).
+    pub acks: u64,
 }
 
 impl DatagramServerStats {
@@ -323,8 +332,23 @@ where
         match frame {
             Frame::Request(req) => self.on_request(now, from, header, req),
             Frame::Cancel { id } => self.on_cancel(from, header, id),
+            Frame::Ping { .. } => self.on_ack(from, header),
             _ => self.dropped(DropReason::UnexpectedFrame),
         }
+    }
+
+    /// An acknowledgement (a Ping from a client): merges its floor and acks into the
+    /// client's record, if the server still has one (if not, it remembers no call of that
+    /// client either).
+    fn on_ack(&mut self, from: &P, header: DatagramHeader) -> Received<'static, 'static> {
+        self.stats.acks = self.stats.acks.saturating_add(1);
+        if let Some(rec) = self
+            .find(from, header.epoch, 0)
+            .and_then(|i| self.entries.as_mut().get_mut(i))
+        {
+            merge_ended(&mut rec.floor, &mut rec.acks, header.floor, header.acks);
+        }
+        Received::Acknowledged
     }
 
     fn dropped(&mut self, reason: DropReason) -> Received<'static, 'static> {
@@ -378,8 +402,8 @@ where
             self.stats.rejected = self.stats.rejected.saturating_add(1);
             return self.scratch_reply(epoch, req.id, Reply::Rejected { code, message });
         }
-        if req.id.0 == 0 || req.id.0 < header.floor {
-            // Ids start at 1, and a client never sends a request below its own floor.
+        if req.id.0 == 0 || header.has_ended(req.id.0) {
+            // Ids start at 1, and a client never sends a request for a call it has ended.
             return self.dropped(DropReason::Stale);
         }
         let budget = Duration::from_millis(u64::from(req.budget_ms.unwrap_or(0)));
@@ -387,7 +411,7 @@ where
             .saturating_add(budget)
             .saturating_add(self.config.max_latency);
 
-        // The client's record: raise its floor, and refuse what is below it.
+        // The client's record: learn what has ended, and refuse it.
         let record = match self.find(from, epoch, 0) {
             Some(index) => index,
             None => match self.free_entry(now, epoch, 0) {
@@ -398,15 +422,15 @@ where
                 Err(first_free) => return self.busy(now, epoch, req.id, first_free),
             },
         };
-        let floor = match self.entries.as_mut().get_mut(record) {
+        let has_ended = match self.entries.as_mut().get_mut(record) {
             Some(rec) => {
-                rec.floor = rec.floor.max(header.floor);
+                merge_ended(&mut rec.floor, &mut rec.acks, header.floor, header.acks);
                 rec.expires = rec.expires.max(window_end);
-                rec.floor
+                ended(rec.floor, rec.acks, req.id.0)
             }
             None => return self.dropped(DropReason::Malformed),
         };
-        if req.id.0 < floor {
+        if has_ended {
             return self.dropped(DropReason::Stale);
         }
 
@@ -462,10 +486,13 @@ where
         entry.state = state;
         entry.expires = expires;
         entry.floor = 0;
+        entry.acks = 0;
         entry.generation
     }
 
-    /// A busy answer: no room for the call before `first_free`.
+    /// A busy answer: no room for the call now. The hint is when the first entry's window
+    /// closes, but no later than `initial_rto`: clients acknowledge answers as they come,
+    /// so room usually opens within a round trip, long before a window closes.
     fn busy(
         &mut self,
         now: Instant,
@@ -473,7 +500,9 @@ where
         id: RequestId,
         first_free: Instant,
     ) -> Received<'_, 'static> {
-        let retry_after = first_free.saturating_duration_since(now);
+        let retry_after = first_free
+            .saturating_duration_since(now)
+            .min(self.config.initial_rto);
         self.stats.busy = self.stats.busy.saturating_add(1);
         let reply = Reply::Busy {
             retry_after_ms: budget_ms(retry_after).max(1),
@@ -492,7 +521,7 @@ where
             .find(from, epoch, 0)
             .and_then(|i| self.entries.as_mut().get_mut(i))
         {
-            rec.floor = rec.floor.max(header.floor);
+            merge_ended(&mut rec.floor, &mut rec.acks, header.floor, header.acks);
         }
         let Some(index) = self.find(from, epoch, id.0).filter(|_| id.0 != 0) else {
             return self.dropped(DropReason::StaleCancel);
@@ -546,8 +575,8 @@ where
     }
 
     /// A reusable entry in either bucket of (epoch, id): free, past its window, or a call
-    /// its client has declared ended (below the client's floor). When none is, the time
-    /// the first entry's window closes.
+    /// its client has declared ended (below the client's floor, or acknowledged). When
+    /// none is, the time the first entry's window closes.
     fn free_entry(&self, now: Instant, epoch: u64, id: u64) -> Result<usize, Instant> {
         let open = |e: &DatagramEntry<P>| e.state == EntryState::Free || e.expires <= now;
         let buckets = self.buckets(epoch, id);
@@ -571,7 +600,7 @@ where
         for bucket in buckets {
             let start = bucket.start;
             let entries = self.entries.as_ref().get(bucket).unwrap_or_default();
-            if let Some(offset) = entries.iter().position(|e| self.ended_by_floor(e)) {
+            if let Some(offset) = entries.iter().position(|e| self.ended_by_client(e)) {
                 return Ok(start.saturating_add(offset));
             }
             let soonest = entries.iter().map(|e| e.expires).min();
@@ -581,8 +610,8 @@ where
     }
 
     /// Whether `e` is a call its client has since declared ended: no copy of it can be
-    /// run again, because the client's record refuses ids below its floor.
-    fn ended_by_floor(&self, e: &DatagramEntry<P>) -> bool {
+    /// run again, because the client's record refuses every call it says has ended.
+    fn ended_by_client(&self, e: &DatagramEntry<P>) -> bool {
         if !matches!(
             e.state,
             EntryState::InProgress { .. } | EntryState::Done { .. }
@@ -594,7 +623,7 @@ where
         };
         self.find(peer, e.epoch, 0)
             .and_then(|i| self.entries.as_ref().get(i))
-            .is_some_and(|rec| e.id < rec.floor)
+            .is_some_and(|rec| ended(rec.floor, rec.acks, e.id))
     }
 
     /// Encodes an answer made on the spot into the scratch chunk.

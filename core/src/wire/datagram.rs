@@ -8,7 +8,9 @@
 //!               request's epoch in its answer
 //! 13      8     floor, big-endian: from a client, the lowest request id it still waits
 //!               for (every lower id has ended for good); 0 from a server
-//! 21      ...   one frame body (no length prefix: the datagram's length bounds it)
+//! 21      8     acks, big-endian: from a client, bit i (least significant first) set
+//!               when call floor + 1 + i has ended for good too; 0 from a server
+//! 29      ...   one frame body (no length prefix: the datagram's length bounds it)
 //! ```
 //!
 //! Follows the smoltcp view/`Repr` split: [`DatagramHeader::parse`] never panics and
@@ -23,11 +25,18 @@ mod field {
     pub(super) const VERSION: usize = 4;
     pub(super) const EPOCH: Range<usize> = 5..13;
     pub(crate) const FLOOR: Range<usize> = 13..21;
+    pub(crate) const ACKS: Range<usize> = 21..29;
 }
 
 /// Where the floor sits in a datagram, so a client can refresh it in a stored request
 /// before each retransmission.
 pub(crate) const FLOOR_FIELD: core::ops::Range<usize> = field::FLOOR;
+/// Where the acks sit, refreshed with the floor.
+pub(crate) const ACKS_FIELD: core::ops::Range<usize> = field::ACKS;
+
+/// Calls above the floor that one datagram can acknowledge: the width of
+/// [`DatagramHeader::acks`].
+pub const ACK_SPAN: u64 = 64;
 
 /// The fixed header of a datagram, parsed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,6 +49,10 @@ pub struct DatagramHeader {
     /// From a client: every call with a lower id has ended, so the server may forget it.
     /// From a server: 0.
     pub floor: u64,
+    /// From a client: bit `i` (least significant first) is set when call `floor + 1 + i`
+    /// has ended too (a selective acknowledgement), so a call that lags behind does not
+    /// keep the server from forgetting the ones after it. From a server: 0.
+    pub acks: u64,
 }
 
 /// Why a datagram's header is not acceptable.
@@ -58,7 +71,7 @@ pub enum HeaderError {
 impl core::fmt::Display for HeaderError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
-            Self::Truncated => f.write_str("datagram shorter than the 21-byte header"),
+            Self::Truncated => f.write_str("datagram shorter than the 29-byte header"),
             Self::BadMagic => f.write_str("not a wirecall datagram"),
             Self::UnsupportedVersion(v) => write!(f, "unsupported protocol version {v}"),
         }
@@ -75,16 +88,30 @@ fn be_u64(bytes: Option<&[u8]>) -> u64 {
 
 impl DatagramHeader {
     /// Bytes of the header.
-    pub const LEN: usize = 21;
+    pub const LEN: usize = 29;
 
-    /// A version-1 header.
+    /// A version-1 header with no acks.
     #[must_use]
     pub const fn new(epoch: u64, floor: u64) -> Self {
         Self {
             version: PROTOCOL_VERSION,
             epoch,
             floor,
+            acks: 0,
         }
+    }
+
+    /// The same header with these acks.
+    #[must_use]
+    pub const fn with_acks(self, acks: u64) -> Self {
+        Self { acks, ..self }
+    }
+
+    /// `true` when this header says call `id` has ended for good: below the floor, or
+    /// acknowledged above it.
+    #[must_use]
+    pub fn has_ended(&self, id: u64) -> bool {
+        ended(self.floor, self.acks, id)
     }
 
     /// Parses the header at the start of `datagram`, returning it and the frame body that
@@ -106,11 +133,13 @@ impl DatagramHeader {
         }
         let epoch = be_u64(head.get(field::EPOCH));
         let floor = be_u64(head.get(field::FLOOR));
+        let acks = be_u64(head.get(field::ACKS));
         Ok((
             Self {
                 version,
                 epoch,
                 floor,
+                acks,
             },
             body,
         ))
@@ -129,10 +158,36 @@ impl DatagramHeader {
         magic.copy_from_slice(&MAGIC);
         let (version, rest) = rest.split_at_mut(1);
         version.fill(self.version);
-        let (epoch, floor) = rest.split_at_mut(8);
+        let (epoch, rest) = rest.split_at_mut(8);
         epoch.copy_from_slice(&self.epoch.to_be_bytes());
+        let (floor, acks) = rest.split_at_mut(8);
         floor.copy_from_slice(&self.floor.to_be_bytes());
+        acks.copy_from_slice(&self.acks.to_be_bytes());
         Ok(())
+    }
+}
+
+/// `true` when (`floor`, `acks`) say call `id` has ended: below the floor, or its bit set.
+pub(crate) fn ended(floor: u64, acks: u64, id: u64) -> bool {
+    if id < floor {
+        return true;
+    }
+    id.checked_sub(floor)
+        .and_then(|d| d.checked_sub(1))
+        .filter(|bit| *bit < ACK_SPAN)
+        .is_some_and(|bit| (acks >> bit) & 1 == 1)
+}
+
+/// Merges what one datagram says has ended (`floor`, `acks`) into what is known already
+/// (`known_floor`, `known_acks`), whichever is newer: both only ever grow, so the union
+/// is right whatever order datagrams come in.
+pub(crate) fn merge_ended(known_floor: &mut u64, known_acks: &mut u64, floor: u64, acks: u64) {
+    let shifted = |bits: u64, by: u64| if by >= ACK_SPAN { 0 } else { bits >> by };
+    if floor >= *known_floor {
+        *known_acks = shifted(*known_acks, floor.saturating_sub(*known_floor)) | acks;
+        *known_floor = floor;
+    } else {
+        *known_acks |= shifted(acks, known_floor.saturating_sub(floor));
     }
 }
 
@@ -165,10 +220,10 @@ mod test {
 
     const EPOCH: u64 = 0x0123_4567_89ab_cdef;
 
-    /// A client header: epoch as above, floor 300.
-    static HEADER_BYTES: [u8; 21] = [
+    /// A client header: epoch as above, floor 300, calls 301 and 303 acknowledged.
+    static HEADER_BYTES: [u8; 29] = [
         0x57, 0x43, 0x41, 0x4c, 0x01, 0x01, 0x23, 0x45, 0x67, 0x89, 0xab, 0xcd, 0xef, 0x00, 0x00,
-        0x00, 0x00, 0x00, 0x00, 0x01, 0x2c,
+        0x00, 0x00, 0x00, 0x00, 0x01, 0x2c, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x05,
     ];
 
     fn hex(bytes: &[u8]) -> String {
@@ -184,19 +239,49 @@ mod test {
             DatagramHeader {
                 version: 1,
                 epoch: EPOCH,
-                floor: 300
+                floor: 300,
+                acks: 5,
             }
         );
         assert!(body.is_empty());
+        assert!(h.has_ended(299) && h.has_ended(301) && h.has_ended(303));
+        assert!(!h.has_ended(300) && !h.has_ended(302) && !h.has_ended(365));
+    }
+
+    #[test]
+    fn test_merge_ended_is_a_union_in_any_order() {
+        // Call i has ended in `truth` when its bit is set; a datagram tells a prefix of it.
+        let says = |floor: u64, acks: u64| (floor, acks);
+        let a = says(10, 0b1010); // 10 open; 12, 14 ended
+        let b = says(13, 0b0001); // 13 open; 14 ended (10..13 ended)
+        for (first, second) in [(a, b), (b, a)] {
+            let (mut floor, mut acks) = first;
+            merge_ended(&mut floor, &mut acks, second.0, second.1);
+            assert_eq!((floor, acks), (13, 0b0001));
+        }
+        let (mut floor, mut acks) = (5, 0);
+        merge_ended(&mut floor, &mut acks, 500, 1);
+        assert_eq!((floor, acks), (500, 1));
+        merge_ended(&mut floor, &mut acks, 5, u64::MAX);
+        assert_eq!(
+            (floor, acks),
+            (500, 1),
+            "an old datagram adds nothing past its span"
+        );
+        assert!(ended(500, 1, 501) && !ended(500, 1, 502) && !ended(500, 1, 500));
+        assert!(!ended(0, u64::MAX, u64::MAX), "no overflow at the top");
     }
 
     #[test]
     fn test_emit() {
-        let mut out = [0u8; 21];
-        DatagramHeader::new(EPOCH, 300).emit(&mut out).unwrap();
+        let mut out = [0u8; 29];
+        DatagramHeader::new(EPOCH, 300)
+            .with_acks(5)
+            .emit(&mut out)
+            .unwrap();
         assert_eq!(out, HEADER_BYTES);
         assert_eq!(
-            DatagramHeader::new(1, 0).emit(&mut out[..20]),
+            DatagramHeader::new(1, 0).emit(&mut out[..28]),
             Err(WireError::BufferTooSmall)
         );
     }
@@ -227,7 +312,7 @@ mod test {
     /// The datagram vectors of `docs/PROTOCOL.md` section 11: (header, frame, bytes).
     fn vectors() -> [(DatagramHeader, Frame<'static>, &'static str); 4] {
         let id = RequestId(300);
-        let client = DatagramHeader::new(EPOCH, 300);
+        let client = DatagramHeader::new(EPOCH, 300).with_acks(5);
         let server = DatagramHeader::new(EPOCH, 0);
         [
             (
@@ -239,7 +324,7 @@ mod test {
                     body: b"hi",
                 }),
                 "57 43 41 4c 01 01 23 45 67 89 ab cd ef 00 00 00 00 00 00 01 2c \
-                 01 ac 02 04 65 63 68 6f 01 dc 0b 02 68 69",
+                 00 00 00 00 00 00 00 05 01 ac 02 04 65 63 68 6f 01 dc 0b 02 68 69",
             ),
             (
                 server,
@@ -248,7 +333,7 @@ mod test {
                     reply: Reply::Ok(b"hi"),
                 }),
                 "57 43 41 4c 01 01 23 45 67 89 ab cd ef 00 00 00 00 00 00 00 00 \
-                 02 ac 02 00 02 68 69",
+                 00 00 00 00 00 00 00 00 02 ac 02 00 02 68 69",
             ),
             (
                 server,
@@ -259,12 +344,13 @@ mod test {
                     },
                 }),
                 "57 43 41 4c 01 01 23 45 67 89 ab cd ef 00 00 00 00 00 00 00 00 \
-                 02 ac 02 03 c8 01",
+                 00 00 00 00 00 00 00 00 02 ac 02 03 c8 01",
             ),
             (
                 client,
                 Frame::Cancel { id },
-                "57 43 41 4c 01 01 23 45 67 89 ab cd ef 00 00 00 00 00 00 01 2c 03 ac 02",
+                "57 43 41 4c 01 01 23 45 67 89 ab cd ef 00 00 00 00 00 00 01 2c \
+                 00 00 00 00 00 00 00 05 03 ac 02",
             ),
         ]
     }
