@@ -179,16 +179,31 @@ pub(crate) fn ended(floor: u64, acks: u64, id: u64) -> bool {
 }
 
 /// Merges what one datagram says has ended (`floor`, `acks`) into what is known already
-/// (`known_floor`, `known_acks`), whichever is newer: both only ever grow, so the union
-/// is right whatever order datagrams come in.
+/// (`known_floor`, `known_acks`): the result is exactly the union of the two sets of ended
+/// calls, so it only ever grows and the order datagrams come in does not matter. (A
+/// client never says its floor has ended; should a peer contradict itself so, the floor
+/// moves past every call said to have ended.)
 pub(crate) fn merge_ended(known_floor: &mut u64, known_acks: &mut u64, floor: u64, acks: u64) {
-    let shifted = |bits: u64, by: u64| if by >= ACK_SPAN { 0 } else { bits >> by };
-    if floor >= *known_floor {
-        *known_acks = shifted(*known_acks, floor.saturating_sub(*known_floor)) | acks;
-        *known_floor = floor;
+    let ((high, high_acks), (low, low_acks)) = if floor >= *known_floor {
+        ((floor, acks), (*known_floor, *known_acks))
     } else {
-        *known_acks |= shifted(acks, known_floor.saturating_sub(floor));
+        ((*known_floor, *known_acks), (floor, acks))
+    };
+    // The lower side's bit `j` is call `low + 1 + j`: call `high` is bit `d - 1`, and the
+    // calls above it are bits `d..`, which become bits `0..` above `high`.
+    let d = high.saturating_sub(low);
+    let bit = |bits: u64, j: u64| j < ACK_SPAN && (bits >> j) & 1 == 1;
+    let mut floor_ended = d > 0 && bit(low_acks, d.saturating_sub(1));
+    let mut floor = high;
+    let mut acks = high_acks | if d >= ACK_SPAN { 0 } else { low_acks >> d };
+    // While the floor itself has ended, it moves up past it.
+    while floor_ended {
+        floor = floor.saturating_add(1);
+        floor_ended = acks & 1 == 1;
+        acks >>= 1;
     }
+    *known_floor = floor;
+    *known_acks = acks;
 }
 
 /// Writes a whole datagram: `header`, then `frame`; returns its length.
@@ -269,6 +284,20 @@ mod test {
             "an old datagram adds nothing past its span"
         );
         assert!(ended(500, 1, 501) && !ended(500, 1, 502) && !ended(500, 1, 500));
+        // A contradiction (an older datagram acknowledged call 1, a newer one says 1 is
+        // the floor): the union wins, and the floor moves past 1 and the 2 after it.
+        for (first, second) in [((0, 0b011), (1, 0)), ((1, 0), (0, 0b011))] {
+            let (mut floor, mut acks) = first;
+            merge_ended(&mut floor, &mut acks, second.0, second.1);
+            assert_eq!((floor, acks), (3, 0), "{first:?} then {second:?}");
+        }
+        let (mut floor, mut acks) = (1, 0b100);
+        merge_ended(&mut floor, &mut acks, 0, 0b1);
+        assert_eq!(
+            (floor, acks),
+            (2, 0b10),
+            "call 1 ended: floor 2, call 4 still acked"
+        );
         assert!(!ended(0, u64::MAX, u64::MAX), "no overflow at the top");
     }
 
