@@ -369,20 +369,24 @@ fn drive(
 ) -> Tally {
     let mut tally = Tally::new();
     let window = config.window.max(1);
+    // Bodies differ only in their stamp: the tail is written once.
     let mut body = vec![0u8; config.size];
-    let mut expected = vec![0u8; config.size];
+    fill_body(&mut body, 0);
+    let mut expected = body.clone();
+    if config.check == Check::Upper {
+        expected.make_ascii_uppercase();
+    }
     // Call id -> (when it was submitted, its number), for latency and the check.
     let mut in_flight: InFlight = IdMap::with_capacity_and_hasher(window, Default::default());
     let mut made = 0u64;
     let mut broken = false;
     loop {
-        while !broken
-            && in_flight.len() < window
-            && made < quota
-            && deadline.is_none_or(|d| Instant::now() < d)
-        {
-            fill_body(&mut body, made);
+        while !broken && in_flight.len() < window && made < quota {
             let at = Instant::now();
+            if deadline.is_some_and(|d| at >= d) {
+                break;
+            }
+            stamp_body(&mut body, made);
             match client.submit(&config.method, &body, config.timeout) {
                 Ok(id) => {
                     in_flight.insert(id, (at, made));
@@ -412,9 +416,11 @@ fn drive(
         }
         match outcome {
             Ok(answer) => {
-                fill_body(&mut expected, number);
+                let stamp = stamp_body(&mut expected, number);
                 if config.check == Check::Upper {
-                    expected.make_ascii_uppercase();
+                    if let Some(stamp) = expected.get_mut(..stamp) {
+                        stamp.make_ascii_uppercase();
+                    }
                 }
                 if config.check == Check::Success || answer == expected {
                     tally.ok = tally.ok.saturating_add(1);
@@ -452,19 +458,26 @@ type InFlight = IdMap<RequestId, (Instant, u64)>;
 /// wrong call is caught), lower-case letters and digits after it.
 fn fill_body(body: &mut [u8], number: u64) {
     const FILL: &[u8; 36] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+    for (i, byte) in body.iter_mut().enumerate() {
+        *byte = FILL.get(i % FILL.len()).copied().unwrap_or(b'a');
+    }
+    stamp_body(body, number);
+}
+
+/// Writes call `number`'s stamp (its number in hex, up to 16 digits) at the front of a body
+/// [`fill_body`] made; returns the stamp's length.
+fn stamp_body(body: &mut [u8], number: u64) -> usize {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let stamp = body.len().min(16);
-    for (i, byte) in body.iter_mut().enumerate() {
-        *byte = if i < stamp {
-            // Digit `stamp - 1 - i` of the number, most significant first.
-            let shift = 4 * (stamp - 1 - i);
-            HEX.get(((number >> shift) & 0xf) as usize)
-                .copied()
-                .unwrap_or(b'0')
-        } else {
-            FILL.get(i % FILL.len()).copied().unwrap_or(b'a')
-        };
+    for (i, byte) in body.iter_mut().take(stamp).enumerate() {
+        // Digit `stamp - 1 - i` of the number, most significant first.
+        let shift = 4 * (stamp - 1 - i);
+        *byte = HEX
+            .get(((number >> shift) & 0xf) as usize)
+            .copied()
+            .unwrap_or(b'0');
     }
+    stamp
 }
 
 fn merge(tallies: Vec<Tally>, start: Instant, check: Check) -> Report {
@@ -700,6 +713,11 @@ mod tests {
         fill_body(&mut short, 0x1234);
         assert_eq!(&short, b"34");
         fill_body(&mut [], 7);
+        // Re-stamping a filled body is the same as filling it for the new number.
+        stamp_body(&mut body, 0xabcdef);
+        let mut fresh = [0u8; 20];
+        fill_body(&mut fresh, 0xabcdef);
+        assert_eq!(body, fresh);
     }
 
     #[test]

@@ -98,7 +98,7 @@ pub struct ClientConfig {
     pub connect_timeout: Duration,
     /// Datagram mode on `udp:` and `unix-dgram:` endpoints: `max_datagram` (the largest
     /// request sent on `udp:`, 1232 bytes), retransmission (`initial_rto` 100 ms doubling
-    /// up to `max_rto` 2 s, `jitter_per_mille` 500, `max_attempts` 6) and
+    /// up to `max_rto` 2 s, `jitter_per_mille` 500, `max_attempts` 32) and
     /// `default_timeout` (5 s: the deadline of a call made without one, since a datagram
     /// call always has a deadline). `connection.max_in_flight` bounds the calls in flight.
     pub datagram: DatagramConfig,

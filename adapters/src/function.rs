@@ -5,7 +5,6 @@
 //! returns it; the deferred form gets a [`Responder`] that it completes later, from any
 //! thread (or lets the event loop complete after a delay, with no thread waiting).
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::mpsc::Sender;
 use std::time::{Duration, Instant as StdInstant};
@@ -16,6 +15,7 @@ use wirecall_core::datagram::RequestHandle;
 use wirecall_core::wire::{RejectCode, Reply};
 
 use crate::error::Error;
+use crate::id_hasher::IdMap;
 
 /// Application error code sent when a function's answer is larger than the client accepts
 /// (the function ran, so this is an error, not a rejection).
@@ -228,7 +228,9 @@ impl Drop for Responder {
 pub(crate) struct Registry {
     names: Vec<String>,
     functions: Vec<Function>,
-    index: HashMap<String, usize>,
+    /// Name -> position. A cheap hash: peers only look names up in this fixed table, they
+    /// never insert, so they cannot aim collisions at it.
+    index: IdMap<String, usize>,
 }
 
 impl Registry {
@@ -237,7 +239,7 @@ impl Registry {
         let mut registry = Self {
             names: Vec::with_capacity(entries.len()),
             functions: Vec::with_capacity(entries.len()),
-            index: HashMap::with_capacity(entries.len()),
+            index: IdMap::with_capacity_and_hasher(entries.len(), Default::default()),
         };
         for (name, function) in entries {
             if !valid_name(&name) {

@@ -281,6 +281,10 @@ pub struct ClientConnection<B, S> {
     in_flight: usize,
     /// Slots whose end is recorded and not yet reported.
     ended_pending: usize,
+    /// No call still waiting has a deadline before this (`None`: none has one). A lower
+    /// bound, lowered by each call and raised by the scan `handle_timeout` makes when it
+    /// is reached, so neither timer method scans the call table on every turn.
+    deadlines_from: Option<Instant>,
     next_id: u64,
     /// We asked for a graceful close; a go-away is owed (`false` once queued).
     goaway_owed: bool,
@@ -312,6 +316,7 @@ where
             slots,
             in_flight: 0,
             ended_pending: 0,
+            deadlines_from: None,
             next_id: 1,
             goaway_owed: false,
             local_close: false,
@@ -389,6 +394,7 @@ where
         }
         let tx_end = self.conn.tx.queued_end();
         let deadline = timeout.map(|t| now.saturating_add(t));
+        self.deadlines_from = earliest(self.deadlines_from, deadline);
         if let Some(slot) = self.slots.as_mut().get_mut(index) {
             *slot = CallSlot {
                 id: id.0,
@@ -470,11 +476,15 @@ where
     /// Fires timers that are due: call deadlines, handshake, keepalive, drain.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.conn.handle_timeout(now);
-        if !self.conn.is_open() {
+        if !self.conn.is_open() || self.deadlines_from.is_none_or(|d| now < d) {
             return;
         }
+        let mut next = None;
         for slot in self.slots.as_mut() {
-            if slot.id != 0 && slot.ended.is_none() && slot.deadline.is_some_and(|d| d <= now) {
+            if slot.id == 0 || slot.ended.is_some() {
+                continue;
+            }
+            if slot.deadline.is_some_and(|d| d <= now) {
                 slot.ended = Some(Ended::TimedOut);
                 self.ended_pending = self.ended_pending.saturating_add(1);
                 let _ = self.conn.tx.push(
@@ -483,22 +493,24 @@ where
                     },
                     u32::MAX,
                 );
+            } else {
+                next = earliest(next, slot.deadline);
             }
         }
+        self.deadlines_from = next;
     }
 
     /// When [`handle_timeout`](Self::handle_timeout) next has work; `None`: no timer.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let mut next = self.conn.poll_timeout();
+        let next = self.conn.poll_timeout();
         if self.conn.is_open() {
-            for slot in self.slots.as_ref() {
-                if slot.id != 0 && slot.ended.is_none() {
-                    next = earliest(next, slot.deadline);
-                }
-            }
+            // May be early (the call it came from has ended): `handle_timeout` then finds
+            // nothing due and moves it on.
+            earliest(next, self.deadlines_from)
+        } else {
+            next
         }
-        next
     }
 
     /// Begins a graceful close: no new calls; calls in flight still get their answers;
@@ -636,6 +648,9 @@ where
                     };
                     *slot = CallSlot::EMPTY;
                     self.in_flight = self.in_flight.saturating_sub(1);
+                    if self.in_flight == 0 {
+                        self.deadlines_from = None;
+                    }
                     self.rx.consume(&range);
                     let pending = match response.reply {
                         Reply::Ok(body) => {
@@ -732,6 +747,9 @@ where
         *slot = CallSlot::EMPTY;
         self.ended_pending = self.ended_pending.saturating_sub(1);
         self.in_flight = self.in_flight.saturating_sub(1);
+        if self.in_flight == 0 {
+            self.deadlines_from = None;
+        }
         self.stats.failures = self.stats.failures.saturating_add(1);
         Some(ClientEvent::Failed { id, failure })
     }

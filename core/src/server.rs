@@ -207,6 +207,10 @@ pub struct ServerConnection<B, S> {
     in_flight: usize,
     /// Slots marked expired and not yet reported.
     expired_pending: usize,
+    /// No request in flight has a deadline before this (`None`: none has one). A lower
+    /// bound, lowered by each request and raised by the scan `handle_timeout` makes when
+    /// it is reached, so neither timer method scans the request table on every turn.
+    deadlines_from: Option<Instant>,
     last_id: u64,
     drain: Drain,
     peer_goaway: bool,
@@ -244,6 +248,7 @@ where
             limit,
             in_flight: 0,
             expired_pending: 0,
+            deadlines_from: None,
             last_id: 0,
             drain: Drain::None,
             peer_goaway: false,
@@ -307,29 +312,35 @@ where
     /// harmless), then poll events.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.conn.handle_timeout(now);
-        if !self.conn.is_open() {
+        if !self.conn.is_open() || self.deadlines_from.is_none_or(|d| now < d) {
             return;
         }
+        let mut next = None;
         for slot in self.slots.as_mut() {
-            if slot.id != 0 && !slot.expired && slot.deadline().is_some_and(|d| d <= now) {
+            if slot.id == 0 || slot.expired {
+                continue;
+            }
+            if slot.deadline().is_some_and(|d| d <= now) {
                 slot.expired = true;
                 self.expired_pending = self.expired_pending.saturating_add(1);
+            } else {
+                next = earliest(next, slot.deadline());
             }
         }
+        self.deadlines_from = next;
     }
 
     /// When [`handle_timeout`](Self::handle_timeout) next has work; `None`: no timer.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let mut next = self.conn.poll_timeout();
+        let next = self.conn.poll_timeout();
         if self.conn.is_open() {
-            for slot in self.slots.as_ref() {
-                if slot.id != 0 && !slot.expired {
-                    next = earliest(next, slot.deadline());
-                }
-            }
+            // May be early (the request it came from has ended): `handle_timeout` then
+            // finds nothing due and moves it on.
+            earliest(next, self.deadlines_from)
+        } else {
+            next
         }
-        next
     }
 
     /// The next event, or `None` when there is nothing to do until more input, a timeout
@@ -478,6 +489,7 @@ where
                             expired: false,
                         };
                         self.in_flight = self.in_flight.saturating_add(1);
+                        self.deadlines_from = earliest(self.deadlines_from, deadline);
                         self.last_id = req.id.0;
                         self.rx.consume(&range);
                         self.rx_taken = self.rx_taken.saturating_add(frame_len);
@@ -499,6 +511,9 @@ where
                         }
                         *slot = RequestSlot::EMPTY;
                         self.in_flight = self.in_flight.saturating_sub(1);
+                        if self.in_flight == 0 {
+                            self.deadlines_from = None;
+                        }
                         self.stats.cancelled = self.stats.cancelled.saturating_add(1);
                         self.rx.consume(&range);
                         self.rx_taken = self.rx_taken.saturating_add(frame_len);
@@ -540,6 +555,9 @@ where
         *slot = RequestSlot::EMPTY;
         self.expired_pending = self.expired_pending.saturating_sub(1);
         self.in_flight = self.in_flight.saturating_sub(1);
+        if self.in_flight == 0 {
+            self.deadlines_from = None;
+        }
         self.stats.expired = self.stats.expired.saturating_add(1);
         Some(id)
     }
@@ -567,6 +585,9 @@ where
             *slot = RequestSlot::EMPTY;
         }
         self.in_flight = self.in_flight.saturating_sub(1);
+        if self.in_flight == 0 {
+            self.deadlines_from = None;
+        }
         self.stats.responses = self.stats.responses.saturating_add(1);
         Ok(())
     }

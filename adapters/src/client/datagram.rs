@@ -13,9 +13,9 @@ use std::os::fd::OwnedFd;
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
-use wirecall_core::RequestId;
 use wirecall_core::client::CallError as CoreCallError;
 use wirecall_core::datagram::{DatagramCallSlot, DatagramClient as CoreClient, DatagramEvent};
+use wirecall_core::{Instant, RequestId};
 
 use super::outcomes::Outcomes;
 use super::socket::{Socket, is_retry};
@@ -53,8 +53,8 @@ pub(super) struct DatagramClient {
     /// Call slots of the core.
     slots: usize,
     outcomes: Outcomes,
-    /// When the client last read from the socket.
-    last_read: std::time::Instant,
+    /// When the client last read from the socket (on the client's clock).
+    last_read: Instant,
 }
 
 impl std::fmt::Debug for DatagramClient {
@@ -82,6 +82,14 @@ impl DatagramClient {
             vec![DatagramCallSlot::EMPTY; slots].into_boxed_slice(),
         )?;
         let (fd, dir) = open(endpoint)?;
+        if matches!(endpoint, Endpoint::Udp(..)) {
+            // Room for the answers to a window of calls arriving together (64 answers of
+            // 4 KiB overflow the default 208 KiB); the kernel caps this at twice
+            // `net.core.rmem_max`, and a smaller buffer still works, with retransmissions.
+            if let Err(e) = rustix::net::sockopt::set_socket_recv_buffer_size(&fd, 4 << 20) {
+                log::debug!("{endpoint}: cannot enlarge the receive buffer: {e}");
+            }
+        }
         let socket = Socket::new(fd).map_err(Error::io("setting up the socket"))?;
         log::debug!("{endpoint}: datagram client, epoch {epoch:016x}");
         Ok(Self {
@@ -95,7 +103,7 @@ impl DatagramClient {
             held: Vec::new(),
             slots,
             outcomes: Outcomes::default(),
-            last_read: std::time::Instant::now(),
+            last_read: Instant::ZERO,
         })
     }
 
@@ -107,7 +115,8 @@ impl DatagramClient {
         body: &[u8],
         timeout: Option<Duration>,
     ) -> Result<RequestId, CallError> {
-        if self.last_read.elapsed() >= IDLE_LOOK {
+        let idle = self.clock.now().saturating_duration_since(self.last_read);
+        if idle >= to_core(IDLE_LOOK) {
             self.pump();
         }
         loop {
@@ -276,7 +285,7 @@ impl DatagramClient {
             }
             progress = true;
         }
-        self.last_read = std::time::Instant::now();
+        self.last_read = self.clock.now();
         progress
     }
 
@@ -289,7 +298,7 @@ impl DatagramClient {
     /// Hands the datagram of `len` bytes in the receive buffer to the core.
     fn take_datagram(&mut self, len: usize) {
         let now = self.clock.now();
-        self.last_read = std::time::Instant::now();
+        self.last_read = now;
         let datagram = self.buf.get(..len).unwrap_or_default();
         match self.core.handle_datagram(now, datagram) {
             Some(DatagramEvent::Response { id, body }) => {

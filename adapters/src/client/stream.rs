@@ -52,8 +52,8 @@ pub(super) struct StreamClient {
     write_failed: bool,
     /// Our end of the transport is shut (after the close).
     shut: bool,
-    /// When the client last read from the socket.
-    last_read: std::time::Instant,
+    /// When the client last read from the socket (on the client's clock).
+    last_read: Instant,
     /// The last wait handed back an outcome and left others to collect: the caller is
     /// working through a batch, so calls it submits meanwhile are queued, not sent.
     batching: bool,
@@ -90,7 +90,7 @@ impl StreamClient {
             eof: false,
             write_failed: false,
             shut: false,
-            last_read: std::time::Instant::now(),
+            last_read: Instant::ZERO,
             batching: false,
         };
         client.write_out();
@@ -109,7 +109,8 @@ impl StreamClient {
         body: &[u8],
         timeout: Option<Duration>,
     ) -> Result<RequestId, CallError> {
-        if self.last_read.elapsed() >= IDLE_LOOK {
+        let idle = self.clock.now().saturating_duration_since(self.last_read);
+        if idle >= to_core(IDLE_LOOK) {
             self.pump();
         }
         loop {
@@ -348,7 +349,7 @@ impl StreamClient {
         if self.eof || self.closed.is_some() {
             return false;
         }
-        self.last_read = std::time::Instant::now();
+        self.last_read = self.clock.now();
         let mut progress = false;
         for _ in 0..READS_PER_TURN {
             let buf = self.core.input_buffer();
@@ -376,7 +377,7 @@ impl StreamClient {
     /// Hands `n` bytes just read to the core (0: the end of the stream); `false` at the end.
     fn took(&mut self, n: usize) -> bool {
         let now = self.clock.now();
-        self.last_read = std::time::Instant::now();
+        self.last_read = now;
         if n == 0 {
             self.core.handle_eof(now);
             self.eof = true;

@@ -58,6 +58,7 @@ use crate::config::{ServerConfig, buffer_len, check_limits, table_len};
 use crate::endpoint::Endpoint;
 use crate::error::Error;
 use crate::function::{Answer, CompletionSink, Function, Registry, Responder};
+use crate::id_hasher::IdMap;
 use crate::stats::StatsHandle;
 
 /// Builds a [`Server`]: its functions, endpoints and limits. See the [module docs](self).
@@ -232,7 +233,7 @@ impl ServerBuilder {
             events: Events::with_capacity(1024),
             listeners,
             datagrams,
-            conns: HashMap::new(),
+            conns: IdMap::default(),
             next_token: first_connection,
             timers: BTreeSet::new(),
             ready: VecDeque::new(),

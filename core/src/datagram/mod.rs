@@ -63,7 +63,11 @@ pub struct DatagramConfig {
     pub initial_rto: Duration,
     /// Longest wait between two transmissions; the doubling stops here. Default: 2 s.
     pub max_rto: Duration,
-    /// Transmissions of one request at most, the first included. Default: 6.
+    /// Transmissions of one request at most, the first included. Default: 32: after the
+    /// doubling reaches `max_rto` the client keeps trying every `max_rto` until the call's
+    /// deadline (32 covers the server's longest budget, 60 s), so a server that was
+    /// overloaded for a few seconds still answers a call with a long budget; the deadline,
+    /// not the count, usually ends a call.
     pub max_attempts: u32,
     /// Each wait is stretched by a random factor in `[1, 1 + jitter_per_mille/1000]`, so
     /// clients that lost the same datagram do not retransmit in step. Default: 500 (up to
@@ -85,7 +89,7 @@ impl Default for DatagramConfig {
             max_datagram: 1232,
             initial_rto: Duration::from_millis(100),
             max_rto: Duration::from_secs(2),
-            max_attempts: 6,
+            max_attempts: 32,
             jitter_per_mille: 500,
             default_timeout: Duration::from_secs(5),
             max_budget: Duration::from_secs(60),
