@@ -468,14 +468,16 @@ fn fill_body(body: &mut [u8], number: u64) {
 /// [`fill_body`] made; returns the stamp's length.
 fn stamp_body(body: &mut [u8], number: u64) -> usize {
     const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut digits = [b'0'; 16];
+    let mut rest = number;
+    for digit in digits.iter_mut().rev() {
+        *digit = HEX.get((rest & 0xf) as usize).copied().unwrap_or(b'0');
+        rest >>= 4;
+    }
+    // The last `stamp` digits: all 16, or as many as a shorter body holds.
     let stamp = body.len().min(16);
-    for (i, byte) in body.iter_mut().take(stamp).enumerate() {
-        // Digit `stamp - 1 - i` of the number, most significant first.
-        let shift = 4 * (stamp - 1 - i);
-        *byte = HEX
-            .get(((number >> shift) & 0xf) as usize)
-            .copied()
-            .unwrap_or(b'0');
+    if let (Some(to), Some(from)) = (body.get_mut(..stamp), digits.get(16 - stamp..)) {
+        to.copy_from_slice(from);
     }
     stamp
 }

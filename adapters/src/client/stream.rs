@@ -109,12 +109,12 @@ impl StreamClient {
         body: &[u8],
         timeout: Option<Duration>,
     ) -> Result<RequestId, CallError> {
-        let idle = self.clock.now().saturating_duration_since(self.last_read);
-        if idle >= to_core(IDLE_LOOK) {
+        let mut now = self.clock.now();
+        if now.saturating_duration_since(self.last_read) >= to_core(IDLE_LOOK) {
             self.pump();
+            now = self.clock.now();
         }
         loop {
-            let now = self.clock.now();
             match self.core.call(now, method, body, timeout.map(to_core)) {
                 Ok(id) => {
                     self.outcomes.submitted(id);
@@ -128,6 +128,7 @@ impl StreamClient {
                         return Err(CallError::not_sent(e));
                     }
                     self.turn();
+                    now = self.clock.now();
                 }
                 Err(e) => return Err(CallError::not_sent(e)),
             }
@@ -227,19 +228,21 @@ impl StreamClient {
             .core
             .poll_timeout()
             .map(|at| to_std(at.saturating_duration_since(now)));
-        if !self.write_failed && !self.core.transmit().is_empty() {
+        let now = if !self.write_failed && !self.core.transmit().is_empty() {
             // The socket took only part: wait for room, reading answers meanwhile.
-            match self.socket.wait_ready(true, timeout) {
+            let ready = self.socket.wait_ready(true, timeout);
+            let now = self.clock.now();
+            match ready {
                 Ok(_) => {
                     self.write_out();
-                    self.read_now();
+                    self.read_now(now);
                 }
                 Err(e) => self.broken("wait for the socket", &e),
             }
+            now
         } else {
-            self.read_wait(timeout);
-        }
-        let now = self.clock.now();
+            self.read_wait(timeout)
+        };
         self.core.handle_timeout(now);
         self.take_events(now);
         self.write_out();
@@ -249,9 +252,9 @@ impl StreamClient {
     /// One round of writing, reading, timers and events without waiting; `true` if
     /// anything happened.
     fn pump(&mut self) -> bool {
-        let mut progress = self.write_out();
-        progress |= self.read_now();
         let now = self.clock.now();
+        let mut progress = self.write_out();
+        progress |= self.read_now(now);
         self.core.handle_timeout(now);
         progress |= self.take_events(now);
         progress |= self.write_out();
@@ -323,33 +326,37 @@ impl StreamClient {
         }
     }
 
-    /// Waits up to `timeout` for bytes, then takes whatever else has come.
-    fn read_wait(&mut self, timeout: Option<Duration>) {
+    /// Waits up to `timeout` for bytes, then takes whatever else has come; returns the
+    /// time after the wait.
+    fn read_wait(&mut self, timeout: Option<Duration>) -> Instant {
         let buf = self.core.input_buffer();
         if buf.is_empty() {
             // The core holds a full buffer of input it has not taken: nothing to wait for.
-            return;
+            return self.clock.now();
         }
         let room = buf.len();
-        match self.socket.recv_wait(buf, timeout) {
+        let received = self.socket.recv_wait(buf, timeout);
+        let now = self.clock.now();
+        match received {
             Ok(None) => {}
             Ok(Some(n)) => {
-                if self.took(n) && n == room {
+                if self.took(n, now) && n == room {
                     // It filled the buffer: there may be more.
-                    self.read_now();
+                    self.read_now(now);
                 }
             }
             Err(e) => self.broken("read", &e),
         }
+        now
     }
 
     /// Reads what has come without waiting, until a read comes back short (the socket
     /// had no more then; more later wakes the next wait).
-    fn read_now(&mut self) -> bool {
+    fn read_now(&mut self, now: Instant) -> bool {
         if self.eof || self.closed.is_some() {
             return false;
         }
-        self.last_read = self.clock.now();
+        self.last_read = now;
         let mut progress = false;
         for _ in 0..READS_PER_TURN {
             let buf = self.core.input_buffer();
@@ -360,7 +367,7 @@ impl StreamClient {
             match self.socket.recv_now(buf) {
                 Ok(n) => {
                     progress = true;
-                    if !self.took(n) || n < room {
+                    if !self.took(n, now) || n < room {
                         break;
                     }
                 }
@@ -374,9 +381,9 @@ impl StreamClient {
         progress
     }
 
-    /// Hands `n` bytes just read to the core (0: the end of the stream); `false` at the end.
-    fn took(&mut self, n: usize) -> bool {
-        let now = self.clock.now();
+    /// Hands `n` bytes read at `now` to the core (0: the end of the stream); `false` at
+    /// the end.
+    fn took(&mut self, n: usize, now: Instant) -> bool {
         self.last_read = now;
         if n == 0 {
             self.core.handle_eof(now);
