@@ -1,7 +1,8 @@
 //! End-to-end: bad input from plain sockets (garbage, a malformed frame, a half-written
 //! frame, an oversized length prefix) closes only that connection, is logged and counted in
 //! `stats`, and a client with calls in flight at the time never notices. Also: connections
-//! over `--max-connections` are refused cleanly and counted.
+//! over `--max-connections` are refused cleanly and counted; a client that sends its last
+//! request and its end of stream together is answered and closed at once.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::HashMap;
@@ -13,7 +14,9 @@ use std::time::Duration;
 
 use wirecall::core::client::Execution;
 use wirecall::core::frame::encode_frame;
-use wirecall::core::wire::{Frame, Hello, MAGIC, PROTOCOL_VERSION, Request, RequestId};
+use wirecall::core::wire::{
+    Frame, Hello, MAGIC, PROTOCOL_VERSION, Reply, Request, RequestId, Response,
+};
 use wirecall::{Client, ClientConfig, Endpoint};
 use wirecall_tests::{ServerProcess, parse_stats, wait_until};
 
@@ -91,6 +94,14 @@ impl Raw {
             Err(e) => panic!("the server did not close the connection: {e}"),
         }
         all
+    }
+
+    /// Reads what has come (waits up to `WAIT` for something).
+    fn read_some(&mut self, buf: &mut [u8]) -> usize {
+        match self {
+            Self::Unix(s) => s.read(buf).unwrap(),
+            Self::Tcp(s) => s.read(buf).unwrap(),
+        }
     }
 
     fn shutdown_write(&self) {
@@ -245,4 +256,75 @@ fn connections_over_the_limit_are_refused_and_counted() {
     assert_eq!(s["connections.open"], 2, "{s:?}");
     assert_eq!(second.call("echo", b"still", Some(WAIT)).unwrap(), b"still");
     assert!(server.wait_for_log("refused, 2 connections are open", WAIT));
+}
+
+/// A client that writes its last request and its end of stream at once, on a connection
+/// already in use: the server's read takes the request and stops short, and no further
+/// readiness edge would announce the end of stream, so the server must read on to see it.
+/// It then closes at once, rather than at the keepalive timeout. (Per PROTOCOL.md 7.2 the
+/// last request is still processed but the connection ends without its answer: the
+/// client's call ends as connection lost.)
+#[test]
+fn a_request_and_the_end_of_stream_together_are_answered_and_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let unix = format!("unix:{}", dir.path().join("eof.sock").display());
+    let server = ServerProcess::start(
+        bin(),
+        &["--listen", &unix, "--listen", "tcp:127.0.0.1:0"],
+        &[],
+    )
+    .unwrap();
+    let request = |id: u64, body: &'static [u8]| {
+        frame(&Frame::Request(Request {
+            id: RequestId(id),
+            method: "echo",
+            budget_ms: Some(5_000),
+            body,
+        }))
+    };
+    for endpoint in &server.endpoints {
+        for round in 0..10u64 {
+            let mut raw = Raw::connect(endpoint);
+            let mut decoder = wirecall::core::frame::FrameDecoder::new(vec![0u8; 4096], 4000);
+            let mut answers = Vec::new();
+            // A first call, answered on the open connection: the server has read it all.
+            let mut bytes = hello();
+            bytes.extend(request(1, b"first"));
+            raw.send(&bytes);
+            while answers.is_empty() {
+                let mut buf = [0u8; 512];
+                let n = raw.read_some(&mut buf);
+                assert!(n > 0, "{endpoint}: closed before the first answer");
+                assert_eq!(decoder.feed(&buf[..n]), n);
+                collect_answers(&mut decoder, &mut answers);
+            }
+            // The last call and the end of stream, together.
+            raw.send(&request(2, b"last words"));
+            raw.shutdown_write();
+            let rest = raw.read_to_close();
+            assert_eq!(decoder.feed(&rest), rest.len());
+            collect_answers(&mut decoder, &mut answers);
+            assert_eq!(
+                answers.first(),
+                Some(&(1, b"first".to_vec())),
+                "{endpoint} round {round}"
+            );
+        }
+    }
+}
+
+/// Takes the `Ok` answers out of the decoder as (id, body).
+fn collect_answers(
+    decoder: &mut wirecall::core::frame::FrameDecoder<Vec<u8>>,
+    answers: &mut Vec<(u64, Vec<u8>)>,
+) {
+    while let Ok(Some(body)) = decoder.next_frame() {
+        if let Ok(Frame::Response(Response {
+            id,
+            reply: Reply::Ok(body),
+        })) = Frame::decode(body)
+        {
+            answers.push((id.0, body.to_vec()));
+        }
+    }
 }

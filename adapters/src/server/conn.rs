@@ -7,7 +7,9 @@
 //! read that comes back short of the room it was given found the socket empty (the kernel
 //! hands over all it has, up to the room), so the connection is not read again until its
 //! next readable event: a call costs one `read` and one `write`, with no read that finds
-//! nothing (nginx's event loop does the same). Reading
+//! nothing (nginx's event loop does the same). The peer's end of stream is the exception:
+//! when it came with the last bytes (the event said so), no further edge would announce
+//! it, so the connection reads on until it sees it. Reading
 //! stops while answers wait for room in the core's transmit buffer (the core itself stops
 //! taking frames while that buffer is full), so a client that does not read its answers
 //! stops being read: backpressure, with memory bounded by the buffers and the request
@@ -98,6 +100,9 @@ pub(super) struct Conn {
     /// The socket may have bytes (or its end, or an error) not read yet: set by a readable
     /// event, cleared by a read that comes back short or would block.
     readable: bool,
+    /// An event said the peer's end of stream (or an error) is waiting behind the bytes:
+    /// a short read does not clear `readable` then.
+    peer_ended: bool,
     eof: bool,
     write_failed: bool,
     lingering: Option<Lingering>,
@@ -132,6 +137,7 @@ impl Conn {
             delayed: Vec::new(),
             writable: false,
             readable: true,
+            peer_ended: false,
             eof: false,
             write_failed: false,
             lingering: None,
@@ -144,9 +150,11 @@ impl Conn {
         })
     }
 
-    /// A readable event came: the next drive reads.
-    pub(super) fn set_readable(&mut self) {
+    /// A readable event came (with the peer's end of stream among it when `ended`): the
+    /// next drive reads.
+    pub(super) fn set_readable(&mut self, ended: bool) {
         self.readable = true;
+        self.peer_ended |= ended;
     }
 
     /// The label used in log lines.
@@ -466,7 +474,7 @@ impl Conn {
                     let filled = n == buf.len();
                     self.core.commit_input(now, n);
                     progress = true;
-                    if !filled {
+                    if !filled && !self.peer_ended {
                         // Short: the socket had no more.
                         self.readable = false;
                         break;

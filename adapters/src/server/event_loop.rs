@@ -122,14 +122,13 @@ impl EventLoop {
             }
             tokens.clear();
             tokens.extend(self.events.iter().map(|e| {
-                // Anything the next read would report: bytes, the peer's end, an error.
-                (
-                    e.token(),
-                    e.is_readable() || e.is_read_closed() || e.is_error(),
-                )
+                // Anything the next read would report: bytes, the peer's end, an error;
+                // and whether the peer's end is among it.
+                let ended = e.is_read_closed() || e.is_error();
+                (e.token(), e.is_readable() || ended, ended)
             }));
-            for (token, readable) in tokens.drain(..) {
-                self.on_event(token, readable);
+            for (token, readable, ended) in tokens.drain(..) {
+                self.on_event(token, readable, ended);
             }
             let now = self.shared.clock.now();
             self.take_completions(now);
@@ -154,8 +153,9 @@ impl EventLoop {
         wake.map(|at| to_std(at.saturating_duration_since(now)))
     }
 
-    /// Acts on readiness of `token`; `readable` when a read would find something.
-    fn on_event(&mut self, token: Token, readable: bool) {
+    /// Acts on readiness of `token`; `readable` when a read would find something, `ended`
+    /// when the peer's end of stream (or an error) is among it.
+    fn on_event(&mut self, token: Token, readable: bool, ended: bool) {
         match token {
             WAKER => {} // completions and the shutdown flag are checked every turn
             SIGNALS => self.take_signals(),
@@ -170,7 +170,7 @@ impl EventLoop {
             token => match self.conns.get_mut(&token) {
                 Some(conn) => {
                     if readable {
-                        conn.set_readable();
+                        conn.set_readable(ended);
                     }
                     mark_ready(&mut self.ready, conn, token);
                 }
