@@ -52,17 +52,15 @@ mod test {
             assert!(set.insert(id));
         }
         assert_eq!(set.len(), 1000);
-        let buckets: std::collections::HashSet<u64> = (0..64u64)
-            .map(|id| {
-                let mut h = IdHasher::default();
-                h.write_u64(id);
-                h.finish() >> 58
-            })
-            .collect();
-        assert!(
-            buckets.len() > 32,
-            "{} of 64 top-bit buckets used",
-            buckets.len()
-        );
+        // hashbrown takes the bucket from the low bits and a tag from the top seven.
+        let hash = |id: u64| {
+            let mut h = IdHasher::default();
+            h.write_u64(id);
+            h.finish()
+        };
+        let low: std::collections::HashSet<u64> = (0..64u64).map(|id| hash(id) & 63).collect();
+        assert_eq!(low.len(), 64, "64 consecutive ids, 64 low-bit buckets");
+        let top: std::collections::HashSet<u64> = (0..64u64).map(|id| hash(id) >> 58).collect();
+        assert!(top.len() > 32, "{} of 64 top-bit tags used", top.len());
     }
 }

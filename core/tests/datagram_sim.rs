@@ -697,6 +697,67 @@ fn application_busy_frees_the_entry_for_the_next_copy() {
     assert_eq!(s.stats().replayed, 0);
 }
 
+/// A copy answered busy was not lost: it does not use up one of `max_attempts`, so a call
+/// keeps trying until its deadline however often the server is busy.
+#[test]
+fn busy_answers_do_not_use_up_attempts() {
+    let mut cfg = config();
+    cfg.max_attempts = 2;
+    let mut c = client(cfg, 78, 4);
+    let id = c
+        .call(Instant::ZERO, "m", b"", Some(Duration::from_secs(2)))
+        .unwrap();
+    let busy = Frame::Response(wirecall_core::wire::Response {
+        id,
+        reply: Reply::Busy { retry_after_ms: 5 },
+    });
+    let mut d = [0u8; MTU];
+    let n = encode_datagram(DatagramHeader::new(78, 0), &busy, &mut d).unwrap();
+    let mut now = Instant::ZERO;
+    for _ in 0..6 {
+        assert!(c.poll_transmit(now).is_some(), "a copy at {now}");
+        now = now.saturating_add(Duration::from_millis(1));
+        assert_eq!(c.handle_datagram(now, &d[..n]), None);
+        now = c.poll_timeout().unwrap();
+    }
+    assert_eq!(
+        c.stats().transmissions,
+        6,
+        "three times max_attempts, all answered busy"
+    );
+    // Two copies lost in a row (no answer at all) end the retransmissions as usual.
+    assert!(c.poll_transmit(now).is_some());
+    now = c.poll_timeout().unwrap();
+    assert!(c.poll_transmit(now).is_some());
+    assert_eq!(
+        c.poll_timeout(),
+        Some(Instant::ZERO.saturating_add(Duration::from_secs(2)))
+    );
+}
+
+/// A call that ended by a cancel is acknowledged after its cancel went out, so the server
+/// can forget it even if the client makes no further call.
+#[test]
+fn a_cancelled_call_is_acknowledged() {
+    let mut c = client(config(), 79, 4);
+    let first = c.call(Instant::ZERO, "m", b"", None).unwrap();
+    let second = c.call(Instant::ZERO, "m", b"", None).unwrap();
+    while c.poll_transmit(Instant::ZERO).is_some() {}
+    assert!(c.cancel(second));
+    assert!(matches!(c.poll_event(), Some(DatagramEvent::Failed { .. })));
+    let cancel = c.poll_transmit(Instant::ZERO).expect("the cancel").to_vec();
+    assert_eq!(cancel[DatagramHeader::LEN], 3, "a cancel frame");
+    // The ack is due a quarter of initial_rto later (10 ms / 4 here)...
+    let at = Instant::from_micros(2_500);
+    assert!(c.poll_timeout().is_some_and(|t| t <= at));
+    let ack = c.poll_transmit(at).expect("an acknowledgement").to_vec();
+    let (header, body) = DatagramHeader::parse(&ack).unwrap();
+    assert_eq!(Frame::decode(body).unwrap(), Frame::Ping { nonce: 0 });
+    // ...and says: floor is the first call, still waiting; the second has ended.
+    assert_eq!((header.floor, header.acks), (first.0, 0b1));
+    assert_eq!(c.stats().acks, 1);
+}
+
 #[test]
 fn busy_answer_delays_retransmission_but_does_not_end_the_call() {
     let cfg = config();

@@ -1369,9 +1369,9 @@ fn datagram_seeds_do_what_they_say() {
     assert_eq!(server("floor-stale"), s(3, 0, 0, 1, 3, 3));
     assert_eq!(server("rejects-raw-busy"), s(1, 4, 0, 0, 2, 0));
     assert_eq!(server("app-busy-then-rerun"), s(2, 2, 2, 0, 0, 1));
-    // A call ended by an answer is acknowledged once the client has nothing else to send.
+    // Calls ended by an answer or a cancel are acknowledged once nothing else is sent.
     assert_eq!(client("echo"), c(1, 1, 0, 0, 1, 0, 1));
-    assert_eq!(client("retransmit-cancel"), c(3, 0, 3, 1, 5, 2, 0));
-    assert_eq!(client("timeout-and-late"), c(2, 0, 2, 2, 3, 2, 0));
+    assert_eq!(client("retransmit-cancel"), c(3, 0, 3, 1, 5, 2, 1));
+    assert_eq!(client("timeout-and-late"), c(2, 0, 2, 2, 3, 2, 1));
     assert_eq!(client("busy-wrong-epoch-raw"), c(1, 0, 1, 0, 2, 0, 1));
 }

@@ -15,6 +15,8 @@ use std::time::Duration;
 
 use wirecall_core::client::CallError as CoreCallError;
 use wirecall_core::datagram::{DatagramCallSlot, DatagramClient as CoreClient, DatagramEvent};
+use wirecall_core::wire::Frame;
+use wirecall_core::wire::datagram::DatagramHeader;
 use wirecall_core::{Instant, RequestId};
 
 use super::outcomes::Outcomes;
@@ -33,6 +35,8 @@ const MIN_RECEIVE: usize = 64 * 1024;
 /// The longest single wait, a safety net: the core always has a deadline to wake for
 /// while a call is in flight.
 const MAX_WAIT: Duration = Duration::from_secs(1);
+/// The shortest wait for room for a held datagram.
+const HELD_WAIT: Duration = Duration::from_millis(1);
 /// A call submitted after the client has read nothing for this long first takes the
 /// answers that came meanwhile, so it does not retransmit calls already answered.
 const IDLE_LOOK: Duration = Duration::from_millis(1);
@@ -50,6 +54,9 @@ pub(super) struct DatagramClient {
     /// A datagram the socket had no room for (the server's queue was full), sent before
     /// anything else once there is room.
     held: Vec<u8>,
+    /// The call the held datagram is a request of (`None`: a cancel or an ack), so that a
+    /// copy whose call has ended meanwhile is dropped instead of sent late.
+    held_call: Option<RequestId>,
     /// Call slots of the core.
     slots: usize,
     outcomes: Outcomes,
@@ -101,14 +108,16 @@ impl DatagramClient {
             buf: vec![0u8; dconfig.max_datagram.max(MIN_RECEIVE).saturating_add(1)]
                 .into_boxed_slice(),
             held: Vec::new(),
+            held_call: None,
             slots,
             outcomes: Outcomes::default(),
             last_read: Instant::ZERO,
         })
     }
 
-    /// Starts a call and sends its first copy. Blocks only while every call slot is taken
-    /// (until a call ends).
+    /// Starts a call and sends its first copy. Blocks only while every call slot is taken,
+    /// or while the call would be more than 64 ids past the oldest call still waiting (so
+    /// the server can be told it ended), until a call ends.
     pub(super) fn submit(
         &mut self,
         method: &str,
@@ -186,13 +195,6 @@ impl DatagramClient {
         wirecall_core::client::CloseReason::Graceful
     }
 
-    /// Tells the server, without waiting, which answered calls it may forget, if it has
-    /// not been told yet (one datagram, best effort).
-    fn acknowledge(&mut self) {
-        self.core.acknowledge_now();
-        self.send_out();
-    }
-
     /// Waits for one datagram or the core's next timer, whichever comes first, and acts
     /// on it: one `recv` in the common case. When a timer is already due, the answers that
     /// came are read first, so a client that was busy elsewhere does not retransmit calls
@@ -204,22 +206,22 @@ impl DatagramClient {
             .poll_timeout()
             .map_or(MAX_WAIT, |at| to_std(at.saturating_duration_since(now)))
             .min(MAX_WAIT);
-        if timeout.is_zero() {
-            self.pump();
-            return;
-        }
-        if self.held.is_empty() {
-            match self.socket.recv_wait(&mut self.buf, Some(timeout)) {
-                Ok(Some(len)) => self.take_datagram(len),
-                Ok(None) => {}
-                Err(e) => self.receive_failed(&e),
-            }
-        } else {
-            // Waiting for room for the held datagram, and for answers meanwhile.
-            match self.socket.wait_ready(true, Some(timeout)) {
+        if !self.held.is_empty() {
+            // Everything due waits behind the held datagram: wait for room for it (at least
+            // a moment, or a due timer would spin), reading answers meanwhile.
+            match self.socket.wait_ready(true, Some(timeout.max(HELD_WAIT))) {
                 Ok(_) => {
                     self.read_now();
                 }
+                Err(e) => self.receive_failed(&e),
+            }
+        } else if timeout.is_zero() {
+            self.pump();
+            return;
+        } else {
+            match self.socket.recv_wait(&mut self.buf, Some(timeout)) {
+                Ok(Some(len)) => self.take_datagram(len),
+                Ok(None) => {}
                 Err(e) => self.receive_failed(&e),
             }
         }
@@ -242,6 +244,17 @@ impl DatagramClient {
     /// no room (the rest waits its turn: the core hands out what is due again later).
     fn send_out(&mut self) -> bool {
         let mut progress = false;
+        let now = self.clock.now();
+        if let Some(id) = self.held_call {
+            // A held request whose call has since ended (answered, timed out, cancelled)
+            // must not go out late: the server may have forgotten the call by then and
+            // would run it again.
+            self.core.handle_timeout(now);
+            if !self.core.is_waiting(id) {
+                self.held.clear();
+                self.held_call = None;
+            }
+        }
         if !self.held.is_empty() {
             match self.socket.send_now(&self.held) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
@@ -251,9 +264,9 @@ impl DatagramClient {
                 _ => {}
             }
             self.held.clear();
+            self.held_call = None;
             progress = true;
         }
-        let now = self.clock.now();
         while let Some(datagram) = self.core.poll_transmit(now) {
             progress = true;
             match self.socket.send_now(datagram) {
@@ -261,6 +274,7 @@ impl DatagramClient {
                 Err(e) if is_retry(&e) => {
                     // The server's queue is full (Unix datagram sockets queue only a few):
                     // keep the datagram until there is room rather than lose it.
+                    self.held_call = request_id(datagram);
                     self.held.extend_from_slice(datagram);
                     break;
                 }
@@ -331,10 +345,27 @@ impl DatagramClient {
 }
 
 impl Drop for DatagramClient {
-    /// The server forgets this client's answered calls at once rather than when their
-    /// windows close.
+    /// Tells the server, with one datagram and without waiting, which calls it may forget
+    /// (if it has not been told yet), so it need not keep them until their windows close.
+    /// Nothing else is sent: no retransmission of an abandoned call.
     fn drop(&mut self) {
-        self.acknowledge();
+        if let Some(ack) = self.core.acknowledgement() {
+            if let Err(e) = self.socket.send_now(ack) {
+                log::debug!(
+                    "{}: the last acknowledgement was not sent: {e}",
+                    self.endpoint
+                );
+            }
+        }
+    }
+}
+
+/// The id of the request in `datagram`, if it is one.
+fn request_id(datagram: &[u8]) -> Option<RequestId> {
+    let (_, body) = DatagramHeader::parse(datagram).ok()?;
+    match Frame::decode(body).ok()? {
+        Frame::Request(request) => Some(request.id),
+        _ => None,
     }
 }
 

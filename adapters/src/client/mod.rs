@@ -134,9 +134,11 @@ impl Client {
     /// one write with the first call submitted after the last of those outcomes is
     /// collected, or when the client next waits (or [`service`](Self::service)s), or as
     /// soon as 16 KiB are queued. So a loop that takes one answer and submits one new
-    /// call writes once per batch of answers the client read. Blocks only while as many calls are in flight as
-    /// allowed (`ClientConfig::connection.max_in_flight`, or the server's lower limit on a
-    /// stream) until one ends, or while a stream's transmit buffer is full.
+    /// call writes once per batch of answers the client read. Blocks only while as many
+    /// calls are in flight as allowed (`ClientConfig::connection.max_in_flight`, or the
+    /// server's lower limit on a stream), or on a datagram endpoint while the call would
+    /// be more than 64 ids past the oldest call still waiting, until a call ends; or while
+    /// a stream's transmit buffer is full.
     ///
     /// # Errors
     ///

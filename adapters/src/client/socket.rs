@@ -6,15 +6,17 @@
 //! `MSG_DONTWAIT`. A wait for answers is a plain blocking `recv`, bounded by the socket's
 //! receive timeout (`SO_RCVTIMEO`) so that the core's timers (deadlines, retransmissions,
 //! keepalive) still fire. Setting that timeout is a system call of its own, so it is set
-//! only when a wait must end sooner than the timeout in force, and then to the largest
-//! power of two of microseconds that ends in time: a run of calls with the same budget
-//! sets it once, and a long wait wakes early a few times at most (an early wake costs one
-//! turn of the caller's loop, nothing else).
+//! only when a wait must end sooner than the timeout in force, or is more than four times
+//! longer, and then to the largest power of two of microseconds that ends in time: a run of
+//! calls with the same budget sets it once, and a long wait wakes early a few times at most
+//! (an early wake costs one turn of the caller's loop, nothing else).
 //!
-//! The receive timeout counts in scheduler ticks (up to 4 ms), so waits shorter than
-//! [`PRECISE_BELOW`] use `poll(2)` instead, whose timer is precise. So does a wait while
-//! bytes are still to be sent: the send buffer is full then, and the client must read
-//! answers while it waits for room (a server stops reading a client that does not read).
+//! The kernel runs the receive timeout on its timer wheel, which may fire it late by a
+//! scheduler tick (10 ms at `HZ=100`) or by up to an eighth of a long timeout; the timeout
+//! is set that much short of the wait. Waits shorter than [`PRECISE_BELOW`] use `poll(2)`
+//! instead, whose timer is precise. So does a wait while bytes are still to be sent: the
+//! send buffer is full then, and the client must read answers while it waits for room (a
+//! server stops reading a client that does not read).
 
 use std::io;
 use std::os::fd::OwnedFd;
@@ -26,10 +28,10 @@ use rustix::net::sockopt::{Timeout, set_socket_timeout};
 use rustix::net::{RecvFlags, SendFlags, Shutdown};
 
 /// Waits shorter than this use `poll(2)`, which wakes on time; longer ones the receive
-/// timeout, which may wake up to a scheduler tick late (and so ends one tick early).
-const PRECISE_BELOW: Duration = Duration::from_millis(20);
-/// The scheduler tick the receive timeout may overshoot by (4 ms at `HZ=250`).
-const TICK: Duration = Duration::from_millis(4);
+/// timeout, set short of the wait by its possible lateness.
+const PRECISE_BELOW: Duration = Duration::from_millis(40);
+/// The longest scheduler tick the receive timeout may overshoot by (10 ms at `HZ=100`).
+const TICK: Duration = Duration::from_millis(10);
 /// The longest single blocking wait. Without a timer the caller still wakes this often,
 /// which costs nothing worth counting and keeps a wait bounded.
 const LONGEST: Duration = Duration::from_secs(32);
@@ -84,9 +86,13 @@ impl Socket {
                 Err(e) => Err(e),
             };
         }
-        // Ends before `limit` even when the kernel rounds up to its next tick.
-        let enough = limit.saturating_sub(TICK);
-        if self.receive_timeout.is_none_or(|set| set > enough) {
+        // Ends before `limit` even when the timer wheel fires late: by a tick, or by up to
+        // an eighth of a long timeout.
+        let enough = limit.saturating_sub(TICK.max(limit / 8));
+        let reset = self
+            .receive_timeout
+            .is_none_or(|set| set > enough || set.saturating_mul(4) < enough);
+        if reset {
             let set = power_of_two_at_most(enough);
             set_socket_timeout(&self.fd, Timeout::Recv, Some(set))?;
             self.receive_timeout = Some(set);
@@ -188,6 +194,39 @@ mod test {
             assert_eq!(socket.recv_wait(&mut buf, Some(wait)).unwrap(), Some(2));
             assert_eq!(&buf[..2], b"hi");
         }
+    }
+
+    #[test]
+    fn the_receive_timeout_follows_the_waits() {
+        let (mut socket, _peer) = pair();
+        let mut buf = [0u8; 4];
+        assert_eq!(
+            socket
+                .recv_wait(&mut buf, Some(Duration::from_millis(60)))
+                .unwrap(),
+            None
+        );
+        let short = socket.receive_timeout.unwrap();
+        assert!(short <= Duration::from_millis(50), "{short:?}");
+        // A wait a little longer keeps it (no system call); one much longer raises it.
+        assert_eq!(
+            socket
+                .recv_wait(&mut buf, Some(Duration::from_millis(80)))
+                .unwrap(),
+            None
+        );
+        assert_eq!(socket.receive_timeout, Some(short));
+        assert_eq!(
+            socket
+                .recv_wait(&mut buf, Some(Duration::from_millis(400)))
+                .unwrap(),
+            None
+        );
+        let long = socket.receive_timeout.unwrap();
+        assert!(
+            long > short.saturating_mul(4) && long <= Duration::from_millis(350),
+            "{long:?}"
+        );
     }
 
     #[test]

@@ -49,13 +49,20 @@ use crate::stream::{interrupted, would_block};
 
 /// Datagrams read from one socket per turn of the loop before other work gets a turn.
 const READS_PER_TURN: usize = 256;
-/// Answers held because the peer's queue was full (a Unix datagram socket queues only
-/// `net.unix.max_dgram_qlen` datagrams, 10 by default), at most; while this many wait,
-/// the endpoint reads nothing (the kernel queues or drops new datagrams meanwhile).
-const MAX_UNSENT: usize = 4096;
-/// How often held answers are tried again: a full Unix datagram queue raises no event on
-/// an unconnected socket, so the loop polls for room.
+/// Bytes of answers held because the peer's queue was full (a Unix datagram socket queues
+/// only `net.unix.max_dgram_qlen` datagrams, 10 by default), at most; past it a refused
+/// answer is dropped and counted, as any lost datagram (the client retransmits, the cache
+/// replays), so a peer that never reads costs a bounded amount and never stops the
+/// endpoint from reading.
+const MAX_UNSENT_BYTES: usize = 1 << 20;
+/// Held answers tried per turn at most, oldest first.
+const RETRIES_PER_TURN: usize = 16;
+/// How soon held answers are first tried again: a full Unix datagram queue raises no event
+/// on an unconnected socket, so the loop polls for room; the wait doubles, up to
+/// [`RETRY_UNSENT_MAX`], while nothing goes out.
 const RETRY_UNSENT: wirecall_core::Duration = wirecall_core::Duration::from_millis(1);
+/// The longest wait between tries of held answers.
+const RETRY_UNSENT_MAX: wirecall_core::Duration = wirecall_core::Duration::from_millis(64);
 /// A held answer still not taken after this long is dropped (and counted): the client
 /// retransmits, and the cache replays it.
 const UNSENT_TIMEOUT: wirecall_core::Duration = wirecall_core::Duration::from_secs(1);
@@ -118,10 +125,50 @@ pub(super) struct Datagram<S: DatagramSocket> {
     seen: DatagramServerStats,
     /// The last read stopped before the socket would block: read again next turn.
     readable: bool,
-    /// Answers the socket had no room for, oldest first, with when they were made.
-    unsent: VecDeque<(Instant, S::Peer, Vec<u8>)>,
-    /// The time of the latest drive: when answers made outside a drive were held.
-    clock_hint: Instant,
+    /// Answers the socket had no room for.
+    unsent: Unsent<S::Peer>,
+}
+
+/// Answers a datagram socket had no room for, oldest first, each with when it was made, to
+/// be tried again (see [`MAX_UNSENT_BYTES`]).
+struct Unsent<P> {
+    queue: VecDeque<(Instant, P, Vec<u8>)>,
+    /// Their bytes.
+    bytes: usize,
+    /// When to try them again, and the wait after that.
+    retry_at: Instant,
+    retry_every: wirecall_core::Duration,
+}
+
+impl<P: Clone> Unsent<P> {
+    fn new() -> Self {
+        Self {
+            queue: VecDeque::new(),
+            bytes: 0,
+            retry_at: Instant::ZERO,
+            retry_every: RETRY_UNSENT,
+        }
+    }
+
+    /// Holds an answer the peer had no room for, to be tried again soon (or drops it,
+    /// counted, when too much is held already).
+    fn hold(&mut self, now: Instant, to: &P, bytes: &[u8], stats: &Stats) {
+        if self.bytes.saturating_add(bytes.len()) > MAX_UNSENT_BYTES {
+            stats.datagram_dropped(DropKind::SendFailed);
+            return;
+        }
+        if self.queue.is_empty() {
+            self.retry_at = now.saturating_add(RETRY_UNSENT);
+            self.retry_every = RETRY_UNSENT;
+        }
+        self.bytes = self.bytes.saturating_add(bytes.len());
+        self.queue.push_back((now, to.clone(), bytes.to_vec()));
+    }
+
+    /// When to try again; `None` when nothing is held.
+    fn next_retry(&self) -> Option<Instant> {
+        self.queue.front().map(|_| self.retry_at)
+    }
 }
 
 impl<S: DatagramSocket> Datagram<S> {
@@ -136,26 +183,41 @@ impl<S: DatagramSocket> Datagram<S> {
             next_seq: 0,
             seen: DatagramServerStats::default(),
             readable: false,
-            unsent: VecDeque::new(),
-            clock_hint: Instant::ZERO,
+            unsent: Unsent::new(),
         }
     }
 
-    /// Tries each held answer once more; drops the ones held too long.
+    /// When their time has come, tries the oldest held answers once more (a few per turn);
+    /// drops the ones held too long.
     fn retry_unsent(&mut self, now: Instant, stats: &Stats) {
-        for _ in 0..self.unsent.len() {
-            let Some((at, to, bytes)) = self.unsent.pop_front() else {
+        let unsent = &mut self.unsent;
+        if unsent.queue.is_empty() || now < unsent.retry_at {
+            return;
+        }
+        let mut sent_any = false;
+        for _ in 0..unsent.queue.len().min(RETRIES_PER_TURN) {
+            let Some((at, to, bytes)) = unsent.queue.pop_front() else {
                 break;
             };
             if now.saturating_duration_since(at) >= UNSENT_TIMEOUT {
                 log::debug!("{}: an answer to {to:?} held too long, dropped", self.label);
                 stats.datagram_dropped(DropKind::SendFailed);
+                unsent.bytes = unsent.bytes.saturating_sub(bytes.len());
                 continue;
             }
             if send(&self.socket, &bytes, &to, &self.label, stats) == SendResult::WouldBlock {
-                self.unsent.push_back((at, to, bytes));
+                unsent.queue.push_back((at, to, bytes));
+            } else {
+                sent_any = true;
+                unsent.bytes = unsent.bytes.saturating_sub(bytes.len());
             }
         }
+        unsent.retry_every = if sent_any {
+            RETRY_UNSENT
+        } else {
+            unsent.retry_every.saturating_mul(2).min(RETRY_UNSENT_MAX)
+        };
+        unsent.retry_at = now.saturating_add(unsent.retry_every);
     }
 
     /// Reads and handles datagrams until the socket would block, or for one turn's worth.
@@ -216,7 +278,7 @@ impl<S: DatagramSocket> Datagram<S> {
             Received::Reply(bytes) => {
                 let stats = &shared.stats;
                 if send(&self.socket, bytes, peer, &self.label, stats) == SendResult::WouldBlock {
-                    hold(&mut self.unsent, now, peer, bytes, stats);
+                    self.unsent.hold(now, peer, bytes, stats);
                 }
                 return;
             }
@@ -233,7 +295,7 @@ impl<S: DatagramSocket> Datagram<S> {
             _ => return,
         };
         match answer {
-            Some(answer) => self.answer(handle, answer, &shared.stats),
+            Some(answer) => self.answer(now, handle, answer, &shared.stats),
             None => {
                 if self.running.insert(handle) {
                     shared.stats.datagram_running(true);
@@ -265,7 +327,7 @@ impl<S: DatagramSocket> Datagram<S> {
                 self.delayed.insert((at, self.next_seq), (handle, answer));
                 self.next_seq = self.next_seq.wrapping_add(1);
             }
-            _ => self.answer(handle, answer, stats),
+            _ => self.answer(now, handle, answer, stats),
         }
         self.sync_stats(stats);
     }
@@ -278,7 +340,7 @@ impl<S: DatagramSocket> Datagram<S> {
                 break;
             }
             let (handle, answer) = entry.remove();
-            self.answer(handle, answer, stats);
+            self.answer(now, handle, answer, stats);
             any = true;
         }
         if any {
@@ -287,7 +349,7 @@ impl<S: DatagramSocket> Datagram<S> {
     }
 
     /// Gives the core the answer to a call and sends what it returns.
-    fn answer(&mut self, handle: RequestHandle, answer: Answer, stats: &Stats) {
+    fn answer(&mut self, now: Instant, handle: RequestHandle, answer: Answer, stats: &Stats) {
         if self.running.remove(&handle) {
             stats.datagram_running(false);
         }
@@ -306,7 +368,7 @@ impl<S: DatagramSocket> Datagram<S> {
                 Ok(transmit) => {
                     let (bytes, to) = (transmit.bytes, transmit.to);
                     if send(&self.socket, bytes, to, &self.label, stats) == SendResult::WouldBlock {
-                        hold(&mut self.unsent, self.clock_hint, to, bytes, stats);
+                        self.unsent.hold(now, to, bytes, stats);
                     }
                     return;
                 }
@@ -346,15 +408,12 @@ impl<S: DatagramSocket> Datagram<S> {
 
     /// No call is running or held, and no answer waits to be sent.
     fn is_idle(&self) -> bool {
-        self.running.is_empty() && self.delayed.is_empty() && self.unsent.is_empty()
+        self.running.is_empty() && self.delayed.is_empty() && self.unsent.queue.is_empty()
     }
 
     fn next_wakeup(&self) -> Option<Instant> {
         let delayed = self.delayed.keys().next().map(|(at, _)| *at);
-        let retry = self
-            .unsent
-            .front()
-            .map(|_| self.clock_hint.saturating_add(RETRY_UNSENT));
+        let retry = self.unsent.next_retry();
         [delayed, retry].into_iter().flatten().min()
     }
 
@@ -368,22 +427,6 @@ impl<S: DatagramSocket> Datagram<S> {
             stats.datagram_running(false);
         }
         self.delayed.clear();
-    }
-}
-
-/// Holds an answer the peer had no room for, to be tried again (or drops it, counted,
-/// when too many are held already).
-fn hold<P: Clone>(
-    unsent: &mut VecDeque<(Instant, P, Vec<u8>)>,
-    now: Instant,
-    to: &P,
-    bytes: &[u8],
-    stats: &Stats,
-) {
-    if unsent.len() < MAX_UNSENT {
-        unsent.push_back((now, to.clone(), bytes.to_vec()));
-    } else {
-        stats.datagram_dropped(DropKind::SendFailed);
     }
 }
 
@@ -529,10 +572,9 @@ impl DatagramListener {
     /// (unless too many answers wait for room).
     pub(super) fn drive(&mut self, token: Token, now: Instant, shared: &Shared) {
         each!(self, d => {
-            d.clock_hint = now;
             d.retry_unsent(now, &shared.stats);
             d.release_due(now, &shared.stats);
-            if d.readable && d.unsent.len() < MAX_UNSENT {
+            if d.readable {
                 d.read(token, now, shared);
             }
         });

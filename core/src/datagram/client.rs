@@ -311,7 +311,7 @@ where
         let Some(index) = self.slots.as_ref().iter().position(|s| {
             s.cancel_owed || (s.state == SlotState::Active && s.next_send.is_some_and(|t| t <= now))
         }) else {
-            return self.acknowledgement(now);
+            return self.due_acknowledgement(now);
         };
         // This datagram carries the news of every call ended so far.
         self.ack_at = None;
@@ -319,7 +319,8 @@ where
         let jitter = self.jitter();
         let config = self.config;
         let slot = self.slots.as_mut().get_mut(index)?;
-        if slot.cancel_owed {
+        let cancel = slot.cancel_owed;
+        if cancel {
             slot.cancel_owed = false;
             if slot.state == SlotState::Reported {
                 slot.state = SlotState::Free;
@@ -348,6 +349,11 @@ where
             };
         }
         let len = slot.len;
+        if cancel {
+            // The cancelled call has now ended for good: let the server know, unless a
+            // later datagram does.
+            self.owe_ack(now);
+        }
         let start = self.chunk_range(index).start;
         let datagram = self
             .storage
@@ -366,11 +372,19 @@ where
 
     /// An acknowledgement datagram, when one is due: answers came, and no other datagram
     /// has told the server since.
-    fn acknowledgement(&mut self, now: Instant) -> Option<&[u8]> {
+    fn due_acknowledgement(&mut self, now: Instant) -> Option<&[u8]> {
         if self.ack_at.is_none_or(|at| at > now) {
             return None;
         }
-        self.ack_at = None;
+        self.acknowledgement()
+    }
+
+    /// The owed acknowledgement now, without its short delay, and nothing else: for a
+    /// client about to go quiet (closing, dropped, or making no call for a while), so the
+    /// server forgets its answered calls at once. `None` when nothing is owed.
+    #[must_use = "the datagram must be sent to the server"]
+    pub fn acknowledgement(&mut self) -> Option<&[u8]> {
+        self.ack_at.take()?;
         let (floor, acks) = self.floor_and_acks();
         let header = DatagramHeader::new(self.epoch, floor).with_acks(acks);
         let len = encode_datagram(header, &Frame::Ping { nonce: 0 }, &mut self.ack_buf).ok()?;
@@ -378,13 +392,10 @@ where
         self.ack_buf.get(..len)
     }
 
-    /// Makes an owed acknowledgement due now rather than after its short delay: call it
-    /// before the client goes quiet (closes, or will make no call for a while), so the
-    /// server forgets the answered calls at once.
-    pub fn acknowledge_now(&mut self) {
-        if self.ack_at.is_some() {
-            self.ack_at = Some(Instant::ZERO);
-        }
+    /// `true` while call `id` waits for its outcome (made, not ended).
+    #[must_use]
+    pub fn is_waiting(&self, id: RequestId) -> bool {
+        self.active_index(id).is_some()
     }
 
     /// The floor, and the acks: bit `i` set when call `floor + 1 + i` was made and has
@@ -466,14 +477,15 @@ where
             }
             Reply::Busy { retry_after_ms } => {
                 // The server has no entry for this call, but an earlier copy may still be
-                // on its way: keep the call, and retry when the hint says. The copy was
-                // not lost, so neither the loss backoff nor an attempt applies: under
-                // overload a call keeps trying at the server's pace until its deadline.
+                // on its way: keep the call, and retry no sooner than the hint nor the
+                // backoff (which keeps doubling, so an overloaded server is not pressed
+                // harder). The copy was not lost, so it does not use up an attempt: a
+                // call keeps its turn until its deadline.
                 self.stats.busy = self.stats.busy.saturating_add(1);
                 let hint = now.saturating_add(Duration::from_millis(u64::from(retry_after_ms)));
                 if let Some(slot) = self.slots.as_mut().get_mut(index) {
                     slot.busy_answers = slot.busy_answers.saturating_add(1);
-                    slot.next_send = Some(hint);
+                    slot.next_send = Some(slot.next_send.map_or(hint, |t| t.max(hint)));
                 }
                 return None;
             }

@@ -63,11 +63,12 @@ pub struct DatagramConfig {
     pub initial_rto: Duration,
     /// Longest wait between two transmissions; the doubling stops here. Default: 2 s.
     pub max_rto: Duration,
-    /// Transmissions of one request at most, the first included. Default: 32: after the
-    /// doubling reaches `max_rto` the client keeps trying every `max_rto` until the call's
-    /// deadline (32 covers the server's longest budget, 60 s), so a server that was
-    /// overloaded for a few seconds still answers a call with a long budget; the deadline,
-    /// not the count, usually ends a call.
+    /// Transmissions of one request at most, the first included (copies answered `Busy`
+    /// do not count: they were not lost). Default: 32: after the doubling reaches
+    /// `max_rto` the client keeps trying every `max_rto` until the call's deadline (with
+    /// the default timers the 32nd copy leaves 55 s or more after the first), so a server
+    /// that was overloaded for a few seconds still answers a call with a long budget; the
+    /// deadline, not the count, usually ends a call.
     pub max_attempts: u32,
     /// Each wait is stretched by a random factor in `[1, 1 + jitter_per_mille/1000]`, so
     /// clients that lost the same datagram do not retransmit in step. Default: 500 (up to
