@@ -131,6 +131,12 @@ pub const MAX_DATAGRAM_LIMIT: usize = 16 * 1024 * 1024;
 /// The largest `datagram_cache` the adapter allocates: 1,048,576 entries.
 pub const MAX_DATAGRAM_CACHE: usize = 1 << 20;
 
+/// The receive buffer UDP sockets ask for, server and client: a burst of first copies from
+/// many clients, or a window of 64 answers of 4 KiB, overflows the default 208 KiB. The
+/// kernel caps the request at twice `net.core.rmem_max`; a smaller buffer still works,
+/// with retransmissions.
+pub(crate) const UDP_RECEIVE_BUFFER: usize = 4 << 20;
+
 /// The datagram configuration for one endpoint: `base`, with `max_datagram` replaced by
 /// `unix_max` on a `unix-dgram:` endpoint.
 pub(crate) fn datagram_config(

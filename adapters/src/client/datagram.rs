@@ -20,12 +20,15 @@ use wirecall_core::wire::datagram::DatagramHeader;
 use wirecall_core::{Instant, RequestId};
 
 use super::outcomes::Outcomes;
-use super::socket::{Socket, is_retry};
+use super::socket::Socket;
 use super::{CallError, Outcome};
 use crate::clock::{Clock, to_core, to_std};
-use crate::config::{ClientConfig, datagram_config, datagram_storage, table_len};
+use crate::config::{
+    ClientConfig, UDP_RECEIVE_BUFFER, datagram_config, datagram_storage, table_len,
+};
 use crate::endpoint::Endpoint;
 use crate::error::Error;
+use crate::stream::{interrupted, would_block};
 
 /// Datagrams read per turn before events are handled.
 const READS_PER_TURN: usize = 64;
@@ -90,10 +93,9 @@ impl DatagramClient {
         )?;
         let (fd, dir) = open(endpoint)?;
         if matches!(endpoint, Endpoint::Udp(..)) {
-            // Room for the answers to a window of calls arriving together (64 answers of
-            // 4 KiB overflow the default 208 KiB); the kernel caps this at twice
-            // `net.core.rmem_max`, and a smaller buffer still works, with retransmissions.
-            if let Err(e) = rustix::net::sockopt::set_socket_recv_buffer_size(&fd, 4 << 20) {
+            // Room for the answers to a window of calls arriving together.
+            let size = UDP_RECEIVE_BUFFER;
+            if let Err(e) = rustix::net::sockopt::set_socket_recv_buffer_size(&fd, size) {
                 log::debug!("{endpoint}: cannot enlarge the receive buffer: {e}");
             }
         }
@@ -124,19 +126,22 @@ impl DatagramClient {
         body: &[u8],
         timeout: Option<Duration>,
     ) -> Result<RequestId, CallError> {
-        let idle = self.clock.now().saturating_duration_since(self.last_read);
-        if idle >= to_core(IDLE_LOOK) {
+        let mut now = self.clock.now();
+        if now.saturating_duration_since(self.last_read) >= to_core(IDLE_LOOK) {
             self.pump();
+            now = self.clock.now();
         }
         loop {
-            let now = self.clock.now();
             match self.core.call(now, method, body, timeout.map(to_core)) {
                 Ok(id) => {
                     self.outcomes.submitted(id);
                     self.send_out();
                     return Ok(id);
                 }
-                Err(CoreCallError::TooManyInFlight) => self.turn(),
+                Err(CoreCallError::TooManyInFlight) => {
+                    self.turn();
+                    now = self.clock.now();
+                }
                 Err(e) => return Err(CallError::not_sent(e)),
             }
         }
@@ -257,8 +262,8 @@ impl DatagramClient {
         }
         if !self.held.is_empty() {
             match self.socket.send_now(&self.held) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
-                Err(e) if !is_retry(&e) => {
+                Err(e) if would_block(&e) => return false,
+                Err(e) if !interrupted(&e) => {
                     log::debug!("{}: a datagram was not sent: {e}", self.endpoint);
                 }
                 _ => {}
@@ -271,7 +276,7 @@ impl DatagramClient {
             progress = true;
             match self.socket.send_now(datagram) {
                 Ok(_) => {}
-                Err(e) if is_retry(&e) => {
+                Err(e) if would_block(&e) || interrupted(&e) => {
                     // The server's queue is full (Unix datagram sockets queue only a few):
                     // keep the datagram until there is room rather than lose it.
                     self.held_call = request_id(datagram);
@@ -293,8 +298,8 @@ impl DatagramClient {
         for _ in 0..READS_PER_TURN {
             match self.socket.recv_now(&mut self.buf) {
                 Ok(len) => self.take_datagram(len),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if would_block(&e) => break,
+                Err(e) if interrupted(&e) => continue,
                 Err(e) => self.receive_failed(&e),
             }
             progress = true;

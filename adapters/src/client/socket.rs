@@ -27,6 +27,8 @@ use rustix::io::Errno;
 use rustix::net::sockopt::{Timeout, set_socket_timeout};
 use rustix::net::{RecvFlags, SendFlags, Shutdown};
 
+use crate::stream::{interrupted, would_block};
+
 /// Waits shorter than this use `poll(2)`, which wakes on time; longer ones the receive
 /// timeout, set short of the wait by its possible lateness.
 const PRECISE_BELOW: Duration = Duration::from_millis(40);
@@ -82,7 +84,7 @@ impl Socket {
             }
             return match self.recv_now(buf) {
                 Ok(n) => Ok(Some(n)),
-                Err(e) if is_retry(&e) => Ok(None),
+                Err(e) if would_block(&e) || interrupted(&e) => Ok(None),
                 Err(e) => Err(e),
             };
         }
@@ -128,14 +130,6 @@ impl Socket {
     pub(super) fn shutdown_write(&self) -> io::Result<()> {
         Ok(rustix::net::shutdown(&self.fd, Shutdown::Write)?)
     }
-}
-
-/// `true` for errors after which the same call may simply be made again later.
-pub(super) fn is_retry(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
-    )
 }
 
 /// The largest power of two of microseconds not above `d` (at least 1 µs).
@@ -234,14 +228,14 @@ mod test {
         let (socket, peer) = pair();
         let mut buf = [0u8; 16];
         let e = socket.recv_now(&mut buf).unwrap_err();
-        assert!(is_retry(&e));
+        assert!(would_block(&e));
         // Fill the peer's receive buffer: the send that does not fit would block.
         let chunk = [7u8; 4096];
         let mut sent = 0usize;
         loop {
             match socket.send_now(&chunk) {
                 Ok(n) => sent += n,
-                Err(e) if is_retry(&e) => break,
+                Err(e) if would_block(&e) => break,
                 Err(e) => panic!("{e}"),
             }
             assert!(sent < 64 << 20, "the send buffer never filled");

@@ -23,12 +23,13 @@ use wirecall_core::client::{
 use wirecall_core::{Instant, RequestId};
 
 use super::outcomes::Outcomes;
-use super::socket::{Socket, is_retry};
+use super::socket::Socket;
 use super::{CallError, Outcome};
 use crate::clock::{Clock, to_core, to_std};
 use crate::config::{ClientConfig, buffer_len, table_len};
 use crate::endpoint::Endpoint;
 use crate::error::Error;
+use crate::stream::{interrupted, would_block};
 
 /// Reads per turn before events are handled.
 const READS_PER_TURN: usize = 16;
@@ -312,8 +313,8 @@ impl StreamClient {
                     self.core.advance_transmit(n);
                     progress = true;
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return progress,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if would_block(&e) => return progress,
+                Err(e) if interrupted(&e) => {}
                 result => {
                     // The server is gone; reading will see the end of the stream.
                     if let Err(e) = result {
@@ -371,7 +372,7 @@ impl StreamClient {
                         break;
                     }
                 }
-                Err(e) if is_retry(&e) => break,
+                Err(e) if would_block(&e) || interrupted(&e) => break,
                 Err(e) => {
                     self.broken("read", &e);
                     return true;

@@ -14,6 +14,7 @@ use mio::event::Source;
 use mio::net::{TcpListener, UdpSocket, UnixDatagram, UnixListener};
 use mio::{Interest, Registry, Token};
 
+use crate::config::UDP_RECEIVE_BUFFER;
 use crate::endpoint::Endpoint;
 use crate::error::Error;
 use crate::stream::{Stream, set_nodelay};
@@ -132,10 +133,9 @@ pub(super) fn bind_unix_datagram(
 /// chose).
 pub(super) fn bind_udp(endpoint: &Endpoint) -> Result<(UdpSocket, Endpoint), Error> {
     let socket = bind_first(endpoint, UdpSocket::bind)?;
-    // A burst of first copies from many clients at once otherwise overflows the default
-    // receive buffer (208 KiB holds only a few hundred small datagrams); the kernel caps the
-    // request at twice `net.core.rmem_max`, and a smaller buffer still works.
-    if let Err(e) = rustix::net::sockopt::set_socket_recv_buffer_size(&socket, UDP_RECEIVE_BUFFER) {
+    // Room for a burst of first copies from many clients at once.
+    let size = UDP_RECEIVE_BUFFER;
+    if let Err(e) = rustix::net::sockopt::set_socket_recv_buffer_size(&socket, size) {
         log::debug!("{endpoint}: cannot enlarge the receive buffer: {e}");
     }
     let local = socket.local_addr().map_err(|source| Error::Listen {
@@ -144,9 +144,6 @@ pub(super) fn bind_udp(endpoint: &Endpoint) -> Result<(UdpSocket, Endpoint), Err
     })?;
     Ok((socket, Endpoint::from_socket_addr(false, local)))
 }
-
-/// The receive buffer a UDP endpoint asks for.
-const UDP_RECEIVE_BUFFER: usize = 4 << 20;
 
 /// Binds the first of `endpoint`'s addresses that `bind` takes.
 fn bind_first<T>(
