@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use wirecall_core::Config;
 use wirecall_core::datagram::DatagramConfig;
-use wirecall_core::wire::{BASELINE_MAX_FRAME_LEN, LEN_PREFIX};
 
 use crate::endpoint::Endpoint;
 
@@ -151,23 +150,23 @@ pub(crate) fn datagram_config(
     config
 }
 
-/// Checks a datagram size and returns `count × max_datagram`, the bytes of a storage of
-/// `count` datagrams.
-pub(crate) fn datagram_storage(max_datagram: usize, count: usize) -> Result<usize, crate::Error> {
-    if max_datagram > MAX_DATAGRAM_LIMIT {
+/// Checks a datagram size, and the storage size the core asked for (`None`: it overflowed).
+pub(crate) fn check_datagram(
+    config: &DatagramConfig,
+    storage: Option<usize>,
+) -> Result<usize, crate::Error> {
+    if config.max_datagram > MAX_DATAGRAM_LIMIT {
         return Err(crate::Error::LimitTooLarge {
             what: "max_datagram",
-            got: u64::try_from(max_datagram).unwrap_or(u64::MAX),
+            got: u64::try_from(config.max_datagram).unwrap_or(u64::MAX),
             max: u64::try_from(MAX_DATAGRAM_LIMIT).unwrap_or(u64::MAX),
         });
     }
-    max_datagram
-        .checked_mul(count)
-        .ok_or(crate::Error::LimitTooLarge {
-            what: "datagram storage",
-            got: u64::MAX,
-            max: u64::try_from(usize::MAX).unwrap_or(u64::MAX),
-        })
+    storage.ok_or(crate::Error::LimitTooLarge {
+        what: "datagram storage",
+        got: u64::MAX,
+        max: u64::try_from(usize::MAX).unwrap_or(u64::MAX),
+    })
 }
 
 /// Checks the limits that size a connection's memory.
@@ -187,18 +186,4 @@ pub(crate) fn check_limits(config: &Config) -> Result<(), crate::Error> {
         });
     }
     Ok(())
-}
-
-/// Bytes of a receive or transmit buffer for a connection with this configuration: one
-/// frame of the largest size plus its length prefix (never under the baseline frame, so a
-/// too-small `max_frame_len` is reported as such by the core, not as a small buffer).
-pub(crate) fn buffer_len(config: &Config) -> usize {
-    usize::try_from(config.max_frame_len.max(BASELINE_MAX_FRAME_LEN))
-        .unwrap_or(usize::MAX)
-        .saturating_add(LEN_PREFIX)
-}
-
-/// Slots of a request or call table for this configuration.
-pub(crate) fn table_len(config: &Config) -> usize {
-    usize::try_from(config.max_in_flight).unwrap_or(usize::MAX)
 }

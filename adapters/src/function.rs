@@ -17,20 +17,14 @@ use wirecall_core::wire::{RejectCode, Reply};
 use crate::error::Error;
 use crate::id_hasher::IdMap;
 
-/// Application error code sent when a function's answer is larger than the client accepts
-/// (the function ran, so this is an error, not a rejection).
-pub const ERROR_ANSWER_TOO_LARGE: u32 = 0xFFFF_FF00;
-/// Application error code sent when a function panicked.
-pub const ERROR_FUNCTION_PANICKED: u32 = 0xFFFF_FF01;
-/// Application error code sent when a deferred function dropped its [`Responder`] unused.
-pub const ERROR_NO_ANSWER: u32 = 0xFFFF_FF02;
-
-/// Rejection code sent on a datagram endpoint when the server is too busy to run a call it
-/// has taken (the worker queue is full, or a function answered [`CallFailure::Busy`]): the
-/// call was not executed. Over datagrams a busy reply is only a retry hint, and the server
-/// would replay it from its call cache to every retransmission, so the call is rejected
-/// instead, which ends it at once. (65,280: an application code, 256 and up.)
-pub const REJECT_BUSY: RejectCode = RejectCode(0xFF00);
+/// The error numbers wirecall reserves in [`Reply::Error`] (the top 256 values of `u32`):
+/// the core sends [`ERROR_ANSWER_TOO_LARGE`] in place of an answer larger than the client
+/// accepts, the server [`ERROR_FUNCTION_PANICKED`] when a function panicked and
+/// [`ERROR_NO_ANSWER`] when a deferred function dropped its [`Responder`] unused. Each
+/// means the function ran. Applications use the other numbers.
+pub use wirecall_core::wire::{
+    ERROR_ANSWER_TOO_LARGE, ERROR_FUNCTION_PANICKED, ERROR_NO_ANSWER, RESERVED_ERROR_CODES,
+};
 
 /// What a function returns: the answer's body, or why there is none.
 pub type Answer = Result<Vec<u8>, CallFailure>;
@@ -56,7 +50,8 @@ pub enum CallFailure {
         message: String,
     },
     /// The server is too busy to run the call now. Sent as a busy reply: not executed,
-    /// retry after the hint.
+    /// retry after the hint. (On a datagram endpoint the client retransmits the same call
+    /// after the hint, and that copy is taken as a new call.)
     Busy {
         /// How long the client should wait before retrying.
         retry_after: Duration,

@@ -411,11 +411,6 @@ impl Stats {
         }
     }
 
-    /// A datagram call was rejected by the adapter (the server is shutting down).
-    pub(crate) fn datagram_rejected(&self) {
-        bump(&self.dgram_rejected);
-    }
-
     /// An answer came for a datagram call the core no longer knows.
     pub(crate) fn datagram_late_answer(&self) {
         bump(&self.dgram_late);
@@ -434,6 +429,11 @@ impl Stats {
         add(&self.dgram_replayed, now.replayed, &mut seen.replayed);
         add(&self.dgram_busy, now.busy, &mut seen.busy);
         add(&self.dgram_rejected, now.rejected, &mut seen.rejected);
+        add(
+            &self.dgram_rejected,
+            now.shutting_down,
+            &mut seen.shutting_down,
+        );
         add(&self.cancelled, now.cancelled, &mut seen.cancelled);
         add(&self.dgram_acks, now.acks, &mut seen.acks);
     }

@@ -128,7 +128,7 @@ fn calls_over_every_transport_and_ipv6() {
     assert_eq!(out.code, Some(3), "{}", out.stderr);
     assert_eq!(
         out.stderr,
-        "wirecall: remote error 4294967040: the answer does not fit one datagram [executed]\n"
+        "wirecall: remote error 4294967040: answer does not fit one datagram [executed]\n"
     );
 }
 

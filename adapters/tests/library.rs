@@ -8,9 +8,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use wirecall::core::wire::RejectCode;
-use wirecall::function::{
-    ERROR_ANSWER_TOO_LARGE, ERROR_FUNCTION_PANICKED, ERROR_NO_ANSWER, REJECT_BUSY,
-};
+use wirecall::function::{ERROR_ANSWER_TOO_LARGE, ERROR_FUNCTION_PANICKED, ERROR_NO_ANSWER};
 use wirecall::{
     CallErrorKind, Client, ClientConfig, Endpoint, Execution, ServerBuilder, ServerConfig,
     ShutdownHandle,
@@ -91,7 +89,7 @@ fn a_slow_function_on_a_worker_does_not_stall_other_calls() {
 
 #[test]
 fn failures_inside_functions_become_answers() {
-    for (workers, endpoint) in [(0, 0), (2, 0), (0, 3), (2, 3), (2, 2)] {
+    for (workers, endpoint) in [(0, 0), (2, 0), (0, 1), (0, 3), (2, 3), (2, 2)] {
         let server = start(functions(workers));
         let endpoint = &server.endpoints[endpoint];
         let mut client = Client::connect(endpoint, ClientConfig::default()).unwrap();
@@ -197,7 +195,7 @@ fn a_full_worker_queue_answers_busy_not_executed() {
 }
 
 #[test]
-fn a_full_worker_queue_rejects_datagram_calls_not_executed() {
+fn a_full_worker_queue_answers_datagram_calls_busy_and_the_client_retries() {
     let mut config = ServerConfig::default();
     config.worker_queue = 1;
     let builder = ServerBuilder::new(config).workers(1).function("slow", |b| {
@@ -205,6 +203,7 @@ fn a_full_worker_queue_rejects_datagram_calls_not_executed() {
         Ok(b.to_vec())
     });
     let stats = builder.stats();
+    let server_stats = stats.clone();
     let slow = move || stats.snapshot().methods[0].clone();
     let server = start(builder);
     let mut client = Client::connect(&server.endpoints[3], ClientConfig::default()).unwrap();
@@ -221,16 +220,59 @@ fn a_full_worker_queue_rejects_datagram_calls_not_executed() {
         poll,
         || slow().calls == 2
     ));
-    // A busy reply would only be replayed to every retransmission: the call is rejected.
-    let e = client.call("slow", &[2], WAIT).unwrap_err();
-    assert!(
-        matches!(e.kind(), CallErrorKind::Rejected { code, .. } if *code == REJECT_BUSY),
-        "{e}"
-    );
-    assert_eq!(e.execution(), Execution::NotExecuted);
+    // The queue is full: the third call is answered busy (not run), and the client sends
+    // it again after the hint until a worker takes it.
+    assert_eq!(client.call("slow", &[2], WAIT).unwrap(), [2]);
+    assert!(client.datagram_stats().unwrap().busy >= 1);
+    assert!(server_stats.snapshot().datagrams_busy >= 1);
     assert_eq!(client.wait(running).unwrap(), [0]);
     assert_eq!(client.wait(queued).unwrap(), [1]);
-    assert_eq!(slow().executions, 2);
+    assert_eq!(slow().executions, 3, "each call ran once");
+}
+
+#[test]
+fn a_busy_datagram_function_reaches_the_client_as_busy_with_its_hint() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use wirecall::CallFailure;
+
+    let hint = Duration::from_millis(40);
+    let runs = Arc::new(AtomicU32::new(0));
+    let counted = Arc::clone(&runs);
+    // Busy on every first try of a body, then the answer.
+    let builder = ServerBuilder::new(ServerConfig::default()).function("flaky", move |b| {
+        if counted.fetch_add(1, Ordering::SeqCst) % 2 == 0 {
+            Err(CallFailure::Busy { retry_after: hint })
+        } else {
+            Ok(b.to_vec())
+        }
+    });
+    let stats = builder.stats();
+    let server = start(builder);
+    for endpoint in &server.endpoints[2..] {
+        let busy_before = stats.snapshot().datagrams_busy;
+        let mut client = Client::connect(endpoint, ClientConfig::default()).unwrap();
+        let start = Instant::now();
+        assert_eq!(
+            client.call("flaky", b"x", WAIT).unwrap(),
+            b"x",
+            "{endpoint}"
+        );
+        assert!(
+            start.elapsed() >= hint,
+            "{endpoint}: retried before the hint"
+        );
+        let client_stats = client.datagram_stats().unwrap();
+        assert_eq!(client_stats.busy, 1, "{endpoint}: the busy answer arrived");
+        assert_eq!(
+            stats.snapshot().datagrams_busy,
+            busy_before + 1,
+            "{endpoint}"
+        );
+        // A busy answer is not cached: the retry ran the function (which answered).
+        assert_eq!(client_stats.late_responses, 0, "{endpoint}");
+    }
+    assert_eq!(runs.load(Ordering::SeqCst), 4);
 }
 
 #[test]

@@ -142,7 +142,7 @@ impl fmt::Display for Failure<'_> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 #[non_exhaustive]
-pub enum CallError {
+pub enum SendError {
     /// The connection is closed.
     Closed,
     /// A graceful close is under way (ours or the server's go-away); no new calls.
@@ -156,7 +156,7 @@ pub enum CallError {
     WouldBlock,
 }
 
-impl fmt::Display for CallError {
+impl fmt::Display for SendError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             Self::Closed => "connection closed",
@@ -168,7 +168,7 @@ impl fmt::Display for CallError {
     }
 }
 
-impl core::error::Error for CallError {}
+impl core::error::Error for SendError {}
 
 /// Something the caller must know, from [`ClientConnection::poll_event`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -347,27 +347,27 @@ where
     ///
     /// # Errors
     ///
-    /// [`CallError`]; nothing was sent and no event will follow for it.
+    /// [`SendError`]; nothing was sent and no event will follow for it.
     pub fn call(
         &mut self,
         now: Instant,
         method: &str,
         body: &[u8],
         timeout: Option<Duration>,
-    ) -> Result<RequestId, CallError> {
+    ) -> Result<RequestId, SendError> {
         if !self.conn.is_open() {
-            return Err(CallError::Closed);
+            return Err(SendError::Closed);
         }
         if self.local_close || self.server_last_id.is_some() {
-            return Err(CallError::Closing);
+            return Err(SendError::Closing);
         }
         if self.in_flight >= self.max_in_flight() {
-            return Err(CallError::TooManyInFlight);
+            return Err(SendError::TooManyInFlight);
         }
         let id = RequestId(self.next_id);
         // A slot first (its home slot when free), so a queued request always has one.
         let index = find_slot(self.slots.as_ref(), id.0, |s| s.id == 0)
-            .ok_or(CallError::TooManyInFlight)?;
+            .ok_or(SendError::TooManyInFlight)?;
         let request = Request {
             id,
             method,
@@ -380,17 +380,17 @@ where
             .push(&Frame::Request(request), self.conn.send_limit())
         {
             Ok(()) => {}
-            Err(PushError::Full) => return Err(CallError::WouldBlock),
+            Err(PushError::Full) => return Err(SendError::WouldBlock),
             Err(PushError::TooLarge) if self.conn.peer.is_none() => {
                 // Over the baseline: the server's hello may allow it.
                 let len = Frame::Request(request).encoded_len();
                 return Err(if len <= self.conn.tx.max_body() {
-                    CallError::WouldBlock
+                    SendError::WouldBlock
                 } else {
-                    CallError::TooLarge
+                    SendError::TooLarge
                 });
             }
-            Err(PushError::TooLarge) => return Err(CallError::TooLarge),
+            Err(PushError::TooLarge) => return Err(SendError::TooLarge),
         }
         let tx_end = self.conn.tx.queued_end();
         let deadline = timeout.map(|t| now.saturating_add(t));

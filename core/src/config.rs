@@ -52,6 +52,30 @@ impl Default for Config {
     }
 }
 
+impl Config {
+    /// Bytes a connection's receive and transmit buffers should each be able to hold: one
+    /// frame of `max_frame_len` (at least the baseline) and its 4-byte length prefix. A
+    /// smaller receive buffer lowers the limit announced; a growable [`Buffer`] may start
+    /// smaller and grow to this.
+    ///
+    /// [`Buffer`]: crate::Buffer
+    #[must_use]
+    pub const fn buffer_len(&self) -> usize {
+        let frame = if self.max_frame_len > BASELINE_MAX_FRAME_LEN {
+            self.max_frame_len
+        } else {
+            BASELINE_MAX_FRAME_LEN
+        };
+        (frame as usize).saturating_add(crate::wire::LEN_PREFIX)
+    }
+
+    /// Slots of a request or call table for this configuration: `max_in_flight`.
+    #[must_use]
+    pub fn table_len(&self) -> usize {
+        usize::try_from(self.max_in_flight).unwrap_or(usize::MAX)
+    }
+}
+
 /// Why a connection could not be built from its configuration and storage.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]

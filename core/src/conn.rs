@@ -9,7 +9,8 @@ use crate::config::{BASELINE_BUFFER, Config, ConfigError};
 use crate::frame::{DecodeError, FrameDecoder};
 use crate::time::{Duration, Instant};
 use crate::wire::{
-    BASELINE_MAX_FRAME_LEN, CloseCode, Frame, Hello, LEN_PREFIX, MAGIC, PROTOCOL_VERSION, WireError,
+    BASELINE_MAX_FRAME_LEN, CloseCode, ERROR_ANSWER_TOO_LARGE, Frame, Hello, LEN_PREFIX, MAGIC,
+    PROTOCOL_VERSION, Reply, WireError,
 };
 
 /// What the peer announced in its hello, and the version both sides agreed on.
@@ -560,6 +561,28 @@ impl<B: Buffer> Conn<B> {
             next = earliest(next, Some(at));
         }
         next
+    }
+}
+
+/// What a server sends in place of an answer that does not fit the client's limit: a
+/// rejection without its message, and for anything else (the function ran)
+/// [`ERROR_ANSWER_TOO_LARGE`] with `message`, then without it. `None`: nothing smaller.
+pub(crate) fn too_large_stand_in(
+    reply: &Reply<'_>,
+    message: &'static str,
+) -> Option<Reply<'static>> {
+    match *reply {
+        Reply::Rejected { code, message } if !message.is_empty() => {
+            Some(Reply::Rejected { code, message: "" })
+        }
+        Reply::Rejected { .. } | Reply::Busy { .. } => None,
+        Reply::Error { code, message } if code == ERROR_ANSWER_TOO_LARGE => {
+            (!message.is_empty()).then_some(Reply::Error { code, message: "" })
+        }
+        Reply::Ok(_) | Reply::Error { .. } => Some(Reply::Error {
+            code: ERROR_ANSWER_TOO_LARGE,
+            message,
+        }),
     }
 }
 

@@ -42,12 +42,16 @@
 //!
 //! ## Driving datagram mode
 //!
-//! A client: `call`, then send every datagram `poll_transmit(now)` returns; pass each
-//! datagram from the server to `handle_datagram(now, bytes)` (an answer comes back at
-//! once); take failures from `poll_event()`; sleep until `poll_timeout()`, then call
-//! `poll_transmit` again (it fires due deadlines itself, and never sends past one). A
-//! server: pass each datagram to `handle_datagram(now, from, bytes)` and do what the
-//! returned `Received` says; `respond` returns the answer to send.
+//! A client: `call`, then send every datagram `poll_transmit(now)` returns (one the
+//! transport has no room for goes back with `not_sent(transmit.kind)`: no driver parses
+//! its own output); pass each datagram from the server to `handle_datagram(now, bytes)`
+//! (an answer comes back at once); take failures from `poll_event()`; sleep until
+//! `poll_timeout()`, then call `poll_transmit` again (it fires due deadlines itself, and
+//! never sends past one). A server: pass each datagram to
+//! `handle_datagram(now, from, bytes)` and do what the returned `Received` says; `respond`
+//! returns the answer to send (an answer too large for a datagram becomes the reserved
+//! error `ERROR_ANSWER_TOO_LARGE` there); `drain()` begins a shutdown, after which the core
+//! itself rejects new calls until `is_drained()`.
 //!
 //! ## Features
 //!

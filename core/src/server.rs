@@ -37,7 +37,7 @@ use core::ops::Range;
 
 use crate::buffer::Buffer;
 use crate::config::{BASELINE_SLOTS, Config, ConfigError};
-use crate::conn::{Conn, PushError, checked_storage, earliest, find_slot};
+use crate::conn::{Conn, PushError, checked_storage, earliest, find_slot, too_large_stand_in};
 use crate::frame::FrameDecoder;
 use crate::time::{Duration, Instant};
 use crate::wire::{Frame, LEN_PREFIX, MAX_HELLO_LEN, RejectCode, Reply, RequestId, Response};
@@ -127,8 +127,8 @@ pub enum RespondError {
     UnknownRequest,
     /// The transmit buffer is full: send what `transmit` returns, then try again.
     WouldBlock,
-    /// The answer is larger than the client accepts or the transmit buffer holds; answer
-    /// with an error instead (the request is still waiting).
+    /// Not even the stand-in for a too-large answer fits: cannot happen with the storage
+    /// the constructor accepts (the request is still waiting).
     TooLarge,
     /// The connection is closed.
     Closed,
@@ -139,7 +139,7 @@ impl fmt::Display for RespondError {
         f.write_str(match self {
             Self::UnknownRequest => "no such request is waiting for an answer",
             Self::WouldBlock => "transmit buffer full",
-            Self::TooLarge => "answer larger than the client accepts",
+            Self::TooLarge => "not even an error fits the transmit buffer",
             Self::Closed => "connection closed",
         })
     }
@@ -166,7 +166,14 @@ pub struct ServerStats {
     pub expired: u64,
     /// Requests dropped because they came after our go-away.
     pub after_goaway: u64,
+    /// Answers too large for the client, sent as
+    /// [`ERROR_ANSWER_TOO_LARGE`](crate::wire::ERROR_ANSWER_TOO_LARGE) instead.
+    pub answers_too_large: u64,
 }
+
+/// The message sent with [`ERROR_ANSWER_TOO_LARGE`](crate::wire::ERROR_ANSWER_TOO_LARGE) on
+/// a stream.
+const TOO_LARGE_MESSAGE: &str = "answer larger than the client accepts";
 
 /// An event found by `next_event`, with borrowed parts as receive-buffer ranges.
 enum Pending {
@@ -565,19 +572,37 @@ where
     /// Answers request `id`. Every request gets exactly one answer (or is cancelled or
     /// expires); the answer goes out in the order answers are given.
     ///
+    /// An answer larger than the client accepts is not sent: the call is answered with
+    /// [`ERROR_ANSWER_TOO_LARGE`](crate::wire::ERROR_ANSWER_TOO_LARGE) instead (the function
+    /// ran), and a rejection whose message does not fit loses its message; both are
+    /// counted in [`ServerStats::answers_too_large`].
+    ///
     /// # Errors
     ///
-    /// [`RespondError`]; on `WouldBlock` and `TooLarge` the request is still waiting.
+    /// [`RespondError`]; on `WouldBlock` the request is still waiting.
     pub fn respond(&mut self, id: RequestId, reply: Reply<'_>) -> Result<(), RespondError> {
         if !self.conn.is_open() {
             return Err(RespondError::Closed);
         }
         let index = find_slot(self.slots.as_ref(), id.0, |s| s.id == id.0 && id.0 != 0)
             .ok_or(RespondError::UnknownRequest)?;
-        push_response(&mut self.conn, id, reply).map_err(|e| match e {
-            PushError::Full => RespondError::WouldBlock,
-            PushError::TooLarge => RespondError::TooLarge,
-        })?;
+        let mut reply = reply;
+        let mut replaced = false;
+        loop {
+            match push_response(&mut self.conn, id, reply) {
+                Ok(()) => break,
+                Err(PushError::Full) => return Err(RespondError::WouldBlock),
+                Err(PushError::TooLarge) => {
+                    reply = too_large_stand_in(&reply, TOO_LARGE_MESSAGE)
+                        .ok_or(RespondError::TooLarge)?;
+                    replaced = true;
+                }
+            }
+        }
+        if replaced {
+            warn!("answer to {} is larger than the client accepts", id.0);
+            self.stats.answers_too_large = self.stats.answers_too_large.saturating_add(1);
+        }
         if let Some(slot) = self.slots.as_mut().get_mut(index) {
             if slot.expired {
                 self.expired_pending = self.expired_pending.saturating_sub(1);

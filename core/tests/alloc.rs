@@ -143,7 +143,7 @@ fn steady_state_calls_allocate_nothing_in_core() {
                 .call(now, "echo", b"0123456789abcdef0123456789abcdef", None)
                 .unwrap();
             let len = {
-                let d = client.poll_transmit(now).unwrap();
+                let d = client.poll_transmit(now).unwrap().bytes;
                 buf[..d.len()].copy_from_slice(d);
                 d.len()
             };

@@ -12,7 +12,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use wirecall_core::client::{CallError, Execution, Failure};
+use wirecall_core::client::{Execution, Failure, SendError};
 use wirecall_core::datagram::{
     DatagramCallSlot, DatagramClient, DatagramConfig, DatagramEntry, DatagramEvent, DatagramServer,
     DropReason, Received, RequestHandle,
@@ -118,8 +118,9 @@ impl World {
         let mut busy = false;
         for c in 0..self.clients.len() {
             let from = c as u32 + 1;
-            while let Some(bytes) = self.clients[c].poll_transmit(self.now) {
-                self.net.send(self.now, from, SERVER, bytes, &mut self.rng);
+            while let Some(transmit) = self.clients[c].poll_transmit(self.now) {
+                self.net
+                    .send(self.now, from, SERVER, transmit.bytes, &mut self.rng);
                 busy = true;
             }
         }
@@ -244,7 +245,7 @@ impl World {
                 self.bodies[c].insert(id.0, body);
                 Some(id)
             }
-            Err(CallError::TooManyInFlight) => None,
+            Err(SendError::TooManyInFlight) => None,
             Err(e) => panic!("call: {e}"),
         }
     }
@@ -619,11 +620,14 @@ fn client_acks_ended_calls_and_bounds_its_span() {
     assert_eq!(last.0, 65);
     assert!(matches!(
         c.call(t, "m", b"", None),
-        Err(CallError::TooManyInFlight)
+        Err(SendError::TooManyInFlight)
     ));
     // Its next copy of call 1 says: floor 1, calls 2..=65 ended.
     let later = t.saturating_add(Duration::from_secs(1));
-    let datagram = c.poll_transmit(later).expect("a retransmission of call 1");
+    let datagram = c
+        .poll_transmit(later)
+        .expect("a retransmission of call 1")
+        .bytes;
     let (header, _) = DatagramHeader::parse(datagram).unwrap();
     assert_eq!((header.floor, header.acks), (1, u64::MAX));
 }
@@ -745,12 +749,20 @@ fn a_cancelled_call_is_acknowledged() {
     while c.poll_transmit(Instant::ZERO).is_some() {}
     assert!(c.cancel(second));
     assert!(matches!(c.poll_event(), Some(DatagramEvent::Failed { .. })));
-    let cancel = c.poll_transmit(Instant::ZERO).expect("the cancel").to_vec();
+    let cancel = c
+        .poll_transmit(Instant::ZERO)
+        .expect("the cancel")
+        .bytes
+        .to_vec();
     assert_eq!(cancel[DatagramHeader::LEN], 3, "a cancel frame");
     // The ack is due a quarter of initial_rto later (10 ms / 4 here)...
     let at = Instant::from_micros(2_500);
     assert!(c.poll_timeout().is_some_and(|t| t <= at));
-    let ack = c.poll_transmit(at).expect("an acknowledgement").to_vec();
+    let ack = c
+        .poll_transmit(at)
+        .expect("an acknowledgement")
+        .bytes
+        .to_vec();
     let (header, body) = DatagramHeader::parse(&ack).unwrap();
     assert_eq!(Frame::decode(body).unwrap(), Frame::Ping { nonce: 0 });
     // ...and says: floor is the first call, still waiting; the second has ended.
@@ -938,7 +950,7 @@ fn no_transmission_after_the_deadline() {
     assert!(c.poll_transmit(Instant::ZERO).is_some());
     assert!(
         c.poll_transmit(Instant::from_millis(60))
-            .is_some_and(|d| d[DatagramHeader::LEN] == 3),
+            .is_some_and(|d| d.bytes[DatagramHeader::LEN] == 3),
         "only a cancel"
     );
     assert!(c.poll_transmit(Instant::from_millis(60)).is_none());
@@ -1001,7 +1013,7 @@ fn oversize_call_is_refused_locally() {
     let mut c = client(config(), 1, 2);
     assert_eq!(
         c.call(Instant::ZERO, "m", &[0u8; MTU], None),
-        Err(CallError::TooLarge)
+        Err(SendError::TooLarge)
     );
     assert_eq!(c.in_flight(), 0);
 }
@@ -1046,4 +1058,158 @@ mod props {
             }
         }
     }
+}
+
+/// A request datagram of call `id` from a client with epoch 3.
+fn request(id: u64, body: &[u8], out: &mut [u8]) -> usize {
+    let req = Frame::Request(Request {
+        id: RequestId(id),
+        method: "m",
+        budget_ms: Some(1000),
+        body,
+    });
+    encode_datagram(DatagramHeader::new(3, 1), &req, out).unwrap()
+}
+
+/// The reply frame of an answer datagram.
+fn reply_of(datagram: &[u8]) -> Reply<'_> {
+    let (_, body) = DatagramHeader::parse(datagram).unwrap();
+    match Frame::decode(body).unwrap() {
+        Frame::Response(r) => r.reply,
+        other => panic!("not a response: {other:?}"),
+    }
+}
+
+/// An answer too large for one datagram is replaced by the reserved error (the function
+/// ran), stored and replayed like any answer; a rejection too large loses its message.
+#[test]
+fn an_answer_too_large_for_a_datagram_becomes_the_reserved_error() {
+    use wirecall_core::wire::ERROR_ANSWER_TOO_LARGE;
+    let mut s = server(config(), 16);
+    let mut d = [0u8; MTU];
+    let n = request(1, b"", &mut d);
+    let Received::Request(r) = s.handle_datagram(Instant::ZERO, &1, &d[..n]) else {
+        panic!()
+    };
+    let huge = [7u8; 2 * MTU];
+    let tx = s.respond(r.handle, Reply::Ok(&huge)).unwrap();
+    assert!(tx.bytes.len() <= MTU);
+    let expected = Reply::Error {
+        code: ERROR_ANSWER_TOO_LARGE,
+        message: "answer does not fit one datagram",
+    };
+    assert_eq!(reply_of(tx.bytes), expected);
+    assert_eq!(s.stats().answers_too_large, 1);
+    let Received::Reply(again) = s.handle_datagram(Instant::from_millis(5), &1, &d[..n]) else {
+        panic!("a retransmission is answered from the cache")
+    };
+    assert_eq!(reply_of(again), expected);
+
+    let n = request(2, b"", &mut d);
+    let Received::Request(r) = s.handle_datagram(Instant::ZERO, &1, &d[..n]) else {
+        panic!()
+    };
+    let long = "x".repeat(2 * MTU);
+    let rejection = Reply::Rejected {
+        code: RejectCode(300),
+        message: &long,
+    };
+    let tx = s.respond(r.handle, rejection).unwrap();
+    let short = Reply::Rejected {
+        code: RejectCode(300),
+        message: "",
+    };
+    assert_eq!(reply_of(tx.bytes), short);
+}
+
+/// In drain mode new calls are rejected as shutting down (not run, not cached), while the
+/// calls already taken are answered and replayed; the server is drained once none runs.
+#[test]
+fn a_draining_server_rejects_new_calls_and_finishes_the_rest() {
+    let mut s = server(config(), 16);
+    let mut d = [0u8; MTU];
+    let mut e = [0u8; MTU];
+    let (n1, n2) = (request(1, b"a", &mut d), request(2, b"b", &mut e));
+    let Received::Request(first) = s.handle_datagram(Instant::ZERO, &1, &d[..n1]) else {
+        panic!()
+    };
+    let handle = first.handle;
+    s.drain();
+    assert!(!s.is_drained(), "call 1 still runs");
+    for from in [1, 2] {
+        let Received::Reply(no) = s.handle_datagram(Instant::ZERO, &from, &e[..n2]) else {
+            panic!("a new call from {from} is answered")
+        };
+        assert!(matches!(
+            reply_of(no),
+            Reply::Rejected {
+                code: RejectCode::SHUTTING_DOWN,
+                ..
+            }
+        ));
+    }
+    assert_eq!(s.stats().shutting_down, 2);
+    assert_eq!(s.stats().requests, 1, "nothing new was taken");
+    // A copy of the running call is still recognised, and its answer still goes out...
+    assert!(matches!(
+        s.handle_datagram(Instant::ZERO, &1, &d[..n1]),
+        Received::Dropped(DropReason::InProgress)
+    ));
+    s.respond(handle, Reply::Ok(b"A")).unwrap();
+    assert!(s.is_drained());
+    // ...and is replayed to a retransmission.
+    let Received::Reply(again) = s.handle_datagram(Instant::from_millis(1), &1, &d[..n1]) else {
+        panic!()
+    };
+    assert_eq!(reply_of(again), Reply::Ok(b"A"));
+}
+
+/// A datagram the transport could not take is handed back: the same request comes out
+/// again (not counted twice), an acknowledgement is owed again, and a request is never
+/// handed out again past its deadline.
+#[test]
+fn a_datagram_not_sent_is_handed_out_again_but_never_late() {
+    use wirecall_core::datagram::DatagramKind;
+    let mut c = client(config(), 5, 4);
+    let id = c
+        .call(Instant::ZERO, "m", b"x", Some(Duration::from_millis(50)))
+        .unwrap();
+    let first = c.poll_transmit(Instant::ZERO).unwrap();
+    assert_eq!(first.kind, DatagramKind::Request(id));
+    let bytes = first.bytes.to_vec();
+    c.not_sent(DatagramKind::Request(id));
+    assert_eq!(c.poll_timeout(), Some(Instant::ZERO), "due again at once");
+    let again = c.poll_transmit(Instant::from_millis(1)).unwrap();
+    assert_eq!(again.kind, DatagramKind::Request(id));
+    assert_eq!(again.bytes, &bytes[..]);
+    assert_eq!(c.stats().transmissions, 1);
+    assert_eq!(c.stats().retransmissions, 0);
+    assert_eq!(c.stats().not_sent, 1);
+    // The next retransmission waits the first timeout again, from this copy.
+    assert!(c.poll_transmit(Instant::from_millis(10)).is_none());
+    let retry = c.poll_transmit(Instant::from_millis(17)).unwrap().kind;
+    assert_eq!(retry, DatagramKind::Request(id));
+    c.not_sent(retry);
+    // Past the deadline the refused copy is not handed out: only the cancel.
+    let late = c.poll_transmit(Instant::from_millis(60)).unwrap();
+    assert_eq!(late.kind, DatagramKind::Cancel(id));
+    assert!(c.poll_transmit(Instant::from_millis(60)).is_none());
+
+    // An acknowledgement not sent is owed again.
+    let mut c = client(config(), 6, 4);
+    let id = c.call(Instant::ZERO, "m", b"", None).unwrap();
+    let _ = c.poll_transmit(Instant::ZERO).unwrap();
+    let mut answer = [0u8; MTU];
+    let frame = Frame::Response(wirecall_core::wire::Response {
+        id,
+        reply: Reply::Ok(b""),
+    });
+    let n = encode_datagram(DatagramHeader::new(6, 0), &frame, &mut answer).unwrap();
+    assert!(c.handle_datagram(Instant::ZERO, &answer[..n]).is_some());
+    let ack = c.poll_transmit(Instant::from_millis(5)).unwrap();
+    assert_eq!(ack.kind, DatagramKind::Acknowledgement);
+    c.not_sent(DatagramKind::Acknowledgement);
+    let ack = c.poll_transmit(Instant::from_millis(5)).unwrap();
+    assert_eq!(ack.kind, DatagramKind::Acknowledgement);
+    assert_eq!(c.stats().acks, 1);
 }

@@ -12,7 +12,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use wirecall_core::client::{CallError, ClientEvent, Execution, Failure};
+use wirecall_core::client::{ClientEvent, Execution, Failure, SendError};
 use wirecall_core::client::{CloseReason, ProtocolError};
 use wirecall_core::frame::encode_frame;
 use wirecall_core::server::{RespondError, ServerEvent};
@@ -185,7 +185,7 @@ fn pipelining_answers_out_of_order() {
                         sent.insert(id.0, body);
                         next += 1;
                     }
-                    Err(CallError::TooManyInFlight | CallError::WouldBlock) => break,
+                    Err(SendError::TooManyInFlight | SendError::WouldBlock) => break,
                     Err(e) => panic!("{e}"),
                 }
             }
@@ -219,7 +219,7 @@ fn early_calls_before_server_hello_respect_baseline() {
     }
     assert_eq!(
         p.client.call(p.now, "m", b"x", None),
-        Err(CallError::TooManyInFlight)
+        Err(SendError::TooManyInFlight)
     );
     // Above the baseline frame size: wait for the server's hello.
     assert_eq!(p.client.max_in_flight(), 4);
@@ -246,12 +246,12 @@ fn big_call_waits_for_server_hello() {
     let big = vec![7u8; 2000];
     assert_eq!(
         p.client.call(p.now, "m", &big, None),
-        Err(CallError::WouldBlock)
+        Err(SendError::WouldBlock)
     );
     let huge = vec![7u8; 5000];
     assert_eq!(
         p.client.call(p.now, "m", &huge, None),
-        Err(CallError::TooLarge)
+        Err(SendError::TooLarge)
     );
 }
 
@@ -516,7 +516,7 @@ fn graceful_close_answers_calls_in_flight_and_refuses_later_ones() {
     }
     assert_eq!(log.closed, Some(CloseReason::Graceful));
     assert_eq!(app.closed, Some(CloseReason::Graceful));
-    assert_eq!(p.client.call(p.now, "m", b"", None), Err(CallError::Closed));
+    assert_eq!(p.client.call(p.now, "m", b"", None), Err(SendError::Closed));
 }
 
 #[test]
@@ -529,7 +529,7 @@ fn client_graceful_close_waits_for_answers() {
     p.client.close(p.now);
     assert_eq!(
         p.client.call(p.now, "m", b"c", None),
-        Err(CallError::Closing)
+        Err(SendError::Closing)
     );
     p.drive(100_000, |p| {
         app.poll(p, &mut |id, _| Some(Duration::from_millis(10 * id)));
@@ -680,7 +680,7 @@ fn oversize_call_is_refused_locally() {
     let too_big = vec![0u8; 4096];
     assert_eq!(
         p.client.call(p.now, "m", &too_big, None),
-        Err(CallError::TooLarge)
+        Err(SendError::TooLarge)
     );
     assert_eq!(p.client.in_flight(), 0);
 }
@@ -1052,10 +1052,10 @@ fn random_workload_every_call_ends_exactly_once() {
                 match p.client.call(p.now, "m", b"x", timeout) {
                     Ok(id) => accepted.push(id.0),
                     Err(
-                        CallError::TooManyInFlight
-                        | CallError::WouldBlock
-                        | CallError::Closing
-                        | CallError::Closed,
+                        SendError::TooManyInFlight
+                        | SendError::WouldBlock
+                        | SendError::Closing
+                        | SendError::Closed,
                     ) => {}
                     Err(e) => panic!("{e}"),
                 }

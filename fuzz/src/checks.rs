@@ -24,14 +24,14 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use wirecall_core::client::{CallError, CallSlot, ClientConnection, ClientEvent, Failure};
+use wirecall_core::client::{CallSlot, ClientConnection, ClientEvent, Failure, SendError};
 use wirecall_core::frame::{DecodeError, FrameDecoder, encode_frame};
 use wirecall_core::server::{
     CloseReason, PeerInfo, ProtocolError, RequestSlot, RespondError, ServerConnection, ServerEvent,
 };
 use wirecall_core::wire::{
-    BASELINE_MAX_FRAME_LEN, CloseCode, Frame, Hello, LEN_PREFIX, MAGIC, MAX_HELLO_LEN,
-    PROTOCOL_VERSION, RejectCode, Reply, Request, RequestId, Response, WireError,
+    BASELINE_MAX_FRAME_LEN, CloseCode, ERROR_ANSWER_TOO_LARGE, Frame, Hello, LEN_PREFIX, MAGIC,
+    MAX_HELLO_LEN, PROTOCOL_VERSION, RejectCode, Reply, Request, RequestId, Response, WireError,
 };
 use wirecall_core::{Buffer, Config, Duration, Instant};
 
@@ -434,6 +434,39 @@ pub fn push_frame(stream: &mut Vec<u8>, frame: &Frame<'_>) {
         stream.len(),
         "encoded_len disagrees with encode_frame"
     );
+}
+
+/// The model of the server's rule for an answer over the client's limit (PROTOCOL.md
+/// section 6.3), written from the spec: the answer itself when its frame fits `limit`;
+/// else a rejection without its message; else (the function ran) `ERROR_ANSWER_TOO_LARGE`
+/// with `message`, then without it. The answer itself when nothing fits.
+pub(crate) fn expected_answer<'a>(
+    id: u64,
+    reply: Reply<'a>,
+    limit: usize,
+    message: &'static str,
+) -> Reply<'a> {
+    let fits = |reply: Reply<'_>| {
+        let frame = Frame::Response(Response {
+            id: RequestId(id),
+            reply,
+        });
+        frame.encoded_len() <= limit
+    };
+    if fits(reply) {
+        return reply;
+    }
+    let code = ERROR_ANSWER_TOO_LARGE;
+    let candidates = match reply {
+        Reply::Rejected { code, .. } => vec![Reply::Rejected { code, message: "" }],
+        Reply::Busy { .. } => vec![],
+        Reply::Error { code: c, .. } if c == code => vec![Reply::Error { code, message: "" }],
+        Reply::Ok(_) | Reply::Error { .. } => vec![
+            Reply::Error { code, message },
+            Reply::Error { code, message: "" },
+        ],
+    };
+    candidates.into_iter().find(|r| fits(*r)).unwrap_or(reply)
 }
 
 /// A frame body, encoded.
@@ -1451,6 +1484,8 @@ struct ServerRun {
     outstanding: BTreeSet<u64>,
     /// (id, encoded response body) of every answer `respond` accepted, in order.
     answered: Vec<(u64, Vec<u8>)>,
+    /// Of those, answers replaced because they were over the client's limit.
+    too_large: usize,
     cancelled: usize,
     expired: usize,
     closed: Option<CloseReason>,
@@ -1597,6 +1632,7 @@ impl ServerRun {
             delivered: Vec::new(),
             outstanding: BTreeSet::new(),
             answered: Vec::new(),
+            too_large: 0,
             cancelled: 0,
             expired: 0,
             closed: None,
@@ -1676,12 +1712,15 @@ impl ServerRun {
         let waiting = self.outstanding.contains(&id);
         let open = self.server.is_open();
         let idle = self.server.transmit().is_empty();
+        let limit = self.connected.map_or(0, |p| p.max_frame_len as usize);
+        // What goes out: the answer, or its stand-in when it is over the client's limit.
+        let sent = expected_answer(id, reply, limit, "answer larger than the client accepts");
         let frame = Frame::Response(Response {
             id: RequestId(id),
-            reply,
+            reply: sent,
         });
         let len = frame.encoded_len();
-        let limit = self.connected.map_or(0, |p| p.max_frame_len as usize);
+        let replaced = sent != reply;
         match self.server.respond(RequestId(id), reply) {
             Ok(()) => {
                 assert!(
@@ -1694,6 +1733,9 @@ impl ServerRun {
                 );
                 self.outstanding.remove(&id);
                 self.answered.push((id, encode_body(&frame)));
+                if replaced {
+                    self.too_large += 1;
+                }
             }
             Err(RespondError::Closed) => assert!(!open, "respond({id}): Closed while open"),
             Err(RespondError::UnknownRequest) => {
@@ -1832,6 +1874,10 @@ impl ServerRun {
         );
         assert_eq!(stats.cancelled, self.cancelled as u64, "stats.cancelled");
         assert_eq!(stats.expired, self.expired as u64, "stats.expired");
+        assert_eq!(
+            stats.answers_too_large, self.too_large as u64,
+            "stats.answers_too_large"
+        );
     }
 
     /// Delivers everything the client sent, transmitting and polling as needed; the server
@@ -2348,22 +2394,22 @@ impl ClientRun {
                     request: encode_body(&request),
                 });
             }
-            Err(CallError::Closed) => assert!(!open, "{what}: Closed while open"),
-            Err(CallError::Closing) => assert!(open, "{what}: Closing while closed"),
-            Err(CallError::TooManyInFlight) => {
+            Err(SendError::Closed) => assert!(!open, "{what}: Closed while open"),
+            Err(SendError::Closing) => assert!(open, "{what}: Closing while closed"),
+            Err(SendError::TooManyInFlight) => {
                 assert!(
                     open && waiting >= window,
                     "{what}: TooManyInFlight with {waiting}"
                 );
             }
-            Err(CallError::TooLarge) => {
+            Err(SendError::TooLarge) => {
                 let limit = peer_limit.unwrap_or(self.tx_cap - LEN_PREFIX);
                 assert!(
                     open && len > limit,
                     "{what}: TooLarge under the limit {limit}"
                 );
             }
-            Err(CallError::WouldBlock) => {
+            Err(SendError::WouldBlock) => {
                 assert!(open, "{what}: WouldBlock while closed");
                 match peer_limit {
                     Some(limit) => {

@@ -8,9 +8,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::checks::Input;
-use wirecall_core::client::{CallError, Failure};
+use wirecall_core::client::{Failure, SendError};
 use wirecall_core::datagram::{
-    DatagramCallSlot, DatagramClient, DatagramConfig, DatagramEntry, DatagramEvent,
+    DatagramCallSlot, DatagramClient, DatagramConfig, DatagramEntry, DatagramEvent, DatagramKind,
     DatagramRespondError, DatagramServer, DropReason, Received, RequestHandle,
 };
 use wirecall_core::wire::datagram::{DatagramHeader, HeaderError, encode_datagram};
@@ -773,8 +773,8 @@ impl ClientRun {
                 );
                 self.sum.out.calls += 1;
             }
-            Err(CallError::TooManyInFlight) => {}
-            Err(CallError::TooLarge) => {
+            Err(SendError::TooManyInFlight) => {}
+            Err(SendError::TooLarge) => {
                 let frame = Frame::Request(Request {
                     id: RequestId(u64::MAX),
                     method,
@@ -885,9 +885,10 @@ impl ClientRun {
         let who = "datagram_client poll_transmit";
         let now = self.now;
         for _ in 0..10_000 {
-            let Some(bytes) = self.client.poll_transmit(now) else {
+            let Some(transmit) = self.client.poll_transmit(now) else {
                 return;
             };
+            let (kind, bytes) = (transmit.kind, transmit.bytes);
             assert!(bytes.len() <= MAX_DATAGRAM, "{who}: over max_datagram");
             let (header, frame) =
                 parse(bytes).unwrap_or_else(|e| panic!("{who}: does not parse ({e:?})"));
@@ -908,6 +909,7 @@ impl ClientRun {
             }
             match frame {
                 Frame::Request(req) => {
+                    assert_eq!(kind, DatagramKind::Request(req.id), "{who}: kind");
                     assert!(header.floor <= req.id.0, "{who}: floor over the id");
                     let c = self.calls.get_mut(&req.id.0);
                     let c = c.unwrap_or_else(|| panic!("{who}: request for unknown id"));
@@ -926,6 +928,7 @@ impl ClientRun {
                     self.sum.out.transmissions += 1;
                 }
                 Frame::Cancel { id } => {
+                    assert_eq!(kind, DatagramKind::Cancel(id), "{who}: kind");
                     assert!(header.floor <= id.0, "{who}: floor over the id");
                     let c = self.calls.get_mut(&id.0);
                     let c = c.unwrap_or_else(|| panic!("{who}: cancel for unknown id"));
@@ -939,6 +942,7 @@ impl ClientRun {
                     self.sum.out.cancels_sent += 1;
                 }
                 Frame::Ping { .. } => {
+                    assert_eq!(kind, DatagramKind::Acknowledgement, "{who}: kind");
                     assert!(
                         acked_ids(&header).next().is_some() || header.floor > 1,
                         "{who}: an acknowledgement that says nothing"

@@ -289,14 +289,10 @@ fn exit_code(e: &CallError) -> u8 {
     use wirecall::core::wire::RejectCode;
     match e.kind() {
         CallErrorKind::Remote { .. } => EXIT_REMOTE,
-        // How a datagram server says busy or shutting down: a call it took and did not run.
-        CallErrorKind::Rejected { code, .. }
-            if *code == RejectCode::SHUTTING_DOWN || *code == wirecall::function::REJECT_BUSY =>
-        {
-            EXIT_BUSY
-        }
+        // How a datagram server says it is shutting down: a call it did not run.
+        CallErrorKind::Rejected { code, .. } if *code == RejectCode::SHUTTING_DOWN => EXIT_BUSY,
         CallErrorKind::Rejected { .. }
-        | CallErrorKind::NotSent(wirecall::core::client::CallError::TooLarge) => EXIT_REJECTED,
+        | CallErrorKind::NotSent(wirecall::core::client::SendError::TooLarge) => EXIT_REJECTED,
         CallErrorKind::Busy { .. } | CallErrorKind::Refused => EXIT_BUSY,
         CallErrorKind::TimedOut => EXIT_TIMEOUT,
         _ => EXIT_LOST,

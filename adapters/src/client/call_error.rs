@@ -4,7 +4,7 @@ use std::fmt;
 use std::time::Duration;
 
 use wirecall_core::RequestId;
-use wirecall_core::client::{CallError as NotSent, CloseReason, Execution, Failure};
+use wirecall_core::client::{CloseReason, Execution, Failure, SendError};
 use wirecall_core::wire::RejectCode;
 
 use crate::clock::to_std;
@@ -49,7 +49,7 @@ pub enum CallErrorKind {
     /// The connection ended before the answer came.
     ConnectionLost(CloseReason),
     /// The call could not be sent (too large, connection closed or closing).
-    NotSent(NotSent),
+    NotSent(SendError),
     /// No call with this id is waiting on this client.
     UnknownCall(RequestId),
     /// A failure this adapter does not know by name (its text from the core).
@@ -70,7 +70,7 @@ impl CallError {
     }
 
     /// A call that was never sent (so it was not executed).
-    pub(crate) fn not_sent(e: NotSent) -> Self {
+    pub(crate) fn not_sent(e: SendError) -> Self {
         Self {
             kind: CallErrorKind::NotSent(e),
             execution: Execution::NotExecuted,

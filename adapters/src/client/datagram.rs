@@ -13,19 +13,15 @@ use std::os::fd::OwnedFd;
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
-use wirecall_core::client::CallError as CoreCallError;
+use wirecall_core::client::SendError;
 use wirecall_core::datagram::{DatagramCallSlot, DatagramClient as CoreClient, DatagramEvent};
-use wirecall_core::wire::Frame;
-use wirecall_core::wire::datagram::DatagramHeader;
 use wirecall_core::{Instant, RequestId};
 
 use super::outcomes::Outcomes;
 use super::socket::Socket;
 use super::{CallError, Outcome};
 use crate::clock::{Clock, to_core, to_std};
-use crate::config::{
-    ClientConfig, UDP_RECEIVE_BUFFER, datagram_config, datagram_storage, table_len,
-};
+use crate::config::{ClientConfig, UDP_RECEIVE_BUFFER, check_datagram, datagram_config};
 use crate::endpoint::Endpoint;
 use crate::error::Error;
 use crate::stream::{interrupted, would_block};
@@ -38,7 +34,7 @@ const MIN_RECEIVE: usize = 64 * 1024;
 /// The longest single wait, a safety net: the core always has a deadline to wake for
 /// while a call is in flight.
 const MAX_WAIT: Duration = Duration::from_secs(1);
-/// The shortest wait for room for a held datagram.
+/// The shortest wait for room for a datagram the socket refused.
 const HELD_WAIT: Duration = Duration::from_millis(1);
 /// A call submitted after the client has read nothing for this long first takes the
 /// answers that came meanwhile, so it does not retransmit calls already answered.
@@ -54,12 +50,9 @@ pub(super) struct DatagramClient {
     core: CoreClient<Box<[u8]>, Box<[DatagramCallSlot]>>,
     clock: Clock,
     buf: Box<[u8]>,
-    /// A datagram the socket had no room for (the server's queue was full), sent before
-    /// anything else once there is room.
-    held: Vec<u8>,
-    /// The call the held datagram is a request of (`None`: a cancel or an ack), so that a
-    /// copy whose call has ended meanwhile is dropped instead of sent late.
-    held_call: Option<RequestId>,
+    /// The socket had no room for the last datagram (the server's queue was full): it was
+    /// handed back to the core, and nothing is sent until the socket can send again.
+    blocked: bool,
     /// Call slots of the core.
     slots: usize,
     outcomes: Outcomes,
@@ -81,8 +74,8 @@ impl DatagramClient {
     /// Binds a socket of its own and connects it to the server's address.
     pub(super) fn connect(endpoint: &Endpoint, config: &ClientConfig) -> Result<Self, Error> {
         let dconfig = datagram_config(&config.datagram, config.unix_max_datagram, endpoint);
-        let slots = table_len(&config.connection);
-        let storage = datagram_storage(dconfig.max_datagram, slots)?;
+        let slots = config.connection.table_len();
+        let storage = check_datagram(&dconfig, dconfig.client_storage_len(slots))?;
         let [epoch, seed] = random_words()?;
         let core = CoreClient::new(
             dconfig,
@@ -109,8 +102,7 @@ impl DatagramClient {
             clock: Clock::default(),
             buf: vec![0u8; dconfig.max_datagram.max(MIN_RECEIVE).saturating_add(1)]
                 .into_boxed_slice(),
-            held: Vec::new(),
-            held_call: None,
+            blocked: false,
             slots,
             outcomes: Outcomes::default(),
             last_read: Instant::ZERO,
@@ -138,7 +130,7 @@ impl DatagramClient {
                     self.send_out();
                     return Ok(id);
                 }
-                Err(CoreCallError::TooManyInFlight) => {
+                Err(SendError::TooManyInFlight) => {
                     self.turn();
                     now = self.clock.now();
                 }
@@ -211,15 +203,16 @@ impl DatagramClient {
             .poll_timeout()
             .map_or(MAX_WAIT, |at| to_std(at.saturating_duration_since(now)))
             .min(MAX_WAIT);
-        if !self.held.is_empty() {
-            // Everything due waits behind the held datagram: wait for room for it (at least
-            // a moment, or a due timer would spin), reading answers meanwhile.
+        if self.blocked {
+            // Wait for room (at least a moment, or a due timer would spin), reading answers
+            // meanwhile; then the core hands out again what was not sent.
             match self.socket.wait_ready(true, Some(timeout.max(HELD_WAIT))) {
                 Ok(_) => {
                     self.read_now();
                 }
                 Err(e) => self.receive_failed(&e),
             }
+            self.blocked = false;
         } else if timeout.is_zero() {
             self.pump();
             return;
@@ -245,42 +238,25 @@ impl DatagramClient {
         progress
     }
 
-    /// Sends the held datagram, then every datagram the core has due, until the socket has
-    /// no room (the rest waits its turn: the core hands out what is due again later).
+    /// Sends every datagram the core has due, until the socket has no room: the one it
+    /// refused goes back to the core ([`not_sent`](CoreClient::not_sent)), which hands it
+    /// out again once there is room (and never past its call's deadline).
     fn send_out(&mut self) -> bool {
+        if self.blocked {
+            return false;
+        }
         let mut progress = false;
         let now = self.clock.now();
-        if let Some(id) = self.held_call {
-            // A held request whose call has since ended (answered, timed out, cancelled)
-            // must not go out late: the server may have forgotten the call by then and
-            // would run it again.
-            self.core.handle_timeout(now);
-            if !self.core.is_waiting(id) {
-                self.held.clear();
-                self.held_call = None;
-            }
-        }
-        if !self.held.is_empty() {
-            match self.socket.send_now(&self.held) {
-                Err(e) if would_block(&e) => return false,
-                Err(e) if !interrupted(&e) => {
-                    log::debug!("{}: a datagram was not sent: {e}", self.endpoint);
-                }
-                _ => {}
-            }
-            self.held.clear();
-            self.held_call = None;
+        while let Some(transmit) = self.core.poll_transmit(now) {
             progress = true;
-        }
-        while let Some(datagram) = self.core.poll_transmit(now) {
-            progress = true;
-            match self.socket.send_now(datagram) {
+            let kind = transmit.kind;
+            match self.socket.send_now(transmit.bytes) {
                 Ok(_) => {}
-                Err(e) if would_block(&e) || interrupted(&e) => {
-                    // The server's queue is full (Unix datagram sockets queue only a few):
-                    // keep the datagram until there is room rather than lose it.
-                    self.held_call = request_id(datagram);
-                    self.held.extend_from_slice(datagram);
+                Err(e) if interrupted(&e) => self.core.not_sent(kind),
+                Err(e) if would_block(&e) => {
+                    // The server's queue is full (Unix datagram sockets queue only a few).
+                    self.core.not_sent(kind);
+                    self.blocked = true;
                     break;
                 }
                 Err(e) => {
@@ -362,15 +338,6 @@ impl Drop for DatagramClient {
                 );
             }
         }
-    }
-}
-
-/// The id of the request in `datagram`, if it is one.
-fn request_id(datagram: &[u8]) -> Option<RequestId> {
-    let (_, body) = DatagramHeader::parse(datagram).ok()?;
-    match Frame::decode(body).ok()? {
-        Frame::Request(request) => Some(request.id),
-        _ => None,
     }
 }
 

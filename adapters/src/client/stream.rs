@@ -17,16 +17,14 @@ use std::io;
 use std::os::fd::OwnedFd;
 use std::time::Duration;
 
-use wirecall_core::client::{
-    CallError as CoreCallError, CallSlot, ClientConnection, ClientEvent, CloseReason,
-};
+use wirecall_core::client::{CallSlot, ClientConnection, ClientEvent, CloseReason, SendError};
 use wirecall_core::{Instant, RequestId};
 
 use super::outcomes::Outcomes;
 use super::socket::Socket;
 use super::{CallError, Outcome};
 use crate::clock::{Clock, to_core, to_std};
-use crate::config::{ClientConfig, buffer_len, table_len};
+use crate::config::ClientConfig;
 use crate::endpoint::Endpoint;
 use crate::error::Error;
 use crate::stream::{interrupted, would_block};
@@ -77,8 +75,8 @@ impl StreamClient {
         let fd = connect(endpoint, config.connect_timeout)?;
         let socket = Socket::new(fd).map_err(Error::io("setting up the socket"))?;
         let clock = Clock::default();
-        let buffer = || vec![0u8; buffer_len(&config.connection)].into_boxed_slice();
-        let slots = vec![CallSlot::EMPTY; table_len(&config.connection)].into_boxed_slice();
+        let buffer = || vec![0u8; config.connection.buffer_len()].into_boxed_slice();
+        let slots = vec![CallSlot::EMPTY; config.connection.table_len()].into_boxed_slice();
         let core =
             ClientConnection::new(config.connection, buffer(), buffer(), slots, clock.now())?;
         let mut client = Self {
@@ -124,7 +122,7 @@ impl StreamClient {
                     }
                     return Ok(id);
                 }
-                Err(e @ (CoreCallError::TooManyInFlight | CoreCallError::WouldBlock)) => {
+                Err(e @ (SendError::TooManyInFlight | SendError::WouldBlock)) => {
                     if self.closed.is_some() {
                         return Err(CallError::not_sent(e));
                     }

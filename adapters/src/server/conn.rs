@@ -32,10 +32,10 @@ use wirecall_core::{Instant, RequestId};
 use super::workers::{Job, Pool, run_guarded};
 use crate::buffer::{GrowBuf, INITIAL};
 use crate::clock::{Clock, to_core};
-use crate::config::{ServerConfig, buffer_len, table_len};
+use crate::config::ServerConfig;
 use crate::function::{
-    Answer, CallFailure, CallRef, CompletionSink, ERROR_ANSWER_TOO_LARGE, Function,
-    Registry as Functions, Responder, reply_of,
+    Answer, CallFailure, CallRef, CompletionSink, Function, Registry as Functions, Responder,
+    reply_of,
 };
 use crate::stats::{CloseKind, Stats};
 use crate::stream::{Stream, interrupted, would_block};
@@ -126,8 +126,8 @@ impl Conn {
         config: &ServerConfig,
         now: Instant,
     ) -> Result<Self, ConfigError> {
-        let buffer = || GrowBuf::new(buffer_len(&config.connection));
-        let slots = vec![RequestSlot::EMPTY; table_len(&config.connection)].into_boxed_slice();
+        let buffer = || GrowBuf::new(config.connection.buffer_len());
+        let slots = vec![RequestSlot::EMPTY; config.connection.table_len()].into_boxed_slice();
         let core = ServerConnection::new(config.connection, buffer(), buffer(), slots, now)?;
         Ok(Self {
             stream,
@@ -308,21 +308,6 @@ impl Conn {
             match result {
                 Ok(()) => self.last_active = now,
                 Err(RespondError::WouldBlock) => break,
-                Err(RespondError::TooLarge) if !is_too_large_error(answer) => {
-                    let size = answer.as_ref().map_or(0, Vec::len);
-                    log::warn!(
-                        "{}: answer to {id} ({size} bytes) is larger than the client accepts",
-                        self.label
-                    );
-                    if let Some(front) = self.answers.front_mut() {
-                        front.1 = Err(CallFailure::error(
-                            ERROR_ANSWER_TOO_LARGE,
-                            "the answer is larger than the client accepts",
-                        ));
-                    }
-                    progress = true;
-                    continue;
-                }
                 Err(e) => log::debug!("{}: answer to {id} dropped: {e}", self.label),
             }
             self.answers.pop_front();
@@ -591,11 +576,6 @@ pub(super) fn dispatch(
             None
         }
     }
-}
-
-/// `true` for the error that replaces a too-large answer (so it is not replaced again).
-pub(super) fn is_too_large_error(answer: &Answer) -> bool {
-    matches!(answer, Err(CallFailure::Error { code, .. }) if *code == ERROR_ANSWER_TOO_LARGE)
 }
 
 /// The earlier of two optional instants.

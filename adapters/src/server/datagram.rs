@@ -14,9 +14,10 @@
 //! path the sender's socket is bound to (a [`PathBuf`]); a Unix sender with no name cannot
 //! be answered, so its datagrams are dropped (`unaddressable`) before the core sees them.
 //!
-//! In a shutdown the socket is still read: retransmissions of answered calls are still
-//! answered from the cache, calls running are answered when done, and new calls are
-//! rejected (`SHUTTING_DOWN`, not executed) rather than left to time out. A `unix-dgram:`
+//! In a shutdown the core is put in drain mode and the socket is still read:
+//! retransmissions of answered calls are still answered from the cache, calls running are
+//! answered when done, and the core rejects new calls (`SHUTTING_DOWN`, not executed)
+//! rather than leave them to time out. A `unix-dgram:`
 //! socket file is removed as the shutdown begins (clients already connected to the socket
 //! still reach it). The event loop ends once no call is running.
 
@@ -34,16 +35,13 @@ use wirecall_core::datagram::{
     DatagramEntry, DatagramRespondError, DatagramServer, DatagramServerStats, Received,
     RequestHandle,
 };
-use wirecall_core::wire::RejectCode;
 
-use super::conn::{Shared, dispatch, is_too_large_error};
+use super::conn::{Shared, dispatch};
 use super::listener::{SocketFile, bind_udp, bind_unix_datagram};
-use crate::config::{MAX_DATAGRAM_CACHE, ServerConfig, datagram_config, datagram_storage};
+use crate::config::{MAX_DATAGRAM_CACHE, ServerConfig, check_datagram, datagram_config};
 use crate::endpoint::Endpoint;
 use crate::error::Error;
-use crate::function::{
-    Answer, CallFailure, CallRef, ERROR_ANSWER_TOO_LARGE, REJECT_BUSY, reply_of,
-};
+use crate::function::{Answer, CallRef, reply_of};
 use crate::stats::{DropKind, Stats};
 use crate::stream::{interrupted, would_block};
 
@@ -256,19 +254,6 @@ impl<S: DatagramSocket> Datagram<S> {
     fn take(&mut self, token: Token, now: Instant, peer: &S::Peer, len: usize, shared: &Shared) {
         let datagram = self.buf.get(..len).unwrap_or_default();
         let (handle, answer) = match self.core.handle_datagram(now, peer, datagram) {
-            Received::Request(request) if shared.draining => {
-                log::debug!(
-                    "{}: call {} from {peer:?} rejected: shutting down",
-                    self.label,
-                    request.id
-                );
-                shared.stats.datagram_rejected();
-                let answer = Err(CallFailure::rejected(
-                    RejectCode::SHUTTING_DOWN,
-                    "the server is shutting down",
-                ));
-                (request.handle, Some(answer))
-            }
             Received::Request(request) => {
                 let call = CallRef::Datagram(request.handle);
                 let deadline = Some(request.deadline);
@@ -353,57 +338,20 @@ impl<S: DatagramSocket> Datagram<S> {
         if self.running.remove(&handle) {
             stats.datagram_running(false);
         }
-        let mut answer = match answer {
-            // A busy reply would be cached and replayed to every retransmission: a final
-            // "not executed" answer ends the call instead (see `REJECT_BUSY`).
-            Err(CallFailure::Busy { .. }) => Err(CallFailure::rejected(
-                REJECT_BUSY,
-                "the server is too busy to run the call",
-            )),
-            other => other,
-        };
-        // At most: the answer, a shorter stand-in, an empty rejection.
-        for _ in 0..3 {
-            match self.core.respond(handle, reply_of(&answer)) {
-                Ok(transmit) => {
-                    let (bytes, to) = (transmit.bytes, transmit.to);
-                    if send(&self.socket, bytes, to, &self.label, stats) == SendResult::WouldBlock {
-                        self.unsent.hold(now, to, bytes, stats);
-                    }
-                    return;
-                }
-                Err(DatagramRespondError::TooLarge) => {
-                    answer = match answer {
-                        Err(CallFailure::Rejected { code, message }) if !message.is_empty() => {
-                            Err(CallFailure::rejected(code, ""))
-                        }
-                        ref too_large if !is_too_large_error(too_large) => {
-                            let size = too_large.as_ref().map_or(0, Vec::len);
-                            log::warn!(
-                                "{}: an answer ({size} bytes) does not fit one datagram",
-                                self.label
-                            );
-                            Err(CallFailure::error(
-                                ERROR_ANSWER_TOO_LARGE,
-                                "the answer does not fit one datagram",
-                            ))
-                        }
-                        _ => break,
-                    };
-                }
-                Err(DatagramRespondError::UnknownRequest) => {
-                    // Cancelled and forgotten, or its window closed: nobody waits for it.
-                    log::debug!("{}: an answer to a forgotten call dropped", self.label);
-                    stats.datagram_late_answer();
-                    return;
-                }
-                Err(e) => {
-                    log::warn!("{}: cannot answer a call: {e}", self.label);
-                    return;
+        match self.core.respond(handle, reply_of(&answer)) {
+            Ok(transmit) => {
+                let (bytes, to) = (transmit.bytes, transmit.to);
+                if send(&self.socket, bytes, to, &self.label, stats) == SendResult::WouldBlock {
+                    self.unsent.hold(now, to, bytes, stats);
                 }
             }
+            Err(DatagramRespondError::UnknownRequest) => {
+                // Cancelled and forgotten, or its window closed: nobody waits for it.
+                log::debug!("{}: an answer to a forgotten call dropped", self.label);
+                stats.datagram_late_answer();
+            }
+            Err(e) => log::warn!("{}: cannot answer a call: {e}", self.label),
         }
-        log::warn!("{}: a call could not be answered", self.label);
     }
 
     /// No call is running or held, and no answer waits to be sent.
@@ -511,11 +459,7 @@ impl DatagramListener {
                 max: u64::try_from(MAX_DATAGRAM_CACHE).unwrap_or(u64::MAX),
             });
         }
-        // One chunk per entry for its stored answer, one for answers made on the spot.
-        let storage = datagram_storage(
-            dconfig.max_datagram,
-            config.datagram_cache.saturating_add(1),
-        )?;
+        let storage = check_datagram(&dconfig, dconfig.server_storage_len(config.datagram_cache))?;
         fn core<P: Clone + PartialEq>(
             config: wirecall_core::datagram::DatagramConfig,
             storage: usize,
@@ -610,6 +554,7 @@ impl DatagramListener {
     /// The shutdown begins: the socket file goes (new clients cannot reach the socket any
     /// more; connected ones still can, and their new calls are rejected).
     pub(super) fn begin_drain(&mut self) {
+        each!(self, d => d.core.drain());
         if let Self::Unix { file, .. } = self {
             drop(file.take());
         }

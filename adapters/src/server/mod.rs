@@ -54,7 +54,7 @@ use self::datagram::DatagramListener;
 use self::event_loop::{EventLoop, FIRST_LISTENER, GRACEFUL, NOW, SIGNALS, WAKER};
 use self::listener::Listener;
 use crate::clock::Clock;
-use crate::config::{ServerConfig, buffer_len, check_limits, table_len};
+use crate::config::{ServerConfig, check_limits};
 use crate::endpoint::Endpoint;
 use crate::error::Error;
 use crate::function::{Answer, CompletionSink, Function, Registry, Responder};
@@ -169,9 +169,9 @@ impl ServerBuilder {
         // configuration fails here rather than on every accepted connection.
         ServerConnection::new(
             config.connection,
-            vec![0u8; buffer_len(&config.connection)],
-            vec![0u8; buffer_len(&config.connection)],
-            vec![RequestSlot::EMPTY; table_len(&config.connection)],
+            vec![0u8; config.connection.buffer_len()],
+            vec![0u8; config.connection.buffer_len()],
+            vec![RequestSlot::EMPTY; config.connection.table_len()],
             wirecall_core::Instant::ZERO,
         )?;
         let functions = Registry::new(self.functions)?;

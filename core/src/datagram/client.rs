@@ -3,7 +3,7 @@
 use core::ops::Range;
 
 use super::{DatagramConfig, DatagramConfigError, chunk_len};
-use crate::client::{CallError, Failure};
+use crate::client::{Failure, SendError};
 use crate::conn::budget_ms;
 use crate::time::{Duration, Instant};
 use crate::wire::datagram::{ACK_SPAN, ACKS_FIELD, DatagramHeader, FLOOR_FIELD, encode_datagram};
@@ -89,6 +89,31 @@ pub enum DatagramEvent<'a> {
     },
 }
 
+/// What a datagram from [`DatagramClient::poll_transmit`] is, so a driver whose transport
+/// could not take it can say so ([`DatagramClient::not_sent`]) without parsing it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
+pub enum DatagramKind {
+    /// A copy (first or retransmitted) of this call's request.
+    Request(RequestId),
+    /// The cancel of this call.
+    Cancel(RequestId),
+    /// An acknowledgement: only the floor and acks.
+    Acknowledgement,
+}
+
+/// A datagram to send to the server: `bytes`, and what they are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
+pub struct DatagramTransmit<'a> {
+    /// What the datagram is, for [`DatagramClient::not_sent`].
+    pub kind: DatagramKind,
+    /// The datagram.
+    pub bytes: &'a [u8],
+}
+
 /// Counters of a datagram client.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
@@ -115,6 +140,9 @@ pub struct DatagramClientStats {
     /// Acknowledgements sent: datagrams that only tell the server which calls have ended,
     /// sent when answers came and no other datagram carried that news for a while.
     pub acks: u64,
+    /// Datagrams the transport could not take ([`DatagramClient::not_sent`]); a request
+    /// among them is handed out again and not counted in `transmissions`.
+    pub not_sent: u64,
 }
 
 /// The client side of datagram mode, for one server. See the [module docs](super).
@@ -135,6 +163,8 @@ pub struct DatagramClient<B, S> {
     ended_pending: usize,
     /// When to send an acknowledgement: answers came since the last datagram went out.
     ack_at: Option<Instant>,
+    /// The acknowledgement the last call datagram handed out made unnecessary.
+    ack_carried: Option<Instant>,
     /// Where the acknowledgement datagram is built.
     ack_buf: [u8; ACK_LEN],
     stats: DatagramClientStats,
@@ -180,6 +210,7 @@ where
             in_flight: 0,
             ended_pending: 0,
             ack_at: None,
+            ack_carried: None,
             ack_buf: [0; ACK_LEN],
             stats: DatagramClientStats::default(),
         })
@@ -201,9 +232,9 @@ where
     ///
     /// # Errors
     ///
-    /// [`CallError::TooManyInFlight`] when every slot is busy, or when the call would be
+    /// [`SendError::TooManyInFlight`] when every slot is busy, or when the call would be
     /// more than [`ACK_SPAN`] ids past the oldest call still waiting (that one must end
-    /// first, so the server's memory of this client stays bounded); [`CallError::TooLarge`]
+    /// first, so the server's memory of this client stays bounded); [`SendError::TooLarge`]
     /// when the request does not fit one datagram. Nothing is sent then.
     pub fn call(
         &mut self,
@@ -211,18 +242,18 @@ where
         method: &str,
         body: &[u8],
         timeout: Option<Duration>,
-    ) -> Result<RequestId, CallError> {
+    ) -> Result<RequestId, SendError> {
         let timeout = timeout.unwrap_or(self.config.default_timeout);
         let index = self
             .slots
             .as_ref()
             .iter()
             .position(|s| s.state == SlotState::Free)
-            .ok_or(CallError::TooManyInFlight)?;
+            .ok_or(SendError::TooManyInFlight)?;
         if self.next_id.saturating_sub(self.floor()) > ACK_SPAN {
             // The new call could never be acknowledged while the oldest one lags: wait
             // for that one to end, so the server's memory of this client stays bounded.
-            return Err(CallError::TooManyInFlight);
+            return Err(SendError::TooManyInFlight);
         }
         let id = RequestId(self.next_id);
         let frame = Frame::Request(Request {
@@ -236,9 +267,9 @@ where
             .storage
             .as_mut()
             .get_mut(range)
-            .ok_or(CallError::TooLarge)?;
+            .ok_or(SendError::TooLarge)?;
         let header = DatagramHeader::new(self.epoch, 0); // floor set when sent
-        let len = encode_datagram(header, &frame, out).map_err(|_| CallError::TooLarge)?;
+        let len = encode_datagram(header, &frame, out).map_err(|_| SendError::TooLarge)?;
         if let Some(slot) = self.slots.as_mut().get_mut(index) {
             *slot = DatagramCallSlot {
                 id: id.0,
@@ -301,25 +332,35 @@ where
     }
 
     /// The next datagram to send to the server, if one is due: a first transmission, a
-    /// retransmission, a cancel, or an acknowledgement. Send it, then call again until
-    /// `None`.
+    /// retransmission, a cancel, or an acknowledgement. Send its bytes, then call again
+    /// until `None`. A datagram the transport could not take now (its queue is full) is
+    /// handed back with [`not_sent`](Self::not_sent); wait until the socket can send
+    /// before calling this again.
     #[must_use = "the datagram must be sent to the server"]
-    pub fn poll_transmit(&mut self, now: Instant) -> Option<&[u8]> {
+    pub fn poll_transmit(&mut self, now: Instant) -> Option<DatagramTransmit<'_>> {
         // A request is never sent past its deadline: the server's memory of a call is only
         // guaranteed within it (section 11.4 of PROTOCOL.md). End overdue calls first.
         self.handle_timeout(now);
+        // `not_sent` refers to the datagram handed out last, this one.
+        self.ack_carried = None;
         let Some(index) = self.slots.as_ref().iter().position(|s| {
             s.cancel_owed || (s.state == SlotState::Active && s.next_send.is_some_and(|t| t <= now))
         }) else {
-            return self.due_acknowledgement(now);
+            let bytes = self.due_acknowledgement(now)?;
+            return Some(DatagramTransmit {
+                kind: DatagramKind::Acknowledgement,
+                bytes,
+            });
         };
-        // This datagram carries the news of every call ended so far.
-        self.ack_at = None;
+        // This datagram carries the news of every call ended so far (unless it is handed
+        // back as not sent: then the acknowledgement is owed again).
+        self.ack_carried = self.ack_at.take();
         let (floor, acks) = self.floor_and_acks();
         let jitter = self.jitter();
         let config = self.config;
         let slot = self.slots.as_mut().get_mut(index)?;
         let cancel = slot.cancel_owed;
+        let id = RequestId(slot.id);
         if cancel {
             slot.cancel_owed = false;
             if slot.state == SlotState::Reported {
@@ -367,7 +408,57 @@ where
         if let Some(field) = datagram.get_mut(ACKS_FIELD) {
             field.copy_from_slice(&acks.to_be_bytes());
         }
-        Some(datagram)
+        let kind = if cancel {
+            DatagramKind::Cancel(id)
+        } else {
+            DatagramKind::Request(id)
+        };
+        Some(DatagramTransmit {
+            kind,
+            bytes: datagram,
+        })
+    }
+
+    /// The transport did not take the datagram [`poll_transmit`](Self::poll_transmit) just
+    /// returned (no room now): a request is handed out again at the next `poll_transmit`,
+    /// as if this copy had never been made (and, as ever, never past its call's deadline);
+    /// an acknowledgement is owed again; a cancel is dropped, as a lost one would be (it
+    /// is best effort: the server's entry for the call stays until its window closes or
+    /// the client's next datagram says the call has ended).
+    pub fn not_sent(&mut self, kind: DatagramKind) {
+        if let Some(at) = self.ack_carried.take() {
+            self.ack_at = Some(self.ack_at.map_or(at, |a| a.min(at)));
+        }
+        match kind {
+            DatagramKind::Request(id) => {
+                let Some(index) = self.active_index(id) else {
+                    return;
+                };
+                let initial = self.config.initial_rto;
+                let Some(slot) = self.slots.as_mut().get_mut(index) else {
+                    return;
+                };
+                if slot.attempts == 0 {
+                    return;
+                }
+                slot.attempts = slot.attempts.saturating_sub(1);
+                slot.rto = Duration::from_micros(slot.rto.as_micros() / 2).max(initial);
+                slot.next_send = Some(Instant::ZERO);
+                self.stats.transmissions = self.stats.transmissions.saturating_sub(1);
+                if slot.attempts > 0 {
+                    self.stats.retransmissions = self.stats.retransmissions.saturating_sub(1);
+                }
+                self.stats.not_sent = self.stats.not_sent.saturating_add(1);
+            }
+            DatagramKind::Cancel(_) => {
+                self.stats.not_sent = self.stats.not_sent.saturating_add(1);
+            }
+            DatagramKind::Acknowledgement => {
+                self.ack_at = Some(Instant::ZERO);
+                self.stats.acks = self.stats.acks.saturating_sub(1);
+                self.stats.not_sent = self.stats.not_sent.saturating_add(1);
+            }
+        }
     }
 
     /// An acknowledgement datagram, when one is due: answers came, and no other datagram
@@ -384,6 +475,7 @@ where
     /// server forgets its answered calls at once. `None` when nothing is owed.
     #[must_use = "the datagram must be sent to the server"]
     pub fn acknowledgement(&mut self) -> Option<&[u8]> {
+        self.ack_carried = None;
         self.ack_at.take()?;
         let (floor, acks) = self.floor_and_acks();
         let header = DatagramHeader::new(self.epoch, floor).with_acks(acks);

@@ -36,7 +36,10 @@
 mod client;
 mod server;
 
-pub use client::{DatagramCallSlot, DatagramClient, DatagramClientStats, DatagramEvent};
+pub use client::{
+    DatagramCallSlot, DatagramClient, DatagramClientStats, DatagramEvent, DatagramKind,
+    DatagramTransmit,
+};
 pub use server::{
     DatagramEntry, DatagramRequest, DatagramRespondError, DatagramServer, DatagramServerStats,
     DropReason, Received, RequestHandle, Transmit, WAYS,
@@ -96,6 +99,26 @@ impl Default for DatagramConfig {
             max_budget: Duration::from_secs(60),
             max_latency: Duration::from_secs(2),
         }
+    }
+}
+
+impl DatagramConfig {
+    /// Bytes of storage a [`DatagramServer`] with `entries` cache entries needs: one
+    /// `max_datagram` chunk per entry for its stored answer, and one more for answers made
+    /// on the spot. `None` when that overflows `usize`.
+    #[must_use]
+    pub const fn server_storage_len(&self, entries: usize) -> Option<usize> {
+        match entries.checked_add(1) {
+            Some(chunks) => self.max_datagram.checked_mul(chunks),
+            None => None,
+        }
+    }
+
+    /// Bytes of storage a [`DatagramClient`] with `slots` call slots needs: one
+    /// `max_datagram` chunk per slot for its encoded request. `None` when that overflows.
+    #[must_use]
+    pub const fn client_storage_len(&self, slots: usize) -> Option<usize> {
+        self.max_datagram.checked_mul(slots)
     }
 }
 

@@ -4,7 +4,7 @@ use core::fmt;
 use core::ops::Range;
 
 use super::{DatagramConfig, DatagramConfigError, chunk_len};
-use crate::conn::budget_ms;
+use crate::conn::{budget_ms, too_large_stand_in};
 use crate::time::{Duration, Instant};
 use crate::wire::datagram::{DatagramHeader, HeaderError, encode_datagram, ended, merge_ended};
 use crate::wire::{Frame, RejectCode, Reply, RequestId, Response};
@@ -176,8 +176,8 @@ pub struct Transmit<'a, P> {
 pub enum DatagramRespondError {
     /// The handle names no call in progress: answered already, or its entry expired.
     UnknownRequest,
-    /// The answer does not fit one datagram; the call is still in progress, so answer
-    /// with an error instead.
+    /// Not even the stand-in for a too-large answer fits: cannot happen with the storage
+    /// the constructor accepts (the call is still in progress).
     TooLarge,
 }
 
@@ -185,7 +185,7 @@ impl fmt::Display for DatagramRespondError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             Self::UnknownRequest => "no such call in progress",
-            Self::TooLarge => "answer larger than one datagram",
+            Self::TooLarge => "not even an error fits one datagram",
         })
     }
 }
@@ -231,7 +231,16 @@ pub struct DatagramServerStats {
     pub stale: u64,
     /// Acknowledgements (datagrams that only say which calls have ended).
     pub acks: u64,
+    /// Answers too large for one datagram, sent as
+    /// [`ERROR_ANSWER_TOO_LARGE`](crate::wire::ERROR_ANSWER_TOO_LARGE) instead.
+    pub answers_too_large: u64,
+    /// New calls rejected with [`RejectCode::SHUTTING_DOWN`] while draining (not run).
+    pub shutting_down: u64,
 }
+
+/// The message sent with [`ERROR_ANSWER_TOO_LARGE`](crate::wire::ERROR_ANSWER_TOO_LARGE) in
+/// datagram mode.
+const TOO_LARGE_MESSAGE: &str = "answer does not fit one datagram";
 
 impl DatagramServerStats {
     fn count_drop(&mut self, reason: DropReason) {
@@ -264,6 +273,8 @@ pub struct DatagramServer<P, B, S> {
     storage: B,
     entries: S,
     chunk: usize,
+    /// Draining: new calls are rejected, everything else goes on.
+    draining: bool,
     stats: DatagramServerStats,
     _peer: core::marker::PhantomData<P>,
 }
@@ -297,6 +308,7 @@ where
             storage,
             entries,
             chunk,
+            draining: false,
             stats: DatagramServerStats::default(),
             _peer: core::marker::PhantomData,
         })
@@ -414,6 +426,8 @@ where
         // The client's record: learn what has ended, and refuse it.
         let record = match self.find(from, epoch, 0) {
             Some(index) => index,
+            // A client with no record has no call here: nothing to answer but "no".
+            None if self.draining => return self.shutting_down(epoch, req.id),
             None => match self.free_entry(now, epoch, 0) {
                 Ok(index) => {
                     self.claim(index, from, epoch, 0, EntryState::Client, window_end);
@@ -444,6 +458,9 @@ where
             let start = self.chunk_range(index).start;
             let bytes = self.storage.as_ref().get(start..start.saturating_add(len));
             return Received::Reply(bytes.unwrap_or_default());
+        }
+        if self.draining {
+            return self.shutting_down(epoch, req.id);
         }
         let index = match self.free_entry(now, epoch, req.id.0) {
             Ok(index) => index,
@@ -508,6 +525,37 @@ where
             retry_after_ms: budget_ms(retry_after).max(1),
         };
         self.scratch_reply(epoch, id, reply)
+    }
+
+    /// The rejection of a new call while draining (not cached: it depends only on the
+    /// server's state, and a retransmission gets it again).
+    fn shutting_down(&mut self, epoch: u64, id: RequestId) -> Received<'_, 'static> {
+        trace!("call {} rejected: shutting down", id.0);
+        self.stats.shutting_down = self.stats.shutting_down.saturating_add(1);
+        let reply = Reply::Rejected {
+            code: RejectCode::SHUTTING_DOWN,
+            message: "the server is shutting down",
+        };
+        self.scratch_reply(epoch, id, reply)
+    }
+
+    /// Begins a shutdown (drain mode): from now on every *new* call is rejected with
+    /// [`RejectCode::SHUTTING_DOWN`] (not run, so the client may retry it elsewhere), while
+    /// everything the server already took goes on: calls in progress are answered as
+    /// usual, retransmissions of answered calls are answered again from the cache, cancels
+    /// and acknowledgements are handled. Keep reading the socket until
+    /// [`is_drained`](Self::is_drained).
+    pub fn drain(&mut self) {
+        if !self.draining {
+            debug!("datagram server draining");
+        }
+        self.draining = true;
+    }
+
+    /// `true` in drain mode once no call taken is still in progress: the server can stop.
+    #[must_use]
+    pub fn is_drained(&self) -> bool {
+        self.draining && self.in_progress() == 0
     }
 
     fn on_cancel(
@@ -649,6 +697,11 @@ where
     /// take the call now) is not stored: the call's entry is freed, so the client's next
     /// copy, after the hint, is taken as a new call.
     ///
+    /// An answer that does not fit one datagram is replaced by
+    /// [`ERROR_ANSWER_TOO_LARGE`](crate::wire::ERROR_ANSWER_TOO_LARGE) (the function ran),
+    /// and a rejection whose message does not fit loses its message; both are counted in
+    /// [`DatagramServerStats::answers_too_large`].
+    ///
     /// # Errors
     ///
     /// [`DatagramRespondError`]; on `TooLarge` the call is still in progress.
@@ -667,17 +720,30 @@ where
             .filter(|e| e.generation == handle.generation)
             .filter(|e| matches!(e.state, EntryState::InProgress { .. }))
             .ok_or(DatagramRespondError::UnknownRequest)?;
-        let frame = Frame::Response(Response {
-            id: RequestId(entry.id),
-            reply,
-        });
         let out = self
             .storage
             .as_mut()
             .get_mut(range)
             .ok_or(DatagramRespondError::TooLarge)?;
-        let len = encode_datagram(DatagramHeader::new(entry.epoch, 0), &frame, out)
-            .map_err(|_| DatagramRespondError::TooLarge)?;
+        let header = DatagramHeader::new(entry.epoch, 0);
+        let id = RequestId(entry.id);
+        let mut reply = reply;
+        let mut replaced = false;
+        let len = loop {
+            let frame = Frame::Response(Response { id, reply });
+            match encode_datagram(header, &frame, out) {
+                Ok(len) => break len,
+                Err(_) => {
+                    reply = too_large_stand_in(&reply, TOO_LARGE_MESSAGE)
+                        .ok_or(DatagramRespondError::TooLarge)?;
+                    replaced = true;
+                }
+            }
+        };
+        if replaced {
+            warn!("answer to {} does not fit one datagram", id.0);
+            self.stats.answers_too_large = self.stats.answers_too_large.saturating_add(1);
+        }
         if matches!(reply, Reply::Busy { .. }) {
             // Busy means "not run, try later": the client keeps the call and retransmits
             // after the hint, so the entry is freed for that copy to be taken afresh rather

@@ -1,5 +1,5 @@
-//! Numbered codes carried in [`Reply::Rejected`](super::Reply::Rejected) and
-//! [`Frame::Close`](super::Frame::Close) frames.
+//! Numbered codes carried in [`Reply::Rejected`](super::Reply::Rejected),
+//! [`Reply::Error`](super::Reply::Error) and [`Frame::Close`](super::Frame::Close) frames.
 //!
 //! Codes are plain `u16` newtypes rather than closed enums, so a code this version does not
 //! know is still data: it is shown by number and never makes a frame undecodable.
@@ -27,8 +27,8 @@ impl RejectCode {
     /// The request's arguments were refused before the function ran.
     pub const INVALID_REQUEST: Self = Self(4);
     /// The request is larger than the function accepts; it was not run. (An *answer* too
-    /// large for the client is found only after the function ran: send a
-    /// [`Reply::Error`](super::Reply::Error) for that, since the call was executed.)
+    /// large for the client is found only after the function ran: the core sends
+    /// [`ERROR_ANSWER_TOO_LARGE`] for that, since the call was executed.)
     pub const TOO_LARGE: Self = Self(5);
 
     /// A short name for a known code, `None` for others.
@@ -52,6 +52,35 @@ impl fmt::Display for RejectCode {
             None => write!(f, "code {}", self.0),
         }
     }
+}
+
+/// The error numbers of [`Reply::Error`](super::Reply::Error) that wirecall itself uses:
+/// the top 256 values of `u32`. Applications use the others, so a client can always tell a
+/// wirecall error from its application's. Every one of them means the function *ran*.
+pub const RESERVED_ERROR_CODES: core::ops::RangeInclusive<u32> = 0xFFFF_FF00..=u32::MAX;
+
+/// The function ran, but its answer is larger than the client accepts (its announced
+/// `max_frame_len` on a stream, one datagram in datagram mode). The core sends this in
+/// place of such an answer.
+pub const ERROR_ANSWER_TOO_LARGE: u32 = 0xFFFF_FF00;
+
+/// The function panicked (sent by the `wirecall` library, which catches the panic).
+pub const ERROR_FUNCTION_PANICKED: u32 = 0xFFFF_FF01;
+
+/// The function gave up its way to answer without answering (sent by the `wirecall`
+/// library when a deferred function drops its responder).
+pub const ERROR_NO_ANSWER: u32 = 0xFFFF_FF02;
+
+/// A short name for a reserved error number, `None` for others (application errors, and
+/// reserved numbers this version does not know).
+#[must_use]
+pub const fn reserved_error_name(code: u32) -> Option<&'static str> {
+    Some(match code {
+        ERROR_ANSWER_TOO_LARGE => "answer too large",
+        ERROR_FUNCTION_PANICKED => "function panicked",
+        ERROR_NO_ANSWER => "no answer",
+        _ => return None,
+    })
 }
 
 /// Why a peer is closing the connection at once, sent in a [`Close`](super::Frame::Close)

@@ -23,7 +23,10 @@ mod code;
 pub mod datagram;
 mod frames;
 
-pub use code::{CloseCode, RejectCode};
+pub use code::{
+    CloseCode, ERROR_ANSWER_TOO_LARGE, ERROR_FUNCTION_PANICKED, ERROR_NO_ANSWER,
+    RESERVED_ERROR_CODES, RejectCode, reserved_error_name,
+};
 pub use frames::{Frame, Hello, Reply, Request, RequestId, Response};
 
 use core::fmt;

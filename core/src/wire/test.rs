@@ -89,6 +89,26 @@ const RESPONSE_ERROR_FRAME: Frame<'static> = Frame::Response(Response {
     },
 });
 
+/// Response to #300: Error, the reserved `ERROR_ANSWER_TOO_LARGE`, with the message a
+/// stream server sends.
+static RESPONSE_TOO_LARGE_BYTES: [u8; 47] = [
+    0x02, // tag 2: Response
+    0xac, 0x02, // id 300
+    0x01, // reply tag 1: Error
+    0x80, 0xfe, 0xff, 0xff, 0x0f, // code 0xffffff00
+    0x25, // message: length 37, "answer larger than the client accepts"
+    0x61, 0x6e, 0x73, 0x77, 0x65, 0x72, 0x20, 0x6c, 0x61, 0x72, 0x67, 0x65, 0x72, 0x20, 0x74, 0x68,
+    0x61, 0x6e, 0x20, 0x74, 0x68, 0x65, 0x20, 0x63, 0x6c, 0x69, 0x65, 0x6e, 0x74, 0x20, 0x61, 0x63,
+    0x63, 0x65, 0x70, 0x74, 0x73,
+];
+const RESPONSE_TOO_LARGE_FRAME: Frame<'static> = Frame::Response(Response {
+    id: RequestId(300),
+    reply: Reply::Error {
+        code: super::ERROR_ANSWER_TOO_LARGE,
+        message: "answer larger than the client accepts",
+    },
+});
+
 /// Response to #300: Rejected, `DEADLINE_EXCEEDED` (2), message "late".
 static RESPONSE_REJECTED_BYTES: [u8; 10] = [
     0x02, // tag 2: Response
@@ -163,7 +183,7 @@ const CLOSE_FRAME: Frame<'static> = Frame::Close {
 };
 
 /// Every vector: name, bytes, value.
-fn vectors() -> [(&'static str, &'static [u8], Frame<'static>); 13] {
+fn vectors() -> [(&'static str, &'static [u8], Frame<'static>); 14] {
     [
         ("hello", &HELLO_BYTES, HELLO_FRAME),
         ("request", &REQUEST_BYTES, REQUEST_FRAME),
@@ -177,6 +197,11 @@ fn vectors() -> [(&'static str, &'static [u8], Frame<'static>); 13] {
             "response_error",
             &RESPONSE_ERROR_BYTES,
             RESPONSE_ERROR_FRAME,
+        ),
+        (
+            "response_too_large",
+            &RESPONSE_TOO_LARGE_BYTES,
+            RESPONSE_TOO_LARGE_FRAME,
         ),
         (
             "response_rejected",
@@ -671,11 +696,24 @@ fn test_constants_and_codes() {
         (CloseCode::HANDSHAKE_TIMEOUT, 5),
         (CloseCode::KEEPALIVE_TIMEOUT, 6),
         (CloseCode::DRAIN_TIMEOUT, 7),
+        (CloseCode::REFUSED, 8),
     ];
     for (code, n) in close {
         assert_eq!(code.0, n);
         assert!(code.name().is_some());
     }
+    let reserved = [
+        (super::ERROR_ANSWER_TOO_LARGE, 0xffff_ff00),
+        (super::ERROR_FUNCTION_PANICKED, 0xffff_ff01),
+        (super::ERROR_NO_ANSWER, 0xffff_ff02),
+    ];
+    for (code, n) in reserved {
+        assert_eq!(code, n);
+        assert!(super::RESERVED_ERROR_CODES.contains(&code));
+        assert!(super::reserved_error_name(code).is_some());
+    }
+    assert_eq!(*super::RESERVED_ERROR_CODES.start(), 0xffff_ff00);
+    assert_eq!(super::reserved_error_name(1000), None);
     // An unknown code is still a valid frame.
     assert_eq!(
         Frame::decode(&[0x07, 0x80, 0x02, 0x00]),
