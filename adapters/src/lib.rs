@@ -37,7 +37,6 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
-pub mod bench;
 mod buffer;
 pub mod builtins;
 pub mod client;
@@ -47,7 +46,7 @@ pub mod demo;
 pub mod endpoint;
 pub mod error;
 pub mod function;
-mod id_hasher;
+pub mod id_hasher;
 pub mod server;
 pub mod stats;
 mod stream;

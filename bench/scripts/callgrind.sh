@@ -4,7 +4,7 @@
 # run twice with different numbers of calls and the difference is divided by the
 # difference in calls, so start-up cancels out. Instruction counts are stable on a noisy
 # machine; they do not include the kernel (see syscalls.sh for that).
-# Needs valgrind and `cargo build --release -p wirecall -p wirecall-bench`. Loopback only.
+# Needs valgrind and `cargo build --release -p wirecall-cli -p wirecall-bench`. Loopback only.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 BIN=${BIN:-${CARGO_TARGET_DIR:-$ROOT/target}/release}

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Syscalls per call (strace -c) on each side: raw, tokio and wirecall, Unix stream, 32-byte
 # bodies, both ends on CPU 0, 2 s of calls. WIN=64 for the window of 64.
-# Needs strace and `cargo build --release -p wirecall -p wirecall-bench`. Loopback only;
+# Needs strace and `cargo build --release -p wirecall-cli -p wirecall-bench`. Loopback only;
 # every process it starts ends by itself or by its own pid.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)

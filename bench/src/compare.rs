@@ -382,7 +382,7 @@ pub(crate) fn run(args: &Args) -> Result<()> {
     };
     if !wirecall.exists() {
         return Err(format!(
-            "no wirecall binary at {} (build it: cargo build --release -p wirecall -p wirecall-bench, or pass --wirecall PATH)",
+            "no wirecall binary at {} (build it: cargo build --release -p wirecall-cli -p wirecall-bench, or pass --wirecall PATH)",
             wirecall.display()
         )
         .into());

@@ -1,7 +1,7 @@
 //! `wirecall-bench`: wirecall side by side with raw std sockets and tokio, in one run.
 //!
 //! ```sh
-//! cargo build --release -p wirecall -p wirecall-bench
+//! cargo build --release -p wirecall-cli -p wirecall-bench
 //! target/release/wirecall-bench compare            # the full table (~6 minutes)
 //! target/release/wirecall-bench compare --quick    # one quick pass (~1 minute)
 //! target/release/wirecall-bench rss                # RSS of 10,000 idle connections

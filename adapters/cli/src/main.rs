@@ -2,6 +2,8 @@
 //! purpose: parse the command line, set up logging, call the library, map errors to one
 //! line and an exit code.
 
+mod bench;
+
 use std::fmt::Display;
 use std::io::{Read, Write};
 use std::process::ExitCode;
@@ -126,8 +128,8 @@ enum Command {
     #[command(after_help = DEMO_HELP)]
     Demo,
     /// Load a server with calls and report calls/s and latency percentiles
-    #[command(after_help = wirecall::bench::HELP)]
-    Bench(wirecall::bench::BenchArgs),
+    #[command(after_help = bench::HELP)]
+    Bench(bench::BenchArgs),
 }
 
 #[derive(Debug, Args)]
@@ -199,7 +201,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve(args),
         Command::Call(args) => call(&args),
         Command::Demo => demo(),
-        Command::Bench(args) => wirecall::bench::command(&args),
+        Command::Bench(args) => bench::command(&args),
     }
 }
 

@@ -1,4 +1,4 @@
-//! `wirecall bench`: a load generator over the library [`Client`].
+//! `wirecall bench`: a load generator over the library's [`Client`], and its command line.
 //!
 //! [`run`] opens `connections` clients, each on its own thread, and keeps `window` calls in
 //! flight on each with [`Client::submit`] and [`Client::wait_any`] (window 1 is plain
@@ -12,18 +12,6 @@
 //! Connecting is not timed: every connection is made first, then the clock starts. The run
 //! ends after a number of calls (split evenly over the connections) or after a duration (no
 //! new calls after it; the ones in flight are still collected and counted).
-//!
-//! ```no_run
-//! use std::time::Duration;
-//! use wirecall::bench::{self, BenchConfig, Limit};
-//!
-//! let mut config = BenchConfig::new("unix:/tmp/wirecall.sock".parse()?);
-//! config.window = 64;
-//! config.limit = Limit::Duration(Duration::from_secs(5));
-//! let report = bench::run(&config, None)?;
-//! println!("{} calls/s, p99 {:.1} µs", report.calls_per_sec(), report.p99_us);
-//! # Ok::<(), Box<dyn std::error::Error>>(())
-//! ```
 
 use std::fmt;
 use std::io::{IsTerminal, Write};
@@ -33,12 +21,10 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 
-use crate::client::{CallErrorKind, Client};
-use crate::config::{ClientConfig, MAX_DATAGRAM_LIMIT, MAX_FRAME_LIMIT, MAX_IN_FLIGHT_LIMIT};
-use crate::core::RequestId;
-use crate::endpoint::Endpoint;
-use crate::error::Error;
-use crate::id_hasher::IdMap;
+use wirecall::config::{ClientConfig, MAX_DATAGRAM_LIMIT, MAX_FRAME_LIMIT, MAX_IN_FLIGHT_LIMIT};
+use wirecall::core::RequestId;
+use wirecall::id_hasher::IdMap;
+use wirecall::{CallErrorKind, Client, Endpoint, Error};
 
 /// The largest latency the histograms hold exactly: one hour, in nanoseconds (longer ones
 /// are recorded as this).
@@ -48,7 +34,7 @@ const FRAME_OVERHEAD: usize = 1024;
 
 /// When a run stops.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Limit {
+pub(crate) enum Limit {
     /// After this many calls in all (split evenly over the connections).
     Requests(u64),
     /// No new calls after this long; calls in flight are still collected.
@@ -58,7 +44,7 @@ pub enum Limit {
 /// How an answer is checked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
-pub enum Check {
+pub(crate) enum Check {
     /// The answer must be the request body (the `echo` method).
     Echo,
     /// The answer must be the request body upper-cased (the `upper` method; the bodies
@@ -71,7 +57,7 @@ pub enum Check {
 impl Check {
     /// The check for a method of the reference server.
     #[must_use]
-    pub fn for_method(method: &str) -> Self {
+    pub(crate) fn for_method(method: &str) -> Self {
         match method {
             "echo" => Self::Echo,
             "upper" => Self::Upper,
@@ -83,29 +69,29 @@ impl Check {
 /// What [`run`] does. Start from [`BenchConfig::new`].
 #[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct BenchConfig {
+pub(crate) struct BenchConfig {
     /// Where the server listens.
-    pub endpoint: Endpoint,
+    pub(crate) endpoint: Endpoint,
     /// The method to call. Default: `echo`.
-    pub method: String,
+    pub(crate) method: String,
     /// Request body size in bytes. Default: 32.
-    pub size: usize,
+    pub(crate) size: usize,
     /// Client connections, one thread each. Default: 1.
-    pub connections: usize,
+    pub(crate) connections: usize,
     /// Calls in flight per connection (1: ping-pong). Default: 1.
-    pub window: usize,
+    pub(crate) window: usize,
     /// When to stop. Default: 10 s.
-    pub limit: Limit,
+    pub(crate) limit: Limit,
     /// Each call's timeout (`None`: none). Default: 5 s.
-    pub timeout: Option<Duration>,
+    pub(crate) timeout: Option<Duration>,
     /// How answers are checked. Default: from the method ([`Check::for_method`]).
-    pub check: Check,
+    pub(crate) check: Check,
 }
 
 impl BenchConfig {
     /// `echo` with 32-byte bodies over one connection, ping-pong, for 10 seconds.
     #[must_use]
-    pub fn new(endpoint: Endpoint) -> Self {
+    pub(crate) fn new(endpoint: Endpoint) -> Self {
         Self {
             endpoint,
             method: "echo".to_owned(),
@@ -149,41 +135,41 @@ impl BenchConfig {
 /// The outcome of a run. Latencies are in microseconds.
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
-pub struct Report {
+pub(crate) struct Report {
     /// Calls that ended (with an answer, an error or a timeout).
-    pub calls: u64,
+    pub(crate) calls: u64,
     /// Calls answered with the right bytes.
-    pub ok: u64,
+    pub(crate) ok: u64,
     /// Calls that failed (other than by timing out) or got a wrong answer.
-    pub errors: u64,
+    pub(crate) errors: u64,
     /// Calls among `errors` whose answer had wrong bytes.
-    pub mismatches: u64,
+    pub(crate) mismatches: u64,
     /// Calls that timed out.
-    pub timeouts: u64,
+    pub(crate) timeouts: u64,
     /// From the first call to the last outcome.
-    pub elapsed: Duration,
+    pub(crate) elapsed: Duration,
     /// Median latency.
-    pub p50_us: f64,
+    pub(crate) p50_us: f64,
     /// 90th percentile latency.
-    pub p90_us: f64,
+    pub(crate) p90_us: f64,
     /// 99th percentile latency.
-    pub p99_us: f64,
+    pub(crate) p99_us: f64,
     /// 99.9th percentile latency.
-    pub p999_us: f64,
+    pub(crate) p999_us: f64,
     /// Largest latency.
-    pub max_us: f64,
+    pub(crate) max_us: f64,
     /// Mean latency.
-    pub mean_us: f64,
+    pub(crate) mean_us: f64,
     /// Whether answers were checked byte for byte ([`Check::Echo`], [`Check::Upper`]).
-    pub checked: bool,
+    pub(crate) checked: bool,
     /// The first failure, for the report.
-    pub first_error: Option<String>,
+    pub(crate) first_error: Option<String>,
 }
 
 impl Report {
     /// Calls per second over the run.
     #[must_use]
-    pub fn calls_per_sec(&self) -> f64 {
+    pub(crate) fn calls_per_sec(&self) -> f64 {
         let secs = self.elapsed.as_secs_f64();
         if secs > 0.0 {
             self.calls as f64 / secs
@@ -194,14 +180,14 @@ impl Report {
 
     /// Whether every call succeeded with the right answer.
     #[must_use]
-    pub fn is_clean(&self) -> bool {
+    pub(crate) fn is_clean(&self) -> bool {
         self.errors == 0 && self.timeouts == 0
     }
 
     /// The report as one JSON object (what `wirecall bench --json` prints), with the run's
     /// settings.
     #[must_use]
-    pub fn to_json(&self, config: &BenchConfig) -> serde_json::Value {
+    pub(crate) fn to_json(&self, config: &BenchConfig) -> serde_json::Value {
         serde_json::json!({
             "endpoint": config.endpoint.to_string(),
             "method": config.method,
@@ -268,7 +254,7 @@ impl fmt::Display for Report {
 /// Only what stops the run before any call: a client that cannot connect (or an endpoint
 /// the client does not support), or a thread that cannot start. Failed calls are counted
 /// in the [`Report`], not returned.
-pub fn run(config: &BenchConfig, progress: Option<&dyn Fn(u64)>) -> Result<Report, Error> {
+pub(crate) fn run(config: &BenchConfig, progress: Option<&dyn Fn(u64)>) -> Result<Report, Error> {
     let connections = config.connections.max(1);
     let client_config = config.client_config();
     let mut clients = Vec::with_capacity(connections);
@@ -295,7 +281,10 @@ pub fn run(config: &BenchConfig, progress: Option<&dyn Fn(u64)>) -> Result<Repor
             let handle = std::thread::Builder::new()
                 .name("bench".to_owned())
                 .spawn_scoped(scope, move || drive(client, config, quota, deadline, ended))
-                .map_err(Error::io("starting a bench thread"))?;
+                .map_err(|source| Error::Io {
+                    context: "starting a bench thread",
+                    source,
+                })?;
             handles.push(handle);
         }
         if let Some(progress) = progress {
@@ -536,7 +525,7 @@ fn merge(tallies: Vec<Tally>, start: Instant, check: Check) -> Report {
 }
 
 /// The help text after `wirecall bench --help`'s options.
-pub const HELP: &str = "\
+pub(crate) const HELP: &str = "\
 Opens --connections clients, each keeping --window calls in flight (1: ping-pong), and
 calls METHOD until --requests calls are made or --duration seconds have passed (default:
 10 s). Connecting is not timed. Every answer is checked: for echo it must be the request
@@ -563,38 +552,38 @@ Examples:
 
 /// The command line of `wirecall bench`.
 #[derive(Debug, clap::Args)]
-pub struct BenchArgs {
+pub(crate) struct BenchArgs {
     /// Where the server listens
     #[arg(value_name = "ENDPOINT")]
-    pub endpoint: Endpoint,
+    pub(crate) endpoint: Endpoint,
     /// The method to call
     #[arg(long, value_name = "NAME", default_value = "echo")]
-    pub method: String,
+    pub(crate) method: String,
     /// Request body size in bytes
     #[arg(long, value_name = "BYTES", default_value_t = 32,
           value_parser = clap::value_parser!(u32).range(0..=i64::from(MAX_FRAME_LIMIT) - 1024))]
-    pub size: u32,
+    pub(crate) size: u32,
     /// Client connections (one thread each)
     #[arg(long, short = 'c', value_name = "C", default_value_t = 1,
           value_parser = clap::value_parser!(u32).range(1..=10_000))]
-    pub connections: u32,
+    pub(crate) connections: u32,
     /// Calls in flight per connection (1: ping-pong)
     #[arg(long, short = 'w', value_name = "W", default_value_t = 1,
           value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_IN_FLIGHT_LIMIT)))]
-    pub window: u32,
+    pub(crate) window: u32,
     /// Stop after this many calls in all
     #[arg(long, short = 'n', value_name = "N", conflicts_with = "duration",
           value_parser = clap::value_parser!(u64).range(1..))]
-    pub requests: Option<u64>,
+    pub(crate) requests: Option<u64>,
     /// Stop making calls after this many seconds (default: 10)
     #[arg(long, short = 'd', value_name = "SECS", value_parser = parse_secs)]
-    pub duration: Option<Duration>,
+    pub(crate) duration: Option<Duration>,
     /// Milliseconds each call may take before it counts as timed out (0: no timeout)
     #[arg(long, value_name = "MS", default_value_t = 5000)]
-    pub timeout: u64,
+    pub(crate) timeout: u64,
     /// Print one JSON object instead of the text report
     #[arg(long)]
-    pub json: bool,
+    pub(crate) json: bool,
 }
 
 /// Seconds as a decimal number (`2`, `0.5`), above zero and at most a day.
@@ -610,7 +599,7 @@ fn parse_secs(text: &str) -> Result<Duration, String> {
 impl BenchArgs {
     /// The run these arguments ask for.
     #[must_use]
-    pub fn config(&self) -> BenchConfig {
+    pub(crate) fn config(&self) -> BenchConfig {
         let mut config = BenchConfig::new(self.endpoint.clone());
         config.method.clone_from(&self.method);
         config.check = Check::for_method(&self.method);
@@ -630,7 +619,7 @@ impl BenchArgs {
 /// `wirecall bench`: runs the load and prints the report; the exit code is described in
 /// [`HELP`].
 #[must_use]
-pub fn command(args: &BenchArgs) -> ExitCode {
+pub(crate) fn command(args: &BenchArgs) -> ExitCode {
     let config = args.config();
     let bar = progress_bar(&config);
     let tick = |n: u64| {
