@@ -12,7 +12,7 @@ use std::time::Instant as StdInstant;
 
 use wirecall_core::client::{CallSlot, ClientConnection, ClientEvent};
 use wirecall_core::server::{RequestSlot, ServerConnection, ServerEvent};
-use wirecall_core::wire::{RejectCode, Reply, RequestId};
+use wirecall_core::wire::{RejectCode, Reply};
 use wirecall_core::{Config, Duration, Instant};
 
 /// The core's clock: microseconds since the program started.
@@ -51,6 +51,7 @@ fn is_timeout(e: &io::Error) -> bool {
 }
 
 /// The server: answers `echo`, `upper` and `sum` (bytes added up), until the client leaves.
+/// One turn of the driver contract: bytes in, events (answered in place), bytes out, sleep.
 fn serve(mut sock: UnixStream, epoch: StdInstant) -> io::Result<u64> {
     let mut conn = ServerConnection::new(
         Config::default(),
@@ -61,37 +62,44 @@ fn serve(mut sock: UnixStream, epoch: StdInstant) -> io::Result<u64> {
     )
     .map_err(io::Error::other)?;
     let mut answered = 0;
+    // Where computed answers are built; `echo` answers straight from the receive buffer.
+    let mut scratch = Vec::new();
     loop {
-        let n = flush(&mut sock, conn.transmit())?;
-        conn.advance_transmit(n);
+        // 1. Bytes in (a read that times out brings none: a timer is due).
         wait_for(&sock, conn.poll_timeout(), now(epoch))?;
         match sock.read(conn.input_buffer()) {
-            Ok(0) => conn.handle_eof(now(epoch)),
+            Ok(0) => conn.handle_eof(),
             Ok(n) => conn.commit_input(now(epoch), n),
             Err(e) if is_timeout(&e) => {}
             Err(e) => return Err(e),
         }
+        // 2. Events, until none; they fire due timers themselves.
         let t = now(epoch);
-        conn.handle_timeout(t);
-        // Events borrow the connection, so answers are computed first and sent after.
-        let mut answers: Vec<(RequestId, Result<Vec<u8>, RejectCode>)> = Vec::new();
         while let Some(event) = conn.poll_event(t) {
             match event {
-                ServerEvent::Request(req) => answers.push((
-                    req.id,
-                    match req.method {
-                        "echo" => Ok(req.body.to_vec()),
-                        "upper" => Ok(req.body.to_ascii_uppercase()),
-                        "sum" => Ok(req
-                            .body
-                            .iter()
-                            .map(|&b| u64::from(b))
-                            .sum::<u64>()
-                            .to_string()
-                            .into_bytes()),
-                        _ => Err(RejectCode::UNKNOWN_METHOD),
-                    },
-                )),
+                ServerEvent::Request(req) => {
+                    let id = req.id;
+                    conn.respond_with(id, |req| match req.method {
+                        "echo" => Reply::Ok(req.body),
+                        "upper" => {
+                            scratch.clear();
+                            scratch.extend(req.body.iter().map(u8::to_ascii_uppercase));
+                            Reply::Ok(&scratch)
+                        }
+                        "sum" => {
+                            scratch.clear();
+                            let sum: u64 = req.body.iter().map(|&b| u64::from(b)).sum();
+                            scratch.extend_from_slice(sum.to_string().as_bytes());
+                            Reply::Ok(&scratch)
+                        }
+                        _ => Reply::Rejected {
+                            code: RejectCode::UNKNOWN_METHOD,
+                            message: "no such method",
+                        },
+                    })
+                    .map_err(io::Error::other)?;
+                    answered += 1;
+                }
                 ServerEvent::Closed(reason) => {
                     let n = flush(&mut sock, conn.transmit())?;
                     conn.advance_transmit(n);
@@ -101,17 +109,9 @@ fn serve(mut sock: UnixStream, epoch: StdInstant) -> io::Result<u64> {
                 _ => {}
             }
         }
-        for (id, answer) in answers {
-            let reply = match &answer {
-                Ok(body) => Reply::Ok(body),
-                Err(code) => Reply::Rejected {
-                    code: *code,
-                    message: "no such method",
-                },
-            };
-            conn.respond(id, reply).map_err(io::Error::other)?;
-            answered += 1;
-        }
+        // 3. Bytes out.
+        let n = flush(&mut sock, conn.transmit())?;
+        conn.advance_transmit(n);
     }
 }
 
@@ -196,11 +196,10 @@ fn main() -> io::Result<()> {
         conn.advance_transmit(n);
         wait_for(&sock, conn.poll_timeout(), now(epoch))?;
         match sock.read(conn.input_buffer()) {
-            Ok(0) => conn.handle_eof(now(epoch)),
+            Ok(0) => conn.handle_eof(),
             Ok(n) => conn.commit_input(now(epoch), n),
             Err(e) if is_timeout(&e) => {}
             Err(e) => return Err(e),
         }
-        conn.handle_timeout(now(epoch));
     }
 }

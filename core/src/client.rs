@@ -17,11 +17,13 @@ use core::ops::Range;
 
 use crate::buffer::Buffer;
 use crate::config::{Config, ConfigError};
-use crate::conn::{Conn, PushError, budget_ms, checked_storage, earliest, find_slot};
+use crate::conn::{
+    Conn, Incoming, PushError, budget_ms, checked_storage, earliest, find_slot, read_frame,
+};
 use crate::frame::FrameDecoder;
 use crate::time::{Duration, Instant};
 use crate::wire::{
-    BASELINE_MAX_IN_FLIGHT, CloseCode, Frame, MAX_HELLO_LEN, RejectCode, Reply, Request, RequestId,
+    BASELINE_MAX_IN_FLIGHT, CloseCode, Frame, RejectCode, Reply, Request, RequestId,
 };
 
 pub use crate::conn::{CloseReason, PeerInfo, ProtocolError};
@@ -299,6 +301,8 @@ where
     B: Buffer,
     S: AsRef<[CallSlot]> + AsMut<[CallSlot]>,
 {
+    crate::stream::shared_stream_verbs!();
+
     /// A client connection over a transport that has just connected; our hello is queued
     /// at once, and calls may follow straight away.
     ///
@@ -430,49 +434,6 @@ where
         true
     }
 
-    /// Copies received bytes in; returns how many were taken (see
-    /// [`ServerConnection::handle_input`](crate::ServerConnection::handle_input)).
-    #[must_use = "bytes not taken must be offered again"]
-    pub fn handle_input(&mut self, now: Instant, data: &[u8]) -> usize {
-        if !self.conn.is_open() {
-            return data.len();
-        }
-        let n = self.rx.feed(data);
-        if n > 0 {
-            self.conn.on_input(now);
-        }
-        n
-    }
-
-    /// Free receive storage to read into directly; then [`commit_input`](Self::commit_input).
-    pub fn input_buffer(&mut self) -> &mut [u8] {
-        self.rx.space()
-    }
-
-    /// Marks `n` bytes read into [`input_buffer`](Self::input_buffer) as received.
-    pub fn commit_input(&mut self, now: Instant, n: usize) {
-        self.rx.commit(n);
-        if n > 0 {
-            self.conn.on_input(now);
-        }
-    }
-
-    /// The server closed its end. Answers already received are still delivered.
-    pub fn handle_eof(&mut self, _now: Instant) {
-        self.conn.eof = true;
-    }
-
-    /// Bytes to send now, in order.
-    #[must_use]
-    pub fn transmit(&self) -> &[u8] {
-        self.conn.tx.pending()
-    }
-
-    /// Reports that the first `n` bytes of [`transmit`](Self::transmit) were sent.
-    pub fn advance_transmit(&mut self, n: usize) {
-        self.conn.tx.advance(n);
-    }
-
     /// Fires timers that are due: call deadlines, handshake, keepalive, drain.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.conn.handle_timeout(now);
@@ -513,19 +474,15 @@ where
         }
     }
 
-    /// Begins a graceful close: no new calls; calls in flight still get their answers;
-    /// then the connection reports [`CloseReason::Graceful`].
+    /// Begins a graceful close and queues the go-away at once (when the transmit buffer has
+    /// room; else as soon as it has): no new calls; calls in flight still get their
+    /// answers; then the connection reports [`CloseReason::Graceful`].
     pub fn close(&mut self, now: Instant) {
         if self.conn.is_open() && !self.local_close {
             self.local_close = true;
-            self.goaway_owed = true;
+            self.queue_goaway();
             self.conn.draining_since.get_or_insert(now);
         }
-    }
-
-    /// Closes at once; calls in flight fail with [`Failure::ConnectionLost`].
-    pub fn abort(&mut self) {
-        self.conn.close(CloseReason::Aborted);
     }
 
     /// The next event, or `None` when there is nothing to do until more input or a
@@ -558,6 +515,7 @@ where
     /// [`poll_event`](Self::poll_event) with borrowed parts as ranges of the receive
     /// buffer, so the loop holds no borrow.
     fn next_event(&mut self, now: Instant) -> Option<Pending> {
+        self.handle_timeout(now);
         loop {
             if let Some(reason) = self.conn.closing_reason() {
                 self.end_all(Ended::Lost(reason));
@@ -575,67 +533,24 @@ where
                 return None;
             }
             if self.goaway_owed {
-                let last_id = RequestId(self.next_id.saturating_sub(1));
-                if self
-                    .conn
-                    .tx
-                    .push(&Frame::GoAway { last_id }, u32::MAX)
-                    .is_ok()
-                {
-                    self.goaway_owed = false;
-                }
+                self.queue_goaway();
             }
             if self.in_flight == 0 && (self.local_close || self.server_last_id.is_some()) {
                 self.conn.close(CloseReason::Graceful);
                 continue;
             }
-            if self.conn.peer.is_none() && self.rx.peek_len().is_some_and(|l| l > MAX_HELLO_LEN) {
-                self.conn.close(CloseReason::NotWirecall);
-                continue;
-            }
-            let range = match self.rx.peek() {
-                Ok(Some(range)) => range,
-                Ok(None) => {
-                    if self.conn.eof {
-                        self.conn
-                            .close(crate::server::eof_reason(self.rx.buffered()));
-                        continue;
-                    }
-                    return None;
+            let taken = match read_frame(&mut self.rx, &mut self.conn) {
+                Incoming::Frame(taken) => taken,
+                Incoming::Connected(info) => {
+                    return Some(Pending::Event(ClientEvent::Connected(info)));
                 }
-                Err(e) => {
-                    self.conn
-                        .close(CloseReason::Protocol(ProtocolError::TooLong(e)));
-                    continue;
-                }
+                Incoming::Idle => return None,
+                Incoming::Closed => continue,
             };
-            let frame = match Frame::decode(self.rx.get(range.clone())) {
-                Ok(frame) => frame,
-                Err(_) if self.conn.peer.is_none() => {
-                    self.conn.close(CloseReason::NotWirecall);
-                    continue;
-                }
-                Err(e) => {
-                    self.conn
-                        .close(CloseReason::Protocol(ProtocolError::Malformed(e)));
-                    continue;
-                }
-            };
-            if self.conn.peer.is_none() {
-                match self.conn.on_hello(&frame) {
-                    Ok(info) => {
-                        self.rx.consume(&range);
-                        return Some(Pending::Event(ClientEvent::Connected(info)));
-                    }
-                    Err(reason) => {
-                        self.conn.close(reason);
-                        continue;
-                    }
-                }
-            }
-            match frame {
+            match taken.frame {
                 Frame::Response(response) => {
                     let id = response.id;
+                    taken.consume();
                     let index = find_slot(self.slots.as_ref(), id.0, |s| {
                         s.id == id.0 && id.0 != 0 && s.ended.is_none()
                     });
@@ -643,7 +558,6 @@ where
                     let Some(slot) = slot else {
                         self.stats.late_responses = self.stats.late_responses.saturating_add(1);
                         trace!("late or unknown response {}", id.0);
-                        self.rx.consume(&range);
                         continue;
                     };
                     *slot = CallSlot::EMPTY;
@@ -651,24 +565,23 @@ where
                     if self.in_flight == 0 {
                         self.deadlines_from = None;
                     }
-                    self.rx.consume(&range);
                     let pending = match response.reply {
                         Reply::Ok(body) => {
                             self.stats.responses = self.stats.responses.saturating_add(1);
                             return Some(Pending::Response {
                                 id,
-                                body: self.rx.locate(body),
+                                body: taken.locate(body),
                             });
                         }
                         Reply::Error { code, message } => Pending::Remote {
                             id,
                             code,
-                            message: self.rx.locate(message.as_bytes()),
+                            message: taken.locate(message.as_bytes()),
                         },
                         Reply::Rejected { code, message } => Pending::Rejected {
                             id,
                             code,
-                            message: self.rx.locate(message.as_bytes()),
+                            message: taken.locate(message.as_bytes()),
                         },
                         Reply::Busy { retry_after_ms } => {
                             let retry_after = Duration::from_millis(u64::from(retry_after_ms));
@@ -683,7 +596,7 @@ where
                 }
                 Frame::GoAway { last_id } => {
                     debug!("server go-away, last id {}", last_id.0);
-                    self.rx.consume(&range);
+                    taken.consume();
                     let last = self.server_last_id.map_or(last_id.0, |l| l.min(last_id.0));
                     self.server_last_id = Some(last);
                     self.conn.draining_since.get_or_insert(now);
@@ -693,23 +606,23 @@ where
                             self.ended_pending = self.ended_pending.saturating_add(1);
                         }
                     }
-                    continue;
                 }
-                Frame::Ping { .. } | Frame::Pong { .. } => {
-                    if self.conn.on_keepalive(&frame).is_err() {
-                        return None;
-                    }
-                }
-                Frame::Close { code, .. } => {
-                    self.conn.close(CloseReason::PeerClosed(code));
-                }
-                Frame::Hello(_) | Frame::Request(_) | Frame::Cancel { .. } => {
+                _ => {
                     self.conn
                         .close(CloseReason::Protocol(ProtocolError::UnexpectedFrame));
                 }
             }
-            self.rx.consume(&range);
         }
+    }
+
+    /// Queues our go-away; owed again if the transmit buffer has no room now.
+    fn queue_goaway(&mut self) {
+        let last_id = RequestId(self.next_id.saturating_sub(1));
+        self.goaway_owed = self
+            .conn
+            .tx
+            .push(&Frame::GoAway { last_id }, u32::MAX)
+            .is_err();
     }
 
     /// Records `ended` on every call still waiting.
@@ -754,38 +667,10 @@ where
         Some(ClientEvent::Failed { id, failure })
     }
 
-    /// Asks a growable receive buffer for room to read `additional` more bytes at once;
-    /// see [`FrameDecoder::reserve`](crate::frame::FrameDecoder::reserve).
-    pub fn reserve_input(&mut self, additional: usize) {
-        self.rx.reserve(additional);
-    }
-
-    /// Gives buffer storage back down to `keep` bytes each, when nothing is buffered in
-    /// either direction (only a growable [`Buffer`] actually shrinks; it grows again when
-    /// a large frame comes). Call it on an idle connection. Returns whether it shrank.
-    pub fn shrink_buffers(&mut self, keep: usize) -> bool {
-        if self.rx.buffered() > 0 || !self.conn.tx.pending().is_empty() {
-            return false;
-        }
-        self.rx.shrink(keep) && self.conn.tx.shrink(keep)
-    }
-
     /// Calls in flight (sent and not yet reported as ended).
     #[must_use]
     pub fn in_flight(&self) -> usize {
         self.in_flight
-    }
-
-    /// What the server announced, once its hello has arrived.
-    #[must_use]
-    pub fn peer(&self) -> Option<PeerInfo> {
-        self.conn.peer
-    }
-
-    /// `false` once the connection has closed (or is closing).
-    #[must_use]
-    pub fn is_open(&self) -> bool {
-        self.conn.is_open()
     }
 
     /// This connection's counters.
@@ -794,3 +679,5 @@ where
         &self.stats
     }
 }
+
+crate::stream::impl_stream_connection!(ClientConnection, CallSlot, ClientEvent);

@@ -3,6 +3,7 @@
 //! lives beside this in each connection, so a frame borrowed from it can be handled here.
 
 use core::fmt;
+use core::ops::Range;
 
 use crate::buffer::Buffer;
 use crate::config::{BASELINE_BUFFER, Config, ConfigError};
@@ -10,7 +11,7 @@ use crate::frame::{DecodeError, FrameDecoder};
 use crate::time::{Duration, Instant};
 use crate::wire::{
     BASELINE_MAX_FRAME_LEN, CloseCode, ERROR_ANSWER_TOO_LARGE, Frame, Hello, LEN_PREFIX, MAGIC,
-    PROTOCOL_VERSION, Reply, WireError,
+    MAX_HELLO_LEN, PROTOCOL_VERSION, Reply, WireError,
 };
 
 /// What the peer announced in its hello, and the version both sides agreed on.
@@ -561,6 +562,142 @@ impl<B: Buffer> Conn<B> {
             next = earliest(next, Some(at));
         }
         next
+    }
+}
+
+/// A frame of the peer's that only one role handles (a request, a response, a cancel, a
+/// go-away), found by [`read_frame`]. It borrows the receive buffer; the bytes stay there
+/// until [`consume`](Self::consume) and the next call that changes the buffer.
+pub(crate) struct FrameIn<'a, B> {
+    rx: &'a FrameDecoder<B>,
+    range: Range<usize>,
+    /// The decoded frame.
+    pub(crate) frame: Frame<'a>,
+}
+
+impl<B: Buffer> FrameIn<'_, B> {
+    /// Takes the frame out of the receive buffer: it has been handled.
+    pub(crate) fn consume(&self) {
+        self.rx.consume(&self.range);
+    }
+
+    /// Where `part` of the frame sits in the receive buffer, to find it again later.
+    pub(crate) fn locate(&self, part: &[u8]) -> Range<usize> {
+        self.rx.locate(part)
+    }
+}
+
+/// What [`read_frame`] found.
+pub(crate) enum Incoming<'a, B> {
+    /// A frame for the role to handle.
+    Frame(FrameIn<'a, B>),
+    /// The peer's hello arrived and was accepted (it is consumed).
+    Connected(PeerInfo),
+    /// Nothing more to read now: no whole frame is buffered, or a pong could not be
+    /// queued (the ping waits in the buffer until there is room).
+    Idle,
+    /// The connection has just closed; its reason waits in `Conn::take_closed`.
+    Closed,
+}
+
+/// Frame tags the shared part handles itself, from the first byte of a body (postcard
+/// writes the variant index `0..=7` as a one-byte varint).
+const TAG_HELLO: u8 = 0;
+const TAG_PING: u8 = 4;
+const TAG_PONG: u8 = 5;
+const TAG_CLOSE: u8 = 7;
+
+/// The part of reading a stream that both roles share: the handshake (the first frame
+/// must be an acceptable hello), length and decode checks, end of stream, keepalive
+/// frames, the peer's close frame and a second hello. Returns the first frame that only
+/// the role can handle, or why there is none. Every protocol error closes `conn`.
+pub(crate) fn read_frame<'a, B: Buffer>(
+    rx: &'a mut FrameDecoder<B>,
+    conn: &mut Conn<B>,
+) -> Incoming<'a, B> {
+    let range = loop {
+        if !conn.is_open() {
+            return Incoming::Closed;
+        }
+        if conn.peer.is_none() && rx.peek_len().is_some_and(|l| l > MAX_HELLO_LEN) {
+            conn.close(CloseReason::NotWirecall);
+            return Incoming::Closed;
+        }
+        let range = match rx.peek() {
+            Ok(Some(range)) => range,
+            Ok(None) if conn.eof => {
+                conn.close(eof_reason(rx.buffered()));
+                return Incoming::Closed;
+            }
+            Ok(None) => return Incoming::Idle,
+            Err(e) => {
+                conn.close(CloseReason::Protocol(ProtocolError::TooLong(e)));
+                return Incoming::Closed;
+            }
+        };
+        let tag = rx.get(range.clone()).first().copied();
+        let shared = matches!(tag, Some(TAG_HELLO | TAG_PING | TAG_PONG | TAG_CLOSE));
+        if conn.peer.is_some() && !shared {
+            break range;
+        }
+        // The handshake and the frames both roles handle: decoded here, for a short while.
+        let frame = match Frame::decode(rx.get(range.clone())) {
+            Ok(frame) => frame,
+            Err(_) if conn.peer.is_none() => {
+                conn.close(CloseReason::NotWirecall);
+                return Incoming::Closed;
+            }
+            Err(e) => {
+                conn.close(CloseReason::Protocol(ProtocolError::Malformed(e)));
+                return Incoming::Closed;
+            }
+        };
+        if conn.peer.is_none() {
+            return match conn.on_hello(&frame) {
+                Ok(info) => {
+                    rx.consume(&range);
+                    Incoming::Connected(info)
+                }
+                Err(reason) => {
+                    conn.close(reason);
+                    Incoming::Closed
+                }
+            };
+        }
+        match frame {
+            Frame::Ping { .. } | Frame::Pong { .. } => {
+                if conn.on_keepalive(&frame).is_err() {
+                    return Incoming::Idle;
+                }
+                rx.consume(&range);
+            }
+            Frame::Close { code, .. } => {
+                rx.consume(&range);
+                conn.close(CloseReason::PeerClosed(code));
+                return Incoming::Closed;
+            }
+            _ => {
+                conn.close(CloseReason::Protocol(ProtocolError::UnexpectedFrame));
+                return Incoming::Closed;
+            }
+        }
+    };
+    let rx: &'a FrameDecoder<B> = rx;
+    match Frame::decode(rx.get(range.clone())) {
+        Ok(frame) => Incoming::Frame(FrameIn { rx, range, frame }),
+        Err(e) => {
+            conn.close(CloseReason::Protocol(ProtocolError::Malformed(e)));
+            Incoming::Closed
+        }
+    }
+}
+
+/// Why a transport that ended is over: cleanly between frames, or in the middle of one.
+fn eof_reason(buffered: usize) -> CloseReason {
+    if buffered > 0 {
+        CloseReason::Protocol(ProtocolError::TruncatedFrame)
+    } else {
+        CloseReason::TransportClosed
     }
 }
 

@@ -88,6 +88,9 @@ pub struct FrameDecoder<B> {
     end: usize,
     max_frame_len: u32,
     error: Option<DecodeError>,
+    /// Bumped whenever buffered bytes move or may be overwritten (compaction, a reset to
+    /// the front, a shrink), so a range taken earlier can be checked before it is read.
+    moves: u32,
 }
 
 impl<B: Buffer> FrameDecoder<B> {
@@ -100,6 +103,7 @@ impl<B: Buffer> FrameDecoder<B> {
             end: 0,
             max_frame_len: 0,
             error: None,
+            moves: 0,
         };
         decoder.set_max_frame_len(max_frame_len);
         decoder
@@ -151,6 +155,7 @@ impl<B: Buffer> FrameDecoder<B> {
         }
         self.start.set(0);
         self.end = 0;
+        self.moves = self.moves.wrapping_add(1);
         self.buf.shrink(keep);
         true
     }
@@ -227,6 +232,32 @@ impl<B: Buffer> FrameDecoder<B> {
         Ok(Some(body_start..body_end))
     }
 
+    /// Counts the times buffered bytes moved or could be overwritten: a range from
+    /// [`locate`](Self::locate) is still good while this has not changed.
+    pub(crate) fn moves(&self) -> u32 {
+        self.moves
+    }
+
+    /// The bodies of the whole frames buffered and not yet taken, in order, without taking
+    /// them (it stops at a prefix over the limit).
+    pub(crate) fn buffered_frames(&self) -> impl Iterator<Item = &[u8]> {
+        let bytes = self.buf.bytes().get(..self.end).unwrap_or_default();
+        let max = self.max_frame_len;
+        let mut at = self.start.get();
+        core::iter::from_fn(move || {
+            let prefix = bytes.get(at..)?.first_chunk::<LEN_PREFIX>()?;
+            let len = u32::from_be_bytes(*prefix);
+            if len > max {
+                return None;
+            }
+            let body_start = at.checked_add(LEN_PREFIX)?;
+            let body_end = body_start.checked_add(len as usize)?;
+            let body = bytes.get(body_start..body_end)?;
+            at = body_end;
+            Some(body)
+        })
+    }
+
     /// The first length prefix buffered, if its four bytes are in; used to recognise a
     /// peer that does not speak wirecall before the limit check would say "too long".
     pub(crate) fn peek_len(&self) -> Option<u32> {
@@ -268,6 +299,9 @@ impl<B: Buffer> FrameDecoder<B> {
     fn make_room(&mut self) {
         let (start, end) = (self.start.get(), self.end);
         if start == end {
+            if end > 0 {
+                self.moves = self.moves.wrapping_add(1);
+            }
             self.start.set(0);
             self.end = 0;
             // Room for at least a length prefix, or it would never learn how much to grow.
@@ -290,6 +324,7 @@ impl<B: Buffer> FrameDecoder<B> {
                 None => cap.saturating_sub(end) < limit.min(cap),
             };
         if compact {
+            self.moves = self.moves.wrapping_add(1);
             self.buf.bytes_mut().copy_within(start..end, 0);
             self.end = end.saturating_sub(start);
             self.start.set(0);

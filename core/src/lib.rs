@@ -24,34 +24,55 @@
 //! - `sim` (feature `sim`): a deterministic in-memory network and clock for testing a
 //!   runtime that embeds the core.
 //!
-//! ## Driving a stream connection
+//! ## The driver contract
 //!
-//! Every connection is driven the same way, in a loop:
+//! A runtime (a driver) moves bytes and time; the core decides everything else. Every
+//! endpoint kind is driven with the same verbs, quinn-proto style: `handle_*` puts input
+//! in, `poll_*` takes output out until it returns `None`, and `now` is passed to every
+//! call where time matters. Anything that changes a connection (`call`, `respond`,
+//! `cancel`, `close`) queues its bytes at once, so the next transmit sends them.
 //!
-//! 1. put received bytes in with `handle_input(now, bytes)` (or read straight into
-//!    `input_buffer()` and call `commit_input(now, n)`); on end of stream, `handle_eof(now)`;
-//! 2. when `poll_timeout()` has passed, call `handle_timeout(now)`;
-//! 3. take events with `poll_event(now)` until it returns `None`, and act on them
-//!    (`respond`, `call`, `cancel`, `close`);
-//! 4. send what `transmit()` returns and report it with `advance_transmit(n)`;
-//! 5. sleep until `poll_timeout()` or more input.
+//! One turn of a **stream** connection ([`ClientConnection`] or [`ServerConnection`]; the
+//! [`StreamConnection`] trait has the same verbs, for a driver of either role) is five
+//! calls:
 //!
-//! After any call that changes the connection (`call`, `respond`, `cancel`, `close`,
-//! `abort`), go through steps 3 and 4 again before sleeping: events and bytes may be owed
-//! (a graceful close, for one, sends its go-away from `poll_event`).
+//! 1. **bytes in**: read the transport straight into `input_buffer()` and
+//!    `commit_input(now, n)` (or copy with `handle_input(now, bytes)`); a read of 0 bytes
+//!    (end of stream) is `handle_eof()`;
+//! 2. **events**: `poll_event(now)` until `None`. It fires due timers first (deadlines,
+//!    handshake, keepalive, drain), so `handle_timeout` is only for a driver that wants to
+//!    fire them without taking events. Act on each event: `respond` (or `respond_with`,
+//!    which answers from the request's bytes in place, without copying them), `call`,
+//!    `cancel`, `close`;
+//! 3. **bytes out**: write `transmit()` and report what the transport took with
+//!    `advance_transmit(n)`;
+//! 4. **sleep** until the transport is readable (or writable, while `transmit()` is not
+//!    empty) or until `poll_timeout()`.
 //!
-//! ## Driving datagram mode
+//! An event borrows the connection (a response body, a request's method and body are
+//! read in place from the receive buffer), so a call that changes the connection comes
+//! after the event is done with: take the id out of the event, then `respond_with(id, ..)`
+//! reads the request again where it lies. A reply kept for later must be copied out.
+//! The last event of a connection is `Closed`: send what `transmit()` still holds, then
+//! close the transport.
 //!
-//! A client: `call`, then send every datagram `poll_transmit(now)` returns (one the
-//! transport has no room for goes back with `not_sent(transmit.kind)`: no driver parses
-//! its own output); pass each datagram from the server to `handle_datagram(now, bytes)`
-//! (an answer comes back at once); take failures from `poll_event()`; sleep until
-//! `poll_timeout()`, then call `poll_transmit` again (it fires due deadlines itself, and
-//! never sends past one). A server: pass each datagram to
-//! `handle_datagram(now, from, bytes)` and do what the returned `Received` says; `respond`
-//! returns the answer to send (an answer too large for a datagram becomes the reserved
-//! error `ERROR_ANSWER_TOO_LARGE` there); `drain()` begins a shutdown, after which the core
-//! itself rejects new calls until `is_drained()`.
+//! A **datagram client** ([`datagram::DatagramClient`]) is driven the same way, with
+//! whole datagrams: `call`; every datagram `poll_transmit(now)` hands out is sent (one the
+//! socket has no room for goes back with `not_sent(kind)`, so no driver parses its own
+//! output); each datagram from the server goes to `handle_datagram(now, bytes)`, which
+//! returns the answer at once (it borrows the datagram); `poll_event()` gives the calls
+//! that ended without one (timeouts, cancels); sleep until `poll_timeout()`. A **datagram
+//! server** ([`datagram::DatagramServer`]) takes each datagram with
+//! `handle_datagram(now, from, bytes)` and says what to do in the returned `Received` (a
+//! request to run, a reply to send back to `from`, a cancel, a drop); `respond` returns
+//! the answer to send; `drain()` begins a shutdown in which the core rejects new calls
+//! until `is_drained()`.
+//!
+//! Where the protocol decides something, the core decides it: busy answers when a table
+//! or cache is full, rejections (a zero or too long budget, a shutdown), an answer too
+//! large for the client ([`wire::ERROR_ANSWER_TOO_LARGE`]), the go-away, retransmission and
+//! deadlines. A driver never builds or parses a frame. `docs/ARCHITECTURE.md` says where
+//! each rule lives.
 //!
 //! ## Features
 //!
@@ -91,6 +112,7 @@ mod rng;
 pub mod server;
 #[cfg(feature = "sim")]
 pub mod sim;
+mod stream;
 pub mod time;
 pub mod wire;
 
@@ -98,5 +120,6 @@ pub use buffer::Buffer;
 pub use client::ClientConnection;
 pub use config::Config;
 pub use server::ServerConnection;
+pub use stream::StreamConnection;
 pub use time::{Duration, Instant};
 pub use wire::{Frame, RequestId};

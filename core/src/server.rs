@@ -37,10 +37,12 @@ use core::ops::Range;
 
 use crate::buffer::Buffer;
 use crate::config::{BASELINE_SLOTS, Config, ConfigError};
-use crate::conn::{Conn, PushError, checked_storage, earliest, find_slot, too_large_stand_in};
+use crate::conn::{
+    Conn, Incoming, PushError, checked_storage, earliest, find_slot, read_frame, too_large_stand_in,
+};
 use crate::frame::FrameDecoder;
 use crate::time::{Duration, Instant};
-use crate::wire::{Frame, LEN_PREFIX, MAX_HELLO_LEN, RejectCode, Reply, RequestId, Response};
+use crate::wire::{Frame, RejectCode, Reply, RequestId, Response};
 
 pub use crate::conn::{CloseReason, PeerInfo, ProtocolError};
 
@@ -132,6 +134,9 @@ pub enum RespondError {
     TooLarge,
     /// The connection is closed.
     Closed,
+    /// [`respond_with`](ServerConnection::respond_with) only: the request is not the last
+    /// one taken, or its bytes have moved since; it still waits for an answer.
+    NotInBuffer,
 }
 
 impl fmt::Display for RespondError {
@@ -141,6 +146,7 @@ impl fmt::Display for RespondError {
             Self::WouldBlock => "transmit buffer full",
             Self::TooLarge => "not even an error fits the transmit buffer",
             Self::Closed => "connection closed",
+            Self::NotInBuffer => "the request is no longer in the receive buffer",
         })
     }
 }
@@ -190,12 +196,12 @@ enum Pending {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Drain {
     None,
-    /// Close requested; send the go-away once frames received before this stream offset
-    /// have been taken.
-    Requested {
-        mark: u64,
+    /// Close requested; the go-away with this `last_id` waits for room in the transmit
+    /// buffer. Requests above `last_id` are already dropped.
+    Owed {
+        last_id: u64,
     },
-    /// Go-away sent; requests above `last_id` are dropped.
+    /// Go-away queued; requests above `last_id` are dropped.
     Sent {
         last_id: u64,
     },
@@ -221,10 +227,20 @@ pub struct ServerConnection<B, S> {
     last_id: u64,
     drain: Drain,
     peer_goaway: bool,
-    /// Bytes received / taken out as frames since the start, for the drain mark.
-    rx_received: u64,
-    rx_taken: u64,
+    /// Where the last request handed out sits in the receive buffer, for `respond_with`.
+    taken: Option<Taken>,
     stats: ServerStats,
+}
+
+/// The last request handed out: its parts as receive-buffer ranges, valid while the
+/// buffer's bytes have not moved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Taken {
+    id: RequestId,
+    method: Range<usize>,
+    body: Range<usize>,
+    deadline: Option<Instant>,
+    moves: u32,
 }
 
 impl<B, S> ServerConnection<B, S>
@@ -232,6 +248,8 @@ where
     B: Buffer,
     S: AsRef<[RequestSlot]> + AsMut<[RequestSlot]>,
 {
+    crate::stream::shared_stream_verbs!();
+
     /// A server connection that has just been accepted; our hello is queued at once.
     ///
     /// `rx` must hold a frame of `config.max_frame_len` plus 4 bytes, or the announced
@@ -259,59 +277,9 @@ where
             last_id: 0,
             drain: Drain::None,
             peer_goaway: false,
-            rx_received: 0,
-            rx_taken: 0,
+            taken: None,
             stats: ServerStats::default(),
         })
-    }
-
-    /// Copies received bytes in; returns how many were taken. Fewer than offered means the
-    /// receive buffer is full of frames not yet handled: call [`poll_event`](Self::poll_event)
-    /// and [`advance_transmit`](Self::advance_transmit), then offer the rest again.
-    #[must_use = "bytes not taken must be offered again"]
-    pub fn handle_input(&mut self, now: Instant, data: &[u8]) -> usize {
-        if !self.conn.is_open() {
-            return data.len();
-        }
-        let n = self.rx.feed(data);
-        self.on_received(now, n);
-        n
-    }
-
-    /// Free receive storage to read the socket into directly; then call
-    /// [`commit_input`](Self::commit_input). Empty means: handle events first.
-    pub fn input_buffer(&mut self) -> &mut [u8] {
-        self.rx.space()
-    }
-
-    /// Marks `n` bytes read into [`input_buffer`](Self::input_buffer) as received.
-    pub fn commit_input(&mut self, now: Instant, n: usize) {
-        self.rx.commit(n);
-        self.on_received(now, n);
-    }
-
-    fn on_received(&mut self, now: Instant, n: usize) {
-        if n > 0 {
-            self.conn.on_input(now);
-            self.rx_received = self.rx_received.saturating_add(n as u64);
-        }
-    }
-
-    /// The peer closed its end of the transport. Frames already received are still
-    /// delivered; then the connection reports [`ServerEvent::Closed`].
-    pub fn handle_eof(&mut self, _now: Instant) {
-        self.conn.eof = true;
-    }
-
-    /// Bytes to send now, in order. Empty when there is nothing to send.
-    #[must_use]
-    pub fn transmit(&self) -> &[u8] {
-        self.conn.tx.pending()
-    }
-
-    /// Reports that the first `n` bytes of [`transmit`](Self::transmit) were sent.
-    pub fn advance_transmit(&mut self, n: usize) {
-        self.conn.tx.advance(n);
     }
 
     /// Fires timers that are due: handshake, keepalive, drain and request deadlines.
@@ -361,12 +329,21 @@ where
                 method,
                 body,
                 deadline,
-            } => ServerEvent::Request(IncomingRequest {
-                id,
-                method: self.rx.get_str(method),
-                body: self.rx.get(body),
-                deadline,
-            }),
+            } => {
+                self.taken = Some(Taken {
+                    id,
+                    method: method.clone(),
+                    body: body.clone(),
+                    deadline,
+                    moves: self.rx.moves(),
+                });
+                ServerEvent::Request(IncomingRequest {
+                    id,
+                    method: self.rx.get_str(method),
+                    body: self.rx.get(body),
+                    deadline,
+                })
+            }
         })
     }
 
@@ -380,89 +357,40 @@ where
         if !self.conn.is_open() {
             return None;
         }
+        self.handle_timeout(now);
         if self.expired_pending > 0 {
             if let Some(id) = self.take_expired() {
                 return Some(Pending::Event(ServerEvent::Expired { id }));
             }
         }
         loop {
-            if let Drain::Requested { mark } = self.drain {
-                if self.rx_taken >= mark || self.conn.eof {
-                    let last_id = RequestId(self.last_id);
-                    if self
-                        .conn
-                        .tx
-                        .push(&Frame::GoAway { last_id }, u32::MAX)
-                        .is_err()
-                    {
-                        return None;
-                    }
-                    debug!("go-away sent, last id {}", self.last_id);
-                    self.drain = Drain::Sent {
-                        last_id: self.last_id,
-                    };
-                }
+            if let Drain::Owed { last_id } = self.drain {
+                self.queue_goaway(last_id);
             }
-            if self.in_flight == 0 && (self.peer_goaway || matches!(self.drain, Drain::Sent { .. }))
-            {
+            if self.in_flight == 0 && self.drained() {
                 self.conn.close(CloseReason::Graceful);
                 return self.conn.take_closed().and_then(closed);
             }
-            if self.conn.peer.is_none() && self.rx.peek_len().is_some_and(|l| l > MAX_HELLO_LEN) {
-                self.conn.close(CloseReason::NotWirecall);
-                return self.conn.take_closed().and_then(closed);
-            }
-            let range = match self.rx.peek() {
-                Ok(Some(range)) => range,
-                Ok(None) => {
-                    if self.conn.eof {
-                        self.conn.close(eof_reason(self.rx.buffered()));
-                        return self.conn.take_closed().and_then(closed);
-                    }
-                    return None;
+            let taken = match read_frame(&mut self.rx, &mut self.conn) {
+                Incoming::Frame(taken) => taken,
+                Incoming::Connected(info) => {
+                    return Some(Pending::Event(ServerEvent::Connected(info)));
                 }
-                Err(e) => {
-                    self.conn
-                        .close(CloseReason::Protocol(ProtocolError::TooLong(e)));
-                    return self.conn.take_closed().and_then(closed);
-                }
+                Incoming::Idle => return None,
+                Incoming::Closed => return self.conn.take_closed().and_then(closed),
             };
-            let frame_len =
-                (range.end.saturating_sub(range.start) as u64).saturating_add(LEN_PREFIX as u64);
-            let frame = match Frame::decode(self.rx.get(range.clone())) {
-                Ok(frame) => frame,
-                Err(_) if self.conn.peer.is_none() => {
-                    self.conn.close(CloseReason::NotWirecall);
-                    return self.conn.take_closed().and_then(closed);
-                }
-                Err(e) => {
-                    self.conn
-                        .close(CloseReason::Protocol(ProtocolError::Malformed(e)));
-                    return self.conn.take_closed().and_then(closed);
-                }
-            };
-            trace!("server got frame of {} bytes", frame_len);
-            if self.conn.peer.is_none() {
-                match self.conn.on_hello(&frame) {
-                    Ok(info) => {
-                        self.rx.consume(&range);
-                        self.rx_taken = self.rx_taken.saturating_add(frame_len);
-                        return Some(Pending::Event(ServerEvent::Connected(info)));
-                    }
-                    Err(reason) => {
-                        self.conn.close(reason);
-                        return self.conn.take_closed().and_then(closed);
-                    }
-                }
-            }
-            match frame {
+            match taken.frame {
                 Frame::Request(req) => {
                     if req.id.0 <= self.last_id {
                         self.conn
                             .close(CloseReason::Protocol(ProtocolError::IdNotIncreasing));
                         return self.conn.take_closed().and_then(closed);
                     }
-                    if let Drain::Sent { .. } = self.drain {
+                    let after_goaway = match self.drain {
+                        Drain::Owed { last_id } | Drain::Sent { last_id } => req.id.0 > last_id,
+                        Drain::None => false,
+                    };
+                    if after_goaway {
                         self.stats.after_goaway = self.stats.after_goaway.saturating_add(1);
                         trace!("dropping request {} after go-away", req.id.0);
                     } else if self.in_flight >= self.limit {
@@ -498,13 +426,12 @@ where
                         self.in_flight = self.in_flight.saturating_add(1);
                         self.deadlines_from = earliest(self.deadlines_from, deadline);
                         self.last_id = req.id.0;
-                        self.rx.consume(&range);
-                        self.rx_taken = self.rx_taken.saturating_add(frame_len);
+                        taken.consume();
                         self.stats.requests = self.stats.requests.saturating_add(1);
                         return Some(Pending::Request {
                             id: req.id,
-                            method: self.rx.locate(req.method.as_bytes()),
-                            body: self.rx.locate(req.body),
+                            method: taken.locate(req.method.as_bytes()),
+                            body: taken.locate(req.body),
                             deadline,
                         });
                     }
@@ -522,14 +449,8 @@ where
                             self.deadlines_from = None;
                         }
                         self.stats.cancelled = self.stats.cancelled.saturating_add(1);
-                        self.rx.consume(&range);
-                        self.rx_taken = self.rx_taken.saturating_add(frame_len);
+                        taken.consume();
                         return Some(Pending::Event(ServerEvent::Cancelled { id }));
-                    }
-                }
-                Frame::Ping { .. } | Frame::Pong { .. } => {
-                    if self.conn.on_keepalive(&frame).is_err() {
-                        return None;
                     }
                 }
                 Frame::GoAway { .. } => {
@@ -537,19 +458,34 @@ where
                     self.peer_goaway = true;
                     self.conn.draining_since.get_or_insert(now);
                 }
-                Frame::Close { code, .. } => {
-                    self.conn.close(CloseReason::PeerClosed(code));
-                    return self.conn.take_closed().and_then(closed);
-                }
-                Frame::Hello(_) | Frame::Response(_) => {
+                _ => {
                     self.conn
                         .close(CloseReason::Protocol(ProtocolError::UnexpectedFrame));
                     return self.conn.take_closed().and_then(closed);
                 }
             }
-            self.rx.consume(&range);
-            self.rx_taken = self.rx_taken.saturating_add(frame_len);
+            taken.consume();
         }
+    }
+
+    /// Whether a graceful close may finish once nothing is in flight: the client said it
+    /// sends no more, or our go-away is out and every request up to its `last_id` has been
+    /// taken out of the buffer.
+    fn drained(&self) -> bool {
+        self.peer_goaway || matches!(self.drain, Drain::Sent { last_id } if self.last_id >= last_id)
+    }
+
+    /// Queues our go-away; owed again if the transmit buffer has no room now.
+    fn queue_goaway(&mut self, last_id: u64) {
+        let frame = Frame::GoAway {
+            last_id: RequestId(last_id),
+        };
+        self.drain = if self.conn.tx.push(&frame, u32::MAX).is_ok() {
+            debug!("go-away sent, last id {}", last_id);
+            Drain::Sent { last_id }
+        } else {
+            Drain::Owed { last_id }
+        };
     }
 
     fn take_expired(&mut self) -> Option<RequestId> {
@@ -581,6 +517,167 @@ where
     ///
     /// [`RespondError`]; on `WouldBlock` the request is still waiting.
     pub fn respond(&mut self, id: RequestId, reply: Reply<'_>) -> Result<(), RespondError> {
+        self.answering().respond(id, reply)
+    }
+
+    /// Answers request `id` with a reply made from the request itself, read in place from
+    /// the receive buffer: no copy of its method or body is needed, and the reply may
+    /// borrow them (an echo is `|req| Reply::Ok(req.body)`) or anything that outlives this
+    /// call (an answer computed into a buffer of the caller's). Works for the request the
+    /// last [`poll_event`](Self::poll_event) returned, until the next input; later, copy
+    /// the request when it arrives and use [`respond`](Self::respond).
+    ///
+    /// ```
+    /// # use wirecall_core::server::{RequestSlot, ServerConnection, ServerEvent};
+    /// # use wirecall_core::wire::Reply;
+    /// # use wirecall_core::{Config, Instant};
+    /// # let now = Instant::ZERO;
+    /// # let mut conn = ServerConnection::new(
+    /// #     Config::default(), [0u8; 2048], [0u8; 2048], [RequestSlot::EMPTY; 8], now,
+    /// # )?;
+    /// let mut upper = Vec::new();
+    /// while let Some(event) = conn.poll_event(now) {
+    ///     let ServerEvent::Request(req) = event else { continue };
+    ///     let id = req.id;
+    ///     conn.respond_with(id, |req| match req.method {
+    ///         "echo" => Reply::Ok(req.body),
+    ///         _ => {
+    ///             upper.clear();
+    ///             upper.extend(req.body.iter().map(u8::to_ascii_uppercase));
+    ///             Reply::Ok(&upper)
+    ///         }
+    ///     })?;
+    /// }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`respond`](Self::respond), and [`RespondError::NotInBuffer`] when `id` is not
+    /// the last request taken or its bytes have moved since (the request still waits).
+    pub fn respond_with<'s, F>(&'s mut self, id: RequestId, f: F) -> Result<(), RespondError>
+    where
+        F: FnOnce(IncomingRequest<'s>) -> Reply<'s>,
+    {
+        let moves = self.rx.moves();
+        let taken = self
+            .taken
+            .clone()
+            .filter(|t| t.id == id && t.moves == moves);
+        let Some(taken) = taken else {
+            return Err(if self.waiting(id) {
+                RespondError::NotInBuffer
+            } else {
+                RespondError::UnknownRequest
+            });
+        };
+        let Self {
+            rx,
+            conn,
+            slots,
+            in_flight,
+            expired_pending,
+            deadlines_from,
+            stats,
+            ..
+        } = self;
+        let rx: &'s FrameDecoder<B> = rx;
+        let request = IncomingRequest {
+            id,
+            method: rx.get_str(taken.method),
+            body: rx.get(taken.body),
+            deadline: taken.deadline,
+        };
+        let answering = Answering {
+            conn,
+            slots,
+            in_flight,
+            expired_pending,
+            deadlines_from,
+            stats,
+        };
+        answering.respond(id, f(request))
+    }
+
+    /// Whether request `id` waits for its answer.
+    fn waiting(&self, id: RequestId) -> bool {
+        find_slot(self.slots.as_ref(), id.0, |s| s.id == id.0 && id.0 != 0).is_some()
+    }
+
+    fn answering(&mut self) -> Answering<'_, B, S> {
+        Answering {
+            conn: &mut self.conn,
+            slots: &mut self.slots,
+            in_flight: &mut self.in_flight,
+            expired_pending: &mut self.expired_pending,
+            deadlines_from: &mut self.deadlines_from,
+            stats: &mut self.stats,
+        }
+    }
+
+    /// Begins a graceful close, and queues the go-away at once (when the transmit buffer
+    /// has room; else as soon as it has): every request whose whole frame has been received
+    /// so far is still delivered and must be answered, and the go-away names the last of
+    /// them, so the client knows that later requests were not run and will not be; those
+    /// are dropped. Once every request taken is answered the connection reports
+    /// [`CloseReason::Graceful`]. Gives up after the configured drain timeout.
+    pub fn close(&mut self, now: Instant) {
+        if self.conn.is_open() && self.drain == Drain::None {
+            debug!("graceful close requested");
+            // The highest id among the requests already received, taken or still buffered.
+            let buffered = self
+                .rx
+                .buffered_frames()
+                .filter_map(|body| match Frame::decode(body) {
+                    Ok(Frame::Request(req)) => Some(req.id.0),
+                    _ => None,
+                });
+            let last_id = buffered.fold(self.last_id, u64::max);
+            self.queue_goaway(last_id);
+            self.conn.draining_since.get_or_insert(now);
+        }
+    }
+
+    /// Refuses a connection just accepted (the server is at its connection limit, or
+    /// shutting down): sends our hello and a close with [`CloseCode::REFUSED`], which
+    /// tells the client that nothing it sent here ran. Then flush `transmit` and close.
+    ///
+    /// [`CloseCode::REFUSED`]: crate::wire::CloseCode::REFUSED
+    pub fn refuse(&mut self) {
+        self.conn.close(CloseReason::Refused);
+    }
+
+    /// Requests taken and not yet answered, cancelled or expired.
+    #[must_use]
+    pub fn in_flight(&self) -> usize {
+        self.in_flight
+    }
+
+    /// This connection's counters.
+    #[must_use]
+    pub fn stats(&self) -> &ServerStats {
+        &self.stats
+    }
+}
+
+/// The parts of a server connection that answering a request changes: all but the
+/// receive buffer, so a reply may borrow a request that is still in it.
+struct Answering<'a, B, S> {
+    conn: &'a mut Conn<B>,
+    slots: &'a mut S,
+    in_flight: &'a mut usize,
+    expired_pending: &'a mut usize,
+    deadlines_from: &'a mut Option<Instant>,
+    stats: &'a mut ServerStats,
+}
+
+impl<B, S> Answering<'_, B, S>
+where
+    B: Buffer,
+    S: AsRef<[RequestSlot]> + AsMut<[RequestSlot]>,
+{
+    /// See [`ServerConnection::respond`].
+    fn respond(self, id: RequestId, reply: Reply<'_>) -> Result<(), RespondError> {
         if !self.conn.is_open() {
             return Err(RespondError::Closed);
         }
@@ -589,7 +686,7 @@ where
         let mut reply = reply;
         let mut replaced = false;
         loop {
-            match push_response(&mut self.conn, id, reply) {
+            match push_response(self.conn, id, reply) {
                 Ok(()) => break,
                 Err(PushError::Full) => return Err(RespondError::WouldBlock),
                 Err(PushError::TooLarge) => {
@@ -605,94 +702,16 @@ where
         }
         if let Some(slot) = self.slots.as_mut().get_mut(index) {
             if slot.expired {
-                self.expired_pending = self.expired_pending.saturating_sub(1);
+                *self.expired_pending = self.expired_pending.saturating_sub(1);
             }
             *slot = RequestSlot::EMPTY;
         }
-        self.in_flight = self.in_flight.saturating_sub(1);
-        if self.in_flight == 0 {
-            self.deadlines_from = None;
+        *self.in_flight = self.in_flight.saturating_sub(1);
+        if *self.in_flight == 0 {
+            *self.deadlines_from = None;
         }
         self.stats.responses = self.stats.responses.saturating_add(1);
         Ok(())
-    }
-
-    /// Begins a graceful close: requests received so far are still delivered and must be
-    /// answered; then a go-away tells the client which was the last, later requests are
-    /// dropped (the client knows they were not run), and once every request taken is
-    /// answered the connection reports [`CloseReason::Graceful`]. Gives up after the
-    /// configured drain timeout.
-    pub fn close(&mut self, now: Instant) {
-        if self.conn.is_open() && self.drain == Drain::None {
-            debug!("graceful close requested");
-            self.drain = Drain::Requested {
-                mark: self.rx_received,
-            };
-            self.conn.draining_since.get_or_insert(now);
-        }
-    }
-
-    /// Closes at once, answering nothing more; the closed event follows.
-    pub fn abort(&mut self) {
-        self.conn.close(CloseReason::Aborted);
-    }
-
-    /// Refuses a connection just accepted (the server is at its connection limit, or
-    /// shutting down): sends our hello and a close with [`CloseCode::REFUSED`], which
-    /// tells the client that nothing it sent here ran. Then flush `transmit` and close.
-    ///
-    /// [`CloseCode::REFUSED`]: crate::wire::CloseCode::REFUSED
-    pub fn refuse(&mut self) {
-        self.conn.close(CloseReason::Refused);
-    }
-
-    /// Asks a growable receive buffer for room to read `additional` more bytes at once;
-    /// see [`FrameDecoder::reserve`](crate::frame::FrameDecoder::reserve).
-    pub fn reserve_input(&mut self, additional: usize) {
-        self.rx.reserve(additional);
-    }
-
-    /// Gives buffer storage back down to `keep` bytes each, when nothing is buffered in
-    /// either direction (only a growable [`Buffer`] actually shrinks; it grows again when
-    /// a large frame comes). Call it on an idle connection. Returns whether it shrank.
-    pub fn shrink_buffers(&mut self, keep: usize) -> bool {
-        if self.rx.buffered() > 0 || !self.conn.tx.pending().is_empty() {
-            return false;
-        }
-        self.rx.shrink(keep) && self.conn.tx.shrink(keep)
-    }
-
-    /// Requests taken and not yet answered, cancelled or expired.
-    #[must_use]
-    pub fn in_flight(&self) -> usize {
-        self.in_flight
-    }
-
-    /// What the client announced, once its hello has arrived.
-    #[must_use]
-    pub fn peer(&self) -> Option<PeerInfo> {
-        self.conn.peer
-    }
-
-    /// `false` once the connection has closed (or is closing).
-    #[must_use]
-    pub fn is_open(&self) -> bool {
-        self.conn.is_open()
-    }
-
-    /// This connection's counters.
-    #[must_use]
-    pub fn stats(&self) -> &ServerStats {
-        &self.stats
-    }
-}
-
-/// Why a transport that ended is over: cleanly between frames, or in the middle of one.
-pub(crate) fn eof_reason(buffered: usize) -> CloseReason {
-    if buffered > 0 {
-        CloseReason::Protocol(ProtocolError::TruncatedFrame)
-    } else {
-        CloseReason::TransportClosed
     }
 }
 
@@ -706,3 +725,5 @@ fn push_response<B: Buffer>(
     conn.tx
         .push(&Frame::Response(Response { id, reply }), limit)
 }
+
+crate::stream::impl_stream_connection!(ServerConnection, RequestSlot, ServerEvent);

@@ -340,10 +340,10 @@ impl<const BUF: usize, const SLOTS: usize, const PIPE: usize> Pair<BUF, SLOTS, P
             }
         }
         if self.c2s.take_eof() {
-            self.server.handle_eof(self.now);
+            self.server.handle_eof();
         }
         if self.s2c.take_eof() {
-            self.client.handle_eof(self.now);
+            self.client.handle_eof();
         }
         self.bytes_moved = self.bytes_moved.saturating_add(moved as u64);
         moved

@@ -1264,7 +1264,7 @@ fn regression_truncated_frame_sends_no_close_frame() {
     let mut input = stream_of(&[hello(65536, 0)]);
     input.extend_from_slice(&[0, 0, 0, 9, 1, 2]);
     assert_eq!(server.handle_input(now, &input), input.len());
-    server.handle_eof(now);
+    server.handle_eof();
     let mut reason = None;
     while let Some(event) = server.poll_event(now) {
         if let ServerEvent::Closed(r) = event {

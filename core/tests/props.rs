@@ -239,7 +239,7 @@ proptest! {
         }
         // Then the transport ends: everything must be settled.
         let late = Instant::from_millis(60_000);
-        c.handle_eof(late);
+        c.handle_eof();
         c.handle_timeout(late);
         poll(&mut c, late, &mut ended, &mut closed);
         prop_assert!(closed);

@@ -913,7 +913,7 @@ fn transport_loss_reports_sent_and_unsent_calls() {
     let n = p.client.transmit().len();
     p.client.advance_transmit(n); // handed to the "socket"
     let unsent = p.client.call(p.now, "m", b"", None).unwrap();
-    p.client.handle_eof(p.now);
+    p.client.handle_eof();
     let mut log = ClientLog::default();
     log.poll(&mut p);
     assert_eq!(
@@ -1238,7 +1238,7 @@ fn end_of_stream_mid_frame_is_a_protocol_error() {
     bytes.extend_from_slice(&[0, 0, 0, 9, 1, 2]); // a prefix and two of nine bytes
     let (_, closed) = feed_server(&mut p, &bytes);
     assert!(closed.is_none());
-    p.server.handle_eof(p.now);
+    p.server.handle_eof();
     let mut reason = None;
     while let Some(ev) = p.server.poll_event(p.now) {
         if let ServerEvent::Closed(r) = ev {
@@ -1294,4 +1294,137 @@ fn config_errors_name_the_real_cause_first() {
         few.unwrap_err(),
         ConfigError::TooFewSlots { need: 4, have: 3 }
     );
+}
+
+/// `close(); transmit()` sends the go-away at once, on both sides. A server's go-away
+/// names the last request already received, even one still in its buffer: that one is
+/// still delivered and answered, and a later one is dropped, not run.
+#[test]
+fn close_queues_the_goaway_at_once_and_keeps_what_was_received() {
+    let mut p = pair(11);
+    let hello_and_two = raw_stream(&[
+        Frame::Request(Request {
+            id: RequestId(1),
+            method: "a",
+            budget_ms: None,
+            body: b"1",
+        }),
+        Frame::Request(Request {
+            id: RequestId(2),
+            method: "b",
+            budget_ms: None,
+            body: b"2",
+        }),
+    ]);
+    let sent_before = p.server.transmit().len();
+    assert_eq!(
+        p.server.handle_input(p.now, &hello_and_two),
+        hello_and_two.len()
+    );
+    // Nothing taken yet: both requests wait in the buffer.
+    p.server.close(p.now);
+    let queued = frames_sent(p.server.transmit());
+    assert!(p.server.transmit().len() > sent_before);
+    assert_eq!(
+        queued.last().map(String::as_str),
+        Some("GoAway { last_id: RequestId(2) }"),
+        "{queued:?}"
+    );
+    let mut ids = Vec::new();
+    while let Some(ev) = p.server.poll_event(p.now) {
+        if let ServerEvent::Request(r) = ev {
+            ids.push(r.id);
+        }
+    }
+    assert_eq!(ids, [RequestId(1), RequestId(2)]);
+    // A request after the go-away is dropped.
+    let late = raw_stream(&[Frame::Request(Request {
+        id: RequestId(3),
+        method: "c",
+        budget_ms: None,
+        body: b"3",
+    })]);
+    let hello_len = raw_stream(&[]).len();
+    let (events, closed) = feed_server(&mut p, &late[hello_len..]);
+    assert!(events.is_empty(), "{events:?}");
+    assert!(closed.is_none());
+    assert_eq!(p.server.stats().after_goaway, 1);
+    for id in ids {
+        p.server.respond(id, Reply::Ok(b"")).unwrap();
+    }
+    assert!(matches!(
+        p.server.poll_event(p.now),
+        Some(ServerEvent::Closed(CloseReason::Graceful))
+    ));
+
+    // The client's go-away is queued by `close` too.
+    let mut p = pair(12);
+    let before = p.client.transmit().len();
+    p.client.close(p.now);
+    let queued = frames_sent(&p.client.transmit()[before..]);
+    assert_eq!(queued, ["GoAway { last_id: RequestId(0) }"]);
+}
+
+/// `respond_with` answers from the request's bytes in place, for the request just taken;
+/// an older one, or one whose bytes may have moved, is refused without ending it.
+#[test]
+fn respond_with_answers_from_the_receive_buffer() {
+    let mut p = pair(13);
+    let req = |id, body: &'static [u8]| {
+        Frame::Request(Request {
+            id: RequestId(id),
+            method: "echo",
+            budget_ms: None,
+            body,
+        })
+    };
+    let stream = raw_stream(&[req(1, b"first"), req(2, b"second")]);
+    assert_eq!(p.server.handle_input(p.now, &stream), stream.len());
+    let mut ids = Vec::new();
+    while let Some(ev) = p.server.poll_event(p.now) {
+        if let ServerEvent::Request(r) = ev {
+            ids.push(r.id);
+        }
+    }
+    assert_eq!(ids, [RequestId(1), RequestId(2)]);
+    // Only the last request taken can be answered in place...
+    assert_eq!(
+        p.server.respond_with(RequestId(1), |r| Reply::Ok(r.body)),
+        Err(RespondError::NotInBuffer)
+    );
+    let before = p.server.transmit().len();
+    p.server
+        .respond_with(RequestId(2), |r| Reply::Ok(r.body))
+        .unwrap();
+    let sent = frames_sent(&p.server.transmit()[before..]);
+    assert_eq!(sent.len(), 1);
+    assert!(
+        sent[0].contains("Ok([115, 101, 99, 111, 110, 100])"),
+        "{sent:?}"
+    );
+    // ...once: it is answered now.
+    assert_eq!(
+        p.server.respond_with(RequestId(2), |r| Reply::Ok(r.body)),
+        Err(RespondError::UnknownRequest)
+    );
+    // The older one still waits, for `respond`.
+    p.server.respond(RequestId(1), Reply::Ok(b"first")).unwrap();
+
+    // After more input the bytes may have moved: refused, the request still waits.
+    let hello_len = raw_stream(&[]).len();
+    let third = raw_stream(&[req(3, b"third")]);
+    assert_eq!(
+        p.server.handle_input(p.now, &third[hello_len..]),
+        third.len() - hello_len
+    );
+    let Some(ServerEvent::Request(r)) = p.server.poll_event(p.now) else {
+        panic!("request 3")
+    };
+    assert_eq!(r.id, RequestId(3));
+    let _ = p.server.input_buffer();
+    assert_eq!(
+        p.server.respond_with(RequestId(3), |r| Reply::Ok(r.body)),
+        Err(RespondError::NotInBuffer)
+    );
+    p.server.respond(RequestId(3), Reply::Ok(b"third")).unwrap();
 }

@@ -1904,7 +1904,7 @@ impl ServerRun {
         if !self.eof {
             self.flush();
             self.eof = true;
-            self.server.handle_eof(self.now);
+            self.server.handle_eof();
         }
     }
 
@@ -2606,7 +2606,7 @@ impl ClientRun {
         if !self.eof {
             self.flush();
             self.eof = true;
-            self.client.handle_eof(self.now);
+            self.client.handle_eof();
         }
     }
 

@@ -217,7 +217,6 @@ impl StreamClient {
     fn turn(&mut self) {
         self.write_out();
         let now = self.clock.now();
-        self.core.handle_timeout(now);
         if self.take_events(now) || self.closed.is_some() || self.eof {
             self.write_out();
             self.shut_when_done();
@@ -242,19 +241,17 @@ impl StreamClient {
         } else {
             self.read_wait(timeout)
         };
-        self.core.handle_timeout(now);
         self.take_events(now);
         self.write_out();
         self.shut_when_done();
     }
 
-    /// One round of writing, reading, timers and events without waiting; `true` if
-    /// anything happened.
+    /// One round of writing, reading and events (which fire due timers) without waiting;
+    /// `true` if anything happened.
     fn pump(&mut self) -> bool {
         let now = self.clock.now();
         let mut progress = self.write_out();
         progress |= self.read_now(now);
-        self.core.handle_timeout(now);
         progress |= self.take_events(now);
         progress |= self.write_out();
         self.shut_when_done();
@@ -385,7 +382,7 @@ impl StreamClient {
     fn took(&mut self, n: usize, now: Instant) -> bool {
         self.last_read = now;
         if n == 0 {
-            self.core.handle_eof(now);
+            self.core.handle_eof();
             self.eof = true;
             return false;
         }
@@ -396,7 +393,7 @@ impl StreamClient {
     /// A socket error other than "try again": the connection is over.
     fn broken(&mut self, what: &str, e: &io::Error) {
         log::debug!("{}: {what} failed: {e}", self.endpoint);
-        self.core.handle_eof(self.clock.now());
+        self.core.handle_eof();
         self.eof = true;
     }
 }

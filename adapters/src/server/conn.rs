@@ -197,7 +197,6 @@ impl Conn {
 
     fn drive_passes(&mut self, token: Token, now: Instant, shared: &Shared) -> Drive {
         self.release_delayed(now);
-        self.core.handle_timeout(now);
         self.check_idle(now, shared);
         self.shrink_if_idle(now);
         for _ in 0..MAX_PASSES {
@@ -451,7 +450,7 @@ impl Conn {
             }
             match self.stream.read(buf) {
                 Ok(0) => {
-                    self.core.handle_eof(now);
+                    self.core.handle_eof();
                     self.eof = true;
                     return true;
                 }
@@ -474,7 +473,7 @@ impl Conn {
                 Err(e) if interrupted(&e) => {}
                 Err(e) => {
                     log::debug!("{}: read failed: {e}", self.label);
-                    self.core.handle_eof(now);
+                    self.core.handle_eof();
                     self.eof = true;
                     return true;
                 }
