@@ -85,6 +85,11 @@ impl Default for ServerConfig {
     }
 }
 
+/// Default largest answer a client takes on a datagram endpoint: 64 KiB, a whole UDP
+/// datagram, so an answer from a server whose `max_datagram` is larger than the client's
+/// is not cut short. The client's own `max_datagram` applies when it is larger.
+pub const DEFAULT_MAX_ANSWER: usize = 64 * 1024;
+
 /// How a [`Client`](crate::Client) connects. Start from [`ClientConfig::default`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -99,7 +104,8 @@ pub struct ClientConfig {
     /// request sent on `udp:`, 1232 bytes), retransmission (`initial_rto` 100 ms doubling
     /// up to `max_rto` 2 s, `jitter_per_mille` 500, `max_attempts` 32) and
     /// `default_timeout` (5 s: the deadline of a call made without one, since a datagram
-    /// call always has a deadline). `connection.max_in_flight` bounds the calls in flight.
+    /// call always has a deadline) and `max_answer` (the longest answer taken, 64 KiB:
+    /// [`DEFAULT_MAX_ANSWER`]). `connection.max_in_flight` bounds the calls in flight.
     pub datagram: DatagramConfig,
     /// The largest request sent on `unix-dgram:` endpoints. Default: 65,536
     /// ([`DEFAULT_UNIX_MAX_DATAGRAM`]).
@@ -111,7 +117,10 @@ impl Default for ClientConfig {
         Self {
             connection: Config::default(),
             connect_timeout: Duration::from_secs(10),
-            datagram: DatagramConfig::default(),
+            datagram: DatagramConfig {
+                max_answer: DEFAULT_MAX_ANSWER,
+                ..DatagramConfig::default()
+            },
             unix_max_datagram: DEFAULT_UNIX_MAX_DATAGRAM,
         }
     }

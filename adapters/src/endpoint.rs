@@ -62,16 +62,17 @@ impl Endpoint {
         matches!(self, Self::UnixDatagram(_) | Self::Udp(..))
     }
 
-    /// An endpoint of the same transport as `self` for a socket address (for TCP and UDP:
-    /// the address as text, so the result names exactly one socket).
+    /// The `tcp:` endpoint of a socket address (the address as text, so the result names
+    /// exactly one socket).
     #[must_use]
-    pub fn from_socket_addr(tcp: bool, addr: SocketAddr) -> Self {
-        let host = addr.ip().to_string();
-        if tcp {
-            Self::Tcp(host, addr.port())
-        } else {
-            Self::Udp(host, addr.port())
-        }
+    pub fn tcp_addr(addr: SocketAddr) -> Self {
+        Self::Tcp(addr.ip().to_string(), addr.port())
+    }
+
+    /// The `udp:` endpoint of a socket address, as [`tcp_addr`](Self::tcp_addr).
+    #[must_use]
+    pub fn udp_addr(addr: SocketAddr) -> Self {
+        Self::Udp(addr.ip().to_string(), addr.port())
     }
 
     /// The socket addresses a `tcp:` or `udp:` endpoint's host resolves to, in the
@@ -295,17 +296,11 @@ mod test {
     }
 
     #[test]
-    fn test_from_socket_addr() {
+    fn test_endpoints_of_socket_addresses() {
         let v6: SocketAddr = "[::1]:80".parse().unwrap();
-        assert_eq!(
-            Endpoint::from_socket_addr(true, v6).to_string(),
-            "tcp:[::1]:80"
-        );
+        assert_eq!(Endpoint::tcp_addr(v6).to_string(), "tcp:[::1]:80");
         let v4: SocketAddr = "10.0.0.1:5".parse().unwrap();
-        assert_eq!(
-            Endpoint::from_socket_addr(false, v4).to_string(),
-            "udp:10.0.0.1:5"
-        );
+        assert_eq!(Endpoint::udp_addr(v4).to_string(), "udp:10.0.0.1:5");
     }
 
     fn host() -> impl Strategy<Value = String> {

@@ -5,7 +5,8 @@
 //! A runtime with a heap can do better for many mostly idle connections: give each a small
 //! storage that grows to the frame limit only while a large frame passes through, and
 //! shrinks back when idle (implement the three optional methods on a type of your own, e.g.
-//! around a `Vec<u8>`). The core never allocates: it only asks the storage to grow.
+//! around a `Vec<u8>`, or take `GrowBuf` with the `alloc` feature). The core never
+//! allocates: it only asks the storage to grow.
 
 /// Byte storage for a connection's receive or transmit buffer.
 pub trait Buffer {
@@ -40,5 +41,79 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Buffer for T {
 
     fn bytes_mut(&mut self) -> &mut [u8] {
         self.as_mut()
+    }
+}
+
+/// Heap storage that starts small and grows only while it has to (feature `alloc`): a
+/// `Vec<u8>` of `initial` bytes that grows, when the core asks, up to `max`, and shrinks
+/// back when the connection is idle. A connection needs room for a whole frame only while a
+/// large frame passes through, so thousands of mostly idle connections cost little memory.
+/// Growing or shrinking may move the bytes; the core keeps no address across either.
+#[cfg(feature = "alloc")]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GrowBuf {
+    bytes: alloc::vec::Vec<u8>,
+    max: usize,
+}
+
+#[cfg(feature = "alloc")]
+impl GrowBuf {
+    /// `initial` bytes now (at most `max`), up to `max` later.
+    #[must_use]
+    pub fn new(initial: usize, max: usize) -> Self {
+        Self {
+            bytes: alloc::vec![0; initial.min(max)],
+            max,
+        }
+    }
+}
+
+#[cfg(feature = "alloc")]
+impl Buffer for GrowBuf {
+    fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    fn bytes_mut(&mut self) -> &mut [u8] {
+        &mut self.bytes
+    }
+
+    fn max_len(&self) -> usize {
+        self.max
+    }
+
+    fn grow(&mut self, len: usize) {
+        let len = len.min(self.max);
+        if len > self.bytes.len() {
+            self.bytes.resize(len, 0);
+        }
+    }
+
+    fn shrink(&mut self, len: usize) {
+        if self.bytes.len() > len {
+            self.bytes.truncate(len);
+            self.bytes.shrink_to_fit();
+        }
+    }
+}
+
+#[cfg(all(test, feature = "alloc"))]
+mod test {
+    use super::*;
+
+    #[test]
+    fn test_grows_to_its_limit_and_shrinks_back() {
+        let mut b = GrowBuf::new(512, 4096);
+        assert_eq!(b.bytes().len(), 512);
+        b.bytes_mut()[0] = 7;
+        b.grow(2000);
+        assert_eq!(b.bytes().len(), 2000);
+        assert_eq!(b.bytes()[0], 7, "contents kept");
+        b.grow(100_000);
+        assert_eq!(b.bytes().len(), 4096, "never past the limit");
+        b.shrink(512);
+        assert_eq!(b.bytes().len(), 512);
+        assert!(b.bytes.capacity() <= 4096);
+        assert_eq!(GrowBuf::new(10_000, 100).bytes().len(), 100);
     }
 }

@@ -57,16 +57,20 @@
 //! close the transport.
 //!
 //! A **datagram client** ([`datagram::DatagramClient`]) is driven the same way, with
-//! whole datagrams: `call`; every datagram `poll_transmit(now)` hands out is sent (one the
-//! socket has no room for goes back with `not_sent(kind)`, so no driver parses its own
-//! output); each datagram from the server goes to `handle_datagram(now, bytes)`, which
-//! returns the answer at once (it borrows the datagram); `poll_event()` gives the calls
-//! that ended without one (timeouts, cancels); sleep until `poll_timeout()`. A **datagram
-//! server** ([`datagram::DatagramServer`]) takes each datagram with
-//! `handle_datagram(now, from, bytes)` and says what to do in the returned `Received` (a
-//! request to run, a reply to send back to `from`, a cancel, a drop); `respond` returns
-//! the answer to send; `drain()` begins a shutdown in which the core rejects new calls
-//! until `is_drained()`.
+//! whole datagrams: a turn is bytes in (receive the server's datagram straight into
+//! `input_buffer()` and `commit_datagram(now, n)`, or copy it with
+//! `handle_datagram(now, bytes)`), events (`poll_event(now)` until `None`: each call's one
+//! outcome, an answer borrowing the receive area or a timeout or cancel; due deadlines
+//! fire here), bytes out (send every datagram `poll_transmit(now)` hands out; one the
+//! socket has no room for goes back with `not_sent(transmit.kind)`, so no driver parses its
+//! own output) and sleep until `poll_timeout()`. A **datagram server**
+//! ([`datagram::DatagramServer`]) takes each datagram with
+//! `handle_datagram(now, from, bytes)`, whose `Received` is its one outcome: a request to
+//! run (borrowing the datagram, so it can be answered without a copy), a reply to send
+//! (a `Transmit`, as `respond` returns), a cancel, a drop. It has no timers: everything it
+//! decides in time (a call's window, a client's record) is decided when a datagram
+//! arrives, so nothing happens between datagrams. `drain()` begins a shutdown in which the
+//! core rejects new calls until `is_drained()`.
 //!
 //! Where the protocol decides something, the core decides it: busy answers when a table
 //! or cache is full, rejections (a zero or too long budget, a shutdown), an answer too
@@ -78,6 +82,8 @@
 //!
 //! - `log` / `defmt` (exclusive): where the core's log lines go; none by default.
 //! - `sim`: the simulation harness.
+//! - `alloc`: `buffer::GrowBuf`, a heap-backed growable [`Buffer`] (the state machines
+//!   still never allocate).
 #![cfg_attr(not(test), no_std)]
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
@@ -98,6 +104,9 @@
     clippy::semicolon_if_nothing_returned,
     clippy::must_use_candidate
 )]
+
+#[cfg(feature = "alloc")]
+extern crate alloc;
 
 #[macro_use]
 mod fmt;

@@ -125,13 +125,13 @@ fn steady_state_calls_allocate_nothing_in_core() {
         cfg,
         7,
         7,
-        vec![0u8; 16 * 1232],
+        vec![0u8; cfg.client_storage_len(16).unwrap()],
         vec![DatagramCallSlot::EMPTY; 16],
     )
     .unwrap();
     let mut server = DatagramServer::new(
         cfg,
-        vec![0u8; 1025 * 1232],
+        vec![0u8; cfg.server_storage_len(1024).unwrap()],
         vec![DatagramEntry::<u32>::EMPTY; 1024],
     )
     .unwrap();
@@ -161,8 +161,9 @@ fn steady_state_calls_allocate_nothing_in_core() {
                 }
                 other => panic!("{other:?}"),
             };
+            assert!(client.handle_datagram(now, &buf[..answer_len]));
             assert!(matches!(
-                client.handle_datagram(now, &buf[..answer_len]),
+                client.poll_event(now),
                 Some(DatagramEvent::Response { .. })
             ));
         }

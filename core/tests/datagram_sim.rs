@@ -12,10 +12,10 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use wirecall_core::client::{Execution, Failure, SendError};
+use wirecall_core::client::{Execution, SendError};
 use wirecall_core::datagram::{
-    DatagramCallSlot, DatagramClient, DatagramConfig, DatagramEntry, DatagramEvent, DatagramServer,
-    DropReason, Received, RequestHandle,
+    DatagramCallSlot, DatagramClient, DatagramConfig, DatagramEntry, DatagramEvent,
+    DatagramFailure, DatagramServer, DropReason, Received, RequestHandle,
 };
 use wirecall_core::sim::{DatagramNet, Faults, Rng};
 use wirecall_core::wire::datagram::{DatagramHeader, encode_datagram};
@@ -37,6 +37,7 @@ fn config() -> DatagramConfig {
     c.max_attempts = 8;
     c.default_timeout = Duration::from_secs(2);
     c.max_latency = Duration::from_millis(50);
+    c.max_answer = MTU;
     c
 }
 
@@ -45,7 +46,7 @@ fn client(cfg: DatagramConfig, epoch: u64, slots: usize) -> Client {
         cfg,
         epoch,
         epoch ^ 0x5eed,
-        vec![0; slots * MTU],
+        vec![0; cfg.client_storage_len(slots).unwrap()],
         vec![DatagramCallSlot::EMPTY; slots],
     )
     .unwrap()
@@ -132,22 +133,24 @@ impl World {
                 self.server_receive(from, &datagram);
             } else {
                 let c = (to - 1) as usize;
-                match self.clients[c].handle_datagram(self.now, &datagram) {
-                    Some(DatagramEvent::Response { id, body }) => {
-                        let body = body.to_vec();
-                        self.record(c, id, Outcome::Ok(body));
+                assert!(self.clients[c].handle_datagram(self.now, &datagram));
+                while let Some(ev) = self.clients[c].poll_event(self.now) {
+                    match ev {
+                        DatagramEvent::Response { id, body } => {
+                            let body = body.to_vec();
+                            self.record(c, id, Outcome::Ok(body));
+                        }
+                        DatagramEvent::Failed { id, failure } => {
+                            let o = Outcome::Failed(format!("{failure:?}"), failure.execution());
+                            self.record(c, id, o);
+                        }
+                        _ => {}
                     }
-                    Some(DatagramEvent::Failed { id, failure }) => {
-                        let o = Outcome::Failed(format!("{failure:?}"), failure.execution());
-                        self.record(c, id, o);
-                    }
-                    _ => {}
                 }
             }
         }
         for c in 0..self.clients.len() {
-            self.clients[c].handle_timeout(self.now);
-            while let Some(ev) = self.clients[c].poll_event() {
+            while let Some(ev) = self.clients[c].poll_event(self.now) {
                 busy = true;
                 if let DatagramEvent::Failed { id, failure } = ev {
                     let o = Outcome::Failed(format!("{failure:?}"), failure.execution());
@@ -186,8 +189,9 @@ impl World {
                 let old = self.working.insert(key, (handle, answer));
                 assert!(old.is_none(), "no work is lost");
             }
-            Received::Reply(bytes) => {
-                let bytes = bytes.to_vec();
+            Received::Reply(tx) => {
+                assert_eq!(*tx.to, from, "a reply goes back to its sender");
+                let bytes = tx.bytes.to_vec();
                 self.net.send(now, SERVER, from, &bytes, &mut self.rng);
             }
             Received::Cancelled(_) | Received::Dropped(_) => {}
@@ -392,7 +396,7 @@ fn retransmission_backs_off_exponentially_with_jitter() {
     assert_eq!(
         w.outcomes[0][&id.0],
         Outcome::Failed(
-            format!("{:?}", Failure::TimedOut { sent: true }),
+            format!("{:?}", DatagramFailure::TimedOut { sent: true }),
             Execution::MaybeExecuted
         )
     );
@@ -406,11 +410,10 @@ fn timeout_before_any_transmission_is_not_executed() {
         .call(Instant::ZERO, "m", b"", Some(Duration::from_millis(1)))
         .unwrap();
     // The runtime never got to send it.
-    c.handle_timeout(Instant::from_millis(1));
-    match c.poll_event() {
+    match c.poll_event(Instant::from_millis(1)) {
         Some(DatagramEvent::Failed { id: got, failure }) => {
             assert_eq!(got, id);
-            assert_eq!(failure, Failure::TimedOut { sent: false });
+            assert_eq!(failure, DatagramFailure::TimedOut { sent: false });
             assert_eq!(failure.execution(), Execution::NotExecuted);
         }
         other => panic!("{other:?}"),
@@ -448,10 +451,10 @@ fn duplicate_request_gets_cached_answer_without_rerun() {
         .bytes
         .to_vec();
     // A retransmission after: the same answer, byte for byte.
-    assert_eq!(
+    assert!(matches!(
         s.handle_datagram(Instant::from_millis(2), &1, &d[..n]),
-        Received::Reply(&answer[..])
-    );
+        Received::Reply(tx) if tx.bytes == &answer[..] && *tx.to == 1
+    ));
     // The same id and epoch from another peer is another call.
     assert!(matches!(
         s.handle_datagram(Instant::from_millis(3), &2, &d[..n]),
@@ -611,8 +614,9 @@ fn client_acks_ended_calls_and_bounds_its_span() {
         });
         let mut d = [0u8; MTU];
         let n = encode_datagram(DatagramHeader::new(5, 0), &answer, &mut d).unwrap();
+        assert!(c.handle_datagram(t, &d[..n]));
         assert!(matches!(
-            c.handle_datagram(t, &d[..n]),
+            c.poll_event(t),
             Some(DatagramEvent::Response { .. })
         ));
         last = id;
@@ -662,14 +666,14 @@ fn late_copy_below_the_floor_is_not_run() {
     // A copy of call 1 sent before the answer arrives now, late: dropped.
     assert_eq!(
         request(&mut s, 1, 1, 2),
-        format!("{:?}", Received::Dropped(DropReason::Stale))
+        format!("{:?}", Received::<u32>::Dropped(DropReason::Stale))
     );
     assert_eq!(s.stats().requests, 2);
     assert_eq!(s.stats().stale, 1);
     // A request below its own floor is malformed for a conforming client: dropped too.
     assert_eq!(
         request(&mut s, 3, 4, 3),
-        format!("{:?}", Received::Dropped(DropReason::Stale))
+        format!("{:?}", Received::<u32>::Dropped(DropReason::Stale))
     );
 }
 
@@ -721,7 +725,8 @@ fn busy_answers_do_not_use_up_attempts() {
     for _ in 0..6 {
         assert!(c.poll_transmit(now).is_some(), "a copy at {now}");
         now = now.saturating_add(Duration::from_millis(1));
-        assert_eq!(c.handle_datagram(now, &d[..n]), None);
+        assert!(c.handle_datagram(now, &d[..n]));
+        assert_eq!(c.poll_event(now), None);
         now = c.poll_timeout().unwrap();
     }
     assert_eq!(
@@ -748,7 +753,10 @@ fn a_cancelled_call_is_acknowledged() {
     let second = c.call(Instant::ZERO, "m", b"", None).unwrap();
     while c.poll_transmit(Instant::ZERO).is_some() {}
     assert!(c.cancel(second));
-    assert!(matches!(c.poll_event(), Some(DatagramEvent::Failed { .. })));
+    assert!(matches!(
+        c.poll_event(Instant::ZERO),
+        Some(DatagramEvent::Failed { .. })
+    ));
     let cancel = c
         .poll_transmit(Instant::ZERO)
         .expect("the cancel")
@@ -786,7 +794,8 @@ fn busy_answer_delays_retransmission_but_does_not_end_the_call() {
         },
     });
     let n = encode_datagram(DatagramHeader::new(77, 0), &busy, &mut d).unwrap();
-    assert_eq!(c.handle_datagram(Instant::from_millis(1), &d[..n]), None);
+    assert!(c.handle_datagram(Instant::from_millis(1), &d[..n]));
+    assert_eq!(c.poll_event(Instant::from_millis(1)), None);
     assert_eq!(c.stats().busy, 1);
     assert!(
         c.poll_transmit(Instant::from_millis(200)).is_none(),
@@ -811,7 +820,8 @@ fn rejections_and_errors_end_calls_with_execution() {
         },
     });
     let n = encode_datagram(DatagramHeader::new(11, 0), &rej, &mut d).unwrap();
-    match c.handle_datagram(Instant::ZERO, &d[..n]) {
+    assert!(c.handle_datagram(Instant::ZERO, &d[..n]));
+    match c.poll_event(Instant::ZERO) {
         Some(DatagramEvent::Failed { failure, .. }) => {
             assert_eq!(failure.execution(), Execution::NotExecuted)
         }
@@ -825,18 +835,21 @@ fn rejections_and_errors_end_calls_with_execution() {
         },
     });
     let n = encode_datagram(DatagramHeader::new(11, 0), &err, &mut d).unwrap();
-    match c.handle_datagram(Instant::ZERO, &d[..n]) {
+    assert!(c.handle_datagram(Instant::ZERO, &d[..n]));
+    match c.poll_event(Instant::ZERO) {
         Some(DatagramEvent::Failed { failure, .. }) => {
             assert_eq!(failure.execution(), Execution::Executed)
         }
         other => panic!("{other:?}"),
     }
     // A late duplicate of that answer is ignored and counted.
-    assert_eq!(c.handle_datagram(Instant::ZERO, &d[..n]), None);
+    assert!(c.handle_datagram(Instant::ZERO, &d[..n]));
+    assert_eq!(c.poll_event(Instant::ZERO), None);
     assert_eq!(c.stats().late_responses, 1);
     // An answer for another epoch is not ours.
     let n = encode_datagram(DatagramHeader::new(12, 0), &err, &mut d).unwrap();
-    assert_eq!(c.handle_datagram(Instant::ZERO, &d[..n]), None);
+    assert!(c.handle_datagram(Instant::ZERO, &d[..n]));
+    assert_eq!(c.poll_event(Instant::ZERO), None);
     assert_eq!(c.stats().dropped, 1);
 }
 
@@ -857,9 +870,10 @@ fn server_rejects_requests_it_cannot_promise_to_remember() {
             body: b"",
         });
         let n = encode_datagram(DatagramHeader::new(1, 0), &req, &mut d).unwrap();
-        let Received::Reply(bytes) = s.handle_datagram(Instant::ZERO, &1, &d[..n]) else {
+        let Received::Reply(tx) = s.handle_datagram(Instant::ZERO, &1, &d[..n]) else {
             panic!("expected a reply")
         };
+        let bytes = tx.bytes;
         let (_, body) = DatagramHeader::parse(bytes).unwrap();
         let Frame::Response(r) = Frame::decode(body).unwrap() else {
             panic!()
@@ -954,10 +968,10 @@ fn no_transmission_after_the_deadline() {
         "only a cancel"
     );
     assert!(c.poll_transmit(Instant::from_millis(60)).is_none());
-    match c.poll_event() {
+    match c.poll_event(Instant::from_millis(60)) {
         Some(DatagramEvent::Failed { id: got, failure }) => {
             assert_eq!(got, id);
-            assert_eq!(failure, Failure::TimedOut { sent: true });
+            assert_eq!(failure, DatagramFailure::TimedOut { sent: true });
         }
         other => panic!("{other:?}"),
     }
@@ -1050,8 +1064,9 @@ mod props {
             let mut c = client(config(), 3, 4);
             let id = c.call(Instant::ZERO, "m", b"", None).unwrap();
             for d in &datagrams {
-                if let Some(DatagramEvent::Response { id: got, .. } | DatagramEvent::Failed { id: got, .. }) =
-                    c.handle_datagram(Instant::ZERO, d)
+                prop_assert!(c.handle_datagram(Instant::ZERO, d));
+                while let Some(DatagramEvent::Response { id: got, .. } | DatagramEvent::Failed { id: got, .. }) =
+                    c.poll_event(Instant::ZERO)
                 {
                     prop_assert_eq!(got, id);
                 }
@@ -1103,7 +1118,7 @@ fn an_answer_too_large_for_a_datagram_becomes_the_reserved_error() {
     let Received::Reply(again) = s.handle_datagram(Instant::from_millis(5), &1, &d[..n]) else {
         panic!("a retransmission is answered from the cache")
     };
-    assert_eq!(reply_of(again), expected);
+    assert_eq!(reply_of(again.bytes), expected);
 
     let n = request(2, b"", &mut d);
     let Received::Request(r) = s.handle_datagram(Instant::ZERO, &1, &d[..n]) else {
@@ -1140,8 +1155,9 @@ fn a_draining_server_rejects_new_calls_and_finishes_the_rest() {
         let Received::Reply(no) = s.handle_datagram(Instant::ZERO, &from, &e[..n2]) else {
             panic!("a new call from {from} is answered")
         };
+        assert_eq!(*no.to, from);
         assert!(matches!(
-            reply_of(no),
+            reply_of(no.bytes),
             Reply::Rejected {
                 code: RejectCode::SHUTTING_DOWN,
                 ..
@@ -1161,7 +1177,7 @@ fn a_draining_server_rejects_new_calls_and_finishes_the_rest() {
     let Received::Reply(again) = s.handle_datagram(Instant::from_millis(1), &1, &d[..n1]) else {
         panic!()
     };
-    assert_eq!(reply_of(again), Reply::Ok(b"A"));
+    assert_eq!(reply_of(again.bytes), Reply::Ok(b"A"));
 }
 
 /// A datagram the transport could not take is handed back: the same request comes out
@@ -1205,7 +1221,8 @@ fn a_datagram_not_sent_is_handed_out_again_but_never_late() {
         reply: Reply::Ok(b""),
     });
     let n = encode_datagram(DatagramHeader::new(6, 0), &frame, &mut answer).unwrap();
-    assert!(c.handle_datagram(Instant::ZERO, &answer[..n]).is_some());
+    assert!(c.handle_datagram(Instant::ZERO, &answer[..n]));
+    assert!(c.poll_event(Instant::ZERO).is_some());
     let ack = c.poll_transmit(Instant::from_millis(5)).unwrap();
     assert_eq!(ack.kind, DatagramKind::Acknowledgement);
     c.not_sent(DatagramKind::Acknowledgement);

@@ -1296,8 +1296,10 @@ fn regression_truncated_frame_sends_no_close_frame() {
 fn regression_tiny_growable_storage_still_receives() {
     let ping = [0, 0, 0, 2, 0x04, 0x07];
     for initial in 0..4 {
-        let mut decoder =
-            wirecall_core::frame::FrameDecoder::new(checks::Growable::new(initial, 64), 32);
+        let mut decoder = wirecall_core::frame::FrameDecoder::new(
+            wirecall_core::buffer::GrowBuf::new(initial, 64),
+            32,
+        );
         let mut fed = 0;
         for _ in 0..ping.len() {
             fed += decoder.feed(&ping[fed..]);
@@ -1313,8 +1315,8 @@ fn regression_tiny_growable_storage_still_receives() {
     let now = Instant::ZERO;
     let mut server = ServerConnection::new(
         Config::default(),
-        checks::Growable::new(2048, 2048),
-        checks::Growable::new(2048, 2048),
+        wirecall_core::buffer::GrowBuf::new(2048, 2048),
+        wirecall_core::buffer::GrowBuf::new(2048, 2048),
         vec![RequestSlot::EMPTY; 4],
         now,
     )

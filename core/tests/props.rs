@@ -8,6 +8,7 @@
 )]
 
 use proptest::prelude::*;
+use wirecall_core::buffer::GrowBuf;
 use wirecall_core::client::{CallSlot, ClientConnection, ClientEvent};
 use wirecall_core::frame::{FrameDecoder, encode_frame};
 use wirecall_core::server::{RequestSlot, ServerConnection, ServerEvent};
@@ -250,43 +251,8 @@ proptest! {
     }
 }
 
-/// A growable buffer for the tests: starts small, grows on demand up to a cap, and counts
-/// how often it grew and shrank.
-#[derive(Debug, Default)]
-struct Growable {
-    bytes: Vec<u8>,
-    cap: usize,
-    grew: usize,
-}
-
-impl wirecall_core::Buffer for Growable {
-    fn bytes(&self) -> &[u8] {
-        &self.bytes
-    }
-    fn bytes_mut(&mut self) -> &mut [u8] {
-        &mut self.bytes
-    }
-    fn max_len(&self) -> usize {
-        self.cap
-    }
-    fn grow(&mut self, len: usize) {
-        if len > self.bytes.len() {
-            self.bytes.resize(len.min(self.cap), 0);
-            self.grew += 1;
-        }
-    }
-    fn shrink(&mut self, len: usize) {
-        self.bytes.truncate(len);
-        self.bytes.shrink_to_fit();
-    }
-}
-
-fn growable(start: usize, cap: usize) -> Growable {
-    Growable {
-        bytes: vec![0; start],
-        cap,
-        grew: 0,
-    }
+fn growable(start: usize, cap: usize) -> GrowBuf {
+    GrowBuf::new(start, cap)
 }
 
 proptest! {

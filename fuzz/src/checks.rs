@@ -24,6 +24,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use wirecall_core::buffer::GrowBuf;
 use wirecall_core::client::{CallSlot, ClientConnection, ClientEvent, Failure, SendError};
 use wirecall_core::frame::{DecodeError, FrameDecoder, encode_frame};
 use wirecall_core::server::{
@@ -33,7 +34,7 @@ use wirecall_core::wire::{
     BASELINE_MAX_FRAME_LEN, CloseCode, ERROR_ANSWER_TOO_LARGE, Frame, Hello, LEN_PREFIX, MAGIC,
     MAX_HELLO_LEN, PROTOCOL_VERSION, RejectCode, Reply, Request, RequestId, Response, WireError,
 };
-use wirecall_core::{Buffer, Config, Duration, Instant};
+use wirecall_core::{Config, Duration, Instant};
 
 // =======================================================================================
 // Reading and writing scripts.
@@ -479,54 +480,6 @@ fn encode_body(frame: &Frame<'_>) -> Vec<u8> {
     body
 }
 
-/// Storage that starts at some size and grows on request up to a maximum, as a runtime's
-/// heap-backed [`Buffer`] would. Every grow and shrink moves the bytes to a fresh
-/// allocation, so anything that kept an address or a length across one would show.
-#[derive(Debug)]
-pub struct Growable {
-    buf: Vec<u8>,
-    max: usize,
-}
-
-impl Growable {
-    /// `initial` bytes now (at most `max`), up to `max` later.
-    pub fn new(initial: usize, max: usize) -> Self {
-        Self {
-            buf: vec![0; initial.min(max)],
-            max,
-        }
-    }
-}
-
-impl Buffer for Growable {
-    fn bytes(&self) -> &[u8] {
-        &self.buf
-    }
-
-    fn bytes_mut(&mut self) -> &mut [u8] {
-        &mut self.buf
-    }
-
-    fn max_len(&self) -> usize {
-        self.max
-    }
-
-    fn grow(&mut self, len: usize) {
-        let len = len.min(self.max);
-        if len > self.buf.len() {
-            let mut bigger = vec![0; len];
-            bigger[..self.buf.len()].copy_from_slice(&self.buf);
-            self.buf = bigger;
-        }
-    }
-
-    fn shrink(&mut self, len: usize) {
-        if len < self.buf.len() {
-            self.buf = self.buf[..len].to_vec();
-        }
-    }
-}
-
 /// A growable storage's starting size from one script byte: 0 = all of `max` now (fixed
 /// storage); else `b - 1` bytes for `b` up to 32, and `(b - 1) * 8` above (never under
 /// [`smallest_storage`]).
@@ -636,8 +589,8 @@ impl Setup {
         1028 + usize::from(self.rx) * 4
     }
 
-    fn storage(&self, max: usize) -> Growable {
-        Growable::new(initial_len(self.initial, max), max)
+    fn storage(&self, max: usize) -> GrowBuf {
+        GrowBuf::new(initial_len(self.initial, max), max)
     }
 
     fn tx_len(&self) -> usize {
@@ -909,7 +862,7 @@ pub fn check_stream_decoder(data: &[u8]) {
         }
     }
 
-    let storage = Growable::new(initial_len(initial, capacity), capacity);
+    let storage = GrowBuf::new(initial_len(initial, capacity), capacity);
     let decoder = FrameDecoder::new(storage, max);
     let room = u32::try_from(capacity - LEN_PREFIX).unwrap_or(u32::MAX);
     assert_eq!(
@@ -921,7 +874,7 @@ pub fn check_stream_decoder(data: &[u8]) {
 
     // As the script says (growable storage, if so), then whole (fixed storage).
     run_decoder(decoder, &stream, &mut input, &reference);
-    let whole = FrameDecoder::new(Growable::new(capacity, capacity), max);
+    let whole = FrameDecoder::new(GrowBuf::new(capacity, capacity), max);
     run_decoder(whole, &stream, &mut Input::new(&[]), &reference);
 }
 
@@ -959,7 +912,7 @@ fn split_stream(stream: &[u8], limit: u32) -> Split {
 }
 
 struct DecoderRun<'s> {
-    decoder: FrameDecoder<Growable>,
+    decoder: FrameDecoder<GrowBuf>,
     stream: &'s [u8],
     reference: &'s Split,
     got: usize,
@@ -1038,7 +991,7 @@ impl DecoderRun<'_> {
 }
 
 fn run_decoder(
-    decoder: FrameDecoder<Growable>,
+    decoder: FrameDecoder<GrowBuf>,
     stream: &[u8],
     chunks: &mut Input<'_>,
     reference: &Split,
@@ -1453,7 +1406,7 @@ pub struct ServerSummary {
     pub closed: CloseReason,
 }
 
-type Server = ServerConnection<Growable, Vec<RequestSlot>>;
+type Server = ServerConnection<GrowBuf, Vec<RequestSlot>>;
 
 struct Delivered {
     id: u64,
@@ -2108,7 +2061,7 @@ pub struct ClientSummary {
     pub closed: CloseReason,
 }
 
-type Client = ClientConnection<Growable, Vec<CallSlot>>;
+type Client = ClientConnection<GrowBuf, Vec<CallSlot>>;
 
 /// How a call ended, owned.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -8,10 +8,11 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::checks::Input;
-use wirecall_core::client::{Failure, SendError};
+use wirecall_core::client::SendError;
 use wirecall_core::datagram::{
-    DatagramCallSlot, DatagramClient, DatagramConfig, DatagramEntry, DatagramEvent, DatagramKind,
-    DatagramRespondError, DatagramServer, DropReason, Received, RequestHandle,
+    DatagramCallSlot, DatagramClient, DatagramConfig, DatagramEntry, DatagramEvent,
+    DatagramFailure, DatagramKind, DatagramRespondError, DatagramServer, DropReason, Received,
+    RequestHandle,
 };
 use wirecall_core::wire::datagram::{DatagramHeader, HeaderError, encode_datagram};
 use wirecall_core::wire::{Frame, RejectCode, Reply, Request, RequestId, Response};
@@ -415,7 +416,9 @@ pub fn check_datagram_server(data: &[u8]) -> DatagramServerSummary {
                         answered: false,
                     });
                 }
-                Received::Reply(reply_bytes) => {
+                Received::Reply(tx) => {
+                    assert_eq!(*tx.to, peer, "{who}: a reply to another peer");
+                    let reply_bytes = tx.bytes;
                     sum.replies += 1;
                     let Ok((header, Frame::Request(req))) = parsed else {
                         panic!("{who}: a Reply to a datagram that is no request: {parsed:?}");
@@ -568,6 +571,41 @@ struct ClientCall {
     timed_out: bool,
 }
 
+/// An outcome of the client, copied out of the event that borrowed it.
+#[derive(Debug)]
+enum Owned {
+    Response(Vec<u8>),
+    Remote(u32, String),
+    Rejected(RejectCode, String),
+    TimedOut(bool),
+    Cancelled(bool),
+}
+
+impl Owned {
+    fn of(event: DatagramEvent<'_>) -> (RequestId, Self) {
+        match event {
+            DatagramEvent::Response { id, body } => (id, Self::Response(body.to_vec())),
+            DatagramEvent::Failed { id, failure } => (
+                id,
+                match failure {
+                    DatagramFailure::Remote { code, message } => {
+                        Self::Remote(code, message.to_owned())
+                    }
+                    DatagramFailure::Rejected { code, message } => {
+                        Self::Rejected(code, message.to_owned())
+                    }
+                    DatagramFailure::TimedOut { sent } => Self::TimedOut(sent),
+                    DatagramFailure::Cancelled { sent } => Self::Cancelled(sent),
+                    other => {
+                        panic!("datagram_client: unknown failure {other:?}: extend the checks")
+                    }
+                },
+            ),
+            other => panic!("datagram_client: unknown event {other:?}: extend the checks"),
+        }
+    }
+}
+
 struct ClientRun {
     client: DatagramClient<Vec<u8>, Vec<DatagramCallSlot>>,
     epoch: u64,
@@ -575,6 +613,8 @@ struct ClientRun {
     calls: BTreeMap<u64, ClientCall>,
     floor: u64,
     sum: DatagramClientStatsModel,
+    /// The datagram the last op handed in, until its answer (if any) comes out.
+    received: Option<Vec<u8>>,
 }
 
 #[derive(Default)]
@@ -596,10 +636,11 @@ struct DatagramClientStatsModel {
 ///
 /// Invariants:
 /// - `call` returns 1, 2, 3, ...; every id it returned ends in exactly one outcome
-///   (`Response`/`Failed` from `handle_datagram`, `Failed` from `poll_event`), none for an id
+///   from `poll_event` (an answer right after the datagram that carried it), none for an id
 ///   never returned, and after the final jump every call has ended, `in_flight()` is 0 and
 ///   nothing is left to send or wait for; `in_flight()` = calls not yet ended after every op;
-/// - `handle_datagram` answers only a response datagram in the client's epoch for that id,
+/// - `handle_datagram` takes every datagram (the answer before it was taken out); an answer
+///   comes only from a response datagram in the client's epoch for that id,
 ///   with its body (`Ok`) or code and message (`Error` → `Remote`, `Rejected` → `Rejected`);
 ///   `cancel` returns true only for a call not ended, which then ends `Cancelled`;
 ///   `TimedOut` only at or after the deadline and never for a cancelled call; `sent` says
@@ -618,6 +659,7 @@ pub fn check_datagram_client(data: &[u8]) -> DatagramClientSummary {
         max_rto: Duration::from_millis(u64::from(input.int16())),
         max_attempts: 1 + u32::from(input.u8() % 8),
         jitter_per_mille: u32::from(input.int16()),
+        max_answer: MAX_DATAGRAM,
         ..DatagramConfig::default()
     };
     let epoch = read_epoch(&mut input);
@@ -626,7 +668,7 @@ pub fn check_datagram_client(data: &[u8]) -> DatagramClientSummary {
         config,
         epoch,
         seed,
-        vec![0u8; slots * MAX_DATAGRAM],
+        vec![0u8; config.client_storage_len(slots).expect("small")],
         vec![DatagramCallSlot::default(); slots],
     )
     .expect("client config is valid");
@@ -637,6 +679,7 @@ pub fn check_datagram_client(data: &[u8]) -> DatagramClientSummary {
         calls: BTreeMap::new(),
         floor: 0,
         sum: DatagramClientStatsModel::default(),
+        received: None,
     };
 
     for _ in 0..MAX_OPS {
@@ -805,80 +848,96 @@ impl ClientRun {
 
     fn receive(&mut self, bytes: &[u8]) {
         let who = "datagram_client handle_datagram";
-        let epoch = self.epoch;
-        let parsed = parse(bytes);
-        let Some(event) = self.client.handle_datagram(self.now, bytes) else {
-            return;
-        };
+        let taken = self.client.handle_datagram(self.now, bytes);
+        assert!(taken, "{who}: refused with no answer waiting to be taken");
+        self.received = Some(bytes.to_vec());
+    }
+
+    /// The answer an event reports, checked against the datagram handed in last.
+    fn answered(&mut self, id: RequestId, outcome: &Owned) {
+        let who = "datagram_client poll_event (answer)";
+        let bytes = self.received.take();
+        let bytes = bytes.unwrap_or_else(|| panic!("{who}: {outcome:?} with no datagram in"));
+        let parsed = parse(&bytes);
         let Ok((header, Frame::Response(response))) = parsed else {
             panic!("{who}: an outcome from a datagram that is no response: {parsed:?}");
         };
-        assert_eq!(header.epoch, epoch, "{who}: an outcome from another epoch");
-        match (event, response.reply) {
-            (DatagramEvent::Response { id, body }, Reply::Ok(sent)) => {
-                assert_eq!((id, body), (response.id, sent), "{who}: wrong response");
+        assert_eq!(
+            header.epoch, self.epoch,
+            "{who}: an outcome from another epoch"
+        );
+        assert_eq!(id, response.id, "{who}: outcome for another id");
+        match (outcome, response.reply) {
+            (Owned::Response(body), Reply::Ok(sent)) => {
+                assert_eq!(body.as_slice(), sent, "{who}: wrong response");
                 self.sum.out.responses += 1;
                 let c = self.end(id, "Response");
                 assert!(!c.cancelled, "{who}: a cancelled call got a response");
             }
-            (DatagramEvent::Failed { id, failure }, reply) => {
-                assert_eq!(id, response.id, "{who}: outcome for another id");
-                match (failure, reply) {
-                    (
-                        Failure::Remote { code, message },
-                        Reply::Error {
-                            code: c,
-                            message: m,
-                        },
-                    ) => {
-                        assert_eq!((code, message), (c, m), "{who}: wrong remote failure");
-                    }
-                    (
-                        Failure::Rejected { code, message },
-                        Reply::Rejected {
-                            code: c,
-                            message: m,
-                        },
-                    ) => {
-                        assert_eq!((code, message), (c, m), "{who}: wrong rejection");
-                    }
-                    other => panic!("{who}: failure {other:?} does not match the reply"),
-                }
-                self.sum.out.failures += 1;
-                let c = self.end(id, "Failed");
-                assert!(
-                    !c.cancelled,
-                    "{who}: a cancelled call failed from the server"
+            (
+                Owned::Remote(code, message),
+                Reply::Error {
+                    code: c,
+                    message: m,
+                },
+            ) => {
+                assert_eq!(
+                    (*code, message.as_str()),
+                    (c, m),
+                    "{who}: wrong remote failure"
                 );
+                self.server_failure(id);
             }
-            other => panic!("{who}: event {other:?} does not match the datagram"),
+            (
+                Owned::Rejected(code, message),
+                Reply::Rejected {
+                    code: c,
+                    message: m,
+                },
+            ) => {
+                assert_eq!((*code, message.as_str()), (c, m), "{who}: wrong rejection");
+                self.server_failure(id);
+            }
+            other => panic!("{who}: event {other:?} does not match the reply"),
         }
+    }
+
+    /// Call `id` ended with an error or a rejection from the server.
+    fn server_failure(&mut self, id: RequestId) {
+        self.sum.out.failures += 1;
+        let c = self.end(id, "Failed");
+        assert!(
+            !c.cancelled,
+            "datagram_client poll_event: a cancelled call failed from the server"
+        );
     }
 
     fn poll_events(&mut self) {
         let who = "datagram_client poll_event";
         let now = self.now;
-        while let Some(event) = self.client.poll_event() {
-            let DatagramEvent::Failed { id, failure } = event else {
-                panic!("{who}: {event:?}: only failures are reported by poll_event");
+        while let Some((id, outcome)) = self.client.poll_event(now).map(Owned::of) {
+            let (sent, cancelled) = match outcome {
+                Owned::TimedOut(sent) => (sent, false),
+                Owned::Cancelled(sent) => (sent, true),
+                answer => {
+                    self.answered(id, &answer);
+                    continue;
+                }
             };
             self.sum.out.failures += 1;
             let c = self.end(id, "poll_event");
-            match failure {
-                Failure::TimedOut { sent } => {
-                    assert!(!c.cancelled, "{who}: a cancelled call timed out");
-                    assert!(now >= c.deadline, "{who}: {} timed out early", id.0);
-                    assert_eq!(sent, c.transmitted, "{who}: TimedOut.sent");
-                    c.timed_out = true;
-                    self.sum.out.timeouts += 1;
-                }
-                Failure::Cancelled { sent } => {
-                    assert!(c.cancelled, "{who}: {} Cancelled, never cancelled", id.0);
-                    assert_eq!(sent, c.transmitted, "{who}: Cancelled.sent");
-                }
-                other => panic!("{who}: unexpected failure {other:?}"),
+            if cancelled {
+                assert!(c.cancelled, "{who}: {} Cancelled, never cancelled", id.0);
+                assert_eq!(sent, c.transmitted, "{who}: Cancelled.sent");
+            } else {
+                assert!(!c.cancelled, "{who}: a cancelled call timed out");
+                assert!(now >= c.deadline, "{who}: {} timed out early", id.0);
+                assert_eq!(sent, c.transmitted, "{who}: TimedOut.sent");
+                c.timed_out = true;
+                self.sum.out.timeouts += 1;
             }
         }
+        self.received = None;
     }
 
     fn transmit_all(&mut self) {

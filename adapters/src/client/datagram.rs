@@ -13,7 +13,7 @@ use std::os::fd::OwnedFd;
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
-use wirecall_core::client::SendError;
+use wirecall_core::client::{Failure, SendError};
 use wirecall_core::datagram::{DatagramCallSlot, DatagramClient as CoreClient, DatagramEvent};
 use wirecall_core::{Instant, RequestId};
 
@@ -28,9 +28,6 @@ use crate::stream::{interrupted, would_block};
 
 /// Datagrams read per turn before events are handled.
 const READS_PER_TURN: usize = 64;
-/// The receive buffer holds at least this much (a whole UDP datagram), so an answer from a
-/// server with a larger `max_datagram` than this client's is not cut short.
-const MIN_RECEIVE: usize = 64 * 1024;
 /// The longest single wait, a safety net: the core always has a deadline to wake for
 /// while a call is in flight.
 const MAX_WAIT: Duration = Duration::from_secs(1);
@@ -49,7 +46,6 @@ pub(super) struct DatagramClient {
     _dir: Option<tempfile::TempDir>,
     core: CoreClient<Box<[u8]>, Box<[DatagramCallSlot]>>,
     clock: Clock,
-    buf: Box<[u8]>,
     /// The socket had no room for the last datagram (the server's queue was full): it was
     /// handed back to the core, and nothing is sent until the socket can send again.
     blocked: bool,
@@ -73,7 +69,9 @@ impl std::fmt::Debug for DatagramClient {
 impl DatagramClient {
     /// Binds a socket of its own and connects it to the server's address.
     pub(super) fn connect(endpoint: &Endpoint, config: &ClientConfig) -> Result<Self, Error> {
-        let dconfig = datagram_config(&config.datagram, config.unix_max_datagram, endpoint);
+        let mut dconfig = datagram_config(&config.datagram, config.unix_max_datagram, endpoint);
+        // Answers as long as this client's own datagrams are taken too.
+        dconfig.max_answer = dconfig.max_answer.max(dconfig.max_datagram);
         let slots = config.connection.table_len();
         let storage = check_datagram(&dconfig, dconfig.client_storage_len(slots))?;
         let [epoch, seed] = random_words()?;
@@ -100,8 +98,6 @@ impl DatagramClient {
             _dir: dir,
             core,
             clock: Clock::default(),
-            buf: vec![0u8; dconfig.max_datagram.max(MIN_RECEIVE).saturating_add(1)]
-                .into_boxed_slice(),
             blocked: false,
             slots,
             outcomes: Outcomes::default(),
@@ -217,22 +213,23 @@ impl DatagramClient {
             self.pump();
             return;
         } else {
-            match self.socket.recv_wait(&mut self.buf, Some(timeout)) {
+            match self
+                .socket
+                .recv_wait(self.core.input_buffer(), Some(timeout))
+            {
                 Ok(Some(len)) => self.take_datagram(len),
                 Ok(None) => {}
                 Err(e) => self.receive_failed(&e),
             }
         }
-        self.core.handle_timeout(self.clock.now());
         self.take_events();
         self.send_out();
     }
 
-    /// One round of reading, timers, events and sending without waiting; `true` if
-    /// anything happened.
+    /// One round of reading, events (which fire due timers) and sending without waiting;
+    /// `true` if anything happened.
     fn pump(&mut self) -> bool {
         let mut progress = self.read_now();
-        self.core.handle_timeout(self.clock.now());
         progress |= self.take_events();
         progress |= self.send_out();
         progress
@@ -272,7 +269,7 @@ impl DatagramClient {
     fn read_now(&mut self) -> bool {
         let mut progress = false;
         for _ in 0..READS_PER_TURN {
-            match self.socket.recv_now(&mut self.buf) {
+            match self.socket.recv_now(self.core.input_buffer()) {
                 Ok(len) => self.take_datagram(len),
                 Err(e) if would_block(&e) => break,
                 Err(e) if interrupted(&e) => continue,
@@ -290,30 +287,24 @@ impl DatagramClient {
         log::debug!("{}: receive: {e}", self.endpoint);
     }
 
-    /// Hands the datagram of `len` bytes in the receive buffer to the core.
+    /// Hands the datagram of `len` bytes received into the core's receive area to it, and
+    /// takes the outcome it ended (the area is free again for the next one).
     fn take_datagram(&mut self, len: usize) {
         let now = self.clock.now();
         self.last_read = now;
-        let datagram = self.buf.get(..len).unwrap_or_default();
-        match self.core.handle_datagram(now, datagram) {
-            Some(DatagramEvent::Response { id, body }) => {
-                self.outcomes.ended(id, Ok(body.to_vec()));
-            }
-            Some(DatagramEvent::Failed { id, failure }) => {
-                self.outcomes.ended(id, Err(CallError::from(&failure)));
-            }
-            _ => {}
-        }
+        self.core.commit_datagram(now, len);
+        self.take_events();
     }
 
-    /// Takes the calls the core ended without an answer (timeouts).
+    /// Takes the calls the core ended: answers, and calls that ended without one.
     fn take_events(&mut self) -> bool {
         let mut progress = false;
-        while let Some(event) = self.core.poll_event() {
+        while let Some(event) = self.core.poll_event(self.clock.now()) {
             progress = true;
             match event {
                 DatagramEvent::Failed { id, failure } => {
-                    self.outcomes.ended(id, Err(CallError::from(&failure)));
+                    self.outcomes
+                        .ended(id, Err(CallError::from(&Failure::from(failure))));
                 }
                 DatagramEvent::Response { id, body } => {
                     self.outcomes.ended(id, Ok(body.to_vec()));

@@ -22,6 +22,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 
 use mio::{Interest, Registry, Token};
+use wirecall_core::buffer::GrowBuf;
 use wirecall_core::config::ConfigError;
 use wirecall_core::server::{
     CloseReason, RequestSlot, RespondError, ServerConnection, ServerEvent, ServerStats,
@@ -30,7 +31,6 @@ use wirecall_core::wire::RejectCode;
 use wirecall_core::{Instant, RequestId};
 
 use super::workers::{Job, Pool, run_guarded};
-use crate::buffer::{GrowBuf, INITIAL};
 use crate::clock::{Clock, to_core};
 use crate::config::ServerConfig;
 use crate::function::{
@@ -47,6 +47,11 @@ type CoreConnection = ServerConnection<GrowBuf, Box<[RequestSlot]>>;
 const MAX_PASSES: usize = 8;
 /// Reads per pass.
 const READS_PER_PASS: usize = 16;
+
+/// Bytes each connection buffer starts (and shrinks back) to: enough for a small call, so
+/// an idle connection costs little; it grows to the frame limit only while a large frame
+/// passes through.
+const INITIAL: usize = 512;
 
 /// How long a connection must be idle before its buffers shrink back to their initial
 /// size: long enough that a client pausing between calls does not pay for regrowing them.
@@ -126,7 +131,7 @@ impl Conn {
         config: &ServerConfig,
         now: Instant,
     ) -> Result<Self, ConfigError> {
-        let buffer = || GrowBuf::new(config.connection.buffer_len());
+        let buffer = || GrowBuf::new(INITIAL, config.connection.buffer_len());
         let slots = vec![RequestSlot::EMPTY; config.connection.table_len()].into_boxed_slice();
         let core = ServerConnection::new(config.connection, buffer(), buffer(), slots, now)?;
         Ok(Self {

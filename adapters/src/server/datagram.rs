@@ -260,10 +260,11 @@ impl<S: DatagramSocket> Datagram<S> {
                 let answer = dispatch(token, call, request.method, request.body, deadline, shared);
                 (request.handle, answer)
             }
-            Received::Reply(bytes) => {
+            Received::Reply(tx) => {
                 let stats = &shared.stats;
-                if send(&self.socket, bytes, peer, &self.label, stats) == SendResult::WouldBlock {
-                    self.unsent.hold(now, peer, bytes, stats);
+                let (bytes, to) = (tx.bytes, tx.to);
+                if send(&self.socket, bytes, to, &self.label, stats) == SendResult::WouldBlock {
+                    self.unsent.hold(now, to, bytes, stats);
                 }
                 return;
             }

@@ -48,7 +48,7 @@ impl Listener {
                 // mio sets SO_REUSEADDR, so a restart does not wait out TIME_WAIT.
                 let listener = bind_first(endpoint, TcpListener::bind)?;
                 let local = listener.local_addr().map_err(listen_error)?;
-                Ok((Self::Tcp(listener), Endpoint::from_socket_addr(true, local)))
+                Ok((Self::Tcp(listener), Endpoint::tcp_addr(local)))
             }
             Endpoint::UnixDatagram(_) | Endpoint::Udp(..) => Err(listen_error(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -142,7 +142,7 @@ pub(super) fn bind_udp(endpoint: &Endpoint) -> Result<(UdpSocket, Endpoint), Err
         endpoint: endpoint.clone(),
         source,
     })?;
-    Ok((socket, Endpoint::from_socket_addr(false, local)))
+    Ok((socket, Endpoint::udp_addr(local)))
 }
 
 /// Binds the first of `endpoint`'s addresses that `bind` takes.

@@ -3,11 +3,11 @@
 use core::ops::Range;
 
 use super::{DatagramConfig, DatagramConfigError, chunk_len};
-use crate::client::{Failure, SendError};
+use crate::client::{Execution, Failure, SendError};
 use crate::conn::budget_ms;
 use crate::time::{Duration, Instant};
 use crate::wire::datagram::{ACK_SPAN, ACKS_FIELD, DatagramHeader, FLOOR_FIELD, encode_datagram};
-use crate::wire::{Frame, Reply, Request, RequestId, WireError};
+use crate::wire::{Frame, RejectCode, Reply, Request, RequestId, WireError};
 
 /// How a call ended without an answer, recorded until reported.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,24 +68,105 @@ impl Default for DatagramCallSlot {
     }
 }
 
-/// How a datagram call ended: the one outcome every call gets.
+/// How a datagram call ended: the one outcome every call gets, from
+/// [`DatagramClient::poll_event`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 #[non_exhaustive]
 pub enum DatagramEvent<'a> {
-    /// The function ran and answered; `body` borrows the datagram passed in.
+    /// The function ran and answered; `body` borrows the client's receive area.
     Response {
         /// The call.
         id: RequestId,
         /// The answer.
         body: &'a [u8],
     },
-    /// The call failed; [`Failure::execution`] says whether it may have run.
+    /// The call failed; [`DatagramFailure::execution`] says whether it may have run.
     Failed {
         /// The call.
         id: RequestId,
         /// How.
-        failure: Failure<'a>,
+        failure: DatagramFailure<'a>,
+    },
+}
+
+/// How a datagram call failed: only what can happen without a connection (a busy answer
+/// does not end a call, it delays its next copy; there is no connection to lose and no
+/// go-away). Converts into the stream [`Failure`] for code that handles both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
+pub enum DatagramFailure<'a> {
+    /// The function ran and returned an error.
+    Remote {
+        /// The application's error number (or a reserved one, `wire::RESERVED_ERROR_CODES`).
+        code: u32,
+        /// Its explanation.
+        message: &'a str,
+    },
+    /// The server refused the call before running it.
+    Rejected {
+        /// Why.
+        code: RejectCode,
+        /// Its explanation.
+        message: &'a str,
+    },
+    /// The deadline passed without an answer.
+    TimedOut {
+        /// Whether any copy of the request was handed to the transport.
+        sent: bool,
+    },
+    /// The caller cancelled the call.
+    Cancelled {
+        /// Whether any copy of the request was handed to the transport.
+        sent: bool,
+    },
+}
+
+impl DatagramFailure<'_> {
+    /// Whether the server may have run the function: as the same stream [`Failure`].
+    #[must_use]
+    pub fn execution(&self) -> Execution {
+        Failure::from(*self).execution()
+    }
+}
+
+impl<'a> From<DatagramFailure<'a>> for Failure<'a> {
+    fn from(failure: DatagramFailure<'a>) -> Self {
+        match failure {
+            DatagramFailure::Remote { code, message } => Self::Remote { code, message },
+            DatagramFailure::Rejected { code, message } => Self::Rejected { code, message },
+            DatagramFailure::TimedOut { sent } => Self::TimedOut { sent },
+            DatagramFailure::Cancelled { sent } => Self::Cancelled { sent },
+        }
+    }
+}
+
+impl core::fmt::Display for DatagramFailure<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        Failure::from(*self).fmt(f)
+    }
+}
+
+impl core::error::Error for DatagramFailure<'_> {}
+
+/// An answer taken in and not yet handed out by `poll_event`: its parts as ranges of the
+/// receive area.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Answer {
+    Ok {
+        id: RequestId,
+        body: Range<usize>,
+    },
+    Remote {
+        id: RequestId,
+        code: u32,
+        message: Range<usize>,
+    },
+    Rejected {
+        id: RequestId,
+        code: RejectCode,
+        message: Range<usize>,
     },
 }
 
@@ -147,8 +228,9 @@ pub struct DatagramClientStats {
 
 /// The client side of datagram mode, for one server. See the [module docs](super).
 ///
-/// `B` holds the encoded requests (kept for retransmission): an equal share per slot, so
-/// give it `slots × max_datagram` bytes. `S` is the call table.
+/// `B` holds the encoded requests (kept for retransmission), an equal share per slot, and
+/// behind them the receive area for one answer: give it
+/// [`DatagramConfig::client_storage_len`] bytes. `S` is the call table.
 #[derive(Debug)]
 pub struct DatagramClient<B, S> {
     config: DatagramConfig,
@@ -158,6 +240,10 @@ pub struct DatagramClient<B, S> {
     storage: B,
     slots: S,
     chunk: usize,
+    /// Where the receive area starts in `storage` (after every slot's chunk).
+    rx_start: usize,
+    /// An answer in the receive area, not yet handed out.
+    answer: Option<Answer>,
     next_id: u64,
     in_flight: usize,
     ended_pending: usize,
@@ -196,7 +282,15 @@ where
         if config.max_attempts == 0 {
             return Err(DatagramConfigError::NoAttempts);
         }
-        let chunk = chunk_len(storage.as_ref().len(), slots.as_ref().len(), &config)?;
+        let receive = config.receive_len().unwrap_or(usize::MAX);
+        let requests = storage.as_ref().len().checked_sub(receive).ok_or(
+            DatagramConfigError::StorageTooSmall {
+                need: receive,
+                have: storage.as_ref().len(),
+            },
+        )?;
+        let chunk = chunk_len(requests, slots.as_ref().len(), &config)?;
+        let rx_start = chunk.saturating_mul(slots.as_ref().len());
         let mut slots = slots;
         slots.as_mut().fill(DatagramCallSlot::EMPTY);
         Ok(Self {
@@ -206,6 +300,8 @@ where
             storage,
             slots,
             chunk,
+            rx_start,
+            answer: None,
             next_id: 1,
             in_flight: 0,
             ended_pending: 0,
@@ -536,16 +632,69 @@ where
             .unwrap_or(0)
     }
 
-    /// Handles a datagram from the server: the answer to a call (returned at once; its
-    /// body borrows `datagram`), or nothing when it is a duplicate, a busy hint, stale,
-    /// or not ours (dropped and counted in [`stats`](Self::stats)).
-    ///
-    /// Pass only datagrams that came from the server's address.
-    pub fn handle_datagram<'a>(
-        &mut self,
-        now: Instant,
-        datagram: &'a [u8],
-    ) -> Option<DatagramEvent<'a>> {
+    /// The receive area, to receive the server's next datagram straight into; then
+    /// [`commit_datagram`](Self::commit_datagram). It holds `max_answer` bytes and one
+    /// more, so a longer datagram is seen (and dropped) as such. Empty while an answer is
+    /// still to be taken with [`poll_event`](Self::poll_event): take it first.
+    pub fn input_buffer(&mut self) -> &mut [u8] {
+        if self.answer.is_some() {
+            return &mut [];
+        }
+        self.storage
+            .as_mut()
+            .get_mut(self.rx_start..)
+            .unwrap_or_default()
+    }
+
+    /// Takes the datagram of `len` bytes received into
+    /// [`input_buffer`](Self::input_buffer) (pass only datagrams from the server's
+    /// address). An answer to a waiting call ends it, and comes out of the next
+    /// [`poll_event`](Self::poll_event); a busy answer, a duplicate, a late answer or
+    /// anything not ours is counted in [`stats`](Self::stats) and produces no event.
+    pub fn commit_datagram(&mut self, now: Instant, len: usize) {
+        if self.answer.is_some() {
+            return;
+        }
+        self.take_datagram(now, len);
+    }
+
+    /// [`input_buffer`](Self::input_buffer) and [`commit_datagram`](Self::commit_datagram)
+    /// in one, for a datagram received elsewhere: copies it in. Returns `false`, taking
+    /// nothing, while an answer is still to be taken with `poll_event`: take it, then
+    /// offer the datagram again. (A datagram longer than the receive area is cut to it,
+    /// and then dropped as too long.)
+    #[must_use = "a datagram not taken must be offered again"]
+    pub fn handle_datagram(&mut self, now: Instant, datagram: &[u8]) -> bool {
+        let area = self.input_buffer();
+        if area.is_empty() {
+            return false;
+        }
+        let len = area.len().min(datagram.len());
+        if let (Some(dst), Some(src)) = (area.get_mut(..len), datagram.get(..len)) {
+            dst.copy_from_slice(src);
+        }
+        self.take_datagram(now, len);
+        true
+    }
+
+    /// Acts on the datagram of `len` bytes at the start of the receive area.
+    fn take_datagram(&mut self, now: Instant, len: usize) {
+        if len > self.config.max_answer {
+            warn!("dropping a datagram longer than max_answer");
+            self.stats.dropped = self.stats.dropped.saturating_add(1);
+            return;
+        }
+        let start = self.rx_start;
+        let area = self.storage.as_ref().get(start..).unwrap_or_default();
+        let datagram = area.get(..len).unwrap_or_default();
+        // Where a part of the datagram sits in the storage, to find it again later.
+        let base = datagram.as_ptr() as usize;
+        let locate = |part: &[u8]| {
+            let at = (part.as_ptr() as usize)
+                .wrapping_sub(base)
+                .saturating_add(start);
+            at..at.saturating_add(part.len())
+        };
         let frame = match DatagramHeader::parse(datagram) {
             Ok((header, body)) if header.epoch == self.epoch => Frame::decode(body),
             _ => Err(WireError::UnknownTag),
@@ -553,41 +702,58 @@ where
         let Ok(Frame::Response(response)) = frame else {
             warn!("dropping a datagram that is not an answer to this client");
             self.stats.dropped = self.stats.dropped.saturating_add(1);
-            return None;
+            return;
         };
         let id = response.id;
+        let answer = match response.reply {
+            Reply::Ok(body) => Answer::Ok {
+                id,
+                body: locate(body),
+            },
+            Reply::Error { code, message } => Answer::Remote {
+                id,
+                code,
+                message: locate(message.as_bytes()),
+            },
+            Reply::Rejected { code, message } => Answer::Rejected {
+                id,
+                code,
+                message: locate(message.as_bytes()),
+            },
+            Reply::Busy { retry_after_ms } => {
+                self.on_busy(now, id, retry_after_ms);
+                return;
+            }
+        };
         let Some(index) = self.active_index(id) else {
             self.stats.late_responses = self.stats.late_responses.saturating_add(1);
-            return None;
-        };
-        let failure = match response.reply {
-            Reply::Ok(body) => {
-                self.free(index);
-                self.owe_ack(now);
-                self.stats.responses = self.stats.responses.saturating_add(1);
-                return Some(DatagramEvent::Response { id, body });
-            }
-            Reply::Busy { retry_after_ms } => {
-                // The server has no entry for this call, but an earlier copy may still be
-                // on its way: keep the call, and retry no sooner than the hint nor the
-                // backoff (which keeps doubling, so an overloaded server is not pressed
-                // harder). The copy was not lost, so it does not use up an attempt: a
-                // call keeps its turn until its deadline.
-                self.stats.busy = self.stats.busy.saturating_add(1);
-                let hint = now.saturating_add(Duration::from_millis(u64::from(retry_after_ms)));
-                if let Some(slot) = self.slots.as_mut().get_mut(index) {
-                    slot.busy_answers = slot.busy_answers.saturating_add(1);
-                    slot.next_send = Some(slot.next_send.map_or(hint, |t| t.max(hint)));
-                }
-                return None;
-            }
-            Reply::Error { code, message } => Failure::Remote { code, message },
-            Reply::Rejected { code, message } => Failure::Rejected { code, message },
+            return;
         };
         self.free(index);
         self.owe_ack(now);
-        self.stats.failures = self.stats.failures.saturating_add(1);
-        Some(DatagramEvent::Failed { id, failure })
+        if matches!(answer, Answer::Ok { .. }) {
+            self.stats.responses = self.stats.responses.saturating_add(1);
+        } else {
+            self.stats.failures = self.stats.failures.saturating_add(1);
+        }
+        self.answer = Some(answer);
+    }
+
+    /// A busy answer: the server has no entry for this call, but an earlier copy may still
+    /// be on its way: keep the call, and retry no sooner than the hint nor the backoff
+    /// (which keeps doubling, so an overloaded server is not pressed harder). The copy was
+    /// not lost, so it does not use up an attempt: a call keeps its turn until its deadline.
+    fn on_busy(&mut self, now: Instant, id: RequestId, retry_after_ms: u32) {
+        let Some(index) = self.active_index(id) else {
+            self.stats.late_responses = self.stats.late_responses.saturating_add(1);
+            return;
+        };
+        self.stats.busy = self.stats.busy.saturating_add(1);
+        let hint = now.saturating_add(Duration::from_millis(u64::from(retry_after_ms)));
+        if let Some(slot) = self.slots.as_mut().get_mut(index) {
+            slot.busy_answers = slot.busy_answers.saturating_add(1);
+            slot.next_send = Some(slot.next_send.map_or(hint, |t| t.max(hint)));
+        }
     }
 
     /// An answer ended a call: unless another datagram goes out first (and carries the
@@ -644,9 +810,38 @@ where
         [calls, self.ack_at].into_iter().flatten().min()
     }
 
-    /// The next call that ended without an answer (timed out or cancelled), or `None`.
+    /// The next call that ended, or `None`: an answer taken in (its body borrows the
+    /// receive area), then calls that ended without one (timed out or cancelled). Fires due
+    /// deadlines first. Call it after every datagram taken in, until it returns `None`.
     #[must_use = "events must be acted on: every call ends in one"]
-    pub fn poll_event(&mut self) -> Option<DatagramEvent<'static>> {
+    pub fn poll_event(&mut self, now: Instant) -> Option<DatagramEvent<'_>> {
+        if let Some(answer) = self.answer.take() {
+            let storage = self.storage.as_ref();
+            let text = |range: Range<usize>| {
+                core::str::from_utf8(storage.get(range).unwrap_or_default()).unwrap_or_default()
+            };
+            return Some(match answer {
+                Answer::Ok { id, body } => DatagramEvent::Response {
+                    id,
+                    body: storage.get(body).unwrap_or_default(),
+                },
+                Answer::Remote { id, code, message } => DatagramEvent::Failed {
+                    id,
+                    failure: DatagramFailure::Remote {
+                        code,
+                        message: text(message),
+                    },
+                },
+                Answer::Rejected { id, code, message } => DatagramEvent::Failed {
+                    id,
+                    failure: DatagramFailure::Rejected {
+                        code,
+                        message: text(message),
+                    },
+                },
+            });
+        }
+        self.handle_timeout(now);
         if self.ended_pending == 0 {
             return None;
         }
@@ -671,9 +866,9 @@ where
         let failure = match how {
             Ended::TimedOut => {
                 self.stats.timeouts = self.stats.timeouts.saturating_add(1);
-                Failure::TimedOut { sent }
+                DatagramFailure::TimedOut { sent }
             }
-            Ended::Cancelled => Failure::Cancelled { sent },
+            Ended::Cancelled => DatagramFailure::Cancelled { sent },
         };
         Some(DatagramEvent::Failed { id, failure })
     }

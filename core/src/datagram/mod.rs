@@ -37,8 +37,8 @@ mod client;
 mod server;
 
 pub use client::{
-    DatagramCallSlot, DatagramClient, DatagramClientStats, DatagramEvent, DatagramKind,
-    DatagramTransmit,
+    DatagramCallSlot, DatagramClient, DatagramClientStats, DatagramEvent, DatagramFailure,
+    DatagramKind, DatagramTransmit,
 };
 pub use server::{
     DatagramEntry, DatagramRequest, DatagramRespondError, DatagramServer, DatagramServerStats,
@@ -85,6 +85,11 @@ pub struct DatagramConfig {
     /// Server: how long a datagram may linger in the network; entries are kept this much
     /// past their budget. Default: 2 s, far beyond LAN and common WAN delays.
     pub max_latency: Duration,
+    /// Client: the largest answer datagram it takes, header included; a longer one is
+    /// dropped and counted (its call goes on: the server's next copy is no shorter, so it
+    /// ends by its deadline). A server answers within its own `max_datagram`, so set this
+    /// to at least the server's. Default: 1232, as `max_datagram`.
+    pub max_answer: usize,
 }
 
 impl Default for DatagramConfig {
@@ -98,6 +103,7 @@ impl Default for DatagramConfig {
             default_timeout: Duration::from_secs(5),
             max_budget: Duration::from_secs(60),
             max_latency: Duration::from_secs(2),
+            max_answer: 1232,
         }
     }
 }
@@ -115,10 +121,20 @@ impl DatagramConfig {
     }
 
     /// Bytes of storage a [`DatagramClient`] with `slots` call slots needs: one
-    /// `max_datagram` chunk per slot for its encoded request. `None` when that overflows.
+    /// `max_datagram` chunk per slot for its encoded request, then the receive area for one
+    /// answer (`max_answer` and one byte more, so a longer datagram is seen as such).
+    /// `None` when that overflows.
     #[must_use]
     pub const fn client_storage_len(&self, slots: usize) -> Option<usize> {
-        self.max_datagram.checked_mul(slots)
+        match (self.max_datagram.checked_mul(slots), self.receive_len()) {
+            (Some(requests), Some(receive)) => requests.checked_add(receive),
+            _ => None,
+        }
+    }
+
+    /// Bytes of a client's receive area.
+    pub(crate) const fn receive_len(&self) -> Option<usize> {
+        self.max_answer.checked_add(1)
     }
 }
 

@@ -141,12 +141,13 @@ impl fmt::Display for DropReason {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 #[non_exhaustive]
-pub enum Received<'s, 'd> {
+pub enum Received<'s, 'd, P> {
     /// A new call: run it and [`respond`](DatagramServer::respond).
     Request(DatagramRequest<'d>),
-    /// Send these bytes back to the sender: the stored answer to a retransmitted call,
-    /// or a busy or rejection answer the server made itself.
-    Reply(&'s [u8]),
+    /// Send this datagram back to the sender (`to` is the `from` passed in): the stored
+    /// answer to a retransmitted call, or a busy or rejection answer the server made
+    /// itself. The same [`Transmit`] that [`respond`](DatagramServer::respond) returns.
+    Reply(Transmit<'s, P>),
     /// The client cancelled this call: stop work on it if you can. Answering it is still
     /// allowed (and remembered), but nobody waits for the answer.
     Cancelled(RequestHandle),
@@ -332,9 +333,9 @@ where
     pub fn handle_datagram<'s, 'd>(
         &'s mut self,
         now: Instant,
-        from: &P,
+        from: &'s P,
         datagram: &'d [u8],
-    ) -> Received<'s, 'd> {
+    ) -> Received<'s, 'd, P> {
         self.stats.datagrams = self.stats.datagrams.saturating_add(1);
         let decoded = self.decode(datagram);
         let (header, frame) = match decoded {
@@ -352,7 +353,7 @@ where
     /// An acknowledgement (a Ping from a client): merges its floor and acks into the
     /// client's record, if the server still has one (if not, it remembers no call of that
     /// client either).
-    fn on_ack(&mut self, from: &P, header: DatagramHeader) -> Received<'static, 'static> {
+    fn on_ack(&mut self, from: &P, header: DatagramHeader) -> Received<'_, 'static, P> {
         self.stats.acks = self.stats.acks.saturating_add(1);
         if let Some(rec) = self
             .find(from, header.epoch, 0)
@@ -363,7 +364,7 @@ where
         Received::Acknowledged
     }
 
-    fn dropped(&mut self, reason: DropReason) -> Received<'static, 'static> {
+    fn dropped(&mut self, reason: DropReason) -> Received<'_, 'static, P> {
         self.stats.count_drop(reason);
         if matches!(reason, DropReason::Foreign | DropReason::Malformed) {
             warn!("dropped a bad datagram: {}", reason);
@@ -390,10 +391,10 @@ where
     fn on_request<'s, 'd>(
         &'s mut self,
         now: Instant,
-        from: &P,
+        from: &'s P,
         header: DatagramHeader,
         req: crate::wire::Request<'d>,
-    ) -> Received<'s, 'd> {
+    ) -> Received<'s, 'd, P> {
         let epoch = header.epoch;
         let rejection = match req.budget_ms {
             None => Some((
@@ -412,7 +413,8 @@ where
         };
         if let Some((code, message)) = rejection {
             self.stats.rejected = self.stats.rejected.saturating_add(1);
-            return self.scratch_reply(epoch, req.id, Reply::Rejected { code, message });
+            let reply = Reply::Rejected { code, message };
+            return self.scratch_reply(from, epoch, req.id, reply);
         }
         if req.id.0 == 0 || header.has_ended(req.id.0) {
             // Ids start at 1, and a client never sends a request for a call it has ended.
@@ -427,13 +429,13 @@ where
         let record = match self.find(from, epoch, 0) {
             Some(index) => index,
             // A client with no record has no call here: nothing to answer but "no".
-            None if self.draining => return self.shutting_down(epoch, req.id),
+            None if self.draining => return self.shutting_down(from, epoch, req.id),
             None => match self.free_entry(now, epoch, 0) {
                 Ok(index) => {
                     self.claim(index, from, epoch, 0, EntryState::Client, window_end);
                     index
                 }
-                Err(first_free) => return self.busy(now, epoch, req.id, first_free),
+                Err(first_free) => return self.busy(from, now, epoch, req.id, first_free),
             },
         };
         let has_ended = match self.entries.as_mut().get_mut(record) {
@@ -457,14 +459,17 @@ where
             trace!("replaying the answer to call {}", req.id.0);
             let start = self.chunk_range(index).start;
             let bytes = self.storage.as_ref().get(start..start.saturating_add(len));
-            return Received::Reply(bytes.unwrap_or_default());
+            return Received::Reply(Transmit {
+                to: from,
+                bytes: bytes.unwrap_or_default(),
+            });
         }
         if self.draining {
-            return self.shutting_down(epoch, req.id);
+            return self.shutting_down(from, epoch, req.id);
         }
         let index = match self.free_entry(now, epoch, req.id.0) {
             Ok(index) => index,
-            Err(first_free) => return self.busy(now, epoch, req.id, first_free),
+            Err(first_free) => return self.busy(from, now, epoch, req.id, first_free),
         };
         let state = EntryState::InProgress { cancelled: false };
         let generation = self.claim(index, from, epoch, req.id.0, state, window_end);
@@ -510,13 +515,14 @@ where
     /// A busy answer: no room for the call now. The hint is when the first entry's window
     /// closes, but no later than `initial_rto`: clients acknowledge answers as they come,
     /// so room usually opens within a round trip, long before a window closes.
-    fn busy(
-        &mut self,
+    fn busy<'s>(
+        &'s mut self,
+        to: &'s P,
         now: Instant,
         epoch: u64,
         id: RequestId,
         first_free: Instant,
-    ) -> Received<'_, 'static> {
+    ) -> Received<'s, 'static, P> {
         let retry_after = first_free
             .saturating_duration_since(now)
             .min(self.config.initial_rto);
@@ -524,19 +530,24 @@ where
         let reply = Reply::Busy {
             retry_after_ms: budget_ms(retry_after).max(1),
         };
-        self.scratch_reply(epoch, id, reply)
+        self.scratch_reply(to, epoch, id, reply)
     }
 
     /// The rejection of a new call while draining (not cached: it depends only on the
     /// server's state, and a retransmission gets it again).
-    fn shutting_down(&mut self, epoch: u64, id: RequestId) -> Received<'_, 'static> {
+    fn shutting_down<'s>(
+        &'s mut self,
+        to: &'s P,
+        epoch: u64,
+        id: RequestId,
+    ) -> Received<'s, 'static, P> {
         trace!("call {} rejected: shutting down", id.0);
         self.stats.shutting_down = self.stats.shutting_down.saturating_add(1);
         let reply = Reply::Rejected {
             code: RejectCode::SHUTTING_DOWN,
             message: "the server is shutting down",
         };
-        self.scratch_reply(epoch, id, reply)
+        self.scratch_reply(to, epoch, id, reply)
     }
 
     /// Begins a shutdown (drain mode): from now on every *new* call is rejected with
@@ -563,7 +574,7 @@ where
         from: &P,
         header: DatagramHeader,
         id: RequestId,
-    ) -> Received<'static, 'static> {
+    ) -> Received<'_, 'static, P> {
         let epoch = header.epoch;
         if let Some(rec) = self
             .find(from, epoch, 0)
@@ -675,19 +686,23 @@ where
     }
 
     /// Encodes an answer made on the spot into the scratch chunk.
-    fn scratch_reply(
-        &mut self,
+    fn scratch_reply<'s>(
+        &'s mut self,
+        to: &'s P,
         epoch: u64,
         id: RequestId,
         reply: Reply<'_>,
-    ) -> Received<'_, 'static> {
+    ) -> Received<'s, 'static, P> {
         let range = self.scratch_range();
         let frame = Frame::Response(Response { id, reply });
         let Some(out) = self.storage.as_mut().get_mut(range) else {
             return Received::Dropped(DropReason::Malformed);
         };
         match encode_datagram(DatagramHeader::new(epoch, 0), &frame, out) {
-            Ok(len) => Received::Reply(out.get(..len).unwrap_or_default()),
+            Ok(len) => Received::Reply(Transmit {
+                to,
+                bytes: out.get(..len).unwrap_or_default(),
+            }),
             Err(_) => Received::Dropped(DropReason::Malformed),
         }
     }
