@@ -16,6 +16,7 @@
 //! requests.expired 0
 //! requests.cancelled 0
 //! requests.after_goaway 0
+//! answers.too_large 0
 //! closed.graceful 9
 //! closed.transport_closed 0
 //! ...
@@ -221,7 +222,9 @@ impl CloseKind {
             CloseReason::Protocol(ProtocolError::Malformed(_)) => Self::Malformed,
             CloseReason::Protocol(ProtocolError::TooLong(_)) => Self::FrameTooLarge,
             CloseReason::Protocol(ProtocolError::UnexpectedFrame) => Self::UnexpectedFrame,
-            CloseReason::Protocol(ProtocolError::IdNotIncreasing) => Self::IdNotIncreasing,
+            CloseReason::Protocol(ProtocolError::IdNotIncreasing | ProtocolError::ZeroId) => {
+                Self::IdNotIncreasing
+            }
             CloseReason::Protocol(ProtocolError::TruncatedFrame) => Self::TruncatedFrame,
             CloseReason::Protocol(_) => Self::ProtocolOther,
             CloseReason::NotWirecall => Self::NotWirecall,
@@ -299,6 +302,7 @@ pub(crate) struct Stats {
     expired: AtomicU64,
     cancelled: AtomicU64,
     after_goaway: AtomicU64,
+    too_large: AtomicU64,
     closed: [AtomicU64; CloseKind::ALL.len()],
     dgram_received: AtomicU64,
     dgram_sent: AtomicU64,
@@ -381,6 +385,11 @@ impl Stats {
         add(&self.expired, now.expired, &mut seen.expired);
         add(&self.cancelled, now.cancelled, &mut seen.cancelled);
         add(&self.after_goaway, now.after_goaway, &mut seen.after_goaway);
+        add(
+            &self.too_large,
+            now.answers_too_large,
+            &mut seen.answers_too_large,
+        );
     }
 
     /// A datagram was read from a datagram endpoint.
@@ -436,6 +445,11 @@ impl Stats {
         );
         add(&self.cancelled, now.cancelled, &mut seen.cancelled);
         add(&self.dgram_acks, now.acks, &mut seen.acks);
+        add(
+            &self.too_large,
+            now.answers_too_large,
+            &mut seen.answers_too_large,
+        );
     }
 
     fn snapshot(&self) -> StatsSnapshot {
@@ -463,6 +477,7 @@ impl Stats {
             expired: get(&self.expired),
             cancelled: get(&self.cancelled),
             after_goaway: get(&self.after_goaway),
+            answers_too_large: get(&self.too_large),
             closed: CloseKind::ALL
                 .iter()
                 .zip(&self.closed)
@@ -547,6 +562,9 @@ pub struct StatsSnapshot {
     pub cancelled: u64,
     /// Requests dropped because they came after the server's go-away.
     pub after_goaway: u64,
+    /// Answers larger than their client accepts (or than one datagram), sent as the
+    /// reserved error `ERROR_ANSWER_TOO_LARGE` instead.
+    pub answers_too_large: u64,
     /// Ended connections by reason, every kind listed.
     pub closed: Vec<(CloseKind, u64)>,
     /// Datagrams read from datagram endpoints.
@@ -622,6 +640,7 @@ impl fmt::Display for StatsSnapshot {
         writeln!(f, "requests.expired {}", self.expired)?;
         writeln!(f, "requests.cancelled {}", self.cancelled)?;
         writeln!(f, "requests.after_goaway {}", self.after_goaway)?;
+        writeln!(f, "answers.too_large {}", self.answers_too_large)?;
         for (kind, n) in &self.closed {
             writeln!(f, "closed.{} {n}", kind.name())?;
         }

@@ -545,6 +545,11 @@ where
                     return Some(Pending::Event(ClientEvent::Connected(info)));
                 }
                 Incoming::Idle => return None,
+                Incoming::Ended => {
+                    // Nothing more will come: calls still waiting are lost.
+                    self.conn.close(CloseReason::TransportClosed);
+                    continue;
+                }
                 Incoming::Closed => continue,
             };
             match taken.frame {

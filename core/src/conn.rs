@@ -38,10 +38,13 @@ pub enum ProtocolError {
     Malformed(WireError),
     /// A length prefix was over the limit we announced ([`CloseCode::FRAME_TOO_LARGE`]).
     TooLong(DecodeError),
-    /// A frame that this side never receives, or a second hello.
+    /// A frame that this side never receives, a second hello, or a request after the
+    /// client's own go-away.
     UnexpectedFrame,
     /// A request id that is not greater than the previous one.
     IdNotIncreasing,
+    /// A request with id 0, which is never valid (ids start at 1).
+    ZeroId,
     /// The transport ended in the middle of a frame.
     TruncatedFrame,
 }
@@ -55,6 +58,7 @@ impl fmt::Display for ProtocolError {
             Self::TooLong(e) => write!(f, "{e}"),
             Self::UnexpectedFrame => f.write_str("unexpected frame"),
             Self::IdNotIncreasing => f.write_str("request id did not increase"),
+            Self::ZeroId => f.write_str("request id 0"),
             Self::TruncatedFrame => f.write_str("stream ended in the middle of a frame"),
         }
     }
@@ -383,10 +387,21 @@ impl<B: Buffer> Conn<B> {
     /// Ends the connection with `reason`, queueing a close frame when the reason has one.
     /// The first reason wins.
     pub(crate) fn close(&mut self, reason: CloseReason) {
+        let keep = matches!(reason, CloseReason::Graceful | CloseReason::Refused);
+        self.close_with(reason, keep);
+    }
+
+    /// Ends the connection with `reason` and keeps what is queued: a server whose client
+    /// ended its side of the stream sends the answers it still owes before closing.
+    pub(crate) fn end_keeping_unsent(&mut self, reason: CloseReason) {
+        self.close_with(reason, true);
+    }
+
+    fn close_with(&mut self, reason: CloseReason, keep_unsent: bool) {
         if !self.is_open() {
             return;
         }
-        if !matches!(reason, CloseReason::Graceful | CloseReason::Refused) {
+        if !keep_unsent {
             // Nothing not yet begun goes out after a close: a request the caller is told
             // was never sent must never reach the server.
             self.committed = Some(self.tx.discard_unsent());
@@ -401,6 +416,7 @@ impl<B: Buffer> Conn<B> {
                 CloseReason::Protocol(ProtocolError::IdNotIncreasing) => {
                     "request id did not increase"
                 }
+                CloseReason::Protocol(ProtocolError::ZeroId) => "request id 0",
                 CloseReason::NotWirecall => "expected a wirecall hello",
                 CloseReason::VersionMismatch { .. } => "no common protocol version",
                 CloseReason::HandshakeTimedOut => "no hello in time",
@@ -596,6 +612,9 @@ pub(crate) enum Incoming<'a, B> {
     /// Nothing more to read now: no whole frame is buffered, or a pong could not be
     /// queued (the ping waits in the buffer until there is room).
     Idle,
+    /// The peer ended its side of the stream between two frames, and every frame it sent
+    /// has been handled: the role decides when to close ([`CloseReason::TransportClosed`]).
+    Ended,
     /// The connection has just closed; its reason waits in `Conn::take_closed`.
     Closed,
 }
@@ -625,10 +644,11 @@ pub(crate) fn read_frame<'a, B: Buffer>(
         }
         let range = match rx.peek() {
             Ok(Some(range)) => range,
-            Ok(None) if conn.eof => {
-                conn.close(eof_reason(rx.buffered()));
+            Ok(None) if conn.eof && rx.buffered() > 0 => {
+                conn.close(CloseReason::Protocol(ProtocolError::TruncatedFrame));
                 return Incoming::Closed;
             }
+            Ok(None) if conn.eof => return Incoming::Ended,
             Ok(None) => return Incoming::Idle,
             Err(e) => {
                 conn.close(CloseReason::Protocol(ProtocolError::TooLong(e)));
@@ -689,15 +709,6 @@ pub(crate) fn read_frame<'a, B: Buffer>(
             conn.close(CloseReason::Protocol(ProtocolError::Malformed(e)));
             Incoming::Closed
         }
-    }
-}
-
-/// Why a transport that ended is over: cleanly between frames, or in the middle of one.
-fn eof_reason(buffered: usize) -> CloseReason {
-    if buffered > 0 {
-        CloseReason::Protocol(ProtocolError::TruncatedFrame)
-    } else {
-        CloseReason::TransportClosed
     }
 }
 

@@ -377,10 +377,32 @@ where
                     return Some(Pending::Event(ServerEvent::Connected(info)));
                 }
                 Incoming::Idle => return None,
+                Incoming::Ended if self.in_flight == 0 => {
+                    // Answers still queued go out: the client may still be reading.
+                    self.conn.end_keeping_unsent(CloseReason::TransportClosed);
+                    return self.conn.take_closed().and_then(closed);
+                }
+                Incoming::Ended => {
+                    // The client sends nothing more, but may still read: answer what was
+                    // taken (within the drain timeout), then close.
+                    self.conn.draining_since.get_or_insert(now);
+                    return None;
+                }
                 Incoming::Closed => return self.conn.take_closed().and_then(closed),
             };
             match taken.frame {
+                Frame::Request(_) if self.peer_goaway => {
+                    // A client's go-away promised its last request.
+                    self.conn
+                        .close(CloseReason::Protocol(ProtocolError::UnexpectedFrame));
+                    return self.conn.take_closed().and_then(closed);
+                }
                 Frame::Request(req) => {
+                    if req.id.0 == 0 {
+                        self.conn
+                            .close(CloseReason::Protocol(ProtocolError::ZeroId));
+                        return self.conn.take_closed().and_then(closed);
+                    }
                     if req.id.0 <= self.last_id {
                         self.conn
                             .close(CloseReason::Protocol(ProtocolError::IdNotIncreasing));

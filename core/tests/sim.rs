@@ -1428,3 +1428,76 @@ fn respond_with_answers_from_the_receive_buffer() {
     );
     p.server.respond(RequestId(3), Reply::Ok(b"third")).unwrap();
 }
+
+/// A client's end of stream means it sends nothing more, not that it stops reading: the
+/// requests already taken are still answered (a slow one too), then the connection ends.
+#[test]
+fn end_of_stream_still_answers_what_was_taken() {
+    let mut p = pair(14);
+    let stream = raw_stream(&[Frame::Request(Request {
+        id: RequestId(1),
+        method: "sleep",
+        budget_ms: None,
+        body: b"300",
+    })]);
+    assert_eq!(p.server.handle_input(p.now, &stream), stream.len());
+    p.server.handle_eof();
+    let mut taken = Vec::new();
+    while let Some(ev) = p.server.poll_event(p.now) {
+        match ev {
+            ServerEvent::Request(r) => taken.push(r.id),
+            ServerEvent::Connected(_) => {}
+            other => panic!("{other:?} before the answer"),
+        }
+    }
+    assert_eq!(taken, [RequestId(1)]);
+    // Later, the slow answer still goes out, and then the connection ends.
+    p.now = p.now.saturating_add(Duration::from_millis(300));
+    let before = p.server.transmit().len();
+    p.server.respond(RequestId(1), Reply::Ok(b"300")).unwrap();
+    assert!(p.server.transmit().len() > before, "the answer is queued");
+    assert!(matches!(
+        p.server.poll_event(p.now),
+        Some(ServerEvent::Closed(CloseReason::TransportClosed))
+    ));
+    assert!(
+        frames_sent(&p.server.transmit()[before..])[0].contains("Response"),
+        "and kept: no close frame cuts it"
+    );
+}
+
+/// A request after the client's own go-away breaks its promise: a protocol violation. Id 0
+/// has its own message.
+#[test]
+fn requests_after_a_client_goaway_or_with_id_zero_are_violations() {
+    let req = |id| {
+        Frame::Request(Request {
+            id: RequestId(id),
+            method: "echo",
+            budget_ms: None,
+            body: b"",
+        })
+    };
+    let mut p = pair(15);
+    let stream = raw_stream(&[
+        req(1),
+        Frame::GoAway {
+            last_id: RequestId(1),
+        },
+        req(2),
+    ]);
+    let (_, closed) = feed_server(&mut p, &stream);
+    assert_eq!(
+        closed,
+        Some(CloseReason::Protocol(ProtocolError::UnexpectedFrame))
+    );
+
+    let mut p = pair(16);
+    let (_, closed) = feed_server(&mut p, &raw_stream(&[req(0)]));
+    assert_eq!(closed, Some(CloseReason::Protocol(ProtocolError::ZeroId)));
+    let sent = frames_sent(p.server.transmit());
+    assert!(
+        sent.iter().any(|f| f.contains("\"request id 0\"")),
+        "{sent:?}"
+    );
+}

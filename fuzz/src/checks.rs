@@ -1056,7 +1056,7 @@ fn run_decoder(
 // and 9, used by both connection targets.
 // =======================================================================================
 
-/// Which side receives the modelled stream.
+/// Which side receives the modelled stream (or sends the transmitted one).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Receiver {
     Server,
@@ -1077,6 +1077,7 @@ impl<'a> Model<'a> {
         let mut frames = Vec::new();
         let mut hello = false;
         let mut last_id = 0u64;
+        let mut client_goaway = false;
         let mut pos = 0;
         let terminal = loop {
             // Every run ends with the peer's end of stream: one that cuts a frame is a
@@ -1131,11 +1132,22 @@ impl<'a> Model<'a> {
                 | (Receiver::Client, Frame::Request(_) | Frame::Cancel { .. }) => {
                     break Some(Protocol(ProtocolError::UnexpectedFrame));
                 }
+                // PROTOCOL.md 7.2: a client sends no request after its go-away.
+                (Receiver::Server, Frame::Request(_)) if client_goaway => {
+                    break Some(Protocol(ProtocolError::UnexpectedFrame));
+                }
                 (Receiver::Server, Frame::Request(r)) => {
+                    if r.id.0 == 0 {
+                        break Some(Protocol(ProtocolError::ZeroId));
+                    }
                     if r.id.0 <= last_id {
                         break Some(Protocol(ProtocolError::IdNotIncreasing));
                     }
                     last_id = r.id.0;
+                    frames.push(frame);
+                }
+                (Receiver::Server, Frame::GoAway { .. }) => {
+                    client_goaway = true;
                     frames.push(frame);
                 }
                 _ => frames.push(frame),
@@ -1191,6 +1203,9 @@ fn close_frame_for(reason: &CloseReason) -> Option<(CloseCode, &'static str)> {
         }
         CloseReason::Protocol(ProtocolError::IdNotIncreasing) => {
             (CloseCode::PROTOCOL_VIOLATION, "request id did not increase")
+        }
+        CloseReason::Protocol(ProtocolError::ZeroId) => {
+            (CloseCode::PROTOCOL_VIOLATION, "request id 0")
         }
         // Section 9: "(none: the peer is gone)".
         CloseReason::Protocol(ProtocolError::TruncatedFrame) => return None,
@@ -1264,13 +1279,17 @@ fn check_common_frames<'f>(
     hello: Hello,
     pings_received: &[u64],
     reason: CloseReason,
-    who: &str,
+    sender: Receiver,
 ) -> &'f [Frame<'f>] {
+    let who = match sender {
+        Receiver::Server => "server",
+        Receiver::Client => "client",
+    };
     let Some((first, rest)) = frames.split_first() else {
         // A close that is not graceful drops every frame not yet begun (conn.rs,
         // `discard_unsent`): with no close frame to send, nothing at all may go out.
         assert!(
-            !keeps_unsent(reason) && close_frame_for(&reason).is_none(),
+            !keeps_unsent(reason, sender) && close_frame_for(&reason).is_none(),
             "{who} transmitted nothing, not even its hello, and closed {reason:?}"
         );
         return &[];
@@ -1335,10 +1354,13 @@ fn check_close_frame(code: CloseCode, message: &str, reason: CloseReason, who: &
     );
 }
 
-/// Whether a close keeps what was queued and not yet sent: only a graceful close and a
-/// refusal do; any other drops every frame not yet begun (conn.rs, `discard_unsent`).
-fn keeps_unsent(reason: CloseReason) -> bool {
+/// Whether a close keeps what was queued and not yet sent: a graceful close, a refusal,
+/// and a server's close after its client ended the stream (PROTOCOL.md 7.2: the answers it
+/// owes still go out) do; any other drops every frame not yet begun (conn.rs,
+/// `discard_unsent`).
+fn keeps_unsent(reason: CloseReason, sender: Receiver) -> bool {
     matches!(reason, CloseReason::Graceful | CloseReason::Refused)
+        || (sender == Receiver::Server && reason == CloseReason::TransportClosed)
 }
 
 fn budget_ms(d: Duration) -> u32 {
@@ -1930,7 +1952,7 @@ impl ServerRun {
             max_frame_len: self.rx_limit,
             max_in_flight: u32::try_from(self.limit).unwrap_or(u32::MAX),
         };
-        let rest = check_common_frames(&frames, hello, &model.pings(), reason, "server");
+        let rest = check_common_frames(&frames, hello, &model.pings(), reason, Receiver::Server);
 
         let delivered: BTreeSet<u64> = self.delivered.iter().map(|d| d.id).collect();
         let app_ids: BTreeSet<u64> = self.answered.iter().map(|(id, _)| *id).collect();
@@ -1989,7 +2011,7 @@ impl ServerRun {
         }
         // A close that is not graceful drops what was queued and not yet begun (conn.rs,
         // `discard_unsent`), so then the answers sent are only a prefix of those given.
-        if keeps_unsent(reason) {
+        if keeps_unsent(reason, Receiver::Server) {
             assert!(
                 app_answers.next().is_none(),
                 "an answer respond() accepted never went out"
@@ -2654,7 +2676,7 @@ impl ClientRun {
             max_frame_len: self.rx_limit,
             max_in_flight: 0,
         };
-        let rest = check_common_frames(&frames, hello, &model.pings(), reason, "client");
+        let rest = check_common_frames(&frames, hello, &model.pings(), reason, Receiver::Client);
         let mut calls = self.calls.iter();
         let mut goaway = false;
         for frame in rest {
@@ -2688,7 +2710,7 @@ impl ClientRun {
             }
         }
         // A close that is not graceful drops requests not yet begun: a prefix went out.
-        if keeps_unsent(reason) {
+        if keeps_unsent(reason, Receiver::Client) {
             assert!(
                 calls.next().is_none(),
                 "an accepted call's request never went out"

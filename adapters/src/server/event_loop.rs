@@ -458,11 +458,19 @@ fn mark_ready(ready: &mut VecDeque<Token>, conn: &mut Conn, token: Token) {
     }
 }
 
+/// Bytes of a refused client's early requests read and dropped at most before its socket
+/// is closed.
+const REFUSE_DRAIN: usize = 64 * 1024;
+
 /// Tells a connection over the limit, in one best-effort write, that it is refused: the
 /// core's hello and a close with `REFUSED`, so the client knows none of its calls ran
-/// (rather than guessing from a bare disconnect). Then the socket is dropped.
+/// (rather than guessing from a bare disconnect). Then the sending half is shut (the
+/// refusal is followed by an orderly end of stream) and what the client already sent (its
+/// hello and early requests) is read and dropped, up to [`REFUSE_DRAIN`] bytes, so that
+/// closing does not turn into a reset that could destroy the refusal on its way. Then the
+/// socket is dropped.
 fn refuse(mut stream: crate::stream::Stream, now: wirecall_core::Instant) {
-    use std::io::Write;
+    use std::io::{Read, Write};
     use wirecall_core::server::{RequestSlot, ServerConnection};
     const BUF: usize = 1100;
     let config = wirecall_core::Config {
@@ -478,4 +486,13 @@ fn refuse(mut stream: crate::stream::Stream, now: wirecall_core::Instant) {
     while conn.poll_event(now).is_some() {}
     // Non-blocking and best effort: a fresh socket's send buffer takes these few bytes.
     let _ = stream.write(conn.transmit());
+    let _ = stream.shutdown_write();
+    let mut scratch = [0u8; 4096];
+    let mut drained = 0;
+    while drained < REFUSE_DRAIN {
+        match stream.read(&mut scratch) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => drained += n,
+        }
+    }
 }
