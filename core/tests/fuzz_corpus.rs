@@ -1,6 +1,6 @@
 //! The fuzz targets' corpora, replayed on stable Rust as ordinary tests.
 //!
-//! `fuzz/src/checks.rs` holds what each cargo-fuzz target checks; this test includes that
+//! `fuzz/src/checks/` holds what each cargo-fuzz target checks; this test includes that
 //! very file (no libFuzzer, no nightly) and runs every file of `fuzz/corpus/<target>/` and
 //! `fuzz/regressions/<target>/` through it, so `cargo test --workspace` exercises every seed
 //! and every crash ever found. See `docs/FUZZING.md`.
@@ -21,7 +21,7 @@
     dead_code
 )]
 
-#[path = "../../fuzz/src/checks.rs"]
+#[path = "../../fuzz/src/checks/mod.rs"]
 mod checks;
 #[path = "../../fuzz/src/datagram_checks.rs"]
 mod datagram_checks;
@@ -1166,7 +1166,7 @@ fn script_format_round_trips() {
 
 // ---------------------------------------------------------------------------------------
 // Core bugs these checks found, as minimal failing tests: ignored until the core is fixed
-// (then drop the `#[ignore]` and the matching `KNOWN_BUG_*` switch in checks.rs).
+// (then drop the `#[ignore]` and the matching `KNOWN_BUG_*` switch in checks/known_bugs.rs).
 // ---------------------------------------------------------------------------------------
 
 /// BUG, since 1ff4dfd: `Conn::close` (core/src/conn.rs) calls `TxQueue::discard_unsent` on

@@ -1,6 +1,6 @@
 //! The checks behind the datagram-mode targets (`datagram_server`, `datagram_client`).
 //!
-//! Like `checks.rs`, whose [`Input`] reader it uses, this file is shared by the fuzz crate and
+//! Like `checks/`, whose [`Input`] reader it uses, this file is shared by the fuzz crate and
 //! the stable replay `core/tests/fuzz_corpus.rs` (which includes both by path), so it may use
 //! only `std` and `wirecall-core`'s public API. Every check panics with a message naming the
 //! broken invariant.

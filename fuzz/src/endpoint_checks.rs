@@ -1,6 +1,6 @@
 //! The check behind the `endpoint_parse` target: the adapter's endpoint parser.
 //!
-//! Unlike `checks.rs`, this file is not replayed by `core/tests/fuzz_corpus.rs`: it needs
+//! Unlike `checks/`, this file is not replayed by `core/tests/fuzz_corpus.rs`: it needs
 //! the `wirecall` adapter crate, which the core's test build cannot depend on.
 
 use std::str::FromStr;

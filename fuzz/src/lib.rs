@@ -1,6 +1,7 @@
 //! The checks behind wirecall's cargo-fuzz targets.
 //!
-//! The core's checks live in `checks.rs` (stream mode) and `datagram_checks.rs` (datagram
+//! The core's checks live in `checks/` (stream mode, a module per concept: the script
+//! format, set-up, the reference model, the shared driving, one module per target) and `datagram_checks.rs` (datagram
 //! mode), which `core/tests/fuzz_corpus.rs` also includes by path so that the committed
 //! corpora replay through the very same checks on stable Rust. `endpoint_checks.rs` needs
 //! the adapter crate and is fuzzed only. Each target in `fuzz_targets/` is one call into
