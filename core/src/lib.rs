@@ -49,6 +49,9 @@
 //! 4. **sleep** until the transport is readable (or writable, while `transmit()` is not
 //!    empty) or until `poll_timeout()`.
 //!
+//! The turn is a cycle: a driver may enter it at any step. A client that has just made a
+//! call starts with step 3, so the call goes out before it waits; a server starts with 1.
+//!
 //! An event borrows the connection (a response body, a request's method and body are
 //! read in place from the receive buffer), so a call that changes the connection comes
 //! after the event is done with: take the id out of the event, then `respond_with(id, ..)`
