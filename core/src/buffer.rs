@@ -59,6 +59,21 @@ pub struct GrowBuf {
 #[cfg(feature = "alloc")]
 impl GrowBuf {
     /// `initial` bytes now (at most `max`), up to `max` later.
+    ///
+    /// ```
+    /// use wirecall_core::buffer::GrowBuf;
+    /// use wirecall_core::server::{RequestSlot, ServerConnection};
+    /// use wirecall_core::{Config, Instant};
+    ///
+    /// // Each buffer starts at 512 bytes and grows to a whole frame only when one comes.
+    /// let config = Config::default();
+    /// let buffer = || GrowBuf::new(512, config.buffer_len());
+    /// let conn = ServerConnection::new(
+    ///     config, buffer(), buffer(), vec![RequestSlot::EMPTY; 64], Instant::ZERO,
+    /// )?;
+    /// assert!(conn.is_open());
+    /// # Ok::<(), wirecall_core::config::ConfigError>(())
+    /// ```
     #[must_use]
     pub fn new(initial: usize, max: usize) -> Self {
         Self {

@@ -712,9 +712,10 @@ pub(crate) fn read_frame<'a, B: Buffer>(
     }
 }
 
-/// What a server sends in place of an answer that does not fit the client's limit: a
-/// rejection without its message, and for anything else (the function ran)
-/// [`ERROR_ANSWER_TOO_LARGE`] with `message`, then without it. `None`: nothing smaller.
+/// What a server sends in place of an answer that does not fit the client's limit
+/// (PROTOCOL.md section 6.3): a rejection without its message; for anything else (the
+/// function ran) [`ERROR_ANSWER_TOO_LARGE`] with `message`, then without it. Called again
+/// on its own result while that does not fit either; `None`: nothing smaller is left.
 pub(crate) fn too_large_stand_in(
     reply: &Reply<'_>,
     message: &'static str,
@@ -724,8 +725,11 @@ pub(crate) fn too_large_stand_in(
             Some(Reply::Rejected { code, message: "" })
         }
         Reply::Rejected { .. } | Reply::Busy { .. } => None,
-        Reply::Error { code, message } if code == ERROR_ANSWER_TOO_LARGE => {
-            (!message.is_empty()).then_some(Reply::Error { code, message: "" })
+        // The stand-in itself did not fit: last, without its message; then nothing.
+        Reply::Error { code, message: m }
+            if code == ERROR_ANSWER_TOO_LARGE && (m == message || m.is_empty()) =>
+        {
+            (!m.is_empty()).then_some(Reply::Error { code, message: "" })
         }
         Reply::Ok(_) | Reply::Error { .. } => Some(Reply::Error {
             code: ERROR_ANSWER_TOO_LARGE,

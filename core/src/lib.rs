@@ -33,12 +33,15 @@
 //! `cancel`, `close`) queues its bytes at once, so the next transmit sends them.
 //!
 //! One turn of a **stream** connection ([`ClientConnection`] or [`ServerConnection`]; the
-//! [`StreamConnection`] trait has the same verbs, for a driver of either role) is five
-//! calls:
+//! [`StreamConnection`] trait has the same verbs, for a driver of either role) is four
+//! steps and five calls (`commit_input`, `poll_event`, `transmit`, `advance_transmit`,
+//! `poll_timeout`):
 //!
 //! 1. **bytes in**: read the transport straight into `input_buffer()` and
 //!    `commit_input(now, n)` (or copy with `handle_input(now, bytes)`); a read of 0 bytes
-//!    (end of stream) is `handle_eof()`;
+//!    (end of stream) is `handle_eof()`. While `input_buffer()` is empty the connection holds
+//!    frames not yet taken: take events (step 2) first, and never read into the empty
+//!    slice (a read into it returns 0, which is not an end of stream);
 //! 2. **events**: `poll_event(now)` until `None`. It fires due timers first (deadlines,
 //!    handshake, keepalive, drain), so `handle_timeout` is only for a driver that wants to
 //!    fire them without taking events. Act on each event: `respond` (or `respond_with`,
@@ -72,8 +75,8 @@
 //! run (borrowing the datagram, so it can be answered without a copy), a reply to send
 //! (a `Transmit`, as `respond` returns), a cancel, a drop. It has no timers: everything it
 //! decides in time (a call's window, a client's record) is decided when a datagram
-//! arrives, so nothing happens between datagrams. `drain()` begins a shutdown in which the
-//! core rejects new calls until `is_drained()`.
+//! arrives, so nothing happens between datagrams. `drain()` begins a shutdown: from then on
+//! the core rejects every new call, and the server may stop once `is_drained(now)`.
 //!
 //! Where the protocol decides something, the core decides it: busy answers when a table
 //! or cache is full, rejections (a zero or too long budget, a shutdown), an answer too

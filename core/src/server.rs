@@ -367,7 +367,9 @@ where
             if let Drain::Owed { last_id } = self.drain {
                 self.queue_goaway(last_id);
             }
-            if self.in_flight == 0 && self.drained() {
+            // Frames already received are handled first: a request after the client's
+            // go-away is still found (and is a violation), a ping still answered.
+            if self.in_flight == 0 && self.drained() && self.rx.buffered_frames().next().is_none() {
                 self.conn.close(CloseReason::Graceful);
                 return self.conn.take_closed().and_then(closed);
             }
@@ -680,6 +682,34 @@ where
     pub fn stats(&self) -> &ServerStats {
         &self.stats
     }
+}
+
+/// Bytes [`encode_refusal`] needs at most: our hello and a `Close(REFUSED)` frame.
+pub const REFUSAL_LEN: usize = 64;
+
+/// Writes into `out` what refuses a connection just accepted, with no connection state
+/// to keep: our hello (announcing `config`'s limits) and a close with
+/// [`CloseCode::REFUSED`](crate::wire::CloseCode::REFUSED), the bytes
+/// [`ServerConnection::refuse`] would send. Returns how many bytes it wrote. A server at its
+/// connection limit sends them and closes (see PROTOCOL.md section 8 for how to close so
+/// that they arrive).
+///
+/// # Errors
+///
+/// [`ConfigError::TransmitBufferTooSmall`] when `out` is shorter than [`REFUSAL_LEN`].
+pub fn encode_refusal(config: &Config, out: &mut [u8]) -> Result<usize, ConfigError> {
+    if out.len() < REFUSAL_LEN {
+        return Err(ConfigError::TransmitBufferTooSmall {
+            need: REFUSAL_LEN,
+            have: out.len(),
+        });
+    }
+    let announced = config
+        .max_in_flight
+        .max(crate::wire::BASELINE_MAX_IN_FLIGHT);
+    let mut conn = Conn::new(out, *config, announced, Instant::ZERO);
+    conn.close(CloseReason::Refused);
+    Ok(conn.tx.pending().len())
 }
 
 /// The parts of a server connection that answering a request changes: all but the

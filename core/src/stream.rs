@@ -20,10 +20,12 @@ pub trait StreamConnection {
     /// Copies received bytes in; returns how many were taken. Fewer than offered means the
     /// receive buffer is full of frames not yet handled: take events and send, then offer
     /// the rest again.
+    #[must_use = "bytes not taken must be offered again"]
     fn handle_input(&mut self, now: Instant, data: &[u8]) -> usize;
 
     /// Free receive storage to read the transport into directly; then
-    /// [`commit_input`](Self::commit_input). Empty means: take events first.
+    /// [`commit_input`](Self::commit_input). Empty means: take events first (and do not
+    /// read into it: a read into an empty slice returns 0, which is not an end of stream).
     fn input_buffer(&mut self) -> &mut [u8];
 
     /// Marks `n` bytes read into [`input_buffer`](Self::input_buffer) as received.
@@ -34,9 +36,11 @@ pub trait StreamConnection {
     fn handle_eof(&mut self);
 
     /// The next event, firing due timers first. Call it until it returns `None`.
+    #[must_use = "events must be acted on"]
     fn poll_event(&mut self, now: Instant) -> Option<Self::Event<'_>>;
 
     /// Bytes to send now, in order; empty when there is nothing to send.
+    #[must_use]
     fn transmit(&self) -> &[u8];
 
     /// The first `n` bytes of [`transmit`](Self::transmit) were sent.
@@ -44,6 +48,7 @@ pub trait StreamConnection {
 
     /// When the connection next needs [`poll_event`](Self::poll_event) without new input;
     /// `None`: no timer.
+    #[must_use]
     fn poll_timeout(&self) -> Option<Instant>;
 
     /// Fires due timers without taking events (`poll_event` does this itself).
@@ -56,9 +61,11 @@ pub trait StreamConnection {
     fn abort(&mut self);
 
     /// `false` once the connection has closed (or is closing).
+    #[must_use]
     fn is_open(&self) -> bool;
 
     /// What the peer announced, once its hello has arrived.
+    #[must_use]
     fn peer(&self) -> Option<PeerInfo>;
 
     /// Asks a growable receive buffer for room to read `additional` more bytes at once.
@@ -88,7 +95,8 @@ macro_rules! shared_stream_verbs {
         }
 
         /// Free receive storage to read the transport into directly; then call
-        /// `commit_input`. Empty means: take events first.
+        /// `commit_input`. Empty means: take events first (and do not read into it: a read
+        /// into an empty slice returns 0, which is not an end of stream).
         pub fn input_buffer(&mut self) -> &mut [u8] {
             self.rx.space()
         }

@@ -1150,7 +1150,7 @@ fn a_draining_server_rejects_new_calls_and_finishes_the_rest() {
     };
     let handle = first.handle;
     s.drain();
-    assert!(!s.is_drained(), "call 1 still runs");
+    assert!(!s.is_drained(Instant::ZERO), "call 1 still runs");
     for from in [1, 2] {
         let Received::Reply(no) = s.handle_datagram(Instant::ZERO, &from, &e[..n2]) else {
             panic!("a new call from {from} is answered")
@@ -1172,7 +1172,7 @@ fn a_draining_server_rejects_new_calls_and_finishes_the_rest() {
         Received::Dropped(DropReason::InProgress)
     ));
     s.respond(handle, Reply::Ok(b"A")).unwrap();
-    assert!(s.is_drained());
+    assert!(s.is_drained(Instant::ZERO));
     // ...and is replayed to a retransmission.
     let Received::Reply(again) = s.handle_datagram(Instant::from_millis(1), &1, &d[..n1]) else {
         panic!()
@@ -1229,4 +1229,44 @@ fn a_datagram_not_sent_is_handed_out_again_but_never_late() {
     let ack = c.poll_transmit(Instant::from_millis(5)).unwrap();
     assert_eq!(ack.kind, DatagramKind::Acknowledgement);
     assert_eq!(c.stats().acks, 1);
+}
+
+/// A cancelled call the application never answers keeps a draining server from being
+/// drained only until its window closes; an answered call is still replayed in drain mode,
+/// even after its windows closed, never refused as "not run".
+#[test]
+fn draining_waits_for_live_calls_only_and_replays_what_ran() {
+    let cfg = config();
+    let mut s = server(cfg, 16);
+    let mut d = [0u8; MTU];
+    let n = request(1, b"x", &mut d);
+    let Received::Request(r) = s.handle_datagram(Instant::ZERO, &1, &d[..n]) else {
+        panic!()
+    };
+    let _ = r;
+    let cancel = Frame::Cancel { id: RequestId(1) };
+    let mut c = [0u8; MTU];
+    let m = encode_datagram(DatagramHeader::new(3, 1), &cancel, &mut c).unwrap();
+    assert!(matches!(
+        s.handle_datagram(Instant::ZERO, &1, &c[..m]),
+        Received::Cancelled(_)
+    ));
+    s.drain();
+    assert!(!s.is_drained(Instant::ZERO), "the call's window is open");
+    // Budget 1000 ms + max_latency 50 ms: then nothing can come for it any more.
+    assert!(s.is_drained(Instant::from_millis(1051)));
+
+    // A call answered, then a late copy after every window closed.
+    let mut s = server(cfg, 16);
+    let n = request(2, b"y", &mut d);
+    let Received::Request(r) = s.handle_datagram(Instant::ZERO, &1, &d[..n]) else {
+        panic!()
+    };
+    s.respond(r.handle, Reply::Ok(b"Y")).unwrap();
+    s.drain();
+    let late = Instant::from_millis(1051);
+    match s.handle_datagram(late, &1, &d[..n]) {
+        Received::Reply(tx) => assert_eq!(reply_of(tx.bytes), Reply::Ok(b"Y")),
+        other => panic!("{other:?}"),
+    }
 }

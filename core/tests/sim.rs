@@ -1501,3 +1501,186 @@ fn requests_after_a_client_goaway_or_with_id_zero_are_violations() {
         "{sent:?}"
     );
 }
+
+/// An answer over the client's frame limit goes out, byte for byte, as the reserved
+/// `ERROR_ANSWER_TOO_LARGE` (the function ran); a rejection too large loses its message;
+/// both are counted, and the connection goes on.
+#[test]
+fn an_answer_over_the_client_limit_becomes_the_reserved_error() {
+    use wirecall_core::wire::{ERROR_ANSWER_TOO_LARGE, Response};
+    let mut p = pair(17);
+    let req = |id| {
+        Frame::Request(Request {
+            id: RequestId(id),
+            method: "m",
+            budget_ms: None,
+            body: b"",
+        })
+    };
+    // The client announces 65,536 (raw_stream's hello): answer 70,000 bytes.
+    let stream = raw_stream(&[req(1), req(2), req(3)]);
+    assert_eq!(p.server.handle_input(p.now, &stream), stream.len());
+    while p.server.poll_event(p.now).is_some() {}
+    let huge = vec![7u8; 70_000];
+    let before = p.server.transmit().len();
+    p.server.respond(RequestId(1), Reply::Ok(&huge)).unwrap();
+    let expected = Frame::Response(Response {
+        id: RequestId(1),
+        reply: Reply::Error {
+            code: ERROR_ANSWER_TOO_LARGE,
+            message: "answer larger than the client accepts",
+        },
+    });
+    let mut want = vec![0u8; 128];
+    let n = encode_frame(&expected, &mut want).unwrap();
+    assert_eq!(&p.server.transmit()[before..], &want[..n]);
+    let long = "r".repeat(70_000);
+    let before = p.server.transmit().len();
+    let rejection = Reply::Rejected {
+        code: RejectCode(300),
+        message: &long,
+    };
+    p.server.respond(RequestId(2), rejection).unwrap();
+    let sent = frames_sent(&p.server.transmit()[before..]);
+    assert_eq!(sent.len(), 1);
+    assert!(
+        sent[0].contains("Rejected { code: RejectCode(300), message: \"\" }"),
+        "{sent:?}"
+    );
+    assert_eq!(p.server.stats().answers_too_large, 2);
+    // A normal answer still goes out as it is.
+    p.server.respond(RequestId(3), Reply::Ok(b"ok")).unwrap();
+    assert!(p.server.is_open());
+    assert_eq!(p.server.stats().responses, 3);
+}
+
+/// After the client's go-away a request is a violation even when nothing is in flight
+/// (the server handles what it received before it closes), and a full transmit buffer
+/// only delays the server's own go-away: requests after it are still dropped.
+#[test]
+fn goaway_rules_hold_when_idle_and_when_the_buffer_is_full() {
+    let req = |id| {
+        Frame::Request(Request {
+            id: RequestId(id),
+            method: "echo",
+            budget_ms: None,
+            body: b"",
+        })
+    };
+    let mut p = pair(18);
+    let stream = raw_stream(&[
+        Frame::GoAway {
+            last_id: RequestId(0),
+        },
+        req(1),
+    ]);
+    assert_eq!(p.server.handle_input(p.now, &stream), stream.len());
+    let mut closed = None;
+    while let Some(ev) = p.server.poll_event(p.now) {
+        if let ServerEvent::Closed(reason) = ev {
+            closed = Some(reason);
+        }
+    }
+    assert_eq!(
+        closed,
+        Some(CloseReason::Protocol(ProtocolError::UnexpectedFrame))
+    );
+
+    // A server whose transmit buffer is full owes its go-away, and drops later requests.
+    let mut small = Config::default();
+    small.max_frame_len = 1024;
+    let mut p =
+        Pair::<1100, 16, 65536>::new(19, Config::default(), small, NetConfig::default()).unwrap();
+    // 14 bytes of hello + 1,084 of answer leave 2 of the 1,100: no room for a go-away.
+    let big = vec![1u8; 1075];
+    let first = raw_stream(&[req(1), req(2)]);
+    assert_eq!(p.server.handle_input(p.now, &first), first.len());
+    while p.server.poll_event(p.now).is_some() {}
+    // Fill the transmit buffer (its hello is still in it) with one big answer.
+    p.server.respond(RequestId(1), Reply::Ok(&big)).unwrap();
+    p.server.close(p.now);
+    assert!(
+        !frames_sent(p.server.transmit())
+            .iter()
+            .any(|f| f.contains("GoAway")),
+        "no room for the go-away yet"
+    );
+    let hello_len = raw_stream(&[]).len();
+    let late = raw_stream(&[req(3)]);
+    assert_eq!(
+        p.server.handle_input(p.now, &late[hello_len..]),
+        late.len() - hello_len
+    );
+    while p.server.poll_event(p.now).is_some() {}
+    assert_eq!(
+        p.server.stats().after_goaway,
+        1,
+        "request 3 is after the go-away"
+    );
+    // Room again: the owed go-away goes out, naming request 2.
+    let len = p.server.transmit().len();
+    p.server.advance_transmit(len);
+    while p.server.poll_event(p.now).is_some() {}
+    let sent = frames_sent(p.server.transmit());
+    assert_eq!(sent, ["GoAway { last_id: RequestId(2) }"], "{sent:?}");
+}
+
+/// After the client's end of stream, answers given at once and later all go out, in the
+/// order given; one never given ends the connection at the drain timeout.
+#[test]
+fn end_of_stream_answers_quick_and_slow_calls_then_bounds_the_wait() {
+    let req = |id, method| {
+        Frame::Request(Request {
+            id: RequestId(id),
+            method,
+            budget_ms: None,
+            body: b"",
+        })
+    };
+    let mut p = pair(20);
+    let stream = raw_stream(&[req(1, "quick"), req(2, "slow"), req(3, "quick")]);
+    assert_eq!(p.server.handle_input(p.now, &stream), stream.len());
+    p.server.handle_eof();
+    let before = p.server.transmit().len();
+    let mut slow = Vec::new();
+    while let Some(ev) = p.server.poll_event(p.now) {
+        if let ServerEvent::Request(r) = ev {
+            if r.method == "slow" {
+                slow.push(r.id);
+            } else {
+                let id = r.id;
+                p.server.respond_with(id, |_| Reply::Ok(b"now")).unwrap();
+            }
+        }
+    }
+    assert_eq!(slow, [RequestId(2)]);
+    assert!(p.server.is_open(), "a taken call is still owed");
+    p.now = p.now.saturating_add(Duration::from_millis(500));
+    p.server.respond(RequestId(2), Reply::Ok(b"later")).unwrap();
+    assert!(matches!(
+        p.server.poll_event(p.now),
+        Some(ServerEvent::Closed(CloseReason::TransportClosed))
+    ));
+    let sent = frames_sent(&p.server.transmit()[before..]);
+    let ids: Vec<bool> = (1..=3)
+        .map(|id| {
+            sent.iter()
+                .any(|f| f.contains(&format!("id: RequestId({id})")))
+        })
+        .collect();
+    assert_eq!(ids, [true, true, true], "{sent:?}");
+
+    // Never answered: the drain timeout (default 30 s) ends it.
+    let mut p = pair(21);
+    let stream = raw_stream(&[req(1, "slow")]);
+    assert_eq!(p.server.handle_input(p.now, &stream), stream.len());
+    p.server.handle_eof();
+    while p.server.poll_event(p.now).is_some() {}
+    assert!(p.server.is_open());
+    let at = p.server.poll_timeout().expect("the drain timer");
+    assert!(at <= p.now.saturating_add(Duration::from_secs(30)));
+    assert!(matches!(
+        p.server.poll_event(at),
+        Some(ServerEvent::Closed(CloseReason::DrainTimedOut))
+    ));
+}

@@ -69,9 +69,7 @@ impl std::fmt::Debug for DatagramClient {
 impl DatagramClient {
     /// Binds a socket of its own and connects it to the server's address.
     pub(super) fn connect(endpoint: &Endpoint, config: &ClientConfig) -> Result<Self, Error> {
-        let mut dconfig = datagram_config(&config.datagram, config.unix_max_datagram, endpoint);
-        // Answers as long as this client's own datagrams are taken too.
-        dconfig.max_answer = dconfig.max_answer.max(dconfig.max_datagram);
+        let dconfig = datagram_config(&config.datagram, config.unix_max_datagram, endpoint);
         let slots = config.connection.table_len();
         let storage = check_datagram(&dconfig, dconfig.client_storage_len(slots))?;
         let [epoch, seed] = random_words()?;

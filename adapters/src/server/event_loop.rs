@@ -206,7 +206,7 @@ impl EventLoop {
         if self.conns.len() >= max {
             self.shared.stats.refused();
             log::warn!("{label}: refused, {max} connections are open (max_connections)");
-            refuse(stream, now);
+            refuse(stream, &self.shared.config.connection);
             return;
         }
         let token = Token(self.next_token);
@@ -465,27 +465,19 @@ const REFUSE_DRAIN: usize = 64 * 1024;
 /// Tells a connection over the limit, in one best-effort write, that it is refused: the
 /// core's hello and a close with `REFUSED`, so the client knows none of its calls ran
 /// (rather than guessing from a bare disconnect). Then the sending half is shut (the
-/// refusal is followed by an orderly end of stream) and what the client already sent (its
-/// hello and early requests) is read and dropped, up to [`REFUSE_DRAIN`] bytes, so that
-/// closing does not turn into a reset that could destroy the refusal on its way. Then the
-/// socket is dropped.
-fn refuse(mut stream: crate::stream::Stream, now: wirecall_core::Instant) {
+/// refusal is followed by an orderly end of stream) and what has already arrived from the
+/// client (its hello and early requests) is read and dropped, up to [`REFUSE_DRAIN`]
+/// bytes, so that closing does not turn into a reset that could destroy the refusal on its
+/// way. Then the socket is dropped (bytes still in flight then may still draw a reset).
+fn refuse(mut stream: crate::stream::Stream, config: &wirecall_core::Config) {
     use std::io::{Read, Write};
-    use wirecall_core::server::{RequestSlot, ServerConnection};
-    const BUF: usize = 1100;
-    let config = wirecall_core::Config {
-        max_frame_len: 1024,
-        ..wirecall_core::Config::default()
-    };
-    let Ok(mut conn) =
-        ServerConnection::new(config, [0u8; BUF], [0u8; BUF], [RequestSlot::EMPTY; 4], now)
-    else {
+    use wirecall_core::server::{REFUSAL_LEN, encode_refusal};
+    let mut refusal = [0u8; REFUSAL_LEN];
+    let Ok(len) = encode_refusal(config, &mut refusal) else {
         return;
     };
-    conn.refuse();
-    while conn.poll_event(now).is_some() {}
     // Non-blocking and best effort: a fresh socket's send buffer takes these few bytes.
-    let _ = stream.write(conn.transmit());
+    let _ = stream.write(refusal.get(..len).unwrap_or_default());
     let _ = stream.shutdown_write();
     let mut scratch = [0u8; 4096];
     let mut drained = 0;

@@ -285,7 +285,9 @@ where
         let receive = config.receive_len().unwrap_or(usize::MAX);
         let requests = storage.as_ref().len().checked_sub(receive).ok_or(
             DatagramConfigError::StorageTooSmall {
-                need: receive,
+                need: config
+                    .client_storage_len(slots.as_ref().len())
+                    .unwrap_or(usize::MAX),
                 have: storage.as_ref().len(),
             },
         )?;
@@ -633,9 +635,10 @@ where
     }
 
     /// The receive area, to receive the server's next datagram straight into; then
-    /// [`commit_datagram`](Self::commit_datagram). It holds `max_answer` bytes and one
-    /// more, so a longer datagram is seen (and dropped) as such. Empty while an answer is
-    /// still to be taken with [`poll_event`](Self::poll_event): take it first.
+    /// [`commit_datagram`](Self::commit_datagram). It holds the largest answer taken and
+    /// one byte more, so a longer datagram is seen (and dropped) as such. Empty while an
+    /// answer is still to be taken with [`poll_event`](Self::poll_event): take it first,
+    /// and never receive into an empty area (the kernel would discard the datagram).
     pub fn input_buffer(&mut self) -> &mut [u8] {
         if self.answer.is_some() {
             return &mut [];
@@ -679,7 +682,7 @@ where
 
     /// Acts on the datagram of `len` bytes at the start of the receive area.
     fn take_datagram(&mut self, now: Instant, len: usize) {
-        if len > self.config.max_answer {
+        if len > self.config.answer_limit() {
             warn!("dropping a datagram longer than max_answer");
             self.stats.dropped = self.stats.dropped.saturating_add(1);
             return;

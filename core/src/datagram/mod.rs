@@ -85,10 +85,11 @@ pub struct DatagramConfig {
     /// Server: how long a datagram may linger in the network; entries are kept this much
     /// past their budget. Default: 2 s, far beyond LAN and common WAN delays.
     pub max_latency: Duration,
-    /// Client: the largest answer datagram it takes, header included; a longer one is
-    /// dropped and counted (its call goes on: the server's next copy is no shorter, so it
-    /// ends by its deadline). A server answers within its own `max_datagram`, so set this
-    /// to at least the server's. Default: 1232, as `max_datagram`.
+    /// Client: the largest answer datagram it takes, header included (never less than
+    /// `max_datagram`); a longer one is dropped and counted (its call goes on: the server's
+    /// next copy is no shorter, so it ends by its deadline). A server answers within its
+    /// own `max_datagram`, so set this to at least the server's. Default: 1232, as
+    /// `max_datagram`.
     pub max_answer: usize,
 }
 
@@ -122,7 +123,8 @@ impl DatagramConfig {
 
     /// Bytes of storage a [`DatagramClient`] with `slots` call slots needs: one
     /// `max_datagram` chunk per slot for its encoded request, then the receive area for one
-    /// answer (`max_answer` and one byte more, so a longer datagram is seen as such).
+    /// answer (the larger of `max_answer` and `max_datagram`, and one byte more, so a
+    /// longer datagram is seen as such).
     /// `None` when that overflows.
     #[must_use]
     pub const fn client_storage_len(&self, slots: usize) -> Option<usize> {
@@ -132,9 +134,19 @@ impl DatagramConfig {
         }
     }
 
-    /// Bytes of a client's receive area.
+    /// The longest answer a client takes: `max_answer`, and never less than its own
+    /// `max_datagram` (a server answering within the client's own limit is always heard).
+    pub(crate) const fn answer_limit(&self) -> usize {
+        if self.max_answer > self.max_datagram {
+            self.max_answer
+        } else {
+            self.max_datagram
+        }
+    }
+
+    /// Bytes of a client's receive area: the longest answer and one byte more.
     pub(crate) const fn receive_len(&self) -> Option<usize> {
-        self.max_answer.checked_add(1)
+        self.answer_limit().checked_add(1)
     }
 }
 

@@ -428,8 +428,14 @@ where
         // The client's record: learn what has ended, and refuse it.
         let record = match self.find(from, epoch, 0) {
             Some(index) => index,
-            // A client with no record has no call here: nothing to answer but "no".
-            None if self.draining => return self.shutting_down(from, epoch, req.id),
+            // No record: no call of this client is remembered, unless an answered one
+            // outlived it (past its window). Only a call not taken at all is refused.
+            None if self.draining => {
+                return match self.find(from, epoch, req.id.0) {
+                    Some(index) => self.known_call(index, from, req.id),
+                    None => self.shutting_down(from, epoch, req.id),
+                };
+            }
             None => match self.free_entry(now, epoch, 0) {
                 Ok(index) => {
                     self.claim(index, from, epoch, 0, EntryState::Client, window_end);
@@ -451,18 +457,7 @@ where
         }
 
         if let Some(index) = self.find(from, epoch, req.id.0) {
-            let state = self.entries.as_ref().get(index).map(|e| e.state);
-            let Some(EntryState::Done { len }) = state else {
-                return self.dropped(DropReason::InProgress);
-            };
-            self.stats.replayed = self.stats.replayed.saturating_add(1);
-            trace!("replaying the answer to call {}", req.id.0);
-            let start = self.chunk_range(index).start;
-            let bytes = self.storage.as_ref().get(start..start.saturating_add(len));
-            return Received::Reply(Transmit {
-                to: from,
-                bytes: bytes.unwrap_or_default(),
-            });
+            return self.known_call(index, from, req.id);
         }
         if self.draining {
             return self.shutting_down(from, epoch, req.id);
@@ -484,6 +479,28 @@ where
             method: req.method,
             body: req.body,
             deadline: now.saturating_add(budget),
+        })
+    }
+
+    /// A copy of a call the cache has in entry `index`: its stored answer again, byte for
+    /// byte, or a drop while it is still in progress (the answer will come once).
+    fn known_call<'s>(
+        &'s mut self,
+        index: usize,
+        from: &'s P,
+        id: RequestId,
+    ) -> Received<'s, 'static, P> {
+        let state = self.entries.as_ref().get(index).map(|e| e.state);
+        let Some(EntryState::Done { len }) = state else {
+            return self.dropped(DropReason::InProgress);
+        };
+        self.stats.replayed = self.stats.replayed.saturating_add(1);
+        trace!("replaying the answer to call {}", id.0);
+        let start = self.chunk_range(index).start;
+        let bytes = self.storage.as_ref().get(start..start.saturating_add(len));
+        Received::Reply(Transmit {
+            to: from,
+            bytes: bytes.unwrap_or_default(),
         })
     }
 
@@ -554,8 +571,8 @@ where
     /// [`RejectCode::SHUTTING_DOWN`] (not run, so the client may retry it elsewhere), while
     /// everything the server already took goes on: calls in progress are answered as
     /// usual, retransmissions of answered calls are answered again from the cache, cancels
-    /// and acknowledgements are handled. Keep reading the socket until
-    /// [`is_drained`](Self::is_drained).
+    /// and acknowledgements are handled. Drain mode lasts for good. Keep reading the socket
+    /// until [`is_drained`](Self::is_drained).
     pub fn drain(&mut self) {
         if !self.draining {
             debug!("datagram server draining");
@@ -563,10 +580,20 @@ where
         self.draining = true;
     }
 
-    /// `true` in drain mode once no call taken is still in progress: the server can stop.
+    /// `true` in drain mode once no call taken is still waited for: none is in progress,
+    /// except calls whose window has closed or whose client has said they ended (a cancelled
+    /// call the application never answers stops counting then). The server can stop. A
+    /// driver that finds it `false` only because of such a call sees it turn `true` by time
+    /// alone, at the latest when that call's window closes (`max_budget + max_latency` after
+    /// it arrived); it should look again then, or keep its own shutdown deadline.
     #[must_use]
-    pub fn is_drained(&self) -> bool {
-        self.draining && self.in_progress() == 0
+    pub fn is_drained(&self, now: Instant) -> bool {
+        self.draining
+            && !self.entries.as_ref().iter().any(|e| {
+                matches!(e.state, EntryState::InProgress { .. })
+                    && e.expires > now
+                    && !self.ended_by_client(e)
+            })
     }
 
     fn on_cancel(

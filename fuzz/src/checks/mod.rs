@@ -1,8 +1,8 @@
-//! What the fuzz targets check, in one file shared by two builds:
+//! What the stream fuzz targets check, in one module tree shared by two builds:
 //!
 //! - the cargo-fuzz crate (`fuzz/`, nightly + libFuzzer), whose targets in
 //!   `fuzz/fuzz_targets/` are one-line calls to the `check_*` functions here, and
-//! - the stable replay test `core/tests/fuzz_corpus.rs`, which includes this file with
+//! - the stable replay test `core/tests/fuzz_corpus.rs`, which includes this module with
 //!   `#[path = "../../fuzz/src/checks/mod.rs"] mod checks;` and runs every committed corpus and
 //!   regression input through the same functions under a plain `cargo test`.
 //!

@@ -339,7 +339,6 @@ pub(crate) fn expected_answer<'a>(
     let candidates = match reply {
         Reply::Rejected { code, .. } => vec![Reply::Rejected { code, message: "" }],
         Reply::Busy { .. } => vec![],
-        Reply::Error { code: c, .. } if c == code => vec![Reply::Error { code, message: "" }],
         Reply::Ok(_) | Reply::Error { .. } => vec![
             Reply::Error { code, message },
             Reply::Error { code, message: "" },

@@ -427,8 +427,23 @@ impl ServerRun {
             self.link.transmit(usize::MAX);
             self.poll();
         }
+        if self.closed.is_none() {
+            // PROTOCOL.md 7.2: after the client's end of stream the server still owes the
+            // requests it took (those without a deadline survive the jump above): it waits
+            // for their answers, bounded by the drain timeout.
+            assert!(
+                !self.outstanding.is_empty(),
+                "server still open after end of stream, owing no answer"
+            );
+            let far = self.link.now.saturating_add(FAR);
+            self.link.advance(far);
+            for _ in 0..4 {
+                self.link.transmit(usize::MAX);
+                self.poll();
+            }
+        }
         let Some(reason) = self.closed else {
-            panic!("server still open after end of stream")
+            panic!("server still open after end of stream and the drain timeout")
         };
         assert!(self.link.conn.transmit().is_empty(), "transmit after close");
         let core_answered = self.check_streams(reason);
