@@ -156,6 +156,14 @@ pub struct DatagramServerSummary {
 
 type Key = (u8, u64, u64);
 
+/// Longer than any datagram of the checks, for answers that do not fit.
+static HUGE: [u8; 2 * MAX_DATAGRAM] = [b'x'; 2 * MAX_DATAGRAM];
+
+/// [`HUGE`] as text.
+fn huge_text() -> &'static str {
+    std::str::from_utf8(&HUGE).unwrap_or_default()
+}
+
 struct ServerCall {
     /// First arrival + budget + max_latency of the run in the model.
     window_end: Instant,
@@ -226,6 +234,8 @@ pub fn check_datagram_server(data: &[u8]) -> DatagramServerSummary {
     let mut sum = DatagramServerSummary::default();
     let mut datagrams = 0u64;
     let mut app_busy = 0u64;
+    let mut too_large = 0u64;
+    let mut draining = false;
 
     for _ in 0..MAX_OPS {
         if input.is_empty() {
@@ -307,17 +317,41 @@ pub fn check_datagram_server(data: &[u8]) -> DatagramServerSummary {
             6 => {
                 let pick = usize::from(input.u8());
                 let reply = read_reply(&mut input);
+                // Bit 3 of the op: an answer larger than one datagram.
+                let reply = if op & 8 != 0 {
+                    match reply {
+                        Reply::Rejected { code, .. } => Reply::Rejected {
+                            code,
+                            message: huge_text(),
+                        },
+                        _ => Reply::Ok(&HUGE),
+                    }
+                } else {
+                    reply
+                };
                 if !handles.is_empty() {
                     let index = pick % handles.len();
                     let h = &mut handles[index];
                     let (peer, epoch, id) = h.key;
                     let who = "datagram_server respond";
+                    // PROTOCOL.md 11.1: an answer over one datagram goes out as its stand-in.
+                    let limit = MAX_DATAGRAM - DatagramHeader::LEN;
+                    let sent = crate::checks::expected_answer(
+                        id,
+                        reply,
+                        limit,
+                        "answer does not fit one datagram",
+                    );
                     match server.respond(h.handle, reply) {
                         Ok(t) => {
                             assert!(!h.answered, "{who}: a handle answered twice");
                             assert_eq!(*t.to, peer, "{who}: Transmit.to is not the requester");
+                            assert!(t.bytes.len() <= MAX_DATAGRAM, "{who}: over one datagram");
                             let got = parse_answer(t.bytes, epoch, RequestId(id), who);
-                            assert_eq!(got, reply, "{who}: the answer is not the reply given");
+                            assert_eq!(got, sent, "{who}: the answer is not the reply given");
+                            if sent != reply {
+                                too_large += 1;
+                            }
                             h.answered = true;
                             let bytes = t.bytes.to_vec();
                             let busy = matches!(reply, Reply::Busy { .. });
@@ -335,9 +369,14 @@ pub fn check_datagram_server(data: &[u8]) -> DatagramServerSummary {
                             }
                         }
                         Err(DatagramRespondError::UnknownRequest) => {}
-                        Err(e) => panic!("{who}: {e:?} for an answer that fits"),
+                        Err(e) => panic!("{who}: {e:?}: even the stand-in fits"),
                     }
                 }
+            }
+            // Bit 3 of op 7: begin the shutdown (drain mode) instead.
+            _ if op & 8 != 0 => {
+                server.drain();
+                draining = true;
             }
             _ => now = now.saturating_add(Duration::from_micros(input.int())),
         }
@@ -354,6 +393,7 @@ pub fn check_datagram_server(data: &[u8]) -> DatagramServerSummary {
             match server.handle_datagram(now, &peer, &bytes) {
                 Received::Request(r) => {
                     sum.requests += 1;
+                    assert!(!draining, "{who}: a new call taken while draining");
                     let Ok((header, Frame::Request(req))) = parsed else {
                         panic!("{who}: a Request from a datagram that is none: {parsed:?}");
                     };
@@ -509,7 +549,24 @@ pub fn check_datagram_server(data: &[u8]) -> DatagramServerSummary {
         assert_eq!(s.acks, sum.acknowledged, "{who}: stats.acks");
         assert_eq!(s.responses, sum.responded, "{who}: stats.responses");
         assert_eq!(
-            s.replayed + s.rejected + s.busy,
+            s.answers_too_large, too_large,
+            "{who}: stats.answers_too_large"
+        );
+        // Drained once no call is waited for: nothing the model still owes with its window
+        // open means nothing for the core either (the core may know more calls ended).
+        if draining {
+            let owed = handles
+                .iter()
+                .any(|h| !h.answered && calls.get(&h.key).is_some_and(|c| now < c.window_end));
+            assert!(
+                owed || server.is_drained(now),
+                "{who}: not drained with no call owed"
+            );
+        } else {
+            assert!(!server.is_drained(now), "{who}: drained before drain()");
+        }
+        assert_eq!(
+            s.replayed + s.rejected + s.busy + s.shutting_down,
             sum.replies + app_busy,
             "{who}: stats replayed + rejected + busy vs replies + busy answers"
         );
@@ -621,6 +678,8 @@ struct ClientRun {
 struct DatagramClientStatsModel {
     out: DatagramClientSummary,
     retransmissions: u64,
+    /// Datagrams handed back with `not_sent`.
+    not_sent: u64,
 }
 
 /// A script of calls, cancels, server datagrams and time into a `DatagramClient` with 1..=4
@@ -631,7 +690,8 @@ struct DatagramClientStatsModel {
 /// timeout), 1 `cancel` of a made or arbitrary id, 2 a response datagram from fields (epoch
 /// the client's or another, floor, id made or arbitrary, any reply), 3 raw bytes, 4 time
 /// advance (ms), 5 jump to `poll_timeout()` or a call's deadline (-1 µs, exactly, +1 µs),
-/// 6 `poll_transmit` until it returns nothing, 7 `handle_timeout`. Events are polled after
+/// 6 `poll_transmit` until it returns nothing (with bit 3 of the op byte, the first datagram
+/// is refused and handed back with `not_sent`), 7 `handle_timeout`. Events are polled after
 /// every op. At the end time jumps past every deadline.
 ///
 /// Invariants:
@@ -686,7 +746,8 @@ pub fn check_datagram_client(data: &[u8]) -> DatagramClientSummary {
         if input.is_empty() {
             break;
         }
-        match input.u8() % 8 {
+        let op = input.u8();
+        match op % 8 {
             0 => {
                 let method = input.text();
                 let body = read_body(&mut input);
@@ -747,7 +808,8 @@ pub fn check_datagram_client(data: &[u8]) -> DatagramClientSummary {
                     }
                 }
             }
-            6 => run.transmit_all(),
+            // Bit 3 of the op: the transport refuses the first datagram (`not_sent`).
+            6 => run.transmit_all(op & 8 != 0),
             _ => run.client.handle_timeout(run.now),
         }
         run.poll_events();
@@ -758,7 +820,7 @@ pub fn check_datagram_client(data: &[u8]) -> DatagramClientSummary {
     run.now = Instant::from_micros(u64::MAX);
     run.client.handle_timeout(run.now);
     run.poll_events();
-    run.transmit_all();
+    run.transmit_all(false);
     run.poll_events();
     run.check_counts();
     let who = "datagram_client at the end";
@@ -940,9 +1002,10 @@ impl ClientRun {
         self.received = None;
     }
 
-    fn transmit_all(&mut self) {
+    fn transmit_all(&mut self, refuse_first: bool) {
         let who = "datagram_client poll_transmit";
         let now = self.now;
+        let mut refuse = refuse_first;
         for _ in 0..10_000 {
             let Some(transmit) = self.client.poll_transmit(now) else {
                 return;
@@ -980,11 +1043,13 @@ impl ClientRun {
                         "{who}: request {} is not the call",
                         req.id.0
                     );
-                    if c.transmitted {
-                        self.sum.retransmissions += 1;
+                    if !refuse {
+                        if c.transmitted {
+                            self.sum.retransmissions += 1;
+                        }
+                        c.transmitted = true;
+                        self.sum.out.transmissions += 1;
                     }
-                    c.transmitted = true;
-                    self.sum.out.transmissions += 1;
                 }
                 Frame::Cancel { id } => {
                     assert_eq!(kind, DatagramKind::Cancel(id), "{who}: kind");
@@ -997,8 +1062,11 @@ impl ClientRun {
                         "{who}: cancel for a call neither cancelled nor timed out"
                     );
                     assert!(!c.cancel_sent, "{who}: two cancels for {}", id.0);
+                    // A refused cancel is given up, as a lost one would be: never again.
                     c.cancel_sent = true;
-                    self.sum.out.cancels_sent += 1;
+                    if !refuse {
+                        self.sum.out.cancels_sent += 1;
+                    }
                 }
                 Frame::Ping { .. } => {
                     assert_eq!(kind, DatagramKind::Acknowledgement, "{who}: kind");
@@ -1006,9 +1074,17 @@ impl ClientRun {
                         acked_ids(&header).next().is_some() || header.floor > 1,
                         "{who}: an acknowledgement that says nothing"
                     );
-                    self.sum.out.acks_sent += 1;
+                    if !refuse {
+                        self.sum.out.acks_sent += 1;
+                    }
                 }
                 other => panic!("{who}: a client sends {other:?}"),
+            }
+            if refuse {
+                // The socket had no room: handed back, and sent again when there is.
+                self.client.not_sent(kind);
+                self.sum.not_sent += 1;
+                refuse = false;
             }
         }
         panic!("{who}: never runs dry");
@@ -1037,6 +1113,7 @@ impl ClientRun {
             "{who}: stats.retransmissions"
         );
         assert_eq!(s.acks, m.acks_sent, "{who}: stats.acks");
+        assert_eq!(s.not_sent, self.sum.not_sent, "{who}: stats.not_sent");
     }
 }
 
