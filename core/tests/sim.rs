@@ -631,6 +631,16 @@ fn feed_server(p: &mut TestPair, bytes: &[u8]) -> (Vec<String>, Option<CloseReas
     (events, closed)
 }
 
+/// A request frame with no budget.
+fn request(id: u64, method: &'static str, body: &'static [u8]) -> Frame<'static> {
+    Frame::Request(Request {
+        id: RequestId(id),
+        method,
+        budget_ms: None,
+        body,
+    })
+}
+
 /// Decodes every frame in `bytes` (after the server's own hello).
 fn frames_sent(bytes: &[u8]) -> Vec<String> {
     let mut d = wirecall_core::frame::FrameDecoder::new(vec![0u8; 70_000], 65536);
@@ -1302,20 +1312,7 @@ fn config_errors_name_the_real_cause_first() {
 #[test]
 fn close_queues_the_goaway_at_once_and_keeps_what_was_received() {
     let mut p = pair(11);
-    let hello_and_two = raw_stream(&[
-        Frame::Request(Request {
-            id: RequestId(1),
-            method: "a",
-            budget_ms: None,
-            body: b"1",
-        }),
-        Frame::Request(Request {
-            id: RequestId(2),
-            method: "b",
-            budget_ms: None,
-            body: b"2",
-        }),
-    ]);
+    let hello_and_two = raw_stream(&[request(1, "a", b"1"), request(2, "b", b"2")]);
     let sent_before = p.server.transmit().len();
     assert_eq!(
         p.server.handle_input(p.now, &hello_and_two),
@@ -1338,12 +1335,7 @@ fn close_queues_the_goaway_at_once_and_keeps_what_was_received() {
     }
     assert_eq!(ids, [RequestId(1), RequestId(2)]);
     // A request after the go-away is dropped.
-    let late = raw_stream(&[Frame::Request(Request {
-        id: RequestId(3),
-        method: "c",
-        budget_ms: None,
-        body: b"3",
-    })]);
+    let late = raw_stream(&[request(3, "c", b"3")]);
     let hello_len = raw_stream(&[]).len();
     let (events, closed) = feed_server(&mut p, &late[hello_len..]);
     assert!(events.is_empty(), "{events:?}");
@@ -1370,14 +1362,7 @@ fn close_queues_the_goaway_at_once_and_keeps_what_was_received() {
 #[test]
 fn respond_with_answers_from_the_receive_buffer() {
     let mut p = pair(13);
-    let req = |id, body: &'static [u8]| {
-        Frame::Request(Request {
-            id: RequestId(id),
-            method: "echo",
-            budget_ms: None,
-            body,
-        })
-    };
+    let req = |id, body: &'static [u8]| request(id, "echo", body);
     let stream = raw_stream(&[req(1, b"first"), req(2, b"second")]);
     assert_eq!(p.server.handle_input(p.now, &stream), stream.len());
     let mut ids = Vec::new();
@@ -1434,12 +1419,7 @@ fn respond_with_answers_from_the_receive_buffer() {
 #[test]
 fn end_of_stream_still_answers_what_was_taken() {
     let mut p = pair(14);
-    let stream = raw_stream(&[Frame::Request(Request {
-        id: RequestId(1),
-        method: "sleep",
-        budget_ms: None,
-        body: b"300",
-    })]);
+    let stream = raw_stream(&[request(1, "sleep", b"300")]);
     assert_eq!(p.server.handle_input(p.now, &stream), stream.len());
     p.server.handle_eof();
     let mut taken = Vec::new();
@@ -1470,14 +1450,7 @@ fn end_of_stream_still_answers_what_was_taken() {
 /// has its own message.
 #[test]
 fn requests_after_a_client_goaway_or_with_id_zero_are_violations() {
-    let req = |id| {
-        Frame::Request(Request {
-            id: RequestId(id),
-            method: "echo",
-            budget_ms: None,
-            body: b"",
-        })
-    };
+    let req = |id| request(id, "echo", b"");
     let mut p = pair(15);
     let stream = raw_stream(&[
         req(1),
@@ -1509,14 +1482,7 @@ fn requests_after_a_client_goaway_or_with_id_zero_are_violations() {
 fn an_answer_over_the_client_limit_becomes_the_reserved_error() {
     use wirecall_core::wire::{ERROR_ANSWER_TOO_LARGE, Response};
     let mut p = pair(17);
-    let req = |id| {
-        Frame::Request(Request {
-            id: RequestId(id),
-            method: "m",
-            budget_ms: None,
-            body: b"",
-        })
-    };
+    let req = |id| request(id, "m", b"");
     // The client announces 65,536 (raw_stream's hello): answer 70,000 bytes.
     let stream = raw_stream(&[req(1), req(2), req(3)]);
     assert_eq!(p.server.handle_input(p.now, &stream), stream.len());
@@ -1559,14 +1525,7 @@ fn an_answer_over_the_client_limit_becomes_the_reserved_error() {
 /// only delays the server's own go-away: requests after it are still dropped.
 #[test]
 fn goaway_rules_hold_when_idle_and_when_the_buffer_is_full() {
-    let req = |id| {
-        Frame::Request(Request {
-            id: RequestId(id),
-            method: "echo",
-            budget_ms: None,
-            body: b"",
-        })
-    };
+    let req = |id| request(id, "echo", b"");
     let mut p = pair(18);
     let stream = raw_stream(&[
         Frame::GoAway {
@@ -1629,14 +1588,7 @@ fn goaway_rules_hold_when_idle_and_when_the_buffer_is_full() {
 /// order given; one never given ends the connection at the drain timeout.
 #[test]
 fn end_of_stream_answers_quick_and_slow_calls_then_bounds_the_wait() {
-    let req = |id, method| {
-        Frame::Request(Request {
-            id: RequestId(id),
-            method,
-            budget_ms: None,
-            body: b"",
-        })
-    };
+    let req = |id, method| request(id, method, b"");
     let mut p = pair(20);
     let stream = raw_stream(&[req(1, "quick"), req(2, "slow"), req(3, "quick")]);
     assert_eq!(p.server.handle_input(p.now, &stream), stream.len());

@@ -4,7 +4,7 @@ use core::ops::Range;
 
 use super::{DatagramConfig, DatagramConfigError, chunk_len};
 use crate::client::{Execution, Failure, SendError};
-use crate::conn::budget_ms;
+use crate::conn::{budget_ms, earliest};
 use crate::time::{Duration, Instant};
 use crate::wire::datagram::{ACK_SPAN, ACKS_FIELD, DatagramHeader, FLOOR_FIELD, encode_datagram};
 use crate::wire::{Frame, RejectCode, Reply, Request, RequestId, WireError};
@@ -247,6 +247,11 @@ pub struct DatagramClient<B, S> {
     next_id: u64,
     in_flight: usize,
     ended_pending: usize,
+    /// No call still waiting has a deadline before this (`None`: no call waits). A lower
+    /// bound, lowered by each call and raised by the scan `handle_timeout` makes when it is
+    /// reached, so the timer checks that `poll_event` and `poll_transmit` make on every
+    /// call do not scan the call table (as in the stream client).
+    deadlines_from: Option<Instant>,
     /// When to send an acknowledgement: answers came since the last datagram went out.
     ack_at: Option<Instant>,
     /// The acknowledgement the last call datagram handed out made unnecessary.
@@ -307,6 +312,7 @@ where
             next_id: 1,
             in_flight: 0,
             ended_pending: 0,
+            deadlines_from: None,
             ack_at: None,
             ack_carried: None,
             ack_buf: [0; ACK_LEN],
@@ -368,12 +374,14 @@ where
             .ok_or(SendError::TooLarge)?;
         let header = DatagramHeader::new(self.epoch, 0); // floor set when sent
         let len = encode_datagram(header, &frame, out).map_err(|_| SendError::TooLarge)?;
+        let deadline = now.saturating_add(timeout);
+        self.deadlines_from = earliest(self.deadlines_from, Some(deadline));
         if let Some(slot) = self.slots.as_mut().get_mut(index) {
             *slot = DatagramCallSlot {
                 id: id.0,
                 state: SlotState::Active,
                 len,
-                deadline: now.saturating_add(timeout),
+                deadline,
                 next_send: Some(now),
                 attempts: 0,
                 busy_answers: 0,
@@ -779,16 +787,24 @@ where
 
     /// Fires call deadlines that have passed.
     pub fn handle_timeout(&mut self, now: Instant) {
+        if self.deadlines_from.is_none_or(|d| now < d) {
+            return;
+        }
+        let mut next = None;
         for index in 0..self.slots.as_ref().len() {
-            let due = self
-                .slots
-                .as_ref()
-                .get(index)
-                .is_some_and(|s| s.state == SlotState::Active && s.deadline <= now);
-            if due {
+            let Some(slot) = self.slots.as_ref().get(index) else {
+                continue;
+            };
+            if slot.state != SlotState::Active {
+                continue;
+            }
+            if slot.deadline <= now {
                 self.end(index, Ended::TimedOut);
+            } else {
+                next = earliest(next, Some(slot.deadline));
             }
         }
+        self.deadlines_from = next;
     }
 
     /// When to call [`handle_timeout`](Self::handle_timeout) or
