@@ -19,8 +19,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::function::{Answer, CallFailure, Responder};
-use crate::server::ServerBuilder;
+use crate::function::{Answer, CallFailure, Register, Responder};
 
 /// The longest `sleep`, in milliseconds (10 minutes).
 pub const MAX_SLEEP_MS: u64 = 600_000;
@@ -28,9 +27,10 @@ pub const MAX_SLEEP_MS: u64 = 600_000;
 /// The built-in method names, in the order they are registered.
 pub const NAMES: [&str; 6] = ["echo", "upper", "time", "sleep", "stats", "list"];
 
-/// Adds the built-in functions to a server.
+/// Adds the built-in functions to a server: the mio [`ServerBuilder`](crate::ServerBuilder)
+/// or any other runtime's builder that implements [`Register`].
 #[must_use]
-pub fn register(builder: ServerBuilder) -> ServerBuilder {
+pub fn register<B: Register>(builder: B) -> B {
     let stats = builder.stats();
     let methods = builder.stats();
     builder

@@ -143,11 +143,12 @@ pub const MAX_DATAGRAM_CACHE: usize = 1 << 20;
 /// many clients, or a window of 64 answers of 4 KiB, overflows the default 208 KiB. The
 /// kernel caps the request at twice `net.core.rmem_max`; a smaller buffer still works,
 /// with retransmissions.
-pub(crate) const UDP_RECEIVE_BUFFER: usize = 4 << 20;
+pub const UDP_RECEIVE_BUFFER: usize = 4 << 20;
 
 /// The datagram configuration for one endpoint: `base`, with `max_datagram` replaced by
 /// `unix_max` on a `unix-dgram:` endpoint.
-pub(crate) fn datagram_config(
+#[must_use]
+pub fn datagram_config(
     base: &DatagramConfig,
     unix_max: usize,
     endpoint: &Endpoint,
@@ -159,8 +160,13 @@ pub(crate) fn datagram_config(
     config
 }
 
-/// Checks a datagram size, and the storage size the core asked for (`None`: it overflowed).
-pub(crate) fn check_datagram(
+/// Checks a datagram size, and the storage size the core asked for (`None`: it overflowed);
+/// returns the storage size.
+///
+/// # Errors
+///
+/// [`Error::LimitTooLarge`](crate::Error::LimitTooLarge) past [`MAX_DATAGRAM_LIMIT`].
+pub fn check_datagram(
     config: &DatagramConfig,
     storage: Option<usize>,
 ) -> Result<usize, crate::Error> {
@@ -179,7 +185,12 @@ pub(crate) fn check_datagram(
 }
 
 /// Checks the limits that size a connection's memory.
-pub(crate) fn check_limits(config: &Config) -> Result<(), crate::Error> {
+///
+/// # Errors
+///
+/// [`Error::LimitTooLarge`](crate::Error::LimitTooLarge) past [`MAX_FRAME_LIMIT`] or
+/// [`MAX_IN_FLIGHT_LIMIT`].
+pub fn check_limits(config: &Config) -> Result<(), crate::Error> {
     if config.max_frame_len > MAX_FRAME_LIMIT {
         return Err(crate::Error::LimitTooLarge {
             what: "max_frame_len",

@@ -5,6 +5,7 @@
 //! returns it; the deferred form gets a [`Responder`] that it completes later, from any
 //! thread (or lets the event loop complete after a delay, with no thread waiting).
 
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::sync::mpsc::Sender;
 use std::time::{Duration, Instant as StdInstant};
@@ -16,6 +17,7 @@ use wirecall_core::wire::{RejectCode, Reply};
 
 use crate::error::Error;
 use crate::id_hasher::IdMap;
+use crate::stats::StatsHandle;
 
 /// The error numbers wirecall reserves in [`Reply::Error`] (the top 256 values of `u32`):
 /// the core sends [`ERROR_ANSWER_TOO_LARGE`] in place of an answer larger than the client
@@ -84,8 +86,10 @@ impl CallFailure {
     }
 }
 
-/// The reply frame for an answer, borrowing from it.
-pub(crate) fn reply_of(answer: &Answer) -> Reply<'_> {
+/// The reply frame for an answer, borrowing from it: what a driver hands the core's
+/// `respond` for an [`Answer`].
+#[must_use]
+pub fn reply_of(answer: &Answer) -> Reply<'_> {
     match answer {
         Ok(body) => Reply::Ok(body),
         Err(CallFailure::Error { code, message }) => Reply::Error {
@@ -102,26 +106,50 @@ pub(crate) fn reply_of(answer: &Answer) -> Reply<'_> {
     }
 }
 
-/// A synchronous function: runs on the event loop or a worker and returns its answer.
-pub(crate) type SyncFn = Arc<dyn Fn(&[u8]) -> Answer + Send + Sync>;
-/// A deferred function: runs on the event loop, must not block, and completes the
-/// [`Responder`] now or later.
-pub(crate) type DeferredFn = Arc<dyn Fn(&[u8], Responder) + Send + Sync>;
+/// A synchronous function: gets the request body and returns its answer.
+pub type SyncFn = Arc<dyn Fn(&[u8]) -> Answer + Send + Sync>;
+/// A deferred function: must not block, and completes the [`Responder`] now or later.
+pub type DeferredFn = Arc<dyn Fn(&[u8], Responder) + Send + Sync>;
 
-/// A registered function.
+/// A registered function of the mio server.
 #[derive(Clone)]
 pub(crate) enum Function {
     Sync(SyncFn),
     Deferred(DeferredFn),
 }
 
-/// Which call an answer is for, on the listener or connection its token names.
+/// Runs a synchronous function, turning a panic in it into an error answer
+/// ([`ERROR_FUNCTION_PANICKED`]): the call was executed, and the server goes on.
+pub fn run_sync(function: &SyncFn, body: &[u8]) -> Answer {
+    catch_unwind(AssertUnwindSafe(|| function(body))).unwrap_or_else(|_| {
+        log::error!("a function panicked; its call is answered with an error");
+        Err(CallFailure::error(
+            ERROR_FUNCTION_PANICKED,
+            "the function panicked",
+        ))
+    })
+}
+
+/// Which call an answer is for, on the connection or datagram endpoint whose
+/// [`Completions`] carries it back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum CallRef {
+#[non_exhaustive]
+pub enum CallRef {
     /// A request on a stream connection.
     Stream(RequestId),
-    /// A request taken by a datagram listener's core.
+    /// A request taken by a datagram endpoint's core.
     Datagram(RequestHandle),
+}
+
+/// Where a [`Responder`] delivers its answer: the connection or datagram endpoint that
+/// took the call, in whatever runtime drives it (the mio event loop's channel and waker,
+/// a tokio task's channel). One is made per connection or endpoint and shared by its
+/// responders, so answering later costs no allocation beyond the answer.
+pub trait Completions: Send + Sync {
+    /// The answer to `call`, to be sent at once or, with `not_before`, once that instant
+    /// has passed (the driver holds it; no thread waits). Called once per call, from any
+    /// thread; a call that has gone (cancelled, expired, its connection closed) drops it.
+    fn complete(&self, call: CallRef, answer: Answer, not_before: Option<StdInstant>);
 }
 
 /// An answer finished off the event loop, on its way back to its connection or datagram
@@ -138,18 +166,31 @@ pub(crate) struct Completion {
     pub(crate) not_before: Option<StdInstant>,
 }
 
-/// Where completions go: a channel to the event loop and the waker that rouses it.
+/// Where completions go in the mio server: a channel to the event loop and the waker that
+/// rouses it.
 #[derive(Clone)]
 pub(crate) struct CompletionSink {
     pub(crate) tx: Sender<Completion>,
     pub(crate) waker: Arc<Waker>,
 }
 
-impl CompletionSink {
-    fn send(&self, completion: Completion) {
+/// The mio server's [`Completions`] of one connection or datagram listener.
+pub(crate) struct LoopCompletions {
+    pub(crate) token: Token,
+    pub(crate) sink: CompletionSink,
+}
+
+impl Completions for LoopCompletions {
+    fn complete(&self, call: CallRef, answer: Answer, not_before: Option<StdInstant>) {
+        let completion = Completion {
+            token: self.token,
+            call,
+            answer,
+            not_before,
+        };
         // Both fail only when the event loop has ended, and then nobody waits for it.
-        if self.tx.send(completion).is_ok() {
-            if let Err(e) = self.waker.wake() {
+        if self.sink.tx.send(completion).is_ok() {
+            if let Err(e) = self.sink.waker.wake() {
                 log::warn!("cannot wake the event loop: {e}");
             }
         }
@@ -160,21 +201,24 @@ impl CompletionSink {
 /// answer: dropping a responder unused answers the call with an error
 /// ([`ERROR_NO_ANSWER`]).
 pub struct Responder {
-    target: Option<(Token, CallRef, CompletionSink)>,
+    target: Option<(CallRef, Arc<dyn Completions>)>,
 }
 
 impl std::fmt::Debug for Responder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Responder")
-            .field("request", &self.target.as_ref().map(|t| t.1))
+            .field("request", &self.target.as_ref().map(|t| t.0))
             .finish_non_exhaustive()
     }
 }
 
 impl Responder {
-    pub(crate) fn new(token: Token, call: CallRef, sink: CompletionSink) -> Self {
+    /// The responder of `call`, delivering to `to`. A driver makes one per deferred call;
+    /// applications get theirs from the server.
+    #[must_use]
+    pub fn new(call: CallRef, to: Arc<dyn Completions>) -> Self {
         Self {
-            target: Some((token, call, sink)),
+            target: Some((call, to)),
         }
     }
 
@@ -184,7 +228,7 @@ impl Responder {
         self.finish(answer, None);
     }
 
-    /// Answers the call once `delay` has passed. No thread waits: the event loop holds the
+    /// Answers the call once `delay` has passed. No thread waits: the server holds the
     /// answer and sends it when the time comes (or drops it if the call was cancelled or
     /// expired meanwhile).
     pub fn respond_after(mut self, delay: Duration, answer: Answer) {
@@ -194,13 +238,8 @@ impl Responder {
     }
 
     fn finish(&mut self, answer: Answer, not_before: Option<StdInstant>) {
-        if let Some((token, call, sink)) = self.target.take() {
-            sink.send(Completion {
-                token,
-                call,
-                answer,
-                not_before,
-            });
+        if let Some((call, to)) = self.target.take() {
+            to.complete(call, answer, not_before);
         }
     }
 }
@@ -219,18 +258,54 @@ impl Drop for Responder {
     }
 }
 
-/// The functions of a server by name, fixed once the server is built.
-pub(crate) struct Registry {
+/// What builds a server's function table: the mio [`ServerBuilder`](crate::ServerBuilder)
+/// and the builders of other runtimes' servers, so one set of functions (such as
+/// [`builtins`](crate::builtins)) registers on any of them.
+pub trait Register: Sized {
+    /// Registers a synchronous function under `name` (1 to 255 bytes, no whitespace).
+    #[must_use]
+    fn function<F>(self, name: impl Into<String>, function: F) -> Self
+    where
+        F: Fn(&[u8]) -> Answer + Send + Sync + 'static;
+
+    /// Registers a deferred function under `name`: it must not block, and answers through
+    /// its [`Responder`].
+    #[must_use]
+    fn deferred<F>(self, name: impl Into<String>, function: F) -> Self
+    where
+        F: Fn(&[u8], Responder) + Send + Sync + 'static;
+
+    /// The server's counters (for functions that report them).
+    #[must_use]
+    fn stats(&self) -> StatsHandle;
+}
+
+/// The functions of a server by name, fixed once the server is built: what a server looks
+/// a request's method up in. `F` is the driver's own function type.
+pub struct Registry<F> {
     names: Vec<String>,
-    functions: Vec<Function>,
+    functions: Vec<F>,
     /// Name -> position. A cheap hash: peers only look names up in this fixed table, they
     /// never insert, so they cannot aim collisions at it.
     index: IdMap<String, usize>,
 }
 
-impl Registry {
-    /// Checks names and builds the table.
-    pub(crate) fn new(entries: Vec<(String, Function)>) -> Result<Self, Error> {
+impl<F> std::fmt::Debug for Registry<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registry")
+            .field("names", &self.names)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<F> Registry<F> {
+    /// Checks the names (1 to 255 bytes, no whitespace or control characters, no
+    /// duplicates) and builds the table.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidFunctionName`] or [`Error::DuplicateFunction`].
+    pub fn new(entries: Vec<(String, F)>) -> Result<Self, Error> {
         let mut registry = Self {
             names: Vec::with_capacity(entries.len()),
             functions: Vec::with_capacity(entries.len()),
@@ -250,14 +325,16 @@ impl Registry {
         Ok(registry)
     }
 
-    /// The function for a method name, with its index (for counters).
-    pub(crate) fn lookup(&self, method: &str) -> Option<(usize, &Function)> {
+    /// The function for a method name, with its index (for the per-method counters).
+    #[must_use]
+    pub fn lookup(&self, method: &str) -> Option<(usize, &F)> {
         let i = *self.index.get(method)?;
         self.functions.get(i).map(|f| (i, f))
     }
 
     /// The names, in registration order.
-    pub(crate) fn names(&self) -> &[String] {
+    #[must_use]
+    pub fn names(&self) -> &[String] {
         &self.names
     }
 }

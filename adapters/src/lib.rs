@@ -42,6 +42,7 @@ pub mod client;
 pub mod clock;
 pub mod config;
 pub mod demo;
+pub mod driver;
 pub mod endpoint;
 pub mod error;
 pub mod function;

@@ -289,10 +289,12 @@ struct MethodCounters {
     executions: AtomicU64,
 }
 
-/// The live counters. Relaxed atomics: each counter is exact, a snapshot is not a single
-/// instant across counters.
+/// The live counters, which a server's driver records into (the mio server here, the
+/// drivers of other runtimes through [`StatsHandle::recorder`]), so every server prints
+/// the same `stats` text. Relaxed atomics: each counter is exact, a snapshot is not a
+/// single instant across counters.
 #[derive(Debug, Default)]
-pub(crate) struct Stats {
+pub struct Stats {
     accepted: AtomicU64,
     open: AtomicU64,
     refused: AtomicU64,
@@ -323,7 +325,7 @@ fn bump(counter: &AtomicU64) {
 
 impl Stats {
     /// Fixes the method names (once; later calls are ignored).
-    pub(crate) fn set_methods(&self, names: &[String]) {
+    pub fn set_methods(&self, names: &[String]) {
         let table = names
             .iter()
             .map(|n| (n.clone(), MethodCounters::default()))
@@ -331,52 +333,59 @@ impl Stats {
         let _ = self.methods.set(table);
     }
 
-    pub(crate) fn accepted(&self) {
+    /// A connection was accepted (and is open until [`dropped`](Self::dropped)).
+    pub fn accepted(&self) {
         bump(&self.accepted);
         bump(&self.open);
     }
 
-    pub(crate) fn refused(&self) {
+    /// A connection was refused at the connection limit.
+    pub fn refused(&self) {
         bump(&self.refused);
     }
 
     /// A call answered busy because the worker queue was full.
-    pub(crate) fn worker_busy(&self) {
+    pub fn worker_busy(&self) {
         bump(&self.busy);
     }
 
-    pub(crate) fn idle_closed(&self) {
+    /// A connection idle for the idle timeout was told to go away.
+    pub fn idle_closed(&self) {
         bump(&self.idle_closed);
     }
 
-    pub(crate) fn closed(&self, kind: CloseKind) {
+    /// A connection's core reported it closed, for this reason.
+    pub fn closed(&self, kind: CloseKind) {
         if let Some(c) = self.closed.get(kind.index()) {
             bump(c);
         }
     }
 
     /// A connection's socket is gone.
-    pub(crate) fn dropped(&self) {
+    pub fn dropped(&self) {
         let _ = self
             .open
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
     }
 
-    pub(crate) fn call(&self, method: Option<usize>) {
+    /// A request came for method `method` (its index in the function table; `None`: an
+    /// unknown method).
+    pub fn call(&self, method: Option<usize>) {
         match method.and_then(|i| self.methods.get()?.get(i)) {
             Some((_, m)) => bump(&m.calls),
             None => bump(&self.unknown_method),
         }
     }
 
-    pub(crate) fn execution(&self, method: usize) {
+    /// The function at index `method` was run (or handed to a worker that runs it).
+    pub fn execution(&self, method: usize) {
         if let Some((_, m)) = self.methods.get().and_then(|t| t.get(method)) {
             bump(&m.executions);
         }
     }
 
     /// Adds what a connection's core counted since `seen`, and moves `seen` up.
-    pub(crate) fn add_core(&self, now: &ServerStats, seen: &mut ServerStats) {
+    pub fn add_core(&self, now: &ServerStats, seen: &mut ServerStats) {
         let add = |counter: &AtomicU64, new: u64, old: &mut u64| {
             counter.fetch_add(new.saturating_sub(*old), Ordering::Relaxed);
             *old = new;
@@ -393,24 +402,24 @@ impl Stats {
     }
 
     /// A datagram was read from a datagram endpoint.
-    pub(crate) fn datagram_received(&self) {
+    pub fn datagram_received(&self) {
         bump(&self.dgram_received);
     }
 
     /// A datagram was handed to the kernel.
-    pub(crate) fn datagram_sent(&self) {
+    pub fn datagram_sent(&self) {
         bump(&self.dgram_sent);
     }
 
     /// A datagram was dropped (received and not acted on, or an answer not sent).
-    pub(crate) fn datagram_dropped(&self, kind: DropKind) {
+    pub fn datagram_dropped(&self, kind: DropKind) {
         if let Some(c) = self.dgram_dropped.get(kind.index()) {
             bump(c);
         }
     }
 
     /// A datagram call started running (`true`) or was answered or cancelled (`false`).
-    pub(crate) fn datagram_running(&self, started: bool) {
+    pub fn datagram_running(&self, started: bool) {
         if started {
             bump(&self.dgram_in_progress);
         } else {
@@ -421,16 +430,12 @@ impl Stats {
     }
 
     /// An answer came for a datagram call the core no longer knows.
-    pub(crate) fn datagram_late_answer(&self) {
+    pub fn datagram_late_answer(&self) {
         bump(&self.dgram_late);
     }
 
     /// Adds what a datagram endpoint's core counted since `seen`, and moves `seen` up.
-    pub(crate) fn add_datagram_core(
-        &self,
-        now: &DatagramServerStats,
-        seen: &mut DatagramServerStats,
-    ) {
+    pub fn add_datagram_core(&self, now: &DatagramServerStats, seen: &mut DatagramServerStats) {
         let add = |counter: &AtomicU64, new: u64, old: &mut u64| {
             counter.fetch_add(new.saturating_sub(*old), Ordering::Relaxed);
             *old = new;
@@ -508,6 +513,12 @@ impl Stats {
 pub struct StatsHandle(pub(crate) Arc<Stats>);
 
 impl StatsHandle {
+    /// Where a server's driver records its counters.
+    #[must_use]
+    pub fn recorder(&self) -> &Stats {
+        &self.0
+    }
+
     /// The counters now.
     #[must_use]
     pub fn snapshot(&self) -> StatsSnapshot {

@@ -81,13 +81,6 @@ impl DatagramClient {
             vec![DatagramCallSlot::EMPTY; slots].into_boxed_slice(),
         )?;
         let (fd, dir) = open(endpoint)?;
-        if matches!(endpoint, Endpoint::Udp(..)) {
-            // Room for the answers to a window of calls arriving together.
-            let size = UDP_RECEIVE_BUFFER;
-            if let Err(e) = rustix::net::sockopt::set_socket_recv_buffer_size(&fd, size) {
-                log::debug!("{endpoint}: cannot enlarge the receive buffer: {e}");
-            }
-        }
         let socket = Socket::new(fd).map_err(Error::io("setting up the socket"))?;
         log::debug!("{endpoint}: datagram client, epoch {epoch:016x}");
         Ok(Self {
@@ -331,7 +324,7 @@ impl Drop for DatagramClient {
 }
 
 /// Two random 64-bit words from the OS: the client's epoch and its jitter seed.
-fn random_words() -> Result<[u64; 2], Error> {
+pub(crate) fn random_words() -> Result<[u64; 2], Error> {
     let mut bytes = [0u8; 16];
     File::open("/dev/urandom")
         .and_then(|mut f| f.read_exact(&mut bytes))
@@ -343,8 +336,9 @@ fn random_words() -> Result<[u64; 2], Error> {
 
 /// A socket connected to the server: on `unix-dgram:` bound at a fresh path in a private
 /// directory (returned, to remove it later); on `udp:` on an ephemeral port of the first
-/// address family that connects.
-fn open(endpoint: &Endpoint) -> Result<(OwnedFd, Option<tempfile::TempDir>), Error> {
+/// address family that connects, with a receive buffer of [`UDP_RECEIVE_BUFFER`] (room for
+/// the answers to a window of calls arriving together). The socket is in blocking mode.
+pub(crate) fn open(endpoint: &Endpoint) -> Result<(OwnedFd, Option<tempfile::TempDir>), Error> {
     let connect_error = |source| Error::Connect {
         endpoint: endpoint.clone(),
         source,
@@ -380,7 +374,15 @@ fn open(endpoint: &Endpoint) -> Result<(OwnedFd, Option<tempfile::TempDir>), Err
                     Ok(s)
                 });
                 match socket {
-                    Ok(socket) => return Ok((socket.into(), None)),
+                    Ok(socket) => {
+                        let size = UDP_RECEIVE_BUFFER;
+                        if let Err(e) =
+                            rustix::net::sockopt::set_socket_recv_buffer_size(&socket, size)
+                        {
+                            log::debug!("{endpoint}: cannot enlarge the receive buffer: {e}");
+                        }
+                        return Ok((socket.into(), None));
+                    }
                     Err(e) => last = Some(e),
                 }
             }

@@ -45,7 +45,7 @@
 //! core's judgement on both (a timeout is "not executed" only if no copy was ever sent).
 
 mod call_error;
-mod datagram;
+pub(crate) mod datagram;
 mod outcomes;
 mod socket;
 mod stream;

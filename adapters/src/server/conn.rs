@@ -30,12 +30,12 @@ use wirecall_core::server::{
 use wirecall_core::wire::RejectCode;
 use wirecall_core::{Instant, RequestId};
 
-use super::workers::{Job, Pool, run_guarded};
+use super::workers::{Job, Pool};
 use crate::clock::{Clock, to_core};
 use crate::config::ServerConfig;
 use crate::function::{
-    Answer, CallFailure, CallRef, CompletionSink, Function, Registry as Functions, Responder,
-    reply_of,
+    Answer, CallFailure, CallRef, CompletionSink, Completions, Function, Registry as Functions,
+    Responder, reply_of, run_sync,
 };
 use crate::stats::{CloseKind, Stats};
 use crate::stream::{Stream, interrupted, would_block};
@@ -59,7 +59,7 @@ const SHRINK_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// What the event loop shares with every connection.
 pub(super) struct Shared {
-    pub(super) functions: Functions,
+    pub(super) functions: Functions<Function>,
     pub(super) stats: Arc<Stats>,
     pub(super) pool: Option<Pool>,
     pub(super) sink: CompletionSink,
@@ -121,6 +121,8 @@ pub(super) struct Conn {
     pub(super) queued: bool,
     /// The `last_active` at which the buffers were last shrunk (idle since then).
     shrunk_at: Option<Instant>,
+    /// Where this connection's responders deliver.
+    completions: Arc<dyn Completions>,
 }
 
 impl Conn {
@@ -130,6 +132,7 @@ impl Conn {
         label: String,
         config: &ServerConfig,
         now: Instant,
+        completions: Arc<dyn Completions>,
     ) -> Result<Self, ConfigError> {
         let buffer = || GrowBuf::new(INITIAL, config.connection.buffer_len());
         let slots = vec![RequestSlot::EMPTY; config.connection.table_len()].into_boxed_slice();
@@ -152,6 +155,7 @@ impl Conn {
             wakeup: None,
             queued: false,
             shrunk_at: None,
+            completions,
         })
     }
 
@@ -194,20 +198,20 @@ impl Conn {
     }
 
     /// Does everything that can be done now. See the [module docs](self).
-    pub(super) fn drive(&mut self, token: Token, now: Instant, shared: &Shared) -> Drive {
-        let result = self.drive_passes(token, now, shared);
+    pub(super) fn drive(&mut self, now: Instant, shared: &Shared) -> Drive {
+        let result = self.drive_passes(now, shared);
         shared.stats.add_core(self.core.stats(), &mut self.seen);
         result
     }
 
-    fn drive_passes(&mut self, token: Token, now: Instant, shared: &Shared) -> Drive {
+    fn drive_passes(&mut self, now: Instant, shared: &Shared) -> Drive {
         self.release_delayed(now);
         self.check_idle(now, shared);
         self.shrink_if_idle(now);
         for _ in 0..MAX_PASSES {
             let mut progress = self.read_in(now);
             progress |= self.flush_answers(now);
-            progress |= self.take_events(token, now, shared);
+            progress |= self.take_events(now, shared);
             progress |= self.write_out();
             if self.finished(now, shared.draining) {
                 return Drive::Remove;
@@ -321,7 +325,7 @@ impl Conn {
     }
 
     /// Acts on the core's events until it has none.
-    fn take_events(&mut self, token: Token, now: Instant, shared: &Shared) -> bool {
+    fn take_events(&mut self, now: Instant, shared: &Shared) -> bool {
         if self.lingering.is_some() {
             return false;
         }
@@ -338,7 +342,7 @@ impl Conn {
                     self.last_active = now;
                     let call = CallRef::Stream(request.id);
                     let answer = dispatch(
-                        token,
+                        &self.completions,
                         call,
                         request.method,
                         request.body,
@@ -530,7 +534,7 @@ impl Conn {
 /// call `call` on the connection or datagram listener `token`; returns its answer when it
 /// is ready at once. Otherwise a [`Responder`] brings it back later.
 pub(super) fn dispatch(
-    token: Token,
+    completions: &Arc<dyn Completions>,
     call: CallRef,
     method: &str,
     body: &[u8],
@@ -546,12 +550,12 @@ pub(super) fn dispatch(
         )));
     };
     shared.stats.call(Some(index));
-    let responder = || Responder::new(token, call, shared.sink.clone());
+    let responder = || Responder::new(call, Arc::clone(completions));
     match function {
         Function::Sync(function) => match &shared.pool {
             None => {
                 shared.stats.execution(index);
-                Some(run_guarded(function, body))
+                Some(run_sync(function, body))
             }
             Some(pool) if pool.is_full() => {
                 shared.stats.worker_busy();

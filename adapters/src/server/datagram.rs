@@ -26,6 +26,7 @@ use std::fmt;
 use std::io;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use mio::event::Source;
 use mio::net::{UdpSocket, UnixDatagram};
@@ -41,7 +42,7 @@ use super::listener::{SocketFile, bind_udp, bind_unix_datagram};
 use crate::config::{MAX_DATAGRAM_CACHE, ServerConfig, check_datagram, datagram_config};
 use crate::endpoint::Endpoint;
 use crate::error::Error;
-use crate::function::{Answer, CallRef, reply_of};
+use crate::function::{Answer, CallRef, Completions, reply_of};
 use crate::stats::{DropKind, Stats};
 use crate::stream::{interrupted, would_block};
 
@@ -125,6 +126,8 @@ pub(super) struct Datagram<S: DatagramSocket> {
     readable: bool,
     /// Answers the socket had no room for.
     unsent: Unsent<S::Peer>,
+    /// Where this endpoint's responders deliver.
+    completions: Arc<dyn Completions>,
 }
 
 /// Answers a datagram socket had no room for, oldest first, each with when it was made, to
@@ -170,7 +173,13 @@ impl<P: Clone> Unsent<P> {
 }
 
 impl<S: DatagramSocket> Datagram<S> {
-    fn new(socket: S, core: Core<S::Peer>, max_datagram: usize, label: String) -> Self {
+    fn new(
+        socket: S,
+        core: Core<S::Peer>,
+        max_datagram: usize,
+        label: String,
+        completions: Arc<dyn Completions>,
+    ) -> Self {
         Self {
             socket,
             core,
@@ -182,6 +191,7 @@ impl<S: DatagramSocket> Datagram<S> {
             seen: DatagramServerStats::default(),
             readable: false,
             unsent: Unsent::new(),
+            completions,
         }
     }
 
@@ -219,7 +229,7 @@ impl<S: DatagramSocket> Datagram<S> {
     }
 
     /// Reads and handles datagrams until the socket would block, or for one turn's worth.
-    fn read(&mut self, token: Token, now: Instant, shared: &Shared) {
+    fn read(&mut self, now: Instant, shared: &Shared) {
         self.readable = false;
         for _ in 0..READS_PER_TURN {
             let (len, peer) = match self.socket.recv_peer(&mut self.buf) {
@@ -243,7 +253,7 @@ impl<S: DatagramSocket> Datagram<S> {
                 shared.stats.datagram_dropped(DropKind::Unaddressable);
                 continue;
             };
-            self.take(token, now, &peer, len, shared);
+            self.take(now, &peer, len, shared);
         }
         // More may be waiting; the loop comes back after the others had a turn.
         self.readable = true;
@@ -251,13 +261,14 @@ impl<S: DatagramSocket> Datagram<S> {
     }
 
     /// Hands one datagram of `len` bytes from `peer` to the core and does what it says.
-    fn take(&mut self, token: Token, now: Instant, peer: &S::Peer, len: usize, shared: &Shared) {
+    fn take(&mut self, now: Instant, peer: &S::Peer, len: usize, shared: &Shared) {
         let datagram = self.buf.get(..len).unwrap_or_default();
         let (handle, answer) = match self.core.handle_datagram(now, peer, datagram) {
             Received::Request(request) => {
                 let call = CallRef::Datagram(request.handle);
                 let deadline = Some(request.deadline);
-                let answer = dispatch(token, call, request.method, request.body, deadline, shared);
+                let (method, body) = (request.method, request.body);
+                let answer = dispatch(&self.completions, call, method, body, deadline, shared);
                 (request.handle, answer)
             }
             Received::Reply(tx) => {
@@ -451,6 +462,7 @@ impl DatagramListener {
     pub(super) fn bind(
         endpoint: &Endpoint,
         config: &ServerConfig,
+        completions: Arc<dyn Completions>,
     ) -> Result<(Self, Endpoint), Error> {
         let dconfig = datagram_config(&config.datagram, config.unix_max_datagram, endpoint);
         if config.datagram_cache > MAX_DATAGRAM_CACHE {
@@ -480,13 +492,13 @@ impl DatagramListener {
             Endpoint::Udp(..) => {
                 let core = core(dconfig, storage, config.datagram_cache)?;
                 let (socket, actual) = bind_udp(endpoint)?;
-                let datagram = Datagram::new(socket, core, max, actual.to_string());
+                let datagram = Datagram::new(socket, core, max, actual.to_string(), completions);
                 Ok((Self::Udp(datagram), actual))
             }
             Endpoint::UnixDatagram(path) => {
                 let core = core(dconfig, storage, config.datagram_cache)?;
                 let (socket, file) = bind_unix_datagram(endpoint, path, config.unix_mode)?;
-                let datagram = Datagram::new(socket, core, max, endpoint.to_string());
+                let datagram = Datagram::new(socket, core, max, endpoint.to_string(), completions);
                 let listener = Self::Unix {
                     datagram,
                     file: Some(file),
@@ -515,12 +527,12 @@ impl DatagramListener {
 
     /// Sends held answers that are due or waiting for room, then reads what waits
     /// (unless too many answers wait for room).
-    pub(super) fn drive(&mut self, token: Token, now: Instant, shared: &Shared) {
+    pub(super) fn drive(&mut self, now: Instant, shared: &Shared) {
         each!(self, d => {
             d.retry_unsent(now, &shared.stats);
             d.release_due(now, &shared.stats);
             if d.readable {
-                d.read(token, now, shared);
+                d.read(now, shared);
             }
         });
     }

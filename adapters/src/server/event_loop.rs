@@ -26,7 +26,7 @@ use super::listener::Listener;
 use crate::clock::{to_core, to_std};
 use crate::endpoint::Endpoint;
 use crate::error::Error;
-use crate::function::{CallRef, Completion};
+use crate::function::{CallRef, Completion, LoopCompletions};
 use crate::id_hasher::IdMap;
 use crate::stream::{interrupted, would_block};
 
@@ -216,6 +216,10 @@ impl EventLoop {
             format!("conn {} ({label})", token.0),
             &self.shared.config,
             now,
+            Arc::new(LoopCompletions {
+                token,
+                sink: self.shared.sink.clone(),
+            }),
         ) {
             Ok(conn) => conn,
             Err(e) => {
@@ -273,8 +277,8 @@ impl EventLoop {
     /// Sends held datagram answers that are due and reads the datagram sockets that may
     /// have datagrams waiting.
     fn drive_datagrams(&mut self, now: Instant) {
-        for (token, datagram) in &mut self.datagrams {
-            datagram.drive(*token, now, &self.shared);
+        for datagram in self.datagrams.values_mut() {
+            datagram.drive(now, &self.shared);
         }
     }
 
@@ -301,7 +305,7 @@ impl EventLoop {
                 continue;
             };
             conn.queued = false;
-            match conn.drive(token, now, &self.shared) {
+            match conn.drive(now, &self.shared) {
                 Drive::Remove => {
                     self.remove(token);
                     continue;
@@ -402,7 +406,7 @@ impl EventLoop {
             if let Some(conn) = self.conns.get_mut(&token) {
                 conn.abort();
                 // One drive reports the close (for stats) and sends what it can.
-                let _ = conn.drive(token, now, &self.shared);
+                let _ = conn.drive(now, &self.shared);
             }
             self.remove(token);
         }

@@ -21,7 +21,7 @@ use crate::stream::{Stream, set_nodelay};
 
 /// A bound, listening, non-blocking socket.
 #[derive(Debug)]
-pub(super) enum Listener {
+pub(crate) enum Listener {
     Unix {
         listener: UnixListener,
         file: SocketFile,
@@ -32,7 +32,7 @@ pub(super) enum Listener {
 impl Listener {
     /// Binds `endpoint`; returns the listener and the endpoint it really listens on (for
     /// `tcp:host:0`, the port the OS chose).
-    pub(super) fn bind(endpoint: &Endpoint, mode: Option<u32>) -> Result<(Self, Endpoint), Error> {
+    pub(crate) fn bind(endpoint: &Endpoint, mode: Option<u32>) -> Result<(Self, Endpoint), Error> {
         let listen_error = |source| Error::Listen {
             endpoint: endpoint.clone(),
             source,
@@ -114,7 +114,7 @@ impl Source for Listener {
 /// stream listener: a stale file is replaced (a datagram `connect` to it is refused), a
 /// live server's is never taken, the file gets `mode`, and the returned [`SocketFile`]
 /// removes it when dropped.
-pub(super) fn bind_unix_datagram(
+pub(crate) fn bind_unix_datagram(
     endpoint: &Endpoint,
     path: &Path,
     mode: Option<u32>,
@@ -131,7 +131,7 @@ pub(super) fn bind_unix_datagram(
 /// Binds a `udp:` endpoint's socket on the first address its host resolves to that can be
 /// bound; returns it and the endpoint it is really bound to (for port 0, the port the OS
 /// chose).
-pub(super) fn bind_udp(endpoint: &Endpoint) -> Result<(UdpSocket, Endpoint), Error> {
+pub(crate) fn bind_udp(endpoint: &Endpoint) -> Result<(UdpSocket, Endpoint), Error> {
     let socket = bind_first(endpoint, UdpSocket::bind)?;
     // Room for a burst of first copies from many clients at once.
     let size = UDP_RECEIVE_BUFFER;
@@ -185,9 +185,17 @@ fn own_file(endpoint: &Endpoint, path: &Path, mode: Option<u32>) -> Result<Socke
 /// A Unix socket file this process created; removed on drop if it is still the same file
 /// (same device and inode), so a file a newer server bound since is left alone.
 #[derive(Debug)]
-pub(super) struct SocketFile {
+pub struct SocketFile {
     path: PathBuf,
     id: (u64, u64),
+}
+
+impl SocketFile {
+    /// The socket file's path.
+    #[must_use]
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
 }
 
 impl Drop for SocketFile {

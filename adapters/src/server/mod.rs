@@ -35,7 +35,7 @@
 mod conn;
 mod datagram;
 mod event_loop;
-mod listener;
+pub(crate) mod listener;
 mod workers;
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
@@ -57,7 +57,9 @@ use crate::clock::Clock;
 use crate::config::{ServerConfig, check_limits};
 use crate::endpoint::Endpoint;
 use crate::error::Error;
-use crate::function::{Answer, CompletionSink, Function, Registry, Responder};
+use crate::function::{
+    Answer, CompletionSink, Function, LoopCompletions, Register, Registry, Responder,
+};
 use crate::id_hasher::IdMap;
 use crate::stats::StatsHandle;
 
@@ -180,6 +182,11 @@ impl ServerBuilder {
         let poll = Poll::new().map_err(Error::io("creating the event loop"))?;
         let waker =
             Arc::new(Waker::new(poll.registry(), WAKER).map_err(Error::io("creating the waker"))?);
+        let (tx, completions) = channel();
+        let sink = CompletionSink {
+            tx,
+            waker: Arc::clone(&waker),
+        };
         let mut listeners = Vec::with_capacity(self.endpoints.len());
         let mut datagrams = HashMap::new();
         let mut endpoints = Vec::with_capacity(self.endpoints.len());
@@ -190,7 +197,11 @@ impl ServerBuilder {
                 source,
             };
             let actual = if endpoint.is_datagram() {
-                let (mut datagram, actual) = DatagramListener::bind(endpoint, &config)?;
+                let port = Arc::new(LoopCompletions {
+                    token,
+                    sink: sink.clone(),
+                });
+                let (mut datagram, actual) = DatagramListener::bind(endpoint, &config, port)?;
                 poll.registry()
                     .register(&mut datagram, token, Interest::READABLE)
                     .map_err(register_error)?;
@@ -225,7 +236,6 @@ impl ServerBuilder {
                     .map_err(Error::io("starting worker threads"))?,
             ),
         };
-        let (tx, completions) = channel();
         let shutdown = Arc::new(AtomicU8::new(event_loop::RUNNING));
         let first_connection = FIRST_LISTENER + listeners.len();
         let event_loop = EventLoop {
@@ -243,10 +253,7 @@ impl ServerBuilder {
                 functions,
                 stats: Arc::clone(&self.stats.0),
                 pool,
-                sink: CompletionSink {
-                    tx,
-                    waker: Arc::clone(&waker),
-                },
+                sink,
                 clock: Clock::default(),
                 config,
                 draining: false,
@@ -264,6 +271,26 @@ impl ServerBuilder {
             },
             stats: self.stats,
         })
+    }
+}
+
+impl Register for ServerBuilder {
+    fn function<F>(self, name: impl Into<String>, function: F) -> Self
+    where
+        F: Fn(&[u8]) -> Answer + Send + Sync + 'static,
+    {
+        Self::function(self, name, function)
+    }
+
+    fn deferred<F>(self, name: impl Into<String>, function: F) -> Self
+    where
+        F: Fn(&[u8], Responder) + Send + Sync + 'static,
+    {
+        Self::deferred(self, name, function)
+    }
+
+    fn stats(&self) -> StatsHandle {
+        Self::stats(self)
     }
 }
 

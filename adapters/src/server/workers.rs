@@ -2,7 +2,6 @@
 //! function never stalls other calls. Answers go back through the [`Responder`] (a channel
 //! and the loop's waker), in completion order.
 
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, Sender, channel};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -11,7 +10,7 @@ use std::time::Instant as StdInstant;
 
 use wirecall_core::wire::RejectCode;
 
-use crate::function::{Answer, CallFailure, ERROR_FUNCTION_PANICKED, Responder, SyncFn};
+use crate::function::{CallFailure, Responder, SyncFn, run_sync};
 use crate::stats::Stats;
 
 /// One call for a worker.
@@ -90,19 +89,7 @@ fn work(queue: &Mutex<Receiver<Job>>, queued: &AtomicUsize, stats: &Stats) {
             continue;
         }
         stats.execution(job.method);
-        let answer = run_guarded(&job.function, &job.body);
+        let answer = run_sync(&job.function, &job.body);
         job.responder.respond(answer);
     }
-}
-
-/// Runs a synchronous function; a panic becomes an error answer instead of taking the
-/// thread (or the event loop) down.
-pub(super) fn run_guarded(function: &SyncFn, body: &[u8]) -> Answer {
-    catch_unwind(AssertUnwindSafe(|| function(body))).unwrap_or_else(|_| {
-        log::error!("a function panicked; its call is answered with an error");
-        Err(CallFailure::error(
-            ERROR_FUNCTION_PANICKED,
-            "the function panicked",
-        ))
-    })
 }
