@@ -14,7 +14,11 @@
 //!
 //! [`Responder`]: crate::function::Responder
 
+use std::collections::VecDeque;
+use std::fmt;
 use std::os::fd::OwnedFd;
+
+use wirecall_core::{Duration, Instant};
 
 pub use crate::config::{UDP_RECEIVE_BUFFER, check_datagram, check_limits, datagram_config};
 pub use crate::server::listener::SocketFile;
@@ -22,6 +26,7 @@ pub use crate::server::listener::SocketFile;
 use crate::endpoint::Endpoint;
 use crate::error::Error;
 use crate::server::listener::{Listener, bind_udp, bind_unix_datagram};
+use crate::stats::{DropKind, Stats};
 
 /// A bound, listening stream socket (non-blocking).
 #[derive(Debug)]
@@ -120,4 +125,132 @@ pub fn connect_datagram(
 /// [`Error::Io`] when `/dev/urandom` cannot be read.
 pub fn random_words() -> Result<[u64; 2], Error> {
     crate::client::datagram::random_words()
+}
+
+/// Bytes of answers held because the peer's queue was full (a Unix datagram socket queues
+/// only `net.unix.max_dgram_qlen` datagrams, 10 by default), at most; past it a refused
+/// answer is dropped and counted, as any lost datagram (the client retransmits, the cache
+/// replays), so a peer that never reads costs a bounded amount and never stops the
+/// endpoint from reading.
+pub const MAX_HELD_BYTES: usize = 1 << 20;
+/// Held answers tried per [`HeldAnswers::retry`] at most, oldest first.
+const RETRIES_PER_TURN: usize = 16;
+/// How soon held answers are first tried again: a full Unix datagram queue raises no event
+/// on an unconnected socket, so a driver polls for room; the wait doubles, up to
+/// [`RETRY_MAX`], while nothing goes out.
+const RETRY_FIRST: Duration = Duration::from_millis(1);
+/// The longest wait between tries of held answers.
+const RETRY_MAX: Duration = Duration::from_millis(64);
+/// A held answer still not taken after this long is dropped (and counted): the client
+/// retransmits, and the cache replays it.
+const HELD_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// What became of a datagram a server's driver tried to send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SendResult {
+    /// The kernel took it.
+    Taken,
+    /// No room now (the peer's queue is full): hold it and try again.
+    WouldBlock,
+    /// Failed for good; dropped (and counted by the sender).
+    Dropped,
+}
+
+/// Answers a datagram server's socket had no room for, oldest first, each with when it was
+/// made, tried again on a backoff (from 1 ms, doubling to 64 ms while nothing goes out),
+/// dropped (and counted) after 1 s or past [`MAX_HELD_BYTES`]: the answers stay in the
+/// core's call cache, so a client's retransmission still gets them. This is how a driver
+/// answers a Unix datagram client whose queue is momentarily full without ever blocking
+/// its endpoint.
+#[derive(Debug)]
+pub struct HeldAnswers<P> {
+    queue: VecDeque<(Instant, P, Vec<u8>)>,
+    /// Their bytes.
+    bytes: usize,
+    /// When to try them again, and the wait after that.
+    retry_at: Instant,
+    retry_every: Duration,
+}
+
+impl<P: Clone + fmt::Debug> Default for HeldAnswers<P> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<P: Clone + fmt::Debug> HeldAnswers<P> {
+    /// Nothing held.
+    #[must_use]
+    pub fn new() -> Self {
+        Self {
+            queue: VecDeque::new(),
+            bytes: 0,
+            retry_at: Instant::ZERO,
+            retry_every: RETRY_FIRST,
+        }
+    }
+
+    /// Holds an answer the peer had no room for, to be tried again soon (or drops it,
+    /// counted, when too much is held already).
+    pub fn hold(&mut self, now: Instant, to: &P, bytes: &[u8], stats: &Stats) {
+        if self.bytes.saturating_add(bytes.len()) > MAX_HELD_BYTES {
+            stats.datagram_dropped(DropKind::SendFailed);
+            return;
+        }
+        if self.queue.is_empty() {
+            self.retry_at = now.saturating_add(RETRY_FIRST);
+            self.retry_every = RETRY_FIRST;
+        }
+        self.bytes = self.bytes.saturating_add(bytes.len());
+        self.queue.push_back((now, to.clone(), bytes.to_vec()));
+    }
+
+    /// When to call [`retry`](Self::retry) next; `None` when nothing is held.
+    #[must_use]
+    pub fn next_retry(&self) -> Option<Instant> {
+        self.queue.front().map(|_| self.retry_at)
+    }
+
+    /// `true` when nothing is held.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.queue.is_empty()
+    }
+
+    /// When their time has come, tries the oldest held answers once more with `send` (a
+    /// few per call); drops the ones held too long.
+    pub fn retry(
+        &mut self,
+        now: Instant,
+        stats: &Stats,
+        mut send: impl FnMut(&[u8], &P) -> SendResult,
+    ) {
+        if self.queue.is_empty() || now < self.retry_at {
+            return;
+        }
+        let mut sent_any = false;
+        for _ in 0..self.queue.len().min(RETRIES_PER_TURN) {
+            let Some((at, to, bytes)) = self.queue.pop_front() else {
+                break;
+            };
+            if now.saturating_duration_since(at) >= HELD_TIMEOUT {
+                log::debug!("an answer to {to:?} held too long, dropped");
+                stats.datagram_dropped(DropKind::SendFailed);
+                self.bytes = self.bytes.saturating_sub(bytes.len());
+                continue;
+            }
+            if send(&bytes, &to) == SendResult::WouldBlock {
+                self.queue.push_back((at, to, bytes));
+            } else {
+                sent_any = true;
+                self.bytes = self.bytes.saturating_sub(bytes.len());
+            }
+        }
+        self.retry_every = if sent_any {
+            RETRY_FIRST
+        } else {
+            self.retry_every.saturating_mul(2).min(RETRY_MAX)
+        };
+        self.retry_at = now.saturating_add(self.retry_every);
+    }
 }

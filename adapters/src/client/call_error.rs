@@ -69,15 +69,19 @@ impl CallError {
         &self.kind
     }
 
-    /// A call that was never sent (so it was not executed).
-    pub(crate) fn not_sent(e: SendError) -> Self {
+    /// A call that was never sent (so it was not executed): what a driver reports when the
+    /// core's `call` refuses it.
+    #[must_use]
+    pub fn not_sent(e: SendError) -> Self {
         Self {
             kind: CallErrorKind::NotSent(e),
             execution: Execution::NotExecuted,
         }
     }
 
-    pub(crate) fn unknown(id: RequestId) -> Self {
+    /// No call `id` is waiting on this client.
+    #[must_use]
+    pub fn unknown(id: RequestId) -> Self {
         Self {
             kind: CallErrorKind::UnknownCall(id),
             execution: Execution::NotExecuted,

@@ -21,7 +21,7 @@
 //! socket file is removed as the shutdown begins (clients already connected to the socket
 //! still reach it). The event loop ends once no call is running.
 
-use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
@@ -40,6 +40,7 @@ use wirecall_core::datagram::{
 use super::conn::{Shared, dispatch};
 use super::listener::{SocketFile, bind_udp, bind_unix_datagram};
 use crate::config::{MAX_DATAGRAM_CACHE, ServerConfig, check_datagram, datagram_config};
+use crate::driver::{HeldAnswers, SendResult};
 use crate::endpoint::Endpoint;
 use crate::error::Error;
 use crate::function::{Answer, CallRef, Completions, reply_of};
@@ -48,24 +49,6 @@ use crate::stream::{interrupted, would_block};
 
 /// Datagrams read from one socket per turn of the loop before other work gets a turn.
 const READS_PER_TURN: usize = 256;
-/// Bytes of answers held because the peer's queue was full (a Unix datagram socket queues
-/// only `net.unix.max_dgram_qlen` datagrams, 10 by default), at most; past it a refused
-/// answer is dropped and counted, as any lost datagram (the client retransmits, the cache
-/// replays), so a peer that never reads costs a bounded amount and never stops the
-/// endpoint from reading.
-const MAX_UNSENT_BYTES: usize = 1 << 20;
-/// Held answers tried per turn at most, oldest first.
-const RETRIES_PER_TURN: usize = 16;
-/// How soon held answers are first tried again: a full Unix datagram queue raises no event
-/// on an unconnected socket, so the loop polls for room; the wait doubles, up to
-/// [`RETRY_UNSENT_MAX`], while nothing goes out.
-const RETRY_UNSENT: wirecall_core::Duration = wirecall_core::Duration::from_millis(1);
-/// The longest wait between tries of held answers.
-const RETRY_UNSENT_MAX: wirecall_core::Duration = wirecall_core::Duration::from_millis(64);
-/// A held answer still not taken after this long is dropped (and counted): the client
-/// retransmits, and the cache replays it.
-const UNSENT_TIMEOUT: wirecall_core::Duration = wirecall_core::Duration::from_secs(1);
-
 /// A datagram socket the loop can read from and answer on, with its peer address type.
 pub(super) trait DatagramSocket: Source {
     /// Who sent a datagram, as the core keys its cache by.
@@ -125,51 +108,9 @@ pub(super) struct Datagram<S: DatagramSocket> {
     /// The last read stopped before the socket would block: read again next turn.
     readable: bool,
     /// Answers the socket had no room for.
-    unsent: Unsent<S::Peer>,
+    unsent: HeldAnswers<S::Peer>,
     /// Where this endpoint's responders deliver.
     completions: Arc<dyn Completions>,
-}
-
-/// Answers a datagram socket had no room for, oldest first, each with when it was made, to
-/// be tried again (see [`MAX_UNSENT_BYTES`]).
-struct Unsent<P> {
-    queue: VecDeque<(Instant, P, Vec<u8>)>,
-    /// Their bytes.
-    bytes: usize,
-    /// When to try them again, and the wait after that.
-    retry_at: Instant,
-    retry_every: wirecall_core::Duration,
-}
-
-impl<P: Clone> Unsent<P> {
-    fn new() -> Self {
-        Self {
-            queue: VecDeque::new(),
-            bytes: 0,
-            retry_at: Instant::ZERO,
-            retry_every: RETRY_UNSENT,
-        }
-    }
-
-    /// Holds an answer the peer had no room for, to be tried again soon (or drops it,
-    /// counted, when too much is held already).
-    fn hold(&mut self, now: Instant, to: &P, bytes: &[u8], stats: &Stats) {
-        if self.bytes.saturating_add(bytes.len()) > MAX_UNSENT_BYTES {
-            stats.datagram_dropped(DropKind::SendFailed);
-            return;
-        }
-        if self.queue.is_empty() {
-            self.retry_at = now.saturating_add(RETRY_UNSENT);
-            self.retry_every = RETRY_UNSENT;
-        }
-        self.bytes = self.bytes.saturating_add(bytes.len());
-        self.queue.push_back((now, to.clone(), bytes.to_vec()));
-    }
-
-    /// When to try again; `None` when nothing is held.
-    fn next_retry(&self) -> Option<Instant> {
-        self.queue.front().map(|_| self.retry_at)
-    }
 }
 
 impl<S: DatagramSocket> Datagram<S> {
@@ -190,42 +131,17 @@ impl<S: DatagramSocket> Datagram<S> {
             next_seq: 0,
             seen: DatagramServerStats::default(),
             readable: false,
-            unsent: Unsent::new(),
+            unsent: HeldAnswers::new(),
             completions,
         }
     }
 
-    /// When their time has come, tries the oldest held answers once more (a few per turn);
-    /// drops the ones held too long.
+    /// When their time has come, tries the oldest held answers once more.
     fn retry_unsent(&mut self, now: Instant, stats: &Stats) {
-        let unsent = &mut self.unsent;
-        if unsent.queue.is_empty() || now < unsent.retry_at {
-            return;
-        }
-        let mut sent_any = false;
-        for _ in 0..unsent.queue.len().min(RETRIES_PER_TURN) {
-            let Some((at, to, bytes)) = unsent.queue.pop_front() else {
-                break;
-            };
-            if now.saturating_duration_since(at) >= UNSENT_TIMEOUT {
-                log::debug!("{}: an answer to {to:?} held too long, dropped", self.label);
-                stats.datagram_dropped(DropKind::SendFailed);
-                unsent.bytes = unsent.bytes.saturating_sub(bytes.len());
-                continue;
-            }
-            if send(&self.socket, &bytes, &to, &self.label, stats) == SendResult::WouldBlock {
-                unsent.queue.push_back((at, to, bytes));
-            } else {
-                sent_any = true;
-                unsent.bytes = unsent.bytes.saturating_sub(bytes.len());
-            }
-        }
-        unsent.retry_every = if sent_any {
-            RETRY_UNSENT
-        } else {
-            unsent.retry_every.saturating_mul(2).min(RETRY_UNSENT_MAX)
-        };
-        unsent.retry_at = now.saturating_add(unsent.retry_every);
+        let (socket, label) = (&self.socket, &self.label);
+        self.unsent.retry(now, stats, |bytes, to| {
+            send(socket, bytes, to, label, stats)
+        });
     }
 
     /// Reads and handles datagrams until the socket would block, or for one turn's worth.
@@ -368,7 +284,7 @@ impl<S: DatagramSocket> Datagram<S> {
 
     /// No call is running or held, and no answer waits to be sent.
     fn is_idle(&self) -> bool {
-        self.running.is_empty() && self.delayed.is_empty() && self.unsent.queue.is_empty()
+        self.running.is_empty() && self.delayed.is_empty() && self.unsent.is_empty()
     }
 
     fn next_wakeup(&self) -> Option<Instant> {
@@ -388,17 +304,6 @@ impl<S: DatagramSocket> Datagram<S> {
         }
         self.delayed.clear();
     }
-}
-
-/// What became of a datagram [`send`] tried.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum SendResult {
-    /// The kernel took it.
-    Taken,
-    /// No room now (the peer's queue is full): the caller may hold it and try again.
-    WouldBlock,
-    /// Failed for good; dropped and counted.
-    Dropped,
 }
 
 /// Sends one datagram; a failure other than "no room" drops it and is counted (the core
