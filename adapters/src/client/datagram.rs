@@ -150,6 +150,16 @@ impl DatagramClient {
         }
     }
 
+    /// Cancels a call in flight: it stops retransmitting; the cancel goes out at once.
+    pub(super) fn cancel(&mut self, id: RequestId) -> bool {
+        if !self.outcomes.is_waiting(id) || !self.core.cancel(id) {
+            return false;
+        }
+        self.take_events();
+        self.send_out();
+        true
+    }
+
     /// Does whatever I/O is due without blocking.
     pub(super) fn service(&mut self) {
         self.pump();

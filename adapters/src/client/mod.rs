@@ -180,6 +180,18 @@ impl Client {
         }
     }
 
+    /// Cancels call `id`: it ends as [`CallErrorKind::Cancelled`] (collect it with
+    /// [`wait`](Self::wait) or [`wait_any`](Self::wait_any)), and the server is told (a
+    /// Cancel frame on a stream; on a datagram endpoint the call stops retransmitting and a
+    /// cancel goes out), so it may skip the work. Returns `false` when the call has already
+    /// ended (its outcome still waits to be collected) or is not waiting on this client.
+    pub fn cancel(&mut self, id: RequestId) -> bool {
+        match &mut self.inner {
+            Inner::Stream(c) => c.cancel(id),
+            Inner::Datagram(c) => c.cancel(id),
+        }
+    }
+
     /// Does whatever I/O is pending without blocking: sends what is queued (first copies,
     /// retransmissions, cancels), reads answers (kept for [`wait`](Self::wait) and
     /// [`wait_any`](Self::wait_any)), answers the server's keepalive pings. The client

@@ -171,6 +171,15 @@ impl StreamClient {
         }
     }
 
+    /// Cancels a call in flight; the Cancel frame goes out at once.
+    pub(super) fn cancel(&mut self, id: RequestId) -> bool {
+        if !self.outcomes.is_waiting(id) || !self.core.cancel(id) {
+            return false;
+        }
+        self.write_out();
+        true
+    }
+
     /// Does whatever I/O is pending without blocking: sends what is queued, reads answers,
     /// answers the server's keepalive pings.
     pub(super) fn service(&mut self) {

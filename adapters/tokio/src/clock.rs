@@ -1,0 +1,73 @@
+//! The core's clock, fed from [`tokio::time::Instant`]: microseconds since the driver
+//! started, so tokio's paused time (`tokio::time::pause`) drives the core too.
+
+use tokio::time::Instant as TokioInstant;
+use wirecall_core::Instant;
+
+/// Converts between tokio's instants and the core's.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Clock {
+    epoch: TokioInstant,
+}
+
+impl Clock {
+    /// A clock whose zero is now.
+    pub(crate) fn new() -> Self {
+        Self {
+            epoch: TokioInstant::now(),
+        }
+    }
+
+    /// Now, on the core's clock.
+    pub(crate) fn now(&self) -> Instant {
+        self.core_at(TokioInstant::now())
+    }
+
+    /// A tokio instant on the core's clock (instants before the epoch are its zero).
+    pub(crate) fn core_at(&self, at: TokioInstant) -> Instant {
+        let micros = at.saturating_duration_since(self.epoch).as_micros();
+        Instant::from_micros(u64::try_from(micros).unwrap_or(u64::MAX))
+    }
+
+    /// A core instant as a tokio instant, to sleep until (far in the future when it does
+    /// not fit).
+    pub(crate) fn tokio_at(&self, at: Instant) -> TokioInstant {
+        let d = std::time::Duration::from_micros(at.as_micros());
+        self.epoch
+            .checked_add(d)
+            .unwrap_or_else(|| far_future(self.epoch))
+    }
+
+    /// A std instant (from a `Responder::respond_after`) on the core's clock.
+    pub(crate) fn core_at_std(&self, at: std::time::Instant) -> Instant {
+        self.core_at(TokioInstant::from_std(at))
+    }
+}
+
+/// About thirty years on: "never" for a timer.
+fn far_future(from: TokioInstant) -> TokioInstant {
+    from + std::time::Duration::from_secs(86_400 * 365 * 30)
+}
+
+/// Sleeps until `at` (on the core's clock), or for ever when `None`.
+pub(crate) async fn sleep_until(clock: &Clock, at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(clock.tokio_at(at)).await,
+        None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    #[test]
+    fn round_trip() {
+        let clock = Clock::new();
+        let at = Instant::from_micros(1_234_567);
+        assert_eq!(clock.core_at(clock.tokio_at(at)), at);
+        assert_eq!(clock.core_at(clock.epoch), Instant::ZERO);
+        let huge = clock.tokio_at(Instant::from_micros(u64::MAX));
+        assert!(huge > clock.epoch);
+    }
+}
