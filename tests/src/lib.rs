@@ -12,6 +12,7 @@
 //! drops, duplicates and reorders datagrams from a seed) and `many_calls` (a client
 //! making many pipelined calls and reporting every outcome).
 
+pub mod conformance;
 pub mod netns;
 
 use std::collections::HashMap;

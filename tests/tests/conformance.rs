@@ -1,0 +1,35 @@
+//! The conformance matrix: every case of `wirecall_tests::conformance::cases` for every
+//! server driver against every client driver, over each transport the pair speaks. Each
+//! test prints one line per transport; `cargo test -p wirecall-tests --test conformance --
+//! --nocapture | grep '^conformance:'` shows the whole matrix.
+//!
+//! A new driver joins with one line in `matrix!` below (and its `ServerDriver` or
+//! `ClientDriver` impl in `tests/src/conformance/drivers.rs`).
+
+use wirecall_tests::conformance::drivers::{BlockingClient, MioServer, TokioClient, TokioServer};
+use wirecall_tests::conformance::{LOSSY_RELAY, cases};
+
+/// One test per case for the pair `$server` × `$client`, in module `$name`.
+macro_rules! pair {
+    ($name:ident, $server:ty, $client:ty) => {
+        mod $name {
+            use super::*;
+            pair!(@cases $server, $client; basics, pipelining, deadline, cancel, busy, goaway,
+                keepalive, oversize, garbage, shutdown_under_load, lossy_exactly_once);
+        }
+    };
+    (@cases $server:ty, $client:ty; $($case:ident),*) => {
+        $(
+            #[test]
+            fn $case() {
+                let _ = LOSSY_RELAY.set(env!("CARGO_BIN_EXE_lossy_relay").into());
+                cases::run::<$server, $client>(stringify!($case), cases::$case::<$server, $client>);
+            }
+        )*
+    };
+}
+
+pair!(mio_server_blocking_client, MioServer, BlockingClient);
+pair!(mio_server_tokio_client, MioServer, TokioClient);
+pair!(tokio_server_blocking_client, TokioServer, BlockingClient);
+pair!(tokio_server_tokio_client, TokioServer, TokioClient);
