@@ -67,7 +67,7 @@
 //!         if socket.accept(7000).await.is_err() {
 //!             continue;
 //!         }
-//!         let ended = serve(&mut socket, storage, &settings, EmbassyTimer, &mut Echo,
+//!         let ended = serve(&mut socket, storage, settings, EmbassyTimer, &mut Echo,
 //!                           core::future::pending()).await;
 //!         defmt::info!("connection ended: {:?}", ended);
 //!         socket.close();
@@ -77,7 +77,7 @@
 //! ```
 //!
 //! A client is the same with `socket.connect(remote).await`, then
-//! `Client::new(&mut socket, storage, &settings, EmbassyTimer)?` and
+//! `Client::new(&mut socket, storage, settings, EmbassyTimer)?` and
 //! `client.call("echo", b"hi", Some(Duration::from_secs(1)), &mut answer).await`.
 //!
 //! ## What the driver relies on

@@ -88,7 +88,7 @@ impl<H: Handler + ?Sized> Handler for &mut H {
 pub async fn serve<T, C, H, S, const BUF: usize, const SLOTS: usize>(
     io: T,
     storage: &mut ServerStorage<BUF, SLOTS>,
-    settings: &Settings,
+    settings: Settings,
     timer: C,
     handler: &mut H,
     stop: S,
@@ -129,7 +129,11 @@ where
                 ServerEvent::Closed(reason) => {
                     debug!("server connection closed: {}", reason);
                     let until = link.timer.now().saturating_add(settings.linger);
-                    link.linger(&mut conn, until).await?;
+                    // The core has decided how the connection ended; a peer that is gone
+                    // by now is no news (a write into a closed socket fails).
+                    if link.linger(&mut conn, until).await.is_err() {
+                        debug!("the transport failed while lingering");
+                    }
                     return Ok(reason);
                 }
                 // Nothing to do: every request was answered as it came.

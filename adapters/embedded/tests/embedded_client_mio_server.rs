@@ -20,7 +20,7 @@ const SECOND: Option<Duration> = Some(Duration::from_secs(1));
 /// Every kind of outcome, one call after another, then a graceful close.
 async fn outcomes<T: Read + Write>(io: T) {
     let mut storage = ClientStorage::<BUF, 8>::new();
-    let mut client = Client::new(io, &mut storage, &settings(), TokioTimer::new()).unwrap();
+    let mut client = Client::new(io, &mut storage, settings(), TokioTimer::new()).unwrap();
     let mut out = [0u8; 512];
 
     let answer = client
@@ -138,7 +138,7 @@ async fn keepalive_runs_while_idle() {
     });
     let mut storage = ClientStorage::<BUF, 4>::new();
     let timer = TokioTimer::new();
-    let mut client = Client::new(FromTokio::new(stream), &mut storage, &settings, timer).unwrap();
+    let mut client = Client::new(FromTokio::new(stream), &mut storage, settings, timer).unwrap();
     let mut out = [0u8; 64];
     bounded(async {
         assert_eq!(
@@ -172,7 +172,7 @@ async fn a_request_too_large_is_not_sent() {
     let mut client = Client::new(
         FromTokio::new(stream),
         &mut storage,
-        &settings(),
+        settings(),
         TokioTimer::new(),
     )
     .unwrap();
