@@ -5,6 +5,8 @@
 
 mod common;
 
+use std::sync::Mutex;
+
 use common::{BUF, Functions, TokioTimer, bounded, settings};
 use embedded_io_adapters::tokio_1::FromTokio;
 use tokio::net::UnixStream;
@@ -17,24 +19,29 @@ use wirecall_embedded::{
 
 const SECOND: Option<Duration> = Some(Duration::from_secs(1));
 
+/// Storage in `static`s, as on a device (a `Mutex` only because tests run in parallel
+/// threads; on embassy a `StaticCell` hands out the `&mut` once).
+static SERVER_STORAGE: Mutex<ServerStorage<BUF, 8>> = Mutex::new(ServerStorage::new());
+static CLIENT_STORAGE: Mutex<ClientStorage<BUF, 8>> = Mutex::new(ClientStorage::new());
+
 #[tokio::test]
 async fn client_and_server_over_a_unix_pair() {
     let (a, b) = UnixStream::pair().unwrap();
-    let mut server_storage = ServerStorage::<BUF, 8>::new();
+    let mut server_storage = SERVER_STORAGE.lock().unwrap();
     let mut functions = Functions::new();
     let server = serve(
         FromTokio::new(b),
-        &mut server_storage,
+        &mut *server_storage,
         settings(),
         TokioTimer::new(),
         &mut functions,
         std::future::pending(),
     );
-    let mut client_storage = ClientStorage::<BUF, 8>::new();
+    let mut client_storage = CLIENT_STORAGE.lock().unwrap();
     let client = async {
         let mut client = Client::new(
             FromTokio::new(a),
-            &mut client_storage,
+            &mut *client_storage,
             settings(),
             TokioTimer::new(),
         )
