@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::sync::Mutex;
+use tokio::sync::Mutex;
 
 use common::{BUF, Functions, TokioTimer, bounded, settings};
 use embedded_io_adapters::tokio_1::FromTokio;
@@ -19,15 +19,15 @@ use wirecall_embedded::{
 
 const SECOND: Option<Duration> = Some(Duration::from_secs(1));
 
-/// Storage in `static`s, as on a device (a `Mutex` only because tests run in parallel
-/// threads; on embassy a `StaticCell` hands out the `&mut` once).
-static SERVER_STORAGE: Mutex<ServerStorage<BUF, 8>> = Mutex::new(ServerStorage::new());
-static CLIENT_STORAGE: Mutex<ClientStorage<BUF, 8>> = Mutex::new(ClientStorage::new());
+/// Storage in `static`s, as on a device (a `Mutex` only because a `static` hands out no
+/// `&mut` by itself; on embassy a `StaticCell` hands it out once).
+static SERVER_STORAGE: Mutex<ServerStorage<BUF, 8>> = Mutex::const_new(ServerStorage::new());
+static CLIENT_STORAGE: Mutex<ClientStorage<BUF, 8>> = Mutex::const_new(ClientStorage::new());
 
 #[tokio::test]
 async fn client_and_server_over_a_unix_pair() {
     let (a, b) = UnixStream::pair().unwrap();
-    let mut server_storage = SERVER_STORAGE.lock().unwrap();
+    let mut server_storage = SERVER_STORAGE.lock().await;
     let mut functions = Functions::new();
     let server = serve(
         FromTokio::new(b),
@@ -37,7 +37,7 @@ async fn client_and_server_over_a_unix_pair() {
         &mut functions,
         std::future::pending(),
     );
-    let mut client_storage = CLIENT_STORAGE.lock().unwrap();
+    let mut client_storage = CLIENT_STORAGE.lock().await;
     let client = async {
         let mut client = Client::new(
             FromTokio::new(a),
