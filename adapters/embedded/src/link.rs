@@ -149,6 +149,21 @@ where
             Won::Timer | Won::Stop => Ok(()),
         }
     }
+
+    /// Reads and drops what the peer still sends until it closes its end or `until`
+    /// passes. A socket closed with unread input is reset, and a reset can destroy the
+    /// last answers before the peer has read them; waiting for the peer's end first lets
+    /// them arrive.
+    pub(crate) async fn discard_until_eof(&mut self, until: Instant) {
+        let mut sink = [0u8; 64];
+        loop {
+            let Self { io, timer } = &mut *self;
+            match race(io.read(&mut sink), sleep_until(timer, Some(until)), None).await {
+                Won::Io(Ok(n)) if n > 0 => {}
+                Won::Io(_) | Won::Timer | Won::Stop => return,
+            }
+        }
+    }
 }
 
 /// Sleeps until `at`, or for ever without one.

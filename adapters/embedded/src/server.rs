@@ -73,7 +73,9 @@ impl<H: Handler + ?Sized> Handler for &mut H {
 /// every request already received is still answered, then it closes
 /// ([`CloseReason::Graceful`]). Pass [`core::future::pending()`] to serve until the client
 /// leaves. After the end, what the connection still has to send goes out within
-/// [`Settings::linger`]; closing the transport itself is the caller's (e.g.
+/// [`Settings::linger`], and after a graceful close the server waits (within the same
+/// bound) for the client to close its end, so that closing a socket with unread input does
+/// not reset it under the last answers. Closing the transport itself is the caller's (e.g.
 /// `TcpSocket::close`).
 ///
 /// One request is answered at a time, and only once the previous answers have been
@@ -133,6 +135,9 @@ where
                     // by now is no news (a write into a closed socket fails).
                     if link.linger(&mut conn, until).await.is_err() {
                         debug!("the transport failed while lingering");
+                    } else if reason == CloseReason::Graceful {
+                        // The client closes first after a graceful close: wait for it.
+                        link.discard_until_eof(until).await;
                     }
                     return Ok(reason);
                 }
