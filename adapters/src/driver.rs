@@ -7,7 +7,7 @@
 //! client's own socket, draws a client's epoch, and checks the configuration's sizes.
 //! The function table ([`Registry`](crate::function::Registry)), the [`Responder`]s and
 //! their [`Completions`](crate::function::Completions), and the counters
-//! ([`Stats`](crate::stats::Stats)) are in their own modules.
+//! ([`Stats`]) are in their own modules.
 //!
 //! Every socket returned here is a std socket; listeners and server sockets are in
 //! non-blocking mode, ready for a runtime's `from_std`.
