@@ -65,6 +65,20 @@ enum Impl {
     Raw,
     Tokio,
     Wirecall(usize),
+    /// wirecall's tokio driver, server and client.
+    WirecallTokio,
+}
+
+impl Impl {
+    /// The `server`/`client` kind of this binary that runs it.
+    fn kind(self) -> &'static str {
+        match self {
+            Self::Raw => "raw",
+            Self::Tokio => "tokio",
+            Self::WirecallTokio => "wirecall-tokio",
+            Self::Wirecall(_) => "wirecall",
+        }
+    }
 }
 
 /// One figure of the table (for each size and placement).
@@ -81,6 +95,7 @@ impl Cell {
             Impl::Raw => "raw".to_owned(),
             Impl::Tokio => "tokio".to_owned(),
             Impl::Wirecall(w) => format!("wirecall {w}w"),
+            Impl::WirecallTokio => "wc-tokio".to_owned(),
         };
         let mode = if self.window == 1 {
             "ping-pong".to_owned()
@@ -133,6 +148,11 @@ fn cells(wirecall_transports: &[Transport]) -> Vec<Cell> {
     }
     for &transport in wirecall_transports {
         for window in [1, WINDOW] {
+            cells.push(Cell {
+                imp: Impl::WirecallTokio,
+                transport,
+                window,
+            });
             for workers in [0, 1] {
                 cells.push(Cell {
                     imp: Impl::Wirecall(workers),
@@ -204,12 +224,8 @@ fn start_server(env: &Env, cell: &Cell, cpu: u32) -> Result<Server> {
         "127.0.0.1:0".to_owned()
     };
     let mut command = match cell.imp {
-        Impl::Raw | Impl::Tokio => {
-            let kind = if cell.imp == Impl::Raw {
-                "raw"
-            } else {
-                "tokio"
-            };
+        Impl::Raw | Impl::Tokio | Impl::WirecallTokio => {
+            let kind = cell.imp.kind();
             let mut c = pinned(cpu, &env.this);
             c.args(["server", kind, "--transport", cell.transport.scheme()])
                 .args(["--addr", &addr, "--lifetime", "300"]);
@@ -264,12 +280,8 @@ fn start_server(env: &Env, cell: &Cell, cpu: u32) -> Result<Server> {
 /// Runs the client for `cell` against `endpoint` on `cpu`; returns calls per second.
 fn run_client(env: &Env, cell: &Cell, size: usize, endpoint: &str, cpu: u32) -> Result<f64> {
     let mut command = match cell.imp {
-        Impl::Raw | Impl::Tokio => {
-            let kind = if cell.imp == Impl::Raw {
-                "raw"
-            } else {
-                "tokio"
-            };
+        Impl::Raw | Impl::Tokio | Impl::WirecallTokio => {
+            let kind = cell.imp.kind();
             let (_, addr) = endpoint.split_once(':').ok_or("bad endpoint")?;
             let mut c = pinned(cpu, &env.this);
             c.args(["client", kind, "--transport", cell.transport.scheme()])
@@ -427,7 +439,7 @@ fn run_in(env: &Env, args: &Args, repeats: usize) -> Result<()> {
         for (p, placement) in PLACEMENTS.iter().enumerate() {
             for &size in &args.sizes {
                 for cell in &cells {
-                    if matches!(cell.imp, Impl::Wirecall(_))
+                    if matches!(cell.imp, Impl::Wirecall(_) | Impl::WirecallTokio)
                         && !works.contains(&(cell.transport, size))
                     {
                         continue;
@@ -590,7 +602,7 @@ mod tests {
                 assert!(cells.contains(&cell.raw()), "{cell:?}");
             }
         }
-        assert_eq!(cells.len(), 4 + 2 * 3 + 4 * 4);
+        assert_eq!(cells.len(), 4 + 2 * 3 + 4 * 6);
     }
 
     #[test]

@@ -14,6 +14,7 @@
 //! See docs/BENCHMARKS.md for what each figure means.
 
 mod compare;
+mod driver;
 mod peer;
 mod raw;
 mod rss;
@@ -123,7 +124,7 @@ enum Command {
     Rss(rss::Args),
     /// Run a raw or tokio echo server (used by `compare`)
     Server {
-        /// raw (blocking std sockets) or tokio (LengthDelimitedCodec)
+        /// raw (blocking std sockets), tokio (LengthDelimitedCodec) or wirecall-tokio
         #[arg(value_enum)]
         kind: Kind,
         /// The transport
@@ -138,7 +139,7 @@ enum Command {
     },
     /// Run a raw or tokio client and print one JSON line (used by `compare`)
     Client {
-        /// raw (blocking std sockets) or tokio (LengthDelimitedCodec)
+        /// raw (blocking std sockets), tokio (LengthDelimitedCodec) or wirecall-tokio
         #[arg(value_enum)]
         kind: Kind,
         /// The transport
@@ -166,6 +167,8 @@ pub(crate) enum Kind {
     Raw,
     /// tokio + LengthDelimitedCodec.
     Tokio,
+    /// wirecall's tokio driver (`wirecall-tokio`).
+    WirecallTokio,
 }
 
 fn main() -> ExitCode {
@@ -186,6 +189,7 @@ fn main() -> ExitCode {
             match kind {
                 Kind::Raw => raw::serve(transport, &addr),
                 Kind::Tokio => peer::serve(transport, &addr),
+                Kind::WirecallTokio => driver::serve(transport, &addr),
             }
         }
         Command::Client {
@@ -199,6 +203,7 @@ fn main() -> ExitCode {
             let report = match kind {
                 Kind::Raw => raw::client(transport, &addr, size, window, secs),
                 Kind::Tokio => peer::client(transport, &addr, size, window, secs),
+                Kind::WirecallTokio => driver::client(transport, &addr, size, window, secs),
             };
             report.map(|r| println!("{}", r.to_json()))
         }

@@ -15,7 +15,7 @@ macro_rules! pair {
         mod $name {
             use super::*;
             pair!(@cases $server, $client; basics, pipelining, deadline, cancel, busy, goaway,
-                keepalive, oversize, garbage, shutdown_under_load, lossy_exactly_once);
+                keepalive, oversize, garbage, load, shutdown_under_load, lossy_exactly_once);
         }
     };
     (@cases $server:ty, $client:ty; $($case:ident),*) => {

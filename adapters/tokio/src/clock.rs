@@ -49,11 +49,42 @@ fn far_future(from: TokioInstant) -> TokioInstant {
     from + std::time::Duration::from_secs(86_400 * 365 * 30)
 }
 
-/// Sleeps until `at` (on the core's clock), or for ever when `None`.
-pub(crate) async fn sleep_until(clock: &Clock, at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(clock.tokio_at(at)).await,
-        None => std::future::pending().await,
+/// A task's one timer: a tokio `Sleep` made once and moved only when the instant it should
+/// wake at changes, so a turn of a busy connection does not register a new timer each time.
+#[derive(Debug)]
+pub(crate) struct Timer {
+    sleep: std::pin::Pin<Box<tokio::time::Sleep>>,
+    armed: Option<Instant>,
+}
+
+impl Timer {
+    /// A timer that is not set.
+    pub(crate) fn new() -> Self {
+        Self {
+            sleep: Box::pin(tokio::time::sleep_until(far_future(TokioInstant::now()))),
+            armed: None,
+        }
+    }
+
+    /// Sets the timer to `at` on `clock` (`None`: not set).
+    pub(crate) fn set(&mut self, clock: &Clock, at: Option<Instant>) {
+        if at != self.armed {
+            self.armed = at;
+            if let Some(at) = at {
+                self.sleep.as_mut().reset(clock.tokio_at(at));
+            }
+        }
+    }
+
+    /// Waits until the instant set, or for ever when none is.
+    pub(crate) async fn wait(&mut self) {
+        if self.armed.is_some() {
+            self.sleep.as_mut().await;
+            // Fired: the next `set` re-arms it even for the same instant.
+            self.armed = None;
+        } else {
+            std::future::pending::<()>().await;
+        }
     }
 }
 

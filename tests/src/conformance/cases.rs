@@ -472,6 +472,39 @@ pub fn shutdown_under_load<S: ServerDriver, C: ClientDriver>(t: Transport) -> Ve
     Verdict::Passed
 }
 
+/// A window of 64 calls kept full for 3,000 calls (4 KiB bodies on a stream, 1 KiB on a
+/// datagram endpoint: more than the socket buffers hold at once, so both sides meet full
+/// buffers and keep going): every call is answered with its own body.
+pub fn load<S: ServerDriver, C: ClientDriver>(t: Transport) -> Verdict {
+    let (server, _dir) = server::<S>(t, ServerConfig::default());
+    let mut c: C = client(&server, ClientConfig::default());
+    let size = if t.is_datagram() { 1024 } else { 4096 };
+    let mut expected = HashMap::new();
+    let mut answered = 0;
+    let mut take = |c: &mut C, expected: &mut HashMap<u64, Vec<u8>>| {
+        let (ticket, outcome) = c.wait_any().unwrap_or_else(|| panic!("an outcome"));
+        let want = expected.remove(&ticket);
+        assert_eq!(Some(answer(outcome, "under load")), want);
+        answered += 1;
+    };
+    for i in 0..3000u32 {
+        if expected.len() >= 64 {
+            take(&mut c, &mut expected);
+        }
+        let mut body = vec![(i % 251) as u8; size];
+        body[..4].copy_from_slice(&i.to_be_bytes());
+        let ticket = c
+            .submit("echo", &body, QUICK)
+            .unwrap_or_else(|e| panic!("{e}"));
+        expected.insert(ticket, body);
+    }
+    while !expected.is_empty() {
+        take(&mut c, &mut expected);
+    }
+    assert_eq!(answered, 3000);
+    Verdict::Passed
+}
+
 /// The deadline of a call through the lossy relay: 30 s is about 17 attempts with the
 /// default backoff, so at 20 % loss each way (a round trip fails 36 % of the time) a call
 /// fails on every attempt about once in 3 * 10^7 (10 s, 7 attempts, would be once in

@@ -25,7 +25,7 @@ use wirecall_core::datagram::{DatagramCallSlot, DatagramClient as CoreClient, Da
 use wirecall_core::{Instant, RequestId};
 
 use super::Outcome;
-use crate::clock::{Clock, sleep_until};
+use crate::clock::{Clock, Timer};
 use crate::net::{DatagramSocket, interrupted, would_block};
 
 /// Datagrams received per turn of the driver before other work.
@@ -163,7 +163,7 @@ impl DatagramClient {
                 match state.core.call(now, method, body, timeout) {
                     Ok(id) => {
                         state.calls.insert(id, Waiting::Pending(None));
-                        self.shared.send_out(&mut state, now);
+                        self.shared.send_out_for_caller(&mut state, now);
                         self.shared.wake_for_timer(&state);
                         return Ok(id);
                     }
@@ -264,7 +264,7 @@ impl Drop for PendingCall {
                 let now = self.shared.clock.now();
                 // The cancel outcome goes nowhere; the cancel datagram goes out now.
                 self.shared.take_events(&mut state, now);
-                self.shared.send_out(&mut state, now);
+                self.shared.send_out_for_caller(&mut state, now);
             }
         }
     }
@@ -291,10 +291,11 @@ impl Shared {
     }
 
     /// Sends every datagram the core has due until the socket has no room: the one it
-    /// refused goes back to the core, which hands it out again later.
-    fn send_out(&self, state: &mut State, now: Instant) {
+    /// refused goes back to the core, which hands it out again later. Returns `true` when
+    /// the socket had no room (the driver waits for it; a caller wakes it).
+    fn send_out(&self, state: &mut State, now: Instant) -> bool {
         if state.blocked {
-            return;
+            return false;
         }
         while let Some(transmit) = state.core.poll_transmit(now) {
             let kind = transmit.kind;
@@ -304,14 +305,22 @@ impl Shared {
                 Err(e) if would_block(&e) => {
                     state.core.not_sent(kind);
                     state.blocked = true;
-                    self.driver.notify_one();
-                    return;
+                    return true;
                 }
                 Err(e) => {
                     // Lost like any datagram: the core retransmits it if it is a request.
                     log::debug!("{}: a datagram was not sent: {e}", self.endpoint);
                 }
             }
+        }
+        false
+    }
+
+    /// [`send_out`](Self::send_out) for a caller (not the driver): wakes the driver when
+    /// the socket had no room.
+    fn send_out_for_caller(&self, state: &mut State, now: Instant) {
+        if self.send_out(state, now) {
+            self.driver.notify_one();
         }
     }
 
@@ -364,12 +373,13 @@ impl Shared {
 /// The driver task: receives answers, fires timers and sends what is due, until the client
 /// is closed and no call is in flight.
 async fn drive(shared: Arc<Shared>) {
+    let mut timer_wait = Timer::new();
     loop {
         let (timer, interest) = {
             let mut state = shared.lock();
             let now = shared.clock.now();
             shared.take_events(&mut state, now);
-            shared.send_out(&mut state, now);
+            let _ = shared.send_out(&mut state, now);
             if state.closing && state.core.in_flight() == 0 {
                 // Tell the server which calls it may forget, once, without waiting.
                 if let Some(ack) = state.core.acknowledgement() {
@@ -393,6 +403,7 @@ async fn drive(shared: Arc<Shared>) {
             state.sleeping_until = state.core.poll_timeout();
             (state.sleeping_until, interest)
         };
+        timer_wait.set(&shared.clock, timer);
         tokio::select! {
             ready = shared.socket.ready(interest) => {
                 let mut state = shared.lock();
@@ -408,7 +419,7 @@ async fn drive(shared: Arc<Shared>) {
                     Err(e) => log::debug!("{}: socket failed: {e}", shared.endpoint),
                 }
             }
-            () = sleep_until(&shared.clock, timer) => {}
+            () = timer_wait.wait() => {}
             () = shared.driver.notified() => {}
         }
     }

@@ -28,11 +28,14 @@ use wirecall_core::client::{
 use wirecall_core::{Instant, RequestId};
 
 use super::Outcome;
-use crate::clock::{Clock, sleep_until};
+use crate::clock::{Clock, Timer};
 use crate::net::{StreamSocket, interrupted, would_block};
 
 /// Reads per turn of the driver before events are handled.
 const READS_PER_TURN: usize = 16;
+/// Calls queued while the driver batches go out without waiting for it once this many
+/// bytes are queued.
+const FLUSH_AT: usize = 16 * 1024;
 
 /// A call's place between its caller and the driver.
 #[derive(Debug)]
@@ -58,6 +61,9 @@ struct State {
     /// The timer the driver sleeps until (`None`: none); a call whose deadline comes
     /// sooner wakes it.
     sleeping_until: Option<Instant>,
+    /// The driver has just handed outcomes to callers and writes once they have had their
+    /// turn: calls made meanwhile are only queued, and go out together in one write.
+    batching: bool,
 }
 
 /// One connection, shared by the client's clones and its driver task.
@@ -108,11 +114,12 @@ impl StreamClient {
                 write_failed: false,
                 eof: false,
                 sleeping_until: None,
+                batching: false,
             }),
             driver: Notify::new(),
             room: Notify::new(),
         });
-        shared.flush(&mut shared.lock());
+        shared.flush_for_caller(&mut shared.lock());
         tokio::spawn(drive(Arc::clone(&shared)));
         Ok(Self { shared })
     }
@@ -153,7 +160,9 @@ impl StreamClient {
                 match state.core.call(now, method, body, timeout) {
                     Ok(id) => {
                         state.calls.insert(id, Waiting::Pending(None));
-                        self.shared.flush(&mut state);
+                        if !state.batching || state.core.transmit().len() >= FLUSH_AT {
+                            self.shared.flush_for_caller(&mut state);
+                        }
                         self.shared.wake_for_timer(&state);
                         return Ok(id);
                     }
@@ -267,7 +276,7 @@ impl Drop for PendingCall {
         if let Some(Waiting::Pending(_)) = state.calls.remove(&self.id) {
             // The core queues the Cancel frame; its cancelled outcome goes nowhere.
             if state.core.cancel(self.id) {
-                self.shared.flush(&mut state);
+                self.shared.flush_for_caller(&mut state);
             }
         }
     }
@@ -301,26 +310,26 @@ impl Shared {
         state.core.close(now);
         self.flush(&mut state);
         drop(state);
+        // The driver ends the connection once it is closed.
         self.driver.notify_one();
     }
 
     /// Writes what the core has queued until the socket takes no more; what is left is
-    /// the driver's to write when the socket has room.
-    fn flush(&self, state: &mut State) {
+    /// the driver's to write when the socket has room. Returns `true` when the driver must
+    /// look (bytes left, or the write failed): a caller then wakes it; the driver itself
+    /// just goes round (waking itself would spin).
+    fn flush(&self, state: &mut State) -> bool {
         if state.write_failed {
-            return;
+            return false;
         }
         loop {
             let pending = state.core.transmit();
             if pending.is_empty() {
-                return;
+                return false;
             }
             match self.socket.try_write(pending) {
                 Ok(n) if n > 0 => state.core.advance_transmit(n),
-                Err(e) if would_block(&e) => {
-                    self.driver.notify_one();
-                    return;
-                }
+                Err(e) if would_block(&e) => return true,
                 Err(e) if interrupted(&e) => {}
                 result => {
                     if let Err(e) = result {
@@ -328,16 +337,25 @@ impl Shared {
                     }
                     // The server is gone; reading will see the end of the stream.
                     state.write_failed = true;
-                    self.driver.notify_one();
-                    return;
+                    return true;
                 }
             }
         }
     }
 
+    /// [`flush`](Self::flush) for a caller (not the driver): wakes the driver if it must
+    /// write the rest.
+    fn flush_for_caller(&self, state: &mut State) {
+        if self.flush(state) {
+            self.driver.notify_one();
+        }
+    }
+
     /// Takes the core's events (which fire due timers): each outcome goes to its caller.
-    fn take_events(&self, state: &mut State, now: Instant) {
+    /// Returns how many outcomes were handed over.
+    fn take_events(&self, state: &mut State, now: Instant) -> usize {
         let mut any = false;
+        let mut delivered = 0;
         while let Some(event) = state.core.poll_event(now) {
             any = true;
             let (id, outcome) = match event {
@@ -356,16 +374,20 @@ impl Shared {
                     std::mem::replace(waiting, Waiting::Done(outcome))
                 {
                     waker.wake();
+                    delivered += 1;
                 }
             }
         }
         if any {
             self.room.notify_waiters();
         }
+        delivered
     }
 
     /// Reads what has come into the core's receive buffer, taking events whenever it is
-    /// full of frames not yet taken.
+    /// full of frames not yet taken, until a read comes back short (the socket is empty:
+    /// its readiness is cleared, so the next wait sleeps without a read that finds
+    /// nothing).
     fn read_in(&self, state: &mut State, now: Instant) {
         for _ in 0..READS_PER_TURN {
             if state.core.input_buffer().is_empty() {
@@ -374,19 +396,16 @@ impl Shared {
                     return;
                 }
             }
-            let buf = state.core.input_buffer();
-            let room = buf.len();
-            match self.socket.try_read(buf) {
-                Ok(0) => {
+            match self.socket.read_until_short(state.core.input_buffer()) {
+                Ok((0, _)) => {
                     state.core.handle_eof();
                     state.eof = true;
                     return;
                 }
-                Ok(n) => {
+                Ok((n, short)) => {
                     state.core.commit_input(now, n);
-                    if n < room {
-                        // Short: the socket had no more (for now).
-                        continue;
+                    if short {
+                        return;
                     }
                 }
                 Err(e) if would_block(&e) => return,
@@ -405,10 +424,12 @@ impl Shared {
 /// The connection's driver task: reads, takes events, fires timers and writes what is
 /// left, until the core reports the connection closed and its last bytes are out.
 async fn drive(shared: Arc<Shared>) {
+    let mut timer_wait = Timer::new();
     loop {
         let (timer, interest) = {
             let mut state = shared.lock();
             let now = shared.clock.now();
+            state.batching = false;
             shared.take_events(&mut state, now);
             shared.flush(&mut state);
             if state.closed.is_some() && (state.write_failed || state.core.transmit().is_empty()) {
@@ -438,6 +459,8 @@ async fn drive(shared: Arc<Shared>) {
             state.sleeping_until = state.core.poll_timeout();
             (state.sleeping_until, interest)
         };
+        timer_wait.set(&shared.clock, timer);
+        let mut handed_over = false;
         tokio::select! {
             ready = ready(&shared.socket, interest) => {
                 let mut state = shared.lock();
@@ -445,6 +468,10 @@ async fn drive(shared: Arc<Shared>) {
                     Ok(ready) if ready.is_readable() || ready.is_read_closed() => {
                         let now = shared.clock.now();
                         shared.read_in(&mut state, now);
+                        if shared.take_events(&mut state, now) > 0 {
+                            state.batching = true;
+                            handed_over = true;
+                        }
                     }
                     Ok(_) => {}
                     Err(e) => {
@@ -454,8 +481,12 @@ async fn drive(shared: Arc<Shared>) {
                     }
                 }
             }
-            () = sleep_until(&shared.clock, timer) => {}
+            () = timer_wait.wait() => {}
             () = shared.driver.notified() => {}
+        }
+        if handed_over {
+            // The callers run first (their next calls are queued), then one write.
+            tokio::task::yield_now().await;
         }
     }
 }

@@ -32,7 +32,7 @@ use wirecall_core::{Instant, RequestId};
 
 use super::function::{Dispatched, dispatch};
 use super::{Phase, Shared};
-use crate::clock::sleep_until;
+use crate::clock::Timer;
 use crate::net::{StreamSocket, interrupted, would_block};
 
 /// Bytes each connection buffer starts at: enough for a small call, so an idle connection
@@ -118,6 +118,7 @@ pub(super) async fn serve(
     if *phase.borrow_and_update() != Phase::Running {
         conn.core.close(now);
     }
+    let mut timer_wait = Timer::new();
     loop {
         let now = shared.clock.now();
         conn.turn(now, &shared);
@@ -126,6 +127,7 @@ pub(super) async fn serve(
         }
         let timer = conn.next_wakeup(&shared);
         let interest = conn.interest();
+        timer_wait.set(&shared.clock, timer);
         tokio::select! {
             ready = ready(&conn.socket, interest) => match ready {
                 Ok(ready) => {
@@ -145,7 +147,7 @@ pub(super) async fn serve(
                     conn.complete(completion, &shared);
                 }
             }
-            () = sleep_until(&shared.clock, timer) => {}
+            () = timer_wait.wait() => {}
             changed = phase.changed(), if phase_open => {
                 let now = shared.clock.now();
                 match changed.map(|()| *phase.borrow_and_update()) {

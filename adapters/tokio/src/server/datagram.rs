@@ -38,7 +38,7 @@ use wirecall_core::datagram::{
 use super::conn::{Completion, TaskCompletions};
 use super::function::{Dispatched, dispatch};
 use super::{Phase, Shared};
-use crate::clock::sleep_until;
+use crate::clock::Timer;
 use crate::net::{interrupted, would_block};
 
 /// Datagrams received per turn before answers and timers get a turn.
@@ -152,6 +152,7 @@ pub(super) async fn serve<S: Socket>(
     let stats = shared.stats.recorder();
     let mut phase_open = true;
     let mut readable = true;
+    let mut timer_wait = Timer::new();
     loop {
         let now = shared.clock.now();
         match *phase.borrow_and_update() {
@@ -174,6 +175,15 @@ pub(super) async fn serve<S: Socket>(
             log::debug!("{}: drained", endpoint.label);
             break;
         }
+        if readable {
+            // A turn's worth was read and more may wait: let other tasks run, then read on
+            // (waiting here would wait for an event that already came).
+            tokio::task::yield_now().await;
+            while let Ok(completion) = rx.try_recv() {
+                endpoint.complete(shared.clock.now(), completion, &shared);
+            }
+            continue;
+        }
         let timer = [
             endpoint.delayed.keys().next().map(|(at, _)| *at),
             endpoint.held.next_retry(),
@@ -181,6 +191,7 @@ pub(super) async fn serve<S: Socket>(
         .into_iter()
         .flatten()
         .min();
+        timer_wait.set(&shared.clock, timer);
         tokio::select! {
             ready = endpoint.socket.ready(Interest::READABLE), if !readable => match ready {
                 Ok(_) => readable = true,
@@ -196,7 +207,7 @@ pub(super) async fn serve<S: Socket>(
                     endpoint.complete(now, completion, &shared);
                 }
             }
-            () = sleep_until(&shared.clock, timer) => {}
+            () = timer_wait.wait() => {}
             changed = phase.changed(), if phase_open => {
                 if changed.is_err() {
                     phase_open = false;
