@@ -67,6 +67,9 @@ enum Impl {
     Wirecall(usize),
     /// wirecall's tokio driver, server and client.
     WirecallTokio,
+    /// wirecall's tokio driver's server, with `wirecall bench` (the mio client) as the
+    /// client: the server measured with the same client as `wirecall serve`.
+    WirecallTokioServer,
 }
 
 impl Impl {
@@ -75,7 +78,7 @@ impl Impl {
         match self {
             Self::Raw => "raw",
             Self::Tokio => "tokio",
-            Self::WirecallTokio => "wirecall-tokio",
+            Self::WirecallTokio | Self::WirecallTokioServer => "wirecall-tokio",
             Self::Wirecall(_) => "wirecall",
         }
     }
@@ -96,6 +99,7 @@ impl Cell {
             Impl::Tokio => "tokio".to_owned(),
             Impl::Wirecall(w) => format!("wirecall {w}w"),
             Impl::WirecallTokio => "wc-tokio".to_owned(),
+            Impl::WirecallTokioServer => "wc-tokio srv".to_owned(),
         };
         let mode = if self.window == 1 {
             "ping-pong".to_owned()
@@ -148,11 +152,13 @@ fn cells(wirecall_transports: &[Transport]) -> Vec<Cell> {
     }
     for &transport in wirecall_transports {
         for window in [1, WINDOW] {
-            cells.push(Cell {
-                imp: Impl::WirecallTokio,
-                transport,
-                window,
-            });
+            for imp in [Impl::WirecallTokio, Impl::WirecallTokioServer] {
+                cells.push(Cell {
+                    imp,
+                    transport,
+                    window,
+                });
+            }
             for workers in [0, 1] {
                 cells.push(Cell {
                     imp: Impl::Wirecall(workers),
@@ -224,7 +230,7 @@ fn start_server(env: &Env, cell: &Cell, cpu: u32) -> Result<Server> {
         "127.0.0.1:0".to_owned()
     };
     let mut command = match cell.imp {
-        Impl::Raw | Impl::Tokio | Impl::WirecallTokio => {
+        Impl::Raw | Impl::Tokio | Impl::WirecallTokio | Impl::WirecallTokioServer => {
             let kind = cell.imp.kind();
             let mut c = pinned(cpu, &env.this);
             c.args(["server", kind, "--transport", cell.transport.scheme()])
@@ -290,7 +296,7 @@ fn run_client(env: &Env, cell: &Cell, size: usize, endpoint: &str, cpu: u32) -> 
                 .args(["--secs", &env.secs.to_string()]);
             c
         }
-        Impl::Wirecall(_) => {
+        Impl::Wirecall(_) | Impl::WirecallTokioServer => {
             let mut c = pinned(cpu, &env.wirecall);
             // A lost call ends after 1 s (and the figure fails), not the default 5 s.
             c.args(["bench", endpoint, "--json", "--timeout", "1000"])
@@ -439,8 +445,10 @@ fn run_in(env: &Env, args: &Args, repeats: usize) -> Result<()> {
         for (p, placement) in PLACEMENTS.iter().enumerate() {
             for &size in &args.sizes {
                 for cell in &cells {
-                    if matches!(cell.imp, Impl::Wirecall(_) | Impl::WirecallTokio)
-                        && !works.contains(&(cell.transport, size))
+                    if matches!(
+                        cell.imp,
+                        Impl::Wirecall(_) | Impl::WirecallTokio | Impl::WirecallTokioServer
+                    ) && !works.contains(&(cell.transport, size))
                     {
                         continue;
                     }
@@ -602,7 +610,7 @@ mod tests {
                 assert!(cells.contains(&cell.raw()), "{cell:?}");
             }
         }
-        assert_eq!(cells.len(), 4 + 2 * 3 + 4 * 6);
+        assert_eq!(cells.len(), 4 + 2 * 3 + 4 * 8);
     }
 
     #[test]

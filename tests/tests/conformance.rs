@@ -6,7 +6,9 @@
 //! A new driver joins with one line in `matrix!` below (and its `ServerDriver` or
 //! `ClientDriver` impl in `tests/src/conformance/drivers.rs`).
 
-use wirecall_tests::conformance::drivers::{BlockingClient, MioServer, TokioClient, TokioServer};
+use wirecall_tests::conformance::drivers::{
+    BlockingClient, EmbeddedClient, MioServer, TokioClient, TokioServer,
+};
 use wirecall_tests::conformance::{LOSSY_RELAY, cases};
 
 /// One test per case for the pair `$server` × `$client`, in module `$name`.
@@ -33,3 +35,5 @@ pair!(mio_server_blocking_client, MioServer, BlockingClient);
 pair!(mio_server_tokio_client, MioServer, TokioClient);
 pair!(tokio_server_blocking_client, TokioServer, BlockingClient);
 pair!(tokio_server_tokio_client, TokioServer, TokioClient);
+pair!(mio_server_embedded_client, MioServer, EmbeddedClient);
+pair!(tokio_server_embedded_client, TokioServer, EmbeddedClient);

@@ -146,6 +146,9 @@ pub fn basics<S: ServerDriver, C: ClientDriver>(t: Transport) -> Verdict {
 /// Many calls in flight at once, answered in the order they finish: a slow call does not
 /// hold up quick ones behind it.
 pub fn pipelining<S: ServerDriver, C: ClientDriver>(t: Transport) -> Verdict {
+    if !C::PIPELINES {
+        return Verdict::NotApplicable("the client makes one call at a time");
+    }
     let (server, _dir) = server::<S>(t, ServerConfig::default());
     let mut c: C = client(&server, ClientConfig::default());
     let slow = c
@@ -209,6 +212,9 @@ pub fn deadline<S: ServerDriver, C: ClientDriver>(t: Transport) -> Verdict {
 /// A cancelled call ends without an outcome for its caller, the server is told (and counts
 /// it), and other calls go on.
 pub fn cancel<S: ServerDriver, C: ClientDriver>(t: Transport) -> Verdict {
+    if !C::PIPELINES {
+        return Verdict::NotApplicable("the client makes one call at a time");
+    }
     let (server, _dir) = server::<S>(t, ServerConfig::default());
     let mut c: C = client(&server, ClientConfig::default());
     let slow = c
@@ -261,6 +267,9 @@ pub fn busy<S: ServerDriver, C: ClientDriver>(t: Transport) -> Verdict {
 /// A graceful shutdown with calls in flight: every call the server took is answered; a
 /// call made while it drains is refused as not executed; the server then returns.
 pub fn goaway<S: ServerDriver, C: ClientDriver>(t: Transport) -> Verdict {
+    if !C::PIPELINES {
+        return Verdict::NotApplicable("the client makes one call at a time");
+    }
     let (mut server, _dir) = server::<S>(t, ServerConfig::default());
     let mut c: C = client(&server, ClientConfig::default());
     let mut slow = Vec::new();
@@ -394,6 +403,9 @@ pub fn garbage<S: ServerDriver, C: ClientDriver>(t: Transport) -> Verdict {
 /// left in doubt (the go-away names the calls taken); on a datagram endpoint a call sent
 /// as the server stops may time out in doubt, and then ran at most once.
 pub fn shutdown_under_load<S: ServerDriver, C: ClientDriver>(t: Transport) -> Verdict {
+    if !C::PIPELINES {
+        return Verdict::NotApplicable("the client makes one call at a time");
+    }
     let (mut server, _dir) = server::<S>(t, ServerConfig::default());
     let endpoint = server.endpoint.clone();
     let clients: Vec<_> = (0..3u8)
@@ -476,6 +488,9 @@ pub fn shutdown_under_load<S: ServerDriver, C: ClientDriver>(t: Transport) -> Ve
 /// datagram endpoint: more than the socket buffers hold at once, so both sides meet full
 /// buffers and keep going): every call is answered with its own body.
 pub fn load<S: ServerDriver, C: ClientDriver>(t: Transport) -> Verdict {
+    if !C::PIPELINES {
+        return Verdict::NotApplicable("the client makes one call at a time");
+    }
     let (server, _dir) = server::<S>(t, ServerConfig::default());
     let mut c: C = client(&server, ClientConfig::default());
     let size = if t.is_datagram() { 1024 } else { 4096 };
@@ -514,6 +529,9 @@ const LOSSY_DEADLINE: Duration = Duration::from_secs(30);
 /// Datagram calls through a relay that drops, duplicates and reorders (20 % loss and 10 %
 /// duplicates each way): every call is answered, and each ran exactly once.
 pub fn lossy_exactly_once<S: ServerDriver, C: ClientDriver>(t: Transport) -> Verdict {
+    if !C::PIPELINES {
+        return Verdict::NotApplicable("the client makes one call at a time");
+    }
     if t != Transport::Udp {
         return Verdict::NotApplicable("the lossy relay is UDP");
     }

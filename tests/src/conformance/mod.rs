@@ -223,6 +223,10 @@ pub trait ClientDriver: Sized {
     /// Its name in reports.
     const NAME: &'static str;
 
+    /// Whether it keeps many calls in flight at once; the cases that need that do not
+    /// apply to a client that does not.
+    const PIPELINES: bool = true;
+
     /// Whether it speaks `transport`.
     #[must_use]
     fn supports(_transport: Transport) -> bool {

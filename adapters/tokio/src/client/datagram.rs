@@ -30,6 +30,8 @@ use crate::net::{DatagramSocket, interrupted, would_block};
 
 /// Datagrams received per turn of the driver before other work.
 const READS_PER_TURN: usize = 64;
+/// The longest wait before a datagram the socket refused is tried again.
+const HELD_WAIT: wirecall_core::Duration = wirecall_core::Duration::from_millis(1);
 
 /// A call's place between its caller and the driver.
 #[derive(Debug)]
@@ -401,7 +403,15 @@ async fn drive(shared: Arc<Shared>) {
                 Interest::READABLE
             };
             state.sleeping_until = state.core.poll_timeout();
-            (state.sleeping_until, interest)
+            let mut timer = state.sleeping_until;
+            if state.blocked {
+                // The refused datagram is due again at once, so the core's timer says
+                // "now": wait for room, or a moment (a full Unix datagram queue may drain
+                // without an event reaching us), as the blocking client does, instead of
+                // spinning on a socket with no room. Other timers wait that moment too.
+                timer = Some(now.saturating_add(HELD_WAIT));
+            }
+            (timer, interest)
         };
         timer_wait.set(&shared.clock, timer);
         tokio::select! {
@@ -409,9 +419,6 @@ async fn drive(shared: Arc<Shared>) {
                 let mut state = shared.lock();
                 match ready {
                     Ok(ready) => {
-                        if ready.is_writable() {
-                            state.blocked = false;
-                        }
                         if ready.is_readable() {
                             shared.receive(&mut state);
                         }
@@ -422,6 +429,9 @@ async fn drive(shared: Arc<Shared>) {
             () = timer_wait.wait() => {}
             () = shared.driver.notified() => {}
         }
+        // Whatever woke us (room, answers, the moment passed), the refused datagram is
+        // tried again; the core hands it out.
+        shared.lock().blocked = false;
     }
 }
 
