@@ -66,13 +66,17 @@ impl Timer {
         }
     }
 
-    /// Sets the timer to `at` on `clock` (`None`: not set).
+    /// Makes the timer fire by `at` on `clock` (`None`: no need to). It is only ever moved
+    /// earlier: a timer armed earlier than needed fires, the task finds nothing due and
+    /// sets it again, which is cheaper than moving it later on every turn (a connection's
+    /// keepalive deadline moves with every byte received).
     pub(crate) fn set(&mut self, clock: &Clock, at: Option<Instant>) {
-        if at != self.armed {
-            self.armed = at;
-            if let Some(at) = at {
-                self.sleep.as_mut().reset(clock.tokio_at(at));
-            }
+        let Some(at) = at else {
+            return;
+        };
+        if self.armed.is_none_or(|armed| at < armed) {
+            self.armed = Some(at);
+            self.sleep.as_mut().reset(clock.tokio_at(at));
         }
     }
 
