@@ -16,7 +16,7 @@
 
 use std::collections::VecDeque;
 use std::fmt;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 
 use wirecall_core::{Duration, Instant};
 
@@ -125,6 +125,37 @@ pub fn connect_datagram(
 /// [`Error::Io`] when `/dev/urandom` cannot be read.
 pub fn random_words() -> Result<[u64; 2], Error> {
     crate::client::datagram::random_words()
+}
+
+/// Bytes of a refused client's early requests read and dropped at most before its socket
+/// is closed.
+const REFUSE_DRAIN: usize = 64 * 1024;
+
+/// Tells a connection over the connection limit, in one best-effort write on its
+/// non-blocking socket, that it is refused: the core's hello and a close with `REFUSED`,
+/// so the client knows none of its calls ran (rather than guessing from a bare
+/// disconnect). Then the sending half is shut (the refusal is followed by an orderly end of
+/// stream) and what has already arrived from the client (its hello and early requests) is
+/// read and dropped, up to 64 KiB, so that closing does not turn into a reset that could
+/// destroy the refusal on its way. The caller then drops the socket. The system calls are
+/// made on the descriptor directly, so a runtime's readiness bookkeeping cannot skip them.
+pub fn refuse(socket: impl AsFd, config: &wirecall_core::Config) {
+    use wirecall_core::server::{REFUSAL_LEN, encode_refusal};
+    let mut refusal = [0u8; REFUSAL_LEN];
+    let Ok(len) = encode_refusal(config, &mut refusal) else {
+        return;
+    };
+    // A fresh socket's send buffer takes these few bytes.
+    let _ = rustix::io::write(&socket, refusal.get(..len).unwrap_or_default());
+    let _ = rustix::net::shutdown(&socket, rustix::net::Shutdown::Write);
+    let mut scratch = [0u8; 4096];
+    let mut drained = 0;
+    while drained < REFUSE_DRAIN {
+        match rustix::io::read(&socket, &mut scratch) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => drained += n,
+        }
+    }
 }
 
 /// Bytes of answers held because the peer's queue was full (a Unix datagram socket queues

@@ -28,6 +28,15 @@ impl Stream {
     }
 }
 
+impl std::os::fd::AsFd for Stream {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        match self {
+            Self::Unix(s) => s.as_fd(),
+            Self::Tcp(s) => s.as_fd(),
+        }
+    }
+}
+
 /// Disables Nagle's algorithm: frames are small and latency matters; the core already
 /// batches what it has into one write.
 pub(crate) fn set_nodelay(stream: &TcpStream) {

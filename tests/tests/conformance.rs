@@ -16,8 +16,9 @@ macro_rules! pair {
     ($name:ident, $server:ty, $client:ty) => {
         mod $name {
             use super::*;
-            pair!(@cases $server, $client; basics, pipelining, deadline, cancel, busy, goaway,
-                keepalive, oversize, garbage, load, shutdown_under_load, lossy_exactly_once);
+            pair!(@cases $server, $client; basics, pipelining, deadline, cancel,
+                cancel_frees_the_slot, busy, goaway, keepalive, oversize, garbage,
+                refused_at_the_limit, load, shutdown_under_load, lossy_exactly_once);
         }
     };
     (@cases $server:ty, $client:ty; $($case:ident),*) => {

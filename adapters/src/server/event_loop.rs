@@ -206,7 +206,7 @@ impl EventLoop {
         if self.conns.len() >= max {
             self.shared.stats.refused();
             log::warn!("{label}: refused, {max} connections are open (max_connections)");
-            refuse(stream, &self.shared.config.connection);
+            crate::driver::refuse(&stream, &self.shared.config.connection);
             return;
         }
         let token = Token(self.next_token);
@@ -459,36 +459,5 @@ fn mark_ready(ready: &mut VecDeque<Token>, conn: &mut Conn, token: Token) {
     if !conn.queued {
         conn.queued = true;
         ready.push_back(token);
-    }
-}
-
-/// Bytes of a refused client's early requests read and dropped at most before its socket
-/// is closed.
-const REFUSE_DRAIN: usize = 64 * 1024;
-
-/// Tells a connection over the limit, in one best-effort write, that it is refused: the
-/// core's hello and a close with `REFUSED`, so the client knows none of its calls ran
-/// (rather than guessing from a bare disconnect). Then the sending half is shut (the
-/// refusal is followed by an orderly end of stream) and what has already arrived from the
-/// client (its hello and early requests) is read and dropped, up to [`REFUSE_DRAIN`]
-/// bytes, so that closing does not turn into a reset that could destroy the refusal on its
-/// way. Then the socket is dropped (bytes still in flight then may still draw a reset).
-fn refuse(mut stream: crate::stream::Stream, config: &wirecall_core::Config) {
-    use std::io::{Read, Write};
-    use wirecall_core::server::{REFUSAL_LEN, encode_refusal};
-    let mut refusal = [0u8; REFUSAL_LEN];
-    let Ok(len) = encode_refusal(config, &mut refusal) else {
-        return;
-    };
-    // Non-blocking and best effort: a fresh socket's send buffer takes these few bytes.
-    let _ = stream.write(refusal.get(..len).unwrap_or_default());
-    let _ = stream.shutdown_write();
-    let mut scratch = [0u8; 4096];
-    let mut drained = 0;
-    while drained < REFUSE_DRAIN {
-        match stream.read(&mut scratch) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => drained += n,
-        }
     }
 }

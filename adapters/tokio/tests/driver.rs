@@ -234,3 +234,43 @@ async fn one_client_shared_by_many_tasks_on_every_transport() {
     stop.shutdown();
     tokio::time::timeout(BOUND, task).await.unwrap().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_waiting_for_a_slot_gets_the_one_a_dropped_call_frees() {
+    for endpoint in ["tcp:127.0.0.1:0", "udp:127.0.0.1:0"] {
+        let finished = Arc::new(AtomicU32::new(0));
+        let server = builder(&finished, ServerConfig::default())
+            .listen(endpoint.parse().unwrap())
+            .build()
+            .unwrap();
+        let (endpoint, stop, _, task) = start(server);
+        let mut config = ClientConfig::default();
+        config.connection.max_in_flight = 1;
+        // Keepalive far away, so nothing else would wake the client's driver.
+        config.connection.keepalive_interval = None;
+        let client = Client::connect(&endpoint, config).await.unwrap();
+        let slow = client.start("sleep", b"10000", None).await.unwrap();
+        // Another task's call waits for the one slot...
+        let waiting = {
+            let client = client.clone();
+            tokio::spawn(async move { client.call("echo", b"next", Some(BOUND)).await })
+        };
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(
+            !waiting.is_finished(),
+            "{endpoint}: it waits while the slot is taken"
+        );
+        // ...and gets it as soon as the slow call is dropped.
+        let dropped = tokio::time::Instant::now();
+        drop(slow);
+        let answer = tokio::time::timeout(BOUND, waiting).await.unwrap().unwrap();
+        assert_eq!(answer.unwrap(), b"next");
+        let took = dropped.elapsed();
+        assert!(
+            took < Duration::from_secs(3),
+            "{endpoint}: waited {took:?} for the slot"
+        );
+        stop.shutdown();
+        tokio::time::timeout(BOUND, task).await.unwrap().unwrap();
+    }
+}

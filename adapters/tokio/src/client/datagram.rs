@@ -36,10 +36,13 @@ const HELD_WAIT: wirecall_core::Duration = wirecall_core::Duration::from_millis(
 /// A call's place between its caller and the driver.
 #[derive(Debug)]
 enum Waiting {
+    /// No outcome yet; the waker of the caller's future, once it has been polled.
     Pending(Option<Waker>),
+    /// The outcome, not yet taken by the caller.
     Done(Outcome),
 }
 
+/// What the callers and the driver task share under the lock.
 struct State {
     core: CoreClient<Box<[u8]>, Box<[DatagramCallSlot]>>,
     calls: IdMap<RequestId, Waiting>,
@@ -54,6 +57,7 @@ struct State {
     sleeping_until: Option<Instant>,
 }
 
+/// One datagram client, shared by the client's clones and its driver task.
 pub(super) struct Shared {
     endpoint: Endpoint,
     socket: DatagramSocket,
@@ -63,7 +67,9 @@ pub(super) struct Shared {
     clock: Clock,
     slots: usize,
     state: Mutex<State>,
+    /// Wakes the driver: an earlier timer, a datagram the socket refused, a close.
     driver: Notify,
+    /// Wakes callers waiting for a call slot, and `close` for the driver's end.
     room: Notify,
 }
 
@@ -406,8 +412,8 @@ async fn drive(shared: Arc<Shared>) {
             let mut timer = state.sleeping_until;
             if state.blocked {
                 // The refused datagram is due again at once, so the core's timer says
-                // "now": wait for room, or a moment (a full Unix datagram queue may drain
-                // without an event reaching us), as the blocking client does, instead of
+                // "now": wait for room (a connected socket is told when the server's queue
+                // drains) or a moment at most, as the blocking client does, instead of
                 // spinning on a socket with no room. Other timers wait that moment too.
                 timer = Some(now.saturating_add(HELD_WAIT));
             }

@@ -274,9 +274,15 @@ impl Drop for PendingCall {
         }
         let mut state = self.shared.lock();
         if let Some(Waiting::Pending(_)) = state.calls.remove(&self.id) {
-            // The core queues the Cancel frame; its cancelled outcome goes nowhere.
+            // The core queues the Cancel frame; its cancelled outcome goes nowhere. Taking
+            // the events now frees the call's slot (a caller may be waiting for one) and
+            // lets a closing connection see it has nothing left in flight.
             if state.core.cancel(self.id) {
+                let now = self.shared.clock.now();
+                self.shared.take_events(&mut state, now);
                 self.shared.flush_for_caller(&mut state);
+                drop(state);
+                self.shared.driver.notify_one();
             }
         }
     }
@@ -431,7 +437,12 @@ async fn drive(shared: Arc<Shared>) {
             let now = shared.clock.now();
             state.batching = false;
             shared.take_events(&mut state, now);
+            let queued = state.core.transmit().len();
             shared.flush(&mut state);
+            if state.core.transmit().len() < queued {
+                // Room in the transmit buffer: callers waiting for it try again.
+                shared.room.notify_waiters();
+            }
             if state.closed.is_some() && (state.write_failed || state.core.transmit().is_empty()) {
                 if let Err(e) = shared.socket.shutdown_write() {
                     log::debug!("{}: shutdown: {e}", shared.endpoint);

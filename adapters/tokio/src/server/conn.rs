@@ -421,14 +421,24 @@ impl Conn {
     }
 
     /// After the close: the last bytes go out, the sending half is shut, and what the peer
-    /// still sends is read and dropped until its end of stream, `close_linger`, or (in a
-    /// shutdown) until nothing more waits.
+    /// still sends is read and dropped until its end of stream or `close_linger`; in a
+    /// shutdown, until nothing more waits to be read (closing then sends no reset), and at
+    /// once when the shutdown turns hard (`shutdown_now`, or its deadline).
     async fn linger(&mut self, shared: &Shared, phase: &mut watch::Receiver<Phase>) {
         let until = tokio::time::Instant::now() + shared.config.close_linger;
         let lingering = async {
             while !self.write_failed && !self.core.transmit().is_empty() {
-                if self.socket.ready(Interest::WRITABLE).await.is_err() {
-                    return;
+                tokio::select! {
+                    ready = self.socket.ready(Interest::WRITABLE) => {
+                        if ready.is_err() {
+                            return;
+                        }
+                    }
+                    changed = phase.changed() => {
+                        if changed.is_err() || *phase.borrow_and_update() == Phase::Now {
+                            return;
+                        }
+                    }
                 }
                 self.write_out();
             }
@@ -437,9 +447,6 @@ impl Conn {
             }
             let mut scratch = [0u8; 4096];
             loop {
-                if self.socket.ready(Interest::READABLE).await.is_err() {
-                    return;
-                }
                 loop {
                     match self.socket.try_read(&mut scratch) {
                         Ok(0) => return,
@@ -450,8 +457,20 @@ impl Conn {
                     }
                 }
                 if *phase.borrow() != Phase::Running {
-                    // Shutting down: nothing more waits, so closing sends no reset.
+                    // Shutting down and nothing waits unread: closing sends no reset.
                     return;
+                }
+                tokio::select! {
+                    ready = self.socket.ready(Interest::READABLE) => {
+                        if ready.is_err() {
+                            return;
+                        }
+                    }
+                    changed = phase.changed() => {
+                        if changed.is_err() {
+                            return;
+                        }
+                    }
                 }
             }
         };

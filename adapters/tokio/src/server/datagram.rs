@@ -14,7 +14,7 @@
 //! rejected (`SHUTTING_DOWN`, not executed). The `unix-dgram:` socket file is removed as
 //! the shutdown begins. The task ends once the core has no call in progress.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
@@ -41,6 +41,10 @@ use super::{Phase, Shared};
 use crate::clock::Timer;
 use crate::net::{interrupted, would_block};
 
+/// Sends never wait (the socket is non-blocking anyway) and raise no SIGPIPE.
+const SEND_FLAGS: rustix::net::SendFlags =
+    rustix::net::SendFlags::DONTWAIT.union(rustix::net::SendFlags::NOSIGNAL);
+
 /// Datagrams received per turn before answers and timers get a turn.
 const READS_PER_TURN: usize = 256;
 
@@ -62,7 +66,11 @@ pub(super) trait Socket: Send + Sync + 'static {
     /// sender cannot be answered: a Unix socket with no name).
     fn try_recv_peer(&self, buf: &mut [u8]) -> io::Result<(usize, Option<Self::Peer>)>;
 
-    /// Sends one datagram to `to` without waiting.
+    /// Sends one datagram to `to` without waiting. It is a `sendto` on the descriptor
+    /// itself, not tokio's `try_send_to`: on an unconnected socket "no room" is one peer's
+    /// full queue, and tokio would take it as the socket's and skip every send to every
+    /// peer until an event came, so one client that does not read would hold up the
+    /// answers of all.
     fn try_send_peer(&self, buf: &[u8], to: &Self::Peer) -> io::Result<usize>;
 }
 
@@ -81,7 +89,7 @@ impl Socket for UdpSocket {
     }
 
     fn try_send_peer(&self, buf: &[u8], to: &SocketAddr) -> io::Result<usize> {
-        self.try_send_to(buf, *to)
+        Ok(rustix::net::sendto(self, buf, SEND_FLAGS, to)?)
     }
 }
 
@@ -101,12 +109,13 @@ impl Socket for UnixDatagram {
     }
 
     fn try_send_peer(&self, buf: &[u8], to: &PathBuf) -> io::Result<usize> {
-        self.try_send_to(buf, to)
+        let to = rustix::net::SocketAddrUnix::new(to.as_path())?;
+        Ok(rustix::net::sendto(self, buf, SEND_FLAGS, &to)?)
     }
 }
 
 /// One datagram endpoint, owned by its task.
-struct Endpoint<S: Socket> {
+struct DatagramEndpoint<S: Socket> {
     socket: S,
     core: Core<S::Peer>,
     /// The largest datagram plus one byte, so an oversized one is seen as such.
@@ -116,7 +125,7 @@ struct Endpoint<S: Socket> {
     delayed: BTreeMap<(Instant, u64), (RequestHandle, Answer)>,
     next_seq: u64,
     /// The tasks of `async` functions still running, to stop on a cancel.
-    tasks: Vec<(RequestHandle, AbortHandle)>,
+    tasks: HashMap<RequestHandle, AbortHandle>,
     /// Calls handed to a function that has not answered yet (the `in_progress` gauge).
     running: HashSet<RequestHandle>,
     held: HeldAnswers<S::Peer>,
@@ -136,14 +145,14 @@ pub(super) async fn serve<S: Socket>(
     mut phase: watch::Receiver<Phase>,
 ) {
     let (tx, mut rx) = mpsc::unbounded_channel();
-    let mut endpoint = Endpoint {
+    let mut endpoint = DatagramEndpoint {
         socket,
         core,
         buf: vec![0u8; max_datagram.saturating_add(1)].into_boxed_slice(),
         label,
         delayed: BTreeMap::new(),
         next_seq: 0,
-        tasks: Vec::new(),
+        tasks: HashMap::new(),
         running: HashSet::new(),
         held: HeldAnswers::new(),
         completions: Arc::new(TaskCompletions(tx)),
@@ -215,7 +224,7 @@ pub(super) async fn serve<S: Socket>(
             }
         }
     }
-    for (_, task) in endpoint.tasks.drain(..) {
+    for (_, task) in endpoint.tasks.drain() {
         task.abort();
     }
     for _ in endpoint.running.drain() {
@@ -224,7 +233,7 @@ pub(super) async fn serve<S: Socket>(
     endpoint.sync_stats(stats);
 }
 
-impl<S: Socket> Endpoint<S> {
+impl<S: Socket> DatagramEndpoint<S> {
     /// Receives and handles datagrams until the socket would block (`false`) or for one
     /// turn's worth (`true`: more may wait).
     fn receive(&mut self, now: Instant, shared: &Shared) -> bool {
@@ -295,7 +304,7 @@ impl<S: Socket> Endpoint<S> {
                     stats.datagram_running(true);
                 }
                 if let Some(task) = task {
-                    self.tasks.push((handle, task));
+                    self.tasks.insert(handle, task);
                 }
             }
         }
@@ -307,8 +316,7 @@ impl<S: Socket> Endpoint<S> {
         if self.running.remove(&handle) {
             stats.datagram_running(false);
         }
-        if let Some(i) = self.tasks.iter().position(|(h, _)| *h == handle) {
-            let (_, task) = self.tasks.swap_remove(i);
+        if let Some(task) = self.tasks.remove(&handle) {
             task.abort();
         }
         self.delayed.retain(|_, (held, _)| *held != handle);
@@ -319,9 +327,7 @@ impl<S: Socket> Endpoint<S> {
         let CallRef::Datagram(handle) = call else {
             return;
         };
-        if let Some(i) = self.tasks.iter().position(|(h, _)| *h == handle) {
-            self.tasks.swap_remove(i);
-        }
+        self.tasks.remove(&handle);
         let stats = shared.stats.recorder();
         match not_before.map(|at| shared.clock.core_at_std(at)) {
             Some(at) if at > now => {

@@ -67,15 +67,15 @@ pub use self::function::{AsyncFn, BoxAnswer};
 use crate::clock::Clock;
 use crate::net::StreamSocket;
 
-/// Bytes of a refused client's early requests read and dropped at most before its socket
-/// is closed.
-const REFUSE_DRAIN: usize = 64 * 1024;
-
 /// The server's shutdown phase, watched by every task.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
+    /// Serving.
     Running,
+    /// A graceful shutdown: no new connections, every connection closes after answering
+    /// what it took, datagram endpoints drain.
     Graceful,
+    /// Stop at once: connections are aborted.
     Now,
 }
 
@@ -411,6 +411,7 @@ impl Server {
         let mut signalled = false;
         let mut phase = self.shutdown.phase.subscribe();
         let mut deadline = None;
+        let mut hard = false;
         loop {
             tokio::select! {
                 () = &mut signal, if !signalled => {
@@ -418,7 +419,7 @@ impl Server {
                     log::info!("shutting down gracefully");
                     self.shutdown.shutdown();
                 }
-                changed = phase.changed(), if deadline.is_none() => {
+                changed = phase.changed(), if deadline.is_none() && !hard => {
                     if changed.is_ok() && *phase.borrow_and_update() != Phase::Running {
                         let timeout = self.shared.config.shutdown_timeout;
                         deadline = Some(tokio::time::Instant::now() + timeout);
@@ -428,6 +429,7 @@ impl Server {
                     log::warn!("shutdown deadline passed: closing what is still open");
                     self.shutdown.shutdown_now();
                     deadline = None;
+                    hard = true;
                 }
                 joined = tasks.join_next() => match joined {
                     None => break,
@@ -584,6 +586,16 @@ async fn accept_one(
     }
 }
 
+/// One place of `max_connections`, given back when dropped: however the connection's task
+/// ends (returned, panicked, aborted).
+struct OpenConnection(Arc<Shared>);
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 /// Takes an accepted connection in, or refuses it over the connection limit.
 fn admit(
     socket: StreamSocket,
@@ -598,38 +610,15 @@ fn admit(
         shared.open.fetch_sub(1, Ordering::AcqRel);
         shared.stats.recorder().refused();
         log::warn!("{label}: refused, {max} connections are open (max_connections)");
-        conns.spawn(refuse(socket, shared.config.connection));
+        driver::refuse(&socket, &shared.config.connection);
         return;
     }
     shared.stats.recorder().accepted();
-    let shared = Arc::clone(shared);
+    let open = OpenConnection(Arc::clone(shared));
     let phase = phase.clone();
     conns.spawn(async move {
-        conn::serve(socket, label, Arc::clone(&shared), phase).await;
-        shared.open.fetch_sub(1, Ordering::AcqRel);
+        let shared = Arc::clone(&open.0);
+        conn::serve(socket, label, shared, phase).await;
+        drop(open);
     });
-}
-
-/// Tells a connection over the limit that it is refused (the core's hello and a close with
-/// `REFUSED`, so the client knows none of its calls ran), shuts the sending half, reads and
-/// drops what already came (up to [`REFUSE_DRAIN`] bytes, so closing does not turn into a
-/// reset that could destroy the refusal), then drops the socket.
-async fn refuse(socket: StreamSocket, config: wirecall_core::Config) {
-    use wirecall_core::server::{REFUSAL_LEN, encode_refusal};
-    let mut refusal = [0u8; REFUSAL_LEN];
-    let Ok(len) = encode_refusal(&config, &mut refusal) else {
-        return;
-    };
-    // A fresh socket's send buffer takes these few bytes.
-    let _ = socket.try_write(refusal.get(..len).unwrap_or_default());
-    let _ = socket.shutdown_write();
-    let mut scratch = [0u8; 4096];
-    let mut drained = 0;
-    while drained < REFUSE_DRAIN {
-        match socket.try_read(&mut scratch) {
-            Ok(0) => break,
-            Ok(n) => drained += n,
-            Err(_) => break,
-        }
-    }
 }
