@@ -18,7 +18,8 @@ macro_rules! pair {
             use super::*;
             pair!(@cases $server, $client; basics, pipelining, deadline, cancel,
                 cancel_frees_the_slot, busy, goaway, keepalive, oversize, garbage,
-                refused_at_the_limit, load, shutdown_under_load, lossy_exactly_once);
+                refused_at_the_limit, idle_timeout, load, shutdown_under_load, shutdown_now,
+                lossy_exactly_once);
         }
     };
     (@cases $server:ty, $client:ty; $($case:ident),*) => {

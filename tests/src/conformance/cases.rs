@@ -287,6 +287,70 @@ pub fn refused_at_the_limit<S: ServerDriver, C: ClientDriver>(t: Transport) -> V
     Verdict::Passed
 }
 
+/// A connection with no call for the server's idle timeout is closed gracefully (and
+/// counted); a call after that is not executed, and a new connection works.
+pub fn idle_timeout<S: ServerDriver, C: ClientDriver>(t: Transport) -> Verdict {
+    if t.is_datagram() {
+        return Verdict::NotApplicable("no connection to time out");
+    }
+    let mut config = ServerConfig::default();
+    config.idle_timeout = Some(Duration::from_millis(300));
+    let (server, _dir) = server::<S>(t, config);
+    let mut c: C = client(&server, ClientConfig::default());
+    assert_eq!(answer(c.call("echo", b"1", QUICK), "echo"), b"1");
+    let closed = crate::wait_until(Duration::from_secs(10), Duration::from_millis(20), || {
+        server.counter("connections.idle_closed") >= 1
+    });
+    assert!(closed, "the idle connection is closed and counted");
+    c.idle(Duration::from_millis(200));
+    expect_failure(
+        c.call("count", b"after", QUICK),
+        "a call on the closed connection",
+        |_| true,
+        Execution::NotExecuted,
+    );
+    assert_eq!(server.executions.total(), 0);
+    let mut again: C = client(&server, ClientConfig::default());
+    assert_eq!(
+        answer(again.call("echo", b"2", QUICK), "a new connection"),
+        b"2"
+    );
+    Verdict::Passed
+}
+
+/// `shutdown_now` with calls in flight: the server returns promptly (it does not wait for
+/// the calls), and every call ends (none hangs), none of them as an answer.
+pub fn shutdown_now<S: ServerDriver, C: ClientDriver>(t: Transport) -> Verdict {
+    if !C::PIPELINES {
+        return Verdict::NotApplicable("the client makes one call at a time");
+    }
+    let (mut server, _dir) = server::<S>(t, ServerConfig::default());
+    let mut c: C = client(&server, ClientConfig::default());
+    for _ in 0..4 {
+        c.submit("sleep", b"10000", Some(Duration::from_secs(3)))
+            .unwrap_or_else(|e| panic!("submit: {e}"));
+    }
+    assert_eq!(answer(c.call("echo", b"x", QUICK), "echo"), b"x");
+    let start = Instant::now();
+    server.shutdown_now();
+    assert!(
+        server.wait(Duration::from_secs(5)),
+        "the server returns at once"
+    );
+    let mut ended = 0;
+    while let Some((_, outcome)) = c.wait_any() {
+        assert!(outcome.is_err(), "a 10 s sleep cannot have answered");
+        ended += 1;
+    }
+    assert_eq!(ended, 4);
+    let took = start.elapsed();
+    assert!(
+        took < Duration::from_secs(10),
+        "every call ended, after {took:?}"
+    );
+    Verdict::Passed
+}
+
 /// A function that is busy once: on a stream the caller gets the busy answer (not
 /// executed, with the server's hint); on a datagram endpoint the core retransmits after the
 /// hint and the second copy is answered.

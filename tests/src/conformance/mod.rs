@@ -165,6 +165,11 @@ impl RunningServer {
         (self.stop)(false);
     }
 
+    /// Stops at once.
+    pub fn shutdown_now(&self) {
+        (self.stop)(true);
+    }
+
     /// Waits up to `timeout` for the server to return; `true` if it did.
     pub fn wait(&mut self, timeout: Duration) -> bool {
         let done = self.done.recv_timeout(timeout).is_ok();
