@@ -406,7 +406,12 @@ pub fn goaway<S: ServerDriver, C: ClientDriver>(t: Transport) -> Verdict {
     let mut answered = 0;
     while let Some((ticket, outcome)) = c.wait_any() {
         if slow.contains(&ticket) {
-            assert_eq!(answer(outcome, "call taken before the go-away"), b"400");
+            // On a failure, the server's counters say where the answer went.
+            let what = format!(
+                "call taken before the go-away (server stats: {})",
+                server.stats.snapshot().to_string().replace('\n', ", ")
+            );
+            assert_eq!(answer(outcome, &what), b"400");
             answered += 1;
         } else {
             expect_failure(
