@@ -4,7 +4,9 @@
 //!
 //! None of this decides anything about the protocol (that is `wirecall-core`'s job): it
 //! binds sockets with the Unix socket-file hygiene of the mio server, opens a datagram
-//! client's own socket, draws a client's epoch, and checks the configuration's sizes.
+//! client's own socket (and points it at a restarted `unix-dgram:` server), draws a
+//! client's epoch, checks the configuration's sizes, holds datagram answers a full peer
+//! queue refused, and says when a draining datagram endpoint may close.
 //! The function table ([`Registry`](crate::function::Registry)), the [`Responder`]s and
 //! their [`Completions`](crate::function::Completions), and the counters
 //! ([`Stats`]) are in their own modules.
@@ -118,6 +120,42 @@ pub fn connect_datagram(
     crate::client::datagram::open(endpoint)
 }
 
+/// After a send on a datagram client's socket failed with `error`: on `unix-dgram:`, when
+/// the server's socket has closed (`ECONNREFUSED`; Linux then leaves ours unconnected, and
+/// later sends fail with `ENOTCONN`), connects the socket to the endpoint's path again.
+/// `true` when that worked: a server restarted there is reached, and the refused datagram,
+/// which was never delivered, can go again at once
+/// ([`not_sent`](wirecall_core::datagram::DatagramClient::not_sent)). `false` otherwise:
+/// nobody is there yet (the next retransmission tries again), or the error was another.
+/// (Whatever the old server had sent and the client had not read is gone by then: Linux
+/// empties the queue of a connected socket whose peer closed, which is why a draining
+/// server lingers for acknowledgements, [`DRAIN_LINGER`].)
+pub fn reconnect_datagram(socket: impl AsFd, endpoint: &Endpoint, error: &std::io::Error) -> bool {
+    use std::io::ErrorKind;
+    let Endpoint::UnixDatagram(path) = endpoint else {
+        return false;
+    };
+    if !matches!(
+        error.kind(),
+        ErrorKind::ConnectionRefused | ErrorKind::NotConnected
+    ) {
+        return false;
+    }
+    let Ok(address) = rustix::net::SocketAddrUnix::new(path.as_path()) else {
+        return false;
+    };
+    match rustix::net::connect(&socket, &address) {
+        Ok(()) => {
+            log::info!("{endpoint}: the server's socket was closed; reached the one there now");
+            true
+        }
+        Err(e) => {
+            log::debug!("{endpoint}: no server to reconnect to yet: {e}");
+            false
+        }
+    }
+}
+
 /// Two random words from the OS for a datagram client: its epoch and its jitter seed.
 ///
 /// # Errors
@@ -155,6 +193,52 @@ pub fn refuse(socket: impl AsFd, config: &wirecall_core::Config) {
             Ok(0) | Err(_) => break,
             Ok(n) => drained += n,
         }
+    }
+}
+
+/// How long a draining datagram endpoint goes on serving, once no call runs and nothing
+/// waits to be sent, for its clients to acknowledge the answers they got. Closing at once
+/// can destroy answers still on their way: on Linux, a client's connected Unix datagram
+/// socket throws away every datagram it holds when it sends to a peer that has closed (an
+/// acknowledgement, or a retransmission made before it read), and on UDP a lost answer
+/// can no longer be replayed. A client that reads acknowledges within a quarter of its
+/// initial retransmission timeout (25 ms by default) or when it is dropped; one second
+/// also covers a few retransmissions of a lost answer, and bounds what a client that never
+/// acknowledges adds to a shutdown.
+pub const DRAIN_LINGER: Duration = Duration::from_secs(1);
+
+/// When a draining datagram endpoint may close: a driver asks [`is_over`](Self::is_over)
+/// each turn of its drain and wakes at [`wakeup`](Self::wakeup) to ask again. See
+/// [`DRAIN_LINGER`].
+#[derive(Debug, Default)]
+pub struct DrainLinger {
+    /// When the endpoint last became idle (no call running, nothing held), while it is.
+    idle_since: Option<Instant>,
+}
+
+impl DrainLinger {
+    /// `true` once the endpoint may close: it is `idle` (the core is drained, no call runs
+    /// or is held, no answer waits for room) and every answer has been acknowledged
+    /// (`unacknowledged`, the core's count, asked only then) or [`DRAIN_LINGER`] has
+    /// passed since it became idle.
+    pub fn is_over(
+        &mut self,
+        now: Instant,
+        idle: bool,
+        unacknowledged: impl FnOnce() -> usize,
+    ) -> bool {
+        if !idle {
+            self.idle_since = None;
+            return false;
+        }
+        let since = *self.idle_since.get_or_insert(now);
+        now >= since.saturating_add(DRAIN_LINGER) || unacknowledged() == 0
+    }
+
+    /// When the linger ends, while the endpoint lingers: look again then.
+    #[must_use]
+    pub fn wakeup(&self) -> Option<Instant> {
+        self.idle_since.map(|t| t.saturating_add(DRAIN_LINGER))
     }
 }
 

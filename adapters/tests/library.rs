@@ -385,3 +385,138 @@ fn bad_configuration_is_refused_at_build() {
         .to_string();
     assert!(err.contains("invalid function name"), "{err}");
 }
+
+/// A `unix-dgram:` server with a slow function on workers, at `path`; its shutdown handle
+/// and thread.
+fn serve_unix_datagram(
+    path: &std::path::Path,
+) -> Result<
+    (
+        ShutdownHandle,
+        thread::JoinHandle<Result<(), wirecall::Error>>,
+    ),
+    wirecall::Error,
+> {
+    let server = ServerBuilder::new(ServerConfig::default())
+        .workers(2)
+        .function("echo", |b| Ok(b.to_vec()))
+        .function("slow", |b| {
+            thread::sleep(Duration::from_millis(100));
+            Ok(b.to_vec())
+        })
+        .listen(Endpoint::UnixDatagram(path.to_path_buf()))
+        .build()?;
+    let stop = server.shutdown_handle();
+    Ok((stop, thread::spawn(move || server.run())))
+}
+
+#[test]
+fn a_draining_datagram_server_waits_for_its_answers_to_be_acknowledged() {
+    use wirecall::core::Instant as CoreInstant;
+    use wirecall::core::datagram::{
+        DatagramCallSlot, DatagramClient, DatagramConfig, DatagramEvent,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("linger.sock");
+    let (stop, server) = serve_unix_datagram(&path).unwrap();
+    // A client driven by hand over a connected socket, to choose when it reads.
+    let socket = std::os::unix::net::UnixDatagram::bind(dir.path().join("c.sock")).unwrap();
+    socket.connect(&path).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let config = DatagramConfig::default();
+    let mut core = DatagramClient::new(
+        config,
+        0x5eed,
+        1,
+        vec![0u8; config.client_storage_len(4).unwrap()],
+        vec![DatagramCallSlot::EMPTY; 4],
+    )
+    .unwrap();
+    let start = Instant::now();
+    let now = || CoreInstant::from_micros(start.elapsed().as_micros() as u64);
+    let slow = core
+        .call(
+            now(),
+            "slow",
+            b"s",
+            Some(wirecall::core::Duration::from_secs(10)),
+        )
+        .unwrap();
+    let echo = core
+        .call(
+            now(),
+            "echo",
+            b"e",
+            Some(wirecall::core::Duration::from_secs(10)),
+        )
+        .unwrap();
+    while let Some(t) = core.poll_transmit(now()) {
+        socket.send(t.bytes).unwrap();
+    }
+    let read = |core: &mut DatagramClient<Vec<u8>, Vec<DatagramCallSlot>>| loop {
+        let n = socket.recv(core.input_buffer()).unwrap();
+        core.commit_datagram(now(), n);
+        if let Some(DatagramEvent::Response { id, .. }) = core.poll_event(now()) {
+            return id;
+        }
+    };
+    assert_eq!(read(&mut core), echo);
+    stop.shutdown();
+    // The slow call is answered while this client does not read; once idle, a server that
+    // closed at once would make the send below (Linux) throw that answer away.
+    thread::sleep(Duration::from_millis(400));
+    assert!(!server.is_finished(), "it waits for the acknowledgement");
+    let ack = core.acknowledgement().unwrap().to_vec();
+    socket.send(&ack).unwrap();
+    assert_eq!(read(&mut core), slow, "the answer survived");
+    // Now every answer is acknowledged: the server ends.
+    let ack = core.acknowledgement().unwrap().to_vec();
+    socket.send(&ack).unwrap();
+    server.join().unwrap().unwrap();
+}
+
+#[test]
+fn a_unix_datagram_client_reaches_a_server_restarted_on_its_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("restart.sock");
+    let (stop, first) = serve_unix_datagram(&path).unwrap();
+    let endpoint = Endpoint::UnixDatagram(path.clone());
+    let mut client = Client::connect(&endpoint, ClientConfig::default()).unwrap();
+    assert_eq!(client.call("echo", b"one", WAIT).unwrap(), b"one");
+
+    // The first server drains a slow call; its path is free at once for the next one
+    // (new clients go there), while this client, connected to the first, still has its
+    // new calls rejected by it, not lost, and gets its slow answer.
+    let slow = client.submit("slow", b"s", WAIT).unwrap();
+    assert_eq!(client.call("echo", b"before", WAIT).unwrap(), b"before");
+    stop.shutdown();
+    let err = (0..1000)
+        .find_map(|_| {
+            let e = client.call("echo", b"late", WAIT).err();
+            thread::sleep(Duration::from_millis(1));
+            e
+        })
+        .expect("the shutdown began");
+    assert_eq!(err.execution(), Execution::NotExecuted, "{err}");
+    assert!(
+        matches!(err.kind(), CallErrorKind::Rejected { code, .. }
+            if *code == RejectCode::SHUTTING_DOWN),
+        "{err}"
+    );
+    let (stop, second) = serve_unix_datagram(&path).unwrap();
+    assert_eq!(client.wait(slow).unwrap(), b"s");
+    // The first server ends (after its linger: this client sends no acknowledgement
+    // while it makes no call); the client's next call finds it gone and reaches the
+    // second on the same path.
+    let t = Instant::now();
+    while !first.is_finished() && t.elapsed() < Duration::from_secs(5) {
+        thread::sleep(Duration::from_millis(5));
+    }
+    first.join().unwrap().unwrap();
+    assert_eq!(client.call("echo", b"two", WAIT).unwrap(), b"two");
+    stop.shutdown();
+    drop(client);
+    second.join().unwrap().unwrap();
+}

@@ -1180,6 +1180,48 @@ fn a_draining_server_rejects_new_calls_and_finishes_the_rest() {
     assert_eq!(reply_of(again.bytes), Reply::Ok(b"A"));
 }
 
+/// Answers a client has not acknowledged are counted until its floor or acks say the
+/// calls ended, or their windows close: what a draining driver waits for before it closes
+/// the socket (a client's connected Unix socket would lose answers still queued).
+#[test]
+fn unacknowledged_answers_are_counted_until_the_client_says_they_ended() {
+    let mut s = server(config(), 16);
+    let mut d = [0u8; MTU];
+    for id in [1, 2, 3] {
+        let n = request(id, b"x", &mut d);
+        let Received::Request(r) = s.handle_datagram(Instant::ZERO, &1, &d[..n]) else {
+            panic!()
+        };
+        if id != 3 {
+            s.respond(r.handle, Reply::Ok(b"A")).unwrap();
+        }
+    }
+    s.drain();
+    assert_eq!(s.unacknowledged(Instant::ZERO), 2, "call 3 still runs");
+    let ack = |floor: u64, acks: u64, out: &mut [u8]| {
+        let header = DatagramHeader::new(3, floor).with_acks(acks);
+        encode_datagram(header, &Frame::Ping { nonce: 0 }, out).unwrap()
+    };
+    // Call 2 ended (an ack bit past the floor: call 1 still waits)...
+    let n = ack(1, 0b1, &mut d);
+    let _ = s.handle_datagram(Instant::ZERO, &1, &d[..n]);
+    assert_eq!(s.unacknowledged(Instant::ZERO), 1);
+    // ...then everything below call 3.
+    let n = ack(3, 0, &mut d);
+    let _ = s.handle_datagram(Instant::ZERO, &1, &d[..n]);
+    assert_eq!(s.unacknowledged(Instant::ZERO), 0);
+
+    // Never acknowledged: counted until the window closes (budget 1000 ms + 50 ms).
+    let mut s = server(config(), 16);
+    let n = request(1, b"x", &mut d);
+    let Received::Request(r) = s.handle_datagram(Instant::ZERO, &1, &d[..n]) else {
+        panic!()
+    };
+    s.respond(r.handle, Reply::Ok(b"A")).unwrap();
+    assert_eq!(s.unacknowledged(Instant::from_millis(1049)), 1);
+    assert_eq!(s.unacknowledged(Instant::from_millis(1051)), 0);
+}
+
 /// A datagram the transport could not take is handed back: the same request comes out
 /// again (not counted twice), an acknowledgement is owed again, and a request is never
 /// handed out again past its deadline.

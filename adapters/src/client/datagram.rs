@@ -22,6 +22,7 @@ use super::socket::Socket;
 use super::{CallError, Outcome};
 use crate::clock::{Clock, to_core, to_std};
 use crate::config::{ClientConfig, UDP_RECEIVE_BUFFER, check_datagram, datagram_config};
+use crate::driver::reconnect_datagram;
 use crate::endpoint::Endpoint;
 use crate::error::Error;
 use crate::stream::{interrupted, would_block};
@@ -256,6 +257,10 @@ impl DatagramClient {
                     self.core.not_sent(kind);
                     self.blocked = true;
                     break;
+                }
+                Err(e) if reconnect_datagram(self.socket.fd(), &self.endpoint, &e) => {
+                    // A server restarted on the path: this copy never left, send it again.
+                    self.core.not_sent(kind);
                 }
                 Err(e) => {
                     // Lost like any datagram: the core retransmits it if it is a request.

@@ -56,6 +56,12 @@ impl Socket {
         })
     }
 
+    /// The socket itself.
+    pub(super) fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        use std::os::fd::AsFd;
+        self.fd.as_fd()
+    }
+
     /// Sends what the socket takes now, without waiting.
     pub(super) fn send_now(&self, buf: &[u8]) -> io::Result<usize> {
         Ok(rustix::net::send(

@@ -40,7 +40,7 @@ use wirecall_core::datagram::{
 use super::conn::{Shared, dispatch};
 use super::listener::{SocketFile, bind_udp, bind_unix_datagram};
 use crate::config::{MAX_DATAGRAM_CACHE, ServerConfig, check_datagram, datagram_config};
-use crate::driver::{HeldAnswers, SendResult};
+use crate::driver::{DrainLinger, HeldAnswers, SendResult};
 use crate::endpoint::Endpoint;
 use crate::error::Error;
 use crate::function::{Answer, CallRef, Completions, reply_of};
@@ -111,6 +111,8 @@ pub(super) struct Datagram<S: DatagramSocket> {
     unsent: HeldAnswers<S::Peer>,
     /// Where this endpoint's responders deliver.
     completions: Arc<dyn Completions>,
+    /// When the drain may end.
+    linger: DrainLinger,
 }
 
 impl<S: DatagramSocket> Datagram<S> {
@@ -132,6 +134,7 @@ impl<S: DatagramSocket> Datagram<S> {
             seen: DatagramServerStats::default(),
             readable: false,
             unsent: HeldAnswers::new(),
+            linger: DrainLinger::default(),
             completions,
         }
     }
@@ -290,7 +293,18 @@ impl<S: DatagramSocket> Datagram<S> {
     fn next_wakeup(&self) -> Option<Instant> {
         let delayed = self.delayed.keys().next().map(|(at, _)| *at);
         let retry = self.unsent.next_retry();
-        [delayed, retry].into_iter().flatten().min()
+        [delayed, retry, self.linger.wakeup()]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// In a shutdown: idle, and its clients have acknowledged their answers or had
+    /// [`DRAIN_LINGER`](crate::driver::DRAIN_LINGER) to.
+    fn drain_over(&mut self, now: Instant) -> bool {
+        let idle = self.is_idle();
+        let core = &self.core;
+        self.linger.is_over(now, idle, || core.unacknowledged(now))
     }
 
     fn sync_stats(&mut self, stats: &Stats) {
@@ -459,9 +473,10 @@ impl DatagramListener {
         each!(self, d => d.next_wakeup())
     }
 
-    /// No call is running or held.
-    pub(super) fn is_idle(&self) -> bool {
-        each!(self, d => d.is_idle())
+    /// In a shutdown: no call is running or held, and the clients have acknowledged
+    /// their answers or had time to.
+    pub(super) fn drain_over(&mut self, now: Instant) -> bool {
+        each!(self, d => d.drain_over(now))
     }
 
     /// Calls running or held.

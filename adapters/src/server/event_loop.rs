@@ -93,8 +93,8 @@ impl EventLoop {
                 // server is shutting down rather than left to time out.
                 let datagrams_done = self
                     .datagrams
-                    .values()
-                    .all(|d| d.is_idle() && !d.is_readable());
+                    .values_mut()
+                    .all(|d| !d.is_readable() && d.drain_over(now));
                 if self.conns.is_empty() && datagrams_done {
                     log::info!(
                         "every connection closed and every datagram call answered; \

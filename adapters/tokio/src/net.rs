@@ -117,6 +117,15 @@ impl DatagramSocket {
     }
 }
 
+impl AsFd for DatagramSocket {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        match self {
+            Self::Unix(s) => s.as_fd(),
+            Self::Udp(s) => s.as_fd(),
+        }
+    }
+}
+
 /// `true` for the error of an operation that should simply be tried again later.
 pub(crate) fn would_block(e: &io::Error) -> bool {
     e.kind() == io::ErrorKind::WouldBlock

@@ -274,3 +274,32 @@ async fn a_call_waiting_for_a_slot_gets_the_one_a_dropped_call_frees() {
         tokio::time::timeout(BOUND, task).await.unwrap().unwrap();
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_unix_datagram_client_reaches_a_server_restarted_on_its_path() {
+    let finished = Arc::new(AtomicU32::new(0));
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("d.sock");
+    let serve = || {
+        let server = builder(&finished, ServerConfig::default())
+            .listen(Endpoint::UnixDatagram(path.clone()))
+            .build()
+            .unwrap();
+        start(server)
+    };
+    let (endpoint, stop, _, task) = serve();
+    let client = Client::connect(&endpoint, ClientConfig::default())
+        .await
+        .unwrap();
+    assert_eq!(client.call("echo", b"1", Some(BOUND)).await.unwrap(), b"1");
+    stop.shutdown();
+    // Drained at once (nothing runs; the client's driver acknowledges its answer).
+    tokio::time::timeout(BOUND, task).await.unwrap().unwrap();
+    let (_, stop, _, task) = serve();
+    // The first send finds the old socket closed; the client connects to the new one and
+    // sends again at once.
+    assert_eq!(client.call("echo", b"2", Some(BOUND)).await.unwrap(), b"2");
+    stop.shutdown();
+    client.close().await;
+    tokio::time::timeout(BOUND, task).await.unwrap().unwrap();
+}

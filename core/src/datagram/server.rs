@@ -596,6 +596,30 @@ where
             })
     }
 
+    /// Answered calls whose client has not yet said they ended (by its floor or acks) and
+    /// whose window is still open: answers the client may not have read yet.
+    ///
+    /// A draining server that stops the moment [`is_drained`](Self::is_drained) turns
+    /// `true` can destroy answers still on their way: on Linux, a client's *connected* Unix
+    /// datagram socket throws away every datagram it holds when it sends to a peer that has
+    /// closed (an acknowledgement or a retransmission sent before it read the answers), and
+    /// on UDP a lost answer can no longer be replayed from the cache. So a driver keeps
+    /// serving after `is_drained` while this is not zero, for a short while: a client that
+    /// reads acknowledges within a quarter of its initial retransmission timeout, or on
+    /// its next request. Scans the cache: meant for the end of a drain, not every turn.
+    #[must_use]
+    pub fn unacknowledged(&self, now: Instant) -> usize {
+        self.entries
+            .as_ref()
+            .iter()
+            .filter(|e| {
+                matches!(e.state, EntryState::Done { .. })
+                    && e.expires > now
+                    && !self.ended_by_client(e)
+            })
+            .count()
+    }
+
     fn on_cancel(
         &mut self,
         from: &P,

@@ -17,7 +17,7 @@ use std::time::Duration;
 use tokio::io::Interest;
 use tokio::sync::Notify;
 use wirecall::config::datagram_config;
-use wirecall::driver::{check_datagram, connect_datagram, random_words};
+use wirecall::driver::{check_datagram, connect_datagram, random_words, reconnect_datagram};
 use wirecall::id_hasher::IdMap;
 use wirecall::{CallError, ClientConfig, Endpoint, Error};
 use wirecall_core::client::{Failure, SendError};
@@ -314,6 +314,10 @@ impl Shared {
                     state.core.not_sent(kind);
                     state.blocked = true;
                     return true;
+                }
+                Err(e) if reconnect_datagram(&self.socket, &self.endpoint, &e) => {
+                    // A server restarted on the path: this copy never left, send it again.
+                    state.core.not_sent(kind);
                 }
                 Err(e) => {
                     // Lost like any datagram: the core retransmits it if it is a request.

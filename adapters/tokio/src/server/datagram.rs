@@ -26,7 +26,7 @@ use tokio::net::{UdpSocket, UnixDatagram};
 use tokio::sync::{mpsc, watch};
 use tokio::task::AbortHandle;
 use wirecall::Answer;
-use wirecall::driver::{HeldAnswers, SendResult, SocketFile};
+use wirecall::driver::{DrainLinger, HeldAnswers, SendResult, SocketFile};
 use wirecall::function::{CallRef, Completions, reply_of};
 use wirecall::stats::{DropKind, Stats};
 use wirecall_core::Instant;
@@ -162,6 +162,7 @@ pub(super) async fn serve<S: Socket>(
     let mut phase_open = true;
     let mut readable = true;
     let mut timer_wait = Timer::new();
+    let mut linger = DrainLinger::default();
     loop {
         let now = shared.clock.now();
         match *phase.borrow_and_update() {
@@ -180,7 +181,8 @@ pub(super) async fn serve<S: Socket>(
             readable = endpoint.receive(now, &shared);
         }
         endpoint.sync_stats(stats);
-        if endpoint.core.is_drained(now) && endpoint.is_idle() && !readable {
+        let idle = endpoint.is_idle() && endpoint.core.is_drained(now);
+        if !readable && linger.is_over(now, idle, || endpoint.core.unacknowledged(now)) {
             log::debug!("{}: drained", endpoint.label);
             break;
         }
@@ -196,6 +198,7 @@ pub(super) async fn serve<S: Socket>(
         let timer = [
             endpoint.delayed.keys().next().map(|(at, _)| *at),
             endpoint.held.next_retry(),
+            linger.wakeup(),
         ]
         .into_iter()
         .flatten()
