@@ -260,6 +260,47 @@ const RETRY_MAX: Duration = Duration::from_millis(64);
 /// retransmits, and the cache replays it.
 const HELD_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// Sends one datagram a server's driver has for `to` through `try_send` (one send without
+/// waiting; an interrupted one is made again) and counts it: sent, or dropped as
+/// `send_failed` (logged under `label`) on any error but "no room", which the caller holds
+/// and tries again ([`HeldAnswers`]). The core keeps answers cached, so a dropped one is
+/// replayed to the client's retransmission.
+pub fn send_answer<P: fmt::Debug>(
+    bytes: &[u8],
+    to: &P,
+    label: &str,
+    stats: &Stats,
+    mut try_send: impl FnMut(&[u8], &P) -> std::io::Result<usize>,
+) -> SendResult {
+    use crate::stream::{interrupted, would_block};
+    loop {
+        match try_send(bytes, to) {
+            Ok(_) => {
+                stats.datagram_sent();
+                return SendResult::Taken;
+            }
+            Err(e) if interrupted(&e) => {}
+            Err(e) if would_block(&e) => return SendResult::WouldBlock,
+            Err(e) => {
+                log::debug!("{label}: a datagram to {to:?} was not sent: {e}");
+                stats.datagram_dropped(DropKind::SendFailed);
+                return SendResult::Dropped;
+            }
+        }
+    }
+}
+
+/// `true` for an error a datagram server's socket reports on a receive for an earlier
+/// datagram's peer (on Linux UDP, an ICMP "port unreachable" for an answer sent before),
+/// not for the socket itself: the driver goes on reading.
+#[must_use]
+pub fn is_peer_error(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::ConnectionReset
+    )
+}
+
 /// What became of a datagram a server's driver tried to send.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SendResult {

@@ -40,7 +40,7 @@ use wirecall_core::datagram::{
 use super::conn::{Shared, dispatch};
 use super::listener::{SocketFile, bind_udp, bind_unix_datagram};
 use crate::config::{MAX_DATAGRAM_CACHE, ServerConfig, check_datagram, datagram_config};
-use crate::driver::{DrainLinger, HeldAnswers, SendResult};
+use crate::driver::{DrainLinger, HeldAnswers, SendResult, is_peer_error, send_answer};
 use crate::endpoint::Endpoint;
 use crate::error::Error;
 use crate::function::{Answer, CallRef, Completions, reply_of};
@@ -320,8 +320,7 @@ impl<S: DatagramSocket> Datagram<S> {
     }
 }
 
-/// Sends one datagram; a failure other than "no room" drops it and is counted (the core
-/// keeps answers cached, and the client retransmits).
+/// Sends one datagram, counted (see [`send_answer`]).
 fn send<S: DatagramSocket>(
     socket: &S,
     bytes: &[u8],
@@ -329,29 +328,7 @@ fn send<S: DatagramSocket>(
     label: &str,
     stats: &Stats,
 ) -> SendResult {
-    loop {
-        match socket.send_peer(bytes, to) {
-            Ok(_) => {
-                stats.datagram_sent();
-                return SendResult::Taken;
-            }
-            Err(e) if interrupted(&e) => {}
-            Err(e) if would_block(&e) => return SendResult::WouldBlock,
-            Err(e) => {
-                log::debug!("{label}: a datagram to {to:?} was not sent: {e}");
-                stats.datagram_dropped(DropKind::SendFailed);
-                return SendResult::Dropped;
-            }
-        }
-    }
-}
-
-/// An error a socket reports for an earlier datagram's peer, not for itself.
-fn is_peer_error(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::ConnectionRefused | io::ErrorKind::ConnectionReset
-    )
+    send_answer(bytes, to, label, stats, |b, t| socket.send_peer(b, t))
 }
 
 /// A datagram endpoint of either transport.

@@ -521,6 +521,72 @@ pub fn garbage<S: ServerDriver, C: ClientDriver>(t: Transport) -> Verdict {
     Verdict::Passed
 }
 
+/// A peer that sends calls and never reads: a Unix datagram socket's queue takes only
+/// `net.unix.max_dgram_qlen` answers, and the server holds the rest for a while, then
+/// drops and counts them (bounded), while it keeps answering everyone else.
+pub fn deaf_peer<S: ServerDriver, C: ClientDriver>(t: Transport) -> Verdict {
+    use wirecall::core::datagram::{DatagramCallSlot, DatagramClient, DatagramConfig};
+    const DEAF_CALLS: u64 = 40;
+    if t != Transport::UnixDgram {
+        return Verdict::NotApplicable("only a Unix datagram peer's queue pushes back");
+    }
+    let (server, dir) = server::<S>(t, ServerConfig::default());
+    let wirecall::Endpoint::UnixDatagram(path) = &server.endpoint else {
+        return Verdict::NotApplicable("not a unix-dgram endpoint");
+    };
+    let mut c: C = client(&server, ClientConfig::default());
+    // The deaf peer's calls, made by a core client of its own epoch and never read back.
+    let deaf = std::os::unix::net::UnixDatagram::bind(dir.path().join("deaf.sock"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let config = DatagramConfig::default();
+    let slots = 64;
+    let storage = config.client_storage_len(slots).unwrap_or(0);
+    let mut core = DatagramClient::new(
+        config,
+        0xdeaf,
+        1,
+        vec![0u8; storage],
+        vec![DatagramCallSlot::EMPTY; slots],
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let now = wirecall::core::Instant::ZERO;
+    let budget = Some(wirecall::core::Duration::from_secs(10));
+    for _ in 0..DEAF_CALLS {
+        core.call(now, "echo", b"deaf", budget)
+            .unwrap_or_else(|e| panic!("{e:?}"));
+        let first = core
+            .poll_transmit(now)
+            .unwrap_or_else(|| panic!("a request"));
+        deaf.send_to(first.bytes, path)
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    // Everyone else is answered meanwhile.
+    for i in 0..50u8 {
+        assert_eq!(
+            answer(c.call("echo", &[i], QUICK), "beside a deaf peer"),
+            [i]
+        );
+    }
+    // What did not fit the deaf peer's queue is dropped and counted, within the time an
+    // answer is held (1 s).
+    let queue = std::fs::read_to_string("/proc/sys/net/unix/max_dgram_qlen")
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .unwrap_or(10);
+    // (Linux queues one datagram past the limit.)
+    let undeliverable = DEAF_CALLS.saturating_sub(queue + 1);
+    let counted = crate::wait_until(Duration::from_secs(10), Duration::from_millis(10), || {
+        server.counter("datagrams.dropped.send_failed") >= undeliverable
+    });
+    assert!(
+        counted,
+        "the answers the deaf peer had no room for are dropped and counted (server stats: {})",
+        server.stats.snapshot().to_string().replace('\n', ", ")
+    );
+    assert_eq!(answer(c.call("echo", b"after", QUICK), "after"), b"after");
+    Verdict::Passed
+}
+
 /// A graceful shutdown while clients keep calls in flight: every call ends, every answer
 /// ran exactly once, and a call reported not executed did not run. On a stream no call is
 /// left in doubt (the go-away names the calls taken); on a datagram endpoint a call sent

@@ -26,7 +26,9 @@ use tokio::net::{UdpSocket, UnixDatagram};
 use tokio::sync::{mpsc, watch};
 use tokio::task::AbortHandle;
 use wirecall::Answer;
-use wirecall::driver::{DrainLinger, HeldAnswers, SendResult, SocketFile};
+use wirecall::driver::{
+    DrainLinger, HeldAnswers, SendResult, SocketFile, is_peer_error, send_answer,
+};
 use wirecall::function::{CallRef, Completions, reply_of};
 use wirecall::stats::{DropKind, Stats};
 use wirecall_core::Instant;
@@ -383,8 +385,7 @@ impl<S: Socket> DatagramEndpoint<S> {
     }
 }
 
-/// Sends one datagram; a failure other than "no room" drops it and is counted (the core
-/// keeps answers cached, and the client retransmits).
+/// Sends one datagram, counted (see [`send_answer`]).
 fn send<S: Socket>(
     socket: &S,
     bytes: &[u8],
@@ -392,27 +393,5 @@ fn send<S: Socket>(
     label: &str,
     stats: &Stats,
 ) -> SendResult {
-    loop {
-        match socket.try_send_peer(bytes, to) {
-            Ok(_) => {
-                stats.datagram_sent();
-                return SendResult::Taken;
-            }
-            Err(e) if interrupted(&e) => {}
-            Err(e) if would_block(&e) => return SendResult::WouldBlock,
-            Err(e) => {
-                log::debug!("{label}: a datagram to {to:?} was not sent: {e}");
-                stats.datagram_dropped(DropKind::SendFailed);
-                return SendResult::Dropped;
-            }
-        }
-    }
-}
-
-/// An error a socket reports for an earlier datagram's peer, not for itself.
-fn is_peer_error(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::ConnectionRefused | io::ErrorKind::ConnectionReset
-    )
+    send_answer(bytes, to, label, stats, |b, t| socket.try_send_peer(b, t))
 }
