@@ -21,6 +21,8 @@
 //! - [`datagram`]: connectionless calls (`DatagramClient`, `DatagramServer`) for Unix
 //!   datagram and UDP sockets: retransmission with backoff and jitter, and a bounded cache
 //!   that runs each call at most once however often it arrives.
+//! - `typed` (feature `typed`, on by default): typed endpoints declared once as Rust
+//!   types (`endpoints!`), their schema keys, and typed encode/decode over caller buffers.
 //! - `sim` (feature `sim`): a deterministic in-memory network and clock for testing a
 //!   runtime that embeds the core.
 //!
@@ -129,6 +131,8 @@ pub mod server;
 pub mod sim;
 mod stream;
 pub mod time;
+#[cfg(feature = "typed")]
+pub mod typed;
 pub mod wire;
 
 pub use buffer::Buffer;
