@@ -139,6 +139,20 @@ pub const MAX_DATAGRAM_LIMIT: usize = 16 * 1024 * 1024;
 /// The largest `datagram_cache` the adapter allocates: 1,048,576 entries.
 pub const MAX_DATAGRAM_CACHE: usize = 1 << 20;
 
+/// The most worker threads a server starts: 1,024 (past a few thousand, spawning fails
+/// for want of memory or of the process's thread limit).
+pub const MAX_WORKERS: usize = 1024;
+
+/// The largest `max_connections`: 1,048,576 (far past any descriptor limit).
+pub const MAX_CONNECTIONS_LIMIT: usize = 1 << 20;
+
+/// The largest `worker_queue`: 1,048,576 calls.
+pub const MAX_WORKER_QUEUE: usize = 1 << 20;
+
+/// The longest `datagram.max_budget`: one day. A datagram call is remembered for its
+/// budget, so a longer one would pin cache entries for longer than any caller waits.
+pub const MAX_BUDGET_LIMIT: Duration = Duration::from_secs(86_400);
+
 /// The receive buffer UDP sockets ask for, server and client: a burst of first copies from
 /// many clients, or a window of 64 answers of 4 KiB, overflows the default 208 KiB. The
 /// kernel caps the request at twice `net.core.rmem_max`; a smaller buffer still works,
@@ -182,6 +196,73 @@ pub fn check_datagram(
         got: u64::MAX,
         max: u64::try_from(usize::MAX).unwrap_or(u64::MAX),
     })
+}
+
+/// Checks a server's own limits before anything is set up, whichever endpoints it has: at
+/// least one connection, a worker queue of at least one call, at most [`MAX_WORKERS`]
+/// workers, a datagram budget of at least 1 ms and at most [`MAX_BUDGET_LIMIT`], a cache
+/// of at least one entry, and datagrams of at least [`MIN_DATAGRAM`] bytes (both
+/// transports), each no larger than its `MAX_*` limit. (The connection's limits are
+/// [`check_limits`]'.)
+///
+/// [`MIN_DATAGRAM`]: wirecall_core::datagram::MIN_DATAGRAM
+///
+/// # Errors
+///
+/// [`Error::LimitTooSmall`](crate::Error::LimitTooSmall) or
+/// [`Error::LimitTooLarge`](crate::Error::LimitTooLarge), naming the setting.
+pub fn check_server(config: &ServerConfig) -> Result<(), crate::Error> {
+    use wirecall_core::datagram::MIN_DATAGRAM;
+    let as_u64 = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
+    let millis = |d: wirecall_core::Duration| d.as_micros() / 1000;
+    let ranges: [(&'static str, u64, u64, u64); 7] = [
+        (
+            "max_connections",
+            as_u64(config.max_connections),
+            1,
+            as_u64(MAX_CONNECTIONS_LIMIT),
+        ),
+        ("workers", as_u64(config.workers), 0, as_u64(MAX_WORKERS)),
+        (
+            "worker_queue",
+            as_u64(config.worker_queue),
+            1,
+            as_u64(MAX_WORKER_QUEUE),
+        ),
+        (
+            "datagram_cache",
+            as_u64(config.datagram_cache),
+            1,
+            as_u64(MAX_DATAGRAM_CACHE),
+        ),
+        (
+            "datagram.max_datagram",
+            as_u64(config.datagram.max_datagram),
+            as_u64(MIN_DATAGRAM),
+            as_u64(MAX_DATAGRAM_LIMIT),
+        ),
+        (
+            "unix_max_datagram",
+            as_u64(config.unix_max_datagram),
+            as_u64(MIN_DATAGRAM),
+            as_u64(MAX_DATAGRAM_LIMIT),
+        ),
+        (
+            "datagram.max_budget (ms)",
+            millis(config.datagram.max_budget),
+            1,
+            u64::try_from(MAX_BUDGET_LIMIT.as_millis()).unwrap_or(u64::MAX),
+        ),
+    ];
+    for (what, got, min, max) in ranges {
+        if got < min {
+            return Err(crate::Error::LimitTooSmall { what, got, min });
+        }
+        if got > max {
+            return Err(crate::Error::LimitTooLarge { what, got, max });
+        }
+    }
+    Ok(())
 }
 
 /// Checks the limits that size a connection's memory.

@@ -22,7 +22,9 @@ use std::os::fd::{AsFd, OwnedFd};
 
 use wirecall_core::{Duration, Instant};
 
-pub use crate::config::{UDP_RECEIVE_BUFFER, check_datagram, check_limits, datagram_config};
+pub use crate::config::{
+    UDP_RECEIVE_BUFFER, check_datagram, check_limits, check_server, datagram_config,
+};
 pub use crate::server::listener::SocketFile;
 
 use crate::endpoint::Endpoint;

@@ -55,6 +55,16 @@ pub enum Error {
     /// `max_datagram` too small for the protocol, no attempts).
     #[error("invalid datagram configuration: {0}")]
     DatagramConfig(#[from] DatagramConfigError),
+    /// A limit below what the server can work with (it would refuse every call).
+    #[error("invalid configuration: {what} of {got} is below the minimum of {min}")]
+    LimitTooSmall {
+        /// Which limit.
+        what: &'static str,
+        /// The configured value.
+        got: u64,
+        /// The smallest value allowed.
+        min: u64,
+    },
     /// A limit above what this adapter allocates for one connection.
     #[error("invalid configuration: {what} of {got} is above the maximum of {max}")]
     LimitTooLarge {

@@ -378,6 +378,38 @@ fn bad_configuration_is_refused_at_build() {
         "{err}"
     );
 
+    // A server's own limits, checked whichever endpoints it has (none here), before
+    // anything starts: zero would refuse every call, too many workers cannot be spawned.
+    type Set = fn(&mut ServerConfig);
+    let checks: [(Set, &str); 5] = [
+        (
+            |c| c.max_connections = 0,
+            "max_connections of 0 is below the minimum of 1",
+        ),
+        (
+            |c| c.workers = 100_000,
+            "workers of 100000 is above the maximum of 1024",
+        ),
+        (
+            |c| c.worker_queue = 0,
+            "worker_queue of 0 is below the minimum of 1",
+        ),
+        (
+            |c| c.datagram.max_budget = wirecall::core::Duration::ZERO,
+            "datagram.max_budget (ms) of 0 is below the minimum of 1",
+        ),
+        (
+            |c| c.unix_max_datagram = 50,
+            "unix_max_datagram of 50 is below the minimum of 104",
+        ),
+    ];
+    for (set, want) in checks {
+        let mut config = ServerConfig::default();
+        set(&mut config);
+        let err = ServerBuilder::new(config).build().unwrap_err().to_string();
+        assert!(err.contains(want), "{err}");
+    }
+
     let err = ServerBuilder::new(ServerConfig::default())
         .function("a b", |_| Ok(Vec::new()))
         .build()

@@ -10,7 +10,12 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use wirecall::config::MAX_FRAME_LIMIT;
+use wirecall::config::{
+    MAX_BUDGET_LIMIT, MAX_CONNECTIONS_LIMIT, MAX_DATAGRAM_CACHE, MAX_DATAGRAM_LIMIT,
+    MAX_FRAME_LIMIT, MAX_IN_FLIGHT_LIMIT, MAX_WORKER_QUEUE, MAX_WORKERS,
+};
+use wirecall::core::datagram::MIN_DATAGRAM;
+use wirecall::core::wire::{BASELINE_MAX_FRAME_LEN, BASELINE_MAX_IN_FLIGHT};
 use wirecall::{
     CallError, CallErrorKind, Client, ClientConfig, Endpoint, Error, ServerBuilder, ServerConfig,
     builtins,
@@ -18,6 +23,8 @@ use wirecall::{
 
 /// Any other error: bad arguments the parser let through, stdin, a socket that failed.
 const EXIT_FAILURE: u8 = 1;
+/// A usage error: a flag out of its range, a configuration the server cannot run with.
+const EXIT_USAGE: u8 = 2;
 /// The function ran and returned an error.
 const EXIT_REMOTE: u8 = 3;
 /// The server refused the call before running it.
@@ -137,20 +144,25 @@ struct ServeArgs {
     /// Endpoint to listen on; repeat for more
     #[arg(long = "listen", value_name = "ENDPOINT", required = true)]
     listen: Vec<Endpoint>,
-    /// Threads running functions (0: on the event-loop thread)
-    #[arg(long, value_name = "N", default_value_t = ServerConfig::default().workers)]
+    /// Threads running functions (0: on the event-loop thread; at most 1024)
+    #[arg(long, value_name = "N", default_value_t = ServerConfig::default().workers,
+          value_parser = usize_in(0, MAX_WORKERS))]
     workers: usize,
-    /// Calls waiting for a worker; more are answered busy
-    #[arg(long, value_name = "N", default_value_t = ServerConfig::default().worker_queue)]
+    /// Calls waiting for a worker; more are answered busy (1 to 1048576)
+    #[arg(long, value_name = "N", default_value_t = ServerConfig::default().worker_queue,
+          value_parser = usize_in(1, MAX_WORKER_QUEUE))]
     worker_queue: usize,
-    /// Connections open at once; more are accepted and closed at once
-    #[arg(long, value_name = "N", default_value_t = ServerConfig::default().max_connections)]
+    /// Connections open at once; more are accepted and closed at once (1 to 1048576)
+    #[arg(long, value_name = "N", default_value_t = ServerConfig::default().max_connections,
+          value_parser = usize_in(1, MAX_CONNECTIONS_LIMIT))]
     max_connections: usize,
-    /// Longest frame body accepted and sent (1024 to 16 MiB)
-    #[arg(long, value_name = "BYTES", default_value_t = ServerConfig::default().connection.max_frame_len)]
+    /// Longest frame body accepted and sent (1024 to 16777216)
+    #[arg(long, value_name = "BYTES", default_value_t = ServerConfig::default().connection.max_frame_len,
+          value_parser = clap::value_parser!(u32).range(i64::from(BASELINE_MAX_FRAME_LEN)..=i64::from(MAX_FRAME_LIMIT)))]
     max_frame: u32,
     /// Calls in flight per connection; more are answered busy (4 to 65536)
-    #[arg(long, value_name = "N", default_value_t = ServerConfig::default().connection.max_in_flight)]
+    #[arg(long, value_name = "N", default_value_t = ServerConfig::default().connection.max_in_flight,
+          value_parser = clap::value_parser!(u32).range(i64::from(BASELINE_MAX_IN_FLIGHT)..=i64::from(MAX_IN_FLIGHT_LIMIT)))]
     max_in_flight: u32,
     /// Idle seconds before a ping (0: no keepalive)
     #[arg(long, value_name = "SECS", default_value_t = 30)]
@@ -165,17 +177,22 @@ struct ServeArgs {
     #[arg(long, value_name = "MODE", value_parser = parse_mode)]
     unix_mode: Option<u32>,
     /// Calls (and clients) each datagram endpoint remembers at once; new calls beyond
-    /// are answered busy (not run)
-    #[arg(long, value_name = "ENTRIES", default_value_t = ServerConfig::default().datagram_cache)]
+    /// are answered busy, not run (1 to 1048576)
+    #[arg(long, value_name = "ENTRIES", default_value_t = ServerConfig::default().datagram_cache,
+          value_parser = usize_in(1, MAX_DATAGRAM_CACHE))]
     datagram_cache: usize,
-    /// Largest datagram taken or sent on udp: endpoints, header included
-    #[arg(long, value_name = "BYTES", default_value_t = ServerConfig::default().datagram.max_datagram)]
+    /// Largest datagram taken or sent on udp: endpoints, header included (104 to 16777216)
+    #[arg(long, value_name = "BYTES", default_value_t = ServerConfig::default().datagram.max_datagram,
+          value_parser = usize_in(MIN_DATAGRAM, MAX_DATAGRAM_LIMIT))]
     max_datagram: usize,
-    /// Largest datagram taken or sent on unix-dgram: endpoints
-    #[arg(long, value_name = "BYTES", default_value_t = ServerConfig::default().unix_max_datagram)]
+    /// Largest datagram taken or sent on unix-dgram: endpoints (104 to 16777216)
+    #[arg(long, value_name = "BYTES", default_value_t = ServerConfig::default().unix_max_datagram,
+          value_parser = usize_in(MIN_DATAGRAM, MAX_DATAGRAM_LIMIT))]
     unix_max_datagram: usize,
     /// Longest deadline a datagram call may ask for, in seconds; longer ones are rejected
-    #[arg(long, value_name = "SECS", default_value_t = 60)]
+    /// (1 to 86400)
+    #[arg(long, value_name = "SECS", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(1..=MAX_BUDGET_LIMIT.as_secs()))]
     max_budget: u64,
 }
 
@@ -233,6 +250,14 @@ fn serve(args: ServeArgs) -> ExitCode {
     }
     let server = match builder.build() {
         Ok(server) => server,
+        // The flags' ranges catch each flag alone; what is left is a configuration the
+        // server cannot run with, which is a usage error too.
+        Err(
+            e @ (Error::Config(_)
+            | Error::DatagramConfig(_)
+            | Error::LimitTooSmall { .. }
+            | Error::LimitTooLarge { .. }),
+        ) => return fail(e, EXIT_USAGE),
         Err(e) => return fail(e, EXIT_FAILURE),
     };
     {
@@ -322,6 +347,13 @@ fn demo() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(e, EXIT_FAILURE),
     }
+}
+
+/// A `usize` flag's parser that refuses values outside `min..=max` (clap then names the
+/// flag and the range, and exits 2).
+fn usize_in(min: usize, max: usize) -> clap::builder::RangedU64ValueParser<usize> {
+    let wide = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
+    clap::builder::RangedU64ValueParser::<usize>::new().range(wide(min)..=wide(max))
 }
 
 /// An octal file mode: `0660`, `660` or `0o660`.

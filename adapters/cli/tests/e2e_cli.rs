@@ -216,7 +216,7 @@ fn call_failures_have_distinct_exit_codes_and_one_line_messages() {
 }
 
 #[test]
-fn serve_sets_the_socket_mode_and_refuses_bad_datagram_settings() {
+fn serve_sets_the_socket_mode_and_refuses_a_bad_one() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("m.sock");
     let dgram_path = dir.path().join("md.sock");
@@ -240,41 +240,72 @@ fn serve_sets_the_socket_mode_and_refuses_bad_datagram_settings() {
         assert_eq!(mode, 0o600, "{}", path.display());
     }
 
-    let out = wirecall(
-        &[
-            "serve",
-            "--listen",
-            "udp:127.0.0.1:0",
-            "--datagram-cache",
-            "0",
-        ],
-        b"",
-    );
-    assert_eq!(out.code, Some(1));
-    assert_eq!(
-        out.stderr,
-        "wirecall: invalid datagram configuration: no call slots or cache entries\n"
-    );
-    let out = wirecall(
-        &[
-            "serve",
-            "--listen",
-            "udp:127.0.0.1:0",
-            "--max-datagram",
-            "50",
-        ],
-        b"",
-    );
-    assert_eq!(out.code, Some(1));
-    assert!(
-        out.stderr.contains("is under the 104 needed"),
-        "{}",
-        out.stderr
-    );
-
     let out = wirecall(&["serve", "--listen", &unix, "--unix-mode", "999"], b"");
     assert_eq!(out.code, Some(2));
     assert!(out.stderr.contains("octal file mode"), "{}", out.stderr);
+}
+
+/// Every `serve` flag with a range refuses a value outside it before anything is bound:
+/// exit 2 (usage), and a message that names the flag the user typed and its range.
+#[test]
+fn every_ranged_serve_flag_refuses_values_outside_its_range() {
+    let dir = tempfile::tempdir().unwrap();
+    let unix = format!("unix:{}", dir.path().join("r.sock").display());
+    let cases: &[(&str, &str, &[&str], &str)] = &[
+        (
+            "--max-frame",
+            "BYTES",
+            &["1023", "16777217"],
+            "1024..=16777216",
+        ),
+        ("--max-in-flight", "N", &["3", "65537"], "4..=65536"),
+        ("--max-connections", "N", &["0", "1048577"], "1..=1048576"),
+        ("--workers", "N", &["1025"], "0..=1024"),
+        ("--worker-queue", "N", &["0", "1048577"], "1..=1048576"),
+        (
+            "--datagram-cache",
+            "ENTRIES",
+            &["0", "1048577"],
+            "1..=1048576",
+        ),
+        (
+            "--max-datagram",
+            "BYTES",
+            &["103", "16777217"],
+            "104..=16777216",
+        ),
+        (
+            "--unix-max-datagram",
+            "BYTES",
+            &["103", "16777217"],
+            "104..=16777216",
+        ),
+        ("--max-budget", "SECS", &["0", "86401"], "1..=86400"),
+    ];
+    for (flag, name, values, range) in cases {
+        for value in *values {
+            let out = wirecall(&["serve", "--listen", &unix, flag, value], b"");
+            assert_eq!(out.code, Some(2), "{flag} {value}: {}", out.stderr);
+            assert_eq!(
+                out.stderr.lines().next().unwrap_or_default(),
+                format!(
+                    "error: invalid value '{value}' for '{flag} <{name}>': \
+                     {value} is not in {range}"
+                ),
+            );
+        }
+    }
+    assert!(!dir.path().join("r.sock").exists(), "nothing was bound");
+    // The smallest and largest values are taken (shown by a server that starts).
+    for (flag, value) in [
+        ("--max-datagram", "104"),
+        ("--workers", "0"),
+        ("--max-budget", "86400"),
+    ] {
+        let server =
+            ServerProcess::start(bin(), &["--listen", "udp:127.0.0.1:0", flag, value], &[]);
+        assert!(server.is_ok(), "{flag} {value}");
+    }
 }
 
 #[test]

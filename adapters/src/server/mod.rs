@@ -54,7 +54,7 @@ use self::datagram::DatagramListener;
 use self::event_loop::{EventLoop, FIRST_LISTENER, GRACEFUL, NOW, SIGNALS, WAKER};
 use self::listener::Listener;
 use crate::clock::Clock;
-use crate::config::{ServerConfig, check_limits};
+use crate::config::{ServerConfig, check_limits, check_server};
 use crate::endpoint::Endpoint;
 use crate::error::Error;
 use crate::function::{
@@ -166,6 +166,7 @@ impl ServerBuilder {
     /// socket a live server holds), or an OS failure setting up the loop.
     pub fn build(self) -> Result<Server, Error> {
         let config = self.config;
+        check_server(&config)?;
         check_limits(&config.connection)?;
         // The core checks its limits when a connection is made: make one now, so a bad
         // configuration fails here rather than on every accepted connection.

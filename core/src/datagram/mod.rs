@@ -185,9 +185,10 @@ impl fmt::Display for DatagramConfigError {
 
 impl core::error::Error for DatagramConfigError {}
 
-/// The smallest datagram a slot may hold: a header and room for the longest answer the
-/// server makes itself (a rejection with its message, 64 bytes at most) with a margin.
-pub(crate) const MIN_DATAGRAM: usize = DatagramHeader::LEN + 75;
+/// The smallest `max_datagram` (and share of storage per slot or cache entry) the core
+/// takes, 104 bytes: a header and room for the longest answer the server makes itself (a
+/// rejection with its message, 64 bytes at most) with a margin.
+pub const MIN_DATAGRAM: usize = DatagramHeader::LEN + 75;
 
 /// Bytes per slot: an equal share of `storage`, capped at the largest datagram.
 pub(crate) fn chunk_len(

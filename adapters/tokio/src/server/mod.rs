@@ -187,6 +187,7 @@ impl ServerBuilder {
     /// server holds).
     pub fn build(self) -> Result<Server, Error> {
         let config = self.config;
+        driver::check_server(&config)?;
         driver::check_limits(&config.connection)?;
         // The core checks its limits when a connection is made: make one now, so a bad
         // configuration fails here rather than on every accepted connection.
