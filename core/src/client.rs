@@ -151,8 +151,15 @@ pub enum SendError {
     Closing,
     /// As many calls are in flight as the server (or our table) allows; wait for one.
     TooManyInFlight,
-    /// The request is larger than the server accepts or our transmit buffer holds.
-    TooLarge,
+    /// The request is larger than the server accepts or our transmit buffer holds (on a
+    /// datagram client: than one datagram).
+    TooLarge {
+        /// The request's encoded size in bytes: its frame body on a stream (what a frame
+        /// limit counts), the whole datagram in datagram mode.
+        len: usize,
+        /// The most that may be sent, counted the same way.
+        limit: usize,
+    },
     /// Not now: the transmit buffer is full, or the request is above the baseline size and
     /// the server's hello has not arrived yet. Send, poll events, and try again.
     WouldBlock,
@@ -164,7 +171,12 @@ impl fmt::Display for SendError {
             Self::Closed => "connection closed",
             Self::Closing => "connection is closing",
             Self::TooManyInFlight => "too many calls in flight",
-            Self::TooLarge => "request larger than the server accepts",
+            Self::TooLarge { len, limit } => {
+                return write!(
+                    f,
+                    "request of {len} bytes encoded is larger than the {limit} bytes allowed"
+                );
+            }
             Self::WouldBlock => "cannot send now, try again after transmitting",
         })
     }
@@ -385,16 +397,20 @@ where
         {
             Ok(()) => {}
             Err(PushError::Full) => return Err(SendError::WouldBlock),
-            Err(PushError::TooLarge) if self.conn.peer.is_none() => {
-                // Over the baseline: the server's hello may allow it.
+            Err(PushError::TooLarge) => {
                 let len = Frame::Request(request).encoded_len();
-                return Err(if len <= self.conn.tx.max_body() {
-                    SendError::WouldBlock
+                let ours = self.conn.tx.max_body();
+                if self.conn.peer.is_none() && len <= ours {
+                    // Over the baseline: the server's hello may allow it.
+                    return Err(SendError::WouldBlock);
+                }
+                let limit = if self.conn.peer.is_none() {
+                    ours
                 } else {
-                    SendError::TooLarge
-                });
+                    ours.min(self.conn.send_limit() as usize)
+                };
+                return Err(SendError::TooLarge { len, limit });
             }
-            Err(PushError::TooLarge) => return Err(SendError::TooLarge),
         }
         let tx_end = self.conn.tx.queued_end();
         let deadline = timeout.map(|t| now.saturating_add(t));

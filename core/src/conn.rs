@@ -132,6 +132,10 @@ impl fmt::Display for CloseReason {
         match self {
             Self::Graceful => f.write_str("closed gracefully"),
             Self::TransportClosed => f.write_str("peer closed the connection"),
+            Self::PeerClosed(CloseCode::REFUSED) => f.write_str(
+                "the server refused the connection (REFUSED): it is at its connection limit \
+                 or shutting down",
+            ),
             Self::PeerClosed(code) => write!(f, "peer closed the connection: {code}"),
             Self::Protocol(e) => write!(f, "protocol error: {e}"),
             Self::NotWirecall => f.write_str("peer does not speak wirecall"),

@@ -1025,9 +1025,14 @@ fn cache_fills_nearly_up_before_busy() {
 #[test]
 fn oversize_call_is_refused_locally() {
     let mut c = client(config(), 1, 2);
+    // The datagram would be its header (29), the request frame's tag, id, method, budget
+    // (2000 ms) and body length (1 + 1 + 2 + 3 + 2) and the body: over one datagram.
     assert_eq!(
         c.call(Instant::ZERO, "m", &[0u8; MTU], None),
-        Err(SendError::TooLarge)
+        Err(SendError::TooLarge {
+            len: 29 + 9 + MTU,
+            limit: MTU
+        })
     );
     assert_eq!(c.in_flight(), 0);
 }

@@ -249,10 +249,15 @@ fn big_call_waits_for_server_hello() {
         Err(SendError::WouldBlock)
     );
     let huge = vec![7u8; 5000];
-    assert_eq!(
-        p.client.call(p.now, "m", &huge, None),
-        Err(SendError::TooLarge)
-    );
+    // Frame body: tag, id, method, no budget, body length (1 + 1 + 2 + 1 + 2), then the
+    // body; over what this client's own buffer holds, so no hello can allow it.
+    match p.client.call(p.now, "m", &huge, None) {
+        Err(SendError::TooLarge { len, limit }) => {
+            assert_eq!(len, 7 + 5000);
+            assert!((2007..len).contains(&limit), "{limit}");
+        }
+        other => panic!("{other:?}"),
+    }
 }
 
 #[test]
@@ -688,10 +693,13 @@ fn oversize_call_is_refused_locally() {
     })
     .unwrap();
     let too_big = vec![0u8; 4096];
-    assert_eq!(
-        p.client.call(p.now, "m", &too_big, None),
-        Err(SendError::TooLarge)
-    );
+    match p.client.call(p.now, "m", &too_big, None) {
+        Err(SendError::TooLarge { len, limit }) => {
+            assert_eq!(len, 7 + 4096);
+            assert!(limit < len, "{limit}");
+        }
+        other => panic!("{other:?}"),
+    }
     assert_eq!(p.client.in_flight(), 0);
 }
 

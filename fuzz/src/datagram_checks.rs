@@ -879,7 +879,7 @@ impl ClientRun {
                 self.sum.out.calls += 1;
             }
             Err(SendError::TooManyInFlight) => {}
-            Err(SendError::TooLarge) => {
+            Err(SendError::TooLarge { .. }) => {
                 let frame = Frame::Request(Request {
                     id: RequestId(u64::MAX),
                     method,

@@ -87,7 +87,8 @@ Exit codes:
   2  usage error
   3  the function ran and returned an error                  [executed]
   4  the server refused the call (unknown method, bad body)  [not executed]
-  5  the server was busy or is shutting down                 [not executed]
+  5  the server was busy, is shutting down, or at its
+     connection limit (it refused the connection)            [not executed]
   6  no answer within --timeout                              [maybe executed]
   7  the connection was lost during the call                 [as the message says]
   8  could not connect                                       [not executed]
@@ -304,6 +305,21 @@ fn call(args: &CallArgs) -> ExitCode {
         Err(e) => {
             let message = match e.kind() {
                 CallErrorKind::TimedOut => format!("timed out after {} ms", args.timeout),
+                CallErrorKind::NotSent(wirecall::core::client::SendError::TooLarge {
+                    len,
+                    limit,
+                }) => {
+                    let what = if args.endpoint.is_datagram() {
+                        "one datagram"
+                    } else {
+                        "the frame limit"
+                    };
+                    format!(
+                        "not sent: the request is {len} bytes encoded, over {what} of {limit} \
+                         bytes ({} of them the body)",
+                        body.len()
+                    )
+                }
                 _ => e.to_string(),
             };
             fail(format!("{message} [{}]", e.execution()), exit_code(&e))
@@ -313,14 +329,19 @@ fn call(args: &CallArgs) -> ExitCode {
 
 /// The exit code for a failed call (see `CALL_HELP`).
 fn exit_code(e: &CallError) -> u8 {
-    use wirecall::core::wire::RejectCode;
+    use wirecall::core::client::CloseReason;
+    use wirecall::core::wire::{CloseCode, RejectCode};
     match e.kind() {
         CallErrorKind::Remote { .. } => EXIT_REMOTE,
         // How a datagram server says it is shutting down: a call it did not run.
         CallErrorKind::Rejected { code, .. } if *code == RejectCode::SHUTTING_DOWN => EXIT_BUSY,
         CallErrorKind::Rejected { .. }
-        | CallErrorKind::NotSent(wirecall::core::client::SendError::TooLarge) => EXIT_REJECTED,
+        | CallErrorKind::NotSent(wirecall::core::client::SendError::TooLarge { .. }) => {
+            EXIT_REJECTED
+        }
         CallErrorKind::Busy { .. } | CallErrorKind::Refused => EXIT_BUSY,
+        // At the server's connection limit (or shutting down): nothing ran.
+        CallErrorKind::ConnectionLost(CloseReason::PeerClosed(CloseCode::REFUSED)) => EXIT_BUSY,
         CallErrorKind::TimedOut => EXIT_TIMEOUT,
         _ => EXIT_LOST,
     }

@@ -250,9 +250,18 @@ fn connections_over_the_limit_are_refused_and_counted() {
     let mut fourth = connect(endpoint);
     let err = fourth.call("echo", b"4", Some(WAIT)).unwrap_err();
     assert_eq!(err.execution(), Execution::NotExecuted, "{err}");
+    // And `wirecall call` says so in words, with the README's exit code for a call the
+    // server did not take (5).
+    let out = wirecall_tests::run(bin(), &["call", endpoint, "echo", "5"], b"", WAIT).unwrap();
+    assert_eq!(out.code, Some(5), "{}", out.stderr);
+    assert_eq!(
+        out.stderr,
+        "wirecall: the server refused the connection (REFUSED): it is at its connection \
+         limit or shutting down [not executed]\n"
+    );
 
     let s = stats(&mut first);
-    assert_eq!(s["connections.refused"], 2, "{s:?}");
+    assert_eq!(s["connections.refused"], 3, "{s:?}");
     assert_eq!(s["connections.open"], 2, "{s:?}");
     assert_eq!(second.call("echo", b"still", Some(WAIT)).unwrap(), b"still");
     assert!(server.wait_for_log("refused, 2 connections are open", WAIT));

@@ -128,7 +128,8 @@ fn calls_over_every_transport_and_ipv6() {
     assert_eq!(out.code, Some(3), "{}", out.stderr);
     assert_eq!(
         out.stderr,
-        "wirecall: remote error 4294967040: answer does not fit one datagram [executed]\n"
+        "wirecall: remote error: answer too large (0xffffff00): answer does not fit one datagram \
+         [executed]\n"
     );
 }
 
@@ -201,6 +202,27 @@ fn call_failures_have_distinct_exit_codes_and_one_line_messages() {
     one_line(&out);
     assert!(out.stderr.contains(&format!("cannot connect to {missing}")));
     assert!(out.stderr.ends_with("[not executed]\n"));
+
+    // Too large to send: the size and the limit, in numbers. The largest body `echo` takes
+    // with the default frame limit (65,536) is 65,523 bytes (README).
+    let largest = "a".repeat(65_523);
+    assert_eq!(call(&[ep, "echo", &largest]).stdout.len(), 65_523);
+    let over = "a".repeat(65_524);
+    let out = call(&[ep, "echo", &over]);
+    assert_eq!(out.code, Some(4));
+    assert_eq!(
+        out.stderr,
+        "wirecall: not sent: the request is 65537 bytes encoded, over the frame limit of 65536 \
+         bytes (65524 of them the body) [not executed]\n"
+    );
+    let udp = ServerProcess::start(bin(), &["--listen", "udp:127.0.0.1:0"], &[]).unwrap();
+    let out = call(&[udp.endpoints[0].as_str(), "echo", &"a".repeat(2000)]);
+    assert_eq!(out.code, Some(4));
+    assert_eq!(
+        out.stderr,
+        "wirecall: not sent: the request is 2041 bytes encoded, over one datagram of 1232 bytes \
+         (2000 of them the body) [not executed]\n"
+    );
 
     let out = call(&["nonsense", "echo"]);
     assert_eq!(out.code, Some(2));

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use wirecall_core::RequestId;
 use wirecall_core::client::{CloseReason, Execution, Failure, SendError};
-use wirecall_core::wire::RejectCode;
+use wirecall_core::wire::{CloseCode, RejectCode, reserved_error_name};
 
 use crate::clock::to_std;
 
@@ -126,12 +126,20 @@ impl fmt::Display for CallError {
 impl fmt::Display for CallErrorKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::Remote { code, message } => write!(f, "remote error {code}: {message}"),
+            // wirecall's own error numbers by name (they are not the application's).
+            Self::Remote { code, message } => match reserved_error_name(*code) {
+                Some(name) => write!(f, "remote error: {name} ({code:#x}): {message}"),
+                None => write!(f, "remote error {code}: {message}"),
+            },
             Self::Rejected { code, message } => write!(f, "rejected, {code}: {message}"),
             Self::Busy { retry_after } => write!(f, "server busy, retry after {retry_after:?}"),
             Self::TimedOut => f.write_str("timed out"),
             Self::Cancelled => f.write_str("cancelled"),
             Self::Refused => f.write_str("refused: the server is closing"),
+            // Refused before anything ran: not a lost connection, and its words say so.
+            Self::ConnectionLost(reason @ CloseReason::PeerClosed(CloseCode::REFUSED)) => {
+                write!(f, "{reason}")
+            }
             Self::ConnectionLost(reason) => write!(f, "connection lost: {reason}"),
             Self::NotSent(e) => write!(f, "not sent: {e}"),
             Self::UnknownCall(id) => write!(f, "no call {id} is waiting"),

@@ -367,13 +367,14 @@ where
             body,
         });
         let range = self.chunk_range(index);
-        let out = self
-            .storage
-            .as_mut()
-            .get_mut(range)
-            .ok_or(SendError::TooLarge)?;
+        let limit = self.chunk;
+        let too_large = || SendError::TooLarge {
+            len: DatagramHeader::LEN.saturating_add(frame.encoded_len()),
+            limit,
+        };
+        let out = self.storage.as_mut().get_mut(range).ok_or_else(too_large)?;
         let header = DatagramHeader::new(self.epoch, 0); // floor set when sent
-        let len = encode_datagram(header, &frame, out).map_err(|_| SendError::TooLarge)?;
+        let len = encode_datagram(header, &frame, out).map_err(|_| too_large())?;
         let deadline = now.saturating_add(timeout);
         self.deadlines_from = earliest(self.deadlines_from, Some(deadline));
         if let Some(slot) = self.slots.as_mut().get_mut(index) {

@@ -280,7 +280,7 @@ impl ClientRun {
                     "{what}: TooManyInFlight with {waiting}"
                 );
             }
-            Err(SendError::TooLarge) => {
+            Err(SendError::TooLarge { .. }) => {
                 let limit = peer_limit.unwrap_or(self.link.tx_cap - LEN_PREFIX);
                 assert!(
                     open && len > limit,
