@@ -624,7 +624,9 @@ pub(crate) enum Incoming<'a, B> {
 }
 
 /// Frame tags the shared part handles itself, from the first byte of a body (postcard
-/// writes the variant index `0..=7` as a one-byte varint).
+/// writes the variant index `0..=7` as a one-byte varint). A first byte with the varint's
+/// continuation bit set is a tag written in more bytes than needed, which decoding accepts
+/// (PROTOCOL.md section 2): such a frame is decoded here to learn its type.
 const TAG_HELLO: u8 = 0;
 const TAG_PING: u8 = 4;
 const TAG_PONG: u8 = 5;
@@ -660,7 +662,8 @@ pub(crate) fn read_frame<'a, B: Buffer>(
             }
         };
         let tag = rx.get(range.clone()).first().copied();
-        let shared = matches!(tag, Some(TAG_HELLO | TAG_PING | TAG_PONG | TAG_CLOSE));
+        let shared = matches!(tag, Some(TAG_HELLO | TAG_PING | TAG_PONG | TAG_CLOSE))
+            || tag.is_some_and(|t| t & 0x80 != 0);
         if conn.peer.is_some() && !shared {
             break range;
         }
@@ -700,10 +703,12 @@ pub(crate) fn read_frame<'a, B: Buffer>(
                 conn.close(CloseReason::PeerClosed(code));
                 return Incoming::Closed;
             }
-            _ => {
+            Frame::Hello(_) => {
                 conn.close(CloseReason::Protocol(ProtocolError::UnexpectedFrame));
                 return Incoming::Closed;
             }
+            // A frame of the role's, its tag written long: the role decodes it.
+            _ => break range,
         }
     };
     let rx: &'a FrameDecoder<B> = rx;

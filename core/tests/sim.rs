@@ -1644,3 +1644,69 @@ fn end_of_stream_answers_quick_and_slow_calls_then_bounds_the_wait() {
         Some(ServerEvent::Closed(CloseReason::DrainTimedOut))
     ));
 }
+
+/// A frame tag written in more bytes than needed is accepted (PROTOCOL.md section 2), so a
+/// padded Close or Ping is the same frame as a short one: a client takes the server's
+/// close for what it is, and answers a padded ping. (Found by the `client_connection`
+/// fuzzer: the shared keepalive-and-close path looked only at the first byte.)
+#[test]
+fn a_frame_whose_tag_is_written_long_is_still_that_frame() {
+    use wirecall_core::client::CallSlot;
+    let hello = Frame::Hello(Hello {
+        magic: MAGIC,
+        min_version: 1,
+        max_version: 1,
+        max_frame_len: 65_536,
+        max_in_flight: 16,
+    });
+    let framed = |body: &[u8]| {
+        let mut out = (body.len() as u32).to_be_bytes().to_vec();
+        out.extend_from_slice(body);
+        out
+    };
+    let connected = || {
+        let mut c = wirecall_core::ClientConnection::new(
+            Config::default(),
+            vec![0u8; 70_000],
+            vec![0u8; 70_000],
+            [CallSlot::EMPTY; 16],
+            Instant::ZERO,
+        )
+        .unwrap();
+        let mut buf = [0u8; 64];
+        let n = encode_frame(&hello, &mut buf).unwrap();
+        assert_eq!(c.handle_input(Instant::ZERO, &buf[..n]), n);
+        assert!(matches!(
+            c.poll_event(Instant::ZERO),
+            Some(ClientEvent::Connected(_))
+        ));
+        let sent = c.transmit().len();
+        c.advance_transmit(sent);
+        c
+    };
+
+    // Close { code 1, message "" } with its tag 7 as 87 00.
+    let mut c = connected();
+    assert_eq!(
+        c.handle_input(Instant::ZERO, &framed(&[0x87, 0x00, 0x01, 0x00])),
+        8
+    );
+    assert_eq!(
+        c.poll_event(Instant::ZERO),
+        Some(ClientEvent::Closed(CloseReason::PeerClosed(CloseCode(1))))
+    );
+
+    // Ping { nonce 9 } with its tag 4 as 84 00: answered with a pong, the connection goes on.
+    let mut c = connected();
+    assert_eq!(
+        c.handle_input(Instant::ZERO, &framed(&[0x84, 0x00, 0x09])),
+        7
+    );
+    assert_eq!(c.poll_event(Instant::ZERO), None);
+    let out = c.transmit().to_vec();
+    assert_eq!(
+        Frame::decode(&out[4..]).unwrap(),
+        Frame::Pong { nonce: 9 },
+        "{out:?}"
+    );
+}
