@@ -158,6 +158,31 @@ pub fn reconnect_datagram(socket: impl AsFd, endpoint: &Endpoint, error: &std::i
     }
 }
 
+/// A connect error on a Unix socket, with a hint when the socket there is of the other
+/// kind (`EPROTOTYPE`, "Protocol wrong type for socket"): a `unix:` endpoint pointed at a
+/// datagram socket is told to use `unix-dgram:`, and the other way round. Other errors
+/// pass unchanged.
+#[must_use]
+pub fn explain_connect_error(endpoint: &Endpoint, error: std::io::Error) -> std::io::Error {
+    let other = match endpoint {
+        Endpoint::Unix(path) => Endpoint::UnixDatagram(path.clone()),
+        Endpoint::UnixDatagram(path) => Endpoint::Unix(path.clone()),
+        Endpoint::Tcp(..) | Endpoint::Udp(..) => return error,
+    };
+    if error.raw_os_error() != Some(rustix::io::Errno::PROTOTYPE.raw_os_error()) {
+        return error;
+    }
+    let kind = if endpoint.is_datagram() {
+        "a stream"
+    } else {
+        "a datagram"
+    };
+    std::io::Error::new(
+        error.kind(),
+        format!("{error}: the socket there is {kind} socket; use {other}"),
+    )
+}
+
 /// Two random words from the OS for a datagram client: its epoch and its jitter seed.
 ///
 /// # Errors

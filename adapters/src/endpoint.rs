@@ -137,10 +137,27 @@ pub enum ParseEndpointError {
     #[error("expected {EXPECTED}, got {0:?}")]
     UnknownScheme(String),
     /// `unix:` or `unix-dgram:` with nothing after it.
-    #[error("expected a socket path after the scheme, like unix:/run/wirecall.sock, got {0:?}")]
+    #[error(
+        "expected a socket path after the scheme, like {scheme}:/run/wirecall.sock, got {0:?}",
+        scheme = scheme_of(.0)
+    )]
     EmptyPath(String),
+    /// A Unix socket path longer than a socket address holds.
+    #[error(
+        "a Unix socket path may be at most {MAX_UNIX_PATH} bytes (the kernel's sun_path holds \
+         108 with the terminating NUL), got {len} bytes in {input:?}"
+    )]
+    PathTooLong {
+        /// The text given.
+        input: String,
+        /// The path's length in bytes.
+        len: usize,
+    },
     /// `tcp:`/`udp:` without a `:port`.
-    #[error("expected host:port after the scheme, like tcp:localhost:7000, got {0:?}")]
+    #[error(
+        "expected host:port after the scheme, like {scheme}:localhost:7000, got {0:?}",
+        scheme = scheme_of(.0)
+    )]
     MissingPort(String),
     /// The port is not a number from 0 to 65535.
     #[error("expected a port number from 0 to 65535 after the last ':', got {0:?}")]
@@ -170,9 +187,24 @@ impl FromStr for Endpoint {
     }
 }
 
+/// The longest Unix socket path, in bytes: `sun_path` is 108 bytes on Linux, with room
+/// for the terminating NUL.
+pub const MAX_UNIX_PATH: usize = 107;
+
+/// The scheme of an endpoint's text (what comes before the first `:`).
+fn scheme_of(input: &str) -> &str {
+    input.split_once(':').map_or(input, |(scheme, _)| scheme)
+}
+
 fn parse_path(input: &str, rest: &str) -> Result<PathBuf, ParseEndpointError> {
     if rest.is_empty() {
         return Err(ParseEndpointError::EmptyPath(input.to_owned()));
+    }
+    if rest.len() > MAX_UNIX_PATH {
+        return Err(ParseEndpointError::PathTooLong {
+            input: input.to_owned(),
+            len: rest.len(),
+        });
     }
     Ok(PathBuf::from(rest))
 }
@@ -251,8 +283,10 @@ mod test {
                 "expected unix:/path, unix-dgram:/path, tcp:host:port or udp:host:port, got \"foo\"",
             ),
             ("http://x", "expected unix:/path"),
-            ("unix:", "expected a socket path"),
-            ("tcp:localhost", "expected host:port"),
+            ("unix:", "like unix:/run/wirecall.sock"),
+            ("unix-dgram:", "like unix-dgram:/run/wirecall.sock"),
+            ("tcp:localhost", "like tcp:localhost:7000"),
+            ("udp:localhost", "like udp:localhost:7000"),
             ("tcp:[::1]", "expected host:port"),
             ("tcp:[::1:7000", "expected a host name"),
             ("tcp:localhost:99999", "expected a port number"),
@@ -267,6 +301,28 @@ mod test {
             assert!(err.contains(want), "{input}: {err}");
             assert!(err.contains(&format!("{input:?}")), "{input}: {err}");
         }
+    }
+
+    #[test]
+    fn test_a_unix_path_fits_a_socket_address() {
+        let longest = format!("/{}", "a".repeat(MAX_UNIX_PATH - 1));
+        assert_eq!(
+            ep(&format!("unix:{longest}")),
+            Endpoint::Unix(longest.clone().into())
+        );
+        let over = format!("unix-dgram:{longest}b");
+        let err = over.parse::<Endpoint>().unwrap_err().to_string();
+        assert!(
+            err.starts_with("a Unix socket path may be at most 107 bytes (the kernel's sun_path holds 108 with the terminating NUL), got 108 bytes in"),
+            "{err}"
+        );
+        // A path of exactly that length can be bound.
+        let dir = tempfile::tempdir().unwrap();
+        let base = dir.path().display().to_string();
+        let name = "s".repeat(MAX_UNIX_PATH - base.len() - 1);
+        let path = format!("{base}/{name}");
+        assert_eq!(path.len(), MAX_UNIX_PATH);
+        std::os::unix::net::UnixDatagram::bind(&path).unwrap();
     }
 
     #[test]

@@ -299,6 +299,8 @@ fn call(args: &CallArgs) -> ExitCode {
             let mut out = std::io::stdout().lock();
             match out.write_all(&answer).and_then(|()| out.flush()) {
                 Ok(()) => ExitCode::SUCCESS,
+                // The reader went away (`| head`): nothing to say, as other tools.
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
                 Err(e) => fail(format!("cannot write the answer: {e}"), EXIT_FAILURE),
             }
         }
@@ -366,6 +368,10 @@ fn demo() -> ExitCode {
     let mut out = std::io::stdout().lock();
     match wirecall::demo::run(&mut out) {
         Ok(()) => ExitCode::SUCCESS,
+        // The reader went away (`demo | head`): stop quietly, as other tools do.
+        Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::BrokenPipe => {
+            ExitCode::SUCCESS
+        }
         Err(e) => fail(e, EXIT_FAILURE),
     }
 }

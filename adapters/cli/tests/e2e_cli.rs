@@ -330,6 +330,80 @@ fn every_ranged_serve_flag_refuses_values_outside_its_range() {
     }
 }
 
+/// Small things a new user trips over: an endpoint of the wrong kind for the socket there
+/// gets a hint, a path too long for a socket address says its limit, and `demo | head`
+/// ends quietly.
+#[test]
+fn the_small_messages_help() {
+    let dir = tempfile::tempdir().unwrap();
+    let dgram = dir.path().join("d.sock");
+    let _d = std::os::unix::net::UnixDatagram::bind(&dgram).unwrap();
+    let out = call(&[&format!("unix:{}", dgram.display()), "echo"]);
+    assert_eq!(out.code, Some(8), "{}", out.stderr);
+    assert!(
+        out.stderr.contains(&format!(
+            "the socket there is a datagram socket; use unix-dgram:{} [not executed]",
+            dgram.display()
+        )),
+        "{}",
+        out.stderr
+    );
+    let stream = dir.path().join("s.sock");
+    let _s = std::os::unix::net::UnixListener::bind(&stream).unwrap();
+    let out = call(&[&format!("unix-dgram:{}", stream.display()), "echo"]);
+    assert_eq!(out.code, Some(8), "{}", out.stderr);
+    assert!(
+        out.stderr.contains(&format!(
+            "the socket there is a stream socket; use unix:{}",
+            stream.display()
+        )),
+        "{}",
+        out.stderr
+    );
+
+    let long = format!("unix:/tmp/{}.sock", "a".repeat(120));
+    let out = call(&[&long, "echo"]);
+    assert_eq!(out.code, Some(2), "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("a Unix socket path may be at most 107 bytes"),
+        "{}",
+        out.stderr
+    );
+    let out = call(&["unix-dgram:", "echo"]);
+    assert!(
+        out.stderr.contains("like unix-dgram:/run/wirecall.sock"),
+        "{}",
+        out.stderr
+    );
+
+    // `demo | head -1`: the reader goes after one line; the demo stops quietly.
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(bin())
+        .arg("demo")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert!(!first.is_empty());
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(started.elapsed() < TIMEOUT, "the demo did not end");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    assert_eq!(stderr, "", "quiet");
+}
+
 #[test]
 fn help_has_examples() {
     let out = wirecall(&["--help"], b"");

@@ -371,7 +371,9 @@ pub(crate) fn open(endpoint: &Endpoint) -> Result<(OwnedFd, Option<tempfile::Tem
                 .map_err(connect_error)?;
             let own = dir.path().join("client.sock");
             let socket = std::os::unix::net::UnixDatagram::bind(&own).map_err(connect_error)?;
-            socket.connect(path).map_err(connect_error)?;
+            socket
+                .connect(path)
+                .map_err(|e| connect_error(crate::driver::explain_connect_error(endpoint, e)))?;
             std::fs::set_permissions(&own, std::fs::Permissions::from_mode(0o666))
                 .map_err(connect_error)?;
             Ok((socket.into(), Some(dir)))

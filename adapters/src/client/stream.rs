@@ -418,7 +418,7 @@ fn connect(endpoint: &Endpoint, timeout: Duration) -> Result<OwnedFd, Error> {
     match endpoint {
         Endpoint::Unix(path) => std::os::unix::net::UnixStream::connect(path)
             .map(OwnedFd::from)
-            .map_err(connect_error),
+            .map_err(|e| connect_error(crate::driver::explain_connect_error(endpoint, e))),
         Endpoint::Tcp(..) => {
             let mut last = None;
             for addr in endpoint.resolve()? {

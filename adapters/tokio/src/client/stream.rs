@@ -525,7 +525,9 @@ async fn connect(endpoint: &Endpoint, timeout: Duration) -> Result<StreamSocket,
         Endpoint::Unix(path) => {
             match tokio::time::timeout(timeout, tokio::net::UnixStream::connect(path)).await {
                 Ok(Ok(stream)) => Ok(StreamSocket::Unix(stream)),
-                Ok(Err(e)) => Err(connect_error(e)),
+                Ok(Err(e)) => Err(connect_error(wirecall::driver::explain_connect_error(
+                    endpoint, e,
+                ))),
                 Err(_) => Err(connect_error(timed_out())),
             }
         }
