@@ -91,10 +91,12 @@ impl EventLoop {
             if let Some(deadline) = self.draining {
                 // Datagrams still unread are read first: a new call among them is told the
                 // server is shutting down rather than left to time out.
-                let datagrams_done = self
-                    .datagrams
-                    .values_mut()
-                    .all(|d| !d.is_readable() && d.drain_over(now));
+                // Every endpoint is asked, not only up to the first still busy, so their
+                // lingers for acknowledgements run at once rather than one after another.
+                let mut datagrams_done = true;
+                for d in self.datagrams.values_mut() {
+                    datagrams_done &= !d.is_readable() && d.drain_over(now);
+                }
                 if self.conns.is_empty() && datagrams_done {
                     log::info!(
                         "every connection closed and every datagram call answered; \
