@@ -13,11 +13,13 @@ use std::time::{Duration, Instant as StdInstant};
 use mio::{Token, Waker};
 use wirecall_core::RequestId;
 use wirecall_core::datagram::RequestHandle;
-use wirecall_core::wire::{RejectCode, Reply};
+use wirecall_core::typed::path_hash;
+use wirecall_core::wire::{EndpointKey, RejectCode, Reply, Target};
 
 use crate::error::Error;
 use crate::id_hasher::IdMap;
 use crate::stats::StatsHandle;
+use crate::typed::{self, Endpoint, Outcome, TypedResponder};
 
 /// The error numbers wirecall reserves in [`Reply::Error`] (the top 256 values of `u32`):
 /// the core sends [`ERROR_ANSWER_TOO_LARGE`] in place of an answer larger than the client
@@ -275,19 +277,96 @@ pub trait Register: Sized {
     where
         F: Fn(&[u8], Responder) + Send + Sync + 'static;
 
+    /// Registers a synchronous untyped function as the typed endpoint at `path` with
+    /// `key`: what [`endpoint`](Self::endpoint) builds on.
+    #[must_use]
+    fn keyed_function<F>(self, path: &str, key: EndpointKey, function: F) -> Self
+    where
+        F: Fn(&[u8]) -> Answer + Send + Sync + 'static;
+
+    /// Registers a deferred untyped function as the typed endpoint at `path` with `key`:
+    /// what [`endpoint_deferred`](Self::endpoint_deferred) builds on.
+    #[must_use]
+    fn keyed_deferred<F>(self, path: &str, key: EndpointKey, function: F) -> Self
+    where
+        F: Fn(&[u8], Responder) + Send + Sync + 'static;
+
+    /// Serves typed endpoint `E` with `handler`, which gets the decoded request and returns
+    /// the endpoint's response or error (see [`typed`]). Callers with other
+    /// types for `E`'s path are rejected before it runs.
+    #[must_use]
+    fn endpoint<E, H>(self, handler: H) -> Self
+    where
+        E: Endpoint + ?Sized + 'static,
+        H: for<'a> Fn(E::Request<'a>) -> Outcome<'static, E> + Send + Sync + 'static,
+    {
+        self.keyed_function(E::PATH, E::KEY, typed::sync_function::<E, H>(handler))
+    }
+
+    /// Serves typed endpoint `E` with a deferred `handler`: it must not block, and answers
+    /// through its [`TypedResponder`], now or later from any thread.
+    #[must_use]
+    fn endpoint_deferred<E, H>(self, handler: H) -> Self
+    where
+        E: Endpoint + ?Sized + 'static,
+        H: for<'a> Fn(E::Request<'a>, TypedResponder<E>) + Send + Sync + 'static,
+    {
+        self.keyed_deferred(E::PATH, E::KEY, typed::deferred_function::<E, H>(handler))
+    }
+
     /// The server's counters (for functions that report them).
     #[must_use]
     fn stats(&self) -> StatsHandle;
 }
 
-/// The functions of a server by name, fixed once the server is built: what a server looks
-/// a request's method up in. `F` is the driver's own function type.
+/// One function for a [`Registry`]: its name, and for a typed endpoint its key (the name
+/// is then the endpoint's path).
+#[derive(Debug, Clone)]
+pub struct Named<F> {
+    name: String,
+    key: Option<EndpointKey>,
+    function: F,
+}
+
+impl<F> Named<F> {
+    /// An untyped function, called by `name`.
+    pub fn function(name: impl Into<String>, function: F) -> Self {
+        Self {
+            name: name.into(),
+            key: None,
+            function,
+        }
+    }
+
+    /// A typed endpoint at `path` with `key`, called by its key (or, untyped, by its path
+    /// with a raw postcard body).
+    pub fn endpoint(path: impl Into<String>, key: EndpointKey, function: F) -> Self {
+        Self {
+            name: path.into(),
+            key: Some(key),
+            function,
+        }
+    }
+
+    /// The name (a typed endpoint's path).
+    #[must_use]
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+/// The functions of a server by name and, for typed endpoints, by key, fixed once the
+/// server is built: what a server looks a request's target up in. `F` is the driver's own
+/// function type.
 pub struct Registry<F> {
     names: Vec<String>,
+    keys: Vec<Option<EndpointKey>>,
     functions: Vec<F>,
     /// Name -> position. A cheap hash: peers only look names up in this fixed table, they
     /// never insert, so they cannot aim collisions at it.
     index: IdMap<String, usize>,
+    /// Path hash -> position, for typed endpoints.
+    by_path: IdMap<u64, usize>,
 }
 
 impl<F> std::fmt::Debug for Registry<F> {
@@ -300,26 +379,43 @@ impl<F> std::fmt::Debug for Registry<F> {
 
 impl<F> Registry<F> {
     /// Checks the names (1 to 255 bytes, no whitespace or control characters, no
-    /// duplicates) and builds the table.
+    /// duplicates, a typed endpoint's path among them) and builds the table.
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidFunctionName`] or [`Error::DuplicateFunction`].
-    pub fn new(entries: Vec<(String, F)>) -> Result<Self, Error> {
+    /// [`Error::InvalidFunctionName`] or [`Error::DuplicateFunction`] (also for two paths
+    /// whose hashes collide, which a server could not tell apart).
+    pub fn new(entries: Vec<Named<F>>) -> Result<Self, Error> {
+        let n = entries.len();
         let mut registry = Self {
-            names: Vec::with_capacity(entries.len()),
-            functions: Vec::with_capacity(entries.len()),
-            index: IdMap::with_capacity_and_hasher(entries.len(), Default::default()),
+            names: Vec::with_capacity(n),
+            keys: Vec::with_capacity(n),
+            functions: Vec::with_capacity(n),
+            index: IdMap::with_capacity_and_hasher(n, Default::default()),
+            by_path: IdMap::default(),
         };
-        for (name, function) in entries {
+        for Named {
+            name,
+            key,
+            function,
+        } in entries
+        {
             if !valid_name(&name) {
                 return Err(Error::InvalidFunctionName(name));
             }
+            let position = registry.names.len();
             if registry.index.contains_key(&name) {
                 return Err(Error::DuplicateFunction(name));
             }
-            registry.index.insert(name.clone(), registry.names.len());
+            if let Some(key) = key {
+                if key.path != path_hash(&name) || registry.by_path.contains_key(&key.path) {
+                    return Err(Error::DuplicateFunction(name));
+                }
+                registry.by_path.insert(key.path, position);
+            }
+            registry.index.insert(name.clone(), position);
             registry.names.push(name);
+            registry.keys.push(key);
             registry.functions.push(function);
         }
         Ok(registry)
@@ -330,6 +426,58 @@ impl<F> Registry<F> {
     pub fn lookup(&self, method: &str) -> Option<(usize, &F)> {
         let i = *self.index.get(method)?;
         self.functions.get(i).map(|f| (i, f))
+    }
+
+    /// The function a request calls, with its index; or the rejection that answers it
+    /// without running anything: [`RejectCode::UNKNOWN_METHOD`] for a name or path the
+    /// server does not serve, [`RejectCode::SCHEMA_MISMATCH`] for a typed call whose
+    /// types differ from the endpoint's.
+    ///
+    /// # Errors
+    ///
+    /// The rejection, as a [`CallFailure`].
+    pub fn find(&self, target: Target<'_>) -> Result<(usize, &F), CallFailure> {
+        match target {
+            Target::Method(method) => self.lookup(method).ok_or_else(|| {
+                let shown: String = method.chars().take(64).collect();
+                CallFailure::rejected(
+                    RejectCode::UNKNOWN_METHOD,
+                    format!("no such method: {shown:?}"),
+                )
+            }),
+            Target::Endpoint(key) => {
+                let Some(&i) = self.by_path.get(&key.path) else {
+                    return Err(CallFailure::rejected(
+                        RejectCode::UNKNOWN_METHOD,
+                        format!("no endpoint with path hash {:016x}", key.path),
+                    ));
+                };
+                let served = self.keys.get(i).copied().flatten();
+                let name = self.names.get(i).map_or("", String::as_str);
+                if served.map(|k| k.schema) != Some(key.schema) {
+                    return Err(CallFailure::rejected(
+                        RejectCode::SCHEMA_MISMATCH,
+                        format!(
+                            "{name} is served with other types (schema {:016x}, not {:016x})",
+                            served.map_or(0, |k| k.schema),
+                            key.schema
+                        ),
+                    ));
+                }
+                self.functions
+                    .get(i)
+                    .map(|f| (i, f))
+                    .ok_or_else(|| CallFailure::rejected(RejectCode::UNKNOWN_METHOD, name))
+            }
+        }
+    }
+
+    /// Every typed endpoint: its path and key, in registration order.
+    pub fn endpoints(&self) -> impl Iterator<Item = (&str, EndpointKey)> {
+        self.names
+            .iter()
+            .zip(&self.keys)
+            .filter_map(|(name, key)| key.map(|k| (name.as_str(), k)))
     }
 
     /// The names, in registration order.
@@ -356,14 +504,21 @@ mod test {
 
     #[test]
     fn test_registry_lookup_and_checks() {
-        let r = Registry::new(vec![("a".into(), echo()), ("b".into(), echo())]).unwrap();
+        let r = Registry::new(vec![
+            Named::function("a", echo()),
+            Named::function("b", echo()),
+        ])
+        .unwrap();
         assert_eq!(r.lookup("b").map(|(i, _)| i), Some(1));
         assert!(r.lookup("c").is_none());
         assert_eq!(r.names(), ["a", "b"]);
-        let dup = Registry::new(vec![("a".into(), echo()), ("a".into(), echo())]);
+        let dup = Registry::new(vec![
+            Named::function("a", echo()),
+            Named::function("a", echo()),
+        ]);
         assert!(matches!(dup, Err(Error::DuplicateFunction(n)) if n == "a"));
         for bad in ["", "a b", "tab\t", &"x".repeat(256)] {
-            let r = Registry::new(vec![(bad.to_owned(), echo())]);
+            let r = Registry::new(vec![Named::function(bad, echo())]);
             assert!(matches!(r, Err(Error::InvalidFunctionName(_))), "{bad:?}");
         }
     }

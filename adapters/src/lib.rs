@@ -50,6 +50,7 @@ pub mod id_hasher;
 pub mod server;
 pub mod stats;
 mod stream;
+pub mod typed;
 
 pub use client::{CallError, CallErrorKind, Client};
 pub use config::{ClientConfig, ServerConfig};
@@ -58,6 +59,7 @@ pub use error::Error;
 pub use function::{Answer, CallFailure, Responder};
 pub use server::{Server, ServerBuilder, ShutdownHandle};
 pub use stats::{StatsHandle, StatsSnapshot};
+pub use typed::{TypedCallError, TypedResponder};
 /// The protocol core this adapter drives.
 pub use wirecall_core as core;
 pub use wirecall_core::client::Execution;

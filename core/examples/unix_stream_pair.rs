@@ -12,7 +12,7 @@ use std::time::Instant as StdInstant;
 
 use wirecall_core::client::{CallSlot, ClientConnection, ClientEvent};
 use wirecall_core::server::{RequestSlot, ServerConnection, ServerEvent};
-use wirecall_core::wire::{RejectCode, Reply};
+use wirecall_core::wire::{RejectCode, Reply, Target};
 use wirecall_core::{Config, Duration, Instant};
 
 /// The core's clock: microseconds since the program started.
@@ -79,14 +79,14 @@ fn serve(mut sock: UnixStream, epoch: StdInstant) -> io::Result<u64> {
             match event {
                 ServerEvent::Request(req) => {
                     let id = req.id;
-                    conn.respond_with(id, |req| match req.method {
-                        "echo" => Reply::Ok(req.body),
-                        "upper" => {
+                    conn.respond_with(id, |req| match req.target {
+                        Target::Method("echo") => Reply::Ok(req.body),
+                        Target::Method("upper") => {
                             scratch.clear();
                             scratch.extend(req.body.iter().map(u8::to_ascii_uppercase));
                             Reply::Ok(&scratch)
                         }
-                        "sum" => {
+                        Target::Method("sum") => {
                             scratch.clear();
                             let sum: u64 = req.body.iter().map(|&b| u64::from(b)).sum();
                             scratch.extend_from_slice(sum.to_string().as_bytes());

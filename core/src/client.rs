@@ -23,7 +23,7 @@ use crate::conn::{
 use crate::frame::FrameDecoder;
 use crate::time::{Duration, Instant};
 use crate::wire::{
-    BASELINE_MAX_IN_FLIGHT, CloseCode, Frame, RejectCode, Reply, Request, RequestId,
+    BASELINE_MAX_IN_FLIGHT, CloseCode, Frame, RejectCode, Reply, RequestId, TYPED_VERSION, Target,
 };
 
 pub use crate::conn::{CloseReason, PeerInfo, ProtocolError};
@@ -160,9 +160,15 @@ pub enum SendError {
         /// The most that may be sent, counted the same way.
         limit: usize,
     },
-    /// Not now: the transmit buffer is full, or the request is above the baseline size and
-    /// the server's hello has not arrived yet. Send, poll events, and try again.
+    /// Not now: the transmit buffer is full, or the request is above the baseline size (or
+    /// typed) and the server's hello has not arrived yet. Send, poll events, and try again.
     WouldBlock,
+    /// A typed call to a server whose handshake agreed on an older protocol version, which
+    /// has no typed requests.
+    Unsupported {
+        /// The version in use on the connection.
+        version: u8,
+    },
 }
 
 impl fmt::Display for SendError {
@@ -178,6 +184,12 @@ impl fmt::Display for SendError {
                 );
             }
             Self::WouldBlock => "cannot send now, try again after transmitting",
+            Self::Unsupported { version } => {
+                return write!(
+                    f,
+                    "the server speaks protocol version {version}, which has no typed endpoints"
+                );
+            }
         })
     }
 }
@@ -356,7 +368,9 @@ where
             .min(usize::try_from(ours).unwrap_or(usize::MAX))
     }
 
-    /// Sends a call of `method` with `body`. With a `timeout`, the call fails with
+    /// Sends a call of `target` (a method name, or a typed endpoint's key) with `body`.
+    /// A typed call waits for the server's hello ([`SendError::WouldBlock`] until it has
+    /// come), since only a server that agreed on version 2 knows typed requests. With a `timeout`, the call fails with
     /// [`Failure::TimedOut`] if no answer comes in time, and the server is told the budget
     /// so it can skip the work when it is late. Without one, only the connection's end
     /// (keepalive included) bounds the wait.
@@ -364,18 +378,30 @@ where
     /// # Errors
     ///
     /// [`SendError`]; nothing was sent and no event will follow for it.
-    pub fn call(
+    pub fn call<'t>(
         &mut self,
         now: Instant,
-        method: &str,
+        target: impl Into<Target<'t>>,
         body: &[u8],
         timeout: Option<Duration>,
     ) -> Result<RequestId, SendError> {
+        let target = target.into();
         if !self.conn.is_open() {
             return Err(SendError::Closed);
         }
         if self.local_close || self.server_last_id.is_some() {
             return Err(SendError::Closing);
+        }
+        if let Target::Endpoint(_) = target {
+            match self.conn.peer {
+                None => return Err(SendError::WouldBlock),
+                Some(peer) if peer.version < TYPED_VERSION => {
+                    return Err(SendError::Unsupported {
+                        version: peer.version,
+                    });
+                }
+                Some(_) => {}
+            }
         }
         if self.in_flight >= self.max_in_flight() {
             return Err(SendError::TooManyInFlight);
@@ -384,21 +410,12 @@ where
         // A slot first (its home slot when free), so a queued request always has one.
         let index = find_slot(self.slots.as_ref(), id.0, |s| s.id == 0)
             .ok_or(SendError::TooManyInFlight)?;
-        let request = Request {
-            id,
-            method,
-            budget_ms: timeout.map(budget_ms),
-            body,
-        };
-        match self
-            .conn
-            .tx
-            .push(&Frame::Request(request), self.conn.send_limit())
-        {
+        let request = Frame::request(id, target, timeout.map(budget_ms), body);
+        match self.conn.tx.push(&request, self.conn.send_limit()) {
             Ok(()) => {}
             Err(PushError::Full) => return Err(SendError::WouldBlock),
             Err(PushError::TooLarge) => {
-                let len = Frame::Request(request).encoded_len();
+                let len = request.encoded_len();
                 let ours = self.conn.tx.max_body();
                 if self.conn.peer.is_none() && len <= ours {
                     // Over the baseline: the server's hello may allow it.
@@ -426,7 +443,7 @@ where
         self.in_flight = self.in_flight.saturating_add(1);
         self.next_id = self.next_id.saturating_add(1);
         self.stats.calls = self.stats.calls.saturating_add(1);
-        trace!("call {} {} queued", id.0, method);
+        trace!("call {} {} queued", id.0, target);
         Ok(id)
     }
 

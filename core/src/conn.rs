@@ -11,7 +11,7 @@ use crate::frame::{DecodeError, FrameDecoder};
 use crate::time::{Duration, Instant};
 use crate::wire::{
     BASELINE_MAX_FRAME_LEN, CloseCode, ERROR_ANSWER_TOO_LARGE, Frame, Hello, LEN_PREFIX, MAGIC,
-    MAX_HELLO_LEN, PROTOCOL_VERSION, Reply, WireError,
+    MAX_HELLO_LEN, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION, Reply, WireError,
 };
 
 /// What the peer announced in its hello, and the version both sides agreed on.
@@ -363,7 +363,7 @@ impl<B: Buffer> Conn<B> {
         };
         let hello = Hello {
             magic: MAGIC,
-            min_version: PROTOCOL_VERSION,
+            min_version: MIN_PROTOCOL_VERSION,
             max_version: PROTOCOL_VERSION,
             max_frame_len: config.max_frame_len,
             max_in_flight,
@@ -465,11 +465,11 @@ impl<B: Buffer> Conn<B> {
             return Err(CloseReason::NotWirecall);
         }
         let version = hello.max_version.min(PROTOCOL_VERSION);
-        if version < hello.min_version.max(PROTOCOL_VERSION)
+        if version < hello.min_version.max(MIN_PROTOCOL_VERSION)
             || hello.min_version > hello.max_version
         {
             return Err(CloseReason::VersionMismatch {
-                local: (PROTOCOL_VERSION, PROTOCOL_VERSION),
+                local: (MIN_PROTOCOL_VERSION, PROTOCOL_VERSION),
                 remote: (hello.min_version, hello.max_version),
             });
         }

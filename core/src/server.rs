@@ -23,7 +23,7 @@
 //! while let Some(event) = server.poll_event(now) {
 //!     if let ServerEvent::Request(req) = event {
 //!         let id = req.id;
-//!         // ... run req.method on req.body ...
+//!         // ... run req.target on req.body ...
 //!         server.respond(id, Reply::Ok(b"done"))?;
 //!     }
 //! }
@@ -42,7 +42,7 @@ use crate::conn::{
 };
 use crate::frame::FrameDecoder;
 use crate::time::{Duration, Instant};
-use crate::wire::{Frame, RejectCode, Reply, RequestId, Response};
+use crate::wire::{EndpointKey, Frame, RejectCode, Reply, RequestId, Response, Target};
 
 pub use crate::conn::{CloseReason, PeerInfo, ProtocolError};
 
@@ -84,8 +84,9 @@ impl Default for RequestSlot {
 pub struct IncomingRequest<'a> {
     /// Pass this to `respond`.
     pub id: RequestId,
-    /// The function to run.
-    pub method: &'a str,
+    /// The function or typed endpoint to run (a typed endpoint only when the handshake
+    /// agreed on version 2 or later).
+    pub target: Target<'a>,
     /// Its argument, borrowed from the receive buffer.
     pub body: &'a [u8],
     /// When the client stops waiting, measured from when the connection took the request
@@ -186,10 +187,26 @@ enum Pending {
     Event(ServerEvent<'static>),
     Request {
         id: RequestId,
-        method: Range<usize>,
+        target: TargetAt,
         body: Range<usize>,
         deadline: Option<Instant>,
     },
+}
+
+/// A request's target with its method name as a receive-buffer range.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum TargetAt {
+    Method(Range<usize>),
+    Endpoint(EndpointKey),
+}
+
+impl TargetAt {
+    fn get<'a, B: Buffer>(&self, rx: &'a FrameDecoder<B>) -> Target<'a> {
+        match self {
+            Self::Method(range) => Target::Method(rx.get_str(range.clone())),
+            Self::Endpoint(key) => Target::Endpoint(*key),
+        }
+    }
 }
 
 /// Graceful close progress.
@@ -237,7 +254,7 @@ pub struct ServerConnection<B, S> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Taken {
     id: RequestId,
-    method: Range<usize>,
+    target: TargetAt,
     body: Range<usize>,
     deadline: Option<Instant>,
     moves: u32,
@@ -326,20 +343,21 @@ where
             Pending::Event(event) => event,
             Pending::Request {
                 id,
-                method,
+                target,
                 body,
                 deadline,
             } => {
+                let target_now = target.get(&self.rx);
                 self.taken = Some(Taken {
                     id,
-                    method: method.clone(),
+                    target,
                     body: body.clone(),
                     deadline,
                     moves: self.rx.moves(),
                 });
                 ServerEvent::Request(IncomingRequest {
                     id,
-                    method: self.rx.get_str(method),
+                    target: target_now,
                     body: self.rx.get(body),
                     deadline,
                 })
@@ -392,14 +410,16 @@ where
                 }
                 Incoming::Closed => return self.conn.take_closed().and_then(closed),
             };
-            match taken.frame {
-                Frame::Request(_) if self.peer_goaway => {
-                    // A client's go-away promised its last request.
+            let version = self.conn.peer.map_or(0, |p| p.version);
+            match (taken.frame.as_call(), taken.frame) {
+                (Some(_), frame) if self.peer_goaway || frame.version() > version => {
+                    // A client's go-away promised its last request; a typed request needs
+                    // the version that defines it.
                     self.conn
                         .close(CloseReason::Protocol(ProtocolError::UnexpectedFrame));
                     return self.conn.take_closed().and_then(closed);
                 }
-                Frame::Request(req) => {
+                (Some(req), _) => {
                     if req.id.0 == 0 {
                         self.conn
                             .close(CloseReason::Protocol(ProtocolError::ZeroId));
@@ -452,16 +472,22 @@ where
                         self.last_id = req.id.0;
                         taken.consume();
                         self.stats.requests = self.stats.requests.saturating_add(1);
+                        let target = match req.target {
+                            Target::Method(method) => {
+                                TargetAt::Method(taken.locate(method.as_bytes()))
+                            }
+                            Target::Endpoint(key) => TargetAt::Endpoint(key),
+                        };
                         return Some(Pending::Request {
                             id: req.id,
-                            method: taken.locate(req.method.as_bytes()),
+                            target,
                             body: taken.locate(req.body),
                             deadline,
                         });
                     }
                     self.last_id = req.id.0;
                 }
-                Frame::Cancel { id } => {
+                (None, Frame::Cancel { id }) => {
                     let index = find_slot(self.slots.as_ref(), id.0, |s| s.id == id.0 && id.0 != 0);
                     if let Some(slot) = index.and_then(|i| self.slots.as_mut().get_mut(i)) {
                         if slot.expired {
@@ -477,7 +503,7 @@ where
                         return Some(Pending::Event(ServerEvent::Cancelled { id }));
                     }
                 }
-                Frame::GoAway { .. } => {
+                (None, Frame::GoAway { .. }) => {
                     debug!("client sent go-away");
                     self.peer_goaway = true;
                     self.conn.draining_since.get_or_insert(now);
@@ -553,7 +579,7 @@ where
     ///
     /// ```
     /// # use wirecall_core::server::{RequestSlot, ServerConnection, ServerEvent};
-    /// # use wirecall_core::wire::Reply;
+    /// # use wirecall_core::wire::{Reply, Target};
     /// # use wirecall_core::{Config, Instant};
     /// # let now = Instant::ZERO;
     /// # let mut conn = ServerConnection::new(
@@ -563,8 +589,8 @@ where
     /// while let Some(event) = conn.poll_event(now) {
     ///     let ServerEvent::Request(req) = event else { continue };
     ///     let id = req.id;
-    ///     conn.respond_with(id, |req| match req.method {
-    ///         "echo" => Reply::Ok(req.body),
+    ///     conn.respond_with(id, |req| match req.target {
+    ///         Target::Method("echo") => Reply::Ok(req.body),
     ///         _ => {
     ///             upper.clear();
     ///             upper.extend(req.body.iter().map(u8::to_ascii_uppercase));
@@ -608,7 +634,7 @@ where
         let rx: &'s FrameDecoder<B> = rx;
         let request = IncomingRequest {
             id,
-            method: rx.get_str(taken.method),
+            target: taken.target.get(rx),
             body: rx.get(taken.body),
             deadline: taken.deadline,
         };
@@ -652,10 +678,7 @@ where
             let buffered = self
                 .rx
                 .buffered_frames()
-                .filter_map(|body| match Frame::decode(body) {
-                    Ok(Frame::Request(req)) => Some(req.id.0),
-                    _ => None,
-                });
+                .filter_map(|body| Frame::decode(body).ok()?.as_call().map(|c| c.id.0));
             let last_id = buffered.fold(self.last_id, u64::max);
             self.queue_goaway(last_id);
             self.conn.draining_since.get_or_insert(now);

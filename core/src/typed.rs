@@ -55,6 +55,7 @@
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::wire::EndpointKey;
 pub use postcard_schema;
 pub use postcard_schema::Schema;
 
@@ -73,21 +74,6 @@ pub trait Endpoint {
     type Response<'a>: Serialize + Deserialize<'a> + Schema;
     /// What a failed call returns, as a value of the application's (an enum, usually).
     type Error<'a>: Serialize + Deserialize<'a> + Schema;
-}
-
-/// An endpoint's identity on the wire: a hash of its path alone, by which a server finds
-/// the endpoint, and a hash of the path with the request, response and error schemas, by
-/// which it checks that the caller's types are its own. Both are FNV-1a, 64 bits: resistant
-/// to mistakes, not to an attacker (the server still decodes every request with serde,
-/// which never panics on bad input).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-#[cfg_attr(feature = "defmt", derive(defmt::Format))]
-pub struct EndpointKey {
-    /// FNV-1a 64 of the path's bytes.
-    pub path: u64,
-    /// [`postcard_schema::key::Key`] of the path and the tuple `(Request, Response,
-    /// Error)`, as a big-endian number.
-    pub schema: u64,
 }
 
 impl EndpointKey {

@@ -897,8 +897,15 @@ fn bad_datagrams_are_dropped_and_counted() {
         reply: Reply::Ok(b""),
     });
     let n = encode_datagram(DatagramHeader::new(1, 0), &resp, &mut d).unwrap();
-    let mut v2 = d[..n].to_vec();
-    v2[4] = 2;
+    let mut v3 = d[..n].to_vec();
+    v3[4] = 3;
+    // A typed request in a datagram that says version 1, which has none.
+    let key = wirecall_core::wire::EndpointKey { path: 1, schema: 2 };
+    let typed = Frame::request(RequestId(1), key.into(), Some(100), b"");
+    let mut e = [0u8; 128];
+    let m = encode_datagram(DatagramHeader::new(1, 0), &typed, &mut e).unwrap();
+    let mut typed_v1 = e[..m].to_vec();
+    typed_v1[4] = 1;
     let mut garbage_body = d[..DatagramHeader::LEN].to_vec();
     garbage_body.push(0xff);
     let cases: Vec<(Vec<u8>, DropReason)> = vec![
@@ -907,8 +914,9 @@ fn bad_datagrams_are_dropped_and_counted() {
             b"GET / HTTP/1.1\r\nHost: example\r\n".to_vec(),
             DropReason::Foreign,
         ),
-        (v2, DropReason::UnsupportedVersion),
+        (v3, DropReason::UnsupportedVersion),
         (garbage_body, DropReason::Malformed),
+        (typed_v1, DropReason::Malformed),
         (d[..n].to_vec(), DropReason::UnexpectedFrame),
         (vec![0u8; MTU + 1], DropReason::Oversize),
     ];
@@ -928,7 +936,7 @@ fn bad_datagrams_are_dropped_and_counted() {
             st.dropped_unexpected,
             st.dropped_oversize
         ),
-        (1, 1, 1, 1, 1, 1)
+        (1, 1, 1, 2, 1, 1)
     );
 }
 

@@ -42,7 +42,8 @@ use wirecall_core::server::{
     CloseReason, ProtocolError, RequestSlot, ServerConnection, ServerEvent,
 };
 use wirecall_core::wire::{
-    CloseCode, Frame, Hello, MAGIC, RejectCode, Reply, Request, RequestId, Response, WireError,
+    CloseCode, EndpointKey, Frame, Hello, MAGIC, RejectCode, Reply, Request, RequestId, Response,
+    Target, WireError,
 };
 use wirecall_core::{Config, Duration, Instant};
 
@@ -630,14 +631,14 @@ fn server_seeds() -> Vec<Seed> {
     let mut s = ServerScript::new(typ);
     s.frame(&Frame::Hello(Hello {
         magic: MAGIC,
-        min_version: 2,
-        max_version: 3,
+        min_version: 3,
+        max_version: 4,
         max_frame_len: 4096,
         max_in_flight: 0,
     }));
     let mismatch = CloseReason::VersionMismatch {
-        local: (1, 1),
-        remote: (2, 3),
+        local: (1, 2),
+        remote: (3, 4),
     };
     add(
         "version-mismatch",
@@ -703,6 +704,35 @@ fn server_seeds() -> Vec<Seed> {
         &s,
         Some(summary(1, 1, 0, 0, 0, closed)),
     );
+
+    // Version 2: a typed request behind a hello for 1..=2 is taken and answered; behind a
+    // hello for version 1 alone it is a violation.
+    let typed = Frame::request(
+        RequestId(1),
+        Target::Endpoint(EndpointKey {
+            path: 0x1ea0_363b_e967_1c13,
+            schema: 7,
+        }),
+        Some(1500),
+        b"hi",
+    );
+    let hello_v2 = Frame::Hello(Hello {
+        magic: MAGIC,
+        min_version: 1,
+        max_version: 2,
+        max_frame_len: 65536,
+        max_in_flight: 0,
+    });
+    let mut s = ServerScript::new(typ);
+    s.frame(&hello_v2)
+        .frame(&typed)
+        .respond(1, &Reply::Ok(b"\x00\x01"))
+        .eof();
+    add("typed-request", &s, Some(summary(1, 1, 0, 0, 0, closed)));
+    let mut s = ServerScript::new(typ);
+    s.frame(&client_hello).frame(&typed);
+    let r = violation(ProtocolError::UnexpectedFrame);
+    add("typed-on-version-1", &s, Some(summary(0, 0, 0, 0, 0, r)));
 
     // A real client's bytes, split at odd places, answered, then its go-away finishes it.
     let recorded = recorded_client_bytes();
@@ -903,7 +933,7 @@ fn client_seeds() -> Vec<Seed> {
         max_in_flight: 4,
     }));
     let mismatch = CloseReason::VersionMismatch {
-        local: (1, 1),
+        local: (1, 2),
         remote: (0, 0),
     };
     add("version-mismatch", &s, Some(summary(0, 0, 0, mismatch)));
@@ -1176,7 +1206,8 @@ fn script_format_round_trips() {
 /// anything before its hello"): the peer sees no hello, closes with NOT_WIRECALL, and never
 /// learns the real reason. Both roles share the code; the server is shown here.
 ///
-/// Input: a server that has sent nothing yet receives a client hello for versions 2..=3.
+/// Input: a server that has sent nothing yet receives a client hello for versions 3..=4
+/// (2..=3 when version 1 was the only one).
 /// Today it transmits `00 00 00 1d 07 02 1a "no common protocol version"` (a close frame
 /// alone) and a client fed those bytes closes with `NotWirecall`; it should transmit its
 /// hello and then the close frame, and the client should close with
@@ -1194,8 +1225,8 @@ fn regression_close_before_first_transmit_keeps_hello() {
     .unwrap();
     let hello = stream_of(&[Frame::Hello(Hello {
         magic: MAGIC,
-        min_version: 2,
-        max_version: 3,
+        min_version: 3,
+        max_version: 4,
         max_frame_len: 1024,
         max_in_flight: 0,
     })]);

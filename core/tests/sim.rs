@@ -17,7 +17,9 @@ use wirecall_core::client::{CloseReason, ProtocolError};
 use wirecall_core::frame::encode_frame;
 use wirecall_core::server::{RespondError, ServerEvent};
 use wirecall_core::sim::{NetConfig, Pair, Step};
-use wirecall_core::wire::{CloseCode, Frame, Hello, MAGIC, RejectCode, Reply, Request};
+use wirecall_core::wire::{
+    CloseCode, EndpointKey, Frame, Hello, MAGIC, RejectCode, Reply, Request,
+};
 use wirecall_core::{Config, Duration, Instant, RequestId};
 
 type TestPair = Pair<4096, 16, 65536>;
@@ -93,10 +95,11 @@ impl ServerApp {
             match ev {
                 ServerEvent::Request(req) => {
                     *self.executed.entry(req.id.0).or_default() += 1;
-                    let mut answer = req.method.as_bytes().to_vec();
+                    let target = req.target.to_string();
+                    let mut answer = target.as_bytes().to_vec();
                     answer.push(b':');
                     answer.extend_from_slice(req.body);
-                    if let Some(d) = delay(req.id.0, req.method) {
+                    if let Some(d) = delay(req.id.0, &target) {
                         self.deferred
                             .insert(req.id.0, (now.saturating_add(d), answer));
                     }
@@ -162,7 +165,7 @@ fn handshake_and_one_call() {
     .unwrap();
     assert!(log.connected);
     assert_eq!(log.outcomes[&id.0], Outcome::Ok(b"echo:hello".to_vec()));
-    assert_eq!(p.client.peer().unwrap().version, 1);
+    assert_eq!(p.client.peer().unwrap().version, 2);
     assert_eq!(p.server.peer().unwrap().max_in_flight, 0);
     assert_eq!(p.client.peer().unwrap().max_in_flight, 16);
 }
@@ -763,13 +766,13 @@ fn request_id_must_increase() {
 
 #[test]
 fn version_mismatch_is_reported_to_both_sides() {
-    // A future client speaking only versions 2..=3.
+    // A future client speaking only versions 3..=4.
     let mut p = pair(18);
     let mut bytes = vec![0u8; 64];
     let hello = Frame::Hello(Hello {
         magic: MAGIC,
-        min_version: 2,
-        max_version: 3,
+        min_version: 3,
+        max_version: 4,
         max_frame_len: 4096,
         max_in_flight: 0,
     });
@@ -778,8 +781,8 @@ fn version_mismatch_is_reported_to_both_sides() {
     assert_eq!(
         closed,
         Some(CloseReason::VersionMismatch {
-            local: (1, 1),
-            remote: (2, 3)
+            local: (1, 2),
+            remote: (3, 4)
         })
     );
     let sent = frames_sent(p.server.transmit());
@@ -794,8 +797,8 @@ fn version_mismatch_is_reported_to_both_sides() {
     assert_eq!(
         log.closed,
         Some(CloseReason::VersionMismatch {
-            local: (1, 1),
-            remote: (2, 3)
+            local: (1, 2),
+            remote: (3, 4)
         })
     );
     // The request went nowhere: it never left our buffer.
@@ -806,8 +809,8 @@ fn version_mismatch_is_reported_to_both_sides() {
                 "{:?}",
                 Failure::ConnectionLost {
                     reason: CloseReason::VersionMismatch {
-                        local: (1, 1),
-                        remote: (2, 3)
+                        local: (1, 2),
+                        remote: (3, 4)
                     },
                     sent: false
                 }
@@ -815,6 +818,91 @@ fn version_mismatch_is_reported_to_both_sides() {
             Execution::NotExecuted
         )
     );
+}
+
+const KEY: EndpointKey = EndpointKey {
+    path: 0x1ea0_363b_e967_1c13,
+    schema: 7,
+};
+
+#[test]
+fn a_typed_call_waits_for_the_hello_then_reaches_the_server_by_key() {
+    let mut p = pair(21);
+    // Before the server's hello the agreed version is unknown.
+    assert_eq!(
+        p.client.call(p.now, KEY, b"x", None),
+        Err(SendError::WouldBlock)
+    );
+    let untyped = p.client.call(p.now, "m", b"x", None).unwrap();
+    let mut log = ClientLog::default();
+    let mut app = ServerApp::default();
+    let mut typed = None;
+    p.drive(1000, |p| {
+        app.poll(p, &mut |_, _| Some(Duration::ZERO));
+        log.poll(p);
+        if log.connected && typed.is_none() {
+            typed = Some(p.client.call(p.now, KEY, b"x", None).unwrap());
+        }
+        match typed {
+            Some(id) if log.outcomes.contains_key(&id.0) => Step::Done,
+            _ => Step::Continue,
+        }
+    })
+    .unwrap();
+    assert_eq!(log.outcomes[&untyped.0], Outcome::Ok(b"m:x".to_vec()));
+    let want = format!("endpoint {KEY}:x");
+    assert_eq!(
+        log.outcomes[&typed.unwrap().0],
+        Outcome::Ok(want.into_bytes())
+    );
+    assert_eq!(p.client.peer().unwrap().version, 2);
+}
+
+#[test]
+fn a_typed_call_to_a_version_1_server_is_refused_before_sending() {
+    let mut p = pair(22);
+    let mut bytes = vec![0u8; 64];
+    let hello = Frame::Hello(Hello {
+        magic: MAGIC,
+        min_version: 1,
+        max_version: 1,
+        max_frame_len: 65536,
+        max_in_flight: 8,
+    });
+    let n = encode_frame(&hello, &mut bytes).unwrap();
+    assert_eq!(p.client.handle_input(p.now, &bytes[..n]), n);
+    let mut log = ClientLog::default();
+    log.poll(&mut p);
+    assert!(log.connected);
+    assert_eq!(
+        p.client.call(p.now, KEY, b"x", None),
+        Err(SendError::Unsupported { version: 1 })
+    );
+    // Untyped calls still go.
+    assert!(p.client.call(p.now, "m", b"x", None).is_ok());
+}
+
+#[test]
+fn a_typed_request_on_a_version_1_connection_is_a_violation() {
+    let mut p = pair(23);
+    let typed = Frame::request(RequestId(1), KEY.into(), None, b"x");
+    let (events, closed) = feed_server(&mut p, &raw_stream(&[typed]));
+    assert!(events.iter().all(|e| !e.contains("Request")), "{events:?}");
+    assert_eq!(
+        closed,
+        Some(CloseReason::Protocol(ProtocolError::UnexpectedFrame))
+    );
+    // The same frame behind a hello for versions 1..=2 is taken.
+    let mut p = pair(23);
+    let mut stream = raw_stream(&[]);
+    stream[10] = 2; // the hello's max_version: after the prefix, the tag, the magic and min
+    let mut at = stream.len();
+    stream.resize(at + 64, 0);
+    at += encode_frame(&typed, &mut stream[at..]).unwrap();
+    stream.truncate(at);
+    let (events, closed) = feed_server(&mut p, &stream);
+    assert_eq!(closed, None);
+    assert!(events.iter().any(|e| e.contains("Endpoint")), "{events:?}");
 }
 
 #[test]
@@ -857,7 +945,7 @@ fn application_busy_and_errors_map_to_execution() {
         let mut todo = Vec::new();
         while let Some(ev) = p.server.poll_event(now) {
             if let ServerEvent::Request(r) = ev {
-                todo.push((r.id, r.method.to_string()));
+                todo.push((r.id, r.target.method().unwrap().to_string()));
             }
         }
         for (id, method) in todo {
@@ -1605,7 +1693,7 @@ fn end_of_stream_answers_quick_and_slow_calls_then_bounds_the_wait() {
     let mut slow = Vec::new();
     while let Some(ev) = p.server.poll_event(p.now) {
         if let ServerEvent::Request(r) = ev {
-            if r.method == "slow" {
+            if r.target.method() == Some("slow") {
                 slow.push(r.id);
             } else {
                 let id = r.id;

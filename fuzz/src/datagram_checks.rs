@@ -14,8 +14,10 @@ use wirecall_core::datagram::{
     DatagramFailure, DatagramKind, DatagramRespondError, DatagramServer, DropReason, Received,
     RequestHandle,
 };
-use wirecall_core::wire::datagram::{DatagramHeader, HeaderError, encode_datagram};
-use wirecall_core::wire::{Frame, RejectCode, Reply, Request, RequestId, Response};
+use wirecall_core::wire::datagram::{DatagramHeader, HeaderError, decode_frame, encode_datagram};
+use wirecall_core::wire::{
+    EndpointKey, Frame, RejectCode, Reply, Request, RequestId, Response, Target,
+};
 use wirecall_core::{Duration, Instant};
 
 /// The largest datagram both targets configure (the default).
@@ -83,7 +85,7 @@ fn parse(datagram: &[u8]) -> Result<(DatagramHeader, Frame<'_>), DropReason> {
         HeaderError::BadMagic => DropReason::Foreign,
         _ => DropReason::UnsupportedVersion,
     })?;
-    let frame = Frame::decode(body).map_err(|_| DropReason::Malformed)?;
+    let frame = decode_frame(header.version, body).map_err(|_| DropReason::Malformed)?;
     Ok((header, frame))
 }
 
@@ -258,15 +260,25 @@ pub fn check_datagram_server(data: &[u8]) -> DatagramServerSummary {
                     b => Some(u32::from(b) * 100),
                 };
                 let method = input.text();
+                // Bit 4 of the op: a typed request, its key from the next two ints.
+                let target = if op & 16 != 0 {
+                    Target::Endpoint(EndpointKey {
+                        path: input.int(),
+                        schema: input.int(),
+                    })
+                } else {
+                    Target::Method(method)
+                };
                 let body = read_body(&mut input);
-                let frame = Frame::Request(Request {
-                    id,
-                    method,
-                    budget_ms,
-                    body,
-                });
+                let frame = Frame::request(id, target, budget_ms, body);
                 let header = DatagramHeader::new(epoch, floor).with_acks(acks);
-                datagram = Some((peer, encode(header, &frame)));
+                let mut bytes = encode(header, &frame);
+                // Bit 5: the datagram says version 1 whatever it holds (a typed request
+                // in it must be dropped as malformed).
+                if op & 32 != 0 {
+                    bytes[4] = 1;
+                }
+                datagram = Some((peer, bytes));
             }
             1 => {
                 // A cancel, or an acknowledgement (a Ping).
@@ -389,17 +401,18 @@ pub fn check_datagram_server(data: &[u8]) -> DatagramServerSummary {
             } else {
                 parse(&bytes)
             };
+            let call = parsed.as_ref().ok().and_then(|(_, f)| f.as_call());
             let mut rejected = false;
             match server.handle_datagram(now, &peer, &bytes) {
                 Received::Request(r) => {
                     sum.requests += 1;
                     assert!(!draining, "{who}: a new call taken while draining");
-                    let Ok((header, Frame::Request(req))) = parsed else {
+                    let (Ok((header, _)), Some(req)) = (&parsed, call) else {
                         panic!("{who}: a Request from a datagram that is none: {parsed:?}");
                     };
                     assert_eq!(
-                        (r.id, r.method, r.body),
-                        (req.id, req.method, req.body),
+                        (r.id, r.target, r.body),
+                        (req.id, req.target, req.body),
                         "{who}: the request is not the datagram's"
                     );
                     let budget = req.budget_ms.expect("a Request without a budget ran");
@@ -416,7 +429,7 @@ pub fn check_datagram_server(data: &[u8]) -> DatagramServerSummary {
                         header.floor
                     );
                     assert!(
-                        acked_ids(&header).all(|id| id != req.id.0),
+                        acked_ids(header).all(|id| id != req.id.0),
                         "{who}: ran id {} that its own header acknowledges",
                         req.id.0
                     );
@@ -440,7 +453,7 @@ pub fn check_datagram_server(data: &[u8]) -> DatagramServerSummary {
                         !rec.has_ended(req.id.0),
                         "{who}: ran {key:?}, which that client said had ended ({rec:?})"
                     );
-                    rec.learn(&header);
+                    rec.learn(header);
                     rec.window_end = rec.window_end.max(window_end);
                     calls.insert(
                         key,
@@ -460,7 +473,7 @@ pub fn check_datagram_server(data: &[u8]) -> DatagramServerSummary {
                     assert_eq!(*tx.to, peer, "{who}: a reply to another peer");
                     let reply_bytes = tx.bytes;
                     sum.replies += 1;
-                    let Ok((header, Frame::Request(req))) = parsed else {
+                    let (Ok((header, _)), Some(req)) = (&parsed, call) else {
                         panic!("{who}: a Reply to a datagram that is no request: {parsed:?}");
                     };
                     let reply = parse_answer(reply_bytes, header.epoch, req.id, who);
@@ -494,7 +507,10 @@ pub fn check_datagram_server(data: &[u8]) -> DatagramServerSummary {
                         Err(expected) => {
                             assert_eq!(reason, *expected, "{who}: wrong drop reason");
                         }
-                        Ok((_, Frame::Request(_) | Frame::Cancel { .. })) => {}
+                        Ok((
+                            _,
+                            Frame::Request(_) | Frame::TypedRequest(_) | Frame::Cancel { .. },
+                        )) => {}
                         Ok((_, Frame::Ping { .. })) => panic!("{who}: an ack was dropped"),
                         Ok(_) => assert_eq!(reason, DropReason::UnexpectedFrame, "{who}"),
                     }
@@ -509,7 +525,7 @@ pub fn check_datagram_server(data: &[u8]) -> DatagramServerSummary {
                 other => panic!("{who}: unknown result {other:?}"),
             }
             // Invalid budgets are always rejected, before anything else.
-            if let Ok((_, Frame::Request(req))) = &parsed {
+            if let Some(req) = call {
                 let bad = match req.budget_ms {
                     None | Some(0) => true,
                     Some(ms) => u64::from(ms) > config.max_budget.as_millis_ceil(),

@@ -7,7 +7,7 @@ use embedded_io_async::{Read, Write};
 use wirecall_core::client::{
     CallSlot, ClientConnection, ClientEvent, CloseReason, Execution, Failure, SendError,
 };
-use wirecall_core::wire::RejectCode;
+use wirecall_core::wire::{RejectCode, Target};
 use wirecall_core::{Duration, Instant, RequestId};
 
 use crate::error::Error;
@@ -74,7 +74,8 @@ where
         })
     }
 
-    /// Calls `method` with `body` and waits for its outcome; the answer is copied into
+    /// Calls `target` (a method name, or a typed endpoint's key) with `body` and waits for
+    /// its outcome; the answer is copied into
     /// `out`, and the returned slice is the part of `out` it fills. With a `timeout`, the
     /// call fails with [`CallErrorKind::TimedOut`] when no answer comes in time, and the
     /// server is told its budget. While it waits, the connection's timers run (keepalive,
@@ -88,19 +89,20 @@ where
     /// [`CallError`], whose [`execution`](CallError::execution) is the core's judgement of
     /// whether the server may have run the function. A remote error's or rejection's
     /// message is copied into `out` too (cut to fit).
-    pub async fn call<'o>(
+    pub async fn call<'o, 't>(
         &mut self,
-        method: &str,
+        target: impl Into<Target<'t>>,
         body: &[u8],
         timeout: Option<Duration>,
         out: &'o mut [u8],
     ) -> Result<&'o [u8], CallError<'o, T::Error>> {
+        let target = target.into();
         if let Some(id) = self.abandoned.take() {
             let _ = self.conn.cancel(id);
         }
         let id = loop {
             let now = self.link.timer.now();
-            match self.conn.call(now, method, body, timeout) {
+            match self.conn.call(now, target, body, timeout) {
                 Ok(id) => break id,
                 // Room or the server's limits come with the next turns.
                 Err(SendError::WouldBlock | SendError::TooManyInFlight) => {
@@ -215,21 +217,28 @@ where
         if let Some(reason) = self.closed {
             return Err(Error::Closed(reason));
         }
+        self.take_events().await?;
+        if let Err(e) = self.step(at).await {
+            self.failed = Some(e);
+            self.conn.abort();
+        }
+        // What the step read is handled now, so a caller that waits for the handshake
+        // (a typed or large call before the server's hello) sees it at once.
+        self.take_events().await
+    }
+
+    /// Handles the connection's events until it has none.
+    async fn take_events(&mut self) -> Result<(), Error<T::Error>> {
         loop {
             let now = self.link.timer.now();
             let Some(event) = self.conn.poll_event(now) else {
-                break;
+                return Ok(());
             };
             if let ClientEvent::Closed(reason) = event {
                 self.on_closed(reason).await;
                 return Err(self.failed.take().unwrap_or(Error::Closed(reason)));
             }
         }
-        if let Err(e) = self.step(at).await {
-            self.failed = Some(e);
-            self.conn.abort();
-        }
-        Ok(())
     }
 
     /// One wait for the transport or the connection's next timer (or `at`).

@@ -47,8 +47,8 @@
 //! struct Echo;
 //! impl Handler for Echo {
 //!     fn handle<'a>(&'a mut self, request: IncomingRequest<'a>) -> Reply<'a> {
-//!         match request.method {
-//!             "echo" => Reply::Ok(request.body),
+//!         match request.target.method() {
+//!             Some("echo") => Reply::Ok(request.body),
 //!             _ => Reply::Rejected { code: RejectCode::UNKNOWN_METHOD, message: "no such method" },
 //!         }
 //!     }

@@ -35,9 +35,9 @@ use crate::timer::Timer;
 ///
 /// impl wirecall_embedded::Handler for Functions {
 ///     fn handle<'a>(&'a mut self, request: IncomingRequest<'a>) -> Reply<'a> {
-///         match request.method {
-///             "echo" => Reply::Ok(request.body),
-///             "upper" => {
+///         match request.target.method() {
+///             Some("echo") => Reply::Ok(request.body),
+///             Some("upper") => {
 ///                 let n = request.body.len().min(self.out.len());
 ///                 let (out, _) = self.out.split_at_mut(n);
 ///                 for (o, b) in out.iter_mut().zip(request.body) {
@@ -51,7 +51,7 @@ use crate::timer::Timer;
 /// }
 /// ```
 pub trait Handler {
-    /// Runs `request.method` on `request.body` and returns the answer. A request whose
+    /// Runs `request.target` on `request.body` and returns the answer. A request whose
     /// `deadline` has passed may still be answered; the core then ignores it or the client
     /// does.
     fn handle<'a>(&'a mut self, request: IncomingRequest<'a>) -> Reply<'a>;

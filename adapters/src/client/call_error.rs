@@ -69,6 +69,15 @@ impl CallError {
         &self.kind
     }
 
+    /// The rejection's code, when the server refused the call before running it.
+    #[must_use]
+    pub fn rejection(&self) -> Option<RejectCode> {
+        match self.kind {
+            CallErrorKind::Rejected { code, .. } => Some(code),
+            _ => None,
+        }
+    }
+
     /// A call that was never sent (so it was not executed): what a driver reports when the
     /// core's `call` refuses it.
     #[must_use]

@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use wirecall_core::client::{Failure, SendError};
 use wirecall_core::datagram::{DatagramCallSlot, DatagramClient as CoreClient, DatagramEvent};
+use wirecall_core::wire::Target;
 use wirecall_core::{Instant, RequestId};
 
 use super::outcomes::Outcomes;
@@ -102,7 +103,7 @@ impl DatagramClient {
     /// the server can be told it ended), until a call ends.
     pub(super) fn submit(
         &mut self,
-        method: &str,
+        target: Target<'_>,
         body: &[u8],
         timeout: Option<Duration>,
     ) -> Result<RequestId, CallError> {
@@ -112,7 +113,7 @@ impl DatagramClient {
             now = self.clock.now();
         }
         loop {
-            match self.core.call(now, method, body, timeout.map(to_core)) {
+            match self.core.call(now, target, body, timeout.map(to_core)) {
                 Ok(id) => {
                     self.outcomes.submitted(id);
                     self.send_out();
@@ -442,7 +443,7 @@ mod test {
         assert_eq!(refused.unwrap_err().kind(), io::ErrorKind::PermissionDenied);
 
         client
-            .submit("echo", b"hi", Some(Duration::from_secs(1)))
+            .submit("echo".into(), b"hi", Some(Duration::from_secs(1)))
             .unwrap();
         let mut buf = [0u8; 256];
         let (_, from) = server.recv_from(&mut buf).unwrap();

@@ -54,15 +54,18 @@ pub use self::call_error::{CallError, CallErrorKind};
 
 use std::time::Duration;
 
+use serde::de::DeserializeOwned;
 use wirecall_core::RequestId;
 use wirecall_core::client::CloseReason;
 use wirecall_core::datagram::DatagramClientStats;
+use wirecall_core::wire::Target;
 
 use self::datagram::DatagramClient;
 use self::stream::StreamClient;
 use crate::config::{ClientConfig, check_limits};
 use crate::endpoint::Endpoint;
 use crate::error::Error;
+use crate::typed::{self, TypedCallError, decode_outcome, decode_owned, encode_request_into};
 
 /// What a finished call gives: the answer's body, or how it failed.
 pub type Outcome = Result<Vec<u8>, CallError>;
@@ -72,6 +75,8 @@ pub type Outcome = Result<Vec<u8>, CallError>;
 pub struct Client {
     endpoint: Endpoint,
     inner: Inner,
+    /// Where typed requests are encoded, kept between calls.
+    scratch: Vec<u8>,
 }
 
 #[derive(Debug)]
@@ -100,6 +105,7 @@ impl Client {
         Ok(Self {
             endpoint: endpoint.clone(),
             inner,
+            scratch: Vec::new(),
         })
     }
 
@@ -109,7 +115,9 @@ impl Client {
         &self.endpoint
     }
 
-    /// Calls `method` with `body` and waits for the outcome. With a `timeout`, the call
+    /// Calls `target` (a method name; or a typed endpoint's key, though
+    /// [`call_typed`](Self::call_typed) is the way to call one) with `body` and waits for
+    /// the outcome. With a `timeout`, the call
     /// fails with [`CallErrorKind::TimedOut`] when no answer comes in time (and the server
     /// is told, so it can skip late work). Without one, a stream call waits for ever and a
     /// datagram call gets the default deadline (see the [module docs](self)).
@@ -117,13 +125,13 @@ impl Client {
     /// # Errors
     ///
     /// [`CallError`]; its [`execution`](CallError::execution) says whether it may have run.
-    pub fn call(
+    pub fn call<'t>(
         &mut self,
-        method: &str,
+        target: impl Into<Target<'t>>,
         body: &[u8],
         timeout: Option<Duration>,
     ) -> Result<Vec<u8>, CallError> {
-        let id = self.submit(method, body, timeout)?;
+        let id = self.submit(target, body, timeout)?;
         self.wait(id)
     }
 
@@ -145,16 +153,109 @@ impl Client {
     /// [`CallErrorKind::NotSent`] when the call cannot be sent at all (too large for the
     /// server's frames or for one datagram, connection closed or closing): it was not
     /// executed.
-    pub fn submit(
+    pub fn submit<'t>(
         &mut self,
-        method: &str,
+        target: impl Into<Target<'t>>,
         body: &[u8],
         timeout: Option<Duration>,
     ) -> Result<RequestId, CallError> {
+        let target = target.into();
         match &mut self.inner {
-            Inner::Stream(c) => c.submit(method, body, timeout),
-            Inner::Datagram(c) => c.submit(method, body, timeout),
+            Inner::Stream(c) => c.submit(target, body, timeout),
+            Inner::Datagram(c) => c.submit(target, body, timeout),
         }
+    }
+
+    /// Calls typed endpoint `E` with `request` and waits for its response, decoded. For
+    /// endpoints whose response and error own their data; [`call_typed_in`](Self::call_typed_in)
+    /// takes the ones that borrow. See [`typed`].
+    ///
+    /// # Errors
+    ///
+    /// [`TypedCallError`]: the endpoint's error value (executed), or the call's failure
+    /// with its execution ([`RejectCode::SCHEMA_MISMATCH`](wirecall_core::wire::RejectCode::SCHEMA_MISMATCH)
+    /// when the server's types for the path are not ours).
+    pub fn call_typed<E>(
+        &mut self,
+        request: &E::Request<'_>,
+        timeout: Option<Duration>,
+    ) -> Result<E::Response<'static>, TypedCallError<E::Error<'static>>>
+    where
+        E: typed::Endpoint + ?Sized,
+        E::Response<'static>: DeserializeOwned,
+        E::Error<'static>: DeserializeOwned,
+    {
+        let id = self.submit_typed::<E, _>(request, timeout)?;
+        self.wait_typed::<E>(id)
+    }
+
+    /// Calls typed endpoint `E` and decodes its answer in place from `answer` (which holds
+    /// the answer's bytes afterwards), so borrowed fields (`&str`, `&[u8]`) cost no copy.
+    ///
+    /// # Errors
+    ///
+    /// As [`call_typed`](Self::call_typed).
+    pub fn call_typed_in<'b, E>(
+        &mut self,
+        request: &E::Request<'_>,
+        timeout: Option<Duration>,
+        answer: &'b mut Vec<u8>,
+    ) -> Result<E::Response<'b>, TypedCallError<E::Error<'b>>>
+    where
+        E: typed::Endpoint + ?Sized,
+    {
+        let id = self.submit_typed::<E, _>(request, timeout)?;
+        match self.wait(id) {
+            Ok(bytes) => {
+                *answer = bytes;
+                let answer: &'b Vec<u8> = answer;
+                decode_outcome::<E>(Ok(answer.as_slice()))
+            }
+            Err(e) => Err(TypedCallError::Call(e)),
+        }
+    }
+
+    /// Starts a call of typed endpoint `E` without waiting (pipelining, as
+    /// [`submit`](Self::submit)); collect it with [`wait_typed`](Self::wait_typed), or
+    /// with [`wait_any`](Self::wait_any) and [`typed::decode_outcome`].
+    /// `Err` is the error type of the [`TypedCallError`] the caller wants (usually inferred).
+    ///
+    /// # Errors
+    ///
+    /// [`TypedCallError::Call`] with [`CallErrorKind::NotSent`] (as for `submit`; also when
+    /// a stream's server speaks only protocol version 1), or
+    /// [`TypedCallError::Unencodable`].
+    pub fn submit_typed<E, Err>(
+        &mut self,
+        request: &E::Request<'_>,
+        timeout: Option<Duration>,
+    ) -> Result<RequestId, TypedCallError<Err>>
+    where
+        E: typed::Endpoint + ?Sized,
+    {
+        let mut body = std::mem::take(&mut self.scratch);
+        let sent = encode_request_into::<E, Err>(request, &mut body)
+            .and_then(|()| Ok(self.submit(E::KEY, &body, timeout)?));
+        self.scratch = body;
+        sent
+    }
+
+    /// Waits for typed call `id` (from [`submit_typed`](Self::submit_typed)) of endpoint
+    /// `E`, and decodes its answer.
+    ///
+    /// # Errors
+    ///
+    /// As [`call_typed`](Self::call_typed).
+    pub fn wait_typed<E>(
+        &mut self,
+        id: RequestId,
+    ) -> Result<E::Response<'static>, TypedCallError<E::Error<'static>>>
+    where
+        E: typed::Endpoint + ?Sized,
+        E::Response<'static>: DeserializeOwned,
+        E::Error<'static>: DeserializeOwned,
+    {
+        decode_owned::<E>(self.wait(id))
     }
 
     /// Waits for the outcome of call `id`; outcomes of other calls that arrive meanwhile

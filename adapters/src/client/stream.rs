@@ -18,6 +18,7 @@ use std::os::fd::OwnedFd;
 use std::time::Duration;
 
 use wirecall_core::client::{CallSlot, ClientConnection, ClientEvent, CloseReason, SendError};
+use wirecall_core::wire::Target;
 use wirecall_core::{Instant, RequestId};
 
 use super::outcomes::Outcomes;
@@ -104,7 +105,7 @@ impl StreamClient {
     /// buffer is full.
     pub(super) fn submit(
         &mut self,
-        method: &str,
+        target: Target<'_>,
         body: &[u8],
         timeout: Option<Duration>,
     ) -> Result<RequestId, CallError> {
@@ -114,7 +115,7 @@ impl StreamClient {
             now = self.clock.now();
         }
         loop {
-            match self.core.call(now, method, body, timeout.map(to_core)) {
+            match self.core.call(now, target, body, timeout.map(to_core)) {
                 Ok(id) => {
                     self.outcomes.submitted(id);
                     if !self.batching || self.core.transmit().len() >= FLUSH_AT {

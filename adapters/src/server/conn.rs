@@ -27,7 +27,7 @@ use wirecall_core::config::ConfigError;
 use wirecall_core::server::{
     CloseReason, RequestSlot, RespondError, ServerConnection, ServerEvent, ServerStats,
 };
-use wirecall_core::wire::RejectCode;
+use wirecall_core::wire::Target;
 use wirecall_core::{Instant, RequestId};
 
 use super::workers::{Job, Pool};
@@ -344,7 +344,7 @@ impl Conn {
                     let answer = dispatch(
                         &self.completions,
                         call,
-                        request.method,
+                        request.target,
                         request.body,
                         request.deadline,
                         shared,
@@ -536,18 +536,17 @@ impl Conn {
 pub(super) fn dispatch(
     completions: &Arc<dyn Completions>,
     call: CallRef,
-    method: &str,
+    target: Target<'_>,
     body: &[u8],
     deadline: Option<Instant>,
     shared: &Shared,
 ) -> Option<Answer> {
-    let Some((index, function)) = shared.functions.lookup(method) else {
-        shared.stats.call(None);
-        let shown: String = method.chars().take(64).collect();
-        return Some(Err(CallFailure::rejected(
-            RejectCode::UNKNOWN_METHOD,
-            format!("no such method: {shown:?}"),
-        )));
+    let (index, function) = match shared.functions.find(target) {
+        Ok(found) => found,
+        Err(refusal) => {
+            shared.stats.call(None);
+            return Some(Err(refusal));
+        }
     };
     shared.stats.call(Some(index));
     let responder = || Responder::new(call, Arc::clone(completions));
@@ -579,7 +578,7 @@ pub(super) fn dispatch(
             let responder = responder();
             if catch_unwind(AssertUnwindSafe(|| function(body, responder))).is_err() {
                 // The responder was dropped while unwinding: the call gets an error.
-                log::error!("function {method:?} panicked");
+                log::error!("function {target} panicked");
             }
             None
         }

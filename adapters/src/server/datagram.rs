@@ -186,8 +186,8 @@ impl<S: DatagramSocket> Datagram<S> {
             Received::Request(request) => {
                 let call = CallRef::Datagram(request.handle);
                 let deadline = Some(request.deadline);
-                let (method, body) = (request.method, request.body);
-                let answer = dispatch(&self.completions, call, method, body, deadline, shared);
+                let (target, body) = (request.target, request.body);
+                let answer = dispatch(&self.completions, call, target, body, deadline, shared);
                 (request.handle, answer)
             }
             Received::Reply(tx) => {

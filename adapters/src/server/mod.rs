@@ -58,15 +58,17 @@ use crate::config::{ServerConfig, check_limits, check_server};
 use crate::endpoint::Endpoint;
 use crate::error::Error;
 use crate::function::{
-    Answer, CompletionSink, Function, LoopCompletions, Register, Registry, Responder,
+    Answer, CompletionSink, Function, LoopCompletions, Named, Register, Registry, Responder,
 };
 use crate::id_hasher::IdMap;
 use crate::stats::StatsHandle;
+use crate::typed::{self, Outcome, TypedResponder};
+use wirecall_core::wire::EndpointKey;
 
 /// Builds a [`Server`]: its functions, endpoints and limits. See the [module docs](self).
 pub struct ServerBuilder {
     config: ServerConfig,
-    functions: Vec<(String, Function)>,
+    functions: Vec<Named<Function>>,
     endpoints: Vec<Endpoint>,
     stats: StatsHandle,
     signals: bool,
@@ -78,7 +80,7 @@ impl std::fmt::Debug for ServerBuilder {
             .field("config", &self.config)
             .field(
                 "functions",
-                &self.functions.iter().map(|(n, _)| n).collect::<Vec<_>>(),
+                &self.functions.iter().map(Named::name).collect::<Vec<_>>(),
             )
             .field("endpoints", &self.endpoints)
             .field("signals", &self.signals)
@@ -108,7 +110,7 @@ impl ServerBuilder {
         F: Fn(&[u8]) -> Answer + Send + Sync + 'static,
     {
         self.functions
-            .push((name.into(), Function::Sync(Arc::new(function))));
+            .push(Named::function(name, Function::Sync(Arc::new(function))));
         self
     }
 
@@ -119,9 +121,34 @@ impl ServerBuilder {
     where
         F: Fn(&[u8], Responder) + Send + Sync + 'static,
     {
-        self.functions
-            .push((name.into(), Function::Deferred(Arc::new(function))));
+        self.functions.push(Named::function(
+            name,
+            Function::Deferred(Arc::new(function)),
+        ));
         self
+    }
+
+    /// Serves typed endpoint `E` with `handler`, which gets the decoded request and returns
+    /// the endpoint's response or error ([`Register::endpoint`]; see
+    /// [`typed`]).
+    #[must_use]
+    pub fn endpoint<E, H>(self, handler: H) -> Self
+    where
+        E: typed::Endpoint + ?Sized + 'static,
+        H: for<'a> Fn(E::Request<'a>) -> Outcome<'static, E> + Send + Sync + 'static,
+    {
+        Register::endpoint::<E, H>(self, handler)
+    }
+
+    /// Serves typed endpoint `E` with a deferred `handler` that answers through its
+    /// [`TypedResponder`] ([`Register::endpoint_deferred`]).
+    #[must_use]
+    pub fn endpoint_deferred<E, H>(self, handler: H) -> Self
+    where
+        E: typed::Endpoint + ?Sized + 'static,
+        H: for<'a> Fn(E::Request<'a>, TypedResponder<E>) + Send + Sync + 'static,
+    {
+        Register::endpoint_deferred::<E, H>(self, handler)
     }
 
     /// Adds an endpoint to listen on (call it once per endpoint): any of the four
@@ -288,6 +315,24 @@ impl Register for ServerBuilder {
         F: Fn(&[u8], Responder) + Send + Sync + 'static,
     {
         Self::deferred(self, name, function)
+    }
+
+    fn keyed_function<F>(mut self, path: &str, key: EndpointKey, function: F) -> Self
+    where
+        F: Fn(&[u8]) -> Answer + Send + Sync + 'static,
+    {
+        let function = Function::Sync(Arc::new(function));
+        self.functions.push(Named::endpoint(path, key, function));
+        self
+    }
+
+    fn keyed_deferred<F>(mut self, path: &str, key: EndpointKey, function: F) -> Self
+    where
+        F: Fn(&[u8], Responder) + Send + Sync + 'static,
+    {
+        let function = Function::Deferred(Arc::new(function));
+        self.functions.push(Named::endpoint(path, key, function));
+        self
     }
 
     fn stats(&self) -> StatsHandle {

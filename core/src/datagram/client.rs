@@ -6,8 +6,10 @@ use super::{DatagramConfig, DatagramConfigError, chunk_len};
 use crate::client::{Execution, Failure, SendError};
 use crate::conn::{budget_ms, earliest};
 use crate::time::{Duration, Instant};
-use crate::wire::datagram::{ACK_SPAN, ACKS_FIELD, DatagramHeader, FLOOR_FIELD, encode_datagram};
-use crate::wire::{Frame, RejectCode, Reply, Request, RequestId, WireError};
+use crate::wire::datagram::{
+    ACK_SPAN, ACKS_FIELD, DatagramHeader, FLOOR_FIELD, decode_frame, encode_datagram,
+};
+use crate::wire::{Frame, RejectCode, Reply, RequestId, Target, WireError};
 
 /// How a call ended without an answer, recorded until reported.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -331,7 +333,8 @@ where
         start..start.saturating_add(self.chunk)
     }
 
-    /// Starts a call of `method` with `body`, to end by `timeout` (or the configured
+    /// Starts a call of `target` (a method name, or a typed endpoint's key) with `body`, to
+    /// end by `timeout` (or the configured
     /// default). The request goes out at the next [`poll_transmit`](Self::poll_transmit).
     ///
     /// # Errors
@@ -340,10 +343,10 @@ where
     /// more than [`ACK_SPAN`] ids past the oldest call still waiting (that one must end
     /// first, so the server's memory of this client stays bounded); [`SendError::TooLarge`]
     /// when the request does not fit one datagram. Nothing is sent then.
-    pub fn call(
+    pub fn call<'t>(
         &mut self,
         now: Instant,
-        method: &str,
+        target: impl Into<Target<'t>>,
         body: &[u8],
         timeout: Option<Duration>,
     ) -> Result<RequestId, SendError> {
@@ -360,12 +363,8 @@ where
             return Err(SendError::TooManyInFlight);
         }
         let id = RequestId(self.next_id);
-        let frame = Frame::Request(Request {
-            id,
-            method,
-            budget_ms: Some(budget_ms(timeout)),
-            body,
-        });
+        let target = target.into();
+        let frame = Frame::request(id, target, Some(budget_ms(timeout)), body);
         let range = self.chunk_range(index);
         let limit = self.chunk;
         let too_large = || SendError::TooLarge {
@@ -393,7 +392,7 @@ where
         self.next_id = self.next_id.saturating_add(1);
         self.in_flight = self.in_flight.saturating_add(1);
         self.stats.calls = self.stats.calls.saturating_add(1);
-        trace!("datagram call {} {}", id.0, method);
+        trace!("datagram call {} {}", id.0, target);
         Ok(id)
     }
 
@@ -708,7 +707,7 @@ where
             at..at.saturating_add(part.len())
         };
         let frame = match DatagramHeader::parse(datagram) {
-            Ok((header, body)) if header.epoch == self.epoch => Frame::decode(body),
+            Ok((header, body)) if header.epoch == self.epoch => decode_frame(header.version, body),
             _ => Err(WireError::UnknownTag),
         };
         let Ok(Frame::Response(response)) = frame else {

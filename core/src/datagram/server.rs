@@ -6,8 +6,9 @@ use core::ops::Range;
 use super::{DatagramConfig, DatagramConfigError, chunk_len};
 use crate::conn::{budget_ms, too_large_stand_in};
 use crate::time::{Duration, Instant};
+use crate::wire::datagram::decode_frame;
 use crate::wire::datagram::{DatagramHeader, HeaderError, encode_datagram, ended, merge_ended};
-use crate::wire::{Frame, RejectCode, Reply, RequestId, Response};
+use crate::wire::{Call, Frame, RejectCode, Reply, RequestId, Response, Target};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum EntryState {
@@ -81,8 +82,8 @@ pub struct DatagramRequest<'a> {
     pub handle: RequestHandle,
     /// The client's id for the call.
     pub id: RequestId,
-    /// The function to run.
-    pub method: &'a str,
+    /// The function or typed endpoint to run.
+    pub target: Target<'a>,
     /// Its argument, borrowed from the datagram.
     pub body: &'a [u8],
     /// When the client stops waiting, at the latest: the budget counts from this copy's
@@ -342,8 +343,10 @@ where
             Ok(decoded) => decoded,
             Err(reason) => return self.dropped(reason),
         };
+        if let Some(call) = frame.as_call() {
+            return self.on_request(now, from, header, call);
+        }
         match frame {
-            Frame::Request(req) => self.on_request(now, from, header, req),
             Frame::Cancel { id } => self.on_cancel(from, header, id),
             Frame::Ping { .. } => self.on_ack(from, header),
             _ => self.dropped(DropReason::UnexpectedFrame),
@@ -384,7 +387,7 @@ where
             HeaderError::BadMagic => DropReason::Foreign,
             _ => DropReason::UnsupportedVersion,
         })?;
-        let frame = Frame::decode(body).map_err(|_| DropReason::Malformed)?;
+        let frame = decode_frame(header.version, body).map_err(|_| DropReason::Malformed)?;
         Ok((header, frame))
     }
 
@@ -393,7 +396,7 @@ where
         now: Instant,
         from: &'s P,
         header: DatagramHeader,
-        req: crate::wire::Request<'d>,
+        req: Call<'d>,
     ) -> Received<'s, 'd, P> {
         let epoch = header.epoch;
         let rejection = match req.budget_ms {
@@ -476,7 +479,7 @@ where
         Received::Request(DatagramRequest {
             handle,
             id: req.id,
-            method: req.method,
+            target: req.target,
             body: req.body,
             deadline: now.saturating_add(budget),
         })

@@ -30,6 +30,11 @@ impl RejectCode {
     /// large for the client is found only after the function ran: the core sends
     /// [`ERROR_ANSWER_TOO_LARGE`] for that, since the call was executed.)
     pub const TOO_LARGE: Self = Self(5);
+    /// The server serves the endpoint's path, but with other request, response or error
+    /// types than the caller's (the schema half of the
+    /// [`EndpointKey`](super::EndpointKey) differs): decoding either way would be wrong, so
+    /// nothing ran.
+    pub const SCHEMA_MISMATCH: Self = Self(6);
 
     /// A short name for a known code, `None` for others.
     #[must_use]
@@ -40,6 +45,7 @@ impl RejectCode {
             Self::SHUTTING_DOWN => "shutting down",
             Self::INVALID_REQUEST => "invalid request",
             Self::TOO_LARGE => "too large",
+            Self::SCHEMA_MISMATCH => "schema mismatch",
             _ => return None,
         })
     }
@@ -71,6 +77,10 @@ pub const ERROR_FUNCTION_PANICKED: u32 = 0xFFFF_FF01;
 /// library when a deferred function drops its responder).
 pub const ERROR_NO_ANSWER: u32 = 0xFFFF_FF02;
 
+/// A typed endpoint's function answered with a value that its type's serializer refused
+/// (sent by the `wirecall` library): the function ran, its answer is lost.
+pub const ERROR_ANSWER_NOT_ENCODABLE: u32 = 0xFFFF_FF03;
+
 /// A short name for a reserved error number, `None` for others (application errors, and
 /// reserved numbers this version does not know).
 #[must_use]
@@ -79,6 +89,7 @@ pub const fn reserved_error_name(code: u32) -> Option<&'static str> {
         ERROR_ANSWER_TOO_LARGE => "answer too large",
         ERROR_FUNCTION_PANICKED => "function panicked",
         ERROR_NO_ANSWER => "no answer",
+        ERROR_ANSWER_NOT_ENCODABLE => "answer not encodable",
         _ => return None,
     })
 }

@@ -3,7 +3,8 @@
 //! ```text
 //! offset  size  field
 //! 0       4     magic "WCAL"
-//! 4       1     protocol version (1)
+//! 4       1     protocol version: the lowest that defines the frame inside (1 for
+//!               every frame but a typed request, which needs 2)
 //! 5       8     epoch, big-endian: the client's incarnation; a server echoes the
 //!               request's epoch in its answer
 //! 13      8     floor, big-endian: from a client, the lowest request id it still waits
@@ -17,7 +18,7 @@
 //! returns [`HeaderError::Truncated`] on short input; [`DatagramHeader::emit`] writes
 //! exactly [`DatagramHeader::LEN`] bytes or fails with [`WireError::BufferTooSmall`].
 
-use super::{MAGIC, PROTOCOL_VERSION, WireError};
+use super::{MAGIC, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION, WireError};
 
 mod field {
     use core::ops::Range;
@@ -90,11 +91,12 @@ impl DatagramHeader {
     /// Bytes of the header.
     pub const LEN: usize = 29;
 
-    /// A version-1 header with no acks.
+    /// A version-1 header with no acks. ([`encode_datagram`] raises the version to what
+    /// the frame needs.)
     #[must_use]
     pub const fn new(epoch: u64, floor: u64) -> Self {
         Self {
-            version: PROTOCOL_VERSION,
+            version: MIN_PROTOCOL_VERSION,
             epoch,
             floor,
             acks: 0,
@@ -128,7 +130,7 @@ impl DatagramHeader {
             return Err(HeaderError::BadMagic);
         }
         let version = head.get(field::VERSION).copied().unwrap_or(0);
-        if version != PROTOCOL_VERSION {
+        if !(MIN_PROTOCOL_VERSION..=PROTOCOL_VERSION).contains(&version) {
             return Err(HeaderError::UnsupportedVersion(version));
         }
         let epoch = be_u64(head.get(field::EPOCH));
@@ -165,6 +167,21 @@ impl DatagramHeader {
         acks.copy_from_slice(&self.acks.to_be_bytes());
         Ok(())
     }
+}
+
+/// Decodes the frame body of a datagram whose header said `version`: a frame that
+/// version does not define (a typed request in a version-1 datagram) is
+/// [`WireError::UnknownTag`], as it would be to a version-1 peer.
+///
+/// # Errors
+///
+/// [`WireError`] when the body is not one frame of that version.
+pub fn decode_frame(version: u8, body: &[u8]) -> Result<super::Frame<'_>, WireError> {
+    let frame = super::Frame::decode(body)?;
+    if frame.version() > version {
+        return Err(WireError::UnknownTag);
+    }
+    Ok(frame)
 }
 
 /// `true` when (`floor`, `acks`) say call `id` has ended: below the floor, or its bit set.
@@ -206,7 +223,9 @@ pub(crate) fn merge_ended(known_floor: &mut u64, known_acks: &mut u64, floor: u6
     *known_acks = acks;
 }
 
-/// Writes a whole datagram: `header`, then `frame`; returns its length.
+/// Writes a whole datagram: `header`, then `frame`; returns its length. The header's
+/// version is raised to the lowest version that defines `frame` (2 for a typed request),
+/// so a datagram a version-1 peer could read is always written as version 1.
 ///
 /// # Errors
 ///
@@ -216,6 +235,10 @@ pub fn encode_datagram(
     frame: &super::Frame<'_>,
     out: &mut [u8],
 ) -> Result<usize, WireError> {
+    let header = DatagramHeader {
+        version: header.version.max(frame.version()),
+        ..header
+    };
     header.emit(out)?;
     let body = out
         .get_mut(DatagramHeader::LEN..)
@@ -330,11 +353,40 @@ mod test {
         let mut b = HEADER_BYTES;
         b[0] = b'X';
         assert_eq!(DatagramHeader::parse(&b), Err(HeaderError::BadMagic));
+        for v in [0, 3, 255] {
+            let mut b = HEADER_BYTES;
+            b[4] = v;
+            assert_eq!(
+                DatagramHeader::parse(&b),
+                Err(HeaderError::UnsupportedVersion(v))
+            );
+        }
         let mut b = HEADER_BYTES;
         b[4] = 2;
+        assert_eq!(DatagramHeader::parse(&b).map(|(h, _)| h.version), Ok(2));
+    }
+
+    /// A datagram's version is the lowest that defines its frame, and a frame its header's
+    /// version does not define is refused.
+    #[test]
+    fn test_version_follows_the_frame() {
+        use crate::wire::{EndpointKey, Target};
+        let key = EndpointKey { path: 1, schema: 2 };
+        let typed = Frame::request(RequestId(1), Target::Endpoint(key), Some(100), b"x");
+        let untyped = Frame::request(RequestId(1), Target::Method("echo"), Some(100), b"x");
+        let mut out = [0u8; 128];
+        for (frame, version) in [(typed, 2), (untyped, 1)] {
+            let n = encode_datagram(DatagramHeader::new(EPOCH, 0), &frame, &mut out).unwrap();
+            let (header, body) = DatagramHeader::parse(&out[..n]).unwrap();
+            assert_eq!(header.version, version);
+            assert_eq!(decode_frame(header.version, body), Ok(frame));
+        }
+        let n = encode_datagram(DatagramHeader::new(EPOCH, 0), &typed, &mut out).unwrap();
+        out[4] = 1;
+        let (header, body) = DatagramHeader::parse(&out[..n]).unwrap();
         assert_eq!(
-            DatagramHeader::parse(&b),
-            Err(HeaderError::UnsupportedVersion(2))
+            decode_frame(header.version, body),
+            Err(WireError::UnknownTag)
         );
     }
 

@@ -24,18 +24,27 @@ pub mod datagram;
 mod frames;
 
 pub use code::{
-    CloseCode, ERROR_ANSWER_TOO_LARGE, ERROR_FUNCTION_PANICKED, ERROR_NO_ANSWER,
-    RESERVED_ERROR_CODES, RejectCode, reserved_error_name,
+    CloseCode, ERROR_ANSWER_NOT_ENCODABLE, ERROR_ANSWER_TOO_LARGE, ERROR_FUNCTION_PANICKED,
+    ERROR_NO_ANSWER, RESERVED_ERROR_CODES, RejectCode, reserved_error_name,
 };
-pub use frames::{Frame, Hello, Reply, Request, RequestId, Response};
+pub use frames::{
+    Call, EndpointKey, Frame, Hello, Reply, Request, RequestId, Response, Target, TypedRequest,
+};
 
 use core::fmt;
 
 /// The four bytes that open every [`Hello`]: `"WCAL"`.
 pub const MAGIC: [u8; 4] = *b"WCAL";
 
-/// The protocol version this crate speaks.
-pub const PROTOCOL_VERSION: u8 = 1;
+/// The highest protocol version this crate speaks (its hello's `max_version`).
+pub const PROTOCOL_VERSION: u8 = 2;
+
+/// The lowest protocol version this crate speaks (its hello's `min_version`): version 1
+/// peers, which know no typed endpoints, still work with untyped calls.
+pub const MIN_PROTOCOL_VERSION: u8 = 1;
+
+/// The version that added typed endpoints ([`Frame::TypedRequest`]).
+pub const TYPED_VERSION: u8 = 2;
 
 /// Bytes of the big-endian length prefix in front of every frame on a stream.
 pub const LEN_PREFIX: usize = 4;
@@ -63,7 +72,8 @@ pub enum WireError {
     Truncated,
     /// A varint is longer than its type allows, or its value does not fit.
     BadVarint,
-    /// A frame tag or a reply tag that this version does not define.
+    /// A frame tag or a reply tag that this version does not define (in a datagram: that
+    /// the version in its header does not define).
     UnknownTag,
     /// An `Option` or `bool` byte other than `0` or `1`.
     BadFlag,

@@ -46,6 +46,26 @@ const REQUEST_FRAME: Frame<'static> = Frame::Request(Request {
     body: b"hi",
 });
 
+/// Typed request #302 (version 2) for the endpoint at path "kv/get" (FNV-1a 64
+/// `1ea0363be9671c13`) with schema key `0123456789abcdef`, a 1500 ms budget and body "hi".
+static TYPED_REQUEST_BYTES: [u8; 25] = [
+    0x08, // tag 8: TypedRequest
+    0xae, 0x02, // id 302
+    0x1e, 0xa0, 0x36, 0x3b, 0xe9, 0x67, 0x1c, 0x13, // key.path, 8 bytes big-endian
+    0x01, 0x23, 0x45, 0x67, 0x89, 0xab, 0xcd, 0xef, // key.schema, 8 bytes big-endian
+    0x01, 0xdc, 0x0b, // budget_ms: Some(1500)
+    0x02, 0x68, 0x69, // body: length 2, "hi"
+];
+const TYPED_REQUEST_FRAME: Frame<'static> = Frame::TypedRequest(TypedRequest {
+    id: RequestId(302),
+    key: EndpointKey {
+        path: 0x1ea0_363b_e967_1c13,
+        schema: 0x0123_4567_89ab_cdef,
+    },
+    budget_ms: Some(1500),
+    body: b"hi",
+});
+
 /// Request #301 "echo" without a budget, body "hi".
 static REQUEST_NO_BUDGET_BYTES: [u8; 12] = [
     0x01, // tag 1: Request
@@ -183,7 +203,7 @@ const CLOSE_FRAME: Frame<'static> = Frame::Close {
 };
 
 /// Every vector: name, bytes, value.
-fn vectors() -> [(&'static str, &'static [u8], Frame<'static>); 14] {
+fn vectors() -> [(&'static str, &'static [u8], Frame<'static>); 15] {
     [
         ("hello", &HELLO_BYTES, HELLO_FRAME),
         ("request", &REQUEST_BYTES, REQUEST_FRAME),
@@ -214,6 +234,7 @@ fn vectors() -> [(&'static str, &'static [u8], Frame<'static>); 14] {
         ("pong", &PONG_BYTES, PONG_FRAME),
         ("goaway", &GOAWAY_BYTES, GOAWAY_FRAME),
         ("close", &CLOSE_BYTES, CLOSE_FRAME),
+        ("typed_request", &TYPED_REQUEST_BYTES, TYPED_REQUEST_FRAME),
         // The stream form of the request, checked separately in `test_stream_encode`.
         ("request_stream", &REQUEST_STREAM_BYTES, REQUEST_FRAME),
     ]
@@ -468,12 +489,13 @@ fn test_empty() {
 
 #[test]
 fn test_unknown_tag() {
-    // Frame tag 8 and beyond.
-    assert_eq!(Frame::decode(&[0x08]), Err(WireError::UnknownTag));
+    // Frame tag 9 and beyond (tag 8 is version 2's typed request).
+    assert_eq!(Frame::decode(&[0x09]), Err(WireError::UnknownTag));
     assert_eq!(
-        Frame::decode(&[0x08, 0xac, 0x02]),
+        Frame::decode(&[0x09, 0xac, 0x02]),
         Err(WireError::UnknownTag)
     );
+    assert_eq!(Frame::decode(&[0x08]), Err(WireError::Truncated));
     assert_eq!(Frame::decode(&[0x7f]), Err(WireError::UnknownTag));
     assert_eq!(Frame::decode(&[0x80, 0x01]), Err(WireError::UnknownTag)); // tag 128
     // Reply tag 4 in a response to #300.
@@ -669,7 +691,11 @@ fn test_max_hello_len() {
 #[test]
 fn test_constants_and_codes() {
     assert_eq!(&MAGIC, b"WCAL");
-    assert_eq!(PROTOCOL_VERSION, 1);
+    assert_eq!(PROTOCOL_VERSION, 2);
+    assert_eq!(MIN_PROTOCOL_VERSION, 1);
+    assert_eq!(TYPED_VERSION, 2);
+    assert_eq!(TYPED_REQUEST_FRAME.version(), 2);
+    assert_eq!(REQUEST_FRAME.version(), 1);
     assert_eq!(LEN_PREFIX, 4);
     assert_eq!(BASELINE_MAX_FRAME_LEN, 1024);
     assert_eq!(BASELINE_MAX_IN_FLIGHT, 4);
@@ -681,6 +707,7 @@ fn test_constants_and_codes() {
         (RejectCode::SHUTTING_DOWN, 3),
         (RejectCode::INVALID_REQUEST, 4),
         (RejectCode::TOO_LARGE, 5),
+        (RejectCode::SCHEMA_MISMATCH, 6),
     ];
     for (code, n) in reject {
         assert_eq!(code.0, n);
@@ -706,6 +733,7 @@ fn test_constants_and_codes() {
         (super::ERROR_ANSWER_TOO_LARGE, 0xffff_ff00),
         (super::ERROR_FUNCTION_PANICKED, 0xffff_ff01),
         (super::ERROR_NO_ANSWER, 0xffff_ff02),
+        (super::ERROR_ANSWER_NOT_ENCODABLE, 0xffff_ff03),
     ];
     for (code, n) in reserved {
         assert_eq!(code, n);
@@ -750,6 +778,12 @@ enum OwnedFrame {
     Request {
         id: u64,
         method: String,
+        budget_ms: Option<u32>,
+        body: Vec<u8>,
+    },
+    Typed {
+        id: u64,
+        key: (u64, u64),
         budget_ms: Option<u32>,
         body: Vec<u8>,
     },
@@ -799,6 +833,20 @@ impl OwnedFrame {
             } => Frame::Request(Request {
                 id: RequestId(*id),
                 method,
+                budget_ms: *budget_ms,
+                body,
+            }),
+            Self::Typed {
+                id,
+                key,
+                budget_ms,
+                body,
+            } => Frame::TypedRequest(TypedRequest {
+                id: RequestId(*id),
+                key: EndpointKey {
+                    path: key.0,
+                    schema: key.1,
+                },
                 budget_ms: *budget_ms,
                 body,
             }),
@@ -874,6 +922,18 @@ fn owned_frame() -> impl Strategy<Value = OwnedFrame> {
                 body
             }
         ),
+        (
+            any::<u64>(),
+            any::<(u64, u64)>(),
+            any::<Option<u32>>(),
+            blob()
+        )
+            .prop_map(|(id, key, budget_ms, body)| OwnedFrame::Typed {
+                id,
+                key,
+                budget_ms,
+                body
+            }),
         (any::<u64>(), blob()).prop_map(|(id, body)| OwnedFrame::Ok { id, body }),
         (any::<u64>(), any::<u32>(), text()).prop_map(|(id, code, message)| OwnedFrame::Error {
             id,

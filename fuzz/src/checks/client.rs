@@ -548,7 +548,7 @@ impl ClientRun {
         let frames = decode_all(&bodies, "client");
         let hello = Hello {
             magic: MAGIC,
-            min_version: PROTOCOL_VERSION,
+            min_version: MIN_PROTOCOL_VERSION,
             max_version: PROTOCOL_VERSION,
             max_frame_len: self.rx_limit,
             max_in_flight: 0,

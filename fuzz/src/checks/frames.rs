@@ -69,6 +69,7 @@ pub(crate) fn check_borrows_from(frame: &Frame<'_>, data: &[u8]) {
     };
     let parts: [&[u8]; 2] = match frame {
         Frame::Request(r) => [r.method.as_bytes(), r.body],
+        Frame::TypedRequest(r) => [r.body, &[]],
         Frame::Response(r) => match r.reply {
             Reply::Ok(body) => [body, &[]],
             Reply::Error { message, .. } | Reply::Rejected { message, .. } => {

@@ -31,8 +31,9 @@ use wirecall_core::server::{
     CloseReason, PeerInfo, ProtocolError, RequestSlot, RespondError, ServerConnection, ServerEvent,
 };
 use wirecall_core::wire::{
-    BASELINE_MAX_FRAME_LEN, CloseCode, ERROR_ANSWER_TOO_LARGE, Frame, Hello, LEN_PREFIX, MAGIC,
-    MAX_HELLO_LEN, PROTOCOL_VERSION, RejectCode, Reply, Request, RequestId, Response, WireError,
+    BASELINE_MAX_FRAME_LEN, CloseCode, ERROR_ANSWER_TOO_LARGE, EndpointKey, Frame, Hello,
+    LEN_PREFIX, MAGIC, MAX_HELLO_LEN, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION, RejectCode, Reply,
+    Request, RequestId, Response, Target, WireError,
 };
 use wirecall_core::{Config, Duration, Instant};
 

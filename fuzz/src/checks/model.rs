@@ -26,6 +26,7 @@ impl<'a> Model<'a> {
         let mut hello = false;
         let mut last_id = 0u64;
         let mut client_goaway = false;
+        let mut version = 0u8;
         let mut pos = 0;
         let terminal = loop {
             // Every run ends with the peer's end of stream: one that cuts a frame is a
@@ -63,28 +64,32 @@ impl<'a> Model<'a> {
                     break Some(NotWirecall);
                 }
                 // Section 5.3: the highest version in both ranges.
-                let version = h.max_version.min(PROTOCOL_VERSION);
-                if version < h.min_version.max(PROTOCOL_VERSION) || h.min_version > h.max_version {
+                let agreed = h.max_version.min(PROTOCOL_VERSION);
+                if agreed < h.min_version.max(MIN_PROTOCOL_VERSION) || h.min_version > h.max_version
+                {
                     break Some(CloseReason::VersionMismatch {
-                        local: (PROTOCOL_VERSION, PROTOCOL_VERSION),
+                        local: (MIN_PROTOCOL_VERSION, PROTOCOL_VERSION),
                         remote: (h.min_version, h.max_version),
                     });
                 }
+                version = agreed;
                 hello = true;
                 continue;
             }
-            match (receiver, frame) {
-                (_, Frame::Close { code, .. }) => break Some(PeerClosed(code)),
-                (_, Frame::Hello(_))
-                | (Receiver::Server, Frame::Response(_))
-                | (Receiver::Client, Frame::Request(_) | Frame::Cancel { .. }) => {
+            match (receiver, frame, frame.as_call()) {
+                (_, Frame::Close { code, .. }, _) => break Some(PeerClosed(code)),
+                (_, Frame::Hello(_), _)
+                | (Receiver::Server, Frame::Response(_), _)
+                | (Receiver::Client, Frame::Cancel { .. }, _)
+                | (Receiver::Client, _, Some(_)) => {
                     break Some(Protocol(ProtocolError::UnexpectedFrame));
                 }
-                // PROTOCOL.md 7.2: a client sends no request after its go-away.
-                (Receiver::Server, Frame::Request(_)) if client_goaway => {
+                // PROTOCOL.md 7.2: a client sends no request after its go-away; section
+                // 5.3: a typed request only once version 2 is agreed.
+                (Receiver::Server, _, Some(_)) if client_goaway || frame.version() > version => {
                     break Some(Protocol(ProtocolError::UnexpectedFrame));
                 }
-                (Receiver::Server, Frame::Request(r)) => {
+                (Receiver::Server, _, Some(r)) => {
                     if r.id.0 == 0 {
                         break Some(Protocol(ProtocolError::ZeroId));
                     }
@@ -94,7 +99,7 @@ impl<'a> Model<'a> {
                     last_id = r.id.0;
                     frames.push(frame);
                 }
-                (Receiver::Server, Frame::GoAway { .. }) => {
+                (Receiver::Server, Frame::GoAway { .. }, _) => {
                     client_goaway = true;
                     frames.push(frame);
                 }

@@ -238,6 +238,14 @@ impl Script {
                 };
                 self.body(r.body)
             }
+            Frame::TypedRequest(r) => {
+                self.u8(1).id(r.id.0).blob(b"");
+                match r.budget_ms {
+                    None => self.u8(2).int(r.key.path).int(r.key.schema),
+                    Some(ms) => self.u8(3).int(r.key.path).int(r.key.schema).int32(ms),
+                };
+                self.body(r.body)
+            }
             Frame::Response(r) => self.u8(2).id(r.id.0).reply(&r.reply),
             Frame::Cancel { id } => self.u8(3).id(id.0),
             Frame::Ping { nonce } => self.u8(4).int(nonce),
@@ -350,18 +358,20 @@ pub fn read_frame<'a>(input: &mut Input<'a>, ids: Ids<'_>) -> Frame<'a> {
         1 => {
             let id = RequestId(read_id(input, ids));
             let method = input.text();
-            let budget_ms = if input.u8() & 1 == 0 {
+            // Flag bit 1: a typed request, its key's two halves next (the text unused).
+            let flags = input.u8();
+            let key = (flags & 2 != 0).then(|| EndpointKey {
+                path: input.int(),
+                schema: input.int(),
+            });
+            let budget_ms = if flags & 1 == 0 {
                 None
             } else {
                 Some(input.int32())
             };
             let body = read_body(input);
-            Frame::Request(Request {
-                id,
-                method,
-                budget_ms,
-                body,
-            })
+            let target = key.map_or(Target::Method(method), Target::Endpoint);
+            Frame::request(id, target, budget_ms, body)
         }
         2 => {
             let id = RequestId(read_id(input, ids));

@@ -63,9 +63,25 @@ pub struct ServerSummary {
 
 pub(crate) type Server = ServerConnection<GrowBuf, Vec<RequestSlot>>;
 
+/// A request's target, kept past its frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum OwnedTarget {
+    Method(String),
+    Endpoint(EndpointKey),
+}
+
+impl OwnedTarget {
+    pub(crate) fn of(target: Target<'_>) -> Self {
+        match target {
+            Target::Method(m) => Self::Method(m.to_owned()),
+            Target::Endpoint(k) => Self::Endpoint(k),
+        }
+    }
+}
+
 pub(crate) struct Delivered {
     pub(crate) id: u64,
-    pub(crate) method: String,
+    pub(crate) target: OwnedTarget,
     pub(crate) body: Vec<u8>,
     pub(crate) deadline: Option<Instant>,
     pub(crate) at: Instant,
@@ -341,7 +357,7 @@ impl ServerRun {
                     self.outstanding.insert(req.id.0);
                     self.delivered.push(Delivered {
                         id: req.id.0,
-                        method: req.method.to_owned(),
+                        target: OwnedTarget::of(req.target),
                         body: req.body.to_vec(),
                         deadline: req.deadline,
                         at: now,
@@ -462,21 +478,18 @@ impl ServerRun {
         let model = Model::of(&self.link.inbound, self.rx_limit, Receiver::Server);
         model.check_close_reason(reason, "server");
 
-        let requests: BTreeMap<u64, Request<'_>> = model
+        let requests: BTreeMap<u64, wirecall_core::wire::Call<'_>> = model
             .frames
             .iter()
-            .filter_map(|f| match f {
-                Frame::Request(r) => Some((r.id.0, *r)),
-                _ => None,
-            })
+            .filter_map(|f| f.as_call().map(|r| (r.id.0, r)))
             .collect();
         for d in &self.delivered {
             let Some(r) = requests.get(&d.id) else {
                 panic!("delivered request {} the client never sent", d.id)
             };
             assert_eq!(
-                (d.method.as_str(), d.body.as_slice()),
-                (r.method, r.body),
+                (&d.target, d.body.as_slice()),
+                (&OwnedTarget::of(r.target), r.body),
                 "request {}",
                 d.id
             );
@@ -496,7 +509,7 @@ impl ServerRun {
         let frames = decode_all(&bodies, "server");
         let hello = Hello {
             magic: MAGIC,
-            min_version: PROTOCOL_VERSION,
+            min_version: MIN_PROTOCOL_VERSION,
             max_version: PROTOCOL_VERSION,
             max_frame_len: self.rx_limit,
             max_in_flight: u32::try_from(self.limit).unwrap_or(u32::MAX),

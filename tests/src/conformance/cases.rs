@@ -143,6 +143,40 @@ pub fn basics<S: ServerDriver, C: ClientDriver>(t: Transport) -> Verdict {
     Verdict::Passed
 }
 
+/// A typed endpoint called by its key (protocol version 2): the answer is the endpoint's
+/// `Result` (an application error is a value), a caller whose types differ is refused as
+/// a schema mismatch and one of an unknown path as an unknown method, neither executed.
+pub fn typed<S: ServerDriver, C: ClientDriver>(t: Transport) -> Verdict {
+    use super::{TestAdd, TestAddWide, TestMissing};
+    use wirecall::core::wire::RejectCode;
+    use wirecall::typed::{Endpoint, decode_answer, to_body};
+    let (server, _dir) = server::<S>(t, ServerConfig::default());
+    let mut c: C = client(&server, ClientConfig::default());
+    let failed = |e| panic!("a typed body: {e}");
+    let body = to_body(&(2u32, 3u32)).unwrap_or_else(failed);
+    let sum = answer(c.call(TestAdd::KEY, &body, QUICK), "typed add");
+    assert_eq!(decode_answer::<TestAdd>(&sum), Ok(Ok(5)));
+    let body = to_body(&(u32::MAX, 1u32)).unwrap_or_else(failed);
+    let overflow = answer(c.call(TestAdd::KEY, &body, QUICK), "typed overflow");
+    assert_eq!(decode_answer::<TestAdd>(&overflow), Ok(Err(7)));
+    let body = to_body(&(2u64, 3u32)).unwrap_or_else(failed);
+    expect_failure(
+        c.call(TestAddWide::KEY, &body, QUICK),
+        "another schema",
+        |k| matches!(k, CallErrorKind::Rejected { code, .. } if *code == RejectCode::SCHEMA_MISMATCH),
+        Execution::NotExecuted,
+    );
+    expect_failure(
+        c.call(TestMissing::KEY, &body, QUICK),
+        "unknown path",
+        |k| matches!(k, CallErrorKind::Rejected { code, .. } if *code == RejectCode::UNKNOWN_METHOD),
+        Execution::NotExecuted,
+    );
+    // Untyped calls go on beside typed ones.
+    assert_eq!(answer(c.call("echo", b"hi", QUICK), "echo"), b"hi");
+    Verdict::Passed
+}
+
 /// Many calls in flight at once, answered in the order they finish: a slow call does not
 /// hold up quick ones behind it.
 pub fn pipelining<S: ServerDriver, C: ClientDriver>(t: Transport) -> Verdict {

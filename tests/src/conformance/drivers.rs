@@ -5,6 +5,7 @@ use std::collections::HashSet;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use wirecall::core::wire::Target;
 use wirecall::{CallError, ClientConfig, Endpoint, ServerConfig};
 
 use super::{
@@ -109,13 +110,13 @@ impl ClientDriver for BlockingClient {
         })
     }
 
-    fn call(
+    fn call<'t>(
         &mut self,
-        method: &str,
+        target: impl Into<Target<'t>>,
         body: &[u8],
         timeout: Option<Duration>,
     ) -> Result<Vec<u8>, CallError> {
-        self.client.call(method, body, timeout)
+        self.client.call(target, body, timeout)
     }
 
     fn submit(
@@ -193,14 +194,14 @@ impl ClientDriver for TokioClient {
         })
     }
 
-    fn call(
+    fn call<'t>(
         &mut self,
-        method: &str,
+        target: impl Into<Target<'t>>,
         body: &[u8],
         timeout: Option<Duration>,
     ) -> Result<Vec<u8>, CallError> {
         self.runtime
-            .block_on(self.client.call(method, body, timeout))
+            .block_on(self.client.call(target, body, timeout))
     }
 
     fn submit(
@@ -359,16 +360,16 @@ impl ClientDriver for EmbeddedClient {
         })
     }
 
-    fn call(
+    fn call<'t>(
         &mut self,
-        method: &str,
+        target: impl Into<Target<'t>>,
         body: &[u8],
         timeout: Option<Duration>,
     ) -> Result<Vec<u8>, CallError> {
         let timeout = timeout.map(wirecall::clock::to_core);
         let result = self
             .runtime
-            .block_on(self.client.call(method, body, timeout, &mut self.out));
+            .block_on(self.client.call(target, body, timeout, &mut self.out));
         match result {
             Ok(answer) => Ok(answer.to_vec()),
             Err(e) => Err(embedded_error(&e)),

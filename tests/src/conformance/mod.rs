@@ -14,6 +14,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use wirecall::core::wire::Target;
 use wirecall::function::Register;
 use wirecall::{CallError, CallFailure, ClientConfig, Endpoint, ServerConfig, StatsHandle};
 
@@ -104,7 +105,9 @@ impl Executions {
 /// - `count`: records that its body ran (see [`Executions`]) and echoes it;
 /// - `busy_once`: busy (retry after 20 ms) the first time a body comes, then echoes it;
 /// - `fail`: the application error 1000;
-/// - `panic`: panics.
+/// - `panic`: panics;
+/// - the typed endpoint [`TestAdd`] (`test/add`): adds two numbers, the error `7` on
+///   overflow.
 pub fn register_test_functions<B: Register>(builder: B, executions: &Executions) -> B {
     let count = executions.clone();
     let busy = Executions::default();
@@ -124,6 +127,17 @@ pub fn register_test_functions<B: Register>(builder: B, executions: &Executions)
         })
         .function("fail", |_| Err(CallFailure::error(1000, "always fails")))
         .function("panic", |_| panic!("the test function panics"))
+        .endpoint::<TestAdd, _>(|(a, b): (u32, u32)| a.checked_add(b).ok_or(7))
+}
+
+wirecall::core::endpoints! {
+    /// The suite's typed endpoint: two numbers in, their sum out, error `7` on overflow.
+    pub TestAdd = "test/add": (u32, u32) => u32, u32;
+    /// `test/add` as a client built with other types has it (the first number wider): its
+    /// calls must be refused as a schema mismatch.
+    pub TestAddWide = "test/add": (u64, u32) => u32, u32;
+    /// A path no server of the suite serves.
+    pub TestMissing = "test/missing": (u32, u32) => u32, u32;
 }
 
 /// A running server of some driver.
@@ -245,14 +259,14 @@ pub trait ClientDriver: Sized {
     /// The driver's connect error, as text.
     fn connect(endpoint: &Endpoint, config: ClientConfig) -> Result<Self, String>;
 
-    /// One call, waiting for its outcome.
+    /// One call (of a method, or of a typed endpoint by its key), waiting for its outcome.
     ///
     /// # Errors
     ///
     /// The call's failure.
-    fn call(
+    fn call<'t>(
         &mut self,
-        method: &str,
+        target: impl Into<Target<'t>>,
         body: &[u8],
         timeout: Option<Duration>,
     ) -> Result<Vec<u8>, CallError>;

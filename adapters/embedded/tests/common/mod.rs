@@ -76,9 +76,9 @@ impl Functions {
 impl Handler for Functions {
     fn handle<'a>(&'a mut self, request: IncomingRequest<'a>) -> Reply<'a> {
         self.ran += 1;
-        match request.method {
-            "echo" => Reply::Ok(request.body),
-            "upper" => {
+        match request.target.method() {
+            Some("echo") => Reply::Ok(request.body),
+            Some("upper") => {
                 let n = request.body.len().min(self.out.len());
                 let (out, _) = self.out.split_at_mut(n);
                 for (o, b) in out.iter_mut().zip(request.body) {
@@ -86,7 +86,7 @@ impl Handler for Functions {
                 }
                 Reply::Ok(out)
             }
-            "fail" => Reply::Error {
+            Some("fail") => Reply::Error {
                 code: 7,
                 message: "failed on purpose",
             },

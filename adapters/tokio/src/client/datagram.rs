@@ -22,6 +22,7 @@ use wirecall::id_hasher::IdMap;
 use wirecall::{CallError, ClientConfig, Endpoint, Error};
 use wirecall_core::client::{Failure, SendError};
 use wirecall_core::datagram::{DatagramCallSlot, DatagramClient as CoreClient, DatagramEvent};
+use wirecall_core::wire::Target;
 use wirecall_core::{Instant, RequestId};
 
 use super::Outcome;
@@ -140,11 +141,11 @@ impl DatagramClient {
     /// call when dropped first.
     pub(super) async fn start(
         &self,
-        method: &str,
+        target: Target<'_>,
         body: &[u8],
         timeout: Option<Duration>,
     ) -> Result<PendingCall, CallError> {
-        let id = self.submit(method, body, timeout).await?;
+        let id = self.submit(target, body, timeout).await?;
         Ok(PendingCall {
             shared: Arc::clone(&self.shared),
             id,
@@ -154,7 +155,7 @@ impl DatagramClient {
 
     async fn submit(
         &self,
-        method: &str,
+        target: Target<'_>,
         body: &[u8],
         timeout: Option<Duration>,
     ) -> Result<RequestId, CallError> {
@@ -168,7 +169,7 @@ impl DatagramClient {
                     return Err(CallError::not_sent(SendError::Closing));
                 }
                 let now = self.shared.clock.now();
-                match state.core.call(now, method, body, timeout) {
+                match state.core.call(now, target, body, timeout) {
                     Ok(id) => {
                         state.calls.insert(id, Waiting::Pending(None));
                         self.shared.send_out_for_caller(&mut state, now);

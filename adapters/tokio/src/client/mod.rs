@@ -48,10 +48,14 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use serde::de::DeserializeOwned;
+use wirecall::TypedCallError;
+use wirecall::typed::{self, decode_outcome, decode_owned, encode_request_into};
 use wirecall::{CallError, ClientConfig, Endpoint, Error};
 use wirecall_core::RequestId;
 use wirecall_core::client::CloseReason;
 use wirecall_core::datagram::DatagramClientStats;
+use wirecall_core::wire::Target;
 
 use self::datagram::DatagramClient;
 use self::stream::StreamClient;
@@ -153,7 +157,8 @@ impl Client {
         &self.inner.endpoint
     }
 
-    /// Calls `method` with `body` and waits for the outcome. With a `timeout`, the call
+    /// Calls `target` (a method name; typed endpoints have [`call_typed`](Self::call_typed))
+    /// with `body` and waits for the outcome. With a `timeout`, the call
     /// fails with `TimedOut` when no answer comes in time (and the server is told, so it
     /// can skip late work). Without one, a stream call waits for ever and a datagram call
     /// gets `ClientConfig::datagram.default_timeout` (5 s). While as many calls are in
@@ -163,13 +168,59 @@ impl Client {
     /// # Errors
     ///
     /// [`CallError`]; its [`execution`](CallError::execution) says whether it may have run.
-    pub async fn call(
+    pub async fn call<'t>(
         &self,
-        method: &str,
+        target: impl Into<Target<'t>>,
         body: &[u8],
         timeout: Option<Duration>,
     ) -> Result<Vec<u8>, CallError> {
-        self.start(method, body, timeout).await?.await
+        self.start(target, body, timeout).await?.await
+    }
+
+    /// Calls typed endpoint `E` with `request` and waits for its response, decoded (for
+    /// endpoints whose response and error own their data; [`call_typed_in`](Self::call_typed_in)
+    /// takes the ones that borrow). Many such futures may run at once: their calls are
+    /// pipelined on the one connection. See [`wirecall::typed`].
+    ///
+    /// # Errors
+    ///
+    /// [`TypedCallError`]: the endpoint's error value (executed), or the call's failure with
+    /// its execution (`SCHEMA_MISMATCH` when the server's types for the path are not ours).
+    pub async fn call_typed<E>(
+        &self,
+        request: &E::Request<'_>,
+        timeout: Option<Duration>,
+    ) -> Result<E::Response<'static>, TypedCallError<E::Error<'static>>>
+    where
+        E: typed::Endpoint + ?Sized,
+        E::Response<'static>: DeserializeOwned,
+        E::Error<'static>: DeserializeOwned,
+    {
+        let mut body = Vec::new();
+        encode_request_into::<E, _>(request, &mut body)?;
+        decode_owned::<E>(self.call(E::KEY, &body, timeout).await)
+    }
+
+    /// Calls typed endpoint `E` and decodes its answer in place from `answer` (which holds
+    /// the answer's bytes afterwards), so borrowed fields cost no copy.
+    ///
+    /// # Errors
+    ///
+    /// As [`call_typed`](Self::call_typed).
+    pub async fn call_typed_in<'b, E>(
+        &self,
+        request: &E::Request<'_>,
+        timeout: Option<Duration>,
+        answer: &'b mut Vec<u8>,
+    ) -> Result<E::Response<'b>, TypedCallError<E::Error<'b>>>
+    where
+        E: typed::Endpoint + ?Sized,
+    {
+        let mut body = Vec::new();
+        encode_request_into::<E, _>(request, &mut body)?;
+        *answer = self.call(E::KEY, &body, timeout).await?;
+        let answer: &'b Vec<u8> = answer;
+        decode_outcome::<E>(Ok(answer.as_slice()))
     }
 
     /// Starts a call and returns once it is on its way (handed to the socket, or queued
@@ -182,15 +233,16 @@ impl Client {
     ///
     /// [`CallErrorKind::NotSent`](wirecall::CallErrorKind::NotSent) when it cannot be sent
     /// at all (too large, connection closed or closing): it was not executed.
-    pub async fn start(
+    pub async fn start<'t>(
         &self,
-        method: &str,
+        target: impl Into<Target<'t>>,
         body: &[u8],
         timeout: Option<Duration>,
     ) -> Result<Call, CallError> {
+        let target = target.into();
         let inner = match &self.inner.inner {
-            Inner::Stream(c) => CallInner::Stream(c.start(method, body, timeout).await?),
-            Inner::Datagram(c) => CallInner::Datagram(c.start(method, body, timeout).await?),
+            Inner::Stream(c) => CallInner::Stream(c.start(target, body, timeout).await?),
+            Inner::Datagram(c) => CallInner::Datagram(c.start(target, body, timeout).await?),
         };
         Ok(Call { inner })
     }

@@ -25,6 +25,7 @@ use wirecall::{CallError, ClientConfig, Endpoint, Error};
 use wirecall_core::client::{
     CallSlot, ClientConnection, ClientEvent, CloseReason, Failure, SendError,
 };
+use wirecall_core::wire::Target;
 use wirecall_core::{Instant, RequestId};
 
 use super::Outcome;
@@ -129,11 +130,11 @@ impl StreamClient {
     /// call when dropped first.
     pub(super) async fn start(
         &self,
-        method: &str,
+        target: Target<'_>,
         body: &[u8],
         timeout: Option<Duration>,
     ) -> Result<PendingCall, CallError> {
-        let id = self.submit(method, body, timeout).await?;
+        let id = self.submit(target, body, timeout).await?;
         Ok(PendingCall {
             shared: Arc::clone(&self.shared),
             id,
@@ -146,7 +147,7 @@ impl StreamClient {
     /// before the server's hello).
     async fn submit(
         &self,
-        method: &str,
+        target: Target<'_>,
         body: &[u8],
         timeout: Option<Duration>,
     ) -> Result<RequestId, CallError> {
@@ -157,7 +158,7 @@ impl StreamClient {
             {
                 let mut state = self.shared.lock();
                 let now = self.shared.clock.now();
-                match state.core.call(now, method, body, timeout) {
+                match state.core.call(now, target, body, timeout) {
                     Ok(id) => {
                         state.calls.insert(id, Waiting::Pending(None));
                         if !state.batching || state.core.transmit().len() >= FLUSH_AT {

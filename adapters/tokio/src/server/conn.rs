@@ -309,7 +309,7 @@ impl Conn {
                         shared.stats.recorder(),
                         &self.completions,
                         CallRef::Stream(id),
-                        request.method,
+                        request.target,
                         request.body,
                     );
                     match dispatched {

@@ -278,7 +278,7 @@ impl<S: Socket> DatagramEndpoint<S> {
                     stats,
                     &self.completions,
                     call,
-                    request.method,
+                    request.target,
                     request.body,
                 );
                 (request.handle, dispatched)

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use tokio::task::AbortHandle;
-use wirecall::core::wire::RejectCode;
+use wirecall::core::wire::Target;
 use wirecall::function::{
     CallRef, Completions, DeferredFn, ERROR_FUNCTION_PANICKED, Registry, Responder, SyncFn,
     run_sync,
@@ -41,23 +41,22 @@ pub(crate) enum Dispatched {
     Later(Option<AbortHandle>),
 }
 
-/// Runs or starts the function for one request (`method` with `body`) of `call`; its
+/// Runs or starts the function for one request (`target` with `body`) of `call`; its
 /// answer is ready at once or comes back through `completions`.
 pub(crate) fn dispatch(
     functions: &Registry<Function>,
     stats: &Stats,
     completions: &Arc<dyn Completions>,
     call: CallRef,
-    method: &str,
+    target: Target<'_>,
     body: &[u8],
 ) -> Dispatched {
-    let Some((index, function)) = functions.lookup(method) else {
-        stats.call(None);
-        let shown: String = method.chars().take(64).collect();
-        return Dispatched::Now(Err(CallFailure::rejected(
-            RejectCode::UNKNOWN_METHOD,
-            format!("no such method: {shown:?}"),
-        )));
+    let (index, function) = match functions.find(target) {
+        Ok(found) => found,
+        Err(refusal) => {
+            stats.call(None);
+            return Dispatched::Now(Err(refusal));
+        }
     };
     stats.call(Some(index));
     stats.execution(index);
@@ -67,7 +66,7 @@ pub(crate) fn dispatch(
             let responder = Responder::new(call, Arc::clone(completions));
             if catch_unwind(AssertUnwindSafe(|| function(body, responder))).is_err() {
                 // The responder was dropped while unwinding: the call gets an error.
-                log::error!("function {method:?} panicked");
+                log::error!("function {target} panicked");
             }
             Dispatched::Later(None)
         }

@@ -56,11 +56,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use wirecall::driver::{self, StreamListener};
-use wirecall::function::{Register, Registry, Responder};
+use wirecall::function::{Named, Register, Registry, Responder};
+use wirecall::typed::{self, Outcome, TypedResponder};
 use wirecall::{Answer, Endpoint, Error, ServerConfig, StatsHandle};
 use wirecall_core::ServerConnection;
 use wirecall_core::datagram::DatagramEntry;
 use wirecall_core::server::RequestSlot;
+use wirecall_core::wire::EndpointKey;
 
 use self::function::Function;
 pub use self::function::{AsyncFn, BoxAnswer};
@@ -92,7 +94,7 @@ struct Shared {
 /// Builds a [`Server`]: its functions, endpoints and limits. See the [module docs](self).
 pub struct ServerBuilder {
     config: ServerConfig,
-    functions: Vec<(String, Function)>,
+    functions: Vec<Named<Function>>,
     endpoints: Vec<Endpoint>,
     stats: StatsHandle,
 }
@@ -103,7 +105,7 @@ impl std::fmt::Debug for ServerBuilder {
             .field("config", &self.config)
             .field(
                 "functions",
-                &self.functions.iter().map(|(n, _)| n).collect::<Vec<_>>(),
+                &self.functions.iter().map(Named::name).collect::<Vec<_>>(),
             )
             .field("endpoints", &self.endpoints)
             .finish()
@@ -131,7 +133,7 @@ impl ServerBuilder {
         F: Fn(&[u8]) -> Answer + Send + Sync + 'static,
     {
         self.functions
-            .push((name.into(), Function::Sync(Arc::new(function))));
+            .push(Named::function(name, Function::Sync(Arc::new(function))));
         self
     }
 
@@ -142,8 +144,10 @@ impl ServerBuilder {
     where
         F: Fn(&[u8], Responder) + Send + Sync + 'static,
     {
-        self.functions
-            .push((name.into(), Function::Deferred(Arc::new(function))));
+        self.functions.push(Named::function(
+            name,
+            Function::Deferred(Arc::new(function)),
+        ));
         self
     }
 
@@ -158,8 +162,31 @@ impl ServerBuilder {
     {
         let function: AsyncFn = Arc::new(move |body| Box::pin(function(body)));
         self.functions
-            .push((name.into(), Function::Async(function)));
+            .push(Named::function(name, Function::Async(function)));
         self
+    }
+
+    /// Serves typed endpoint `E` with `handler`, which gets the decoded request and returns
+    /// the endpoint's response or error ([`Register::endpoint`]; see
+    /// [`wirecall::typed`]).
+    #[must_use]
+    pub fn endpoint<E, H>(self, handler: H) -> Self
+    where
+        E: typed::Endpoint + ?Sized + 'static,
+        H: for<'a> Fn(E::Request<'a>) -> Outcome<'static, E> + Send + Sync + 'static,
+    {
+        Register::endpoint::<E, H>(self, handler)
+    }
+
+    /// Serves typed endpoint `E` with a deferred `handler` that answers through its
+    /// [`TypedResponder`] ([`Register::endpoint_deferred`]).
+    #[must_use]
+    pub fn endpoint_deferred<E, H>(self, handler: H) -> Self
+    where
+        E: typed::Endpoint + ?Sized + 'static,
+        H: for<'a> Fn(E::Request<'a>, TypedResponder<E>) + Send + Sync + 'static,
+    {
+        Register::endpoint_deferred::<E, H>(self, handler)
     }
 
     /// Adds an endpoint to listen on (call it once per endpoint): any of the four
@@ -272,6 +299,24 @@ impl Register for ServerBuilder {
         F: Fn(&[u8], Responder) + Send + Sync + 'static,
     {
         Self::deferred(self, name, function)
+    }
+
+    fn keyed_function<F>(mut self, path: &str, key: EndpointKey, function: F) -> Self
+    where
+        F: Fn(&[u8]) -> Answer + Send + Sync + 'static,
+    {
+        let function = Function::Sync(Arc::new(function));
+        self.functions.push(Named::endpoint(path, key, function));
+        self
+    }
+
+    fn keyed_deferred<F>(mut self, path: &str, key: EndpointKey, function: F) -> Self
+    where
+        F: Fn(&[u8], Responder) + Send + Sync + 'static,
+    {
+        let function = Function::Deferred(Arc::new(function));
+        self.functions.push(Named::endpoint(path, key, function));
+        self
     }
 
     fn stats(&self) -> StatsHandle {
