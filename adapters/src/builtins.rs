@@ -7,7 +7,7 @@
 //! | `time` | ignored | the server's wall clock in RFC 3339, UTC, microseconds: `2026-11-26T15:31:02.123456Z` |
 //! | `sleep` | milliseconds as decimal text, at most 600000 | the same number, after that long |
 //! | `stats` | empty, or a name prefix | the server's counters, one `name value` per line (see [`crate::stats`]); with a prefix such as `datagrams.`, only the lines whose name starts with it |
-//! | `list` | ignored | the method names, one per line |
+//! | `list` | ignored | the method names, one per line (typed endpoints by their paths, `wirecall/endpoints` included) |
 //!
 //! `sleep` waits without holding any thread: it answers through
 //! [`Responder::respond_after`], and the event loop sends the answer when the time comes.

@@ -14,12 +14,12 @@ use mio::{Token, Waker};
 use wirecall_core::RequestId;
 use wirecall_core::datagram::RequestHandle;
 use wirecall_core::typed::path_hash;
-use wirecall_core::wire::{EndpointKey, RejectCode, Reply, Target};
+use wirecall_core::wire::{RejectCode, Reply, Target};
 
 use crate::error::Error;
 use crate::id_hasher::IdMap;
 use crate::stats::StatsHandle;
-use crate::typed::{self, Endpoint, Outcome, TypedResponder};
+use crate::typed::{self, Endpoint, EndpointSpec, Outcome, TypedResponder};
 
 /// The error numbers wirecall reserves in [`Reply::Error`] (the top 256 values of `u32`):
 /// the core sends [`ERROR_ANSWER_TOO_LARGE`] in place of an answer larger than the client
@@ -277,17 +277,17 @@ pub trait Register: Sized {
     where
         F: Fn(&[u8], Responder) + Send + Sync + 'static;
 
-    /// Registers a synchronous untyped function as the typed endpoint at `path` with
-    /// `key`: what [`endpoint`](Self::endpoint) builds on.
+    /// Registers a synchronous untyped function as the typed endpoint `spec`: what
+    /// [`endpoint`](Self::endpoint) builds on.
     #[must_use]
-    fn keyed_function<F>(self, path: &str, key: EndpointKey, function: F) -> Self
+    fn keyed_function<F>(self, spec: EndpointSpec, function: F) -> Self
     where
         F: Fn(&[u8]) -> Answer + Send + Sync + 'static;
 
-    /// Registers a deferred untyped function as the typed endpoint at `path` with `key`:
-    /// what [`endpoint_deferred`](Self::endpoint_deferred) builds on.
+    /// Registers a deferred untyped function as the typed endpoint `spec`: what
+    /// [`endpoint_deferred`](Self::endpoint_deferred) builds on.
     #[must_use]
-    fn keyed_deferred<F>(self, path: &str, key: EndpointKey, function: F) -> Self
+    fn keyed_deferred<F>(self, spec: EndpointSpec, function: F) -> Self
     where
         F: Fn(&[u8], Responder) + Send + Sync + 'static;
 
@@ -300,7 +300,10 @@ pub trait Register: Sized {
         E: Endpoint + ?Sized + 'static,
         H: for<'a> Fn(E::Request<'a>) -> Outcome<'static, E> + Send + Sync + 'static,
     {
-        self.keyed_function(E::PATH, E::KEY, typed::sync_function::<E, H>(handler))
+        self.keyed_function(
+            EndpointSpec::of::<E>(),
+            typed::sync_function::<E, H>(handler),
+        )
     }
 
     /// Serves typed endpoint `E` with a deferred `handler`: it must not block, and answers
@@ -311,7 +314,10 @@ pub trait Register: Sized {
         E: Endpoint + ?Sized + 'static,
         H: for<'a> Fn(E::Request<'a>, TypedResponder<E>) + Send + Sync + 'static,
     {
-        self.keyed_deferred(E::PATH, E::KEY, typed::deferred_function::<E, H>(handler))
+        self.keyed_deferred(
+            EndpointSpec::of::<E>(),
+            typed::deferred_function::<E, H>(handler),
+        )
     }
 
     /// The server's counters (for functions that report them).
@@ -324,7 +330,7 @@ pub trait Register: Sized {
 #[derive(Debug, Clone)]
 pub struct Named<F> {
     name: String,
-    key: Option<EndpointKey>,
+    spec: Option<EndpointSpec>,
     function: F,
 }
 
@@ -333,19 +339,25 @@ impl<F> Named<F> {
     pub fn function(name: impl Into<String>, function: F) -> Self {
         Self {
             name: name.into(),
-            key: None,
+            spec: None,
             function,
         }
     }
 
-    /// A typed endpoint at `path` with `key`, called by its key (or, untyped, by its path
-    /// with a raw postcard body).
-    pub fn endpoint(path: impl Into<String>, key: EndpointKey, function: F) -> Self {
+    /// A typed endpoint, called by its key (or, untyped, by its path with a raw postcard
+    /// body).
+    pub fn endpoint(spec: EndpointSpec, function: F) -> Self {
         Self {
-            name: path.into(),
-            key: Some(key),
+            name: spec.path.to_owned(),
+            spec: Some(spec),
             function,
         }
+    }
+
+    /// The endpoint's spec, for a typed endpoint.
+    #[must_use]
+    pub fn spec(&self) -> Option<&EndpointSpec> {
+        self.spec.as_ref()
     }
 
     /// The name (a typed endpoint's path).
@@ -360,7 +372,7 @@ impl<F> Named<F> {
 /// function type.
 pub struct Registry<F> {
     names: Vec<String>,
-    keys: Vec<Option<EndpointKey>>,
+    specs: Vec<Option<EndpointSpec>>,
     functions: Vec<F>,
     /// Name -> position. A cheap hash: peers only look names up in this fixed table, they
     /// never insert, so they cannot aim collisions at it.
@@ -389,14 +401,14 @@ impl<F> Registry<F> {
         let n = entries.len();
         let mut registry = Self {
             names: Vec::with_capacity(n),
-            keys: Vec::with_capacity(n),
+            specs: Vec::with_capacity(n),
             functions: Vec::with_capacity(n),
             index: IdMap::with_capacity_and_hasher(n, Default::default()),
             by_path: IdMap::default(),
         };
         for Named {
             name,
-            key,
+            spec,
             function,
         } in entries
         {
@@ -407,15 +419,16 @@ impl<F> Registry<F> {
             if registry.index.contains_key(&name) {
                 return Err(Error::DuplicateFunction(name));
             }
-            if let Some(key) = key {
-                if key.path != path_hash(&name) || registry.by_path.contains_key(&key.path) {
+            if let Some(spec) = spec {
+                let path = spec.key.path;
+                if path != path_hash(&name) || registry.by_path.contains_key(&path) {
                     return Err(Error::DuplicateFunction(name));
                 }
-                registry.by_path.insert(key.path, position);
+                registry.by_path.insert(path, position);
             }
             registry.index.insert(name.clone(), position);
             registry.names.push(name);
-            registry.keys.push(key);
+            registry.specs.push(spec);
             registry.functions.push(function);
         }
         Ok(registry)
@@ -452,7 +465,7 @@ impl<F> Registry<F> {
                         format!("no endpoint with path hash {:016x}", key.path),
                     ));
                 };
-                let served = self.keys.get(i).copied().flatten();
+                let served = self.specs.get(i).copied().flatten().map(|s| s.key);
                 let name = self.names.get(i).map_or("", String::as_str);
                 if served.map(|k| k.schema) != Some(key.schema) {
                     return Err(CallFailure::rejected(
@@ -472,12 +485,9 @@ impl<F> Registry<F> {
         }
     }
 
-    /// Every typed endpoint: its path and key, in registration order.
-    pub fn endpoints(&self) -> impl Iterator<Item = (&str, EndpointKey)> {
-        self.names
-            .iter()
-            .zip(&self.keys)
-            .filter_map(|(name, key)| key.map(|k| (name.as_str(), k)))
+    /// Every typed endpoint, in registration order.
+    pub fn endpoints(&self) -> impl Iterator<Item = &EndpointSpec> {
+        self.specs.iter().flatten()
     }
 
     /// The names, in registration order.

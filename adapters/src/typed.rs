@@ -42,17 +42,122 @@
 use std::fmt;
 use std::marker::PhantomData;
 
-use serde::Serialize;
+use postcard_schema::schema::NamedType;
+use postcard_schema::schema::owned::OwnedNamedType;
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 use wirecall_core::client::Execution;
 use wirecall_core::wire::{ERROR_ANSWER_NOT_ENCODABLE, RejectCode};
 
 use crate::client::CallError;
-use crate::function::{Answer, CallFailure, Responder};
+use crate::function::{Answer, CallFailure, Named, Responder};
 
 pub use wirecall_core::typed::{
     Endpoint, EndpointKey, Schema, TypedError, decode_answer, decode_request, path_hash,
+    postcard_schema,
 };
+
+/// What a server publishes about one typed endpoint: its path, its key and the schemas of
+/// its three types, so a client can check compatibility before calling and tools can show
+/// (and encode for) what a server offers. The answer of [`ListEndpoints`].
+#[derive(Serialize, Deserialize, Schema, Debug, Clone, PartialEq, Eq)]
+pub struct EndpointInfo {
+    /// The endpoint's path.
+    pub path: String,
+    /// Its key's path hash.
+    pub path_hash: u64,
+    /// Its key's schema hash.
+    pub schema_hash: u64,
+    /// The request type's schema.
+    pub request: OwnedNamedType,
+    /// The response type's schema.
+    pub response: OwnedNamedType,
+    /// The error type's schema.
+    pub error: OwnedNamedType,
+}
+
+impl EndpointInfo {
+    /// The key a call of this endpoint carries.
+    #[must_use]
+    pub fn key(&self) -> EndpointKey {
+        EndpointKey {
+            path: self.path_hash,
+            schema: self.schema_hash,
+        }
+    }
+}
+
+wirecall_core::endpoints! {
+    /// Discovery, served by every server of the `wirecall` library and of `wirecall-tokio`:
+    /// every typed endpoint it serves (this one included), in registration order.
+    pub ListEndpoints = "wirecall/endpoints": () => Vec<EndpointInfo>, ();
+}
+
+/// An endpoint as a server registers it: path, key and the schemas of its types, from
+/// `E` at compile time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EndpointSpec {
+    /// The path.
+    pub path: &'static str,
+    /// The key.
+    pub key: EndpointKey,
+    /// The request type's schema.
+    pub request: &'static NamedType,
+    /// The response type's schema.
+    pub response: &'static NamedType,
+    /// The error type's schema.
+    pub error: &'static NamedType,
+}
+
+impl EndpointSpec {
+    /// The spec of endpoint `E`.
+    #[must_use]
+    pub fn of<E: Endpoint + ?Sized>() -> Self {
+        Self {
+            path: E::PATH,
+            key: E::KEY,
+            request: <E::Request<'static> as Schema>::SCHEMA,
+            response: <E::Response<'static> as Schema>::SCHEMA,
+            error: <E::Error<'static> as Schema>::SCHEMA,
+        }
+    }
+
+    /// What discovery publishes about it.
+    #[must_use]
+    pub fn info(&self) -> EndpointInfo {
+        EndpointInfo {
+            path: self.path.to_owned(),
+            path_hash: self.key.path,
+            schema_hash: self.key.schema,
+            request: self.request.into(),
+            response: self.response.into(),
+            error: self.error.into(),
+        }
+    }
+}
+
+/// The discovery endpoint of a server whose functions are `functions`: its spec, and the
+/// function that answers it (every typed endpoint, discovery first, then the others in
+/// registration order; the answer is encoded once, since the list never changes). A
+/// driver's builder adds it last, as its own kind of synchronous function.
+pub fn discovery<F>(
+    functions: &[Named<F>],
+) -> (
+    EndpointSpec,
+    impl Fn(&[u8]) -> Answer + Send + Sync + 'static,
+) {
+    let spec = EndpointSpec::of::<ListEndpoints>();
+    let list: Vec<EndpointInfo> = std::iter::once(spec.info())
+        .chain(
+            functions
+                .iter()
+                .filter_map(Named::spec)
+                .map(EndpointSpec::info),
+        )
+        .collect();
+    let answer = encode_outcome::<ListEndpoints>(&Ok(list));
+    (spec, move |_: &[u8]| answer.clone())
+}
 
 /// The outcome of a typed function, as its endpoint declares it.
 pub type Outcome<'a, E> = Result<<E as Endpoint>::Response<'a>, <E as Endpoint>::Error<'a>>;

@@ -357,9 +357,19 @@ fn stats_count_calls_and_executions() {
     assert_eq!((echo.calls, echo.executions), (3, 3));
     assert_eq!(snapshot.unknown_method_calls, 1);
     assert_eq!(snapshot.connections_open, 1);
+    // The functions in registration order, then the discovery endpoint every server has.
     assert_eq!(
         stats.methods(),
-        ["echo", "slow", "panic", "huge", "big", "drop", "thread"]
+        [
+            "echo",
+            "slow",
+            "panic",
+            "huge",
+            "big",
+            "drop",
+            "thread",
+            "wirecall/endpoints"
+        ]
     );
 }
 

@@ -250,3 +250,42 @@ fn two_endpoints_at_one_path_are_refused_when_the_server_is_built() {
         "{built:?}"
     );
 }
+
+wirecall::core::endpoints! {
+    /// The endpoint of the discovery vector in `docs/PROTOCOL.md` section 12.
+    pub(crate) Negate = "t/neg": i32 => i32, ();
+}
+
+/// What discovery says about one endpoint is byte for byte the vector of PROTOCOL.md, so
+/// an implementation in another language can read a server's list from the document.
+#[test]
+fn the_discovery_vector_of_protocol_md_is_what_a_server_sends() {
+    let info = wirecall::typed::EndpointSpec::of::<Negate>().info();
+    let bytes = postcard::to_allocvec(&info).unwrap();
+    let hex: Vec<String> = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let hex = hex.join(" ");
+    let doc = include_str!("../../docs/PROTOCOL.md");
+    assert!(
+        doc.lines().any(|line| line.trim() == hex),
+        "the vector `{hex}` is not on a line of its own in docs/PROTOCOL.md"
+    );
+    // And a server's list holds it, after discovery itself.
+    let server = ServerBuilder::new(ServerConfig::default())
+        .endpoint::<Negate, _>(|n: i32| Ok(n.wrapping_neg()))
+        .listen(Endpoint::Tcp("127.0.0.1".into(), 0))
+        .build()
+        .unwrap();
+    let endpoint = server.endpoints()[0].clone();
+    let stop = server.shutdown_handle();
+    let thread = thread::spawn(move || server.run());
+    let mut client = Client::connect(&endpoint, ClientConfig::default()).unwrap();
+    let list = client
+        .call_typed::<wirecall::typed::ListEndpoints>(&(), WAIT)
+        .unwrap();
+    let paths: Vec<&str> = list.iter().map(|e| e.path.as_str()).collect();
+    assert_eq!(paths, ["wirecall/endpoints", "t/neg"]);
+    assert_eq!(list[1], info);
+    assert_eq!(list[1].key(), Negate::KEY);
+    stop.shutdown();
+    thread.join().unwrap().unwrap();
+}

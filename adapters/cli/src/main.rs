@@ -3,8 +3,10 @@
 //! line and an exit code.
 
 mod bench;
+mod json;
+mod kv;
 
-use std::fmt::Display;
+use std::fmt::{Display, Write as _};
 use std::io::{Read, Write};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -16,9 +18,10 @@ use wirecall::config::{
 };
 use wirecall::core::datagram::MIN_DATAGRAM;
 use wirecall::core::wire::{BASELINE_MAX_FRAME_LEN, BASELINE_MAX_IN_FLIGHT};
+use wirecall::typed::{EndpointInfo, ListEndpoints};
 use wirecall::{
     CallError, CallErrorKind, Client, ClientConfig, Endpoint, Error, ServerBuilder, ServerConfig,
-    builtins,
+    TypedCallError, builtins,
 };
 
 /// Any other error: bad arguments the parser let through, stdin, a socket that failed.
@@ -69,6 +72,8 @@ rejected (not executed) while the ones taken are answered.
 
 Built-in methods: echo, upper, time (server clock, RFC 3339 UTC), sleep (body:
 milliseconds), stats (counters, one \"name value\" per line), list (method names).
+Typed endpoints (see `wirecall list`): the example key-value store kv/get, kv/put,
+kv/delete, kv/scan (in memory, at most 1024 entries), and wirecall/endpoints.
 
 Examples:
   wirecall serve --listen unix:/run/wirecall.sock --unix-mode 0660
@@ -104,7 +109,25 @@ Examples:
   wirecall call tcp:localhost:7000 sleep 200 --timeout 1000
   wirecall call 'tcp:[::1]:7000' stats
   wirecall call udp:127.0.0.1:7000 echo hello
-  wirecall call unix:/tmp/wirecall.sock upper - < notes.txt";
+  wirecall call unix:/tmp/wirecall.sock upper - < notes.txt
+  wirecall call tcp:localhost:7000 kv/put --json '{\"key\": \"a\", \"value\": \"1\"}'
+  wirecall call tcp:localhost:7000 kv/get --json '\"a\"'
+
+With --json, METHOD is a typed endpoint's path (see `wirecall list`): the JSON is
+encoded from the request type the server publishes (exit 2 naming the field when it
+does not fit), and the answer is printed as one line of JSON; an application error is
+printed as JSON on stderr, exit 3. Byte strings read from a JSON string (its UTF-8) or
+an array of numbers, and print as a string when they are UTF-8.";
+
+const LIST_HELP: &str = "\
+Asks the server for its typed endpoints (protocol version 2, the built-in endpoint
+wirecall/endpoints) and prints each one's path and key with its request, response and
+error types. Any of them can then be called with `wirecall call ENDPOINT PATH --json`.
+Exit codes as for `call`.
+
+Examples:
+  wirecall list unix:/tmp/wirecall.sock
+  wirecall list udp:127.0.0.1:7000";
 
 const DEMO_HELP: &str = "\
 Starts the reference server inside this process on all four transports: a Unix stream
@@ -138,6 +161,19 @@ enum Command {
     /// Load a server with calls and report calls/s and latency percentiles
     #[command(after_help = bench::HELP)]
     Bench(bench::BenchArgs),
+    /// List the typed endpoints a server serves, with their types
+    #[command(after_help = LIST_HELP)]
+    List(ListArgs),
+}
+
+#[derive(Debug, Args)]
+struct ListArgs {
+    /// Where the server listens
+    #[arg(value_name = "ENDPOINT")]
+    endpoint: Endpoint,
+    /// Milliseconds to wait for the answer (0: no timeout)
+    #[arg(long, value_name = "MS", default_value_t = 5000)]
+    timeout: u64,
 }
 
 #[derive(Debug, Args)]
@@ -211,6 +247,10 @@ struct CallArgs {
     /// Milliseconds to wait for the answer (0: no timeout)
     #[arg(long, value_name = "MS", default_value_t = 5000)]
     timeout: u64,
+    /// Call the typed endpoint at METHOD (a path such as kv/get) with this JSON value,
+    /// encoded from the request type the server publishes; prints the answer as JSON
+    #[arg(long, value_name = "JSON", conflicts_with = "arg")]
+    json: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -220,6 +260,7 @@ fn main() -> ExitCode {
         Command::Call(args) => call(&args),
         Command::Demo => demo(),
         Command::Bench(args) => bench::command(&args),
+        Command::List(args) => list(&args),
     }
 }
 
@@ -245,7 +286,8 @@ fn serve(args: ServeArgs) -> ExitCode {
     config.datagram.max_datagram = args.max_datagram;
     config.unix_max_datagram = args.unix_max_datagram;
     config.datagram.max_budget = wirecall::clock::to_core(Duration::from_secs(args.max_budget));
-    let mut builder = builtins::register(ServerBuilder::new(config)).stop_on_signals();
+    let mut builder =
+        kv::register(builtins::register(ServerBuilder::new(config))).stop_on_signals();
     for endpoint in args.listen {
         builder = builder.listen(endpoint);
     }
@@ -275,7 +317,133 @@ fn serve(args: ServeArgs) -> ExitCode {
     }
 }
 
+/// Connects a client, or says why not (exit 8 when nothing was there to connect to).
+fn connect(endpoint: &Endpoint) -> Result<Client, ExitCode> {
+    match Client::connect(endpoint, ClientConfig::default()) {
+        Ok(client) => Ok(client),
+        Err(e @ (Error::Connect { .. } | Error::Resolve { .. })) => {
+            Err(fail(format!("{e} [not executed]"), EXIT_CONNECT))
+        }
+        Err(e) => Err(fail(e, EXIT_FAILURE)),
+    }
+}
+
+/// Connects and asks the server for its typed endpoints (its discovery endpoint).
+fn discover(
+    endpoint: &Endpoint,
+    timeout: Option<Duration>,
+) -> Result<(Client, Vec<EndpointInfo>), ExitCode> {
+    let mut client = connect(endpoint)?;
+    match client.call_typed::<ListEndpoints>(&(), timeout) {
+        Ok(list) => Ok((client, list)),
+        Err(e) => {
+            let code = match &e {
+                TypedCallError::Call(call) => exit_code(call),
+                _ => EXIT_FAILURE,
+            };
+            Err(fail(
+                format!("cannot list the server's typed endpoints: {e}"),
+                code,
+            ))
+        }
+    }
+}
+
+fn list(args: &ListArgs) -> ExitCode {
+    let timeout = (args.timeout > 0).then(|| Duration::from_millis(args.timeout));
+    let (client, endpoints) = match discover(&args.endpoint, timeout) {
+        Ok(found) => found,
+        Err(code) => return code,
+    };
+    let _ = client.close();
+    let mut text = String::new();
+    for e in &endpoints {
+        let _ = writeln!(text, "{}  (key {})", e.path, e.key());
+        let _ = writeln!(text, "  request:  {}", e.request.to_pseudocode());
+        let _ = writeln!(text, "  response: {}", e.response.to_pseudocode());
+        let _ = writeln!(text, "  error:    {}", e.error.to_pseudocode());
+    }
+    write_out(text.as_bytes())
+}
+
+/// Writes an answer to stdout; a reader that went away (`| head`) is no error.
+fn write_out(bytes: &[u8]) -> ExitCode {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(bytes).and_then(|()| out.flush()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) => fail(format!("cannot write the answer: {e}"), EXIT_FAILURE),
+    }
+}
+
+/// `call --json`: the typed endpoint at `args.method`, its request encoded from `json` by
+/// the schema the server publishes, its answer printed as JSON.
+fn call_json(args: &CallArgs, json: &str) -> ExitCode {
+    let value: serde_json::Value = match serde_json::from_str(json) {
+        Ok(value) => value,
+        Err(e) => return fail(format!("--json is not JSON: {e}"), EXIT_USAGE),
+    };
+    let timeout = (args.timeout > 0).then(|| Duration::from_millis(args.timeout));
+    let (mut client, endpoints) = match discover(&args.endpoint, timeout) {
+        Ok(found) => found,
+        Err(code) => return code,
+    };
+    let Some(info) = endpoints.iter().find(|e| e.path == args.method) else {
+        let paths: Vec<&str> = endpoints.iter().map(|e| e.path.as_str()).collect();
+        return fail(
+            format!(
+                "the server has no typed endpoint {:?} (it has: {}) [not executed]",
+                args.method,
+                paths.join(", ")
+            ),
+            EXIT_REJECTED,
+        );
+    };
+    let body = match json::encode(&info.request, &value) {
+        Ok(body) => body,
+        Err(e) => {
+            return fail(
+                format!("--json is not a request of {}: {e}", info.path),
+                EXIT_USAGE,
+            );
+        }
+    };
+    let outcome = client.call(info.key(), &body, timeout);
+    let _ = client.close();
+    let answer = match outcome {
+        Ok(answer) => answer,
+        Err(e) => return call_failed(&e, args, body.len()),
+    };
+    // The answer is the endpoint's `Result<Response, Error>`: a variant number, then the
+    // value.
+    let decoded = match answer.split_first() {
+        Some((0, rest)) => json::decode_all(&info.response, rest).map(Ok),
+        Some((1, rest)) => json::decode_all(&info.error, rest).map(Err),
+        _ => Err(json::JsonError {
+            at: String::new(),
+            message: "neither a response nor an error".into(),
+        }),
+    };
+    match decoded {
+        Ok(Ok(response)) => write_out(format!("{response}\n").as_bytes()),
+        Ok(Err(error)) => fail(
+            format!("the function failed: {error} [executed]"),
+            EXIT_REMOTE,
+        ),
+        Err(e) => fail(
+            format!(
+                "the answer is not a value of {}'s types: {e} [executed]",
+                info.path
+            ),
+            EXIT_FAILURE,
+        ),
+    }
+}
+
 fn call(args: &CallArgs) -> ExitCode {
+    if let Some(json) = &args.json {
+        return call_json(args, json);
+    }
     let body = match args.arg.as_deref() {
         None => Vec::new(),
         Some("-") => match read_stdin() {
@@ -284,49 +452,37 @@ fn call(args: &CallArgs) -> ExitCode {
         },
         Some(text) => text.as_bytes().to_vec(),
     };
-    let mut client = match Client::connect(&args.endpoint, ClientConfig::default()) {
+    let mut client = match connect(&args.endpoint) {
         Ok(client) => client,
-        Err(e @ (Error::Connect { .. } | Error::Resolve { .. })) => {
-            return fail(format!("{e} [not executed]"), EXIT_CONNECT);
-        }
-        Err(e) => return fail(e, EXIT_FAILURE),
+        Err(code) => return code,
     };
     let timeout = (args.timeout > 0).then(|| Duration::from_millis(args.timeout));
     let outcome = client.call(&args.method, &body, timeout);
     let _ = client.close();
     match outcome {
-        Ok(answer) => {
-            let mut out = std::io::stdout().lock();
-            match out.write_all(&answer).and_then(|()| out.flush()) {
-                Ok(()) => ExitCode::SUCCESS,
-                // The reader went away (`| head`): nothing to say, as other tools.
-                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
-                Err(e) => fail(format!("cannot write the answer: {e}"), EXIT_FAILURE),
-            }
-        }
-        Err(e) => {
-            let message = match e.kind() {
-                CallErrorKind::TimedOut => format!("timed out after {} ms", args.timeout),
-                CallErrorKind::NotSent(wirecall::core::client::SendError::TooLarge {
-                    len,
-                    limit,
-                }) => {
-                    let what = if args.endpoint.is_datagram() {
-                        "one datagram"
-                    } else {
-                        "the frame limit"
-                    };
-                    format!(
-                        "not sent: the request is {len} bytes encoded, over {what} of {limit} \
-                         bytes ({} of them the body)",
-                        body.len()
-                    )
-                }
-                _ => e.to_string(),
-            };
-            fail(format!("{message} [{}]", e.execution()), exit_code(&e))
-        }
+        Ok(answer) => write_out(&answer),
+        Err(e) => call_failed(&e, args, body.len()),
     }
+}
+
+/// The one line and exit code of a failed call whose request body was `body_len` bytes.
+fn call_failed(e: &CallError, args: &CallArgs, body_len: usize) -> ExitCode {
+    let message = match e.kind() {
+        CallErrorKind::TimedOut => format!("timed out after {} ms", args.timeout),
+        CallErrorKind::NotSent(wirecall::core::client::SendError::TooLarge { len, limit }) => {
+            let what = if args.endpoint.is_datagram() {
+                "one datagram"
+            } else {
+                "the frame limit"
+            };
+            format!(
+                "not sent: the request is {len} bytes encoded, over {what} of {limit} bytes \
+                 ({body_len} of them the body)"
+            )
+        }
+        _ => e.to_string(),
+    };
+    fail(format!("{message} [{}]", e.execution()), exit_code(e))
 }
 
 /// The exit code for a failed call (see `CALL_HELP`).

@@ -72,7 +72,12 @@ fn calls_over_every_transport_and_ipv6() {
         assert!(time.ends_with('Z') && time.as_bytes()[10] == b'T', "{time}");
 
         let out = call(&[ep, "list"]);
-        assert_eq!(out.stdout_text(), "echo\nupper\ntime\nsleep\nstats\nlist\n");
+        // Every name, the typed endpoints' paths and discovery included.
+        assert_eq!(
+            out.stdout_text(),
+            "echo\nupper\ntime\nsleep\nstats\nlist\nkv/get\nkv/put\nkv/delete\nkv/scan\n\
+             wirecall/endpoints\n"
+        );
 
         let out = call(&[ep, "sleep", "30"]);
         assert_eq!(out.stdout, b"30");

@@ -7,6 +7,7 @@ use embedded_io_async::{Read, Write};
 use wirecall_core::client::{
     CallSlot, ClientConnection, ClientEvent, CloseReason, Execution, Failure, SendError,
 };
+use wirecall_core::typed;
 use wirecall_core::wire::{RejectCode, Target};
 use wirecall_core::{Duration, Instant, RequestId};
 
@@ -115,6 +116,38 @@ where
         let outcome = self.wait(id, out).await;
         self.abandoned = None;
         outcome
+    }
+
+    /// Calls typed endpoint `P` with `request`: encodes it into `scratch`, calls its key,
+    /// and decodes the answer in place from `out` (borrowed fields borrow `out`). With the
+    /// interface crate the server was built from, this is all a `no_std` client needs.
+    ///
+    /// # Errors
+    ///
+    /// [`TypedCallError`]: the endpoint's error value (executed), the call's failure (a
+    /// server with other types for the path rejects it as a schema mismatch, not executed),
+    /// an answer that is not a value of the endpoint's types, or a request that does not
+    /// fit `scratch` (not sent).
+    pub async fn call_typed<'o, P>(
+        &mut self,
+        request: &P::Request<'_>,
+        timeout: Option<Duration>,
+        scratch: &mut [u8],
+        out: &'o mut [u8],
+    ) -> Result<P::Response<'o>, TypedCallError<'o, P::Error<'o>, T::Error>>
+    where
+        P: typed::Endpoint + ?Sized,
+    {
+        let body = typed::encode_request::<P>(request, scratch).map_err(TypedCallError::Encode)?;
+        let answer = self
+            .call(P::KEY, body, timeout, out)
+            .await
+            .map_err(TypedCallError::Call)?;
+        match typed::decode_answer::<P>(answer) {
+            Ok(Ok(response)) => Ok(response),
+            Ok(Err(e)) => Err(TypedCallError::Application(e)),
+            Err(_) => Err(TypedCallError::BadAnswer),
+        }
     }
 
     /// Takes events until call `id` has its outcome, moving bytes in between.
@@ -259,6 +292,34 @@ where
         // no news (a write into a closed socket fails).
         if self.link.linger(&mut self.conn, until).await.is_err() {
             debug!("the transport failed while lingering");
+        }
+    }
+}
+
+/// How a typed call ([`Client::call_typed`]) failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
+pub enum TypedCallError<'o, Err, E> {
+    /// The function ran and answered with this value of the endpoint's error type.
+    Application(Err),
+    /// The call failed in wirecall (see [`CallError`]); a server whose types for the path
+    /// differ rejects it with `SCHEMA_MISMATCH`, not executed.
+    Call(CallError<'o, E>),
+    /// The function ran, but the answer is not a value of the endpoint's types.
+    BadAnswer,
+    /// The request could not be encoded into the scratch buffer; nothing was sent.
+    Encode(typed::TypedError),
+}
+
+impl<Err, E> TypedCallError<'_, Err, E> {
+    /// Whether the server may have run the function.
+    #[must_use]
+    pub fn execution(&self) -> Execution {
+        match self {
+            Self::Application(_) | Self::BadAnswer => Execution::Executed,
+            Self::Call(e) => e.execution(),
+            Self::Encode(_) => Execution::NotExecuted,
         }
     }
 }

@@ -131,7 +131,7 @@ mod server;
 mod storage;
 mod timer;
 
-pub use client::{CallError, CallErrorKind, Client};
+pub use client::{CallError, CallErrorKind, Client, TypedCallError};
 pub use error::Error;
 pub use link::{DEFAULT_LINGER, Settings};
 pub use server::{Handler, serve};

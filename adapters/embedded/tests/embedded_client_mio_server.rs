@@ -7,13 +7,15 @@ mod common;
 
 use std::time::Instant as StdInstant;
 
-use common::{BUF, MioServer, TokioTimer, bounded, settings};
+use common::{BUF, MioServer, Shout, Sum, SumWide, TokioTimer, bounded, settings};
 use embedded_io_adapters::tokio_1::FromTokio;
 use embedded_io_async::{Read, Write};
 use wirecall::Endpoint;
 use wirecall_core::wire::RejectCode;
 use wirecall_core::{Config, Duration};
-use wirecall_embedded::{CallErrorKind, Client, ClientStorage, CloseReason, Execution, Settings};
+use wirecall_embedded::{
+    CallErrorKind, Client, ClientStorage, CloseReason, Execution, Settings, TypedCallError,
+};
 
 const SECOND: Option<Duration> = Some(Duration::from_secs(1));
 
@@ -93,6 +95,55 @@ async fn outcomes<T: Read + Write>(io: T) {
     assert_eq!(e.execution(), Execution::Executed);
 
     assert_eq!(client.close().await.unwrap(), CloseReason::Graceful);
+}
+
+/// Typed calls from the `no_std` client: values, an application error as a value, a
+/// borrowed answer decoded in place, and another interface version refused unexecuted.
+#[tokio::test]
+async fn typed_calls_over_tcp() {
+    let server = MioServer::start();
+    let Endpoint::Tcp(host, port) = &server.tcp else {
+        panic!("tcp")
+    };
+    let stream = bounded(tokio::net::TcpStream::connect((host.as_str(), *port)))
+        .await
+        .unwrap();
+    bounded(async {
+        let mut storage = ClientStorage::<BUF, 8>::new();
+        let io = FromTokio::new(stream);
+        let mut client = Client::new(io, &mut storage, settings(), TokioTimer::new()).unwrap();
+        let (mut scratch, mut out) = ([0u8; 64], [0u8; 64]);
+        let sum = client
+            .call_typed::<Sum>(&(2, 3), SECOND, &mut scratch, &mut out)
+            .await
+            .unwrap();
+        assert_eq!(sum, 5);
+        let e = client
+            .call_typed::<Sum>(&(u32::MAX, 1), SECOND, &mut scratch, &mut out)
+            .await
+            .unwrap_err();
+        assert!(matches!(e, TypedCallError::Application(7)), "{e:?}");
+        assert_eq!(e.execution(), Execution::Executed);
+        let loud = client
+            .call_typed::<Shout>(&"quiet", SECOND, &mut scratch, &mut out)
+            .await
+            .unwrap();
+        assert_eq!(loud, "QUIET");
+        let e = client
+            .call_typed::<SumWide>(&(2, 3), SECOND, &mut scratch, &mut out)
+            .await
+            .unwrap_err();
+        let TypedCallError::Call(call) = &e else {
+            panic!("{e:?}")
+        };
+        assert!(
+            matches!(call.kind(), CallErrorKind::Rejected { code, .. } if *code == RejectCode::SCHEMA_MISMATCH),
+            "{e:?}"
+        );
+        assert_eq!(e.execution(), Execution::NotExecuted);
+        assert_eq!(client.close().await.unwrap(), CloseReason::Graceful);
+    })
+    .await;
 }
 
 #[tokio::test]

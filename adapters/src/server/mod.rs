@@ -62,8 +62,7 @@ use crate::function::{
 };
 use crate::id_hasher::IdMap;
 use crate::stats::StatsHandle;
-use crate::typed::{self, Outcome, TypedResponder};
-use wirecall_core::wire::EndpointKey;
+use crate::typed::{self, EndpointSpec, Outcome, TypedResponder};
 
 /// Builds a [`Server`]: its functions, endpoints and limits. See the [module docs](self).
 pub struct ServerBuilder {
@@ -204,7 +203,10 @@ impl ServerBuilder {
             vec![RequestSlot::EMPTY; config.connection.table_len()],
             wirecall_core::Instant::ZERO,
         )?;
-        let functions = Registry::new(self.functions)?;
+        let mut functions = self.functions;
+        let (spec, list) = typed::discovery(&functions);
+        functions.push(Named::endpoint(spec, Function::Sync(Arc::new(list))));
+        let functions = Registry::new(functions)?;
         self.stats.0.set_methods(functions.names());
 
         let poll = Poll::new().map_err(Error::io("creating the event loop"))?;
@@ -317,21 +319,21 @@ impl Register for ServerBuilder {
         Self::deferred(self, name, function)
     }
 
-    fn keyed_function<F>(mut self, path: &str, key: EndpointKey, function: F) -> Self
+    fn keyed_function<F>(mut self, spec: EndpointSpec, function: F) -> Self
     where
         F: Fn(&[u8]) -> Answer + Send + Sync + 'static,
     {
         let function = Function::Sync(Arc::new(function));
-        self.functions.push(Named::endpoint(path, key, function));
+        self.functions.push(Named::endpoint(spec, function));
         self
     }
 
-    fn keyed_deferred<F>(mut self, path: &str, key: EndpointKey, function: F) -> Self
+    fn keyed_deferred<F>(mut self, spec: EndpointSpec, function: F) -> Self
     where
         F: Fn(&[u8], Responder) + Send + Sync + 'static,
     {
         let function = Function::Deferred(Arc::new(function));
-        self.functions.push(Named::endpoint(path, key, function));
+        self.functions.push(Named::endpoint(spec, function));
         self
     }
 

@@ -111,11 +111,24 @@ pub(crate) struct MioServer {
     _dir: tempfile::TempDir,
 }
 
+wirecall_core::endpoints! {
+    /// Two numbers in, their sum out; the error 7 on overflow.
+    pub(crate) Sum = "t/sum": (u32, u32) => u32, u32;
+    /// `t/sum` as a client of another interface version declares it.
+    pub(crate) SumWide = "t/sum": (u64, u32) => u32, u32;
+    /// Borrowed both ways.
+    pub(crate) Shout = "t/shout": &'a str => &'a str, ();
+}
+
 impl MioServer {
     pub(crate) fn start() -> Self {
         let dir = tempfile::tempdir().unwrap();
         let builder = builtins::register(ServerBuilder::new(ServerConfig::default()))
-            .function("fail", |_| Err(CallFailure::error(42, "failed on purpose")));
+            .function("fail", |_| Err(CallFailure::error(42, "failed on purpose")))
+            .endpoint::<Sum, _>(|(a, b): (u32, u32)| a.checked_add(b).ok_or(7))
+            .endpoint_deferred::<Shout, _>(|text: &str, responder| {
+                responder.respond(&Ok(text.to_uppercase().as_str()));
+            });
         let server = builder
             .listen(Endpoint::Tcp("127.0.0.1".into(), 0))
             .listen(Endpoint::Unix(dir.path().join("mio.sock")))

@@ -57,12 +57,11 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use wirecall::driver::{self, StreamListener};
 use wirecall::function::{Named, Register, Registry, Responder};
-use wirecall::typed::{self, Outcome, TypedResponder};
+use wirecall::typed::{self, EndpointSpec, Outcome, TypedResponder};
 use wirecall::{Answer, Endpoint, Error, ServerConfig, StatsHandle};
 use wirecall_core::ServerConnection;
 use wirecall_core::datagram::DatagramEntry;
 use wirecall_core::server::RequestSlot;
-use wirecall_core::wire::EndpointKey;
 
 use self::function::Function;
 pub use self::function::{AsyncFn, BoxAnswer};
@@ -225,7 +224,10 @@ impl ServerBuilder {
             vec![RequestSlot::EMPTY; config.connection.table_len()],
             wirecall_core::Instant::ZERO,
         )?;
-        let functions = Registry::new(self.functions)?;
+        let mut functions = self.functions;
+        let (spec, list) = typed::discovery(&functions);
+        functions.push(Named::endpoint(spec, Function::Sync(Arc::new(list))));
+        let functions = Registry::new(functions)?;
         self.stats.recorder().set_methods(functions.names());
         let mut bound = Vec::with_capacity(self.endpoints.len());
         let mut endpoints = Vec::with_capacity(self.endpoints.len());
@@ -301,21 +303,21 @@ impl Register for ServerBuilder {
         Self::deferred(self, name, function)
     }
 
-    fn keyed_function<F>(mut self, path: &str, key: EndpointKey, function: F) -> Self
+    fn keyed_function<F>(mut self, spec: EndpointSpec, function: F) -> Self
     where
         F: Fn(&[u8]) -> Answer + Send + Sync + 'static,
     {
         let function = Function::Sync(Arc::new(function));
-        self.functions.push(Named::endpoint(path, key, function));
+        self.functions.push(Named::endpoint(spec, function));
         self
     }
 
-    fn keyed_deferred<F>(mut self, path: &str, key: EndpointKey, function: F) -> Self
+    fn keyed_deferred<F>(mut self, spec: EndpointSpec, function: F) -> Self
     where
         F: Fn(&[u8], Responder) + Send + Sync + 'static,
     {
         let function = Function::Deferred(Arc::new(function));
-        self.functions.push(Named::endpoint(path, key, function));
+        self.functions.push(Named::endpoint(spec, function));
         self
     }
 
