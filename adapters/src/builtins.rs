@@ -8,6 +8,7 @@
 //! | `sleep` | milliseconds as decimal text, at most 600000 | the same number, after that long |
 //! | `stats` | empty, or a name prefix | the server's counters, one `name value` per line (see [`crate::stats`]); with a prefix such as `datagrams.`, only the lines whose name starts with it |
 //! | `list` | ignored | the method names, one per line (typed endpoints by their paths, `wirecall/endpoints` included) |
+//! | `typed/echo` ([`TypedEcho`], a typed endpoint) | bytes | the same bytes |
 //!
 //! `sleep` waits without holding any thread: it answers through
 //! [`Responder::respond_after`], and the event loop sends the answer when the time comes.
@@ -20,12 +21,19 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::function::{Answer, CallFailure, Register, Responder};
+use wirecall_core::typed::Bytes;
 
 /// The longest `sleep`, in milliseconds (10 minutes).
 pub const MAX_SLEEP_MS: u64 = 600_000;
 
 /// The built-in method names, in the order they are registered.
 pub const NAMES: [&str; 6] = ["echo", "upper", "time", "sleep", "stats", "list"];
+
+wirecall_core::endpoints! {
+    /// The typed echo: the request's bytes back, borrowed from the request (no copy but
+    /// the answer's encoding). The benchmarks call it next to the untyped `echo`.
+    pub TypedEcho = "typed/echo": Bytes<'a> => Bytes<'a>, ();
+}
 
 /// Adds the built-in functions to a server: the mio [`ServerBuilder`](crate::ServerBuilder)
 /// or any other runtime's builder that implements [`Register`].
@@ -51,6 +59,7 @@ pub fn register<B: Register>(builder: B) -> B {
             }
             Ok(text.into_bytes())
         })
+        .endpoint_reply::<TypedEcho, _>(|body: Bytes<'_>, reply| reply.send(&Ok(body)))
 }
 
 /// The lines of `text` that start with `prefix` (all of them for an empty prefix).

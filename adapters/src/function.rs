@@ -19,7 +19,7 @@ use wirecall_core::wire::{RejectCode, Reply, Target};
 use crate::error::Error;
 use crate::id_hasher::IdMap;
 use crate::stats::StatsHandle;
-use crate::typed::{self, Endpoint, EndpointSpec, Outcome, TypedResponder};
+use crate::typed::{self, Endpoint, EndpointSpec, Outcome, TypedReply, TypedResponder};
 
 /// The error numbers wirecall reserves in [`Reply::Error`] (the top 256 values of `u32`):
 /// the core sends [`ERROR_ANSWER_TOO_LARGE`] in place of an answer larger than the client
@@ -306,6 +306,21 @@ pub trait Register: Sized {
         )
     }
 
+    /// Serves typed endpoint `E` with a `handler` that answers through a [`TypedReply`] before
+    /// it returns, so the answer may borrow (from the request, from a map behind a lock)
+    /// and is encoded at once: a typed function that costs what an untyped one does.
+    #[must_use]
+    fn endpoint_reply<E, H>(self, handler: H) -> Self
+    where
+        E: Endpoint + ?Sized + 'static,
+        H: for<'a> Fn(E::Request<'a>, &mut TypedReply<E>) + Send + Sync + 'static,
+    {
+        self.keyed_function(
+            EndpointSpec::of::<E>(),
+            typed::reply_function::<E, H>(handler),
+        )
+    }
+
     /// Serves typed endpoint `E` with a deferred `handler`: it must not block, and answers
     /// through its [`TypedResponder`], now or later from any thread.
     #[must_use]
@@ -323,6 +338,17 @@ pub trait Register: Sized {
     /// The server's counters (for functions that report them).
     #[must_use]
     fn stats(&self) -> StatsHandle;
+}
+
+/// Why [`Registry::find`] found nothing to run: the rejection to answer with, and the
+/// function it concerns when there is one (a typed call of a served path with other
+/// types), so its counters show a call that was not executed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// The function's index, for its counters; `None` for an unknown name or path.
+    pub method: Option<usize>,
+    /// The answer.
+    pub failure: CallFailure,
 }
 
 /// One function for a [`Registry`]: its name, and for a typed endpoint its key (the name
@@ -448,39 +474,43 @@ impl<F> Registry<F> {
     ///
     /// # Errors
     ///
-    /// The rejection, as a [`CallFailure`].
-    pub fn find(&self, target: Target<'_>) -> Result<(usize, &F), CallFailure> {
+    /// The [`Refusal`].
+    pub fn find(&self, target: Target<'_>) -> Result<(usize, &F), Refusal> {
+        let unknown = |message: String| Refusal {
+            method: None,
+            failure: CallFailure::rejected(RejectCode::UNKNOWN_METHOD, message),
+        };
         match target {
             Target::Method(method) => self.lookup(method).ok_or_else(|| {
                 let shown: String = method.chars().take(64).collect();
-                CallFailure::rejected(
-                    RejectCode::UNKNOWN_METHOD,
-                    format!("no such method: {shown:?}"),
-                )
+                unknown(format!("no such method: {shown:?}"))
             }),
             Target::Endpoint(key) => {
                 let Some(&i) = self.by_path.get(&key.path) else {
-                    return Err(CallFailure::rejected(
-                        RejectCode::UNKNOWN_METHOD,
-                        format!("no endpoint with path hash {:016x}", key.path),
-                    ));
+                    return Err(unknown(format!(
+                        "no endpoint with path hash {:016x}",
+                        key.path
+                    )));
                 };
                 let served = self.specs.get(i).copied().flatten().map(|s| s.key);
                 let name = self.names.get(i).map_or("", String::as_str);
                 if served.map(|k| k.schema) != Some(key.schema) {
-                    return Err(CallFailure::rejected(
-                        RejectCode::SCHEMA_MISMATCH,
-                        format!(
-                            "{name} is served with other types (schema {:016x}, not {:016x})",
-                            served.map_or(0, |k| k.schema),
-                            key.schema
+                    return Err(Refusal {
+                        method: Some(i),
+                        failure: CallFailure::rejected(
+                            RejectCode::SCHEMA_MISMATCH,
+                            format!(
+                                "{name} is served with other types (schema {:016x}, not {:016x})",
+                                served.map_or(0, |k| k.schema),
+                                key.schema
+                            ),
                         ),
-                    ));
+                    });
                 }
                 self.functions
                     .get(i)
                     .map(|f| (i, f))
-                    .ok_or_else(|| CallFailure::rejected(RejectCode::UNKNOWN_METHOD, name))
+                    .ok_or_else(|| unknown(name.to_owned()))
             }
         }
     }

@@ -59,7 +59,7 @@ pub use error::Error;
 pub use function::{Answer, CallFailure, Responder};
 pub use server::{Server, ServerBuilder, ShutdownHandle};
 pub use stats::{StatsHandle, StatsSnapshot};
-pub use typed::{TypedCallError, TypedResponder};
+pub use typed::{TypedCallError, TypedReply, TypedResponder};
 /// The protocol core this adapter drives.
 pub use wirecall_core as core;
 pub use wirecall_core::client::Execution;

@@ -47,7 +47,7 @@ use postcard_schema::schema::owned::OwnedNamedType;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use wirecall_core::client::Execution;
-use wirecall_core::wire::{ERROR_ANSWER_NOT_ENCODABLE, RejectCode};
+use wirecall_core::wire::{ERROR_ANSWER_NOT_ENCODABLE, ERROR_NO_ANSWER, RejectCode};
 
 use crate::client::CallError;
 use crate::function::{Answer, CallFailure, Named, Responder};
@@ -163,12 +163,15 @@ pub fn discovery<F>(
 pub type Outcome<'a, E> = Result<<E as Endpoint>::Response<'a>, <E as Endpoint>::Error<'a>>;
 
 /// Encodes a function's outcome as the answer body of endpoint `E`: postcard's
-/// `Result<Response, Error>`.
+/// `Result<Response, Error>`, sized first so the answer is one allocation.
 fn encode_outcome<E: Endpoint + ?Sized>(outcome: &Outcome<'_, E>) -> Answer {
-    postcard::to_allocvec(outcome).map_err(|_| {
+    let unencodable = || {
         log::error!("{}: the function's answer cannot be encoded", E::PATH);
         CallFailure::error(ERROR_ANSWER_NOT_ENCODABLE, "the answer cannot be encoded")
-    })
+    };
+    let len = postcard::serialize_with_flavor(outcome, postcard::ser_flavors::Size::default())
+        .map_err(|_| unencodable())?;
+    postcard::to_extend(outcome, Vec::with_capacity(len)).map_err(|_| unencodable())
 }
 
 /// The rejection of a request body that is not a value of `E`'s request type: nothing ran.
@@ -190,6 +193,59 @@ where
     move |body| {
         let request = decode_request::<E>(body).map_err(|_| undecodable::<E>())?;
         encode_outcome::<E>(&handler(request))
+    }
+}
+
+/// The untyped function that serves endpoint `E` with a `handler` that answers through a
+/// [`TypedReply`] before it returns: the same as [`sync_function`], but the answer may borrow
+/// from the request or from anything the handler holds (it is encoded at once).
+pub fn reply_function<E, H>(handler: H) -> impl Fn(&[u8]) -> Answer + Send + Sync + 'static
+where
+    E: Endpoint + ?Sized + 'static,
+    H: for<'a> Fn(E::Request<'a>, &mut TypedReply<E>) + Send + Sync + 'static,
+{
+    move |body| {
+        let request = decode_request::<E>(body).map_err(|_| undecodable::<E>())?;
+        let mut reply = TypedReply {
+            answer: None,
+            endpoint: PhantomData,
+        };
+        handler(request, &mut reply);
+        reply.answer.unwrap_or_else(|| {
+            Err(CallFailure::error(
+                ERROR_NO_ANSWER,
+                "the function returned without answering",
+            ))
+        })
+    }
+}
+
+/// Where a synchronous typed function ([`Register::endpoint_reply`](crate::function::Register::endpoint_reply))
+/// puts its answer before it returns. The last answer given wins; none at all answers the
+/// call with an error (`ERROR_NO_ANSWER`: it ran).
+pub struct TypedReply<E: ?Sized> {
+    answer: Option<Answer>,
+    endpoint: PhantomData<fn() -> E>,
+}
+
+impl<E: ?Sized> fmt::Debug for TypedReply<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TypedReply")
+            .field("answered", &self.answer.is_some())
+            .finish()
+    }
+}
+
+impl<E: Endpoint + ?Sized> TypedReply<E> {
+    /// Answers with the function's outcome, encoded now (so it may borrow from anything
+    /// that lives through this call).
+    pub fn send(&mut self, outcome: &Outcome<'_, E>) {
+        self.answer = Some(encode_outcome::<E>(outcome));
+    }
+
+    /// Refuses the call with an untyped failure (a rejection, busy).
+    pub fn fail(&mut self, failure: CallFailure) {
+        self.answer = Some(Err(failure));
     }
 }
 

@@ -67,6 +67,7 @@ struct Running {
     stop: ShutdownHandle,
     thread: Option<thread::JoinHandle<Result<(), wirecall::Error>>>,
     ran: Arc<AtomicU32>,
+    stats: wirecall::StatsHandle,
     _dir: tempfile::TempDir,
 }
 
@@ -84,7 +85,9 @@ fn start() -> Running {
     let ran = Arc::new(AtomicU32::new(0));
     let counted = Arc::clone(&ran);
     let shouts = Mutex::new(String::new());
-    let server = ServerBuilder::new(ServerConfig::default())
+    let builder = ServerBuilder::new(ServerConfig::default());
+    let stats = builder.stats();
+    let server = builder
         .function("echo", |b| Ok(b.to_vec()))
         .endpoint::<v1::AddEndpoint, _>(move |req: v1::Add| {
             counted.fetch_add(1, Ordering::SeqCst);
@@ -110,6 +113,7 @@ fn start() -> Running {
         stop,
         thread: Some(thread),
         ran,
+        stats,
         _dir: dir,
     }
 }
@@ -176,6 +180,7 @@ fn a_client_of_another_interface_version_is_refused_as_a_schema_mismatch() {
     assert_eq!(v1::AddEndpoint::PATH, v2::AddEndpoint::PATH);
     assert_eq!(v1::AddEndpoint::KEY.path, v2::AddEndpoint::KEY.path);
     assert_ne!(v1::AddEndpoint::KEY.schema, v2::AddEndpoint::KEY.schema);
+    let mut refused = 0;
     for endpoint in &server.endpoints {
         let mut client = Client::connect(endpoint, ClientConfig::default()).unwrap();
         let before = server.ran.load(Ordering::SeqCst);
@@ -196,6 +201,15 @@ fn a_client_of_another_interface_version_is_refused_as_a_schema_mismatch() {
             before,
             "{endpoint}: it ran"
         );
+        // Counted as a call of the endpoint that did not run.
+        let snapshot = server.stats.snapshot();
+        let add = snapshot
+            .methods
+            .iter()
+            .find(|m| m.name == "calc/add")
+            .unwrap();
+        refused += 1;
+        assert_eq!(add.calls, add.executions + refused, "{endpoint}");
 
         // A path the server does not serve stays an unknown method.
         let e = client

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # User-space instructions per call (valgrind --tool=callgrind) on each side: raw, tokio and
-# wirecall, Unix stream ping-pong (WIN=1) with SIZE-byte bodies (default 32). Each side is
+# wirecall (IMPLS=wirecall-typed: wirecall calling the typed echo `typed/echo` by its key),
+# Unix stream ping-pong (WIN=1) with SIZE-byte bodies (default 32). Each side is
 # run twice with different numbers of calls and the difference is divided by the
 # difference in calls, so start-up cancels out. Instruction counts are stable on a noisy
 # machine; they do not include the kernel (see syscalls.sh for that).
@@ -15,7 +16,7 @@ calls() { python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['calls
 start_server() { # impl, under valgrind (1/0), output file
   rm -f "$D/s.sock"; local pre=()
   [ "$2" = 1 ] && pre=(valgrind --tool=callgrind "--callgrind-out-file=$3")
-  if [ "$1" = wirecall ]; then
+  if [[ "$1" == wirecall* ]]; then
     "${pre[@]}" "$W" serve --listen "unix:$D/s.sock" > "$D/srv.out" 2>/dev/null &
   else # ends by itself after --lifetime (so callgrind writes its file)
     "${pre[@]}" "$X" server "$1" --transport unix --addr "$D/s.sock" --lifetime 12 > "$D/srv.out" 2>/dev/null &
@@ -23,12 +24,13 @@ start_server() { # impl, under valgrind (1/0), output file
   SRV=$!
   for _ in $(seq 200); do grep -q listening "$D/srv.out" 2>/dev/null && break; sleep 0.1; done
 }
-stop_server() { [ "$1" = wirecall ] && kill -TERM "$SRV"; wait "$SRV" || true; }
+stop_server() { [[ "$1" == wirecall* ]] && kill -TERM "$SRV"; wait "$SRV" || true; }
 client() { # impl, under valgrind, output file, calls-or-seconds, json file
   local pre=()
   [ "$2" = 1 ] && pre=(valgrind --tool=callgrind "--callgrind-out-file=$3")
-  if [ "$1" = wirecall ]; then
-    "${pre[@]}" "$W" bench "unix:$D/s.sock" --size "$SIZE" --window "$WIN" --requests "$4" --json > "$5" 2>/dev/null
+  if [[ "$1" == wirecall* ]]; then
+    local method=echo; [ "$1" = wirecall-typed ] && method=typed/echo
+    "${pre[@]}" "$W" bench "unix:$D/s.sock" --method "$method" --size "$SIZE" --window "$WIN" --requests "$4" --json > "$5" 2>/dev/null
   else
     "${pre[@]}" "$X" client "$1" --transport unix --addr "$D/s.sock" --size "$SIZE" --window "$WIN" --secs "$4" > "$5" 2>/dev/null
   fi
@@ -36,7 +38,7 @@ client() { # impl, under valgrind, output file, calls-or-seconds, json file
 for impl in ${IMPLS:-raw tokio wirecall}; do
   for side in srv cli; do
     for k in 1 2; do
-      if [ "$impl" = wirecall ]; then arg=$((k * 20000)); else arg=$k; fi
+      if [[ "$impl" == wirecall* ]]; then arg=$((k * 20000)); else arg=$k; fi
       if [ "$side" = srv ]; then
         start_server "$impl" 1 "$D/$impl.$side.$k.out"; client "$impl" 0 - "$arg" "$D/$impl.$side.$k.json"
       else

@@ -65,6 +65,9 @@ enum Impl {
     Raw,
     Tokio,
     Wirecall(usize),
+    /// wirecall (0 workers) calling the typed echo (`typed/echo`, by its key) instead of
+    /// `echo`: what typing a call costs.
+    WirecallTyped,
     /// wirecall's tokio driver, server and client.
     WirecallTokio,
     /// wirecall's tokio driver's server, with `wirecall bench` (the mio client) as the
@@ -79,7 +82,7 @@ impl Impl {
             Self::Raw => "raw",
             Self::Tokio => "tokio",
             Self::WirecallTokio | Self::WirecallTokioServer => "wirecall-tokio",
-            Self::Wirecall(_) => "wirecall",
+            Self::Wirecall(_) | Self::WirecallTyped => "wirecall",
         }
     }
 }
@@ -98,6 +101,7 @@ impl Cell {
             Impl::Raw => "raw".to_owned(),
             Impl::Tokio => "tokio".to_owned(),
             Impl::Wirecall(w) => format!("wirecall {w}w"),
+            Impl::WirecallTyped => "wirecall typed".to_owned(),
             Impl::WirecallTokio => "wc-tokio".to_owned(),
             Impl::WirecallTokioServer => "wc-tokio srv".to_owned(),
         };
@@ -159,9 +163,9 @@ fn cells(wirecall_transports: &[Transport]) -> Vec<Cell> {
                     window,
                 });
             }
-            for workers in [0, 1] {
+            for imp in [Impl::Wirecall(0), Impl::Wirecall(1), Impl::WirecallTyped] {
                 cells.push(Cell {
-                    imp: Impl::Wirecall(workers),
+                    imp,
                     transport,
                     window,
                 });
@@ -237,7 +241,11 @@ fn start_server(env: &Env, cell: &Cell, cpu: u32) -> Result<Server> {
                 .args(["--addr", &addr, "--lifetime", "300"]);
             c
         }
-        Impl::Wirecall(workers) => {
+        Impl::Wirecall(_) | Impl::WirecallTyped => {
+            let workers = match cell.imp {
+                Impl::Wirecall(workers) => workers,
+                _ => 0,
+            };
             let mut c = pinned(cpu, &env.wirecall);
             c.arg("serve")
                 .arg("--listen")
@@ -296,13 +304,16 @@ fn run_client(env: &Env, cell: &Cell, size: usize, endpoint: &str, cpu: u32) -> 
                 .args(["--secs", &env.secs.to_string()]);
             c
         }
-        Impl::Wirecall(_) | Impl::WirecallTokioServer => {
+        Impl::Wirecall(_) | Impl::WirecallTyped | Impl::WirecallTokioServer => {
             let mut c = pinned(cpu, &env.wirecall);
             // A lost call ends after 1 s (and the figure fails), not the default 5 s.
             c.args(["bench", endpoint, "--json", "--timeout", "1000"])
                 .args(["--size", &size.to_string()])
                 .args(["--window", &cell.window.to_string()])
                 .args(["--duration", &env.secs.to_string()]);
+            if cell.imp == Impl::WirecallTyped {
+                c.args(["--method", "typed/echo"]);
+            }
             c
         }
     };
@@ -447,7 +458,10 @@ fn run_in(env: &Env, args: &Args, repeats: usize) -> Result<()> {
                 for cell in &cells {
                     if matches!(
                         cell.imp,
-                        Impl::Wirecall(_) | Impl::WirecallTokio | Impl::WirecallTokioServer
+                        Impl::Wirecall(_)
+                            | Impl::WirecallTyped
+                            | Impl::WirecallTokio
+                            | Impl::WirecallTokioServer
                     ) && !works.contains(&(cell.transport, size))
                     {
                         continue;
@@ -610,7 +624,8 @@ mod tests {
                 assert!(cells.contains(&cell.raw()), "{cell:?}");
             }
         }
-        assert_eq!(cells.len(), 4 + 2 * 3 + 4 * 8);
+        // Per wirecall transport and window: 0w, 1w, typed, wc-tokio, wc-tokio srv.
+        assert_eq!(cells.len(), 4 + 2 * 3 + 4 * 10);
     }
 
     #[test]

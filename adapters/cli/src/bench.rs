@@ -21,9 +21,12 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 
+use wirecall::builtins::TypedEcho;
 use wirecall::config::{ClientConfig, MAX_DATAGRAM_LIMIT, MAX_FRAME_LIMIT, MAX_IN_FLIGHT_LIMIT};
 use wirecall::core::RequestId;
+use wirecall::core::wire::Target;
 use wirecall::id_hasher::IdMap;
+use wirecall::typed::Endpoint as _;
 use wirecall::{CallErrorKind, Client, Endpoint, Error};
 
 /// The largest latency the histograms hold exactly: one hour, in nanoseconds (longer ones
@@ -50,6 +53,9 @@ pub(crate) enum Check {
     /// The answer must be the request body upper-cased (the `upper` method; the bodies
     /// are ASCII).
     Upper,
+    /// The typed echo (`typed/echo`, a typed endpoint called by its key): the request is
+    /// the body as postcard bytes, the answer must be `Ok` of the same bytes.
+    TypedEcho,
     /// Only success is checked (any other method: its answer is not known here).
     Success,
 }
@@ -61,6 +67,7 @@ impl Check {
         match method {
             "echo" => Self::Echo,
             "upper" => Self::Upper,
+            "typed/echo" => Self::TypedEcho,
             _ => Self::Success,
         }
     }
@@ -358,13 +365,34 @@ fn drive(
 ) -> Tally {
     let mut tally = Tally::new();
     let window = config.window.max(1);
-    // Bodies differ only in their stamp: the tail is written once.
-    let mut body = vec![0u8; config.size];
-    fill_body(&mut body, 0);
-    let mut expected = body.clone();
+    // Bodies differ only in their stamp: the tail is written once. A typed echo's
+    // request is the body behind its postcard length, its answer that behind `Ok` (`00`).
+    let typed = config.check == Check::TypedEcho;
+    let mut request = if typed {
+        postcard_len(config.size)
+    } else {
+        Vec::new()
+    };
+    let body_at = request.len();
+    request.resize(body_at + config.size, 0);
+    let body = request.get_mut(body_at..).unwrap_or_default();
+    fill_body(body, 0);
+    let mut expected = if typed {
+        let mut answer = vec![0u8];
+        answer.extend_from_slice(&request);
+        answer
+    } else {
+        request.clone()
+    };
+    let expected_at = expected.len() - config.size;
     if config.check == Check::Upper {
         expected.make_ascii_uppercase();
     }
+    let target = if typed {
+        Target::Endpoint(TypedEcho::KEY)
+    } else {
+        Target::Method(&config.method)
+    };
     // Call id -> (when it was submitted, its number), for latency and the check.
     let mut in_flight: InFlight = IdMap::with_capacity_and_hasher(window, Default::default());
     let mut made = 0u64;
@@ -375,8 +403,8 @@ fn drive(
             if deadline.is_some_and(|d| at >= d) {
                 break;
             }
-            stamp_body(&mut body, made);
-            match client.submit(&config.method, &body, config.timeout) {
+            stamp_body(request.get_mut(body_at..).unwrap_or_default(), made);
+            match client.submit(target, &request, config.timeout) {
                 Ok(id) => {
                     in_flight.insert(id, (at, made));
                     made = made.saturating_add(1);
@@ -405,9 +433,10 @@ fn drive(
         }
         match outcome {
             Ok(answer) => {
-                let stamp = stamp_body(&mut expected, number);
+                let tail = expected.get_mut(expected_at..).unwrap_or_default();
+                let stamp = stamp_body(tail, number);
                 if config.check == Check::Upper {
-                    if let Some(stamp) = expected.get_mut(..stamp) {
+                    if let Some(stamp) = tail.get_mut(..stamp) {
                         stamp.make_ascii_uppercase();
                     }
                 }
@@ -438,6 +467,21 @@ fn drive(
     }
     let _ = client.close();
     tally
+}
+
+/// The postcard length prefix of a byte string of `len` bytes (a LEB128 varint).
+fn postcard_len(len: usize) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut n = len;
+    loop {
+        let byte = (n & 0x7f) as u8;
+        n >>= 7;
+        if n == 0 {
+            out.push(byte);
+            return out;
+        }
+        out.push(byte | 0x80);
+    }
 }
 
 /// The calls in flight on one connection, by id.

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use wirecall::function::Register;
 use wirecall_kv_interface::{
-    Delete, Entry, Get, KvError, MAX_KEY, MAX_SCAN, MAX_VALUE, Put, Scan, ScanKeys, ScanPage,
+    Bytes, Delete, Entry, Get, KvError, MAX_KEY, MAX_SCAN, MAX_VALUE, Put, Scan, ScanKeys, ScanPage,
 };
 
 /// The most entries the store holds; a `kv/put` of a new key beyond is `KvError::Full`.
@@ -54,7 +54,7 @@ pub(crate) fn register<B: Register>(builder: B) -> B {
                 return responder.respond(&Err(e));
             }
             let map = lock(&get);
-            responder.respond(&Ok(map.get(key).map(Vec::as_slice)));
+            responder.respond(&Ok(map.get(key).map(|v| Bytes(v.as_slice()))));
         })
         .endpoint_deferred::<Put, _>(move |entry: Entry<'_>, responder| {
             if let Err(e) = check_key(entry.key) {
@@ -69,7 +69,7 @@ pub(crate) fn register<B: Register>(builder: B) -> B {
                 return responder.respond(&Err(KvError::Full));
             }
             let old = map.insert(entry.key.to_owned(), entry.value.to_vec());
-            responder.respond(&Ok(old.as_deref()));
+            responder.respond(&Ok(old.as_deref().map(Bytes)));
         })
         .endpoint::<Delete, _>(move |key: &str| {
             check_key(key)?;

@@ -73,7 +73,8 @@ rejected (not executed) while the ones taken are answered.
 Built-in methods: echo, upper, time (server clock, RFC 3339 UTC), sleep (body:
 milliseconds), stats (counters, one \"name value\" per line), list (method names).
 Typed endpoints (see `wirecall list`): the example key-value store kv/get, kv/put,
-kv/delete, kv/scan (in memory, at most 1024 entries), and wirecall/endpoints.
+kv/delete, kv/scan (in memory, at most 1024 entries), typed/echo, and
+wirecall/endpoints.
 
 Examples:
   wirecall serve --listen unix:/run/wirecall.sock --unix-mode 0660

@@ -75,8 +75,8 @@ fn calls_over_every_transport_and_ipv6() {
         // Every name, the typed endpoints' paths and discovery included.
         assert_eq!(
             out.stdout_text(),
-            "echo\nupper\ntime\nsleep\nstats\nlist\nkv/get\nkv/put\nkv/delete\nkv/scan\n\
-             wirecall/endpoints\n"
+            "echo\nupper\ntime\nsleep\nstats\nlist\ntyped/echo\nkv/get\nkv/put\nkv/delete\n\
+             kv/scan\nwirecall/endpoints\n"
         );
 
         let out = call(&[ep, "sleep", "30"]);

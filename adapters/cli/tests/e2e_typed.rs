@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use wirecall::core::wire::RejectCode;
 use wirecall::typed::Schema;
 use wirecall::{Client, ClientConfig, Execution, TypedCallError};
-use wirecall_kv_interface::{Delete, Entry, Get, KvError, Put};
+use wirecall_kv_interface::{Bytes, Delete, Entry, Get, KvError, Put};
 use wirecall_tests::{Output, ServerProcess, run};
 
 const TIMEOUT: Duration = Duration::from_secs(30);
@@ -168,7 +168,7 @@ fn a_client_of_another_interface_version_is_refused_as_a_schema_mismatch() {
         // The same interface crate: values back, errors as values.
         let entry = Entry {
             key: "shared",
-            value: b"v1",
+            value: Bytes(b"v1"),
         };
         let mut answer = Vec::new();
         client
@@ -177,7 +177,7 @@ fn a_client_of_another_interface_version_is_refused_as_a_schema_mismatch() {
         let got = client
             .call_typed_in::<Get>(&"shared", WAIT, &mut answer)
             .unwrap();
-        assert_eq!(got, Some(&b"v1"[..]), "{ep}");
+        assert_eq!(got, Some(Bytes(b"v1")), "{ep}");
         let e = client.call_typed::<Delete>(&"", WAIT).unwrap_err();
         assert!(
             matches!(e, TypedCallError::Application(KvError::BadKey)),
@@ -203,7 +203,7 @@ fn a_client_of_another_interface_version_is_refused_as_a_schema_mismatch() {
             .unwrap();
         assert_eq!(
             got,
-            Some(&b"v1"[..]),
+            Some(Bytes(b"v1")),
             "{ep}: the mismatched put changed nothing"
         );
         assert!(client.call_typed::<Delete>(&"shared", WAIT).unwrap());

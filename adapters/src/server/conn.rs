@@ -544,8 +544,8 @@ pub(super) fn dispatch(
     let (index, function) = match shared.functions.find(target) {
         Ok(found) => found,
         Err(refusal) => {
-            shared.stats.call(None);
-            return Some(Err(refusal));
+            shared.stats.call(refusal.method);
+            return Some(Err(refusal.failure));
         }
     };
     shared.stats.call(Some(index));

@@ -62,7 +62,7 @@ use crate::function::{
 };
 use crate::id_hasher::IdMap;
 use crate::stats::StatsHandle;
-use crate::typed::{self, EndpointSpec, Outcome, TypedResponder};
+use crate::typed::{self, EndpointSpec, Outcome, TypedReply, TypedResponder};
 
 /// Builds a [`Server`]: its functions, endpoints and limits. See the [module docs](self).
 pub struct ServerBuilder {
@@ -137,6 +137,17 @@ impl ServerBuilder {
         H: for<'a> Fn(E::Request<'a>) -> Outcome<'static, E> + Send + Sync + 'static,
     {
         Register::endpoint::<E, H>(self, handler)
+    }
+
+    /// Serves typed endpoint `E` with a `handler` that answers through a [`TypedReply`] before
+    /// it returns, so the answer may borrow ([`Register::endpoint_reply`]).
+    #[must_use]
+    pub fn endpoint_reply<E, H>(self, handler: H) -> Self
+    where
+        E: typed::Endpoint + ?Sized + 'static,
+        H: for<'a> Fn(E::Request<'a>, &mut TypedReply<E>) + Send + Sync + 'static,
+    {
+        Register::endpoint_reply::<E, H>(self, handler)
     }
 
     /// Serves typed endpoint `E` with a deferred `handler` that answers through its

@@ -17,6 +17,9 @@ use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use wirecall::builtins::TypedEcho;
+use wirecall::core::typed::Bytes;
+use wirecall::typed::decode_outcome;
 use wirecall::{Client, ClientConfig, Endpoint, ServerBuilder, ServerConfig, builtins};
 
 /// Who allocates: [`OTHER`] (worker threads, the runtime), [`CLIENT`], [`SERVER`].
@@ -79,26 +82,47 @@ fn snapshot() -> [(u64, u64); 3] {
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
-/// `calls` echo calls of `size` bytes with `window` in flight; every answer checked.
-fn calls(client: &mut Client, calls: u64, size: usize, window: usize) -> Result<()> {
+/// `calls` echo calls of `size` bytes with `window` in flight, of the untyped `echo` or
+/// (`typed`) the typed echo; every answer checked.
+fn calls(client: &mut Client, calls: u64, size: usize, window: usize, typed: bool) -> Result<()> {
     let body = vec![b'x'; size];
     let timeout = Some(Duration::from_secs(10));
     let (mut made, mut done) = (0u64, 0u64);
     while done < calls {
         while made < calls && client.pending() < window {
-            client.submit("echo", &body, timeout)?;
+            if typed {
+                client
+                    .submit_typed::<TypedEcho, ()>(&Bytes(&body), timeout)
+                    .map_err(|e| format!("{e}"))?;
+            } else {
+                client.submit("echo", &body, timeout)?;
+            }
             made += 1;
         }
-        match client.wait_any() {
-            Some((_, Ok(answer))) if answer == body => done += 1,
-            Some((id, other)) => return Err(format!("call {id}: {other:?}").into()),
-            None => return Err("no call waiting".into()),
+        let Some((id, outcome)) = client.wait_any() else {
+            return Err("no call waiting".into());
+        };
+        let right = if typed {
+            let answer = outcome.as_deref().map_err(|e| format!("call {id}: {e}"))?;
+            decode_outcome::<TypedEcho>(Ok(answer)).is_ok_and(|echo| *echo == *body)
+        } else {
+            outcome.as_ref().is_ok_and(|answer| *answer == body)
+        };
+        if !right {
+            return Err(format!("call {id}: {outcome:?}").into());
         }
+        done += 1;
     }
     Ok(())
 }
 
-fn measure(endpoint: &str, workers: usize, size: usize, window: usize) -> Result<String> {
+fn measure(
+    endpoint: &str,
+    workers: usize,
+    size: usize,
+    window: usize,
+    typed: bool,
+) -> Result<String> {
     const WARM_UP: u64 = 2_000;
     const CALLS: u64 = 20_000;
     let server = builtins::register(ServerBuilder::new(ServerConfig::default()))
@@ -112,9 +136,9 @@ fn measure(endpoint: &str, workers: usize, size: usize, window: usize) -> Result
         server.run()
     });
     let mut client = Client::connect(&endpoint, ClientConfig::default())?;
-    calls(&mut client, WARM_UP, size, window)?;
+    calls(&mut client, WARM_UP, size, window, typed)?;
     let before = snapshot();
-    calls(&mut client, CALLS, size, window)?;
+    calls(&mut client, CALLS, size, window, typed)?;
     let after = snapshot();
     let _ = client.close();
     stop.shutdown();
@@ -130,8 +154,9 @@ fn measure(endpoint: &str, workers: usize, size: usize, window: usize) -> Result
     let (client_n, client_b) = per(CLIENT);
     let (server_n, server_b) = per(SERVER);
     let (worker_n, worker_b) = per(OTHER);
+    let method = if typed { "typed/echo" } else { "echo" };
     Ok(format!(
-        "{:<5} {workers}w {size:>5} B window {window:<3} | client {client_n:>5.2} ({client_b:>6.0} B) | server loop {server_n:>5.2} ({server_b:>6.0} B) | workers {worker_n:>5.2} ({worker_b:>6.0} B)",
+        "{:<5} {method:<10} {workers}w {size:>5} B window {window:<3} | client {client_n:>5.2} ({client_b:>6.0} B) | server loop {server_n:>5.2} ({server_b:>6.0} B) | workers {worker_n:>5.2} ({worker_b:>6.0} B)",
         endpoint.transport()
     ))
 }
@@ -148,18 +173,19 @@ fn main() -> ExitCode {
     println!("heap allocations per call (bytes allocated per call), after warm-up:");
     let mut failed = false;
     for transport in ["unix", "tcp"] {
-        for workers in [0, 1] {
+        for (workers, typed) in [(0, false), (0, true), (1, false), (1, true)] {
             for size in [32, 4096] {
                 for window in [1, 64] {
                     let endpoint = match transport {
                         "unix" => format!("unix:{}/a.sock", dir.display()),
                         _ => "tcp:127.0.0.1:0".to_owned(),
                     };
-                    match measure(&endpoint, workers, size, window) {
+                    match measure(&endpoint, workers, size, window, typed) {
                         Ok(line) => println!("{line}"),
                         Err(e) => {
                             eprintln!(
-                                "alloc: {transport} {workers}w {size} B window {window}: {e}"
+                                "alloc: {transport} {workers}w {size} B window {window} \
+                                 typed {typed}: {e}"
                             );
                             failed = true;
                         }

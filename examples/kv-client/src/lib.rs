@@ -10,7 +10,7 @@
 use embedded_io_async::{Read, Write};
 use wirecall_core::Duration;
 use wirecall_embedded::{Client, Timer, TypedCallError};
-use wirecall_kv_interface::{Delete, Entry, Get, KvError, Put, Scan, ScanKeys, ScanPage};
+use wirecall_kv_interface::{Bytes, Delete, Entry, Get, KvError, Put, Scan, ScanKeys, ScanPage};
 
 /// Calls wait at most this long (a key-value call is quick; a lost answer should not hold
 /// the device).
@@ -37,7 +37,7 @@ pub async fn get<'o, T: Read + Write, C: Timer>(
     client: &mut Client<'_, T, C>,
     key: &str,
     buffers: Buffers<'o>,
-) -> Result<Option<&'o [u8]>, KvCallError<'o, T::Error>> {
+) -> Result<Option<Bytes<'o>>, KvCallError<'o, T::Error>> {
     client
         .call_typed::<Get>(&key, Some(TIMEOUT), buffers.scratch, buffers.answer)
         .await
@@ -53,8 +53,11 @@ pub async fn put<'o, T: Read + Write, C: Timer>(
     key: &str,
     value: &[u8],
     buffers: Buffers<'o>,
-) -> Result<Option<&'o [u8]>, KvCallError<'o, T::Error>> {
-    let entry = Entry { key, value };
+) -> Result<Option<Bytes<'o>>, KvCallError<'o, T::Error>> {
+    let entry = Entry {
+        key,
+        value: Bytes(value),
+    };
     client
         .call_typed::<Put>(&entry, Some(TIMEOUT), buffers.scratch, buffers.answer)
         .await

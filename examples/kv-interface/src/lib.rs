@@ -2,13 +2,14 @@
 //! a crate the server and every client share. It is `no_std` and allocates nothing, so a
 //! microcontroller can call the service with the same types a Rust server serves it with.
 //!
-//! Keys and values are borrowed (`&str`, `&[u8]`): a server decodes a request in place
+//! Keys and values are borrowed (`&str`, [`Bytes`]): a server decodes a request in place
 //! from the bytes it received, and a client decodes an answer in place the same way.
 #![no_std]
 #![forbid(unsafe_code)]
 
 use postcard_schema::Schema;
 use serde::{Deserialize, Serialize};
+pub use wirecall_core::typed::Bytes;
 
 /// The longest key the service stores, in bytes.
 pub const MAX_KEY: usize = 256;
@@ -23,7 +24,7 @@ pub struct Entry<'a> {
     /// The key (UTF-8, at most [`MAX_KEY`] bytes).
     pub key: &'a str,
     /// The value (at most [`MAX_VALUE`] bytes).
-    pub value: &'a [u8],
+    pub value: Bytes<'a>,
 }
 
 /// Which entries a `kv/scan` wants: keys from `start` on, in order, at most `limit` (and
@@ -52,9 +53,9 @@ pub enum KvError {
 
 wirecall_core::endpoints! {
     /// Reads the value of a key: `None` when the key is not there.
-    pub Get = "kv/get": &'a str => Option<&'a [u8]>, KvError;
+    pub Get = "kv/get": &'a str => Option<Bytes<'a>>, KvError;
     /// Stores a value under a key; answers the value it replaced, if any.
-    pub Put = "kv/put": Entry<'a> => Option<&'a [u8]>, KvError;
+    pub Put = "kv/put": Entry<'a> => Option<Bytes<'a>>, KvError;
     /// Removes a key; answers whether it was there.
     pub Delete = "kv/delete": &'a str => bool, KvError;
     /// Lists entries in key order from a start key. Answers the keys found; a key's value

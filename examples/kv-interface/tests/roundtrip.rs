@@ -6,7 +6,7 @@ use wirecall_core::typed::{
     Endpoint, decode_answer, decode_request, encode_answer, encode_request,
 };
 use wirecall_kv_interface::{
-    Delete, Entry, Get, KvError, MAX_VALUE, Put, Scan, ScanKeys, ScanPage,
+    Bytes, Delete, Entry, Get, KvError, MAX_VALUE, Put, Scan, ScanKeys, ScanPage,
 };
 
 #[test]
@@ -41,11 +41,18 @@ fn put_and_its_error_round_trip() {
     let mut buf = [0u8; 64];
     let entry = Entry {
         key: "k",
-        value: b"v",
+        value: Bytes(b"v"),
     };
     let body = encode_request::<Put>(&entry, &mut buf).unwrap().to_vec();
     assert_eq!(decode_request::<Put>(&body).unwrap(), entry);
-    let refused: Result<Option<&[u8]>, KvError> = Err(KvError::ValueTooLarge {
+    // Written in one piece, the same bytes as a `&[u8]` gets: the key, then the value.
+    assert_eq!(body, [1, b'k', 1, b'v']);
+    let value = decode_request::<Put>(&body).unwrap().value;
+    assert!(
+        body.as_ptr_range().contains(&value.as_ptr()),
+        "borrowed in place"
+    );
+    let refused: Result<Option<Bytes<'_>>, KvError> = Err(KvError::ValueTooLarge {
         limit: MAX_VALUE as u32,
     });
     let answer = encode_answer::<Put>(&refused, &mut buf).unwrap().to_vec();

@@ -54,8 +54,8 @@ pub(crate) fn dispatch(
     let (index, function) = match functions.find(target) {
         Ok(found) => found,
         Err(refusal) => {
-            stats.call(None);
-            return Dispatched::Now(Err(refusal));
+            stats.call(refusal.method);
+            return Dispatched::Now(Err(refusal.failure));
         }
     };
     stats.call(Some(index));

@@ -57,7 +57,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use wirecall::driver::{self, StreamListener};
 use wirecall::function::{Named, Register, Registry, Responder};
-use wirecall::typed::{self, EndpointSpec, Outcome, TypedResponder};
+use wirecall::typed::{self, EndpointSpec, Outcome, TypedReply, TypedResponder};
 use wirecall::{Answer, Endpoint, Error, ServerConfig, StatsHandle};
 use wirecall_core::ServerConnection;
 use wirecall_core::datagram::DatagramEntry;
@@ -175,6 +175,17 @@ impl ServerBuilder {
         H: for<'a> Fn(E::Request<'a>) -> Outcome<'static, E> + Send + Sync + 'static,
     {
         Register::endpoint::<E, H>(self, handler)
+    }
+
+    /// Serves typed endpoint `E` with a `handler` that answers through a [`TypedReply`] before
+    /// it returns, so the answer may borrow ([`Register::endpoint_reply`]).
+    #[must_use]
+    pub fn endpoint_reply<E, H>(self, handler: H) -> Self
+    where
+        E: typed::Endpoint + ?Sized + 'static,
+        H: for<'a> Fn(E::Request<'a>, &mut TypedReply<E>) + Send + Sync + 'static,
+    {
+        Register::endpoint_reply::<E, H>(self, handler)
     }
 
     /// Serves typed endpoint `E` with a deferred `handler` that answers through its
