@@ -158,6 +158,49 @@ pub fn reconnect_datagram(socket: impl AsFd, endpoint: &Endpoint, error: &std::i
     }
 }
 
+/// After a datagram client's send of `kind` failed with `error` (and
+/// [`reconnect_datagram`] did not help): when the kernel says nothing listens at the
+/// server's address, tells the core ([`refused`](wirecall_core::datagram::DatagramClient::refused))
+/// and returns `true`. On `udp:` a connected socket reports an earlier datagram's ICMP
+/// "port unreachable" as `ECONNREFUSED` on the next send, which then sends nothing: that
+/// datagram is handed back ([`not_sent`](wirecall_core::datagram::DatagramClient::not_sent))
+/// and goes again. On `unix-dgram:` the refused datagram is this one (`ECONNREFUSED`, or
+/// `ENOTCONN` once the kernel has disconnected the socket): it reached no socket.
+pub fn datagram_send_refused<B, S>(
+    core: &mut wirecall_core::datagram::DatagramClient<B, S>,
+    endpoint: &Endpoint,
+    kind: wirecall_core::datagram::DatagramKind,
+    error: &std::io::Error,
+) -> bool
+where
+    B: AsRef<[u8]> + AsMut<[u8]>,
+    S: AsRef<[wirecall_core::datagram::DatagramCallSlot]>
+        + AsMut<[wirecall_core::datagram::DatagramCallSlot]>,
+{
+    use std::io::ErrorKind;
+    match (endpoint, error.kind()) {
+        (Endpoint::Udp(..), ErrorKind::ConnectionRefused) => {
+            core.not_sent(kind);
+            core.refused();
+            true
+        }
+        (Endpoint::UnixDatagram(_), ErrorKind::ConnectionRefused | ErrorKind::NotConnected) => {
+            core.refused();
+            true
+        }
+        _ => false,
+    }
+}
+
+/// `true` for a receive error on a datagram client's connected socket that reports a
+/// datagram refused at the server's address (`ECONNREFUSED`: on Linux UDP, an ICMP "port
+/// unreachable"): the driver tells the core
+/// ([`refused`](wirecall_core::datagram::DatagramClient::refused)).
+#[must_use]
+pub fn is_refusal(error: &std::io::Error) -> bool {
+    error.kind() == std::io::ErrorKind::ConnectionRefused
+}
+
 /// A connect error on a Unix socket, with a hint when the socket there is of the other
 /// kind (`EPROTOTYPE`, "Protocol wrong type for socket"): a `unix:` endpoint pointed at a
 /// datagram socket is told to use `unix-dgram:`, and the other way round. Other errors

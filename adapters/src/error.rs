@@ -3,8 +3,10 @@
 
 use std::io;
 
+use wirecall_core::client::CloseReason;
 use wirecall_core::config::ConfigError;
 use wirecall_core::datagram::DatagramConfigError;
+use wirecall_core::wire::CloseCode;
 
 use crate::client::CallError;
 use crate::endpoint::{Endpoint, ParseEndpointError};
@@ -84,6 +86,27 @@ pub enum Error {
     /// A call failed; see [`CallError::execution`] for whether it may have run.
     #[error(transparent)]
     Call(#[from] CallError),
+    /// The server's hello did not come ([`Client::handshake`](crate::Client::handshake)):
+    /// nothing was sent, so nothing ran.
+    #[error("{}", handshake_message(endpoint, failure))]
+    Handshake {
+        /// The endpoint.
+        endpoint: Endpoint,
+        /// What happened instead.
+        failure: HandshakeFailure,
+    },
+    /// A server stopped at once (a second signal, `shutdown_now`, or the shutdown
+    /// deadline) while calls it had taken were still unanswered: their clients learn that
+    /// their connection was lost (maybe executed) or their datagram calls time out.
+    #[error(
+        "stopped with {calls} call(s) taken and not answered ({connections} connection(s) closed at once)"
+    )]
+    Abandoned {
+        /// Calls taken and not answered.
+        calls: usize,
+        /// Connections still open, closed without waiting.
+        connections: usize,
+    },
     /// Any other I/O failure (the event loop's poll, a thread that could not start, ...).
     #[error("{context}: {source}")]
     Io {
@@ -98,5 +121,40 @@ impl Error {
     /// An [`Error::Io`] with what was being done.
     pub(crate) fn io(context: &'static str) -> impl FnOnce(io::Error) -> Self {
         move |source| Self::Io { context, source }
+    }
+}
+
+/// Why the server's hello did not come ([`Error::Handshake`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum HandshakeFailure {
+    /// The connection ended first: the peer is not a wirecall server
+    /// ([`CloseReason::NotWirecall`]), has no protocol version in common, refused the
+    /// connection, or closed it.
+    Closed(CloseReason),
+    /// No hello came within this long: a silent peer, or a server too slow to answer.
+    NoHello(std::time::Duration),
+}
+
+fn handshake_message(endpoint: &Endpoint, failure: &HandshakeFailure) -> String {
+    match failure {
+        HandshakeFailure::Closed(CloseReason::NotWirecall) => format!(
+            "{endpoint} is not a wirecall server: what it sent first is not a wirecall hello"
+        ),
+        // Refused before anything ran: its words say so (at the connection limit, or
+        // shutting down).
+        HandshakeFailure::Closed(reason @ CloseReason::PeerClosed(CloseCode::REFUSED)) => {
+            reason.to_string()
+        }
+        HandshakeFailure::Closed(CloseReason::TransportClosed) => {
+            format!("{endpoint} closed the connection before its hello: is it a wirecall server?")
+        }
+        HandshakeFailure::Closed(reason) => {
+            format!("the handshake with {endpoint} failed: {reason}")
+        }
+        HandshakeFailure::NoHello(waited) => format!(
+            "no hello from {endpoint} within {} ms: is it a wirecall server?",
+            waited.as_millis()
+        ),
     }
 }

@@ -55,7 +55,7 @@ pub mod typed;
 pub use client::{CallError, CallErrorKind, Client};
 pub use config::{ClientConfig, ServerConfig};
 pub use endpoint::{Endpoint, ParseEndpointError};
-pub use error::Error;
+pub use error::{Error, HandshakeFailure};
 pub use function::{Answer, CallFailure, Responder};
 pub use server::{Server, ServerBuilder, ShutdownHandle};
 pub use stats::{StatsHandle, StatsSnapshot};

@@ -277,7 +277,7 @@ impl CloseKind {
         )
     }
 
-    fn index(self) -> usize {
+    pub(crate) fn index(self) -> usize {
         Self::ALL.iter().position(|k| *k == self).unwrap_or(0)
     }
 }

@@ -90,6 +90,11 @@ pub enum Failure<'a> {
     },
     /// The server's go-away came before it took this call: it was not and will not be run.
     Refused,
+    /// Datagrams only: nothing listens at the server's address (the transport refused
+    /// every copy of the request, as a kernel does on a connected socket after an ICMP
+    /// "port unreachable", or when a Unix datagram socket's path has no socket): it was
+    /// not run.
+    Unreachable,
     /// The connection ended before an answer came.
     ConnectionLost {
         /// Why the connection ended.
@@ -105,7 +110,9 @@ impl Failure<'_> {
     pub fn execution(&self) -> Execution {
         match self {
             Self::Remote { .. } => Execution::Executed,
-            Self::Rejected { .. } | Self::Busy { .. } | Self::Refused => Execution::NotExecuted,
+            Self::Rejected { .. } | Self::Busy { .. } | Self::Refused | Self::Unreachable => {
+                Execution::NotExecuted
+            }
             Self::TimedOut { sent: false } | Self::Cancelled { sent: false } => {
                 Execution::NotExecuted
             }
@@ -113,9 +120,14 @@ impl Failure<'_> {
             Self::TimedOut { sent: true } | Self::Cancelled { sent: true } => {
                 Execution::MaybeExecuted
             }
-            // A server that refused the connection ran nothing sent on it.
+            // A server that refused the connection ran nothing sent on it; a peer whose
+            // first frame was not a wirecall hello is no wirecall server, and one with no
+            // version in common runs nothing (PROTOCOL.md section 5).
             Self::ConnectionLost {
-                reason: CloseReason::PeerClosed(CloseCode::REFUSED),
+                reason:
+                    CloseReason::PeerClosed(CloseCode::REFUSED)
+                    | CloseReason::NotWirecall
+                    | CloseReason::VersionMismatch { .. },
                 ..
             }
             | Self::ConnectionLost { sent: false, .. } => Execution::NotExecuted,
@@ -135,6 +147,7 @@ impl fmt::Display for Failure<'_> {
             Self::TimedOut { .. } => f.write_str("timed out"),
             Self::Cancelled { .. } => f.write_str("cancelled"),
             Self::Refused => f.write_str("refused: server is closing"),
+            Self::Unreachable => f.write_str("connection refused: nothing listens there"),
             Self::ConnectionLost { reason, .. } => write!(f, "connection lost: {reason}"),
         }
     }

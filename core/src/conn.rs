@@ -411,7 +411,10 @@ impl<B: Buffer> Conn<B> {
             self.committed = Some(self.tx.discard_unsent());
         }
         if let Some(code) = reason.close_code() {
-            warn!("closing connection: {}", reason);
+            // Debug, not warn: a client's caller gets the reason as the call's failure, a
+            // server's driver logs it (rate-limited: one bad peer each), so a warning here
+            // would say it twice, once per peer.
+            debug!("closing connection: {}", reason);
             let message = match reason {
                 CloseReason::Protocol(ProtocolError::Malformed(_)) => "malformed frame",
                 CloseReason::Protocol(ProtocolError::TooLong(_)) => "frame too large",

@@ -90,7 +90,16 @@ struct World {
 
 impl World {
     fn new(seed: u64, faults: Faults, n_clients: usize, entries: usize) -> Self {
-        let cfg = config();
+        Self::with_config(config(), seed, faults, n_clients, entries)
+    }
+
+    fn with_config(
+        cfg: DatagramConfig,
+        seed: u64,
+        faults: Faults,
+        n_clients: usize,
+        entries: usize,
+    ) -> Self {
         Self {
             now: Instant::ZERO,
             net: Box::new(Net::new(faults)),
@@ -744,6 +753,155 @@ fn busy_answers_do_not_use_up_attempts() {
     );
 }
 
+/// A busy answer (the server's `Response` with `Busy`) to call `id` of epoch `epoch`.
+fn busy_answer(epoch: u64, id: RequestId, retry_after_ms: u32) -> Vec<u8> {
+    let busy = Frame::Response(wirecall_core::wire::Response {
+        id,
+        reply: Reply::Busy { retry_after_ms },
+    });
+    let mut d = [0u8; MTU];
+    let n = encode_datagram(DatagramHeader::new(epoch, 0), &busy, &mut d).unwrap();
+    d[..n].to_vec()
+}
+
+/// Over a transport that never duplicates, every copy reached the server and was answered
+/// busy: at the deadline the call ends busy, not executed (no copy is still on its way to
+/// run), with the last hint; its cancel still goes out, carrying the news that the call
+/// ended.
+#[test]
+fn a_call_busy_on_every_copy_until_its_deadline_ends_busy_not_executed() {
+    let mut cfg = config();
+    cfg.may_duplicate = false;
+    let mut c = client(cfg, 80, 4);
+    let deadline = Instant::from_millis(500);
+    let id = c
+        .call(Instant::ZERO, "m", b"", Some(Duration::from_millis(500)))
+        .unwrap();
+    let mut now = Instant::ZERO;
+    let mut copies = 0;
+    while now < deadline {
+        if c.poll_transmit(now).is_some() {
+            copies += 1;
+            now = now.saturating_add(Duration::from_millis(1));
+            assert!(c.handle_datagram(now, &busy_answer(80, id, 7)));
+        }
+        assert_eq!(c.poll_event(now), None, "still trying at {now}");
+        now = c.poll_timeout().unwrap();
+    }
+    assert!(copies > 2, "{copies} copies");
+    match c.poll_event(now) {
+        Some(DatagramEvent::Failed { id: got, failure }) => {
+            assert_eq!(got, id);
+            assert_eq!(
+                failure,
+                DatagramFailure::Busy {
+                    retry_after: Duration::from_millis(7)
+                }
+            );
+            assert_eq!(failure.execution(), Execution::NotExecuted);
+        }
+        other => panic!("{other:?}"),
+    }
+    let cancel = c.poll_transmit(now).expect("the cancel");
+    assert!(matches!(
+        cancel.kind,
+        wirecall_core::datagram::DatagramKind::Cancel(_)
+    ));
+}
+
+/// A copy still unanswered when the deadline passes may yet reach the server and run:
+/// the call times out, maybe executed, however many earlier copies were answered busy.
+#[test]
+fn a_copy_unanswered_at_the_deadline_makes_a_busy_call_a_timeout() {
+    let mut c = client(config(), 81, 4);
+    let id = c
+        .call(Instant::ZERO, "m", b"", Some(Duration::from_millis(500)))
+        .unwrap();
+    assert!(c.poll_transmit(Instant::ZERO).is_some());
+    assert!(c.handle_datagram(Instant::from_millis(1), &busy_answer(81, id, 7)));
+    let next = c.poll_timeout().unwrap();
+    assert!(
+        c.poll_transmit(next).is_some(),
+        "a second copy, never answered"
+    );
+    let deadline = Instant::from_millis(500);
+    match c.poll_event(deadline) {
+        Some(DatagramEvent::Failed { failure, .. }) => {
+            assert_eq!(failure, DatagramFailure::TimedOut { sent: true });
+            assert_eq!(failure.execution(), Execution::MaybeExecuted);
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+/// The transport refused every datagram sent: the calls end at once, unreachable and not
+/// executed, with no cancel owed; a refusal short of that proves nothing.
+#[test]
+fn refusals_of_every_datagram_sent_end_calls_unreachable() {
+    let mut c = client(config(), 82, 4);
+    let a = c.call(Instant::ZERO, "m", b"a", None).unwrap();
+    let b = c.call(Instant::ZERO, "m", b"b", None).unwrap();
+    while c.poll_transmit(Instant::ZERO).is_some() {}
+    c.refused();
+    assert_eq!(
+        c.poll_event(Instant::ZERO),
+        None,
+        "one report, two datagrams"
+    );
+    c.refused();
+    let mut ended = Vec::new();
+    while let Some(event) = c.poll_event(Instant::ZERO) {
+        match event {
+            DatagramEvent::Failed { id, failure } => {
+                assert_eq!(failure, DatagramFailure::Unreachable);
+                assert_eq!(failure.execution(), Execution::NotExecuted);
+                ended.push(id);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    ended.sort();
+    assert_eq!(ended, [a, b]);
+    assert_eq!(c.in_flight(), 0);
+    assert!(c.poll_transmit(Instant::ZERO).is_none(), "no cancel owed");
+    assert_eq!(c.stats().refused, 2);
+}
+
+/// A call with a copy sent before the server last spoke may have run there: refusals
+/// after that do not end it; a call made since does end.
+#[test]
+fn a_refusal_does_not_end_a_call_sent_before_the_server_last_spoke() {
+    let mut c = client(config(), 83, 4);
+    let early = c.call(Instant::ZERO, "m", b"", None).unwrap();
+    let other = c.call(Instant::ZERO, "m", b"", None).unwrap();
+    while c.poll_transmit(Instant::ZERO).is_some() {}
+    // The server answers `other` (it is there), then goes away.
+    assert!(c.handle_datagram(Instant::from_millis(1), &busy_answer(83, other, 1)));
+    let late = c.call(Instant::from_millis(2), "m", b"", None).unwrap();
+    let mut sent = 0;
+    let mut now = Instant::from_millis(2);
+    while sent < 3 {
+        while c.poll_transmit(now).is_some() {
+            sent += 1;
+        }
+        now = c.poll_timeout().unwrap();
+    }
+    for _ in 0..sent {
+        c.refused();
+    }
+    let mut ended = Vec::new();
+    while let Some(DatagramEvent::Failed { id, failure }) = c.poll_event(now) {
+        assert_eq!(failure, DatagramFailure::Unreachable);
+        ended.push(id);
+    }
+    assert_eq!(
+        ended,
+        [late],
+        "{early:?} and {other:?} went out before the answer"
+    );
+    assert_eq!(c.in_flight(), 2);
+}
+
 /// A call that ended by a cancel is acknowledged after its cancel went out, so the server
 /// can forget it even if the client makes no further call.
 #[test]
@@ -1324,4 +1482,50 @@ fn draining_waits_for_live_calls_only_and_replays_what_ran() {
         Received::Reply(tx) => assert_eq!(reply_of(tx.bytes), Reply::Ok(b"Y")),
         other => panic!("{other:?}"),
     }
+}
+
+/// Calls ended busy (every copy answered busy at the deadline), across all clients.
+fn busy_ends(w: &World) -> usize {
+    w.outcomes
+        .iter()
+        .flat_map(|o| o.values())
+        .filter(|o| matches!(o, Outcome::Failed(s, _) if s.starts_with("Busy")))
+        .count()
+}
+
+/// A small cache, many clients and short deadlines: calls are answered busy often. Over a
+/// network that duplicates and delays datagrams, a call busy on every copy must not be
+/// reported not executed (a duplicate can still arrive once there is room, and run: seen
+/// in this very run before the client was told whether its transport duplicates); over
+/// one that does not, it is, and it never ran.
+#[test]
+fn calls_busy_until_their_deadline_are_not_executed_only_without_duplicates() {
+    let mut total = [0usize; 2];
+    for (n, may_duplicate) in [true, false].into_iter().enumerate() {
+        let faults = Faults {
+            loss_per_mille: if may_duplicate { 100 } else { 0 },
+            duplicate_per_mille: if may_duplicate { 300 } else { 0 },
+            latency: Duration::from_micros(200),
+            jitter: Duration::from_millis(30),
+        };
+        let mut cfg = config();
+        cfg.may_duplicate = may_duplicate;
+        for seed in 0..6u64 {
+            let mut w = World::with_config(cfg, seed, faults, 8, 12);
+            let per_client = 100usize;
+            w.run(2_000_000, |w| {
+                for c in 0..w.clients.len() {
+                    while w.bodies[c].len() < per_client
+                        && w.call_some(c, "m", Some(Duration::from_millis(60)))
+                            .is_some()
+                    {}
+                }
+                w.bodies.iter().all(|b| b.len() == per_client)
+            });
+            w.check();
+            total[n] += busy_ends(&w);
+        }
+    }
+    assert_eq!(total[0], 0, "duplicating network: busy calls time out");
+    assert!(total[1] > 0, "some calls ended busy without duplicates");
 }

@@ -3,11 +3,12 @@
 //! line and an exit code.
 
 mod bench;
+mod call;
 mod json;
 mod kv;
 
 use std::fmt::{Display, Write as _};
-use std::io::{Read, Write};
+use std::io::Write;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -18,11 +19,7 @@ use wirecall::config::{
 };
 use wirecall::core::datagram::MIN_DATAGRAM;
 use wirecall::core::wire::{BASELINE_MAX_FRAME_LEN, BASELINE_MAX_IN_FLIGHT};
-use wirecall::typed::{EndpointInfo, ListEndpoints};
-use wirecall::{
-    CallError, CallErrorKind, Client, ClientConfig, Endpoint, Error, ServerBuilder, ServerConfig,
-    TypedCallError, builtins,
-};
+use wirecall::{Endpoint, Error, ServerBuilder, ServerConfig, builtins};
 
 /// Any other error: bad arguments the parser let through, stdin, a socket that failed.
 const EXIT_FAILURE: u8 = 1;
@@ -61,7 +58,9 @@ Once ready, prints one line per endpoint to stdout: \"listening on <endpoint>\",
 the real address and port (so tcp:127.0.0.1:0 shows the port the system chose).
 
 Stops gracefully on SIGINT or SIGTERM: no new connections, socket files removed, every
-call already received is answered, then exit 0. A second signal stops at once.
+call already received is answered, then exit 0. A second signal stops at once (as
+--shutdown-timeout passing does): calls still unanswered then are counted in one line,
+exit 1.
 
 A stale Unix socket file (no server behind it) is replaced; a live server's is not.
 
@@ -83,9 +82,19 @@ Examples:
   RUST_LOG=info wirecall serve --listen tcp:127.0.0.1:0";
 
 const CALL_HELP: &str = "\
-The answer's body goes to stdout as it is (no newline added). On failure one line goes
-to stderr, ending with whether the server may have run the function: [not executed],
-[maybe executed] or [executed].
+The body is ARG as text, stdin with `-`, or a file's bytes with `@FILE` (a body that
+starts with @ goes through a file or stdin). The answer's body goes to stdout as it is
+(no newline added). On failure one line goes to stderr, ending with whether the server
+may have run the function: [not executed], [maybe executed] or [executed].
+
+-v says each step on stderr (lines starting with `* `): the endpoint resolved, the
+server's limits from its hello, the request id, the round trip, the outcome.
+--json-output prints the outcome as one JSON object on stdout instead, for scripts:
+  {\"outcome\": \"ok\", \"answer\": \"hi\", \"execution\": \"executed\", \"exit_code\": 0,
+   \"id\": 1, \"rtt_ms\": 0.21}
+with \"answer_base64\" for an answer that is not UTF-8, and on failure \"outcome\":
+\"failed\" with \"error\" (the one line), \"execution\" and \"exit_code\"; the exit code is
+the same.
 
 Exit codes:
   0  the call succeeded
@@ -97,13 +106,20 @@ Exit codes:
      connection limit (it refused the connection)            [not executed]
   6  no answer within --timeout                              [maybe executed]
   7  the connection was lost during the call                 [as the message says]
-  8  could not connect                                       [not executed]
+  8  could not connect, nothing listens there, or the peer
+     is not a wirecall server (no wirecall hello came)       [not executed]
+
+On unix: and tcp: the call waits for the server's hello before it sends anything (at
+most --timeout), so a peer that is not a wirecall server, or says nothing, ran nothing.
 
 Over unix-dgram: and udp: the request is retransmitted with backoff until the answer
 comes or --timeout passes, and the server runs it at most once. A datagram call always
 has a deadline: --timeout 0 means the default of 5000 ms there, and the server refuses
-one over its limit (60 s by default). A udp: server that is not there shows as a
-timeout: without a connection nothing tells the client sooner.
+one over its limit (60 s by default). A unix-dgram: call answered busy on every copy
+until then exits 5; over udp: it exits 6, since the network may still deliver a
+duplicate of a copy. Where the kernel reports that nothing listens at the address
+(ICMP port unreachable), the call ends at once with exit 8; a udp: server that is down
+on a host that says nothing shows as a timeout.
 
 Examples:
   wirecall call unix:/tmp/wirecall.sock echo hello
@@ -111,6 +127,8 @@ Examples:
   wirecall call 'tcp:[::1]:7000' stats
   wirecall call udp:127.0.0.1:7000 echo hello
   wirecall call unix:/tmp/wirecall.sock upper - < notes.txt
+  wirecall call unix:/tmp/wirecall.sock echo @notes.txt --json-output
+  wirecall call -v tcp:localhost:7000 echo hello
   wirecall call tcp:localhost:7000 kv/put --json '{\"key\": \"a\", \"value\": \"1\"}'
   wirecall call tcp:localhost:7000 kv/get --json '\"a\"'
 
@@ -155,7 +173,7 @@ enum Command {
     Serve(ServeArgs),
     /// Make one call and print the answer
     #[command(after_help = CALL_HELP)]
-    Call(CallArgs),
+    Call(call::CallArgs),
     /// Run a server and a client in this process over each transport and show the calls
     #[command(after_help = DEMO_HELP)]
     Demo,
@@ -234,31 +252,11 @@ struct ServeArgs {
     max_budget: u64,
 }
 
-#[derive(Debug, Args)]
-struct CallArgs {
-    /// Where the server listens
-    #[arg(value_name = "ENDPOINT")]
-    endpoint: Endpoint,
-    /// The method to call
-    #[arg(value_name = "METHOD")]
-    method: String,
-    /// The request body; `-` reads it from stdin; none sends an empty body
-    #[arg(value_name = "ARG")]
-    arg: Option<String>,
-    /// Milliseconds to wait for the answer (0: no timeout)
-    #[arg(long, value_name = "MS", default_value_t = 5000)]
-    timeout: u64,
-    /// Call the typed endpoint at METHOD (a path such as kv/get) with this JSON value,
-    /// encoded from the request type the server publishes; prints the answer as JSON
-    #[arg(long, value_name = "JSON", conflicts_with = "arg")]
-    json: Option<String>,
-}
-
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     match Cli::parse().command {
         Command::Serve(args) => serve(args),
-        Command::Call(args) => call(&args),
+        Command::Call(args) => call::command(&args),
         Command::Demo => demo(),
         Command::Bench(args) => bench::command(&args),
         Command::List(args) => list(&args),
@@ -318,41 +316,10 @@ fn serve(args: ServeArgs) -> ExitCode {
     }
 }
 
-/// Connects a client, or says why not (exit 8 when nothing was there to connect to).
-fn connect(endpoint: &Endpoint) -> Result<Client, ExitCode> {
-    match Client::connect(endpoint, ClientConfig::default()) {
-        Ok(client) => Ok(client),
-        Err(e @ (Error::Connect { .. } | Error::Resolve { .. })) => {
-            Err(fail(format!("{e} [not executed]"), EXIT_CONNECT))
-        }
-        Err(e) => Err(fail(e, EXIT_FAILURE)),
-    }
-}
-
-/// Connects and asks the server for its typed endpoints (its discovery endpoint).
-fn discover(
-    endpoint: &Endpoint,
-    timeout: Option<Duration>,
-) -> Result<(Client, Vec<EndpointInfo>), ExitCode> {
-    let mut client = connect(endpoint)?;
-    match client.call_typed::<ListEndpoints>(&(), timeout) {
-        Ok(list) => Ok((client, list)),
-        Err(e) => {
-            let code = match &e {
-                TypedCallError::Call(call) => exit_code(call),
-                _ => EXIT_FAILURE,
-            };
-            Err(fail(
-                format!("cannot list the server's typed endpoints: {e}"),
-                code,
-            ))
-        }
-    }
-}
-
 fn list(args: &ListArgs) -> ExitCode {
     let timeout = (args.timeout > 0).then(|| Duration::from_millis(args.timeout));
-    let (client, endpoints) = match discover(&args.endpoint, timeout) {
+    let (client, endpoints) = match call::discover(&args.endpoint, timeout, &call::Report::plain())
+    {
         Ok(found) => found,
         Err(code) => return code,
     };
@@ -375,150 +342,6 @@ fn write_out(bytes: &[u8]) -> ExitCode {
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
         Err(e) => fail(format!("cannot write the answer: {e}"), EXIT_FAILURE),
     }
-}
-
-/// `call --json`: the typed endpoint at `args.method`, its request encoded from `json` by
-/// the schema the server publishes, its answer printed as JSON.
-fn call_json(args: &CallArgs, json: &str) -> ExitCode {
-    let value: serde_json::Value = match serde_json::from_str(json) {
-        Ok(value) => value,
-        Err(e) => return fail(format!("--json is not JSON: {e}"), EXIT_USAGE),
-    };
-    let timeout = (args.timeout > 0).then(|| Duration::from_millis(args.timeout));
-    let (mut client, endpoints) = match discover(&args.endpoint, timeout) {
-        Ok(found) => found,
-        Err(code) => return code,
-    };
-    let Some(info) = endpoints.iter().find(|e| e.path == args.method) else {
-        let paths: Vec<&str> = endpoints.iter().map(|e| e.path.as_str()).collect();
-        return fail(
-            format!(
-                "the server has no typed endpoint {:?} (it has: {}) [not executed]",
-                args.method,
-                paths.join(", ")
-            ),
-            EXIT_REJECTED,
-        );
-    };
-    let body = match json::encode(&info.request, &value) {
-        Ok(body) => body,
-        Err(e) => {
-            return fail(
-                format!("--json is not a request of {}: {e}", info.path),
-                EXIT_USAGE,
-            );
-        }
-    };
-    let outcome = client.call(info.key(), &body, timeout);
-    let _ = client.close();
-    let answer = match outcome {
-        Ok(answer) => answer,
-        Err(e) => return call_failed(&e, args, body.len()),
-    };
-    // The answer is the endpoint's `Result<Response, Error>`: a variant number, then the
-    // value.
-    let decoded = match answer.split_first() {
-        Some((0, rest)) => json::decode_all(&info.response, rest).map(Ok),
-        Some((1, rest)) => json::decode_all(&info.error, rest).map(Err),
-        _ => Err(json::JsonError {
-            at: String::new(),
-            message: "neither a response nor an error".into(),
-        }),
-    };
-    match decoded {
-        Ok(Ok(response)) => write_out(format!("{response}\n").as_bytes()),
-        Ok(Err(error)) => fail(
-            format!("the function failed: {error} [executed]"),
-            EXIT_REMOTE,
-        ),
-        Err(e) => fail(
-            format!(
-                "the answer is not a value of {}'s types: {e} [executed]",
-                info.path
-            ),
-            EXIT_FAILURE,
-        ),
-    }
-}
-
-fn call(args: &CallArgs) -> ExitCode {
-    if let Some(json) = &args.json {
-        return call_json(args, json);
-    }
-    let body = match args.arg.as_deref() {
-        None => Vec::new(),
-        Some("-") => match read_stdin() {
-            Ok(body) => body,
-            Err(message) => return fail(message, EXIT_FAILURE),
-        },
-        Some(text) => text.as_bytes().to_vec(),
-    };
-    let mut client = match connect(&args.endpoint) {
-        Ok(client) => client,
-        Err(code) => return code,
-    };
-    let timeout = (args.timeout > 0).then(|| Duration::from_millis(args.timeout));
-    let outcome = client.call(&args.method, &body, timeout);
-    let _ = client.close();
-    match outcome {
-        Ok(answer) => write_out(&answer),
-        Err(e) => call_failed(&e, args, body.len()),
-    }
-}
-
-/// The one line and exit code of a failed call whose request body was `body_len` bytes.
-fn call_failed(e: &CallError, args: &CallArgs, body_len: usize) -> ExitCode {
-    let message = match e.kind() {
-        CallErrorKind::TimedOut => format!("timed out after {} ms", args.timeout),
-        CallErrorKind::NotSent(wirecall::core::client::SendError::TooLarge { len, limit }) => {
-            let what = if args.endpoint.is_datagram() {
-                "one datagram"
-            } else {
-                "the frame limit"
-            };
-            format!(
-                "not sent: the request is {len} bytes encoded, over {what} of {limit} bytes \
-                 ({body_len} of them the body)"
-            )
-        }
-        _ => e.to_string(),
-    };
-    fail(format!("{message} [{}]", e.execution()), exit_code(e))
-}
-
-/// The exit code for a failed call (see `CALL_HELP`).
-fn exit_code(e: &CallError) -> u8 {
-    use wirecall::core::client::CloseReason;
-    use wirecall::core::wire::{CloseCode, RejectCode};
-    match e.kind() {
-        CallErrorKind::Remote { .. } => EXIT_REMOTE,
-        // How a datagram server says it is shutting down: a call it did not run.
-        CallErrorKind::Rejected { code, .. } if *code == RejectCode::SHUTTING_DOWN => EXIT_BUSY,
-        CallErrorKind::Rejected { .. }
-        | CallErrorKind::NotSent(wirecall::core::client::SendError::TooLarge { .. }) => {
-            EXIT_REJECTED
-        }
-        CallErrorKind::Busy { .. } | CallErrorKind::Refused => EXIT_BUSY,
-        // At the server's connection limit (or shutting down): nothing ran.
-        CallErrorKind::ConnectionLost(CloseReason::PeerClosed(CloseCode::REFUSED)) => EXIT_BUSY,
-        CallErrorKind::TimedOut => EXIT_TIMEOUT,
-        _ => EXIT_LOST,
-    }
-}
-
-/// The whole of stdin, up to the largest frame the adapter handles.
-fn read_stdin() -> Result<Vec<u8>, String> {
-    let limit = u64::from(MAX_FRAME_LIMIT);
-    let mut body = Vec::new();
-    std::io::stdin()
-        .lock()
-        .take(limit + 1)
-        .read_to_end(&mut body)
-        .map_err(|e| format!("cannot read the body from stdin: {e}"))?;
-    if body.len() as u64 > limit {
-        return Err(format!("the body on stdin is over {limit} bytes"));
-    }
-    Ok(body)
 }
 
 fn demo() -> ExitCode {

@@ -267,6 +267,51 @@ fn connections_over_the_limit_are_refused_and_counted() {
     assert!(server.wait_for_log("refused, 2 connections are open", WAIT));
 }
 
+/// A flood of connections over the limit gets one warning a second, not one each: the
+/// lines logged and the counts they say were left out add up to every refusal.
+#[test]
+fn warnings_about_refused_connections_are_rate_limited_and_summed_up() {
+    const FLOOD: usize = 40;
+    let dir = tempfile::tempdir().unwrap();
+    let unix = format!("unix:{}", dir.path().join("flood.sock").display());
+    let mut server =
+        ServerProcess::start(bin(), &["--listen", &unix, "--max-connections", "1"], &[]).unwrap();
+    let endpoint = server.endpoints[0].clone();
+    let mut first = connect(&endpoint);
+    for _ in 0..FLOOD {
+        let mut raw = Raw::connect(&endpoint);
+        let _ = raw.read_to_close();
+    }
+    let s = stats(&mut first);
+    assert_eq!(s["connections.refused"], FLOOD as u64, "{s:?}");
+    drop(first);
+    server.signal(wirecall_tests::Signal::TERM).unwrap();
+    assert!(server.wait_exit(WAIT).is_some_and(|s| s.success()));
+    let log = server.stderr();
+    let lines: Vec<&str> = log.lines().filter(|l| l.contains("refused")).collect();
+    assert!(lines.len() < FLOOD / 2, "rate-limited: {log}");
+    // Each logged line is one refusal, plus the ones it says were left out.
+    let number_before = |line: &str, words: &str| -> u64 {
+        line.split(words)
+            .next()
+            .and_then(|head| head.rsplit(' ').next())
+            .map_or(0, |n| n.parse().unwrap())
+    };
+    let total: u64 = lines
+        .iter()
+        .map(|l| {
+            if l.contains("more like the last were left out") {
+                number_before(l, " more like the last")
+            } else if l.contains("more like it left out") {
+                1 + number_before(l, " more like it left out")
+            } else {
+                1
+            }
+        })
+        .sum();
+    assert_eq!(total, FLOOD as u64, "{log}");
+}
+
 /// A client that writes its last request and its end of stream at once, on a connection
 /// already in use: the server's read takes the request and stops short, and no further
 /// readiness edge would announce the end of stream, so the server must read on to see it.

@@ -191,13 +191,18 @@ fn call_failures_have_distinct_exit_codes_and_one_line_messages() {
     one_line(&out);
     assert!(out.stderr.contains("Connection refused"), "{}", out.stderr);
 
-    // Nothing answers on a closed UDP port, and nothing says so: a timeout, and since
-    // the request went out, the client cannot know it did not run.
-    let out = call(&["udp:127.0.0.1:9", "echo", "--timeout", "300"]);
-    assert_eq!(out.code, Some(6));
+    // Nothing listens on a closed UDP port, and the kernel says so (ICMP port unreachable
+    // on the connected socket): could not connect, not executed, at once.
+    let port = {
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        socket.local_addr().unwrap().port()
+    };
+    let closed = format!("udp:127.0.0.1:{port}");
+    let out = call(&[&closed, "echo", "--timeout", "20000"]);
+    assert_eq!(out.code, Some(8), "{}", out.stderr);
     assert_eq!(
         out.stderr,
-        "wirecall: timed out after 300 ms [maybe executed]\n"
+        format!("wirecall: nothing listens at {closed} (connection refused) [not executed]\n")
     );
 
     // A Unix datagram socket that is not there: could not connect, not executed.
@@ -240,6 +245,278 @@ fn call_failures_have_distinct_exit_codes_and_one_line_messages() {
 
     // The server is unaffected by all of that.
     assert_eq!(call(&[ep, "echo", "still here"]).stdout, b"still here");
+}
+
+/// Exit 5 over Unix datagrams: a server whose call cache is full answers every copy busy
+/// until the caller's deadline, so nothing ran: busy, not executed (README's table). Over
+/// UDP the same is a timeout, maybe executed, and the message says why.
+#[test]
+fn a_datagram_call_busy_until_its_deadline_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let unix = format!("unix:{}", dir.path().join("s.sock").display());
+    let unix_dgram = format!("unix-dgram:{}", dir.path().join("d.sock").display());
+    // Two entries per datagram endpoint: one client's record and its one call.
+    let server = ServerProcess::start(
+        bin(),
+        &[
+            "--listen",
+            &unix,
+            "--listen",
+            "udp:127.0.0.1:0",
+            "--listen",
+            &unix_dgram,
+            "--datagram-cache",
+            "2",
+        ],
+        &[],
+    )
+    .unwrap();
+    let stats = || {
+        let out = call(&[&unix, "stats", "calls.sleep"]);
+        parse_stats(&out.stdout_text())
+            .get("calls.sleep")
+            .copied()
+            .unwrap_or(0)
+    };
+    for (n, endpoint) in server.endpoints[1..].iter().enumerate() {
+        // A first client takes both entries with a long call...
+        let mut holder = std::process::Command::new(bin())
+            .args(["call", endpoint, "sleep", "3000", "--timeout", "20000"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        assert!(
+            wirecall_tests::wait_until(TIMEOUT, Duration::from_millis(10), || stats() > n as u64),
+            "the long call reached the server"
+        );
+        // ...so a second client's every copy is answered busy until its deadline.
+        let out = call(&[endpoint, "echo", "hi", "--timeout", "800"]);
+        if endpoint.starts_with("udp:") {
+            // The network may duplicate a copy, and a duplicate could still run later.
+            assert_eq!(out.code, Some(6), "{endpoint}: {}", out.stderr);
+            assert_eq!(
+                out.stderr,
+                "wirecall: timed out after 800 ms; the server answered every copy busy, but \
+                 the network may still deliver a duplicate of one [maybe executed]\n",
+            );
+        } else {
+            // A Unix datagram socket never duplicates: every copy was refused.
+            assert_eq!(out.code, Some(5), "{endpoint}: {}", out.stderr);
+            assert_eq!(
+                out.stderr,
+                "wirecall: server busy: every copy sent was answered busy until the deadline \
+                 (800 ms) [not executed]\n",
+                "{endpoint}"
+            );
+        }
+        assert!(wirecall_tests::wait_child(&mut holder, TIMEOUT).is_some_and(|s| s.success()));
+    }
+    let out = call(&[&unix, "stats", "executions.echo"]);
+    assert_eq!(
+        parse_stats(&out.stdout_text()).get("executions.echo"),
+        Some(&0),
+        "no echo ran: {}",
+        out.stdout_text()
+    );
+}
+
+/// Exit 7: the connection is lost while the call runs (the server is killed): the call
+/// may have run, and the message says so.
+#[test]
+fn a_connection_lost_during_the_call_exits_7_maybe_executed() {
+    let dir = tempfile::tempdir().unwrap();
+    let unix = format!("unix:{}", dir.path().join("s.sock").display());
+    let server = ServerProcess::start(bin(), &["--listen", &unix], &[]).unwrap();
+    let caller = std::process::Command::new(bin())
+        .args(["call", &unix, "sleep", "10000", "--timeout", "20000"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let running = || {
+        let out = call(&[&unix, "stats", "calls.sleep"]);
+        parse_stats(&out.stdout_text()).get("calls.sleep") == Some(&1)
+    };
+    assert!(wirecall_tests::wait_until(
+        TIMEOUT,
+        Duration::from_millis(10),
+        running
+    ));
+    server.signal(wirecall_tests::Signal::KILL).unwrap();
+    let out = caller.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(7), "{stderr}");
+    assert!(
+        stderr.starts_with("wirecall: connection lost") && stderr.ends_with("[maybe executed]\n"),
+        "{stderr}"
+    );
+}
+
+/// Exit 8 for a peer that is not a wirecall server: one that speaks HTTP, one that says
+/// nothing, one that closes at once. `call` waits for the server's hello before it sends
+/// anything, so in each case nothing was sent and nothing ran; one line says which.
+#[test]
+fn a_peer_that_is_not_a_wirecall_server_exits_8_not_executed() {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("tcp:{}", listener.local_addr().unwrap());
+    let peer = std::thread::spawn(move || {
+        let mut got = Vec::new();
+        // An HTTP server: it answers whatever comes with a 400.
+        let (mut http, _) = listener.accept().unwrap();
+        http.write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+            .unwrap();
+        let mut rest = Vec::new();
+        let _ = http.read_to_end(&mut rest);
+        got.push(rest);
+        // A silent peer: it reads what comes and says nothing.
+        let (mut silent, _) = listener.accept().unwrap();
+        let mut rest = Vec::new();
+        let _ = silent.read_to_end(&mut rest);
+        got.push(rest);
+        // A peer that closes at once.
+        drop(listener.accept().unwrap());
+        got
+    });
+    let out = call(&[&endpoint, "echo", "hi"]);
+    assert_eq!(out.code, Some(8), "{}", out.stderr);
+    assert_eq!(
+        out.stderr,
+        format!(
+            "wirecall: {endpoint} is not a wirecall server: what it sent first is not a \
+             wirecall hello [not executed]\n"
+        )
+    );
+    let out = call(&[&endpoint, "echo", "hi", "--timeout", "300"]);
+    assert_eq!(out.code, Some(8), "{}", out.stderr);
+    assert_eq!(
+        out.stderr,
+        format!(
+            "wirecall: no hello from {endpoint} within 300 ms: is it a wirecall server? [not executed]\n"
+        )
+    );
+    let out = call(&[&endpoint, "echo", "hi"]);
+    assert_eq!(out.code, Some(8), "{}", out.stderr);
+    assert!(
+        out.stderr
+            .ends_with("is it a wirecall server? [not executed]\n"),
+        "{}",
+        out.stderr
+    );
+    // What the peers received: the client's hello at most, never the request.
+    for bytes in peer.join().unwrap() {
+        assert!(
+            !bytes.windows(4).any(|w| w == b"echo"),
+            "the request was not sent: {bytes:?}"
+        );
+    }
+}
+
+/// What curl and grpcurl users reach for: `@FILE` bodies, `-v` steps on stderr, and
+/// `--json-output` for scripts, on a stream and a datagram endpoint, for an answer, a
+/// binary answer, a refusal and a failure to connect.
+#[test]
+fn call_reads_a_body_from_a_file_says_its_steps_and_prints_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let unix = format!("unix:{}", dir.path().join("s.sock").display());
+    let server = ServerProcess::start(
+        bin(),
+        &["--listen", &unix, "--listen", "udp:127.0.0.1:0"],
+        &[],
+    )
+    .unwrap();
+    let udp = server.endpoints[1].clone();
+    let text = dir.path().join("body.txt");
+    std::fs::write(&text, b"from a file").unwrap();
+    let binary = dir.path().join("body.bin");
+    std::fs::write(&binary, [0xff, 0x00, 0x41]).unwrap();
+    let at = |path: &Path| format!("@{}", path.display());
+
+    for endpoint in [unix.as_str(), udp.as_str()] {
+        assert_eq!(call(&[endpoint, "echo", &at(&text)]).stdout, b"from a file");
+
+        let out = call(&["-v", endpoint, "echo", &at(&text)]);
+        assert_eq!(out.code, Some(0), "{}", out.stderr);
+        assert_eq!(out.stdout, b"from a file");
+        let steps: Vec<&str> = out.stderr.lines().collect();
+        assert!(steps.iter().all(|l| l.starts_with("* ")), "{}", out.stderr);
+        for part in ["call 1: echo, 11-byte body", "answered after", "[executed]"] {
+            assert!(out.stderr.contains(part), "{part:?} in {}", out.stderr);
+        }
+        if endpoint.starts_with("unix:") {
+            assert!(
+                out.stderr
+                    .contains("takes frames up to 65536 bytes and 64 calls in flight"),
+                "{}",
+                out.stderr
+            );
+        } else {
+            assert!(
+                out.stderr.contains("resolved to 127.0.0.1:"),
+                "{}",
+                out.stderr
+            );
+            assert!(
+                out.stderr.contains("1 copy sent, 0 answered busy"),
+                "{}",
+                out.stderr
+            );
+        }
+
+        let json = |out: &Output| -> serde_json::Value {
+            assert_eq!(
+                out.stdout_text().lines().count(),
+                1,
+                "{}",
+                out.stdout_text()
+            );
+            serde_json::from_str(&out.stdout_text()).unwrap()
+        };
+        let out = call(&["--json-output", endpoint, "echo", &at(&text)]);
+        assert_eq!(out.code, Some(0));
+        let v = json(&out);
+        assert_eq!(v["outcome"], "ok");
+        assert_eq!(v["answer"], "from a file");
+        assert_eq!(v["execution"], "executed");
+        assert_eq!(v["exit_code"], 0);
+        assert_eq!(v["id"], 1);
+        assert!(v["rtt_ms"].as_f64().is_some_and(|ms| ms > 0.0), "{v}");
+
+        let v = json(&call(&["--json-output", endpoint, "echo", &at(&binary)]));
+        assert_eq!(v["answer_base64"], "/wBB", "{v}");
+        assert!(v.get("answer").is_none(), "{v}");
+
+        let out = call(&["--json-output", endpoint, "nope"]);
+        assert_eq!(out.code, Some(4));
+        assert!(out.stderr.is_empty(), "{}", out.stderr);
+        let v = json(&out);
+        assert_eq!(v["outcome"], "failed");
+        assert_eq!(v["exit_code"], 4);
+        assert_eq!(v["execution"], "not executed");
+        assert!(
+            v["error"].as_str().unwrap().contains("unknown method"),
+            "{v}"
+        );
+    }
+
+    let missing = format!("unix:{}", dir.path().join("missing.sock").display());
+    let out = call(&["--json-output", &missing, "echo"]);
+    assert_eq!(out.code, Some(8));
+    let v: serde_json::Value = serde_json::from_str(&out.stdout_text()).unwrap();
+    assert_eq!(v["exit_code"], 8);
+    assert_eq!(v["execution"], "not executed");
+    assert!(v.get("id").is_none(), "no call was made: {v}");
+
+    let out = call(&[&unix, "echo", &at(&dir.path().join("nothing.txt"))]);
+    assert_eq!(out.code, Some(1));
+    assert!(
+        out.stderr
+            .starts_with("wirecall: cannot read the body from ")
+            && out.stderr.lines().count() == 1,
+        "{}",
+        out.stderr
+    );
 }
 
 #[test]

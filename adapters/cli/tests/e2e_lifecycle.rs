@@ -157,6 +157,35 @@ fn sigterm_under_load_answers_every_received_call() {
     assert!(err.to_string().contains("Connection refused"), "{err}");
 }
 
+/// A second SIGTERM stops the server at once; calls it had taken go unanswered, so it says
+/// how many and exits non-zero (1), while the client learns its call may have run.
+#[test]
+fn a_second_sigterm_that_abandons_calls_exits_non_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let unix = format!("unix:{}", dir.path().join("twice.sock").display());
+    let mut server =
+        ServerProcess::start(bin(), &["--listen", &unix], &[("RUST_LOG", "info")]).unwrap();
+    let mut client = connect(&unix);
+    let slow = client.submit("sleep", b"20000", Some(WAIT)).unwrap();
+    assert!(wait_until(WAIT, Duration::from_millis(10), || {
+        stats(&unix).get("calls.sleep") == Some(&1)
+    }));
+    server.signal(Signal::TERM).unwrap();
+    assert!(server.wait_for_log("shutting down gracefully", WAIT));
+    server.signal(Signal::TERM).unwrap();
+    let status = server.wait_exit(WAIT).expect("the server stopped at once");
+    assert_eq!(status.code(), Some(1), "{}", server.stderr());
+    assert!(
+        server
+            .stderr()
+            .contains("wirecall: stopped with 1 call(s) taken and not answered"),
+        "{}",
+        server.stderr()
+    );
+    let err = client.wait(slow).unwrap_err();
+    assert_eq!(err.execution(), Execution::MaybeExecuted, "{err}");
+}
+
 #[test]
 fn a_call_sent_after_the_go_away_is_refused_not_executed() {
     let dir = tempfile::tempdir().unwrap();

@@ -46,6 +46,9 @@ pub enum CallErrorKind {
     Cancelled,
     /// The server is closing and did not take the call.
     Refused,
+    /// Datagrams only: nothing listens at the server's address (the kernel refused every
+    /// copy of the request); not executed.
+    Unreachable,
     /// The connection ended before the answer came.
     ConnectionLost(CloseReason),
     /// The call could not be sent (too large, connection closed or closing).
@@ -115,6 +118,7 @@ impl From<&Failure<'_>> for CallError {
             Failure::TimedOut { .. } => CallErrorKind::TimedOut,
             Failure::Cancelled { .. } => CallErrorKind::Cancelled,
             Failure::Refused { .. } => CallErrorKind::Refused,
+            Failure::Unreachable => CallErrorKind::Unreachable,
             Failure::ConnectionLost { reason, .. } => CallErrorKind::ConnectionLost(*reason),
             other => CallErrorKind::Other(other.to_string()),
         };
@@ -145,6 +149,9 @@ impl fmt::Display for CallErrorKind {
             Self::TimedOut => f.write_str("timed out"),
             Self::Cancelled => f.write_str("cancelled"),
             Self::Refused => f.write_str("refused: the server is closing"),
+            Self::Unreachable => {
+                f.write_str("connection refused: nothing listens at the server's address")
+            }
             // Refused before anything ran: not a lost connection, and its words say so.
             Self::ConnectionLost(reason @ CloseReason::PeerClosed(CloseCode::REFUSED)) => {
                 write!(f, "{reason}")

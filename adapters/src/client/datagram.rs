@@ -23,7 +23,7 @@ use super::socket::Socket;
 use super::{CallError, Outcome};
 use crate::clock::{Clock, to_core, to_std};
 use crate::config::{ClientConfig, UDP_RECEIVE_BUFFER, check_datagram, datagram_config};
-use crate::driver::reconnect_datagram;
+use crate::driver::{datagram_send_refused, is_refusal, reconnect_datagram};
 use crate::endpoint::Endpoint;
 use crate::error::Error;
 use crate::stream::{interrupted, would_block};
@@ -263,6 +263,9 @@ impl DatagramClient {
                     // A server restarted on the path: this copy never left, send it again.
                     self.core.not_sent(kind);
                 }
+                Err(e) if datagram_send_refused(&mut self.core, &self.endpoint, kind, &e) => {
+                    log::debug!("{}: nothing listens there: {e}", self.endpoint);
+                }
                 Err(e) => {
                     // Lost like any datagram: the core retransmits it if it is a request.
                     log::debug!("{}: a datagram was not sent: {e}", self.endpoint);
@@ -288,10 +291,13 @@ impl DatagramClient {
         progress
     }
 
-    /// A receive error: e.g. connection refused, nobody listens there (yet). Calls keep
-    /// retransmitting until their deadlines.
+    /// A receive error: connection refused (nothing listens there: the core ends the
+    /// calls that proves were never delivered), or another, which is only logged.
     fn receive_failed(&mut self, e: &io::Error) {
         log::debug!("{}: receive: {e}", self.endpoint);
+        if is_refusal(e) {
+            self.core.refused();
+        }
     }
 
     /// Hands the datagram of `len` bytes received into the core's receive area to it, and

@@ -56,7 +56,7 @@ use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use wirecall_core::RequestId;
-use wirecall_core::client::CloseReason;
+use wirecall_core::client::{CloseReason, PeerInfo};
 use wirecall_core::datagram::DatagramClientStats;
 use wirecall_core::wire::Target;
 
@@ -64,7 +64,7 @@ use self::datagram::DatagramClient;
 use self::stream::StreamClient;
 use crate::config::{ClientConfig, check_limits};
 use crate::endpoint::Endpoint;
-use crate::error::Error;
+use crate::error::{Error, HandshakeFailure};
 use crate::typed::{self, TypedCallError, decode_outcome, decode_owned, encode_request_into};
 
 /// What a finished call gives: the answer's body, or how it failed.
@@ -107,6 +107,30 @@ impl Client {
             inner,
             scratch: Vec::new(),
         })
+    }
+
+    /// Waits, at most `timeout`, until the server's hello has arrived, so the server is
+    /// known to speak wirecall and its limits apply. Calls need not wait for it (they go
+    /// out behind the client's own hello), but a caller that wants to know before it sends
+    /// anything (a one-shot command-line call, a health check) waits here first: when this
+    /// fails, nothing was sent, so nothing ran. On a datagram endpoint, which has no
+    /// handshake, it returns at once.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Handshake`]: the connection ended first (the peer is not a wirecall server,
+    /// refused the connection, closed it), or no hello came within `timeout`.
+    pub fn handshake(&mut self, timeout: Duration) -> Result<(), Error> {
+        match &mut self.inner {
+            Inner::Stream(c) => c.handshake(timeout).map_err(|reason| Error::Handshake {
+                endpoint: self.endpoint.clone(),
+                failure: match reason {
+                    Some(reason) => HandshakeFailure::Closed(reason),
+                    None => HandshakeFailure::NoHello(timeout),
+                },
+            }),
+            Inner::Datagram(_) => Ok(()),
+        }
     }
 
     /// The endpoint it connected to.
@@ -332,6 +356,18 @@ impl Client {
         match &self.inner {
             Inner::Stream(_) => None,
             Inner::Datagram(c) => Some(c.stats()),
+        }
+    }
+
+    /// What the server's hello said (the protocol version agreed, the largest frame and
+    /// the calls in flight it takes), once it has arrived (see
+    /// [`handshake`](Self::handshake)); always `None` on a datagram endpoint, which has no
+    /// handshake.
+    #[must_use]
+    pub fn server_info(&self) -> Option<PeerInfo> {
+        match &self.inner {
+            Inner::Stream(c) => c.server(),
+            Inner::Datagram(_) => None,
         }
     }
 

@@ -17,7 +17,9 @@ use std::io;
 use std::os::fd::OwnedFd;
 use std::time::Duration;
 
-use wirecall_core::client::{CallSlot, ClientConnection, ClientEvent, CloseReason, SendError};
+use wirecall_core::client::{
+    CallSlot, ClientConnection, ClientEvent, CloseReason, PeerInfo, SendError,
+};
 use wirecall_core::wire::Target;
 use wirecall_core::{Instant, RequestId};
 
@@ -57,6 +59,8 @@ pub(super) struct StreamClient {
     /// The last wait handed back an outcome and left others to collect: the caller is
     /// working through a batch, so calls it submits meanwhile are queued, not sent.
     batching: bool,
+    /// The server's hello, once it has arrived.
+    server: Option<PeerInfo>,
 }
 
 impl std::fmt::Debug for StreamClient {
@@ -92,9 +96,42 @@ impl StreamClient {
             shut: false,
             last_read: Instant::ZERO,
             batching: false,
+            server: None,
         };
         client.write_out();
         Ok(client)
+    }
+
+    /// Waits until the server's hello has arrived, at most `timeout`. `Err(Some(reason))`
+    /// when the connection ended first (the peer is not wirecall, refused us, closed),
+    /// `Err(None)` when no hello came in time.
+    pub(super) fn handshake(&mut self, timeout: Duration) -> Result<(), Option<CloseReason>> {
+        let start = std::time::Instant::now();
+        loop {
+            self.write_out();
+            let now = self.clock.now();
+            self.take_events(now);
+            if let Some(reason) = self.closed {
+                return Err(Some(reason));
+            }
+            if self.server.is_some() {
+                return Ok(());
+            }
+            if self.eof {
+                // The core reports the end as a close at its next event; a safety net.
+                return Err(Some(CloseReason::TransportClosed));
+            }
+            let Some(left) = timeout
+                .checked_sub(start.elapsed())
+                .filter(|d| !d.is_zero())
+            else {
+                return Err(None);
+            };
+            let wait = self.core.poll_timeout().map_or(left, |at| {
+                to_std(at.saturating_duration_since(now)).min(left)
+            });
+            self.read_wait(Some(wait));
+        }
     }
 
     /// Sends a call without waiting for its answer. Right after a wait that left outcomes
@@ -199,6 +236,11 @@ impl StreamClient {
         self.core.max_in_flight()
     }
 
+    /// What the server's hello said, once it has arrived.
+    pub(super) fn server(&self) -> Option<PeerInfo> {
+        self.server
+    }
+
     /// Why the connection ended, once it has.
     #[must_use]
     pub(super) fn closed(&self) -> Option<CloseReason> {
@@ -296,6 +338,7 @@ impl StreamClient {
                     log::debug!("{}: connection closed: {reason}", self.endpoint);
                     self.closed = Some(reason);
                 }
+                ClientEvent::Connected(info) => self.server = Some(info),
                 _ => {}
             }
         }

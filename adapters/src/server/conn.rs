@@ -68,6 +68,8 @@ pub(super) struct Shared {
     /// The server is shutting down: a closed connection whose bytes are out and whose
     /// input is drained goes at once instead of waiting for the client's end-of-stream.
     pub(super) draining: bool,
+    /// Warnings that repeat once per peer, rate-limited.
+    pub(super) warnings: super::throttle::Warnings,
 }
 
 /// What the event loop should do with a connection after driving it.
@@ -273,6 +275,13 @@ impl Conn {
         }
     }
 
+    /// Calls taken and not yet answered (answers made but not yet sent included).
+    pub(super) fn calls_unanswered(&self) -> usize {
+        self.core
+            .in_flight()
+            .max(self.answers.len().saturating_add(self.delayed.len()))
+    }
+
     fn is_idle(&self) -> bool {
         self.core.in_flight() == 0 && self.answers.is_empty() && self.delayed.is_empty()
     }
@@ -376,8 +385,12 @@ impl Conn {
         } else {
             CloseKind::of(&reason)
         };
-        if kind.is_protocol_error() {
-            log::warn!("{}: closed: {reason}", self.label);
+        if let Some(throttle) = kind
+            .is_protocol_error()
+            .then(|| shared.warnings.protocol(kind))
+            .flatten()
+        {
+            throttle.warn(format_args!("{}: closed: {reason}", self.label));
         } else {
             log::debug!("{}: closed: {reason}", self.label);
         }

@@ -105,13 +105,19 @@ impl EventLoop {
                     return Ok(());
                 }
                 if now >= deadline {
-                    let calls: usize = self.datagrams.values().map(|d| d.busy_calls()).sum();
+                    let datagram_calls: usize =
+                        self.datagrams.values().map(|d| d.busy_calls()).sum();
+                    let stream_calls: usize = self.conns.values().map(Conn::calls_unanswered).sum();
+                    let connections = self.conns.len();
                     log::warn!(
-                        "shutdown deadline passed with {} connection(s) still open and {calls} \
-                         datagram call(s) unanswered: closing them",
-                        self.conns.len()
+                        "stopping with {connections} connection(s) still open and \
+                         {datagram_calls} datagram call(s) unanswered: closing them"
                     );
                     self.abort_all(now);
+                    let calls = stream_calls.saturating_add(datagram_calls);
+                    if calls > 0 {
+                        return Err(Error::Abandoned { calls, connections });
+                    }
                     return Ok(());
                 }
             }
@@ -194,7 +200,10 @@ impl EventLoop {
                 Err(e) if e.kind() == std::io::ErrorKind::ConnectionAborted => {}
                 Err(e) => {
                     // E.g. out of file descriptors: try again on the next connection.
-                    log::warn!("cannot accept on {endpoint}: {e}");
+                    self.shared
+                        .warnings
+                        .accept
+                        .warn(format_args!("cannot accept on {endpoint}: {e}"));
                     return;
                 }
             }
@@ -207,7 +216,9 @@ impl EventLoop {
         let max = self.shared.config.max_connections;
         if self.conns.len() >= max {
             self.shared.stats.refused();
-            log::warn!("{label}: refused, {max} connections are open (max_connections)");
+            self.shared.warnings.refused.warn(format_args!(
+                "{label}: refused, {max} connections are open (max_connections)"
+            ));
             crate::driver::refuse(&stream, &self.shared.config.connection);
             return;
         }
@@ -440,6 +451,7 @@ impl EventLoop {
     /// Stops listening (removing socket files) and drops every connection and datagram
     /// socket.
     fn finish(&mut self) {
+        self.shared.warnings.flush();
         for slot in &mut self.listeners {
             if let Some((mut listener, _)) = slot.take() {
                 let _ = self.poll.registry().deregister(&mut listener);

@@ -36,6 +36,7 @@ mod conn;
 mod datagram;
 mod event_loop;
 pub(crate) mod listener;
+mod throttle;
 mod workers;
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
@@ -298,6 +299,7 @@ impl ServerBuilder {
                 clock: Clock::default(),
                 config,
                 draining: false,
+                warnings: throttle::Warnings::default(),
             },
             shutdown: Arc::clone(&shutdown),
             signals,
@@ -399,8 +401,10 @@ impl Server {
     ///
     /// # Errors
     ///
-    /// Only when the event loop itself fails (the OS refuses to poll); connections failing
-    /// are logged and counted, never an error here.
+    /// When the event loop itself fails (the OS refuses to poll), and
+    /// [`Error::Abandoned`] when the shutdown turned hard (a second signal,
+    /// [`ShutdownHandle::shutdown_now`], or `shutdown_timeout`) with calls still unanswered;
+    /// connections failing are logged and counted, never an error here.
     pub fn run(self) -> Result<(), Error> {
         self.event_loop.run()
     }

@@ -15,6 +15,12 @@ use crate::wire::{Frame, RejectCode, Reply, RequestId, Target, WireError};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Ended {
     TimedOut,
+    /// The deadline passed and every copy sent had been answered busy: the hint of the
+    /// last busy answer.
+    Busy(u32),
+    /// The transport said no socket is at the server's address for every datagram sent
+    /// since the server was last heard from, this call's copies among them.
+    Unreachable,
     Cancelled,
 }
 
@@ -43,6 +49,11 @@ pub struct DatagramCallSlot {
     /// Busy answers received: each allows one transmission beyond `max_attempts`, since
     /// the copy it answered was not lost.
     busy_answers: u32,
+    /// The retry hint of the last busy answer, in ms.
+    retry_after_ms: u32,
+    /// [`DatagramClient::heard`] when the first copy went out: while it is still the same,
+    /// every copy of this call was sent after the server was last heard from.
+    heard_at_first: u32,
     /// The wait after the next transmission, before jitter.
     rto: Duration,
     /// A cancel datagram is encoded in the slot's storage and not yet sent.
@@ -59,6 +70,8 @@ impl DatagramCallSlot {
         next_send: None,
         attempts: 0,
         busy_answers: 0,
+        retry_after_ms: 0,
+        heard_at_first: 0,
         rto: Duration::ZERO,
         cancel_owed: false,
     };
@@ -118,6 +131,17 @@ pub enum DatagramFailure<'a> {
         /// Whether any copy of the request was handed to the transport.
         sent: bool,
     },
+    /// The deadline passed and the server had answered every copy sent `Busy`, over a
+    /// transport that never duplicates a datagram ([`DatagramConfig::may_duplicate`]
+    /// `false`): each copy reached the server and was refused, so the function did not run.
+    Busy {
+        /// The hint of the last busy answer: wait this long before trying again.
+        retry_after: Duration,
+    },
+    /// Nothing listens at the server's address: the transport refused every datagram
+    /// sent since the server was last heard from, each copy of this call among them
+    /// ([`DatagramClient::refused`]). Not executed.
+    Unreachable,
     /// The caller cancelled the call.
     Cancelled {
         /// Whether any copy of the request was handed to the transport.
@@ -139,6 +163,8 @@ impl<'a> From<DatagramFailure<'a>> for Failure<'a> {
             DatagramFailure::Remote { code, message } => Self::Remote { code, message },
             DatagramFailure::Rejected { code, message } => Self::Rejected { code, message },
             DatagramFailure::TimedOut { sent } => Self::TimedOut { sent },
+            DatagramFailure::Busy { retry_after } => Self::Busy { retry_after },
+            DatagramFailure::Unreachable => Self::Unreachable,
             DatagramFailure::Cancelled { sent } => Self::Cancelled { sent },
         }
     }
@@ -226,6 +252,9 @@ pub struct DatagramClientStats {
     /// Datagrams the transport could not take ([`DatagramClient::not_sent`]); a request
     /// among them is handed out again and not counted in `transmissions`.
     pub not_sent: u64,
+    /// Refusals the transport reported ([`DatagramClient::refused`]): nothing listened at
+    /// the server's address when a datagram arrived there.
+    pub refused: u64,
 }
 
 /// The client side of datagram mode, for one server. See the [module docs](super).
@@ -260,6 +289,13 @@ pub struct DatagramClient<B, S> {
     ack_carried: Option<Instant>,
     /// Where the acknowledgement datagram is built.
     ack_buf: [u8; ACK_LEN],
+    /// Datagrams received so far (wrapping): a datagram from the server shows that it is
+    /// there, so refusals of datagrams sent before it say nothing about later ones.
+    heard: u32,
+    /// Datagrams handed out (and not handed back) since the last one was received.
+    unconfirmed: u32,
+    /// Refusals the transport reported since the last datagram was received.
+    refusals: u32,
     stats: DatagramClientStats,
 }
 
@@ -318,6 +354,9 @@ where
             ack_at: None,
             ack_carried: None,
             ack_buf: [0; ACK_LEN],
+            heard: 0,
+            unconfirmed: 0,
+            refusals: 0,
             stats: DatagramClientStats::default(),
         })
     }
@@ -383,10 +422,8 @@ where
                 len,
                 deadline,
                 next_send: Some(now),
-                attempts: 0,
-                busy_answers: 0,
                 rto: self.config.initial_rto,
-                cancel_owed: false,
+                ..DatagramCallSlot::EMPTY
             };
         }
         self.next_id = self.next_id.saturating_add(1);
@@ -423,7 +460,9 @@ where
         };
         slot.state = SlotState::Ended(how);
         slot.next_send = None;
-        if slot.attempts > 0 {
+        // A cancel (which carries the news that the call ended) is owed for a call the
+        // server may have seen; none to an address where nothing listens.
+        if slot.attempts > 0 && how != Ended::Unreachable {
             let cancel = Frame::Cancel {
                 id: RequestId(slot.id),
             };
@@ -464,6 +503,8 @@ where
         let (floor, acks) = self.floor_and_acks();
         let jitter = self.jitter();
         let config = self.config;
+        let heard = self.heard;
+        self.unconfirmed = self.unconfirmed.saturating_add(1);
         let slot = self.slots.as_mut().get_mut(index)?;
         let cancel = slot.cancel_owed;
         let id = RequestId(slot.id);
@@ -474,6 +515,9 @@ where
             }
         } else {
             slot.attempts = slot.attempts.saturating_add(1);
+            if slot.attempts == 1 {
+                slot.heard_at_first = heard;
+            }
             self.stats.transmissions = self.stats.transmissions.saturating_add(1);
             if slot.attempts > 1 {
                 self.stats.retransmissions = self.stats.retransmissions.saturating_add(1);
@@ -532,6 +576,7 @@ where
     /// is best effort: the server's entry for the call stays until its window closes or
     /// the client's next datagram says the call has ended).
     pub fn not_sent(&mut self, kind: DatagramKind) {
+        self.unconfirmed = self.unconfirmed.saturating_sub(1);
         if let Some(at) = self.ack_carried.take() {
             self.ack_at = Some(self.ack_at.map_or(at, |a| a.min(at)));
         }
@@ -587,6 +632,7 @@ where
         let header = DatagramHeader::new(self.epoch, floor).with_acks(acks);
         let len = encode_datagram(header, &Frame::Ping { nonce: 0 }, &mut self.ack_buf).ok()?;
         self.stats.acks = self.stats.acks.saturating_add(1);
+        self.unconfirmed = self.unconfirmed.saturating_add(1);
         self.ack_buf.get(..len)
     }
 
@@ -690,6 +736,10 @@ where
 
     /// Acts on the datagram of `len` bytes at the start of the receive area.
     fn take_datagram(&mut self, now: Instant, len: usize) {
+        // Whatever it is, something answers at the server's address.
+        self.heard = self.heard.wrapping_add(1);
+        self.unconfirmed = 0;
+        self.refusals = 0;
         if len > self.config.answer_limit() {
             warn!("dropping a datagram longer than max_answer");
             self.stats.dropped = self.stats.dropped.saturating_add(1);
@@ -763,6 +813,7 @@ where
         let hint = now.saturating_add(Duration::from_millis(u64::from(retry_after_ms)));
         if let Some(slot) = self.slots.as_mut().get_mut(index) {
             slot.busy_answers = slot.busy_answers.saturating_add(1);
+            slot.retry_after_ms = retry_after_ms;
             slot.next_send = Some(slot.next_send.map_or(hint, |t| t.max(hint)));
         }
     }
@@ -799,7 +850,17 @@ where
                 continue;
             }
             if slot.deadline <= now {
-                self.end(index, Ended::TimedOut);
+                // Every copy sent was answered busy: each reached the server and was
+                // refused, so none is still on its way to run.
+                let how = if !self.config.may_duplicate
+                    && slot.attempts > 0
+                    && slot.busy_answers >= slot.attempts
+                {
+                    Ended::Busy(slot.retry_after_ms)
+                } else {
+                    Ended::TimedOut
+                };
+                self.end(index, how);
             } else {
                 next = earliest(next, Some(slot.deadline));
             }
@@ -887,9 +948,44 @@ where
                 self.stats.timeouts = self.stats.timeouts.saturating_add(1);
                 DatagramFailure::TimedOut { sent }
             }
+            Ended::Busy(ms) => DatagramFailure::Busy {
+                retry_after: Duration::from_millis(u64::from(ms)),
+            },
+            Ended::Unreachable => DatagramFailure::Unreachable,
             Ended::Cancelled => DatagramFailure::Cancelled { sent },
         };
         Some(DatagramEvent::Failed { id, failure })
+    }
+
+    /// The transport reported that a datagram sent to the server reached no socket there:
+    /// on a connected socket, a receive or send that fails with `ECONNREFUSED` (Linux
+    /// reports each ICMP "port unreachable" once, and a Unix datagram send to a path with
+    /// no socket fails so at once). Each report stands for at least one refused datagram.
+    /// When there have been as many reports as datagrams sent since the server was last
+    /// heard from, every one of them was refused: each call whose copies were all sent
+    /// in that time ends, not executed, with [`DatagramFailure::Unreachable`] (no cancel
+    /// is owed for it). Fewer reports prove nothing about any one call, which then goes on
+    /// until its deadline; so does a call with a copy sent before the server last spoke.
+    /// (A driver that cannot tell which send a report belongs to reports it here and,
+    /// when the send that failed took nothing, hands that datagram back with
+    /// [`not_sent`](Self::not_sent) first.)
+    pub fn refused(&mut self) {
+        self.refusals = self.refusals.saturating_add(1);
+        self.stats.refused = self.stats.refused.saturating_add(1);
+        if self.unconfirmed == 0 || self.refusals < self.unconfirmed {
+            return;
+        }
+        for index in 0..self.slots.as_ref().len() {
+            let Some(slot) = self.slots.as_ref().get(index) else {
+                continue;
+            };
+            if slot.state == SlotState::Active
+                && slot.attempts > 0
+                && slot.heard_at_first == self.heard
+            {
+                self.end(index, Ended::Unreachable);
+            }
+        }
     }
 
     /// Calls started and not yet ended.

@@ -17,7 +17,10 @@ use std::time::Duration;
 use tokio::io::Interest;
 use tokio::sync::Notify;
 use wirecall::config::datagram_config;
-use wirecall::driver::{check_datagram, connect_datagram, random_words, reconnect_datagram};
+use wirecall::driver::{
+    check_datagram, connect_datagram, datagram_send_refused, is_refusal, random_words,
+    reconnect_datagram,
+};
 use wirecall::id_hasher::IdMap;
 use wirecall::{CallError, ClientConfig, Endpoint, Error};
 use wirecall_core::client::{Failure, SendError};
@@ -320,6 +323,9 @@ impl Shared {
                     // A server restarted on the path: this copy never left, send it again.
                     state.core.not_sent(kind);
                 }
+                Err(e) if datagram_send_refused(&mut state.core, &self.endpoint, kind, &e) => {
+                    log::debug!("{}: nothing listens there: {e}", self.endpoint);
+                }
                 Err(e) => {
                     // Lost like any datagram: the core retransmits it if it is a request.
                     log::debug!("{}: a datagram was not sent: {e}", self.endpoint);
@@ -374,9 +380,13 @@ impl Shared {
                 Err(e) if would_block(&e) => return,
                 Err(e) if interrupted(&e) => {}
                 Err(e) => {
-                    // E.g. connection refused: nobody listens there (yet). Calls keep
-                    // retransmitting until their deadlines.
+                    // Connection refused: nothing listens there; the core ends the calls
+                    // that proves were never delivered. Others are only logged.
                     log::debug!("{}: receive: {e}", self.endpoint);
+                    if is_refusal(&e) {
+                        state.core.refused();
+                        self.take_events(state, self.clock.now());
+                    }
                 }
             }
         }
