@@ -1,5 +1,7 @@
-//! End-to-end: `wirecall bench --json` against a real `wirecall serve` over Unix and TCP.
-//! Behaviour only (counts, fields, exit codes), never timing.
+//! End-to-end: `wirecall bench` against a real `wirecall serve` over every transport,
+//! with its default bodies and bodies given on the command line or in a file. Behaviour only (counts,
+//! fields, exit codes, JSON shape), never timing; every load is bounded by a count or a
+//! duration.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::Path;
@@ -124,14 +126,83 @@ fn failed_calls_are_counted_and_exit_non_zero() {
 fn no_server_is_a_connect_error() {
     let dir = tempfile::tempdir().unwrap();
     let unix = format!("unix:{}", dir.path().join("none.sock").display());
+    let out = run(bin(), &["bench", &unix, "--requests", "1"], b"", TIMEOUT).unwrap();
+    assert_eq!(out.code, Some(8), "{}", out.stderr);
+    assert!(out.stdout.is_empty());
+    assert!(out.stderr.contains("cannot connect"), "{}", out.stderr);
+}
+
+#[test]
+fn a_body_from_the_command_line_or_a_file_is_sent_and_echo_answers_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let unix = format!("unix:{}", dir.path().join("s.sock").display());
+    let dgram = format!("unix-dgram:{}", dir.path().join("d.sock").display());
+    let server = ServerProcess::start(
+        bin(),
+        &[
+            "--listen",
+            &unix,
+            "--listen",
+            "tcp:127.0.0.1:0",
+            "--listen",
+            &dgram,
+        ],
+        &[],
+    )
+    .unwrap();
+    // Every byte value, and more than one UDP datagram holds (Unix datagrams hold 64 KiB).
+    let file = dir.path().join("body.bin");
+    let bytes: Vec<u8> = (0..3000u32).map(|i| (i % 256) as u8).collect();
+    std::fs::write(&file, &bytes).unwrap();
+    let at_file = format!("@{}", file.display());
+    for ep in &server.endpoints {
+        for (body, size) in [("hello", 5), (at_file.as_str(), 3000)] {
+            let args = [
+                ep.as_str(),
+                "--body",
+                body,
+                "-n",
+                "100",
+                "-w",
+                "4",
+                "--json",
+            ];
+            let (out, json) = bench(&args);
+            assert_eq!(out.code, Some(0), "{args:?}: {}", out.stderr);
+            assert_eq!(count(&json, "calls"), 100, "{json}");
+            assert_eq!(count(&json, "ok"), 100, "{json}");
+            assert_eq!(count(&json, "errors"), 0, "{json}");
+            assert_eq!(count(&json, "size"), size, "{json}");
+            assert_eq!(json["body"], "fixed", "{json}");
+            assert_eq!(json["checked"], Value::Bool(true), "{json}");
+        }
+        // The sleep method takes milliseconds as its body: only success is checked.
+        let (out, json) = bench(&[ep, "--method", "sleep", "--body", "5", "-n", "20", "--json"]);
+        assert_eq!(out.code, Some(0), "{}", out.stderr);
+        assert_eq!(count(&json, "ok"), 20, "{json}");
+        assert_eq!(json["checked"], Value::Bool(false), "{json}");
+    }
+    let ep = server.endpoint("tcp").unwrap();
+    // A file that cannot be read: one line, exit 1.
+    let missing = format!("@{}", dir.path().join("none.bin").display());
     let out = run(
         bin(),
-        &["bench", &unix, "--requests", "1", "--json"],
+        &["bench", ep, "--body", &missing, "-n", "1"],
         b"",
         TIMEOUT,
     )
     .unwrap();
-    assert_eq!(out.code, Some(8), "{}", out.stderr);
+    assert_eq!(out.code, Some(1), "{}", out.stderr);
     assert!(out.stdout.is_empty());
-    assert!(out.stderr.contains("cannot connect"), "{}", out.stderr);
+    assert!(out.stderr.contains("none.bin"), "{}", out.stderr);
+    assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
+    // --body and --size do not go together: a usage error.
+    let out = run(
+        bin(),
+        &["bench", ep, "--body", "x", "--size", "8"],
+        b"",
+        TIMEOUT,
+    )
+    .unwrap();
+    assert_eq!(out.code, Some(2), "{}", out.stderr);
 }

@@ -2,19 +2,22 @@
 //!
 //! [`run`] opens `connections` clients, each on its own thread, and keeps `window` calls in
 //! flight on each with [`Client::submit`] and [`Client::wait_any`] (window 1 is plain
-//! ping-pong). Every answer is checked: for `echo` it must be the request body byte for
-//! byte, for `upper` the body upper-cased; a wrong answer counts as an error, like a
-//! failed call. Each body carries its call's number, so an answer delivered to the wrong
-//! call is caught too. Latency runs from just before `submit` to the moment `wait_any`
-//! hands the outcome back, into an [HdrHistogram](hdrhistogram) per connection (3
-//! significant digits), merged at the end.
+//! ping-pong). Latency runs from just before `submit` to the moment `wait_any` hands the
+//! outcome back.
+//!
+//! Answers are checked where they are known: for `echo` an answer must be the request
+//! body byte for byte, for `upper` the body upper-cased; a wrong answer counts as an
+//! error, like a failed call. The default body carries its call's number, so an answer
+//! delivered to the wrong call is caught too; a body given by the caller ([`Body::Fixed`])
+//! is the same in every call, and only `echo` (and the typed echo) answers are checked
+//! then. Latencies go into an [HdrHistogram](hdrhistogram) per connection (3 significant
+//! digits), merged at the end.
 //!
 //! Connecting is not timed: every connection is made first, then the clock starts. The run
 //! ends after a number of calls (split evenly over the connections) or after a duration (no
 //! new calls after it; the ones in flight are still collected and counted).
 
 use std::fmt;
-
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -43,14 +46,45 @@ pub(crate) enum Limit {
     Duration(Duration),
 }
 
+/// The request body of every call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Body {
+    /// This many bytes carrying the call's number in hex, then letters and digits
+    /// ([`fill_body`]); the answers of `echo`, `upper` and the typed echo are checked
+    /// against it, call by call.
+    Counter(usize),
+    /// These bytes in every call (`--body`).
+    Fixed(Vec<u8>),
+}
+
+impl Body {
+    /// Its length in bytes.
+    #[must_use]
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            Self::Counter(len) => *len,
+            Self::Fixed(bytes) => bytes.len(),
+        }
+    }
+
+    /// The name `--json` gives it: `counter` or `fixed`.
+    #[must_use]
+    pub(crate) fn kind(&self) -> &'static str {
+        match self {
+            Self::Counter(_) => "counter",
+            Self::Fixed(_) => "fixed",
+        }
+    }
+}
+
 /// How an answer is checked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub(crate) enum Check {
     /// The answer must be the request body (the `echo` method).
     Echo,
-    /// The answer must be the request body upper-cased (the `upper` method; the bodies
-    /// are ASCII).
+    /// The answer must be the request body upper-cased (the `upper` method with the
+    /// counter body, which is ASCII).
     Upper,
     /// The typed echo (`typed/echo`, a typed endpoint called by its key): the request is
     /// the body as postcard bytes, the answer must be `Ok` of the same bytes.
@@ -60,13 +94,14 @@ pub(crate) enum Check {
 }
 
 impl Check {
-    /// The check for a method of the reference server.
+    /// The check for a method of the reference server with `body`. A fixed body's
+    /// upper-casing is not checked: the server follows Unicode rules for UTF-8 text.
     #[must_use]
-    pub(crate) fn for_method(method: &str) -> Self {
-        match method {
-            "echo" => Self::Echo,
-            "upper" => Self::Upper,
-            "typed/echo" => Self::TypedEcho,
+    pub(crate) fn for_method(method: &str, body: &Body) -> Self {
+        match (method, body) {
+            ("echo", _) => Self::Echo,
+            ("upper", Body::Counter(_)) => Self::Upper,
+            ("typed/echo", _) => Self::TypedEcho,
             _ => Self::Success,
         }
     }
@@ -80,11 +115,11 @@ pub(crate) struct BenchConfig {
     pub(crate) endpoint: Endpoint,
     /// The method to call. Default: `echo`.
     pub(crate) method: String,
-    /// Request body size in bytes. Default: 32.
-    pub(crate) size: usize,
+    /// The request body. Default: a 32-byte counter body.
+    pub(crate) body: Body,
     /// Client connections, one thread each. Default: 1.
     pub(crate) connections: usize,
-    /// Calls in flight per connection (1: ping-pong). Default: 1.
+    /// Calls in flight per connection at most (1: ping-pong). Default: 1.
     pub(crate) window: usize,
     /// When to stop. Default: 10 s.
     pub(crate) limit: Limit,
@@ -101,7 +136,7 @@ impl BenchConfig {
         Self {
             endpoint,
             method: "echo".to_owned(),
-            size: 32,
+            body: Body::Counter(32),
             connections: 1,
             window: 1,
             limit: Limit::Duration(Duration::from_secs(10)),
@@ -111,7 +146,7 @@ impl BenchConfig {
     }
 
     /// The client configuration for this load: a call table of at least `window` slots and
-    /// frames that hold `size`-byte bodies.
+    /// frames that hold the body.
     fn client_config(&self) -> ClientConfig {
         let mut config = ClientConfig::default();
         let window = u32::try_from(self.window).unwrap_or(u32::MAX);
@@ -120,7 +155,8 @@ impl BenchConfig {
             .max_in_flight
             .max(window)
             .min(MAX_IN_FLIGHT_LIMIT);
-        let frame = u32::try_from(self.size.saturating_add(FRAME_OVERHEAD)).unwrap_or(u32::MAX);
+        let frame =
+            u32::try_from(self.body.len().saturating_add(FRAME_OVERHEAD)).unwrap_or(u32::MAX);
         config.connection.max_frame_len = config
             .connection
             .max_frame_len
@@ -129,12 +165,28 @@ impl BenchConfig {
         // Datagram endpoints: requests of this size must fit one datagram (the server's
         // own limit still applies: `wirecall serve --max-datagram` on udp).
         let datagram = self
-            .size
+            .body
+            .len()
             .saturating_add(FRAME_OVERHEAD)
             .min(MAX_DATAGRAM_LIMIT);
         config.datagram.max_datagram = config.datagram.max_datagram.max(datagram);
         config.unix_max_datagram = config.unix_max_datagram.max(datagram);
         config
+    }
+}
+
+/// Why [`run`] stopped before it could report.
+#[derive(Debug)]
+#[non_exhaustive]
+pub(crate) enum RunError {
+    /// A client could not connect (or its endpoint is not supported), or a thread could not
+    /// start.
+    Client(Error),
+}
+
+impl From<Error> for RunError {
+    fn from(e: Error) -> Self {
+        Self::Client(e)
     }
 }
 
@@ -166,7 +218,7 @@ pub(crate) struct Report {
     pub(crate) max_us: f64,
     /// Mean latency.
     pub(crate) mean_us: f64,
-    /// Whether answers were checked byte for byte ([`Check::Echo`], [`Check::Upper`]).
+    /// Whether answers were checked byte for byte (not [`Check::Success`]).
     pub(crate) checked: bool,
     /// The first failure, for the report.
     pub(crate) first_error: Option<String>,
@@ -197,7 +249,8 @@ impl Report {
         serde_json::json!({
             "endpoint": config.endpoint.to_string(),
             "method": config.method,
-            "size": config.size,
+            "size": config.body.len(),
+            "body": config.body.kind(),
             "connections": config.connections,
             "window": config.window,
             "calls": self.calls,
@@ -237,7 +290,7 @@ impl fmt::Display for Report {
             if self.checked {
                 ""
             } else {
-                "; answers not checked (only echo and upper are known)"
+                "; answers not checked (only echo, and upper with the default body, are known)"
             }
         )?;
         write!(
@@ -253,14 +306,17 @@ impl fmt::Display for Report {
 }
 
 /// Runs the load: connects every client, then calls until the limit. `progress`, when
-/// given, is told the number of calls ended so far about ten times a second.
+/// given, is told the number of calls ended so far about ten times a second, and once at
+/// the end.
 ///
 /// # Errors
 ///
 /// Only what stops the run before any call: a client that cannot connect (or an endpoint
-/// the client does not support), or a thread that cannot start. Failed calls are counted
-/// in the [`Report`], not returned.
-pub(crate) fn run(config: &BenchConfig, progress: Option<&dyn Fn(u64)>) -> Result<Report, Error> {
+/// the client does not support), or a thread that cannot start. Failed calls are counted in the [`Report`], not returned.
+pub(crate) fn run(
+    config: &BenchConfig,
+    progress: Option<&dyn Fn(u64)>,
+) -> Result<Report, RunError> {
     let connections = config.connections.max(1);
     let client_config = config.client_config();
     let mut clients = Vec::with_capacity(connections);
@@ -269,24 +325,27 @@ pub(crate) fn run(config: &BenchConfig, progress: Option<&dyn Fn(u64)>) -> Resul
     }
     let ended = AtomicU64::new(0);
     let start = Instant::now();
-    let quotas = (0..connections).map(|i| match config.limit {
-        Limit::Requests(n) => {
-            let (c, i) = (connections as u64, i as u64);
-            n / c + u64::from(i < n % c)
-        }
-        Limit::Duration(_) => u64::MAX,
-    });
     let deadline = match config.limit {
         Limit::Duration(d) => start.checked_add(d),
         Limit::Requests(_) => None,
     };
+    let plans = (0..connections).map(|i| {
+        let (c, i) = (connections as u64, i as u64);
+        Plan {
+            quota: match config.limit {
+                Limit::Requests(n) => n / c + u64::from(i < n % c),
+                Limit::Duration(_) => u64::MAX,
+            },
+            deadline,
+        }
+    });
     let tallies = std::thread::scope(|scope| {
         let mut handles = Vec::with_capacity(connections);
-        for (client, quota) in clients.into_iter().zip(quotas) {
+        for (client, plan) in clients.into_iter().zip(plans) {
             let ended = &ended;
             let handle = std::thread::Builder::new()
                 .name("bench".to_owned())
-                .spawn_scoped(scope, move || drive(client, config, quota, deadline, ended))
+                .spawn_scoped(scope, move || drive(client, config, &plan, ended))
                 .map_err(|source| Error::Io {
                     context: "starting a bench thread",
                     source,
@@ -313,7 +372,15 @@ pub(crate) fn run(config: &BenchConfig, progress: Option<&dyn Fn(u64)>) -> Resul
         }
         Ok::<_, Error>(tallies)
     })?;
-    Ok(merge(tallies, start, config.check))
+    Ok(merge(tallies, start, config))
+}
+
+/// What one connection does.
+struct Plan {
+    /// Calls to make at most.
+    quota: u64,
+    /// No new calls from then on.
+    deadline: Option<Instant>,
 }
 
 /// What one connection saw.
@@ -353,41 +420,102 @@ impl Tally {
     }
 }
 
+/// One connection's request and the answer it expects: the counter body is stamped with
+/// each call's number in both.
+struct Bodies {
+    request: Vec<u8>,
+    /// Where the body starts in `request` (after a typed echo's length prefix).
+    request_at: usize,
+    expected: Vec<u8>,
+    /// Where the body starts in `expected`.
+    expected_at: usize,
+    /// Whether each call's number is stamped into the bodies.
+    stamped: bool,
+    check: Check,
+}
+
+impl Bodies {
+    fn new(body: &Body, check: Check) -> Self {
+        // A typed echo's request is the body behind its postcard length, its answer that
+        // behind `Ok` (`00`).
+        let typed = check == Check::TypedEcho;
+        let mut request = if typed {
+            postcard_len(body.len())
+        } else {
+            Vec::new()
+        };
+        let request_at = request.len();
+        let stamped = match body {
+            Body::Counter(size) => {
+                request.resize(request_at + size, 0);
+                fill_body(request.get_mut(request_at..).unwrap_or_default(), 0);
+                true
+            }
+            Body::Fixed(bytes) => {
+                request.extend_from_slice(bytes);
+                false
+            }
+        };
+        let mut expected = if typed {
+            let mut answer = vec![0u8];
+            answer.extend_from_slice(&request);
+            answer
+        } else {
+            request.clone()
+        };
+        let expected_at = expected.len() - body.len();
+        if check == Check::Upper {
+            expected.make_ascii_uppercase();
+        }
+        Self {
+            request,
+            request_at,
+            expected,
+            expected_at,
+            stamped,
+            check,
+        }
+    }
+
+    /// The request of call `number`.
+    fn request(&mut self, number: u64) -> &[u8] {
+        if self.stamped {
+            stamp_body(
+                self.request.get_mut(self.request_at..).unwrap_or_default(),
+                number,
+            );
+        }
+        &self.request
+    }
+
+    /// Whether `answer` is right for call `number`.
+    fn is_right(&mut self, answer: &[u8], number: u64) -> bool {
+        if self.check == Check::Success {
+            return true;
+        }
+        if self.stamped {
+            let tail = self
+                .expected
+                .get_mut(self.expected_at..)
+                .unwrap_or_default();
+            let stamp = stamp_body(tail, number);
+            if self.check == Check::Upper {
+                if let Some(stamp) = tail.get_mut(..stamp) {
+                    stamp.make_ascii_uppercase();
+                }
+            }
+        }
+        answer == self.expected
+    }
+}
+
 /// One connection's loop: keep `window` calls in flight until `quota` calls were made or
 /// the deadline passed, then collect what is in flight.
-fn drive(
-    mut client: Client,
-    config: &BenchConfig,
-    quota: u64,
-    deadline: Option<Instant>,
-    ended: &AtomicU64,
-) -> Tally {
+fn drive(mut client: Client, config: &BenchConfig, plan: &Plan, ended: &AtomicU64) -> Tally {
     let mut tally = Tally::new();
     let window = config.window.max(1);
-    // Bodies differ only in their stamp: the tail is written once. A typed echo's
-    // request is the body behind its postcard length, its answer that behind `Ok` (`00`).
-    let typed = config.check == Check::TypedEcho;
-    let mut request = if typed {
-        postcard_len(config.size)
-    } else {
-        Vec::new()
-    };
-    let body_at = request.len();
-    request.resize(body_at + config.size, 0);
-    let body = request.get_mut(body_at..).unwrap_or_default();
-    fill_body(body, 0);
-    let mut expected = if typed {
-        let mut answer = vec![0u8];
-        answer.extend_from_slice(&request);
-        answer
-    } else {
-        request.clone()
-    };
-    let expected_at = expected.len() - config.size;
-    if config.check == Check::Upper {
-        expected.make_ascii_uppercase();
-    }
-    let target = if typed {
+    let mut bodies = Bodies::new(&config.body, config.check);
+    let target = if config.check == Check::TypedEcho {
         Target::Endpoint(TypedEcho::KEY)
     } else {
         Target::Method(&config.method)
@@ -397,13 +525,12 @@ fn drive(
     let mut made = 0u64;
     let mut broken = false;
     loop {
-        while !broken && in_flight.len() < window && made < quota {
+        while !broken && in_flight.len() < window && made < plan.quota {
             let at = Instant::now();
-            if deadline.is_some_and(|d| at >= d) {
+            if plan.deadline.is_some_and(|d| at >= d) {
                 break;
             }
-            stamp_body(request.get_mut(body_at..).unwrap_or_default(), made);
-            match client.submit(target, &request, config.timeout) {
+            match client.submit(target, bodies.request(made), config.timeout) {
                 Ok(id) => {
                     in_flight.insert(id, (at, made));
                     made = made.saturating_add(1);
@@ -432,21 +559,14 @@ fn drive(
         }
         match outcome {
             Ok(answer) => {
-                let tail = expected.get_mut(expected_at..).unwrap_or_default();
-                let stamp = stamp_body(tail, number);
-                if config.check == Check::Upper {
-                    if let Some(stamp) = tail.get_mut(..stamp) {
-                        stamp.make_ascii_uppercase();
-                    }
-                }
-                if config.check == Check::Success || answer == expected {
+                if bodies.is_right(&answer, number) {
                     tally.ok = tally.ok.saturating_add(1);
                 } else {
                     tally.mismatches = tally.mismatches.saturating_add(1);
                     tally.error(format!(
                         "call {number}: wrong answer ({} bytes, expected {})",
                         answer.len(),
-                        expected.len()
+                        bodies.expected.len()
                     ));
                 }
             }
@@ -514,7 +634,7 @@ fn stamp_body(body: &mut [u8], number: u64) -> usize {
     stamp
 }
 
-fn merge(tallies: Vec<Tally>, start: Instant, check: Check) -> Report {
+fn merge(tallies: Vec<Tally>, start: Instant, config: &BenchConfig) -> Report {
     let mut histogram = Histogram::<u64>::new_with_bounds(1, MAX_LATENCY_NS, 3).ok();
     let mut report = Report {
         calls: 0,
@@ -529,7 +649,7 @@ fn merge(tallies: Vec<Tally>, start: Instant, check: Check) -> Report {
         p999_us: 0.0,
         max_us: 0.0,
         mean_us: 0.0,
-        checked: check != Check::Success,
+        checked: config.check != Check::Success,
         first_error: None,
     };
     let mut last = start;
@@ -588,8 +708,37 @@ mod tests {
     }
 
     #[test]
+    fn a_fixed_body_is_sent_as_it_is_and_echo_answers_must_equal_it() {
+        let mut bodies = Bodies::new(&Body::Fixed(b"hello".to_vec()), Check::Echo);
+        assert_eq!(bodies.request(0), b"hello");
+        assert_eq!(bodies.request(7), b"hello");
+        assert!(bodies.is_right(b"hello", 7));
+        assert!(!bodies.is_right(b"HELLO", 7));
+        // Other methods: only success counts.
+        let body = Body::Fixed(b"5".to_vec());
+        let check = Check::for_method("sleep", &body);
+        assert_eq!(check, Check::Success);
+        assert!(Bodies::new(&body, check).is_right(b"anything", 0));
+        assert_eq!(Check::for_method("upper", &body), Check::Success);
+        assert_eq!(Check::for_method("upper", &Body::Counter(8)), Check::Upper);
+    }
+
+    #[test]
+    fn counter_bodies_are_checked_call_by_call() {
+        let mut bodies = Bodies::new(&Body::Counter(20), Check::Upper);
+        let request = bodies.request(0x2a).to_vec();
+        assert_eq!(request, b"000000000000002aqrst");
+        assert!(bodies.is_right(b"000000000000002AQRST", 0x2a));
+        assert!(!bodies.is_right(b"000000000000002AQRST", 0x2b));
+        let mut typed = Bodies::new(&Body::Counter(3), Check::TypedEcho);
+        assert_eq!(typed.request(1), b"\x03001");
+        assert!(typed.is_right(b"\x00\x03001", 1));
+    }
+
+    #[test]
     fn an_empty_run_reports_nothing() {
-        let report = merge(Vec::new(), Instant::now(), Check::Echo);
+        let config = BenchConfig::new(Endpoint::Tcp("127.0.0.1".into(), 1));
+        let report = merge(Vec::new(), Instant::now(), &config);
         assert_eq!(report.calls, 0);
         assert_eq!(report.calls_per_sec(), 0.0);
         assert!(report.is_clean());

@@ -1,41 +1,54 @@
-//! `wirecall bench`: the command line of the load generator in [`load`].
+//! `wirecall bench`: the command line of the load generator in [`load`]: flags, the body
+//! from the command line or a file, a progress bar on a terminal, the report (text or
+//! JSON) and the exit code. A failure before any report is one line on stderr ([`Failure`]).
 
 mod load;
 
-use std::io::{IsTerminal, Write};
+use std::io::{IsTerminal, Read, Write};
 use std::process::ExitCode;
 use std::time::Duration;
 
 use wirecall::config::{MAX_FRAME_LIMIT, MAX_IN_FLIGHT_LIMIT};
 use wirecall::{Endpoint, Error};
 
-use self::load::{BenchConfig, Check, Limit, run};
+use self::load::{BenchConfig, Body, Check, Limit, RunError, run};
+
+/// The largest body bench sends: the largest frame, less room for the rest of the request.
+const MAX_BODY: u32 = MAX_FRAME_LIMIT - 1024;
 
 /// The help text after `wirecall bench --help`'s options.
 pub(crate) const HELP: &str = "\
 Opens --connections clients, each keeping --window calls in flight (1: ping-pong), and
 calls METHOD until --requests calls are made or --duration seconds have passed (default:
-10 s). Connecting is not timed. Every answer is checked: for echo it must be the request
-body byte for byte, for upper the body upper-cased; a wrong answer counts as an error.
-Other methods are only checked for success.
+10 s). Connecting is not timed.
+
+The body is --size bytes carrying each call's number (default: 32), or --body: the
+text given, or with --body @FILE the file's bytes, the same in every call. Answers are
+checked: for echo each must be its request body byte for byte, for upper (with the
+default body) the body upper-cased; a wrong answer counts as an error. Other methods
+are only checked for success. `--method sleep --body 5` makes each call take 5 ms.
 
 Prints calls per second, errors, timeouts and the latency percentiles (p50, p90, p99,
 p99.9, max); with --json one JSON object on stdout instead, with the fields calls, ok,
 errors, mismatches, timeouts, elapsed_secs, calls_per_sec, p50_us, p90_us, p99_us,
-p999_us, max_us, mean_us (and the settings). A progress bar is drawn on stderr when it
-is a terminal.
+p999_us, max_us, mean_us, checked, first_error, and the settings (endpoint, method,
+size, body: counter or fixed, connections, window).
+
+A progress bar is drawn on stderr when it is a terminal.
 
 Exit codes:
   0  every call succeeded with the right answer
   1  some calls failed, timed out or got a wrong answer (the report says how many), or
-     another error
+     another error (such as a --body file that cannot be read)
   2  usage error
   8  could not connect
 
 Examples:
   wirecall bench unix:/tmp/wirecall.sock --requests 100000
   wirecall bench tcp:127.0.0.1:7000 --connections 4 --window 64 --duration 10
-  wirecall bench tcp:127.0.0.1:7000 --size 4096 --window 64 --requests 200 --json";
+  wirecall bench tcp:127.0.0.1:7000 --size 4096 --window 64 --requests 200 --json
+  wirecall bench tcp:127.0.0.1:7000 --method sleep --body 5 --window 64 --duration 2
+  wirecall bench unix:/tmp/wirecall.sock --body @request.bin";
 
 /// The command line of `wirecall bench`.
 #[derive(Debug, clap::Args)]
@@ -46,15 +59,18 @@ pub(crate) struct BenchArgs {
     /// The method to call
     #[arg(long, value_name = "NAME", default_value = "echo")]
     pub(crate) method: String,
-    /// Request body size in bytes
+    /// Request body size in bytes (a body carrying each call's number)
     #[arg(long, value_name = "BYTES", default_value_t = 32,
-          value_parser = clap::value_parser!(u32).range(0..=i64::from(MAX_FRAME_LIMIT) - 1024))]
+          value_parser = clap::value_parser!(u32).range(0..=i64::from(MAX_BODY)))]
     pub(crate) size: u32,
+    /// The request body of every call: TEXT, or @FILE for a file's bytes
+    #[arg(long, value_name = "TEXT|@FILE", conflicts_with = "size")]
+    pub(crate) body: Option<String>,
     /// Client connections (one thread each)
     #[arg(long, short = 'c', value_name = "C", default_value_t = 1,
           value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub(crate) connections: u32,
-    /// Calls in flight per connection (1: ping-pong)
+    /// Calls in flight per connection at most (1: ping-pong)
     #[arg(long, short = 'w', value_name = "W", default_value_t = 1,
           value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_IN_FLIGHT_LIMIT)))]
     pub(crate) window: u32,
@@ -83,14 +99,38 @@ fn parse_secs(text: &str) -> Result<Duration, String> {
     }
 }
 
+/// Why bench stopped before a report: one line, and the exit code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Failure {
+    message: String,
+    code: u8,
+}
+
+impl Failure {
+    /// Says it: `wirecall: <message>` on stderr.
+    fn report(&self) -> ExitCode {
+        eprintln!("wirecall: {}", self.message);
+        ExitCode::from(self.code)
+    }
+}
+
 impl BenchArgs {
     /// The run these arguments ask for.
-    #[must_use]
-    pub(crate) fn config(&self) -> BenchConfig {
+    ///
+    /// # Errors
+    ///
+    /// A `--body @FILE` that cannot be read, or is larger than bench sends.
+    fn config(&self) -> Result<BenchConfig, Failure> {
         let mut config = BenchConfig::new(self.endpoint.clone());
         config.method.clone_from(&self.method);
-        config.check = Check::for_method(&self.method);
-        config.size = self.size as usize;
+        config.body = match &self.body {
+            None => Body::Counter(self.size as usize),
+            Some(text) => match text.strip_prefix('@') {
+                Some(path) => Body::Fixed(read_body(path)?),
+                None => Body::Fixed(text.as_bytes().to_vec()),
+            },
+        };
+        config.check = Check::for_method(&self.method, &config.body);
         config.connections = self.connections as usize;
         config.window = self.window as usize;
         config.limit = match (self.requests, self.duration) {
@@ -99,15 +139,38 @@ impl BenchArgs {
             (None, None) => Limit::Duration(Duration::from_secs(10)),
         };
         config.timeout = (self.timeout > 0).then(|| Duration::from_millis(self.timeout));
-        config
+        Ok(config)
     }
+}
+
+/// The bytes of `--body @path`, up to [`MAX_BODY`].
+fn read_body(path: &str) -> Result<Vec<u8>, Failure> {
+    let failure = |message: String| Failure {
+        message,
+        code: crate::EXIT_FAILURE,
+    };
+    let file = std::fs::File::open(path)
+        .map_err(|e| failure(format!("cannot read the body from {path}: {e}")))?;
+    let mut body = Vec::new();
+    file.take(u64::from(MAX_BODY) + 1)
+        .read_to_end(&mut body)
+        .map_err(|e| failure(format!("cannot read the body from {path}: {e}")))?;
+    if body.len() > MAX_BODY as usize {
+        return Err(failure(format!(
+            "the body in {path} is over {MAX_BODY} bytes, the most bench sends"
+        )));
+    }
+    Ok(body)
 }
 
 /// `wirecall bench`: runs the load and prints the report; the exit code is described in
 /// [`HELP`].
 #[must_use]
 pub(crate) fn command(args: &BenchArgs) -> ExitCode {
-    let config = args.config();
+    let config = match args.config() {
+        Ok(config) => config,
+        Err(failure) => return failure.report(),
+    };
     let bar = progress_bar(&config);
     let tick = |n: u64| {
         if let Some(bar) = &bar {
@@ -120,24 +183,13 @@ pub(crate) fn command(args: &BenchArgs) -> ExitCode {
     }
     let report = match result {
         Ok(report) => report,
-        Err(e @ (Error::Connect { .. } | Error::Resolve { .. })) => {
-            eprintln!("wirecall: {e}");
-            return ExitCode::from(8);
-        }
-        Err(e) => {
-            eprintln!("wirecall: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(e) => return run_failure(&e).report(),
     };
     let mut out = std::io::stdout().lock();
     let written = if args.json {
         writeln!(out, "{}", report.to_json(&config))
     } else {
-        writeln!(
-            out,
-            "wirecall bench {}: {} with {}-byte bodies, {} connection(s) x window {}\n{report}",
-            config.endpoint, config.method, config.size, config.connections, config.window
-        )
+        writeln!(out, "{}\n{report}", heading(&config))
     };
     if let Err(e) = written.and_then(|()| out.flush()) {
         eprintln!("wirecall: cannot write the report: {e}");
@@ -155,6 +207,32 @@ pub(crate) fn command(args: &BenchArgs) -> ExitCode {
             );
         }
         ExitCode::FAILURE
+    }
+}
+
+/// The text report's first line: what was run.
+fn heading(config: &BenchConfig) -> String {
+    let body = match &config.body {
+        Body::Counter(size) => format!("{size}-byte bodies"),
+        Body::Fixed(bytes) => format!("a {}-byte body (--body)", bytes.len()),
+    };
+    format!(
+        "wirecall bench {}: {} with {body}, {} connection(s) x window {}",
+        config.endpoint, config.method, config.connections, config.window
+    )
+}
+
+/// The line and exit code of a run that stopped before its report.
+fn run_failure(e: &RunError) -> Failure {
+    match e {
+        RunError::Client(e @ (Error::Connect { .. } | Error::Resolve { .. })) => Failure {
+            message: e.to_string(),
+            code: crate::EXIT_CONNECT,
+        },
+        RunError::Client(e) => Failure {
+            message: e.to_string(),
+            code: crate::EXIT_FAILURE,
+        },
     }
 }
 
@@ -176,4 +254,42 @@ fn progress_bar(config: &BenchConfig) -> Option<indicatif::ProgressBar> {
     }
     bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
     Some(bar)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: BenchArgs,
+    }
+
+    fn parse(args: &[&str]) -> Result<BenchArgs, clap::Error> {
+        let mut all = vec!["bench", "tcp:127.0.0.1:7000"];
+        all.extend_from_slice(args);
+        Cli::try_parse_from(all).map(|cli| cli.args)
+    }
+
+    #[test]
+    fn a_body_is_text_or_a_file_and_conflicts_with_size() {
+        let config = parse(&["--body", "5", "--method", "sleep"])
+            .unwrap()
+            .config()
+            .unwrap();
+        assert_eq!(config.body, Body::Fixed(b"5".to_vec()));
+        assert_eq!(config.check, Check::Success);
+        assert!(parse(&["--body", "x", "--size", "8"]).is_err());
+        let failure = parse(&["--body", "@/no/such/file"])
+            .unwrap()
+            .config()
+            .unwrap_err();
+        assert_eq!(failure.code, crate::EXIT_FAILURE);
+        assert!(failure.message.contains("/no/such/file"), "{failure:?}");
+        let default = parse(&[]).unwrap().config().unwrap();
+        assert_eq!(default.body, Body::Counter(32));
+        assert_eq!(default.check, Check::Echo);
+    }
 }
