@@ -471,19 +471,25 @@ fn call_failed(e: &CallError, args: &CallArgs, body_len: usize) -> ExitCode {
     let message = match e.kind() {
         CallErrorKind::TimedOut => format!("timed out after {} ms", args.timeout),
         CallErrorKind::NotSent(wirecall::core::client::SendError::TooLarge { len, limit }) => {
-            let what = if args.endpoint.is_datagram() {
-                "one datagram"
-            } else {
-                "the frame limit"
-            };
-            format!(
-                "not sent: the request is {len} bytes encoded, over {what} of {limit} bytes \
-                 ({body_len} of them the body)"
-            )
+            too_large(&args.endpoint, *len, *limit, body_len)
         }
         _ => e.to_string(),
     };
     fail(format!("{message} [{}]", e.execution()), exit_code(e))
+}
+
+/// Why a request of `len` bytes encoded (`body_len` of them the body) was not sent: over
+/// `limit`, one datagram's or the frame limit.
+fn too_large(endpoint: &Endpoint, len: usize, limit: usize, body_len: usize) -> String {
+    let what = if endpoint.is_datagram() {
+        "one datagram"
+    } else {
+        "the frame limit"
+    };
+    format!(
+        "not sent: the request is {len} bytes encoded, over {what} of {limit} bytes \
+         ({body_len} of them the body)"
+    )
 }
 
 /// The exit code for a failed call (see `CALL_HELP`).

@@ -1,5 +1,6 @@
 //! End-to-end: `wirecall bench` against a real `wirecall serve` over every transport,
-//! with its default bodies and bodies given on the command line or in a file. Behaviour only (counts,
+//! with its default bodies and bodies given on the command line or in a file, and
+//! requests too large for one datagram refused before any load. Behaviour only (counts,
 //! fields, exit codes, JSON shape), never timing; every load is bounded by a count or a
 //! duration.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -8,7 +9,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use serde_json::Value;
-use wirecall_tests::{Output, ServerProcess, run};
+use wirecall_tests::{Output, ServerProcess, parse_stats, run};
 
 const TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -205,4 +206,97 @@ fn a_body_from_the_command_line_or_a_file_is_sent_and_echo_answers_checked() {
     )
     .unwrap();
     assert_eq!(out.code, Some(2), "{}", out.stderr);
+}
+
+#[test]
+fn a_body_over_one_datagram_is_refused_before_any_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let dgram = format!("unix-dgram:{}", dir.path().join("d.sock").display());
+    let server = ServerProcess::start(
+        bin(),
+        &[
+            "--listen",
+            "udp:127.0.0.1:0",
+            "--listen",
+            &dgram,
+            "--listen",
+            "tcp:127.0.0.1:0",
+        ],
+        &[],
+    )
+    .unwrap();
+    let udp = server.endpoint("udp").unwrap();
+    let out = run(
+        bin(),
+        &["bench", udp, "--size", "2000", "-n", "10"],
+        b"",
+        TIMEOUT,
+    )
+    .unwrap();
+    assert_eq!(out.code, Some(4), "{}", out.stderr);
+    assert!(out.stdout.is_empty());
+    assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("one datagram of 1232 bytes"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("2000 of them the body"),
+        "{}",
+        out.stderr
+    );
+    // A duration does not start the load either.
+    let out = run(
+        bin(),
+        &["bench", udp, "--size", "2000", "--duration", "5"],
+        b"",
+        TIMEOUT,
+    )
+    .unwrap();
+    assert_eq!(out.code, Some(4), "{}", out.stderr);
+    // Unix datagram sockets take 64 KiB.
+    let unix = server.endpoint("unix-dgram").unwrap();
+    let out = run(
+        bin(),
+        &["bench", unix, "--size", "70000", "-n", "10"],
+        b"",
+        TIMEOUT,
+    )
+    .unwrap();
+    assert_eq!(out.code, Some(4), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("one datagram of 65536 bytes"),
+        "{}",
+        out.stderr
+    );
+    // Nothing reached the server.
+    let tcp = server.endpoint("tcp").unwrap();
+    let stats = run(
+        bin(),
+        &["call", tcp, "stats", "datagrams.received"],
+        b"",
+        TIMEOUT,
+    )
+    .unwrap();
+    assert_eq!(stats.code, Some(0), "{}", stats.stderr);
+    let stats = parse_stats(&stats.stdout_text());
+    assert_eq!(stats.get("datagrams.received"), Some(&0), "{stats:?}");
+    // A body that fits: the same size is fine once both sides take larger datagrams.
+    let big = ServerProcess::start(
+        bin(),
+        &["--listen", "udp:127.0.0.1:0", "--max-datagram", "4096"],
+        &[],
+    )
+    .unwrap();
+    let args = [
+        big.endpoints[0].as_str(),
+        "--size",
+        "2000",
+        "--max-datagram",
+        "4096",
+    ];
+    let (out, json) = bench(&[args.as_slice(), &["-n", "20", "--json"]].concat());
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert_eq!(count(&json, "ok"), 20, "{json}");
 }

@@ -15,7 +15,9 @@
 //!
 //! Connecting is not timed: every connection is made first, then the clock starts. The run
 //! ends after a number of calls (split evenly over the connections) or after a duration (no
-//! new calls after it; the ones in flight are still collected and counted).
+//! new calls after it; the ones in flight are still collected and counted). A request too
+//! large to be sent at all (over one datagram, or the frame limit) stops the run before
+//! anything is sent: every call has the same size, so the first one tells.
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -26,6 +28,7 @@ use hdrhistogram::Histogram;
 use wirecall::builtins::TypedEcho;
 use wirecall::config::{ClientConfig, MAX_DATAGRAM_LIMIT, MAX_FRAME_LIMIT, MAX_IN_FLIGHT_LIMIT};
 use wirecall::core::RequestId;
+use wirecall::core::client::SendError;
 use wirecall::core::wire::Target;
 use wirecall::id_hasher::IdMap;
 use wirecall::typed::Endpoint as _;
@@ -125,6 +128,9 @@ pub(crate) struct BenchConfig {
     pub(crate) limit: Limit,
     /// Each call's timeout (`None`: none). Default: 5 s.
     pub(crate) timeout: Option<Duration>,
+    /// The largest datagram a client sends on a datagram endpoint (`None`: the client's
+    /// default, 1232 bytes on `udp:`, 65,536 on `unix-dgram:`). Default: `None`.
+    pub(crate) max_datagram: Option<usize>,
     /// How answers are checked. Default: from the method ([`Check::for_method`]).
     pub(crate) check: Check,
 }
@@ -141,12 +147,13 @@ impl BenchConfig {
             window: 1,
             limit: Limit::Duration(Duration::from_secs(10)),
             timeout: Some(Duration::from_secs(5)),
+            max_datagram: None,
             check: Check::Echo,
         }
     }
 
-    /// The client configuration for this load: a call table of at least `window` slots and
-    /// frames that hold the body.
+    /// The client configuration for this load: a call table of at least `window` slots,
+    /// frames that hold the body, and the datagram size asked for.
     fn client_config(&self) -> ClientConfig {
         let mut config = ClientConfig::default();
         let window = u32::try_from(self.window).unwrap_or(u32::MAX);
@@ -162,15 +169,14 @@ impl BenchConfig {
             .max_frame_len
             .max(frame)
             .min(MAX_FRAME_LIMIT);
-        // Datagram endpoints: requests of this size must fit one datagram (the server's
-        // own limit still applies: `wirecall serve --max-datagram` on udp).
-        let datagram = self
-            .body
-            .len()
-            .saturating_add(FRAME_OVERHEAD)
-            .min(MAX_DATAGRAM_LIMIT);
-        config.datagram.max_datagram = config.datagram.max_datagram.max(datagram);
-        config.unix_max_datagram = config.unix_max_datagram.max(datagram);
+        // Datagram endpoints: a request must fit one datagram of the size the server takes,
+        // so the client's defaults stay unless asked otherwise; a larger request is refused
+        // at its first call.
+        if let Some(datagram) = self.max_datagram {
+            let datagram = datagram.min(MAX_DATAGRAM_LIMIT);
+            config.datagram.max_datagram = datagram;
+            config.unix_max_datagram = datagram;
+        }
         config
     }
 }
@@ -182,6 +188,14 @@ pub(crate) enum RunError {
     /// A client could not connect (or its endpoint is not supported), or a thread could not
     /// start.
     Client(Error),
+    /// The request does not fit one datagram, or the frame limit: nothing was sent.
+    TooLarge {
+        /// The request's encoded size in bytes (the whole datagram on a datagram
+        /// endpoint, the frame body on a stream).
+        len: usize,
+        /// The most that may be sent, counted the same way.
+        limit: usize,
+    },
 }
 
 impl From<Error> for RunError {
@@ -312,7 +326,8 @@ impl fmt::Display for Report {
 /// # Errors
 ///
 /// Only what stops the run before any call: a client that cannot connect (or an endpoint
-/// the client does not support), or a thread that cannot start. Failed calls are counted in the [`Report`], not returned.
+/// the client does not support), a thread that cannot start, or a request too large to
+/// send. Failed calls are counted in the [`Report`], not returned.
 pub(crate) fn run(
     config: &BenchConfig,
     progress: Option<&dyn Fn(u64)>,
@@ -372,6 +387,9 @@ pub(crate) fn run(
         }
         Ok::<_, Error>(tallies)
     })?;
+    if let Some((len, limit)) = tallies.iter().find_map(|t| t.too_large) {
+        return Err(RunError::TooLarge { len, limit });
+    }
     Ok(merge(tallies, start, config))
 }
 
@@ -389,6 +407,8 @@ struct Tally {
     errors: u64,
     mismatches: u64,
     timeouts: u64,
+    /// The request was too large to send: its size and the limit.
+    too_large: Option<(usize, usize)>,
     /// When its last outcome came.
     last: Option<Instant>,
     histogram: Option<Histogram<u64>>,
@@ -402,6 +422,7 @@ impl Tally {
             errors: 0,
             mismatches: 0,
             timeouts: 0,
+            too_large: None,
             last: None,
             histogram: Histogram::new_with_bounds(1, MAX_LATENCY_NS, 3).ok(),
             first_error: None,
@@ -536,6 +557,10 @@ fn drive(mut client: Client, config: &BenchConfig, plan: &Plan, ended: &AtomicU6
                     made = made.saturating_add(1);
                 }
                 Err(e) => {
+                    if let CallErrorKind::NotSent(SendError::TooLarge { len, limit }) = e.kind() {
+                        // Every call is this size: none can be sent.
+                        tally.too_large = Some((*len, *limit));
+                    }
                     // Not sent: the connection is closed or the call cannot be made at all.
                     tally.error(format!("{}: {e}", config.endpoint));
                     ended.fetch_add(1, Ordering::Relaxed);

@@ -1,6 +1,7 @@
 //! `wirecall bench`: the command line of the load generator in [`load`]: flags, the body
 //! from the command line or a file, a progress bar on a terminal, the report (text or
-//! JSON) and the exit code. A failure before any report is one line on stderr ([`Failure`]).
+//! JSON) and the exit code. A failure before any report is one line on stderr
+//! ([`Failure`]).
 
 mod load;
 
@@ -8,7 +9,8 @@ use std::io::{IsTerminal, Read, Write};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use wirecall::config::{MAX_FRAME_LIMIT, MAX_IN_FLIGHT_LIMIT};
+use wirecall::config::{MAX_DATAGRAM_LIMIT, MAX_FRAME_LIMIT, MAX_IN_FLIGHT_LIMIT};
+use wirecall::core::datagram::MIN_DATAGRAM;
 use wirecall::{Endpoint, Error};
 
 use self::load::{BenchConfig, Body, Check, Limit, RunError, run};
@@ -28,6 +30,10 @@ checked: for echo each must be its request body byte for byte, for upper (with t
 default body) the body upper-cased; a wrong answer counts as an error. Other methods
 are only checked for success. `--method sleep --body 5` makes each call take 5 ms.
 
+Over unix-dgram: and udp: each request must fit one datagram (--max-datagram; by
+default 1232 bytes on udp:, 65536 on unix-dgram:, the server's defaults): a larger
+one is refused before anything is sent, with its size and the limit (exit 4).
+
 Prints calls per second, errors, timeouts and the latency percentiles (p50, p90, p99,
 p99.9, max); with --json one JSON object on stdout instead, with the fields calls, ok,
 errors, mismatches, timeouts, elapsed_secs, calls_per_sec, p50_us, p90_us, p99_us,
@@ -41,6 +47,7 @@ Exit codes:
   1  some calls failed, timed out or got a wrong answer (the report says how many), or
      another error (such as a --body file that cannot be read)
   2  usage error
+  4  the request does not fit one datagram (or the frame limit): nothing was sent
   8  could not connect
 
 Examples:
@@ -48,7 +55,7 @@ Examples:
   wirecall bench tcp:127.0.0.1:7000 --connections 4 --window 64 --duration 10
   wirecall bench tcp:127.0.0.1:7000 --size 4096 --window 64 --requests 200 --json
   wirecall bench tcp:127.0.0.1:7000 --method sleep --body 5 --window 64 --duration 2
-  wirecall bench unix:/tmp/wirecall.sock --body @request.bin";
+  wirecall bench udp:127.0.0.1:7000 --body @request.bin";
 
 /// The command line of `wirecall bench`.
 #[derive(Debug, clap::Args)]
@@ -84,6 +91,11 @@ pub(crate) struct BenchArgs {
     /// Milliseconds each call may take before it counts as timed out (0: no timeout)
     #[arg(long, value_name = "MS", default_value_t = 5000)]
     pub(crate) timeout: u64,
+    /// Largest datagram sent on unix-dgram: and udp: (default: 1232 on udp:, 65536 on
+    /// unix-dgram:; 104 to 16777216)
+    #[arg(long, value_name = "BYTES",
+          value_parser = crate::usize_in(MIN_DATAGRAM, MAX_DATAGRAM_LIMIT))]
+    pub(crate) max_datagram: Option<usize>,
     /// Print one JSON object instead of the text report
     #[arg(long)]
     pub(crate) json: bool,
@@ -139,6 +151,7 @@ impl BenchArgs {
             (None, None) => Limit::Duration(Duration::from_secs(10)),
         };
         config.timeout = (self.timeout > 0).then(|| Duration::from_millis(self.timeout));
+        config.max_datagram = self.max_datagram;
         Ok(config)
     }
 }
@@ -183,7 +196,7 @@ pub(crate) fn command(args: &BenchArgs) -> ExitCode {
     }
     let report = match result {
         Ok(report) => report,
-        Err(e) => return run_failure(&e).report(),
+        Err(e) => return run_failure(&e, &config).report(),
     };
     let mut out = std::io::stdout().lock();
     let written = if args.json {
@@ -223,11 +236,18 @@ fn heading(config: &BenchConfig) -> String {
 }
 
 /// The line and exit code of a run that stopped before its report.
-fn run_failure(e: &RunError) -> Failure {
+fn run_failure(e: &RunError, config: &BenchConfig) -> Failure {
     match e {
         RunError::Client(e @ (Error::Connect { .. } | Error::Resolve { .. })) => Failure {
             message: e.to_string(),
             code: crate::EXIT_CONNECT,
+        },
+        RunError::TooLarge { len, limit } => Failure {
+            message: format!(
+                "{} [not executed]",
+                crate::too_large(&config.endpoint, *len, *limit, config.body.len())
+            ),
+            code: crate::EXIT_REJECTED,
         },
         RunError::Client(e) => Failure {
             message: e.to_string(),
