@@ -1,8 +1,8 @@
 //! End-to-end: `wirecall bench` against a real `wirecall serve` over every transport,
-//! with its default bodies and bodies given on the command line or in a file, and
-//! requests too large for one datagram refused before any load. Behaviour only (counts,
-//! fields, exit codes, JSON shape), never timing; every load is bounded by a count or a
-//! duration.
+//! with its default bodies and bodies given on the command line or in a file, requests
+//! too large for one datagram refused before any load, and failures before a report as
+//! JSON. Behaviour only (counts, fields, exit codes, JSON shape), never timing; every
+//! load is bounded by a count or a duration.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::Path;
@@ -124,12 +124,20 @@ fn failed_calls_are_counted_and_exit_non_zero() {
 }
 
 #[test]
-fn no_server_is_a_connect_error() {
+fn no_server_is_a_connect_error_and_json_says_so_on_stdout() {
     let dir = tempfile::tempdir().unwrap();
     let unix = format!("unix:{}", dir.path().join("none.sock").display());
     let out = run(bin(), &["bench", &unix, "--requests", "1"], b"", TIMEOUT).unwrap();
     assert_eq!(out.code, Some(8), "{}", out.stderr);
     assert!(out.stdout.is_empty());
+    assert!(out.stderr.contains("cannot connect"), "{}", out.stderr);
+    // With --json: one JSON object on stdout, the same exit code.
+    let (out, json) = bench(&[&unix, "--requests", "1", "--json"]);
+    assert_eq!(out.code, Some(8), "{}", out.stderr);
+    assert_eq!(count(&json, "exit_code"), 8, "{json}");
+    assert_eq!(json["execution"], "not executed", "{json}");
+    let error = json["error"].as_str().unwrap();
+    assert!(error.contains("cannot connect"), "{json}");
     assert!(out.stderr.contains("cannot connect"), "{}", out.stderr);
 }
 
@@ -197,6 +205,14 @@ fn a_body_from_the_command_line_or_a_file_is_sent_and_echo_answers_checked() {
     assert!(out.stdout.is_empty());
     assert!(out.stderr.contains("none.bin"), "{}", out.stderr);
     assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
+    // With --json, the same as one JSON object on stdout.
+    let (out, json) = bench(&[ep, "--body", &missing, "-n", "1", "--json"]);
+    assert_eq!(out.code, Some(1), "{}", out.stderr);
+    assert_eq!(count(&json, "exit_code"), 1, "{json}");
+    assert!(
+        json["error"].as_str().unwrap().contains("none.bin"),
+        "{json}"
+    );
     // --body and --size do not go together: a usage error.
     let out = run(
         bin(),
@@ -255,6 +271,12 @@ fn a_body_over_one_datagram_is_refused_before_any_load() {
     )
     .unwrap();
     assert_eq!(out.code, Some(4), "{}", out.stderr);
+    let (out, json) = bench(&[udp, "--size", "2000", "-n", "10", "--json"]);
+    assert_eq!(out.code, Some(4), "{}", out.stderr);
+    assert_eq!(count(&json, "exit_code"), 4, "{json}");
+    assert_eq!(json["execution"], "not executed", "{json}");
+    let error = json["error"].as_str().unwrap();
+    assert!(error.contains("1232") && error.contains("2000"), "{json}");
     // Unix datagram sockets take 64 KiB.
     let unix = server.endpoint("unix-dgram").unwrap();
     let out = run(

@@ -1,7 +1,7 @@
 //! `wirecall bench`: the command line of the load generator in [`load`]: flags, the body
 //! from the command line or a file, a progress bar on a terminal, the report (text or
-//! JSON) and the exit code. A failure before any report is one line on stderr
-//! ([`Failure`]).
+//! JSON) and the exit code. A failure before any report is one line on stderr and, with
+//! `--json`, one JSON object on stdout ([`Failure`]).
 
 mod load;
 
@@ -10,6 +10,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use wirecall::config::{MAX_DATAGRAM_LIMIT, MAX_FRAME_LIMIT, MAX_IN_FLIGHT_LIMIT};
+use wirecall::core::client::Execution;
 use wirecall::core::datagram::MIN_DATAGRAM;
 use wirecall::{Endpoint, Error};
 
@@ -39,6 +40,12 @@ p99.9, max); with --json one JSON object on stdout instead, with the fields call
 errors, mismatches, timeouts, elapsed_secs, calls_per_sec, p50_us, p90_us, p99_us,
 p999_us, max_us, mean_us, checked, first_error, and the settings (endpoint, method,
 size, body: counter or fixed, connections, window).
+
+When bench fails before a report (cannot connect, a body it cannot read or send), with
+--json it prints one JSON object on stdout instead: {\"error\": the message,
+\"exit_code\": the exit code, \"execution\": \"not executed\"} (nothing ran). The exit
+code is the same as without --json, and the message goes to stderr too. Usage errors
+(exit 2) are clap's text.
 
 A progress bar is drawn on stderr when it is a terminal.
 
@@ -96,7 +103,7 @@ pub(crate) struct BenchArgs {
     #[arg(long, value_name = "BYTES",
           value_parser = crate::usize_in(MIN_DATAGRAM, MAX_DATAGRAM_LIMIT))]
     pub(crate) max_datagram: Option<usize>,
-    /// Print one JSON object instead of the text report
+    /// Print one JSON object instead of the text report (and errors as JSON)
     #[arg(long)]
     pub(crate) json: bool,
 }
@@ -119,9 +126,20 @@ struct Failure {
 }
 
 impl Failure {
-    /// Says it: `wirecall: <message>` on stderr.
-    fn report(&self) -> ExitCode {
+    /// Says it: `wirecall: <message>` on stderr, and with `json` one JSON object on stdout
+    /// (`error`, `exit_code`, `execution`: nothing ran, whatever the failure).
+    fn report(&self, json: bool) -> ExitCode {
         eprintln!("wirecall: {}", self.message);
+        if json {
+            let object = serde_json::json!({
+                "error": self.message,
+                "exit_code": self.code,
+                "execution": Execution::NotExecuted.to_string(),
+            });
+            let mut out = std::io::stdout().lock();
+            // Best effort: the exit code says it too.
+            let _ = writeln!(out, "{object}").and_then(|()| out.flush());
+        }
         ExitCode::from(self.code)
     }
 }
@@ -182,7 +200,7 @@ fn read_body(path: &str) -> Result<Vec<u8>, Failure> {
 pub(crate) fn command(args: &BenchArgs) -> ExitCode {
     let config = match args.config() {
         Ok(config) => config,
-        Err(failure) => return failure.report(),
+        Err(failure) => return failure.report(args.json),
     };
     let bar = progress_bar(&config);
     let tick = |n: u64| {
@@ -196,7 +214,7 @@ pub(crate) fn command(args: &BenchArgs) -> ExitCode {
     }
     let report = match result {
         Ok(report) => report,
-        Err(e) => return run_failure(&e, &config).report(),
+        Err(e) => return run_failure(&e, &config).report(args.json),
     };
     let mut out = std::io::stdout().lock();
     let written = if args.json {
