@@ -1,8 +1,8 @@
-//! End-to-end: `wirecall bench` against a real `wirecall serve` over every transport,
-//! with its default bodies and bodies given on the command line or in a file, requests
-//! too large for one datagram refused before any load, and failures before a report as
-//! JSON. Behaviour only (counts, fields, exit codes, JSON shape), never timing; every
-//! load is bounded by a count or a duration.
+//! End-to-end: `wirecall bench` against a real `wirecall serve` over every transport:
+//! the closed and the open loop, its default bodies and bodies given on the command line
+//! or in a file, requests too large for one datagram refused before any load, and
+//! failures before a report as JSON. Behaviour only (counts, fields, exit codes, JSON
+//! shape), never timing; every load is bounded by a count or a duration.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::Path;
@@ -321,4 +321,73 @@ fn a_body_over_one_datagram_is_refused_before_any_load() {
     let (out, json) = bench(&[args.as_slice(), &["-n", "20", "--json"]].concat());
     assert_eq!(out.code, Some(0), "{}", out.stderr);
     assert_eq!(count(&json, "ok"), 20, "{json}");
+}
+
+#[test]
+fn an_open_loop_reports_latency_from_the_intended_send_times() {
+    let server = ServerProcess::start(bin(), &["--listen", "tcp:127.0.0.1:0"], &[]).unwrap();
+    let ep = server.endpoints[0].as_str();
+    for window in ["1", "64"] {
+        let args = [
+            ep,
+            "--method",
+            "sleep",
+            "--body",
+            "5",
+            "--rate",
+            "2000",
+            "--duration",
+            "2",
+            "-w",
+            window,
+            "--json",
+        ];
+        let (out, json) = bench(&args);
+        assert_eq!(out.code, Some(0), "{args:?}: {}", out.stderr);
+        assert_eq!(json["mode"], "open-loop", "{json}");
+        assert_eq!(count(&json, "target_rate"), 2000, "{json}");
+        assert_eq!(
+            json["latency_from_intended_send"],
+            Value::Bool(true),
+            "{json}"
+        );
+        assert!(json["achieved_rate"].as_f64().unwrap() > 0.0, "{json}");
+        assert!(count(&json, "calls") > 0, "{json}");
+        assert_eq!(count(&json, "errors"), 0, "{json}");
+        assert_eq!(count(&json, "timeouts"), 0, "{json}");
+        // Calls due that a full window held back (how many depends on the machine).
+        count(&json, "unsent");
+        for field in ["p50_us", "p90_us", "p99_us", "p999_us", "max_us"] {
+            assert!(json[field].as_f64().unwrap() > 0.0, "{field}: {json}");
+        }
+    }
+    // Bounded by a count, every call is sent in the end, over several connections.
+    let (out, json) = bench(&[
+        ep, "--rate", "1000", "-n", "200", "-c", "2", "-w", "4", "--json",
+    ]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert_eq!(count(&json, "ok"), 200, "{json}");
+    assert_eq!(count(&json, "unsent"), 0, "{json}");
+    assert_eq!(json["checked"], Value::Bool(true), "{json}");
+    // The text report says so too.
+    let out = run(
+        bin(),
+        &["bench", ep, "--rate", "1000", "-n", "50"],
+        b"",
+        TIMEOUT,
+    )
+    .unwrap();
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let text = out.stdout_text();
+    assert!(text.contains("intended send time"), "{text}");
+    assert!(text.contains("target 1000 calls/s"), "{text}");
+    // Without --rate: the closed loop, as before.
+    let (_, json) = bench(&[ep, "-n", "10", "--json"]);
+    assert_eq!(json["mode"], "closed-loop", "{json}");
+    assert_eq!(json["target_rate"], Value::Null, "{json}");
+    assert_eq!(
+        json["latency_from_intended_send"],
+        Value::Bool(false),
+        "{json}"
+    );
 }

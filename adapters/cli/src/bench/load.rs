@@ -1,9 +1,20 @@
 //! The load generator of `wirecall bench`, over the library's [`Client`].
 //!
-//! [`run`] opens `connections` clients, each on its own thread, and keeps `window` calls in
-//! flight on each with [`Client::submit`] and [`Client::wait_any`] (window 1 is plain
-//! ping-pong). Latency runs from just before `submit` to the moment `wait_any` hands the
-//! outcome back.
+//! [`run`] opens `connections` clients, each on its own thread, and calls on each with
+//! [`Client::submit`] and [`Client::wait_any`], keeping at most `window` calls in flight
+//! per connection. Two ways to pace the calls:
+//!
+//! - **Closed loop** (the default): each connection keeps its window full, sending a new
+//!   call as soon as one ends (window 1 is plain ping-pong). Latency runs from just before
+//!   `submit` to the moment the outcome is handed back.
+//! - **Open loop** (`rate`): calls are due at fixed times, `rate` per second over all
+//!   connections, spread evenly (call `k` of connection `i` of `C` is due at
+//!   `(i + k·C) / rate` seconds), as wrk2 does. Latency runs from the time a call was
+//!   *due*, not from when it was sent, so a server that stalls shows in the percentiles
+//!   instead of slowing the load down (no coordinated omission). The window still bounds
+//!   the calls in flight: while it is full, calls fall behind their times, and the delay
+//!   counts in their latency. Between sends a connection collects answers with
+//!   [`Client::wait_any_timeout`] until the next call is due.
 //!
 //! Answers are checked where they are known: for `echo` an answer must be the request
 //! body byte for byte, for `upper` the body upper-cased; a wrong answer counts as an
@@ -39,6 +50,7 @@ use wirecall::{CallErrorKind, Client, Endpoint, Error};
 const MAX_LATENCY_NS: u64 = 3_600_000_000_000;
 /// Room in a frame for everything but the body (id, method name, budget, prefix).
 const FRAME_OVERHEAD: usize = 1024;
+const NANOS_PER_SEC: u128 = 1_000_000_000;
 
 /// When a run stops.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -124,6 +136,9 @@ pub(crate) struct BenchConfig {
     pub(crate) connections: usize,
     /// Calls in flight per connection at most (1: ping-pong). Default: 1.
     pub(crate) window: usize,
+    /// Calls per second over all connections, due at fixed times (open loop); `None`:
+    /// as fast as answers come (closed loop). Default: `None`.
+    pub(crate) rate: Option<u64>,
     /// When to stop. Default: 10 s.
     pub(crate) limit: Limit,
     /// Each call's timeout (`None`: none). Default: 5 s.
@@ -145,6 +160,7 @@ impl BenchConfig {
             body: Body::Counter(32),
             connections: 1,
             window: 1,
+            rate: None,
             limit: Limit::Duration(Duration::from_secs(10)),
             timeout: Some(Duration::from_secs(5)),
             max_datagram: None,
@@ -218,6 +234,9 @@ pub(crate) struct Report {
     pub(crate) mismatches: u64,
     /// Calls that timed out.
     pub(crate) timeouts: u64,
+    /// Open loop: calls that were due before the run ended but never sent (the window was
+    /// full, or the connection broke). Always 0 in a closed loop.
+    pub(crate) unsent: u64,
     /// From the first call to the last outcome.
     pub(crate) elapsed: Duration,
     /// Median latency.
@@ -232,6 +251,9 @@ pub(crate) struct Report {
     pub(crate) max_us: f64,
     /// Mean latency.
     pub(crate) mean_us: f64,
+    /// The open loop's calls per second (`None`: closed loop). Latency then runs from each
+    /// call's due time.
+    pub(crate) target_rate: Option<u64>,
     /// Whether answers were checked byte for byte (not [`Check::Success`]).
     pub(crate) checked: bool,
     /// The first failure, for the report.
@@ -239,7 +261,7 @@ pub(crate) struct Report {
 }
 
 impl Report {
-    /// Calls per second over the run.
+    /// Calls per second over the run (in an open loop, the rate achieved).
     #[must_use]
     pub(crate) fn calls_per_sec(&self) -> f64 {
         let secs = self.elapsed.as_secs_f64();
@@ -267,11 +289,16 @@ impl Report {
             "body": config.body.kind(),
             "connections": config.connections,
             "window": config.window,
+            "mode": if self.target_rate.is_some() { "open-loop" } else { "closed-loop" },
+            "target_rate": self.target_rate,
+            "achieved_rate": self.calls_per_sec(),
+            "latency_from_intended_send": self.target_rate.is_some(),
             "calls": self.calls,
             "ok": self.ok,
             "errors": self.errors,
             "mismatches": self.mismatches,
             "timeouts": self.timeouts,
+            "unsent": self.unsent,
             "elapsed_secs": self.elapsed.as_secs_f64(),
             "calls_per_sec": self.calls_per_sec(),
             "p50_us": self.p50_us,
@@ -295,6 +322,14 @@ impl fmt::Display for Report {
             self.elapsed.as_secs_f64(),
             self.calls_per_sec()
         )?;
+        if let Some(rate) = self.target_rate {
+            writeln!(
+                f,
+                "rate      target {rate} calls/s, achieved {:.0} calls/s; {} due but not sent",
+                self.calls_per_sec(),
+                self.unsent
+            )?;
+        }
         writeln!(
             f,
             "errors    {} (wrong answers {}), timeouts {}{}",
@@ -312,6 +347,12 @@ impl fmt::Display for Report {
             "latency   p50 {:.1} µs, p90 {:.1} µs, p99 {:.1} µs, p99.9 {:.1} µs, max {:.1} µs",
             self.p50_us, self.p90_us, self.p99_us, self.p999_us, self.max_us
         )?;
+        if self.target_rate.is_some() {
+            write!(
+                f,
+                "\n          (from each call's intended send time, not when it was sent)"
+            )?;
+        }
         if let Some(e) = &self.first_error {
             write!(f, "\nfirst     {e}")?;
         }
@@ -352,6 +393,12 @@ pub(crate) fn run(
                 Limit::Duration(_) => u64::MAX,
             },
             deadline,
+            schedule: config.rate.map(|rate| Schedule {
+                start,
+                rate: rate.max(1),
+                first: i,
+                step: c,
+            }),
         }
     });
     let tallies = std::thread::scope(|scope| {
@@ -399,6 +446,47 @@ struct Plan {
     quota: u64,
     /// No new calls from then on.
     deadline: Option<Instant>,
+    /// When each call is due (open loop); `None`: at once (closed loop).
+    schedule: Option<Schedule>,
+}
+
+/// The due times of one connection's calls in an open loop: call `k` is due at
+/// `start + (first + k·step) / rate` seconds, so `step` connections starting at
+/// `first = 0, 1, ..` share the rate evenly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Schedule {
+    start: Instant,
+    rate: u64,
+    first: u64,
+    step: u64,
+}
+
+impl Schedule {
+    /// When call `k` is due (`None`: beyond what a clock holds, never).
+    fn due(&self, k: u64) -> Option<Instant> {
+        let slot = u128::from(k)
+            .saturating_mul(u128::from(self.step))
+            .saturating_add(u128::from(self.first));
+        let ns = slot.saturating_mul(NANOS_PER_SEC) / u128::from(self.rate.max(1));
+        self.start
+            .checked_add(Duration::from_nanos(u64::try_from(ns).ok()?))
+    }
+
+    /// How many calls, counting from call `from`, are due before `until`, at most `most`.
+    fn due_before(&self, from: u64, until: Instant, most: u64) -> u64 {
+        let due_in_time = |k: u64| self.due(k).is_some_and(|at| at < until);
+        // Due times only grow: the answer is the largest `n` whose last call is in time.
+        let (mut lo, mut hi) = (0u64, most);
+        while lo < hi {
+            let mid = lo + (hi - lo).div_ceil(2);
+            if due_in_time(from.saturating_add(mid - 1)) {
+                lo = mid;
+            } else {
+                hi = mid - 1;
+            }
+        }
+        lo
+    }
 }
 
 /// What one connection saw.
@@ -407,6 +495,7 @@ struct Tally {
     errors: u64,
     mismatches: u64,
     timeouts: u64,
+    unsent: u64,
     /// The request was too large to send: its size and the limit.
     too_large: Option<(usize, usize)>,
     /// When its last outcome came.
@@ -422,6 +511,7 @@ impl Tally {
             errors: 0,
             mismatches: 0,
             timeouts: 0,
+            unsent: 0,
             too_large: None,
             last: None,
             histogram: Histogram::new_with_bounds(1, MAX_LATENCY_NS, 3).ok(),
@@ -530,8 +620,9 @@ impl Bodies {
     }
 }
 
-/// One connection's loop: keep `window` calls in flight until `quota` calls were made or
-/// the deadline passed, then collect what is in flight.
+/// One connection's loop: keep up to `window` calls in flight (at once in a closed loop,
+/// each when due in an open one) until `quota` calls were made or the deadline passed,
+/// then collect what is in flight.
 fn drive(mut client: Client, config: &BenchConfig, plan: &Plan, ended: &AtomicU64) -> Tally {
     let mut tally = Tally::new();
     let window = config.window.max(1);
@@ -541,19 +632,32 @@ fn drive(mut client: Client, config: &BenchConfig, plan: &Plan, ended: &AtomicU6
     } else {
         Target::Method(&config.method)
     };
-    // Call id -> (when it was submitted, its number), for latency and the check.
+    // Call id -> (when it was due, its number), for latency and the check.
     let mut in_flight: InFlight = IdMap::with_capacity_and_hasher(window, Default::default());
     let mut made = 0u64;
     let mut broken = false;
     loop {
+        // Send what is due while the window has room; `next`: the next call's time, when
+        // it is not due yet.
+        let mut next = None;
         while !broken && in_flight.len() < window && made < plan.quota {
-            let at = Instant::now();
-            if plan.deadline.is_some_and(|d| at >= d) {
+            let now = Instant::now();
+            let due = match plan.schedule.map(|s| s.due(made)) {
+                None => now,
+                Some(Some(due)) => due,
+                Some(None) => break,
+            };
+            // Open loop: calls behind their times are not sent after the end either.
+            if plan.deadline.is_some_and(|d| due >= d || now >= d) {
+                break;
+            }
+            if due > now {
+                next = Some(due);
                 break;
             }
             match client.submit(target, bodies.request(made), config.timeout) {
                 Ok(id) => {
-                    in_flight.insert(id, (at, made));
+                    in_flight.insert(id, (due, made));
                     made = made.saturating_add(1);
                 }
                 Err(e) => {
@@ -564,11 +668,24 @@ fn drive(mut client: Client, config: &BenchConfig, plan: &Plan, ended: &AtomicU6
                     // Not sent: the connection is closed or the call cannot be made at all.
                     tally.error(format!("{}: {e}", config.endpoint));
                     ended.fetch_add(1, Ordering::Relaxed);
+                    made = made.saturating_add(1);
                     broken = true;
                 }
             }
         }
-        let Some((id, outcome)) = client.wait_any() else {
+        let got = match next {
+            Some(at) if in_flight.is_empty() => {
+                std::thread::sleep(at.saturating_duration_since(Instant::now()));
+                continue;
+            }
+            Some(at) => client.wait_any_timeout(at.saturating_duration_since(Instant::now())),
+            None => client.wait_any(),
+        };
+        let Some((id, outcome)) = got else {
+            if next.is_some() && client.pending() > 0 {
+                // The next call is due.
+                continue;
+            }
             break;
         };
         let now = Instant::now();
@@ -608,6 +725,11 @@ fn drive(mut client: Client, config: &BenchConfig, plan: &Plan, ended: &AtomicU6
                 tally.error(format!("call {number}: {e} [{}]", e.execution()));
             }
         }
+    }
+    if let (Some(schedule), Some(deadline)) = (plan.schedule, plan.deadline) {
+        tally.unsent = schedule.due_before(made, deadline, plan.quota.saturating_sub(made));
+    } else if plan.schedule.is_some() {
+        tally.unsent = plan.quota.saturating_sub(made);
     }
     let _ = client.close();
     tally
@@ -667,6 +789,7 @@ fn merge(tallies: Vec<Tally>, start: Instant, config: &BenchConfig) -> Report {
         errors: 0,
         mismatches: 0,
         timeouts: 0,
+        unsent: 0,
         elapsed: Duration::ZERO,
         p50_us: 0.0,
         p90_us: 0.0,
@@ -674,6 +797,7 @@ fn merge(tallies: Vec<Tally>, start: Instant, config: &BenchConfig) -> Report {
         p999_us: 0.0,
         max_us: 0.0,
         mean_us: 0.0,
+        target_rate: config.rate,
         checked: config.check != Check::Success,
         first_error: None,
     };
@@ -683,6 +807,7 @@ fn merge(tallies: Vec<Tally>, start: Instant, config: &BenchConfig) -> Report {
         report.errors = report.errors.saturating_add(tally.errors);
         report.mismatches = report.mismatches.saturating_add(tally.mismatches);
         report.timeouts = report.timeouts.saturating_add(tally.timeouts);
+        report.unsent = report.unsent.saturating_add(tally.unsent);
         if report.first_error.is_none() {
             report.first_error = tally.first_error;
         }
@@ -758,6 +883,27 @@ mod tests {
         let mut typed = Bodies::new(&Body::Counter(3), Check::TypedEcho);
         assert_eq!(typed.request(1), b"\x03001");
         assert!(typed.is_right(b"\x00\x03001", 1));
+    }
+
+    #[test]
+    fn an_open_loop_spreads_the_rate_over_the_connections() {
+        let start = Instant::now();
+        // 1000 calls/s over 4 connections: connection 1's calls are due at 1, 5, 9, .. ms.
+        let schedule = Schedule {
+            start,
+            rate: 1000,
+            first: 1,
+            step: 4,
+        };
+        assert_eq!(schedule.due(0), Some(start + Duration::from_millis(1)));
+        assert_eq!(schedule.due(2), Some(start + Duration::from_millis(9)));
+        assert_eq!(schedule.due(u64::MAX), None);
+        // Due before 10 ms: calls 0, 1 and 2; from call 1 on: 2 of them; at most 1.
+        let until = start + Duration::from_millis(10);
+        assert_eq!(schedule.due_before(0, until, u64::MAX), 3);
+        assert_eq!(schedule.due_before(1, until, u64::MAX), 2);
+        assert_eq!(schedule.due_before(0, until, 1), 1);
+        assert_eq!(schedule.due_before(3, until, u64::MAX), 0);
     }
 
     #[test]

@@ -21,9 +21,17 @@ const MAX_BODY: u32 = MAX_FRAME_LIMIT - 1024;
 
 /// The help text after `wirecall bench --help`'s options.
 pub(crate) const HELP: &str = "\
-Opens --connections clients, each keeping --window calls in flight (1: ping-pong), and
-calls METHOD until --requests calls are made or --duration seconds have passed (default:
-10 s). Connecting is not timed.
+Opens --connections clients and calls METHOD until --requests calls are made or
+--duration seconds have passed (default: 10 s). Connecting is not timed.
+
+Closed loop (the default): each connection keeps --window calls in flight (1:
+ping-pong) and sends the next call as soon as one ends; latency runs from each send.
+Open loop (--rate N): N calls per second over all connections, each due at a fixed
+time, spread evenly over the connections (as wrk2 does). Latency runs from the time a
+call was due, not when it was sent, so a stalled server shows in the percentiles
+(no coordinated omission). --window still bounds the calls in flight per connection:
+while it is full, calls fall behind and the delay counts in their latency; calls due
+but never sent by the end are reported as unsent.
 
 The body is --size bytes carrying each call's number (default: 32), or --body: the
 text given, or with --body @FILE the file's bytes, the same in every call. Answers are
@@ -37,9 +45,11 @@ one is refused before anything is sent, with its size and the limit (exit 4).
 
 Prints calls per second, errors, timeouts and the latency percentiles (p50, p90, p99,
 p99.9, max); with --json one JSON object on stdout instead, with the fields calls, ok,
-errors, mismatches, timeouts, elapsed_secs, calls_per_sec, p50_us, p90_us, p99_us,
-p999_us, max_us, mean_us, checked, first_error, and the settings (endpoint, method,
-size, body: counter or fixed, connections, window).
+errors, mismatches, timeouts, unsent, elapsed_secs, calls_per_sec, p50_us, p90_us,
+p99_us, p999_us, max_us, mean_us, mode (closed-loop or open-loop), target_rate (null in
+a closed loop), achieved_rate (calls per second over the run), latency_from_intended_send
+(true in an open loop), checked, first_error, and the settings (endpoint, method, size,
+body: counter or fixed, connections, window).
 
 When bench fails before a report (cannot connect, a body it cannot read or send), with
 --json it prints one JSON object on stdout instead: {\"error\": the message,
@@ -61,7 +71,7 @@ Examples:
   wirecall bench unix:/tmp/wirecall.sock --requests 100000
   wirecall bench tcp:127.0.0.1:7000 --connections 4 --window 64 --duration 10
   wirecall bench tcp:127.0.0.1:7000 --size 4096 --window 64 --requests 200 --json
-  wirecall bench tcp:127.0.0.1:7000 --method sleep --body 5 --window 64 --duration 2
+  wirecall bench tcp:127.0.0.1:7000 --method sleep --body 5 --rate 2000 --duration 2 -w 64
   wirecall bench udp:127.0.0.1:7000 --body @request.bin";
 
 /// The command line of `wirecall bench`.
@@ -88,6 +98,11 @@ pub(crate) struct BenchArgs {
     #[arg(long, short = 'w', value_name = "W", default_value_t = 1,
           value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_IN_FLIGHT_LIMIT)))]
     pub(crate) window: u32,
+    /// Open loop: this many calls per second over all connections, at fixed times;
+    /// latency from each call's intended send time
+    #[arg(long, short = 'r', value_name = "N",
+          value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
+    pub(crate) rate: Option<u64>,
     /// Stop after this many calls in all
     #[arg(long, short = 'n', value_name = "N", conflicts_with = "duration",
           value_parser = clap::value_parser!(u64).range(1..))]
@@ -163,6 +178,7 @@ impl BenchArgs {
         config.check = Check::for_method(&self.method, &config.body);
         config.connections = self.connections as usize;
         config.window = self.window as usize;
+        config.rate = self.rate;
         config.limit = match (self.requests, self.duration) {
             (Some(n), _) => Limit::Requests(n),
             (None, Some(d)) => Limit::Duration(d),
@@ -247,8 +263,12 @@ fn heading(config: &BenchConfig) -> String {
         Body::Counter(size) => format!("{size}-byte bodies"),
         Body::Fixed(bytes) => format!("a {}-byte body (--body)", bytes.len()),
     };
+    let pace = match config.rate {
+        Some(rate) => format!(", open loop at {rate} calls/s"),
+        None => String::new(),
+    };
     format!(
-        "wirecall bench {}: {} with {body}, {} connection(s) x window {}",
+        "wirecall bench {}: {} with {body}, {} connection(s) x window {}{pace}",
         config.endpoint, config.method, config.connections, config.window
     )
 }
@@ -329,5 +349,13 @@ mod tests {
         let default = parse(&[]).unwrap().config().unwrap();
         assert_eq!(default.body, Body::Counter(32));
         assert_eq!(default.check, Check::Echo);
+        assert_eq!(default.rate, None);
+    }
+
+    #[test]
+    fn a_rate_is_whole_calls_per_second_above_zero() {
+        assert_eq!(parse(&["--rate", "2000"]).unwrap().rate, Some(2000));
+        assert!(parse(&["--rate", "0"]).is_err());
+        assert!(parse(&["--rate", "1.5"]).is_err());
     }
 }
