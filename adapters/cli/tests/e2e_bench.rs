@@ -1,7 +1,7 @@
 //! End-to-end: `wirecall bench` against a real `wirecall serve` over every transport:
 //! the closed and the open loop, its default bodies and bodies given on the command line
 //! or in a file, requests too large for one datagram refused before any load, and
-//! failures before a report as JSON. Behaviour only (counts, fields, exit codes, JSON
+//! failures before a report as JSON, and progress lines on stderr. Behaviour only (counts, fields, exit codes, JSON
 //! shape), never timing; every load is bounded by a count or a duration.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -390,4 +390,41 @@ fn an_open_loop_reports_latency_from_the_intended_send_times() {
         Value::Bool(false),
         "{json}"
     );
+}
+
+#[test]
+fn progress_lines_go_to_stderr_only_when_asked() {
+    let server = ServerProcess::start(bin(), &["--listen", "tcp:127.0.0.1:0"], &[]).unwrap();
+    let ep = server.endpoints[0].as_str();
+    // stderr is a pipe here: lines, one a second, with whole numbers.
+    let (out, json) = bench(&[
+        ep,
+        "--duration",
+        "2.5",
+        "--rate",
+        "500",
+        "--progress",
+        "--json",
+    ]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert!(count(&json, "calls") > 0, "{json}");
+    let lines: Vec<&str> = out.stderr.lines().collect();
+    assert!(!lines.is_empty(), "no progress: {}", out.stderr);
+    for line in &lines {
+        let rest = line
+            .strip_prefix("wirecall bench: ")
+            .unwrap_or_else(|| panic!("{line}"));
+        let fields: Vec<&str> = rest.split(", ").collect();
+        assert_eq!(fields.len(), 3, "{line}");
+        for (field, unit) in fields.iter().zip([" s", " calls", " calls/s"]) {
+            let number = field.strip_suffix(unit).unwrap_or_else(|| panic!("{line}"));
+            number
+                .parse::<u64>()
+                .unwrap_or_else(|e| panic!("{line}: {e}"));
+        }
+    }
+    // Without --progress: nothing on a stderr that is not a terminal.
+    let (out, _) = bench(&[ep, "--duration", "1.5", "--rate", "500", "--json"]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert!(out.stderr.is_empty(), "{}", out.stderr);
 }

@@ -371,7 +371,7 @@ impl fmt::Display for Report {
 /// send. Failed calls are counted in the [`Report`], not returned.
 pub(crate) fn run(
     config: &BenchConfig,
-    progress: Option<&dyn Fn(u64)>,
+    progress: Option<&mut dyn FnMut(u64)>,
 ) -> Result<Report, RunError> {
     let connections = config.connections.max(1);
     let client_config = config.client_config();

@@ -1,13 +1,13 @@
 //! `wirecall bench`: the command line of the load generator in [`load`]: flags, the body
-//! from the command line or a file, a progress bar on a terminal, the report (text or
-//! JSON) and the exit code. A failure before any report is one line on stderr and, with
-//! `--json`, one JSON object on stdout ([`Failure`]).
+//! from the command line or a file, progress on stderr, the report (text or JSON) and
+//! the exit code. A failure before any report is one line on stderr and, with `--json`,
+//! one JSON object on stdout ([`Failure`]).
 
 mod load;
 
 use std::io::{IsTerminal, Read, Write};
 use std::process::ExitCode;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use wirecall::config::{MAX_DATAGRAM_LIMIT, MAX_FRAME_LIMIT, MAX_IN_FLIGHT_LIMIT};
 use wirecall::core::client::Execution;
@@ -46,10 +46,10 @@ one is refused before anything is sent, with its size and the limit (exit 4).
 Prints calls per second, errors, timeouts and the latency percentiles (p50, p90, p99,
 p99.9, max); with --json one JSON object on stdout instead, with the fields calls, ok,
 errors, mismatches, timeouts, unsent, elapsed_secs, calls_per_sec, p50_us, p90_us,
-p99_us, p999_us, max_us, mean_us, mode (closed-loop or open-loop), target_rate (null in
-a closed loop), achieved_rate (calls per second over the run), latency_from_intended_send
-(true in an open loop), checked, first_error, and the settings (endpoint, method, size,
-body: counter or fixed, connections, window).
+p99_us, p999_us, max_us, mean_us, mode (closed-loop or open-loop), target_rate (null
+in a closed loop), achieved_rate (calls per second over the run),
+latency_from_intended_send (true in an open loop), checked, first_error, and the
+settings (endpoint, method, size, body: counter or fixed, connections, window).
 
 When bench fails before a report (cannot connect, a body it cannot read or send), with
 --json it prints one JSON object on stdout instead: {\"error\": the message,
@@ -57,7 +57,9 @@ When bench fails before a report (cannot connect, a body it cannot read or send)
 code is the same as without --json, and the message goes to stderr too. Usage errors
 (exit 2) are clap's text.
 
-A progress bar is drawn on stderr when it is a terminal.
+A progress bar is drawn on stderr when it is a terminal; otherwise --progress prints
+one line a second to stderr (seconds, calls so far, calls per second), and nothing is
+printed without it.
 
 Exit codes:
   0  every call succeeded with the right answer
@@ -72,7 +74,7 @@ Examples:
   wirecall bench tcp:127.0.0.1:7000 --connections 4 --window 64 --duration 10
   wirecall bench tcp:127.0.0.1:7000 --size 4096 --window 64 --requests 200 --json
   wirecall bench tcp:127.0.0.1:7000 --method sleep --body 5 --rate 2000 --duration 2 -w 64
-  wirecall bench udp:127.0.0.1:7000 --body @request.bin";
+  wirecall bench udp:127.0.0.1:7000 --body @request.bin --progress";
 
 /// The command line of `wirecall bench`.
 #[derive(Debug, clap::Args)]
@@ -121,6 +123,9 @@ pub(crate) struct BenchArgs {
     /// Print one JSON object instead of the text report (and errors as JSON)
     #[arg(long)]
     pub(crate) json: bool,
+    /// Show progress on stderr even when it is not a terminal: one line a second
+    #[arg(long)]
+    pub(crate) progress: bool,
 }
 
 /// Seconds as a decimal number (`2`, `0.5`), above zero and at most a day.
@@ -218,16 +223,13 @@ pub(crate) fn command(args: &BenchArgs) -> ExitCode {
         Ok(config) => config,
         Err(failure) => return failure.report(args.json),
     };
-    let bar = progress_bar(&config);
-    let tick = |n: u64| {
-        if let Some(bar) = &bar {
-            bar.set_position(n);
-        }
+    let mut progress = Progress::new(&config, args.progress);
+    let shown = progress.is_shown();
+    let result = {
+        let mut tick = |n: u64| progress.tick(n);
+        run(&config, shown.then_some(&mut tick as &mut dyn FnMut(u64)))
     };
-    let result = run(&config, bar.as_ref().map(|_| &tick as &dyn Fn(u64)));
-    if let Some(bar) = &bar {
-        bar.finish_and_clear();
-    }
+    progress.finish();
     let report = match result {
         Ok(report) => report,
         Err(e) => return run_failure(&e, &config).report(args.json),
@@ -294,24 +296,84 @@ fn run_failure(e: &RunError, config: &BenchConfig) -> Failure {
     }
 }
 
-/// A progress bar on stderr, only when stderr is a terminal.
-fn progress_bar(config: &BenchConfig) -> Option<indicatif::ProgressBar> {
-    if !std::io::stderr().is_terminal() {
-        return None;
+/// Progress on stderr: a bar on a terminal; with `--progress` elsewhere, a line a second.
+enum Progress {
+    None,
+    Bar(indicatif::ProgressBar),
+    Lines {
+        start: Instant,
+        /// When the last line was printed, and the calls then.
+        last: (Instant, u64),
+    },
+}
+
+impl Progress {
+    fn new(config: &BenchConfig, asked: bool) -> Self {
+        if std::io::stderr().is_terminal() {
+            Self::Bar(progress_bar(config))
+        } else if asked {
+            let now = Instant::now();
+            Self::Lines {
+                start: now,
+                last: (now, 0),
+            }
+        } else {
+            Self::None
+        }
     }
+
+    fn is_shown(&self) -> bool {
+        !matches!(self, Self::None)
+    }
+
+    /// `calls` have ended so far.
+    fn tick(&mut self, calls: u64) {
+        match self {
+            Self::None => {}
+            Self::Bar(bar) => bar.set_position(calls),
+            Self::Lines { start, last } => {
+                let now = Instant::now();
+                let secs = now.saturating_duration_since(last.0).as_secs_f64();
+                if secs < 1.0 {
+                    return;
+                }
+                let rate = calls.saturating_sub(last.1) as f64 / secs;
+                eprintln!(
+                    "wirecall bench: {:.0} s, {calls} calls, {rate:.0} calls/s",
+                    now.saturating_duration_since(*start).as_secs_f64()
+                );
+                *last = (now, calls);
+            }
+        }
+    }
+
+    fn finish(&self) {
+        if let Self::Bar(bar) = self {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+/// The progress bar on a terminal, with the rate rounded to whole calls per second.
+fn progress_bar(config: &BenchConfig) -> indicatif::ProgressBar {
     let bar = match config.limit {
         Limit::Requests(n) => indicatif::ProgressBar::new(n),
         Limit::Duration(_) => indicatif::ProgressBar::new_spinner(),
     };
     let template = match config.limit {
-        Limit::Requests(_) => "{bar:40} {pos}/{len} calls, {per_sec}, {elapsed}",
-        Limit::Duration(_) => "{spinner} {pos} calls, {per_sec}, {elapsed}",
+        Limit::Requests(_) => "{bar:40} {pos}/{len} calls, {rate}, {elapsed}",
+        Limit::Duration(_) => "{spinner} {pos} calls, {rate}, {elapsed}",
     };
     if let Ok(style) = indicatif::ProgressStyle::with_template(template) {
-        bar.set_style(style);
+        bar.set_style(style.with_key(
+            "rate",
+            |state: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                let _ = write!(w, "{:.0} calls/s", state.per_sec());
+            },
+        ));
     }
     bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
-    Some(bar)
+    bar
 }
 
 #[cfg(test)]
