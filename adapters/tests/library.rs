@@ -88,6 +88,26 @@ fn a_slow_function_on_a_worker_does_not_stall_other_calls() {
 }
 
 #[test]
+fn a_wait_with_a_timeout_ends_in_time_and_the_answer_comes_later() {
+    let server = start(functions(2));
+    for endpoint in &server.endpoints {
+        let mut client = Client::connect(endpoint, ClientConfig::default()).unwrap();
+        assert!(
+            client.wait_any_timeout(Duration::from_secs(10)).is_none(),
+            "nothing waits"
+        );
+        let slow = client.submit("slow", b"s", WAIT).unwrap();
+        // The function sleeps 300 ms: a 10 ms wait cannot see its answer.
+        assert!(client.wait_any_timeout(Duration::from_millis(10)).is_none());
+        assert_eq!(client.pending(), 1);
+        let (id, answer) = client.wait_any_timeout(Duration::from_secs(10)).unwrap();
+        assert_eq!(id, slow);
+        assert_eq!(answer.unwrap(), b"s");
+        assert_eq!(client.pending(), 0);
+    }
+}
+
+#[test]
 fn failures_inside_functions_become_answers() {
     for (workers, endpoint) in [(0, 0), (2, 0), (0, 1), (0, 3), (2, 3), (2, 2)] {
         let server = start(functions(workers));

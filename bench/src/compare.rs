@@ -314,6 +314,10 @@ fn run_client(env: &Env, cell: &Cell, size: usize, endpoint: &str, cpu: u32) -> 
             if cell.imp == Impl::WirecallTyped {
                 c.args(["--method", "typed/echo"]);
             }
+            if cell.transport == Transport::Udp {
+                // The server's datagrams (above); the client keeps the default otherwise.
+                c.args(["--max-datagram", "8192"]);
+            }
             c
         }
     };

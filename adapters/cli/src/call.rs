@@ -497,19 +497,25 @@ fn call_failed(
             format!("nothing listens at {} (connection refused)", args.endpoint)
         }
         CallErrorKind::NotSent(SendError::TooLarge { len, limit }) => {
-            let what = if args.endpoint.is_datagram() {
-                "one datagram"
-            } else {
-                "the frame limit"
-            };
-            format!(
-                "not sent: the request is {len} bytes encoded, over {what} of {limit} bytes \
-                 ({body_len} of them the body)"
-            )
+            too_large(&args.endpoint, *len, *limit, body_len)
         }
         _ => e.to_string(),
     };
     report.failed(message, exit_code(e), Some(e.execution()))
+}
+
+/// Why a request of `len` bytes encoded (`body_len` of them the body) was not sent: over
+/// `limit`, one datagram's or the frame limit (also what `bench` says).
+pub(crate) fn too_large(endpoint: &Endpoint, len: usize, limit: usize, body_len: usize) -> String {
+    let what = if endpoint.is_datagram() {
+        "one datagram"
+    } else {
+        "the frame limit"
+    };
+    format!(
+        "not sent: the request is {len} bytes encoded, over {what} of {limit} bytes \
+         ({body_len} of them the body)"
+    )
 }
 
 /// The deadline of a datagram call made with `--timeout ms`: 0 means the client's default

@@ -152,6 +152,26 @@ impl DatagramClient {
         }
     }
 
+    /// As [`wait_any`](Self::wait_any), but waits no longer than `timeout`: `None` also
+    /// when no call ended in time.
+    pub(super) fn wait_any_timeout(&mut self, timeout: Duration) -> Option<(RequestId, Outcome)> {
+        let until = std::time::Instant::now().checked_add(timeout);
+        loop {
+            if let Some(done) = self.outcomes.take_any() {
+                return Some(done);
+            }
+            self.outcomes.any_waiting()?;
+            let left = until.map_or(timeout, |u| {
+                u.saturating_duration_since(std::time::Instant::now())
+            });
+            if left.is_zero() {
+                self.pump();
+                return self.outcomes.take_any();
+            }
+            self.turn_within(left);
+        }
+    }
+
     /// Cancels a call in flight: it stops retransmitting; the cancel goes out at once.
     pub(super) fn cancel(&mut self, id: RequestId) -> bool {
         if !self.outcomes.is_waiting(id) || !self.core.cancel(id) {
@@ -196,12 +216,19 @@ impl DatagramClient {
     /// came are read first, so a client that was busy elsewhere does not retransmit calls
     /// that are already answered.
     fn turn(&mut self) {
+        self.turn_within(MAX_WAIT);
+    }
+
+    /// [`turn`](Self::turn), waiting no longer than `limit` (the caller's own deadline,
+    /// or [`MAX_WAIT`]).
+    fn turn_within(&mut self, limit: Duration) {
         let now = self.clock.now();
         let timeout = self
             .core
             .poll_timeout()
             .map_or(MAX_WAIT, |at| to_std(at.saturating_duration_since(now)))
-            .min(MAX_WAIT);
+            .min(MAX_WAIT)
+            .min(limit);
         if self.blocked {
             // Wait for room (at least a moment, or a due timer would spin), reading answers
             // meanwhile; then the core hands out again what was not sent.

@@ -305,6 +305,18 @@ impl Client {
         }
     }
 
+    /// As [`wait_any`](Self::wait_any), but waits no longer than `timeout`: `None` when no
+    /// call is waiting or none finished in time (tell the two apart with
+    /// [`pending`](Self::pending)). For a caller with a schedule of its own, such as a load
+    /// generator sending calls at fixed times, which must collect answers until its next
+    /// send is due.
+    pub fn wait_any_timeout(&mut self, timeout: Duration) -> Option<(RequestId, Outcome)> {
+        match &mut self.inner {
+            Inner::Stream(c) => c.wait_any_timeout(timeout),
+            Inner::Datagram(c) => c.wait_any_timeout(timeout),
+        }
+    }
+
     /// Cancels call `id`: it ends as [`CallErrorKind::Cancelled`] (collect it with
     /// [`wait`](Self::wait) or [`wait_any`](Self::wait_any)), and the server is told (a
     /// Cancel frame on a stream; on a datagram endpoint the call stops retransmitting and a

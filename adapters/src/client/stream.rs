@@ -209,6 +209,33 @@ impl StreamClient {
         }
     }
 
+    /// As [`wait_any`](Self::wait_any), but waits no longer than `timeout`: `None` also
+    /// when no call ended in time.
+    pub(super) fn wait_any_timeout(&mut self, timeout: Duration) -> Option<(RequestId, Outcome)> {
+        let until = std::time::Instant::now().checked_add(timeout);
+        loop {
+            if let Some(done) = self.outcomes.take_any() {
+                self.batching = self.outcomes.has_done();
+                return Some(done);
+            }
+            let id = self.outcomes.any_waiting()?;
+            if self.closed.is_some() {
+                self.outcomes.forget(id);
+                return Some((id, Err(self.lost())));
+            }
+            let left = until.map_or(timeout, |u| {
+                u.saturating_duration_since(std::time::Instant::now())
+            });
+            if left.is_zero() {
+                self.pump();
+                let done = self.outcomes.take_any();
+                self.batching = self.outcomes.has_done();
+                return done;
+            }
+            self.turn_within(Some(left));
+        }
+    }
+
     /// Cancels a call in flight; the Cancel frame goes out at once.
     pub(super) fn cancel(&mut self, id: RequestId) -> bool {
         if !self.outcomes.is_waiting(id) || !self.core.cancel(id) {
@@ -267,6 +294,11 @@ impl StreamClient {
     /// the core's next timer and takes what came: one `send` and one `recv` in the common
     /// case.
     fn turn(&mut self) {
+        self.turn_within(None);
+    }
+
+    /// [`turn`](Self::turn), waiting no longer than `limit` (the caller's own deadline).
+    fn turn_within(&mut self, limit: Option<Duration>) {
         self.write_out();
         let now = self.clock.now();
         if self.take_events(now) || self.closed.is_some() || self.eof {
@@ -277,7 +309,10 @@ impl StreamClient {
         let timeout = self
             .core
             .poll_timeout()
-            .map(|at| to_std(at.saturating_duration_since(now)));
+            .map(|at| to_std(at.saturating_duration_since(now)))
+            .into_iter()
+            .chain(limit)
+            .min();
         let now = if !self.write_failed && !self.core.transmit().is_empty() {
             // The socket took only part: wait for room, reading answers meanwhile.
             let ready = self.socket.wait_ready(true, timeout);
