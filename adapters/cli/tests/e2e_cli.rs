@@ -321,6 +321,59 @@ fn a_datagram_call_busy_until_its_deadline_says_so() {
     );
 }
 
+/// Exit 5 for a server that is shutting down: over UDP, while a call taken before the
+/// signal is still being answered, a new call is rejected, not executed; the call taken is
+/// answered and the server exits 0.
+#[test]
+fn a_call_to_a_server_shutting_down_exits_5_not_executed() {
+    let mut server = ServerProcess::start(
+        bin(),
+        &["--listen", "udp:127.0.0.1:0"],
+        &[("RUST_LOG", "info")],
+    )
+    .unwrap();
+    let udp = server.endpoints[0].clone();
+    let holder = std::process::Command::new(bin())
+        .args(["call", &udp, "sleep", "1500", "--timeout", "20000"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The sleep is taken once the server has answered something after it: ask for a
+    // counter until it shows the sleep.
+    assert!(wirecall_tests::wait_until(
+        TIMEOUT,
+        Duration::from_millis(10),
+        || {
+            let out = call(&[&udp, "stats", "calls.sleep"]);
+            parse_stats(&out.stdout_text()).get("calls.sleep") == Some(&1)
+        }
+    ));
+    server.signal(wirecall_tests::Signal::TERM).unwrap();
+    assert!(server.wait_for_log("shutting down", TIMEOUT));
+    let out = call(&[&udp, "echo", "late"]);
+    assert_eq!(out.code, Some(5), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("the server is shutting down")
+            && out.stderr.ends_with("[not executed]\n"),
+        "{}",
+        out.stderr
+    );
+    let held = holder.wait_with_output().unwrap();
+    assert_eq!(
+        held.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&held.stderr)
+    );
+    assert_eq!(held.stdout, b"1500");
+    assert!(
+        server.wait_exit(TIMEOUT).is_some_and(|s| s.success()),
+        "{}",
+        server.stderr()
+    );
+}
+
 /// Exit 7: the connection is lost while the call runs (the server is killed): the call
 /// may have run, and the message says so.
 #[test]

@@ -344,8 +344,12 @@ impl fmt::Display for Report {
         )?;
         write!(
             f,
-            "latency   p50 {:.1} µs, p90 {:.1} µs, p99 {:.1} µs, p99.9 {:.1} µs, max {:.1} µs",
-            self.p50_us, self.p90_us, self.p99_us, self.p999_us, self.max_us
+            "latency   p50 {}, p90 {}, p99 {}, p99.9 {}, max {}",
+            Latency(self.p50_us),
+            Latency(self.p90_us),
+            Latency(self.p99_us),
+            Latency(self.p999_us),
+            Latency(self.max_us)
         )?;
         if self.target_rate.is_some() {
             write!(
@@ -357,6 +361,20 @@ impl fmt::Display for Report {
             write!(f, "\nfirst     {e}")?;
         }
         Ok(())
+    }
+}
+
+/// A latency in µs, shown in µs below 10 ms and in ms above, so figures stay readable from
+/// a loopback ping-pong to an overloaded open loop.
+struct Latency(f64);
+
+impl fmt::Display for Latency {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0 < 10_000.0 {
+            write!(f, "{:.1} µs", self.0)
+        } else {
+            write!(f, "{:.1} ms", self.0 / 1000.0)
+        }
     }
 }
 
