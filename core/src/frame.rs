@@ -330,8 +330,17 @@ impl<B: Buffer> FrameDecoder<B> {
             self.start.set(0);
         }
         // Room for the whole next frame, or at least for its length prefix: storage too
-        // small even for that would never learn how much to grow.
-        let want = self.start.get().saturating_add(next.unwrap_or(LEN_PREFIX));
+        // small even for that would never learn how much to grow. But never more than twice
+        // the bytes that have arrived: a peer that declares a long frame and sends little
+        // makes the storage grow with what it sends (doubling as it fills), not with what
+        // it declares.
+        let (start, end) = (self.start.get(), self.end);
+        let want = start.saturating_add(next.unwrap_or(LEN_PREFIX));
+        let earned = end
+            .saturating_mul(2)
+            .max(start.saturating_add(LEN_PREFIX))
+            .max(self.buf.bytes().len());
+        let want = want.min(earned);
         if self.buf.bytes().len() < want {
             self.buf.grow(want);
         }
@@ -342,6 +351,47 @@ impl<B: Buffer> FrameDecoder<B> {
 mod test {
     use super::*;
     use crate::wire::RequestId;
+
+    /// A peer that declares a 16 MiB frame and sends a few bytes of it makes growable
+    /// storage grow with the bytes that came (doubling as they fill it), not with the
+    /// declared length; a frame that really comes in full is still taken whole.
+    #[cfg(feature = "alloc")]
+    #[test]
+    fn storage_grows_with_the_bytes_that_arrive_not_the_declared_length() {
+        use crate::buffer::GrowBuf;
+        const DECLARED: u32 = 16 << 20;
+        let max = usize::try_from(DECLARED).unwrap();
+        let mut d = FrameDecoder::new(GrowBuf::new(512, max + 4), DECLARED);
+        let mut wire = std::vec::Vec::from(DECLARED.to_be_bytes());
+        wire.extend_from_slice(&[0x55; 22]);
+        let space = d.space();
+        space[..wire.len()].copy_from_slice(&wire);
+        d.commit(wire.len());
+        for _ in 0..4 {
+            let _ = d.space();
+        }
+        assert_eq!(d.capacity(), 512, "26 bytes held in the first 512");
+        // Feed the rest: the storage doubles as it fills, up to the whole frame.
+        let mut sent = wire.len();
+        let mut growths = 0;
+        while sent < max + 4 {
+            let before = d.capacity();
+            let space = d.space();
+            assert!(!space.is_empty());
+            let n = space.len().min(max + 4 - sent);
+            space[..n].fill(0x55);
+            d.commit(n);
+            sent += n;
+            assert!(
+                d.capacity() <= 2 * sent.max(512),
+                "{} for {sent}",
+                d.capacity()
+            );
+            growths += usize::from(d.capacity() > before);
+        }
+        assert!(d.peek().unwrap().is_some(), "the whole frame is there");
+        assert!(growths <= 16, "{growths} doublings");
+    }
 
     #[test]
     fn test_split_anywhere() {
