@@ -58,6 +58,22 @@ impl ServerProcess {
         Self::start_command(command, args)
     }
 
+    /// Starts `bin serve <args>` under umask `umask`, through `sh -c 'umask ...; exec'`
+    /// (so its pid is the server's): for what file modes the server creates.
+    ///
+    /// # Errors
+    ///
+    /// As [`start`](Self::start).
+    pub fn start_with_umask(bin: &Path, umask: u32, args: &[&str]) -> Result<Self, String> {
+        let mut command = Command::new("sh");
+        command
+            .arg("-c")
+            .arg(format!("umask {umask:03o}; exec \"$0\" serve \"$@\""))
+            .arg(bin)
+            .args(args);
+        Self::start_command(command, args)
+    }
+
     /// Starts `bin serve <args>` inside the network namespace `netns`, through
     /// `ip netns exec` (which becomes the server process, so its pid is the server's).
     ///

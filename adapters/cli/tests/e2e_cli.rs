@@ -602,6 +602,63 @@ fn serve_sets_the_socket_mode_and_refuses_a_bad_one() {
     assert!(out.stderr.contains("octal file mode"), "{}", out.stderr);
 }
 
+/// Under umask 000 with `--unix-mode 0600`, the socket files never exist with a wider
+/// mode, not even for the moment between bind and chmod: a watcher that reads their mode
+/// as fast as it can while servers start sees only 0600 (a socket file with the umask's
+/// mode let another uid connect in 5 of 10 starts).
+#[test]
+fn socket_files_never_exist_with_a_wider_mode_than_asked() {
+    use std::os::unix::fs::FileTypeExt;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let dir = tempfile::tempdir().unwrap();
+    let paths = [dir.path().join("m.sock"), dir.path().join("md.sock")];
+    for _ in 0..10 {
+        let stop = Arc::new(AtomicBool::new(false));
+        let watcher = {
+            let stop = Arc::clone(&stop);
+            let paths = paths.clone();
+            std::thread::spawn(move || {
+                let mut seen = std::collections::BTreeSet::new();
+                while !stop.load(Ordering::Relaxed) {
+                    for path in &paths {
+                        if let Ok(meta) = std::fs::symlink_metadata(path) {
+                            if meta.file_type().is_socket() {
+                                seen.insert(meta.permissions().mode() & 0o7777);
+                            }
+                        }
+                    }
+                }
+                seen
+            })
+        };
+        let unix = format!("unix:{}", paths[0].display());
+        let unix_dgram = format!("unix-dgram:{}", paths[1].display());
+        let mut server = ServerProcess::start_with_umask(
+            bin(),
+            0,
+            &[
+                "--listen",
+                &unix,
+                "--listen",
+                &unix_dgram,
+                "--unix-mode",
+                "0600",
+            ],
+        )
+        .unwrap();
+        stop.store(true, Ordering::Relaxed);
+        let seen = watcher.join().unwrap();
+        server.signal(wirecall_tests::Signal::TERM).unwrap();
+        assert!(server.wait_exit(TIMEOUT).is_some_and(|s| s.success()));
+        assert!(
+            seen.iter().all(|m| *m == 0o600),
+            "modes seen while starting: {:?}",
+            seen.iter().map(|m| format!("{m:o}")).collect::<Vec<_>>()
+        );
+    }
+}
+
 /// Every `serve` flag with a range refuses a value outside it before anything is bound:
 /// exit 2 (usage), and a message that names the flag the user typed and its range.
 #[test]

@@ -40,7 +40,13 @@ impl Listener {
         match endpoint {
             Endpoint::Unix(path) => {
                 clear_stale(endpoint, path, probe_stream)?;
-                let listener = UnixListener::bind(path).map_err(listen_error)?;
+                let fd = bind_unix(path, rustix::net::SocketType::STREAM, mode)
+                    .and_then(|fd| {
+                        rustix::net::listen(&fd, BACKLOG)?;
+                        Ok(fd)
+                    })
+                    .map_err(|e| listen_error(e.into()))?;
+                let listener = UnixListener::from_std(fd.into());
                 let file = own_file(endpoint, path, mode)?;
                 Ok((Self::Unix { listener, file }, endpoint.clone()))
             }
@@ -120,12 +126,40 @@ pub(crate) fn bind_unix_datagram(
     mode: Option<u32>,
 ) -> Result<(UnixDatagram, SocketFile), Error> {
     clear_stale(endpoint, path, probe_datagram)?;
-    let socket = UnixDatagram::bind(path).map_err(|source| Error::Listen {
+    let fd = bind_unix(path, rustix::net::SocketType::DGRAM, mode).map_err(|e| Error::Listen {
         endpoint: endpoint.clone(),
-        source,
+        source: e.into(),
     })?;
+    let socket = UnixDatagram::from_std(fd.into());
     let file = own_file(endpoint, path, mode)?;
     Ok((socket, file))
+}
+
+/// Connections a Unix stream listener queues before they are accepted.
+const BACKLOG: i32 = 1024;
+
+/// A non-blocking Unix socket of `kind` bound at `path` whose file is never reachable with
+/// a wider mode than `mode`: the socket's own mode is set before `bind`, which creates the
+/// file with it (less the umask), so no other user can connect in the moment between
+/// `bind` and the `chmod` that [`own_file`] does after (which then widens it to exactly
+/// `mode` if the umask took bits away).
+fn bind_unix(
+    path: &Path,
+    kind: rustix::net::SocketType,
+    mode: Option<u32>,
+) -> rustix::io::Result<std::os::fd::OwnedFd> {
+    use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags};
+    let fd = rustix::net::socket_with(
+        AddressFamily::UNIX,
+        kind,
+        SocketFlags::NONBLOCK | SocketFlags::CLOEXEC,
+        None,
+    )?;
+    if let Some(mode) = mode {
+        rustix::fs::fchmod(&fd, rustix::fs::Mode::from_raw_mode(mode))?;
+    }
+    rustix::net::bind(&fd, &SocketAddrUnix::new(path)?)?;
+    Ok(fd)
 }
 
 /// Binds a `udp:` endpoint's socket on the first address its host resolves to that can be
