@@ -8,6 +8,7 @@
 //! connections.accepted 12
 //! connections.open 3
 //! connections.refused 0
+//! connections.accept_failed 0
 //! connections.idle_closed 0
 //! calls.echo 40
 //! executions.echo 40
@@ -298,6 +299,7 @@ pub struct Stats {
     accepted: AtomicU64,
     open: AtomicU64,
     refused: AtomicU64,
+    accept_failed: AtomicU64,
     idle_closed: AtomicU64,
     unknown_method: AtomicU64,
     busy: AtomicU64,
@@ -339,9 +341,14 @@ impl Stats {
         bump(&self.open);
     }
 
-    /// A connection was refused at the connection limit.
+    /// A connection was refused at the connection limit (or for want of descriptors).
     pub fn refused(&self) {
         bump(&self.refused);
+    }
+
+    /// An accept failed for want of descriptors, with none in reserve: tried again later.
+    pub fn accept_failed(&self) {
+        bump(&self.accept_failed);
     }
 
     /// A call answered busy because the worker queue was full.
@@ -463,6 +470,7 @@ impl Stats {
             connections_accepted: get(&self.accepted),
             connections_open: get(&self.open),
             connections_refused: get(&self.refused),
+            connections_accept_failed: get(&self.accept_failed),
             connections_idle_closed: get(&self.idle_closed),
             methods: self
                 .methods
@@ -557,8 +565,12 @@ pub struct StatsSnapshot {
     pub connections_accepted: u64,
     /// Connections open now.
     pub connections_open: u64,
-    /// Connections accepted and closed at once because `max_connections` were open.
+    /// Connections accepted and closed at once because `max_connections` were open, or
+    /// because the process was out of file descriptors (refused with its spare one).
     pub connections_refused: u64,
+    /// Accepts that failed for want of descriptors with none in reserve (the server tries
+    /// again on a timer).
+    pub connections_accept_failed: u64,
     /// Connections closed gracefully by the idle timeout.
     pub connections_idle_closed: u64,
     /// Per registered method.
@@ -637,6 +649,11 @@ impl fmt::Display for StatsSnapshot {
         writeln!(f, "connections.accepted {}", self.connections_accepted)?;
         writeln!(f, "connections.open {}", self.connections_open)?;
         writeln!(f, "connections.refused {}", self.connections_refused)?;
+        writeln!(
+            f,
+            "connections.accept_failed {}",
+            self.connections_accept_failed
+        )?;
         writeln!(
             f,
             "connections.idle_closed {}",

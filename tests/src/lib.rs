@@ -58,17 +58,17 @@ impl ServerProcess {
         Self::start_command(command, args)
     }
 
-    /// Starts `bin serve <args>` under umask `umask`, through `sh -c 'umask ...; exec'`
-    /// (so its pid is the server's): for what file modes the server creates.
+    /// Starts `bin serve <args>` after the shell commands `setup` (say `umask 000` or
+    /// `ulimit -n 48`), through `sh -c '<setup>; exec ...'`, so its pid is the server's.
     ///
     /// # Errors
     ///
     /// As [`start`](Self::start).
-    pub fn start_with_umask(bin: &Path, umask: u32, args: &[&str]) -> Result<Self, String> {
+    pub fn start_after(bin: &Path, setup: &str, args: &[&str]) -> Result<Self, String> {
         let mut command = Command::new("sh");
         command
             .arg("-c")
-            .arg(format!("umask {umask:03o}; exec \"$0\" serve \"$@\""))
+            .arg(format!("{setup}; exec \"$0\" serve \"$@\""))
             .arg(bin)
             .args(args);
         Self::start_command(command, args)

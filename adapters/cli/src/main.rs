@@ -285,6 +285,9 @@ fn serve(args: ServeArgs) -> ExitCode {
     config.datagram.max_datagram = args.max_datagram;
     config.unix_max_datagram = args.unix_max_datagram;
     config.datagram.max_budget = wirecall::clock::to_core(Duration::from_secs(args.max_budget));
+    // Every connection --max-connections allows needs a descriptor: lift the soft limit
+    // (often 1,024) to the hard one first.
+    wirecall::server::raise_open_file_limit();
     let mut builder =
         kv::register(builtins::register(ServerBuilder::new(config))).stop_on_signals();
     for endpoint in args.listen {

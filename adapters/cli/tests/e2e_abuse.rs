@@ -267,6 +267,52 @@ fn connections_over_the_limit_are_refused_and_counted() {
     assert!(server.wait_for_log("refused, 2 connections are open", WAIT));
 }
 
+/// Under an open-file limit of 48 the server keeps its connection limit below what the
+/// descriptors allow and says so at start; a flood past it gets a hello and a refusal on
+/// every connection (none is left with neither), and a normal call still works once
+/// connections go, with no other client needed to wake the listener.
+#[test]
+fn the_connection_limit_stays_under_the_open_file_limit() {
+    const FLOOD: usize = 40;
+    let dir = tempfile::tempdir().unwrap();
+    let unix = format!("unix:{}", dir.path().join("fds.sock").display());
+    let server = ServerProcess::start_after(bin(), "ulimit -n 48", &["--listen", &unix]).unwrap();
+    assert!(
+        server.wait_for_log("at most 31 connections at once", WAIT),
+        "{}",
+        server.stderr()
+    );
+    let endpoint = &server.endpoints[0];
+    let mut first = connect(endpoint);
+    let mut flood: Vec<Raw> = (0..FLOOD).map(|_| Raw::connect(endpoint)).collect();
+    let mut refused = 0;
+    for raw in &mut flood {
+        // The server speaks first: a hello, and on a refused connection its close.
+        let mut buf = [0u8; 64];
+        let n = raw.read_some(&mut buf);
+        assert!(
+            buf[..n].windows(4).any(|w| w == b"WCAL"),
+            "a hello: {:?}",
+            &buf[..n]
+        );
+        if close_code(&buf[..n]).is_some() {
+            refused += 1;
+        } else {
+            raw.send(&hello());
+        }
+    }
+    let s = stats(&mut first);
+    assert_eq!(s["connections.open"], 31, "{s:?}");
+    assert_eq!(s["connections.refused"], (FLOOD + 1 - 31) as u64, "{s:?}");
+    assert!(refused <= FLOOD + 1 - 31, "{refused}");
+    flood.clear();
+    assert!(wait_until(WAIT, Duration::from_millis(10), || {
+        stats(&mut first)["connections.open"] == 1
+    }));
+    let mut late = connect(endpoint);
+    assert_eq!(late.call("echo", b"late", Some(WAIT)).unwrap(), b"late");
+}
+
 /// The server's resident memory, from /proc.
 fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();

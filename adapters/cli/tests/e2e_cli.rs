@@ -634,9 +634,9 @@ fn socket_files_never_exist_with_a_wider_mode_than_asked() {
         };
         let unix = format!("unix:{}", paths[0].display());
         let unix_dgram = format!("unix-dgram:{}", paths[1].display());
-        let mut server = ServerProcess::start_with_umask(
+        let mut server = ServerProcess::start_after(
             bin(),
-            0,
+            "umask 000",
             &[
                 "--listen",
                 &unix,

@@ -73,7 +73,17 @@ pub(super) struct EventLoop {
     pub(super) signals: Option<Signals>,
     /// Set once a shutdown began: the instant by which connections must be done.
     pub(super) draining: Option<Instant>,
+    /// A descriptor in reserve, for refusing a connection when accepts fail for want of one.
+    pub(super) spare: super::fd_limit::Spare,
+    /// When to try accepting again after accepts failed with no spare to fall back on (an
+    /// edge-triggered listener reports no new readiness for connections already waiting).
+    pub(super) accept_retry: Option<Instant>,
+    /// The wait before the next such retry: from 10 ms, doubling to 1 s.
+    pub(super) accept_backoff: Duration,
 }
+
+/// The first and the longest wait before accepting again after accepts failed.
+const ACCEPT_BACKOFF: (Duration, Duration) = (Duration::from_millis(10), Duration::from_secs(1));
 
 impl EventLoop {
     /// Serves until a shutdown has drained every connection (or its deadline passed).
@@ -139,6 +149,12 @@ impl EventLoop {
                 self.on_event(token, readable, ended);
             }
             let now = self.shared.clock.now();
+            if self.accept_retry.is_some_and(|at| at <= now) {
+                self.accept_retry = None;
+                for i in 0..self.listeners.len() {
+                    self.accept_all(i);
+                }
+            }
             self.take_completions(now);
             self.fire_timers(now);
             self.drive_ready(now);
@@ -154,6 +170,7 @@ impl EventLoop {
             return Some(StdDuration::ZERO);
         }
         let timer = self.timers.first().map(|(at, _)| *at);
+        let timer = super::conn::earliest(timer, self.accept_retry);
         let mut wake = super::conn::earliest(timer, self.draining);
         for datagram in self.datagrams.values() {
             wake = super::conn::earliest(wake, datagram.next_wakeup());
@@ -194,16 +211,37 @@ impl EventLoop {
                 return;
             };
             match listener.accept() {
-                Ok((stream, label)) => self.admit(stream, label),
+                Ok((stream, label)) => {
+                    self.accept_backoff = ACCEPT_BACKOFF.0;
+                    self.admit(stream, label);
+                }
                 Err(e) if would_block(&e) => return,
                 Err(e) if interrupted(&e) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::ConnectionAborted => {}
+                Err(e) if super::fd_limit::out_of_descriptors(&e) && self.spare.release() => {
+                    // The spare descriptor is free for one accept: take the connection
+                    // waiting and refuse it in words, then hold a spare again.
+                    if let Ok((stream, label)) = listener.accept() {
+                        self.shared.stats.refused();
+                        self.shared.warnings.refused.warn(format_args!(
+                            "{label}: refused, out of file descriptors ({e})"
+                        ));
+                        crate::driver::refuse(&stream, &self.shared.config.connection);
+                    }
+                    self.spare.restore();
+                }
                 Err(e) => {
-                    // E.g. out of file descriptors: try again on the next connection.
-                    self.shared
-                        .warnings
-                        .accept
-                        .warn(format_args!("cannot accept on {endpoint}: {e}"));
+                    // E.g. out of file descriptors with no spare: connections already
+                    // waiting bring no new readiness, so try again on a timer.
+                    let wait = self.accept_backoff;
+                    self.accept_backoff = wait.saturating_mul(2).min(ACCEPT_BACKOFF.1);
+                    self.shared.stats.accept_failed();
+                    self.shared.warnings.accept.warn(format_args!(
+                        "cannot accept on {endpoint}: {e}; trying again in {} ms",
+                        wait.as_micros() / 1000
+                    ));
+                    let at = self.shared.clock.now().saturating_add(wait);
+                    self.accept_retry = Some(self.accept_retry.map_or(at, |t| t.min(at)));
                     return;
                 }
             }

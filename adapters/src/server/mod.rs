@@ -35,7 +35,10 @@
 mod conn;
 mod datagram;
 mod event_loop;
+mod fd_limit;
 pub(crate) mod listener;
+
+pub use self::fd_limit::raise_open_file_limit;
 mod throttle;
 mod workers;
 
@@ -203,8 +206,11 @@ impl ServerBuilder {
     /// function name, an endpoint that cannot be bound ([`Error::AddressInUse`] for a Unix
     /// socket a live server holds), or an OS failure setting up the loop.
     pub fn build(self) -> Result<Server, Error> {
-        let config = self.config;
+        let mut config = self.config;
         check_server(&config)?;
+        // Never more connections than there are descriptors for (said at start).
+        config.max_connections =
+            fd_limit::connection_room(config.max_connections, self.endpoints.len());
         check_limits(&config.connection)?;
         // The core checks its limits when a connection is made: make one now, so a bad
         // configuration fails here rather than on every accepted connection.
@@ -301,6 +307,9 @@ impl ServerBuilder {
                 draining: false,
                 warnings: throttle::Warnings::default(),
             },
+            spare: fd_limit::Spare::new(),
+            accept_retry: None,
+            accept_backoff: wirecall_core::Duration::from_millis(10),
             shutdown: Arc::clone(&shutdown),
             signals,
             draining: None,
