@@ -160,7 +160,8 @@ pub const MAX_BUDGET_LIMIT: Duration = Duration::from_secs(86_400);
 pub const UDP_RECEIVE_BUFFER: usize = 4 << 20;
 
 /// The datagram configuration for one endpoint: `base`, with `max_datagram` replaced by
-/// `unix_max` and `may_duplicate` false on a `unix-dgram:` endpoint.
+/// `unix_max` and `duplicates` [`Never`](wirecall_core::datagram::Duplicates::Never) on a
+/// `unix-dgram:` endpoint.
 #[must_use]
 pub fn datagram_config(
     base: &DatagramConfig,
@@ -172,7 +173,7 @@ pub fn datagram_config(
         config.max_datagram = unix_max;
         // The kernel hands each datagram over once, so a call busy on every copy is known
         // not to have run.
-        config.may_duplicate = false;
+        config.duplicates = wirecall_core::datagram::Duplicates::Never;
     }
     config
 }

@@ -136,6 +136,22 @@ pub enum HandshakeFailure {
     NoHello(std::time::Duration),
 }
 
+impl std::fmt::Display for HandshakeFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Closed(CloseReason::NotWirecall) => {
+                f.write_str("what the peer sent first is not a wirecall hello")
+            }
+            Self::Closed(reason) => write!(f, "the connection ended first: {reason}"),
+            Self::NoHello(waited) => write!(f, "no hello within {} ms", waited.as_millis()),
+        }
+    }
+}
+
+impl std::error::Error for HandshakeFailure {}
+
+/// [`Error::Handshake`]'s one line: what happened, with the endpoint, in the words a user
+/// of `wirecall call` needs (is it a wirecall server at all?).
 fn handshake_message(endpoint: &Endpoint, failure: &HandshakeFailure) -> String {
     match failure {
         HandshakeFailure::Closed(CloseReason::NotWirecall) => format!(

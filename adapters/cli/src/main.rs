@@ -110,7 +110,8 @@ Exit codes:
      is not a wirecall server (no wirecall hello came)       [not executed]
 
 On unix: and tcp: the call waits for the server's hello before it sends anything (at
-most --timeout), so a peer that is not a wirecall server, or says nothing, ran nothing.
+most --timeout, or 10 s with --timeout 0), so a peer that is not a wirecall server, or
+says nothing, ran nothing.
 
 Over unix-dgram: and udp: the request is retransmitted with backoff until the answer
 comes or --timeout passes, and the server runs it at most once. A datagram call always

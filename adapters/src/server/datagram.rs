@@ -33,7 +33,7 @@ use mio::net::{UdpSocket, UnixDatagram};
 use mio::{Interest, Registry, Token};
 use wirecall_core::Instant;
 use wirecall_core::datagram::{
-    DatagramEntry, DatagramRespondError, DatagramServer, DatagramServerStats, Received,
+    DatagramEntry, DatagramRespondError, DatagramServer, DatagramServerStats, DropReason, Received,
     RequestHandle,
 };
 
@@ -204,7 +204,14 @@ impl<S: DatagramSocket> Datagram<S> {
                 return;
             }
             Received::Dropped(reason) => {
-                log::trace!("{}: dropped a datagram from {peer:?}: {reason}", self.label);
+                if matches!(reason, DropReason::Foreign | DropReason::Malformed) {
+                    shared.warnings.bad_datagram.warn(format_args!(
+                        "{}: dropped a bad datagram from {peer:?}: {reason}",
+                        self.label
+                    ));
+                } else {
+                    log::trace!("{}: dropped a datagram from {peer:?}: {reason}", self.label);
+                }
                 shared.stats.datagram_dropped(DropKind::of(reason));
                 return;
             }

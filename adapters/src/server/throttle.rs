@@ -25,7 +25,11 @@ impl Throttle {
     /// Logs `message` at warn level unless one like it was logged within the interval;
     /// a logged message carries the count left out since the last one.
     pub(super) fn warn(&self, message: std::fmt::Arguments<'_>) {
-        let now = Instant::now();
+        self.warn_at(Instant::now(), message);
+    }
+
+    /// [`warn`](Self::warn) at `now`.
+    fn warn_at(&self, now: Instant, message: std::fmt::Arguments<'_>) {
         if self
             .last
             .get()
@@ -60,6 +64,8 @@ pub(super) struct Warnings {
     protocol: [Throttle; CloseKind::ALL.len()],
     /// An accept that failed (e.g. out of file descriptors).
     pub(super) accept: Throttle,
+    /// A datagram dropped as not wirecall or malformed.
+    pub(super) bad_datagram: Throttle,
 }
 
 impl Warnings {
@@ -75,6 +81,7 @@ impl Warnings {
             throttle.flush(&format!("connections closed: {}", kind.name()));
         }
         self.accept.flush("failed accepts");
+        self.bad_datagram.flush("bad datagrams");
     }
 }
 
@@ -85,16 +92,17 @@ mod tests {
     #[test]
     fn repeats_within_the_interval_are_counted_not_logged() {
         let t = Throttle::default();
-        t.warn(format_args!("a"));
+        let start = Instant::now();
+        let at = |ms| start + Duration::from_millis(ms);
+        t.warn_at(at(0), format_args!("a"));
         assert_eq!(t.left_out.get(), 0);
-        t.warn(format_args!("b"));
-        t.warn(format_args!("c"));
+        t.warn_at(at(10), format_args!("b"));
+        t.warn_at(at(999), format_args!("c"));
         assert_eq!(t.left_out.get(), 2);
         // Once the interval has passed, the next one is logged and the count starts over.
-        t.last.set(Instant::now().checked_sub(INTERVAL));
-        t.warn(format_args!("d"));
+        t.warn_at(at(1000), format_args!("d"));
         assert_eq!(t.left_out.get(), 0);
-        t.warn(format_args!("e"));
+        t.warn_at(at(1001), format_args!("e"));
         t.flush("e");
         assert_eq!(t.left_out.get(), 0);
     }

@@ -132,8 +132,8 @@ pub enum DatagramFailure<'a> {
         sent: bool,
     },
     /// The deadline passed and the server had answered every copy sent `Busy`, over a
-    /// transport that never duplicates a datagram ([`DatagramConfig::may_duplicate`]
-    /// `false`): each copy reached the server and was refused, so the function did not run.
+    /// transport that never duplicates a datagram ([`DatagramConfig::duplicates`]
+    /// [`Never`](super::Duplicates::Never)): each copy reached the server and was refused, so the function did not run.
     Busy {
         /// The hint of the last busy answer: wait this long before trying again.
         retry_after: Duration,
@@ -852,7 +852,7 @@ where
             if slot.deadline <= now {
                 // Every copy sent was answered busy: each reached the server and was
                 // refused, so none is still on its way to run.
-                let how = if !self.config.may_duplicate
+                let how = if self.config.duplicates == super::Duplicates::Never
                     && slot.attempts > 0
                     && slot.busy_answers >= slot.attempts
                 {
@@ -970,9 +970,14 @@ where
     /// when the send that failed took nothing, hands that datagram back with
     /// [`not_sent`](Self::not_sent) first.)
     pub fn refused(&mut self) {
-        self.refusals = self.refusals.saturating_add(1);
         self.stats.refused = self.stats.refused.saturating_add(1);
-        if self.unconfirmed == 0 || self.refusals < self.unconfirmed {
+        if self.unconfirmed == 0 {
+            // A late report of a datagram sent before the server last spoke: it says
+            // nothing about the ones sent since.
+            return;
+        }
+        self.refusals = self.refusals.saturating_add(1);
+        if self.refusals < self.unconfirmed {
             return;
         }
         for index in 0..self.slots.as_ref().len() {

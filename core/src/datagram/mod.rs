@@ -91,13 +91,25 @@ pub struct DatagramConfig {
     /// own `max_datagram`, so set this to at least the server's. Default: 1232, as
     /// `max_datagram`.
     pub max_answer: usize,
-    /// Client: whether the transport may deliver a datagram twice. UDP may (and the
-    /// default says so); a Unix datagram socket never does. Without duplicates, a call
-    /// whose every copy was answered `Busy` when its deadline passes ends busy, not
-    /// executed: each copy reached the server and was refused. With them it times out,
-    /// maybe executed, since a duplicate of a copy may still reach the server once it has
-    /// room and run (section 11.2 of PROTOCOL.md). Default: `true`.
-    pub may_duplicate: bool,
+    /// Client: whether the transport may deliver a datagram twice. UDP may (the default,
+    /// [`Duplicates::Possible`]); a Unix datagram socket never does
+    /// ([`Duplicates::Never`]). Without duplicates, a call whose every copy was answered
+    /// `Busy` when its deadline passes ends busy, not executed: each copy reached the
+    /// server and was refused. With them it times out, maybe executed, since a duplicate
+    /// of a copy may still reach the server once it has room and run (section 11.2 of
+    /// PROTOCOL.md).
+    pub duplicates: Duplicates,
+}
+
+/// Whether a transport may deliver one datagram more than once
+/// ([`DatagramConfig::duplicates`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum Duplicates {
+    /// It may (UDP: a network can duplicate a datagram and deliver the copies apart).
+    Possible,
+    /// It never does (a Unix datagram socket hands each datagram over once).
+    Never,
 }
 
 impl Default for DatagramConfig {
@@ -112,7 +124,7 @@ impl Default for DatagramConfig {
             max_budget: Duration::from_secs(60),
             max_latency: Duration::from_secs(2),
             max_answer: 1232,
-            may_duplicate: true,
+            duplicates: Duplicates::Possible,
         }
     }
 }

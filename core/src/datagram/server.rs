@@ -369,8 +369,10 @@ where
 
     fn dropped(&mut self, reason: DropReason) -> Received<'_, 'static, P> {
         self.stats.count_drop(reason);
+        // Debug, not warn: one per datagram a peer sends; a driver logs bad ones
+        // rate-limited, with the peer's address.
         if matches!(reason, DropReason::Foreign | DropReason::Malformed) {
-            warn!("dropped a bad datagram: {}", reason);
+            debug!("dropped a bad datagram: {}", reason);
         } else {
             trace!("dropped datagram: {}", reason);
         }

@@ -325,7 +325,8 @@ impl fmt::Display for Report {
         if let Some(rate) = self.target_rate {
             writeln!(
                 f,
-                "rate      target {rate} calls/s, achieved {:.0} calls/s; {} due but not sent",
+                "rate      target {rate} calls/s, achieved {:.0} calls/s; {} due but not sent \
+                 (in the latencies with the time they had waited by the end)",
                 self.calls_per_sec(),
                 self.unsent
             )?;
@@ -421,16 +422,21 @@ pub(crate) fn run(
     });
     let tallies = std::thread::scope(|scope| {
         let mut handles = Vec::with_capacity(connections);
+        // A thread that cannot start ends the start-up, but the ones running finish and
+        // their calls are reported (some of them ran).
+        let mut not_started = None;
         for (client, plan) in clients.into_iter().zip(plans) {
             let ended = &ended;
-            let handle = std::thread::Builder::new()
+            match std::thread::Builder::new()
                 .name("bench".to_owned())
                 .spawn_scoped(scope, move || drive(client, config, &plan, ended))
-                .map_err(|source| Error::Io {
-                    context: "starting a bench thread",
-                    source,
-                })?;
-            handles.push(handle);
+            {
+                Ok(handle) => handles.push(handle),
+                Err(e) => {
+                    not_started = Some(Tally::failed(&format!("cannot start a bench thread: {e}")));
+                    break;
+                }
+            }
         }
         if let Some(progress) = progress {
             while !handles
@@ -450,6 +456,7 @@ pub(crate) fn run(
                 Err(_) => tallies.push(Tally::failed("a bench thread panicked")),
             }
         }
+        tallies.extend(not_started);
         Ok::<_, Error>(tallies)
     })?;
     if let Some((len, limit)) = tallies.iter().find_map(|t| t.too_large) {
@@ -746,6 +753,18 @@ fn drive(mut client: Client, config: &BenchConfig, plan: &Plan, ended: &AtomicU6
     }
     if let (Some(schedule), Some(deadline)) = (plan.schedule, plan.deadline) {
         tally.unsent = schedule.due_before(made, deadline, plan.quota.saturating_sub(made));
+        // A call due and never sent is the slowest of all: leaving it out would hide the
+        // stall that kept it back (coordinated omission at the end of the run). It counts
+        // with the time it had waited by the end, a lower bound.
+        if let Some(histogram) = &mut tally.histogram {
+            for n in made..made.saturating_add(tally.unsent) {
+                if let Some(due) = schedule.due(n) {
+                    let waited = deadline.saturating_duration_since(due).as_nanos();
+                    let ns = u64::try_from(waited).unwrap_or(u64::MAX);
+                    histogram.saturating_record(ns.clamp(1, MAX_LATENCY_NS));
+                }
+            }
+        }
     } else if plan.schedule.is_some() {
         tally.unsent = plan.quota.saturating_sub(made);
     }

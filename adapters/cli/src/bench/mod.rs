@@ -31,13 +31,15 @@ time, spread evenly over the connections (as wrk2 does). Latency runs from the t
 call was due, not when it was sent, so a stalled server shows in the percentiles
 (no coordinated omission). --window still bounds the calls in flight per connection:
 while it is full, calls fall behind and the delay counts in their latency; calls due
-but never sent by the end are reported as unsent.
+but never sent by the end are reported as unsent, and count in the latencies with the
+time they had waited by the end (a lower bound: leaving them out would hide the stall).
 
 The body is --size bytes carrying each call's number (default: 32), or --body: the
 text given, or with --body @FILE the file's bytes, the same in every call. Answers are
 checked: for echo each must be its request body byte for byte, for upper (with the
 default body) the body upper-cased; a wrong answer counts as an error. Other methods
-are only checked for success. `--method sleep --body 5` makes each call take 5 ms.
+are only checked for success. `--method sleep --body 5` makes each call take 5 ms. A
+--body that starts with @ names a file; put a body that starts with @ in a file.
 
 Over unix-dgram: and udp: each request must fit one datagram (--max-datagram; by
 default 1232 bytes on udp:, 65536 on unix-dgram:, the server's defaults): a larger
