@@ -753,6 +753,56 @@ fn busy_answers_do_not_use_up_attempts() {
     );
 }
 
+/// The server keeps each client within 64 ids of the highest floor it has announced: a
+/// request past that is rejected (not run, not cached, counted), and one within it runs,
+/// whatever order the datagrams come in.
+#[test]
+fn requests_more_than_64_ids_above_the_floor_are_rejected() {
+    let mut s = server(config(), 64);
+    let request = |floor: u64, id: u64| {
+        let req = Frame::Request(Request {
+            id: RequestId(id),
+            method: "m",
+            budget_ms: Some(1000),
+            body: b"",
+        });
+        let mut d = [0u8; MTU];
+        let n = encode_datagram(DatagramHeader::new(44, floor), &req, &mut d).unwrap();
+        d[..n].to_vec()
+    };
+    assert!(matches!(
+        s.handle_datagram(Instant::ZERO, &1, &request(1, 65)),
+        Received::Request(_)
+    ));
+    let rejected = match s.handle_datagram(Instant::ZERO, &1, &request(1, 66)) {
+        Received::Reply(tx) => tx.bytes.to_vec(),
+        other => panic!("{other:?}"),
+    };
+    let (_, body) = DatagramHeader::parse(&rejected).unwrap();
+    assert!(matches!(
+        Frame::decode(body).unwrap(),
+        Frame::Response(wirecall_core::wire::Response {
+            id: RequestId(66),
+            reply: Reply::Rejected {
+                code: RejectCode::INVALID_REQUEST,
+                ..
+            },
+        })
+    ));
+    assert_eq!(s.stats().rejected, 1);
+    // Once the client's floor has moved up (a later datagram says so), 66 is in reach;
+    // a copy that still carries the old floor is judged by the record's, the higher.
+    assert!(matches!(
+        s.handle_datagram(Instant::ZERO, &1, &request(2, 66)),
+        Received::Request(_)
+    ));
+    assert!(matches!(
+        s.handle_datagram(Instant::ZERO, &1, &request(1, 66)),
+        Received::Dropped(DropReason::InProgress)
+    ));
+    assert_eq!(s.stats().requests, 2);
+}
+
 /// A busy answer (the server's `Response` with `Busy`) to call `id` of epoch `epoch`.
 fn busy_answer(epoch: u64, id: RequestId, retry_after_ms: u32) -> Vec<u8> {
     let busy = Frame::Response(wirecall_core::wire::Response {

@@ -118,6 +118,49 @@ fn sleeps_are_answered_out_of_order_over_datagrams() {
     assert!(s["datagrams.dropped.in_progress"] >= 2, "{s:?}");
 }
 
+/// One epoch that never acknowledges cannot hold more than 65 calls of the cache: the
+/// protocol keeps a client within 64 ids of its floor, and the server enforces it. 200
+/// slow calls with floor 1 from raw datagrams: ids 1..=65 run, 66..=200 are rejected
+/// (not run), and a second client is still served meanwhile.
+#[test]
+fn one_epoch_holds_at_most_65_calls() {
+    let dir = tempfile::tempdir().unwrap();
+    let unix = format!("unix:{}", dir.path().join("span.sock").display());
+    let server = ServerProcess::start(
+        bin(),
+        &["--listen", "udp:127.0.0.1:0", "--listen", &unix],
+        &[],
+    )
+    .unwrap();
+    let udp = server.endpoints[0].strip_prefix("udp:").unwrap().to_owned();
+    let raw = UdpSocket::bind("127.0.0.1:0").unwrap();
+    raw.set_read_timeout(Some(WAIT)).unwrap();
+    let epoch = 0x5ba0_0000_0000_0001;
+    for id in 1..=200u64 {
+        let header = DatagramHeader::new(epoch, 1);
+        let bytes = datagram(header, &request(id, "sleep", Some(5000), b"2000"));
+        raw.send_to(&bytes, &udp).unwrap();
+    }
+    // The rejections come back at once (the calls taken answer after 2 s).
+    let mut rejected = Vec::new();
+    for _ in 66..=200u64 {
+        let (id, reply) = reply_of(&recv(&raw));
+        assert!(
+            reply.contains("more than 64 above the client's floor"),
+            "{reply}"
+        );
+        rejected.push(id.0);
+    }
+    rejected.sort_unstable();
+    assert_eq!(rejected, (66..=200u64).collect::<Vec<_>>());
+    let s = stats(&unix);
+    assert_eq!(s["calls.sleep"], 65, "{s:?}");
+    assert_eq!(s["datagrams.rejected"], 135, "{s:?}");
+    assert_eq!(s["datagrams.in_progress"], 65, "{s:?}");
+    let mut other = connect(&server.endpoints[0]);
+    assert_eq!(other.call("echo", b"still", Some(WAIT)).unwrap(), b"still");
+}
+
 #[test]
 fn bad_datagrams_are_dropped_and_counted_by_reason() {
     let dir = tempfile::tempdir().unwrap();

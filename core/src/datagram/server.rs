@@ -7,7 +7,9 @@ use super::{DatagramConfig, DatagramConfigError, chunk_len};
 use crate::conn::{budget_ms, too_large_stand_in};
 use crate::time::{Duration, Instant};
 use crate::wire::datagram::decode_frame;
-use crate::wire::datagram::{DatagramHeader, HeaderError, encode_datagram, ended, merge_ended};
+use crate::wire::datagram::{
+    ACK_SPAN, DatagramHeader, HeaderError, encode_datagram, ended, merge_ended,
+};
 use crate::wire::{Call, Frame, RejectCode, Reply, RequestId, Response, Target};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -449,16 +451,28 @@ where
                 Err(first_free) => return self.busy(from, now, epoch, req.id, first_free),
             },
         };
-        let has_ended = match self.entries.as_mut().get_mut(record) {
+        let (has_ended, floor) = match self.entries.as_mut().get_mut(record) {
             Some(rec) => {
                 merge_ended(&mut rec.floor, &mut rec.acks, header.floor, header.acks);
                 rec.expires = rec.expires.max(window_end);
-                ended(rec.floor, rec.acks, req.id.0)
+                (ended(rec.floor, rec.acks, req.id.0), rec.floor)
             }
             None => return self.dropped(DropReason::Malformed),
         };
         if has_ended {
             return self.dropped(DropReason::Stale);
+        }
+        // A client stays within 64 ids of its floor (so every call can be acknowledged);
+        // one that does not would hold an entry per id. Its floor only grows, and the
+        // record's is the highest seen, so a request past it broke the rule whatever the
+        // order datagrams came in: refused, not run, not cached.
+        if req.id.0 > floor.saturating_add(ACK_SPAN) {
+            self.stats.rejected = self.stats.rejected.saturating_add(1);
+            let reply = Reply::Rejected {
+                code: RejectCode::INVALID_REQUEST,
+                message: "request id more than 64 above the client's floor",
+            };
+            return self.scratch_reply(from, epoch, req.id, reply);
         }
 
         if let Some(index) = self.find(from, epoch, req.id.0) {
