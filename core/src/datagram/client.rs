@@ -869,9 +869,14 @@ where
     }
 
     /// When to call [`handle_timeout`](Self::handle_timeout) or
-    /// [`poll_transmit`](Self::poll_transmit) next; `None` when nothing is scheduled.
+    /// [`poll_transmit`](Self::poll_transmit) next (at once while calls that ended wait to
+    /// be taken with [`poll_event`](Self::poll_event)); `None` when nothing is scheduled.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.ended_pending > 0 {
+            // Outcomes wait to be taken with `poll_event`: at once.
+            return Some(Instant::ZERO);
+        }
         let calls = self
             .slots
             .as_ref()

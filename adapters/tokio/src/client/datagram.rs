@@ -341,6 +341,9 @@ impl Shared {
         if self.send_out(state, now) {
             self.driver.notify_one();
         }
+        // A send the kernel refused may have ended calls (nothing listens there): hand
+        // their outcomes over now, since the driver may be asleep with no timer for them.
+        self.take_events(state, now);
     }
 
     /// Takes the calls the core ended (which fires due timers first).
