@@ -183,6 +183,8 @@ pub enum CloseKind {
     KeepaliveTimeout,
     /// A graceful close did not finish in time.
     DrainTimeout,
+    /// A frame that had begun did not complete within the frame timeout.
+    FrameTimeout,
     /// Aborted by the server (shutdown deadline).
     Aborted,
     /// The socket failed (e.g. reset while writing).
@@ -193,7 +195,7 @@ pub enum CloseKind {
 
 impl CloseKind {
     /// Every kind, in the order `stats` prints them.
-    pub const ALL: [Self; 17] = [
+    pub const ALL: [Self; 18] = [
         Self::Graceful,
         Self::TransportClosed,
         Self::PeerClosed,
@@ -208,6 +210,7 @@ impl CloseKind {
         Self::HandshakeTimeout,
         Self::KeepaliveTimeout,
         Self::DrainTimeout,
+        Self::FrameTimeout,
         Self::Aborted,
         Self::IoError,
         Self::Other,
@@ -233,6 +236,7 @@ impl CloseKind {
             CloseReason::HandshakeTimedOut => Self::HandshakeTimeout,
             CloseReason::KeepaliveTimedOut => Self::KeepaliveTimeout,
             CloseReason::DrainTimedOut => Self::DrainTimeout,
+            CloseReason::FrameTimedOut => Self::FrameTimeout,
             CloseReason::Aborted => Self::Aborted,
             _ => Self::Other,
         }
@@ -256,6 +260,7 @@ impl CloseKind {
             Self::HandshakeTimeout => "handshake_timeout",
             Self::KeepaliveTimeout => "keepalive_timeout",
             Self::DrainTimeout => "drain_timeout",
+            Self::FrameTimeout => "frame_timeout",
             Self::Aborted => "aborted",
             Self::IoError => "io_error",
             Self::Other => "other",

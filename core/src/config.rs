@@ -36,6 +36,12 @@ pub struct Config {
     pub drain_timeout: Duration,
     /// The retry-after hint a server sends when its request table is full. Default: 50 ms.
     pub busy_retry_after: Duration,
+    /// How long a frame may take to arrive once its first bytes have: a connection whose
+    /// receive buffer holds part of a frame for longer is closed (`FRAME_TIMEOUT`), so a
+    /// peer that dribbles a byte at a time cannot hold it open (keepalive counts any byte
+    /// as life). Default: 30 s, a 64 KiB frame at about 17 kbit/s; raise it with
+    /// `max_frame_len` for slow links.
+    pub frame_timeout: Duration,
 }
 
 impl Default for Config {
@@ -48,6 +54,7 @@ impl Default for Config {
             keepalive_timeout: Duration::from_secs(10),
             drain_timeout: Duration::from_secs(30),
             busy_retry_after: Duration::from_millis(50),
+            frame_timeout: Duration::from_secs(30),
         }
     }
 }

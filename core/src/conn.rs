@@ -92,6 +92,9 @@ pub enum CloseReason {
     KeepaliveTimedOut,
     /// A graceful close did not finish within the drain timeout.
     DrainTimedOut,
+    /// A frame that had begun to arrive did not complete within the frame timeout (a peer
+    /// that dribbles bytes must not hold the connection).
+    FrameTimedOut,
     /// The application aborted the connection.
     Aborted,
     /// This server refused the connection ([`CloseCode::REFUSED`]): nothing on it ran.
@@ -119,6 +122,7 @@ impl CloseReason {
             Self::HandshakeTimedOut => CloseCode::HANDSHAKE_TIMEOUT,
             Self::KeepaliveTimedOut => CloseCode::KEEPALIVE_TIMEOUT,
             Self::DrainTimedOut => CloseCode::DRAIN_TIMEOUT,
+            Self::FrameTimedOut => CloseCode::FRAME_TIMEOUT,
             Self::Refused => CloseCode::REFUSED,
             Self::Graceful | Self::TransportClosed | Self::PeerClosed(_) | Self::Aborted => {
                 return None;
@@ -147,6 +151,7 @@ impl fmt::Display for CloseReason {
             Self::HandshakeTimedOut => f.write_str("no hello from the peer in time"),
             Self::KeepaliveTimedOut => f.write_str("peer stopped answering (keepalive timeout)"),
             Self::DrainTimedOut => f.write_str("graceful close did not finish in time"),
+            Self::FrameTimedOut => f.write_str("a frame from the peer did not complete in time"),
             Self::Aborted => f.write_str("aborted locally"),
             Self::Refused => f.write_str("refused: the server takes no connection now"),
         }
@@ -341,6 +346,9 @@ pub(crate) struct Conn<B> {
     pub(crate) committed: Option<u64>,
     /// The ping whose timer runs could not be queued yet (the queue was full).
     ping_owed: bool,
+    /// Since when part of a frame has waited in the receive buffer for the rest (`None`
+    /// when the buffer holds whole frames only), for the frame timeout.
+    partial_since: Option<Instant>,
     phase: Phase,
 }
 
@@ -359,6 +367,7 @@ impl<B: Buffer> Conn<B> {
             draining_since: None,
             committed: None,
             ping_owed: false,
+            partial_since: None,
             phase: Phase::Open,
         };
         let hello = Hello {
@@ -386,6 +395,17 @@ impl<B: Buffer> Conn<B> {
     /// Notes that bytes arrived (for keepalive).
     pub(crate) fn on_input(&mut self, now: Instant) {
         self.last_rx = self.last_rx.max(now);
+    }
+
+    /// Notes whether the receive buffer holds part of a frame waiting for the rest: its
+    /// clock starts at the latest input (when those bytes had come) and runs until a frame
+    /// completes.
+    fn partial_frame(&mut self, pending: bool) {
+        if !pending {
+            self.partial_since = None;
+        } else if self.partial_since.is_none() {
+            self.partial_since = Some(self.last_rx);
+        }
     }
 
     /// Ends the connection with `reason`, queueing a close frame when the reason has one.
@@ -429,6 +449,7 @@ impl<B: Buffer> Conn<B> {
                 CloseReason::HandshakeTimedOut => "no hello in time",
                 CloseReason::KeepaliveTimedOut => "no answer to keepalive",
                 CloseReason::DrainTimedOut => "graceful close timed out",
+                CloseReason::FrameTimedOut => "frame not completed in time",
                 CloseReason::Refused => "server takes no connection now",
                 _ => "",
             };
@@ -528,6 +549,12 @@ impl<B: Buffer> Conn<B> {
                 return;
             }
         }
+        if let Some(since) = self.partial_since {
+            if now >= since.saturating_add(self.config.frame_timeout) {
+                self.close(CloseReason::FrameTimedOut);
+                return;
+            }
+        }
         let Some(interval) = self.config.keepalive_interval else {
             return;
         };
@@ -574,6 +601,9 @@ impl<B: Buffer> Conn<B> {
         }
         if let Some(since) = self.draining_since {
             next = earliest(next, Some(since.saturating_add(self.config.drain_timeout)));
+        }
+        if let Some(since) = self.partial_since {
+            next = earliest(next, Some(since.saturating_add(self.config.frame_timeout)));
         }
         if let (Some(interval), Some(_)) = (self.config.keepalive_interval, self.peer) {
             let at = match self.ping {
@@ -652,13 +682,19 @@ pub(crate) fn read_frame<'a, B: Buffer>(
             return Incoming::Closed;
         }
         let range = match rx.peek() {
-            Ok(Some(range)) => range,
+            Ok(Some(range)) => {
+                conn.partial_frame(false);
+                range
+            }
             Ok(None) if conn.eof && rx.buffered() > 0 => {
                 conn.close(CloseReason::Protocol(ProtocolError::TruncatedFrame));
                 return Incoming::Closed;
             }
             Ok(None) if conn.eof => return Incoming::Ended,
-            Ok(None) => return Incoming::Idle,
+            Ok(None) => {
+                conn.partial_frame(rx.buffered() > 0);
+                return Incoming::Idle;
+            }
             Err(e) => {
                 conn.close(CloseReason::Protocol(ProtocolError::TooLong(e)));
                 return Incoming::Closed;

@@ -224,6 +224,11 @@ struct ServeArgs {
     /// Idle seconds before a ping (0: no keepalive)
     #[arg(long, value_name = "SECS", default_value_t = 30)]
     keepalive: u64,
+    /// Seconds a frame may take to arrive once its first bytes have; a connection that
+    /// dribbles a frame for longer is closed (1 to 3600)
+    #[arg(long, value_name = "SECS", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    frame_timeout: u64,
     /// Seconds without calls before a connection is closed gracefully (0: never)
     #[arg(long, value_name = "SECS", default_value_t = 300)]
     idle_timeout: u64,
@@ -278,6 +283,8 @@ fn serve(args: ServeArgs) -> ExitCode {
         (args.keepalive > 0).then(|| wirecall::clock::to_core(Duration::from_secs(args.keepalive)));
     config.idle_timeout = (args.idle_timeout > 0).then(|| Duration::from_secs(args.idle_timeout));
     config.shutdown_timeout = Duration::from_secs(args.shutdown_timeout);
+    config.connection.frame_timeout =
+        wirecall::clock::to_core(Duration::from_secs(args.frame_timeout));
     config.max_connections = args.max_connections;
     config.unix_mode = args.unix_mode;
     config.workers = args.workers;

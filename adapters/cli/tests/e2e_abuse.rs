@@ -313,6 +313,65 @@ fn the_connection_limit_stays_under_the_open_file_limit() {
     assert_eq!(late.call("echo", b"late", Some(WAIT)).unwrap(), b"late");
 }
 
+/// A peer that finishes the hello and then dribbles a frame a byte at a time (each byte
+/// keeps keepalive happy) is closed once the frame has taken longer than
+/// `--frame-timeout`, with `FRAME_TIMEOUT`, and counted; a real client is served
+/// meanwhile and after.
+#[test]
+fn a_peer_that_dribbles_a_frame_is_closed_at_the_frame_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let unix = format!("unix:{}", dir.path().join("dribble.sock").display());
+    let server =
+        ServerProcess::start(bin(), &["--listen", &unix, "--frame-timeout", "1"], &[]).unwrap();
+    let endpoint = &server.endpoints[0];
+    let mut raw = Raw::connect(endpoint);
+    raw.send(&hello());
+    let mut buf = [0u8; 64];
+    let n = raw.read_some(&mut buf);
+    assert!(
+        buf[..n].windows(4).any(|w| w == b"WCAL"),
+        "the server's hello"
+    );
+    // A 100-byte frame, one byte every 100 ms: it would take 10 s.
+    let mut frame = 100u32.to_be_bytes().to_vec();
+    frame.extend_from_slice(&[0x01; 100]);
+    let mut told = Vec::new();
+    for byte in &frame {
+        let sent = match &mut raw {
+            Raw::Unix(s) => s.write_all(std::slice::from_ref(byte)),
+            Raw::Tcp(s) => s.write_all(std::slice::from_ref(byte)),
+        };
+        if sent.is_err() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        let mut closed = false;
+        if let Raw::Unix(s) = &mut raw {
+            s.set_nonblocking(true).unwrap();
+            let mut chunk = [0u8; 256];
+            match s.read(&mut chunk) {
+                Ok(0) => closed = true,
+                Ok(n) => told.extend_from_slice(&chunk[..n]),
+                Err(_) => {}
+            }
+            s.set_nonblocking(false).unwrap();
+        }
+        if closed {
+            break;
+        }
+    }
+    told.extend(raw.read_to_close());
+    assert_eq!(
+        close_code(&told),
+        Some(9),
+        "closed with FRAME_TIMEOUT: {told:?}"
+    );
+    let mut client = connect(endpoint);
+    let s = stats(&mut client);
+    assert_eq!(s["closed.frame_timeout"], 1, "{s:?}");
+    assert_eq!(client.call("echo", b"ok", Some(WAIT)).unwrap(), b"ok");
+}
+
 /// The server's resident memory, from /proc.
 fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();

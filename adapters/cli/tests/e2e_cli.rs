@@ -695,6 +695,7 @@ fn every_ranged_serve_flag_refuses_values_outside_its_range() {
             "104..=16777216",
         ),
         ("--max-budget", "SECS", &["0", "86401"], "1..=86400"),
+        ("--frame-timeout", "SECS", &["0", "3601"], "1..=3600"),
     ];
     for (flag, name, values, range) in cases {
         for value in *values {

@@ -120,6 +120,8 @@ impl CloseCode {
     /// The server takes no connection now (it is at its connection limit, or shutting
     /// down) and ran nothing sent on this one: every request on it is *not executed*.
     pub const REFUSED: Self = Self(8);
+    /// A frame that had begun to arrive did not complete in time.
+    pub const FRAME_TIMEOUT: Self = Self(9);
 
     /// A short name for a known code, `None` for others.
     #[must_use]
@@ -133,6 +135,7 @@ impl CloseCode {
             Self::KEEPALIVE_TIMEOUT => "keepalive timeout",
             Self::DRAIN_TIMEOUT => "drain timeout",
             Self::REFUSED => "connection refused",
+            Self::FRAME_TIMEOUT => "frame timeout",
             _ => return None,
         })
     }

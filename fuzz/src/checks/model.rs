@@ -169,6 +169,7 @@ pub(crate) fn close_frame_for(reason: &CloseReason) -> Option<(CloseCode, &'stat
         CloseReason::HandshakeTimedOut => (CloseCode::HANDSHAKE_TIMEOUT, "no hello in time"),
         CloseReason::KeepaliveTimedOut => (CloseCode::KEEPALIVE_TIMEOUT, "no answer to keepalive"),
         CloseReason::DrainTimedOut => (CloseCode::DRAIN_TIMEOUT, "graceful close timed out"),
+        CloseReason::FrameTimedOut => (CloseCode::FRAME_TIMEOUT, "frame not completed in time"),
         CloseReason::Refused => (CloseCode::REFUSED, "server takes no connection now"),
         _ => return None,
     })
