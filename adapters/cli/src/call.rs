@@ -13,7 +13,7 @@ use clap::Args;
 use serde_json::{Value, json};
 use wirecall::config::MAX_FRAME_LIMIT;
 use wirecall::core::client::{CloseReason, Execution, PeerInfo, SendError};
-use wirecall::core::wire::{CloseCode, RejectCode};
+use wirecall::core::wire::{CloseCode, RejectCode, Target};
 use wirecall::typed::{EndpointInfo, ListEndpoints};
 use wirecall::{
     CallError, CallErrorKind, Client, ClientConfig, Endpoint, Error, HandshakeFailure,
@@ -187,7 +187,7 @@ pub(crate) fn command(args: &CallArgs) -> ExitCode {
     };
     let outcome = make_call(
         &mut client,
-        &args.method,
+        Target::Method(&args.method),
         &body,
         remaining(timeout, start),
         &report,
@@ -203,7 +203,7 @@ pub(crate) fn command(args: &CallArgs) -> ExitCode {
 /// The call itself, its id and round trip noted (and said, with `-v`).
 fn make_call(
     client: &mut Client,
-    target: &str,
+    target: Target<'_>,
     body: &[u8],
     timeout: Option<Duration>,
     report: &Report,
@@ -423,15 +423,13 @@ fn call_json(args: &CallArgs, json: &str, report: &Report) -> ExitCode {
         info.path,
         info.key()
     ));
-    let outcome = client
-        .submit(info.key(), &body, remaining(timeout, start))
-        .and_then(|id| {
-            report.id.set(Some(id.0));
-            let sent = Instant::now();
-            let outcome = client.wait(id);
-            report.rtt.set(Some(sent.elapsed()));
-            outcome
-        });
+    let outcome = make_call(
+        &mut client,
+        Target::Endpoint(info.key()),
+        &body,
+        remaining(timeout, start),
+        report,
+    );
     let busy = all_copies_busy(&client);
     let _ = client.close();
     let answer = match outcome {

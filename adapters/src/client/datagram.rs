@@ -143,32 +143,32 @@ impl DatagramClient {
 
     /// Waits for the next call to end; `None` when no call is waiting.
     pub(super) fn wait_any(&mut self) -> Option<(RequestId, Outcome)> {
-        loop {
-            if let Some(done) = self.outcomes.take_any() {
-                return Some(done);
-            }
-            self.outcomes.any_waiting()?;
-            self.turn();
-        }
+        self.wait_any_until(None)
     }
 
     /// As [`wait_any`](Self::wait_any), but waits no longer than `timeout`: `None` also
     /// when no call ended in time.
     pub(super) fn wait_any_timeout(&mut self, timeout: Duration) -> Option<(RequestId, Outcome)> {
-        let until = std::time::Instant::now().checked_add(timeout);
+        // A timeout past the clock's range waits as long as `wait_any` does.
+        self.wait_any_until(std::time::Instant::now().checked_add(timeout))
+    }
+
+    /// [`wait_any`](Self::wait_any) until `until` (`None`: for ever).
+    fn wait_any_until(
+        &mut self,
+        until: Option<std::time::Instant>,
+    ) -> Option<(RequestId, Outcome)> {
         loop {
             if let Some(done) = self.outcomes.take_any() {
                 return Some(done);
             }
             self.outcomes.any_waiting()?;
-            let left = until.map_or(timeout, |u| {
-                u.saturating_duration_since(std::time::Instant::now())
-            });
-            if left.is_zero() {
+            let left = until.map(|u| u.saturating_duration_since(std::time::Instant::now()));
+            if left.is_some_and(|l| l.is_zero()) {
                 self.pump();
                 return self.outcomes.take_any();
             }
-            self.turn_within(left);
+            self.turn_within(left.unwrap_or(MAX_WAIT));
         }
     }
 

@@ -108,9 +108,7 @@ impl StreamClient {
     pub(super) fn handshake(&mut self, timeout: Duration) -> Result<(), Option<CloseReason>> {
         let start = std::time::Instant::now();
         loop {
-            self.write_out();
-            let now = self.clock.now();
-            self.take_events(now);
+            self.take_events(self.clock.now());
             if let Some(reason) = self.closed {
                 return Err(Some(reason));
             }
@@ -127,10 +125,7 @@ impl StreamClient {
             else {
                 return Err(None);
             };
-            let wait = self.core.poll_timeout().map_or(left, |at| {
-                to_std(at.saturating_duration_since(now)).min(left)
-            });
-            self.read_wait(Some(wait));
+            self.turn_within(Some(left));
         }
     }
 
@@ -195,24 +190,21 @@ impl StreamClient {
     /// Waits for the next call to finish, in whatever order they finish; `None` when no
     /// call is waiting.
     pub(super) fn wait_any(&mut self) -> Option<(RequestId, Outcome)> {
-        loop {
-            if let Some(done) = self.outcomes.take_any() {
-                self.batching = self.outcomes.has_done();
-                return Some(done);
-            }
-            let id = self.outcomes.any_waiting()?;
-            if self.closed.is_some() {
-                self.outcomes.forget(id);
-                return Some((id, Err(self.lost())));
-            }
-            self.turn();
-        }
+        self.wait_any_until(None)
     }
 
     /// As [`wait_any`](Self::wait_any), but waits no longer than `timeout`: `None` also
     /// when no call ended in time.
     pub(super) fn wait_any_timeout(&mut self, timeout: Duration) -> Option<(RequestId, Outcome)> {
-        let until = std::time::Instant::now().checked_add(timeout);
+        // A timeout past the clock's range waits as long as `wait_any` does.
+        self.wait_any_until(std::time::Instant::now().checked_add(timeout))
+    }
+
+    /// [`wait_any`](Self::wait_any) until `until` (`None`: for ever).
+    fn wait_any_until(
+        &mut self,
+        until: Option<std::time::Instant>,
+    ) -> Option<(RequestId, Outcome)> {
         loop {
             if let Some(done) = self.outcomes.take_any() {
                 self.batching = self.outcomes.has_done();
@@ -223,16 +215,14 @@ impl StreamClient {
                 self.outcomes.forget(id);
                 return Some((id, Err(self.lost())));
             }
-            let left = until.map_or(timeout, |u| {
-                u.saturating_duration_since(std::time::Instant::now())
-            });
-            if left.is_zero() {
+            let left = until.map(|u| u.saturating_duration_since(std::time::Instant::now()));
+            if left.is_some_and(|l| l.is_zero()) {
                 self.pump();
                 let done = self.outcomes.take_any();
                 self.batching = self.outcomes.has_done();
                 return done;
             }
-            self.turn_within(Some(left));
+            self.turn_within(left);
         }
     }
 
