@@ -205,11 +205,13 @@ pub fn check_datagram(
 /// Checks a server's own limits before anything is set up, whichever endpoints it has: at
 /// least one connection, a worker queue of at least one call, at most [`MAX_WORKERS`]
 /// workers, a datagram budget of at least 1 ms and at most [`MAX_BUDGET_LIMIT`], a cache
-/// of at least one entry, and datagrams of at least [`MIN_DATAGRAM`] bytes (both
+/// of at least one entry, a peer share of the cache of at least one epoch
+/// ([`EPOCH_ENTRIES`]), and datagrams of at least [`MIN_DATAGRAM`] bytes (both
 /// transports), each no larger than its `MAX_*` limit. (The connection's limits are
 /// [`check_limits`]'.)
 ///
 /// [`MIN_DATAGRAM`]: wirecall_core::datagram::MIN_DATAGRAM
+/// [`EPOCH_ENTRIES`]: wirecall_core::datagram::EPOCH_ENTRIES
 ///
 /// # Errors
 ///
@@ -219,7 +221,7 @@ pub fn check_server(config: &ServerConfig) -> Result<(), crate::Error> {
     use wirecall_core::datagram::MIN_DATAGRAM;
     let as_u64 = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
     let millis = |d: wirecall_core::Duration| d.as_micros() / 1000;
-    let ranges: [(&'static str, u64, u64, u64); 7] = [
+    let ranges: [(&'static str, u64, u64, u64); 8] = [
         (
             "max_connections",
             as_u64(config.max_connections),
@@ -237,6 +239,12 @@ pub fn check_server(config: &ServerConfig) -> Result<(), crate::Error> {
             "datagram_cache",
             as_u64(config.datagram_cache),
             1,
+            as_u64(MAX_DATAGRAM_CACHE),
+        ),
+        (
+            "datagram.max_peer_entries",
+            as_u64(config.datagram.max_peer_entries),
+            as_u64(wirecall_core::datagram::EPOCH_ENTRIES),
             as_u64(MAX_DATAGRAM_CACHE),
         ),
         (

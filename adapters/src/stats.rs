@@ -27,6 +27,7 @@
 //! datagrams.replayed 2
 //! datagrams.in_progress 0
 //! datagrams.busy 0
+//! datagrams.busy_peer_quota 0
 //! datagrams.rejected 0
 //! datagrams.late_answers 0
 //! datagrams.acks 2
@@ -47,7 +48,8 @@
 //! (datagrams the kernel took: answers, replays, busy and rejection answers), `replayed`
 //! (retransmitted calls answered again from the call cache, not run again),
 //! `in_progress` (calls running now: taken, not yet answered), `busy` (calls refused
-//! because the call cache had no room; not run), `rejected` (calls refused before running:
+//! because the call cache had no room; not run), `busy_peer_quota` (of those, calls whose
+//! peer address already held its share of the cache), `rejected` (calls refused before running:
 //! no, zero or too long a budget, or the server shutting down), `late_answers` (answers
 //! whose call the cache had already forgotten, dropped), `acks` (acknowledgements: datagrams
 //! in which a client only says which calls have ended; never answered); `dropped.<reason>` for each
@@ -318,6 +320,7 @@ pub struct Stats {
     dgram_replayed: AtomicU64,
     dgram_in_progress: AtomicU64,
     dgram_busy: AtomicU64,
+    dgram_busy_quota: AtomicU64,
     dgram_rejected: AtomicU64,
     dgram_late: AtomicU64,
     dgram_acks: AtomicU64,
@@ -454,6 +457,11 @@ impl Stats {
         };
         add(&self.dgram_replayed, now.replayed, &mut seen.replayed);
         add(&self.dgram_busy, now.busy, &mut seen.busy);
+        add(
+            &self.dgram_busy_quota,
+            now.busy_peer_quota,
+            &mut seen.busy_peer_quota,
+        );
         add(&self.dgram_rejected, now.rejected, &mut seen.rejected);
         add(
             &self.dgram_rejected,
@@ -506,6 +514,7 @@ impl Stats {
             datagrams_replayed: get(&self.dgram_replayed),
             datagrams_in_progress: get(&self.dgram_in_progress),
             datagrams_busy: get(&self.dgram_busy),
+            datagrams_busy_peer_quota: get(&self.dgram_busy_quota),
             datagrams_rejected: get(&self.dgram_rejected),
             datagrams_late_answers: get(&self.dgram_late),
             datagrams_acks: get(&self.dgram_acks),
@@ -605,6 +614,9 @@ pub struct StatsSnapshot {
     pub datagrams_in_progress: u64,
     /// Datagram calls refused busy because the call cache had no room (not run).
     pub datagrams_busy: u64,
+    /// Of `datagrams_busy`, calls refused because their peer address already held its
+    /// share of the cache (`DatagramConfig::max_peer_entries`).
+    pub datagrams_busy_peer_quota: u64,
     /// Datagram calls rejected before running (budget missing, zero or too long; the
     /// server shutting down).
     pub datagrams_rejected: u64,
@@ -683,6 +695,11 @@ impl fmt::Display for StatsSnapshot {
         writeln!(f, "datagrams.replayed {}", self.datagrams_replayed)?;
         writeln!(f, "datagrams.in_progress {}", self.datagrams_in_progress)?;
         writeln!(f, "datagrams.busy {}", self.datagrams_busy)?;
+        writeln!(
+            f,
+            "datagrams.busy_peer_quota {}",
+            self.datagrams_busy_peer_quota
+        )?;
         writeln!(f, "datagrams.rejected {}", self.datagrams_rejected)?;
         writeln!(f, "datagrams.late_answers {}", self.datagrams_late_answers)?;
         writeln!(f, "datagrams.acks {}", self.datagrams_acks)?;

@@ -803,6 +803,57 @@ fn requests_more_than_64_ids_above_the_floor_are_rejected() {
     assert_eq!(s.stats().requests, 2);
 }
 
+/// One address opening epoch after epoch holds at most `max_peer_entries / 66` records:
+/// its further epochs are answered busy (not run, counted) while another address still
+/// gets through; once its records' windows close it may open new ones.
+#[test]
+fn a_peer_opening_epoch_after_epoch_is_held_to_its_share_of_the_cache() {
+    let mut cfg = config();
+    cfg.max_peer_entries = 3 * wirecall_core::datagram::EPOCH_ENTRIES + 10;
+    let mut s = server(cfg, 1024);
+    let request = |epoch: u64| {
+        let req = Frame::Request(Request {
+            id: RequestId(1),
+            method: "m",
+            budget_ms: Some(1000),
+            body: b"",
+        });
+        let mut d = [0u8; MTU];
+        let n = encode_datagram(DatagramHeader::new(epoch, 1), &req, &mut d).unwrap();
+        d[..n].to_vec()
+    };
+    let is_busy = |r: &Received<'_, '_, u32>| match r {
+        Received::Reply(tx) => matches!(reply_of(tx.bytes), Reply::Busy { .. }),
+        _ => false,
+    };
+    let mut taken = 0;
+    for epoch in 1..=200 {
+        let d = request(epoch);
+        let r = s.handle_datagram(Instant::ZERO, &7, &d);
+        if matches!(r, Received::Request(_)) {
+            taken += 1;
+        } else {
+            assert!(is_busy(&r), "epoch {epoch}: {r:?}");
+        }
+    }
+    assert_eq!(taken, 3);
+    assert_eq!(s.stats().busy_peer_quota, 197);
+    assert_eq!(s.stats().busy, 197);
+    // Another address is not held to the first one's share.
+    for epoch in 1..=3 {
+        assert!(matches!(
+            s.handle_datagram(Instant::ZERO, &8, &request(epoch)),
+            Received::Request(_)
+        ));
+    }
+    // After the windows close (budget 1 s + max_latency), the first address has room again.
+    let later = Instant::ZERO.saturating_add(Duration::from_millis(1051));
+    assert!(matches!(
+        s.handle_datagram(later, &7, &request(500)),
+        Received::Request(_)
+    ));
+}
+
 /// A busy answer (the server's `Response` with `Busy`) to call `id` of epoch `epoch`.
 fn busy_answer(epoch: u64, id: RequestId, retry_after_ms: u32) -> Vec<u8> {
     let busy = Frame::Response(wirecall_core::wire::Response {
@@ -1267,7 +1318,8 @@ fn cache_fills_nearly_up_before_busy() {
             body: b"",
         });
         let n = encode_datagram(DatagramHeader::new(id * 7919, id), &req, &mut d).unwrap();
-        match s.handle_datagram(Instant::ZERO, &1, &d[..n]) {
+        let peer = u32::try_from(id).unwrap();
+        match s.handle_datagram(Instant::ZERO, &peer, &d[..n]) {
             Received::Request(_) => taken += 1,
             _ => break,
         }

@@ -17,7 +17,7 @@ use wirecall::config::{
     MAX_BUDGET_LIMIT, MAX_CONNECTIONS_LIMIT, MAX_DATAGRAM_CACHE, MAX_DATAGRAM_LIMIT,
     MAX_FRAME_LIMIT, MAX_IN_FLIGHT_LIMIT, MAX_WORKER_QUEUE, MAX_WORKERS,
 };
-use wirecall::core::datagram::MIN_DATAGRAM;
+use wirecall::core::datagram::{EPOCH_ENTRIES, MIN_DATAGRAM};
 use wirecall::core::wire::{BASELINE_MAX_FRAME_LEN, BASELINE_MAX_IN_FLIGHT};
 use wirecall::{Endpoint, Error, ServerBuilder, ServerConfig, builtins};
 
@@ -243,6 +243,12 @@ struct ServeArgs {
     #[arg(long, value_name = "ENTRIES", default_value_t = ServerConfig::default().datagram_cache,
           value_parser = usize_in(1, MAX_DATAGRAM_CACHE))]
     datagram_cache: usize,
+    /// Cache entries one peer address may hold on each datagram endpoint, each client
+    /// epoch counting as 66; calls of an epoch past that share are answered busy, not run
+    /// (66 to 1048576)
+    #[arg(long, value_name = "ENTRIES", default_value_t = ServerConfig::default().datagram.max_peer_entries,
+          value_parser = usize_in(EPOCH_ENTRIES, MAX_DATAGRAM_CACHE))]
+    datagram_peer_entries: usize,
     /// Largest datagram taken or sent on udp: endpoints, header included (104 to 16777216)
     #[arg(long, value_name = "BYTES", default_value_t = ServerConfig::default().datagram.max_datagram,
           value_parser = usize_in(MIN_DATAGRAM, MAX_DATAGRAM_LIMIT))]
@@ -290,6 +296,7 @@ fn serve(args: ServeArgs) -> ExitCode {
     config.workers = args.workers;
     config.worker_queue = args.worker_queue;
     config.datagram_cache = args.datagram_cache;
+    config.datagram.max_peer_entries = args.datagram_peer_entries;
     config.datagram.max_datagram = args.max_datagram;
     config.unix_max_datagram = args.unix_max_datagram;
     config.datagram.max_budget = wirecall::clock::to_core(Duration::from_secs(args.max_budget));

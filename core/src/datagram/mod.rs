@@ -99,7 +99,25 @@ pub struct DatagramConfig {
     /// of a copy may still reach the server once it has room and run (section 11.2 of
     /// PROTOCOL.md).
     pub duplicates: Duplicates,
+    /// Server: cache entries one peer address may hold at once, so a flooding peer is
+    /// answered busy while others still get through. Each live client record (one per
+    /// epoch the address uses) counts as [`EPOCH_ENTRIES`] (66: the record and the 65 calls
+    /// the id span allows it), so an address holds at most `max_peer_entries / 66` epochs
+    /// at once; a new epoch over that is answered busy (not run) until one of its records'
+    /// windows closes. Checked only when a record is made, once per client epoch, so the
+    /// per-call path does not pay for it. Never less than one epoch's worth. Default: 256
+    /// (three epochs: a quarter of the std server's default cache of 1,024; keep it under
+    /// the cache size for it to mean anything).
+    pub max_peer_entries: usize,
 }
+
+/// Cache entries one client epoch can hold at most on a server: its record and the 65
+/// calls from its floor to 64 above it. The unit of [`DatagramConfig::max_peer_entries`].
+pub const EPOCH_ENTRIES: usize = ACK_SPAN_ENTRIES + 1;
+
+/// Calls of one epoch a server may hold at once: the floor and the 64 ids above it.
+const ACK_SPAN_ENTRIES: usize = 65;
+const _: () = assert!(ACK_SPAN_ENTRIES as u64 == crate::wire::datagram::ACK_SPAN + 1);
 
 /// Whether a transport may deliver one datagram more than once
 /// ([`DatagramConfig::duplicates`]).
@@ -125,6 +143,7 @@ impl Default for DatagramConfig {
             max_latency: Duration::from_secs(2),
             max_answer: 1232,
             duplicates: Duplicates::Possible,
+            max_peer_entries: 256,
         }
     }
 }

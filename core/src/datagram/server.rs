@@ -3,7 +3,7 @@
 use core::fmt;
 use core::ops::Range;
 
-use super::{DatagramConfig, DatagramConfigError, chunk_len};
+use super::{DatagramConfig, DatagramConfigError, EPOCH_ENTRIES, chunk_len};
 use crate::conn::{budget_ms, too_large_stand_in};
 use crate::time::{Duration, Instant};
 use crate::wire::datagram::decode_frame;
@@ -211,8 +211,12 @@ pub struct DatagramServerStats {
     pub replayed: u64,
     /// Retransmissions of calls still running, dropped.
     pub in_progress: u64,
-    /// Calls refused busy because every cache entry was live.
+    /// Calls refused busy because every cache entry was live, or (also counted in
+    /// `busy_peer_quota`) their peer held its share of the cache.
     pub busy: u64,
+    /// Calls refused busy because their peer address already held
+    /// [`max_peer_entries`](DatagramConfig::max_peer_entries) (a new epoch past its share).
+    pub busy_peer_quota: u64,
     /// Calls rejected before running (no budget, budget zero or over the limit).
     pub rejected: u64,
     /// Calls cancelled by their client while running.
@@ -443,7 +447,10 @@ where
                     None => self.shutting_down(from, epoch, req.id),
                 };
             }
-            None => match self.free_entry(now, epoch, 0) {
+            None => match self
+                .peer_room(now, from)
+                .and_then(|()| self.free_entry(now, epoch, 0))
+            {
                 Ok(index) => {
                     self.claim(index, from, epoch, 0, EntryState::Client, window_end);
                     index
@@ -701,6 +708,27 @@ where
             })?;
             start.checked_add(offset)
         })
+    }
+
+    /// Whether `from` may open one more epoch under
+    /// [`max_peer_entries`](DatagramConfig::max_peer_entries): each of its live records
+    /// counts as [`EPOCH_ENTRIES`]. When it may not, the time its first record's window
+    /// closes, counted in `busy_peer_quota`. Scans the cache, once per new client record.
+    fn peer_room(&mut self, now: Instant, from: &P) -> Result<(), Instant> {
+        let quota = self.config.max_peer_entries.max(EPOCH_ENTRIES) / EPOCH_ENTRIES;
+        let mut live = 0usize;
+        let mut first_free: Option<Instant> = None;
+        for e in self.entries.as_ref() {
+            if e.state == EntryState::Client && e.expires > now && e.peer.as_ref() == Some(from) {
+                live = live.saturating_add(1);
+                first_free = Some(first_free.map_or(e.expires, |t| t.min(e.expires)));
+            }
+        }
+        if live < quota {
+            return Ok(());
+        }
+        self.stats.busy_peer_quota = self.stats.busy_peer_quota.saturating_add(1);
+        Err(first_free.unwrap_or(now))
     }
 
     /// A reusable entry in either bucket of (epoch, id): free, past its window, or a call
