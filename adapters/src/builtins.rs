@@ -8,6 +8,7 @@
 //! | `sleep` | milliseconds as decimal text, at most 600000 | the same number, after that long |
 //! | `stats` | empty, or a name prefix | the server's counters, one `name value` per line (see [`crate::stats`]); with a prefix such as `datagrams.`, only the lines whose name starts with it |
 //! | `list` | ignored | the method names, one per line (typed endpoints by their paths, `wirecall/endpoints` included) |
+//! | `whoami` | ignored | who the server takes the caller for, one `name value` per line: `transport` (`tcp`, `unix`, `udp`, `unix-dgram`), then `address` (IP peers), `uid`, `gid` and `pid` (Unix stream peers, from the kernel), `path` (Unix datagram peers), and `remaining_ms` (time left before the call's deadline, when it has one) |
 //! | `typed/echo` ([`TypedEcho`], a typed endpoint) | bytes | the same bytes |
 //!
 //! `sleep` waits without holding any thread: it answers through
@@ -20,14 +21,16 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::function::{Answer, CallFailure, Register, Responder};
+use std::fmt::Write as _;
+
+use crate::function::{Answer, CallContext, CallFailure, Peer, Register, Responder};
 use wirecall_core::typed::Bytes;
 
 /// The longest `sleep`, in milliseconds (10 minutes).
 pub const MAX_SLEEP_MS: u64 = 600_000;
 
 /// The built-in method names, in the order they are registered.
-pub const NAMES: [&str; 6] = ["echo", "upper", "time", "sleep", "stats", "list"];
+pub const NAMES: [&str; 7] = ["echo", "upper", "time", "sleep", "stats", "list", "whoami"];
 
 wirecall_core::endpoints! {
     /// The typed echo: the request's bytes back, borrowed from the request (no copy but
@@ -59,6 +62,7 @@ pub fn register<B: Register>(builder: B) -> B {
             }
             Ok(text.into_bytes())
         })
+        .function_with_context("whoami", |context, _| Ok(whoami(context).into_bytes()))
         .endpoint_reply::<TypedEcho, _>(|body: Bytes<'_>, reply| reply.send(&Ok(body)))
 }
 
@@ -70,6 +74,29 @@ fn filter_lines(text: &str, prefix: &str) -> String {
     text.split_inclusive('\n')
         .filter(|line| line.starts_with(prefix))
         .collect()
+}
+
+/// `whoami`: the caller as the transport knows it, one `name value` per line.
+fn whoami(context: &CallContext<'_>) -> String {
+    let mut text = String::new();
+    // Writing to a String cannot fail.
+    let _ = match context.peer() {
+        Peer::Tcp(addr) => writeln!(text, "transport tcp\naddress {addr}"),
+        Peer::Udp(addr) => writeln!(text, "transport udp\naddress {addr}"),
+        Peer::Unix(Some(c)) => writeln!(
+            text,
+            "transport unix\nuid {}\ngid {}\npid {}",
+            c.uid, c.gid, c.pid
+        ),
+        Peer::Unix(None) => writeln!(text, "transport unix"),
+        Peer::UnixDatagram(path) => {
+            writeln!(text, "transport unix-dgram\npath {}", path.display())
+        }
+    };
+    if let Some(left) = context.remaining() {
+        let _ = writeln!(text, "remaining_ms {}", left.as_millis());
+    }
+    text
 }
 
 fn upper(body: &[u8]) -> Answer {

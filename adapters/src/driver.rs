@@ -248,9 +248,26 @@ const REFUSE_DRAIN: usize = 64 * 1024;
 /// destroy the refusal on its way. The caller then drops the socket. The system calls are
 /// made on the descriptor directly, so a runtime's readiness bookkeeping cannot skip them.
 pub fn refuse(socket: impl AsFd, config: &wirecall_core::Config) {
-    use wirecall_core::server::{REFUSAL_LEN, encode_refusal};
+    refuse_with(socket, config, wirecall_core::server::encode_refusal);
+}
+
+/// As [`refuse`], for a peer the server does not take (its credentials are not on the
+/// allowlist): the core's hello and a close with `NOT_ALLOWED`.
+pub fn refuse_not_allowed(socket: impl AsFd, config: &wirecall_core::Config) {
+    refuse_with(socket, config, wirecall_core::server::encode_not_allowed);
+}
+
+fn refuse_with(
+    socket: impl AsFd,
+    config: &wirecall_core::Config,
+    encode: fn(
+        &wirecall_core::Config,
+        &mut [u8],
+    ) -> Result<usize, wirecall_core::config::ConfigError>,
+) {
+    use wirecall_core::server::REFUSAL_LEN;
     let mut refusal = [0u8; REFUSAL_LEN];
-    let Ok(len) = encode_refusal(config, &mut refusal) else {
+    let Ok(len) = encode(config, &mut refusal) else {
         return;
     };
     // A fresh socket's send buffer takes these few bytes.
@@ -262,6 +279,25 @@ pub fn refuse(socket: impl AsFd, config: &wirecall_core::Config) {
         match rustix::io::read(&socket, &mut scratch) {
             Ok(0) | Err(_) => break,
             Ok(n) => drained += n,
+        }
+    }
+}
+
+/// The credentials the kernel recorded for the process at the other end of a Unix stream
+/// when it connected (`SO_PEERCRED`), for [`Peer::Unix`](crate::function::Peer::Unix);
+/// `None` if the kernel refuses to say (logged at debug).
+pub fn peer_credentials(
+    stream: &impl std::os::fd::AsFd,
+) -> Option<crate::function::UnixCredentials> {
+    match rustix::net::sockopt::socket_peercred(stream) {
+        Ok(c) => Some(crate::function::UnixCredentials::new(
+            c.uid.as_raw(),
+            c.gid.as_raw(),
+            c.pid.as_raw_nonzero().get(),
+        )),
+        Err(e) => {
+            log::debug!("no peer credentials: {e}");
+            None
         }
     }
 }

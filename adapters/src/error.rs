@@ -159,9 +159,9 @@ fn handshake_message(endpoint: &Endpoint, failure: &HandshakeFailure) -> String 
         ),
         // Refused before anything ran: its words say so (at the connection limit, or
         // shutting down).
-        HandshakeFailure::Closed(reason @ CloseReason::PeerClosed(CloseCode::REFUSED)) => {
-            reason.to_string()
-        }
+        HandshakeFailure::Closed(
+            reason @ CloseReason::PeerClosed(CloseCode::REFUSED | CloseCode::NOT_ALLOWED),
+        ) => reason.to_string(),
         HandshakeFailure::Closed(CloseReason::TransportClosed) => {
             format!("{endpoint} closed the connection before its hello: is it a wirecall server?")
         }

@@ -4,8 +4,15 @@
 //! A function answers with [`Answer`]: the body, or a [`CallFailure`]. The synchronous form
 //! returns it; the deferred form gets a [`Responder`] that it completes later, from any
 //! thread (or lets the event loop complete after a delay, with no thread waiting).
+//!
+//! Either form may also take a [`CallContext`] (`function_with_context`,
+//! `deferred_with_context`, `endpoint_with_context` of [`Register`]): who made the call
+//! ([`Peer`]: its address, its Unix credentials) and by when its client stops waiting.
+//! The plain `Fn(&[u8])` forms do not see it and pay nothing for it.
 
+use std::net::SocketAddr;
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::mpsc::Sender;
 use std::time::{Duration, Instant as StdInstant};
@@ -108,10 +115,158 @@ pub fn reply_of(answer: &Answer) -> Reply<'_> {
     }
 }
 
-/// A synchronous function: gets the request body and returns its answer.
-pub type SyncFn = Arc<dyn Fn(&[u8]) -> Answer + Send + Sync>;
-/// A deferred function: must not block, and completes the [`Responder`] now or later.
-pub type DeferredFn = Arc<dyn Fn(&[u8], Responder) + Send + Sync>;
+/// A synchronous function as the server holds it: gets the call's context and the request
+/// body, and returns its answer. (Functions registered without a context are wrapped.)
+pub type SyncFn = Arc<dyn Fn(&CallContext<'_>, &[u8]) -> Answer + Send + Sync>;
+/// A deferred function as the server holds it: must not block, and completes the
+/// [`Responder`] now or later.
+pub type DeferredFn = Arc<dyn Fn(&CallContext<'_>, &[u8], Responder) + Send + Sync>;
+
+/// Who sent a call, as the transport knows it. Borrowed from the connection or the
+/// datagram for the length of the call; copy what you keep.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Peer<'a> {
+    /// A TCP connection from this address.
+    Tcp(SocketAddr),
+    /// A Unix stream connection. Its credentials are the connecting process's, taken by the
+    /// kernel when it connected (`SO_PEERCRED`); `None` only where the kernel gave none.
+    Unix(Option<UnixCredentials>),
+    /// A UDP datagram from this address. Nothing proves it: a UDP source address can be
+    /// forged (docs/SECURITY.md).
+    Udp(SocketAddr),
+    /// A Unix datagram from the socket bound at this path. The path names the sender's
+    /// socket; the kernel vouches for it, but it says nothing of the sending user.
+    UnixDatagram(&'a Path),
+}
+
+impl std::fmt::Display for Peer<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Tcp(addr) => write!(f, "tcp peer {addr}"),
+            Self::Unix(Some(c)) => write!(f, "unix peer {c}"),
+            Self::Unix(None) => f.write_str("unix peer (no credentials)"),
+            Self::Udp(addr) => write!(f, "udp peer {addr}"),
+            Self::UnixDatagram(path) => write!(f, "unix-dgram peer {}", path.display()),
+        }
+    }
+}
+
+/// A Unix peer's process credentials, as the kernel recorded them when it connected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub struct UnixCredentials {
+    /// Its effective user id.
+    pub uid: u32,
+    /// Its effective group id.
+    pub gid: u32,
+    /// Its process id, as seen from the server's pid namespace (0 when not visible).
+    pub pid: i32,
+}
+
+impl UnixCredentials {
+    /// Credentials with these ids.
+    #[must_use]
+    pub fn new(uid: u32, gid: u32, pid: i32) -> Self {
+        Self { uid, gid, pid }
+    }
+}
+
+impl std::fmt::Display for UnixCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "uid={} gid={} pid={}", self.uid, self.gid, self.pid)
+    }
+}
+
+/// What a function may know about the call it runs for: who sent it and by when its client
+/// stops waiting.
+#[derive(Debug, Clone, Copy)]
+pub struct CallContext<'a> {
+    peer: Peer<'a>,
+    deadline: Option<StdInstant>,
+}
+
+impl<'a> CallContext<'a> {
+    /// The context of a call from `peer` whose client waits until `deadline` (`None`: the
+    /// client gave none). Drivers make these; functions are handed them.
+    #[must_use]
+    pub fn new(peer: Peer<'a>, deadline: Option<StdInstant>) -> Self {
+        Self { peer, deadline }
+    }
+
+    /// Who sent the call.
+    #[must_use]
+    pub fn peer(&self) -> Peer<'a> {
+        self.peer
+    }
+
+    /// When the client stops waiting (the deadline it sent, from when the request
+    /// arrived); `None` when it sent none. Work after it is wasted: the answer is dropped.
+    #[must_use]
+    pub fn deadline(&self) -> Option<StdInstant> {
+        self.deadline
+    }
+
+    /// How long is left until the [`deadline`](Self::deadline), zero once it has passed;
+    /// `None` when there is none.
+    #[must_use]
+    pub fn remaining(&self) -> Option<Duration> {
+        self.deadline
+            .map(|d| d.saturating_duration_since(StdInstant::now()))
+    }
+}
+
+/// A [`Peer`] that owns its parts, for a call handed to another thread (a worker) or kept
+/// by a connection for its life. Its variants are [`Peer`]'s.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+#[allow(missing_docs)]
+pub enum OwnedPeer {
+    Tcp(SocketAddr),
+    Unix(Option<UnixCredentials>),
+    Udp(SocketAddr),
+    UnixDatagram(PathBuf),
+}
+
+impl OwnedPeer {
+    /// The borrowed form handed to functions.
+    #[must_use]
+    pub fn as_peer(&self) -> Peer<'_> {
+        match self {
+            Self::Tcp(a) => Peer::Tcp(*a),
+            Self::Unix(c) => Peer::Unix(*c),
+            Self::Udp(a) => Peer::Udp(*a),
+            Self::UnixDatagram(p) => Peer::UnixDatagram(p),
+        }
+    }
+}
+
+impl From<Peer<'_>> for OwnedPeer {
+    fn from(peer: Peer<'_>) -> Self {
+        match peer {
+            Peer::Tcp(a) => Self::Tcp(a),
+            Peer::Unix(c) => Self::Unix(c),
+            Peer::Udp(a) => Self::Udp(a),
+            Peer::UnixDatagram(p) => Self::UnixDatagram(p.to_path_buf()),
+        }
+    }
+}
+
+/// Wraps a function that takes no context into the form the server holds.
+pub fn without_context<F>(function: F) -> SyncFn
+where
+    F: Fn(&[u8]) -> Answer + Send + Sync + 'static,
+{
+    Arc::new(move |_: &CallContext<'_>, body: &[u8]| function(body))
+}
+
+/// Wraps a deferred function that takes no context into the form the server holds.
+pub fn deferred_without_context<F>(function: F) -> DeferredFn
+where
+    F: Fn(&[u8], Responder) + Send + Sync + 'static,
+{
+    Arc::new(move |_: &CallContext<'_>, body: &[u8], r: Responder| function(body, r))
+}
 
 /// A registered function of the mio server.
 #[derive(Clone)]
@@ -122,8 +277,8 @@ pub(crate) enum Function {
 
 /// Runs a synchronous function, turning a panic in it into an error answer
 /// ([`ERROR_FUNCTION_PANICKED`]): the call was executed, and the server goes on.
-pub fn run_sync(function: &SyncFn, body: &[u8]) -> Answer {
-    catch_unwind(AssertUnwindSafe(|| function(body))).unwrap_or_else(|_| {
+pub fn run_sync(function: &SyncFn, context: &CallContext<'_>, body: &[u8]) -> Answer {
+    catch_unwind(AssertUnwindSafe(|| function(context, body))).unwrap_or_else(|_| {
         log::error!("a function panicked; its call is answered with an error");
         Err(CallFailure::error(
             ERROR_FUNCTION_PANICKED,
@@ -277,19 +432,33 @@ pub trait Register: Sized {
     where
         F: Fn(&[u8], Responder) + Send + Sync + 'static;
 
+    /// Registers a synchronous function under `name` that also gets the call's
+    /// [`CallContext`]: who sent it (address, Unix credentials) and its deadline.
+    #[must_use]
+    fn function_with_context<F>(self, name: impl Into<String>, function: F) -> Self
+    where
+        F: Fn(&CallContext<'_>, &[u8]) -> Answer + Send + Sync + 'static;
+
+    /// Registers a deferred function under `name` that also gets the call's
+    /// [`CallContext`].
+    #[must_use]
+    fn deferred_with_context<F>(self, name: impl Into<String>, function: F) -> Self
+    where
+        F: Fn(&CallContext<'_>, &[u8], Responder) + Send + Sync + 'static;
+
     /// Registers a synchronous untyped function as the typed endpoint `spec`: what
     /// [`endpoint`](Self::endpoint) builds on.
     #[must_use]
     fn keyed_function<F>(self, spec: EndpointSpec, function: F) -> Self
     where
-        F: Fn(&[u8]) -> Answer + Send + Sync + 'static;
+        F: Fn(&CallContext<'_>, &[u8]) -> Answer + Send + Sync + 'static;
 
     /// Registers a deferred untyped function as the typed endpoint `spec`: what
     /// [`endpoint_deferred`](Self::endpoint_deferred) builds on.
     #[must_use]
     fn keyed_deferred<F>(self, spec: EndpointSpec, function: F) -> Self
     where
-        F: Fn(&[u8], Responder) + Send + Sync + 'static;
+        F: Fn(&CallContext<'_>, &[u8], Responder) + Send + Sync + 'static;
 
     /// Serves typed endpoint `E` with `handler`, which gets the decoded request and returns
     /// the endpoint's response or error (see [`typed`]). Callers with other
@@ -300,9 +469,27 @@ pub trait Register: Sized {
         E: Endpoint + ?Sized + 'static,
         H: for<'a> Fn(E::Request<'a>) -> Outcome<'static, E> + Send + Sync + 'static,
     {
+        let function = typed::sync_function::<E, H>(handler);
         self.keyed_function(
             EndpointSpec::of::<E>(),
-            typed::sync_function::<E, H>(handler),
+            move |_: &CallContext<'_>, b: &[u8]| function(b),
+        )
+    }
+
+    /// Serves typed endpoint `E` with a `handler` that also gets the call's
+    /// [`CallContext`] (who sent it, its deadline), as [`endpoint`](Self::endpoint).
+    #[must_use]
+    fn endpoint_with_context<E, H>(self, handler: H) -> Self
+    where
+        E: Endpoint + ?Sized + 'static,
+        H: for<'a> Fn(&CallContext<'_>, E::Request<'a>) -> Outcome<'static, E>
+            + Send
+            + Sync
+            + 'static,
+    {
+        self.keyed_function(
+            EndpointSpec::of::<E>(),
+            typed::context_function::<E, H>(handler),
         )
     }
 
@@ -315,9 +502,10 @@ pub trait Register: Sized {
         E: Endpoint + ?Sized + 'static,
         H: for<'a> Fn(E::Request<'a>, &mut TypedReply<E>) + Send + Sync + 'static,
     {
+        let function = typed::reply_function::<E, H>(handler);
         self.keyed_function(
             EndpointSpec::of::<E>(),
-            typed::reply_function::<E, H>(handler),
+            move |_: &CallContext<'_>, b: &[u8]| function(b),
         )
     }
 
@@ -329,9 +517,10 @@ pub trait Register: Sized {
         E: Endpoint + ?Sized + 'static,
         H: for<'a> Fn(E::Request<'a>, TypedResponder<E>) + Send + Sync + 'static,
     {
+        let function = typed::deferred_function::<E, H>(handler);
         self.keyed_deferred(
             EndpointSpec::of::<E>(),
-            typed::deferred_function::<E, H>(handler),
+            move |_: &CallContext<'_>, b: &[u8], r: Responder| function(b, r),
         )
     }
 
@@ -539,7 +728,7 @@ mod test {
     use super::*;
 
     fn echo() -> Function {
-        Function::Sync(Arc::new(|b: &[u8]| Ok(b.to_vec())))
+        Function::Sync(without_context(|b: &[u8]| Ok(b.to_vec())))
     }
 
     #[test]

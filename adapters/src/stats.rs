@@ -93,11 +93,14 @@ pub enum DropKind {
     /// An answer the kernel did not take (its send buffer was full, or the peer is gone);
     /// the call's answer stays cached, so a retransmission still gets it.
     SendFailed,
+    /// A Unix datagram from a sender whose credentials are not on the allowlist
+    /// ([`UnixAccess`](crate::access::UnixAccess)), dropped unanswered and not run.
+    NotAllowed,
 }
 
 impl DropKind {
     /// Every kind, in the order `stats` prints them.
-    pub const ALL: [Self; 12] = [
+    pub const ALL: [Self; 13] = [
         Self::Truncated,
         Self::Oversize,
         Self::Foreign,
@@ -110,6 +113,7 @@ impl DropKind {
         Self::Other,
         Self::Unaddressable,
         Self::SendFailed,
+        Self::NotAllowed,
     ];
 
     /// The kind of a core drop reason.
@@ -145,6 +149,7 @@ impl DropKind {
             Self::Other => "other",
             Self::Unaddressable => "unaddressable",
             Self::SendFailed => "send_failed",
+            Self::NotAllowed => "not_allowed",
         }
     }
 
@@ -306,6 +311,7 @@ pub struct Stats {
     accepted: AtomicU64,
     open: AtomicU64,
     refused: AtomicU64,
+    not_allowed: AtomicU64,
     accept_failed: AtomicU64,
     idle_closed: AtomicU64,
     unknown_method: AtomicU64,
@@ -352,6 +358,12 @@ impl Stats {
     /// A connection was refused at the connection limit (or for want of descriptors).
     pub fn refused(&self) {
         bump(&self.refused);
+    }
+
+    /// A Unix connection was refused because its peer's credentials are not on the
+    /// allowlist ([`UnixAccess`](crate::access::UnixAccess)).
+    pub fn not_allowed(&self) {
+        bump(&self.not_allowed);
     }
 
     /// An accept failed for want of descriptors, with none in reserve: tried again later.
@@ -483,6 +495,7 @@ impl Stats {
             connections_accepted: get(&self.accepted),
             connections_open: get(&self.open),
             connections_refused: get(&self.refused),
+            connections_not_allowed: get(&self.not_allowed),
             connections_accept_failed: get(&self.accept_failed),
             connections_idle_closed: get(&self.idle_closed),
             methods: self
@@ -582,6 +595,9 @@ pub struct StatsSnapshot {
     /// Connections accepted and closed at once because `max_connections` were open, or
     /// because the process was out of file descriptors (refused with its spare one).
     pub connections_refused: u64,
+    /// Connections refused (`NOT_ALLOWED`, nothing run) because the peer's Unix
+    /// credentials are not on the allowlist.
+    pub connections_not_allowed: u64,
     /// Accepts that failed for want of descriptors with none in reserve (the server tries
     /// again on a timer).
     pub connections_accept_failed: u64,
@@ -666,6 +682,11 @@ impl fmt::Display for StatsSnapshot {
         writeln!(f, "connections.accepted {}", self.connections_accepted)?;
         writeln!(f, "connections.open {}", self.connections_open)?;
         writeln!(f, "connections.refused {}", self.connections_refused)?;
+        writeln!(
+            f,
+            "connections.not_allowed {}",
+            self.connections_not_allowed
+        )?;
         writeln!(
             f,
             "connections.accept_failed {}",

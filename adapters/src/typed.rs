@@ -50,7 +50,7 @@ use wirecall_core::client::Execution;
 use wirecall_core::wire::{ERROR_ANSWER_NOT_ENCODABLE, ERROR_NO_ANSWER, RejectCode};
 
 use crate::client::CallError;
-use crate::function::{Answer, CallFailure, Named, Responder};
+use crate::function::{Answer, CallContext, CallFailure, Named, Responder};
 
 pub use wirecall_core::typed::{
     Endpoint, EndpointKey, Schema, TypedError, decode_answer, decode_request, path_hash,
@@ -193,6 +193,21 @@ where
     move |body| {
         let request = decode_request::<E>(body).map_err(|_| undecodable::<E>())?;
         encode_outcome::<E>(&handler(request))
+    }
+}
+
+/// The untyped function that serves endpoint `E` with a `handler` that also gets the call's
+/// [`CallContext`]: the same as [`sync_function`] otherwise.
+pub fn context_function<E, H>(
+    handler: H,
+) -> impl Fn(&CallContext<'_>, &[u8]) -> Answer + Send + Sync + 'static
+where
+    E: Endpoint + ?Sized + 'static,
+    H: for<'a> Fn(&CallContext<'_>, E::Request<'a>) -> Outcome<'static, E> + Send + Sync + 'static,
+{
+    move |context, body| {
+        let request = decode_request::<E>(body).map_err(|_| undecodable::<E>())?;
+        encode_outcome::<E>(&handler(context, request))
     }
 }
 

@@ -595,3 +595,51 @@ fn a_unix_datagram_client_reaches_a_server_restarted_on_its_path() {
     drop(client);
     second.join().unwrap().unwrap();
 }
+
+/// A function registered with a context gets who called and the deadline, on every
+/// transport, run on the loop or on a worker, synchronous or deferred; one without a
+/// context is not affected.
+#[test]
+fn functions_with_a_context_see_the_caller_and_the_deadline() {
+    use wirecall::function::{CallContext, Peer};
+    fn describe(context: &CallContext<'_>) -> Vec<u8> {
+        let peer = match context.peer() {
+            Peer::Unix(Some(c)) if c.pid == i32::try_from(std::process::id()).unwrap() => {
+                "unix me".to_owned()
+            }
+            Peer::Tcp(a) | Peer::Udp(a) if a.ip().is_loopback() => "ip loopback".to_owned(),
+            Peer::UnixDatagram(path) if path.is_absolute() => "unix-dgram path".to_owned(),
+            other => format!("unexpected {other}"),
+        };
+        let left = context.remaining().map(|d| d.as_millis());
+        let in_time = left.is_some_and(|ms| ms > 0 && ms <= 10_000);
+        format!("{peer} {in_time}").into_bytes()
+    }
+    for workers in [0, 2] {
+        let server = start(
+            ServerBuilder::new(ServerConfig::default())
+                .workers(workers)
+                .function_with_context("who", |context, _| Ok(describe(context)))
+                .deferred_with_context("who_later", |context, _, responder| {
+                    let answer = describe(context);
+                    thread::spawn(move || responder.respond(Ok(answer)));
+                }),
+        );
+        for (endpoint, expected) in server.endpoints.iter().zip([
+            "unix me true",
+            "ip loopback true",
+            "unix-dgram path true",
+            "ip loopback true",
+        ]) {
+            let mut client = Client::connect(endpoint, ClientConfig::default()).unwrap();
+            for method in ["who", "who_later"] {
+                let answer = client.call(method, b"", WAIT).unwrap();
+                assert_eq!(
+                    String::from_utf8(answer).unwrap(),
+                    expected,
+                    "{endpoint} {method} with {workers} workers"
+                );
+            }
+        }
+    }
+}

@@ -38,6 +38,8 @@ mod v1 {
     wirecall::core::endpoints! {
         pub(crate) AddEndpoint = "calc/add": Add => i32, CalcError;
         pub(crate) Shout = "calc/shout": &'a str => &'a str, CalcError;
+        /// Which transport the server saw the call on: 1 unix, 2 tcp, 3 unix-dgram, 4 udp.
+        pub(crate) Transport = "peer/transport": () => u8, CalcError;
     }
 }
 
@@ -300,6 +302,39 @@ fn the_discovery_vector_of_protocol_md_is_what_a_server_sends() {
     assert_eq!(paths, ["wirecall/endpoints", "t/neg"]);
     assert_eq!(list[1], info);
     assert_eq!(list[1].key(), Negate::KEY);
+    stop.shutdown();
+    thread.join().unwrap().unwrap();
+}
+
+/// A typed endpoint registered with a context sees who called, on every transport.
+#[test]
+fn a_typed_endpoint_with_a_context_sees_the_transport() {
+    use wirecall::function::{CallContext, Peer};
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerBuilder::new(ServerConfig::default())
+        .endpoint_with_context::<v1::Transport, _>(|context: &CallContext<'_>, ()| {
+            Ok(match context.peer() {
+                Peer::Unix(Some(_)) => 1,
+                Peer::Tcp(_) => 2,
+                Peer::UnixDatagram(_) => 3,
+                Peer::Udp(_) => 4,
+                _ => 0,
+            })
+        })
+        .listen(Endpoint::Unix(dir.path().join("ctx.sock")))
+        .listen(Endpoint::Tcp("127.0.0.1".into(), 0))
+        .listen(Endpoint::UnixDatagram(dir.path().join("ctx-dgram.sock")))
+        .listen(Endpoint::Udp("127.0.0.1".into(), 0))
+        .build()
+        .unwrap();
+    let endpoints = server.endpoints().to_vec();
+    let stop = server.shutdown_handle();
+    let thread = thread::spawn(move || server.run());
+    for (endpoint, expected) in endpoints.iter().zip(1u8..) {
+        let mut client = Client::connect(endpoint, ClientConfig::default()).unwrap();
+        let seen = client.call_typed::<v1::Transport>(&(), WAIT).unwrap();
+        assert_eq!(seen, expected, "{endpoint}");
+    }
     stop.shutdown();
     thread.join().unwrap().unwrap();
 }

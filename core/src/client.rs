@@ -125,7 +125,7 @@ impl Failure<'_> {
             // version in common runs nothing (PROTOCOL.md section 5).
             Self::ConnectionLost {
                 reason:
-                    CloseReason::PeerClosed(CloseCode::REFUSED)
+                    CloseReason::PeerClosed(CloseCode::REFUSED | CloseCode::NOT_ALLOWED)
                     | CloseReason::NotWirecall
                     | CloseReason::VersionMismatch { .. },
                 ..

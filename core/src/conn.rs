@@ -99,6 +99,9 @@ pub enum CloseReason {
     Aborted,
     /// This server refused the connection ([`CloseCode::REFUSED`]): nothing on it ran.
     Refused,
+    /// This server refused the connection because it does not take this peer
+    /// ([`CloseCode::NOT_ALLOWED`]): nothing on it ran.
+    NotAllowed,
 }
 
 impl core::error::Error for CloseReason {}
@@ -124,6 +127,7 @@ impl CloseReason {
             Self::DrainTimedOut => CloseCode::DRAIN_TIMEOUT,
             Self::FrameTimedOut => CloseCode::FRAME_TIMEOUT,
             Self::Refused => CloseCode::REFUSED,
+            Self::NotAllowed => CloseCode::NOT_ALLOWED,
             Self::Graceful | Self::TransportClosed | Self::PeerClosed(_) | Self::Aborted => {
                 return None;
             }
@@ -140,6 +144,10 @@ impl fmt::Display for CloseReason {
                 "the server refused the connection (REFUSED): it is at its connection limit \
                  or shutting down",
             ),
+            Self::PeerClosed(CloseCode::NOT_ALLOWED) => f.write_str(
+                "the server does not allow this client (NOT_ALLOWED): its credentials or \
+                 identity are not on the server's allowlist",
+            ),
             Self::PeerClosed(code) => write!(f, "peer closed the connection: {code}"),
             Self::Protocol(e) => write!(f, "protocol error: {e}"),
             Self::NotWirecall => f.write_str("peer does not speak wirecall"),
@@ -154,6 +162,7 @@ impl fmt::Display for CloseReason {
             Self::FrameTimedOut => f.write_str("a frame from the peer did not complete in time"),
             Self::Aborted => f.write_str("aborted locally"),
             Self::Refused => f.write_str("refused: the server takes no connection now"),
+            Self::NotAllowed => f.write_str("refused: the peer is not allowed"),
         }
     }
 }
@@ -411,7 +420,10 @@ impl<B: Buffer> Conn<B> {
     /// Ends the connection with `reason`, queueing a close frame when the reason has one.
     /// The first reason wins.
     pub(crate) fn close(&mut self, reason: CloseReason) {
-        let keep = matches!(reason, CloseReason::Graceful | CloseReason::Refused);
+        let keep = matches!(
+            reason,
+            CloseReason::Graceful | CloseReason::Refused | CloseReason::NotAllowed
+        );
         self.close_with(reason, keep);
     }
 
@@ -451,6 +463,7 @@ impl<B: Buffer> Conn<B> {
                 CloseReason::DrainTimedOut => "graceful close timed out",
                 CloseReason::FrameTimedOut => "frame not completed in time",
                 CloseReason::Refused => "server takes no connection now",
+                CloseReason::NotAllowed => "peer not allowed",
                 _ => "",
             };
             // Best effort: if the queue is full the peer is not reading anyway.

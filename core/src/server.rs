@@ -694,6 +694,16 @@ where
         self.conn.close(CloseReason::Refused);
     }
 
+    /// Refuses a connection from a peer the server does not take (its credentials or its
+    /// identity, once known, are not on the allowlist): sends our hello, if not sent yet,
+    /// and a close with [`CloseCode::NOT_ALLOWED`], which tells the client that nothing it
+    /// sent here ran. Call it before any request is taken.
+    ///
+    /// [`CloseCode::NOT_ALLOWED`]: crate::wire::CloseCode::NOT_ALLOWED
+    pub fn deny(&mut self) {
+        self.conn.close(CloseReason::NotAllowed);
+    }
+
     /// Requests taken and not yet answered, cancelled or expired.
     #[must_use]
     pub fn in_flight(&self) -> usize {
@@ -721,6 +731,26 @@ pub const REFUSAL_LEN: usize = 64;
 ///
 /// [`ConfigError::TransmitBufferTooSmall`] when `out` is shorter than [`REFUSAL_LEN`].
 pub fn encode_refusal(config: &Config, out: &mut [u8]) -> Result<usize, ConfigError> {
+    encode_closing_hello(config, CloseReason::Refused, out)
+}
+
+/// Writes into `out` what refuses a connection from a peer the server does not take (its
+/// credentials or identity are not on the allowlist): our hello and a close with
+/// [`CloseCode::NOT_ALLOWED`](crate::wire::CloseCode::NOT_ALLOWED), which tells the client
+/// that nothing it sent ran. Otherwise as [`encode_refusal`].
+///
+/// # Errors
+///
+/// [`ConfigError::TransmitBufferTooSmall`] when `out` is shorter than [`REFUSAL_LEN`].
+pub fn encode_not_allowed(config: &Config, out: &mut [u8]) -> Result<usize, ConfigError> {
+    encode_closing_hello(config, CloseReason::NotAllowed, out)
+}
+
+fn encode_closing_hello(
+    config: &Config,
+    reason: CloseReason,
+    out: &mut [u8],
+) -> Result<usize, ConfigError> {
     if out.len() < REFUSAL_LEN {
         return Err(ConfigError::TransmitBufferTooSmall {
             need: REFUSAL_LEN,
@@ -731,7 +761,7 @@ pub fn encode_refusal(config: &Config, out: &mut [u8]) -> Result<usize, ConfigEr
         .max_in_flight
         .max(crate::wire::BASELINE_MAX_IN_FLIGHT);
     let mut conn = Conn::new(out, *config, announced, Instant::ZERO);
-    conn.close(CloseReason::Refused);
+    conn.close(reason);
     Ok(conn.tx.pending().len())
 }
 

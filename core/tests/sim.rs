@@ -1303,11 +1303,25 @@ fn keepalive_times_out_even_when_the_ping_cannot_be_queued() {
 }
 
 /// A server at its connection limit refuses at once: hello, then close REFUSED; the
-/// client knows none of its calls ran.
+/// client knows none of its calls ran. The same for a peer the server does not allow
+/// (NOT_ALLOWED).
 #[test]
 fn refused_connection_fails_calls_as_not_executed() {
+    for (deny, reason, code) in [
+        (false, CloseReason::Refused, CloseCode::REFUSED),
+        (true, CloseReason::NotAllowed, CloseCode::NOT_ALLOWED),
+    ] {
+        refused_as(deny, reason, code);
+    }
+}
+
+fn refused_as(deny: bool, reason: CloseReason, code: CloseCode) {
     let mut p = pair(32);
-    p.server.refuse();
+    if deny {
+        p.server.deny();
+    } else {
+        p.server.refuse();
+    }
     let id = p.client.call(p.now, "m", b"", None).unwrap();
     let mut log = ClientLog::default();
     let mut server_closed = None;
@@ -1325,11 +1339,8 @@ fn refused_connection_fails_calls_as_not_executed() {
         }
     })
     .unwrap();
-    assert_eq!(server_closed, Some(CloseReason::Refused));
-    assert_eq!(
-        log.closed,
-        Some(CloseReason::PeerClosed(CloseCode::REFUSED))
-    );
+    assert_eq!(server_closed, Some(reason));
+    assert_eq!(log.closed, Some(CloseReason::PeerClosed(code)));
     match &log.outcomes[&id.0] {
         Outcome::Failed(_, execution) => assert_eq!(*execution, Execution::NotExecuted),
         other => panic!("{other:?}"),

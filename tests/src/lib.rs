@@ -265,13 +265,37 @@ impl Output {
 ///
 /// It could not be started, or had to be killed for taking too long.
 pub fn run(bin: &Path, args: &[&str], stdin: &[u8], timeout: Duration) -> Result<Output, String> {
-    let mut child = Command::new(bin)
-        .args(args)
+    let mut command = Command::new(bin);
+    command.args(args);
+    run_command(command, stdin, timeout)
+}
+
+/// Runs `command` (made with its program, arguments and whatever else, such as the user it
+/// runs as), feeding `stdin`, killing it after `timeout`.
+///
+/// # Errors
+///
+/// It could not be started, or had to be killed for taking too long.
+pub fn run_command(
+    mut command: Command,
+    stdin: &[u8],
+    timeout: Duration,
+) -> Result<Output, String> {
+    let args: Vec<_> = command
+        .get_args()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    let mut child = command
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|e| format!("cannot start {}: {e}", bin.display()))?;
+        .map_err(|e| {
+            format!(
+                "cannot start {}: {e}",
+                command.get_program().to_string_lossy()
+            )
+        })?;
     if let Some(mut input) = child.stdin.take() {
         input.write_all(stdin).map_err(|e| e.to_string())?;
     }

@@ -21,8 +21,8 @@ use wirecall::{
 };
 
 use crate::{
-    EXIT_BUSY, EXIT_CONNECT, EXIT_FAILURE, EXIT_LOST, EXIT_REJECTED, EXIT_REMOTE, EXIT_TIMEOUT,
-    EXIT_USAGE, fail, json,
+    EXIT_BUSY, EXIT_CONNECT, EXIT_FAILURE, EXIT_LOST, EXIT_NOT_ALLOWED, EXIT_REJECTED, EXIT_REMOTE,
+    EXIT_TIMEOUT, EXIT_USAGE, fail, json,
 };
 
 /// `wirecall call`'s arguments.
@@ -307,6 +307,12 @@ pub(crate) fn connect(
                 ..
             },
         ) => return Err(report.failed(e, EXIT_BUSY, Some(Execution::NotExecuted))),
+        Err(
+            e @ Error::Handshake {
+                failure: HandshakeFailure::Closed(CloseReason::PeerClosed(CloseCode::NOT_ALLOWED)),
+                ..
+            },
+        ) => return Err(report.failed(e, EXIT_NOT_ALLOWED, Some(Execution::NotExecuted))),
         Err(e @ (Error::Connect { .. } | Error::Resolve { .. } | Error::Handshake { .. })) => {
             return Err(report.failed(e, EXIT_CONNECT, Some(Execution::NotExecuted)));
         }
@@ -538,6 +544,10 @@ pub(crate) fn exit_code(e: &CallError) -> u8 {
         CallErrorKind::Busy { .. } | CallErrorKind::Refused => EXIT_BUSY,
         // At the server's connection limit (or shutting down): nothing ran.
         CallErrorKind::ConnectionLost(CloseReason::PeerClosed(CloseCode::REFUSED)) => EXIT_BUSY,
+        // Not on the server's allowlist: nothing ran.
+        CallErrorKind::ConnectionLost(CloseReason::PeerClosed(CloseCode::NOT_ALLOWED)) => {
+            EXIT_NOT_ALLOWED
+        }
         CallErrorKind::TimedOut => EXIT_TIMEOUT,
         // A datagram server's address where the kernel says nothing listens.
         CallErrorKind::Unreachable => EXIT_CONNECT,

@@ -13,6 +13,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use wirecall::access::UnixAccess;
 use wirecall::config::{
     MAX_BUDGET_LIMIT, MAX_CONNECTIONS_LIMIT, MAX_DATAGRAM_CACHE, MAX_DATAGRAM_LIMIT,
     MAX_FRAME_LIMIT, MAX_IN_FLIGHT_LIMIT, MAX_WORKER_QUEUE, MAX_WORKERS,
@@ -37,6 +38,8 @@ const EXIT_TIMEOUT: u8 = 6;
 const EXIT_LOST: u8 = 7;
 /// Could not connect.
 const EXIT_CONNECT: u8 = 8;
+/// The server does not allow this client (its credentials or identity).
+const EXIT_NOT_ALLOWED: u8 = 9;
 
 const MAIN_HELP: &str = "\
 Endpoints:
@@ -63,6 +66,13 @@ call already received is answered, then exit 0. A second signal stops at once (a
 exit 1.
 
 A stale Unix socket file (no server behind it) is replaced; a live server's is not.
+
+Unix peers: --unix-mode sets who may open the socket file; --allow-uid and --allow-gid
+check the credentials the kernel gives for each connection (and each datagram) and
+refuse others before anything they send runs (a stream gets the close NOT_ALLOWED, the
+client exits 9; a datagram is dropped), counted in connections.not_allowed and
+datagrams.dropped.not_allowed. The builtin whoami answers what the server knows of its
+caller (uid, gid and pid on unix:).
 
 On datagram endpoints (unix-dgram:, udp:) each call runs at most once however often
 its client retransmits it: the server remembers calls in a cache of --datagram-cache
@@ -108,6 +118,8 @@ Exit codes:
   7  the connection was lost during the call                 [as the message says]
   8  could not connect, nothing listens there, or the peer
      is not a wirecall server (no wirecall hello came)       [not executed]
+  9  the server does not allow this client (its Unix
+     credentials are not on the server's allowlist)          [not executed]
 
 On unix: and tcp: the call waits for the server's hello before it sends anything (at
 most --timeout, or 10 s with --timeout 0), so a peer that is not a wirecall server, or
@@ -238,6 +250,14 @@ struct ServeArgs {
     /// File mode of Unix socket files, in octal (e.g. 0660)
     #[arg(long, value_name = "MODE", value_parser = parse_mode)]
     unix_mode: Option<u32>,
+    /// Take Unix peers (stream connections and datagrams) only from this user id, as the
+    /// kernel reports the peer; repeat for more. With --allow-uid or --allow-gid, a peer
+    /// whose uid and gid are both unlisted is refused before anything it sends runs
+    #[arg(long, value_name = "UID")]
+    allow_uid: Vec<u32>,
+    /// Take Unix peers whose effective group id is this one; repeat for more
+    #[arg(long, value_name = "GID")]
+    allow_gid: Vec<u32>,
     /// Calls (and clients) each datagram endpoint remembers at once; new calls beyond
     /// are answered busy, not run (1 to 1048576)
     #[arg(long, value_name = "ENTRIES", default_value_t = ServerConfig::default().datagram_cache,
@@ -303,8 +323,17 @@ fn serve(args: ServeArgs) -> ExitCode {
     // Every connection --max-connections allows needs a descriptor: lift the soft limit
     // (often 1,024) to the hard one first.
     wirecall::server::raise_open_file_limit();
-    let mut builder =
-        kv::register(builtins::register(ServerBuilder::new(config))).stop_on_signals();
+    let access = args
+        .allow_uid
+        .iter()
+        .fold(UnixAccess::everyone(), |a, uid| a.allow_uid(*uid));
+    let access = args
+        .allow_gid
+        .iter()
+        .fold(access, |a, gid| a.allow_gid(*gid));
+    let mut builder = kv::register(builtins::register(ServerBuilder::new(config)))
+        .unix_access(access)
+        .stop_on_signals();
     for endpoint in args.listen {
         builder = builder.listen(endpoint);
     }

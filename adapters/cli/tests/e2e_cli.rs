@@ -75,7 +75,7 @@ fn calls_over_every_transport_and_ipv6() {
         // Every name, the typed endpoints' paths and discovery included.
         assert_eq!(
             out.stdout_text(),
-            "echo\nupper\ntime\nsleep\nstats\nlist\ntyped/echo\nkv/get\nkv/put\nkv/delete\n\
+            "echo\nupper\ntime\nsleep\nstats\nlist\nwhoami\ntyped/echo\nkv/get\nkv/put\nkv/delete\n\
              kv/scan\nwirecall/endpoints\n"
         );
 
@@ -128,7 +128,7 @@ fn calls_over_every_transport_and_ipv6() {
         text.lines().all(|l| l.starts_with("datagrams.dropped.")),
         "{text}"
     );
-    assert_eq!(text.lines().count(), 12, "{text}");
+    assert_eq!(text.lines().count(), 13, "{text}");
     let out = call(&[udp, "stats"]);
     assert_eq!(out.code, Some(3), "{}", out.stderr);
     assert_eq!(

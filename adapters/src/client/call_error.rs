@@ -153,7 +153,9 @@ impl fmt::Display for CallErrorKind {
                 f.write_str("connection refused: nothing listens at the server's address")
             }
             // Refused before anything ran: not a lost connection, and its words say so.
-            Self::ConnectionLost(reason @ CloseReason::PeerClosed(CloseCode::REFUSED)) => {
+            Self::ConnectionLost(
+                reason @ CloseReason::PeerClosed(CloseCode::REFUSED | CloseCode::NOT_ALLOWED),
+            ) => {
                 write!(f, "{reason}")
             }
             Self::ConnectionLost(reason) => write!(f, "connection lost: {reason}"),

@@ -34,8 +34,8 @@ use super::workers::{Job, Pool};
 use crate::clock::{Clock, to_core};
 use crate::config::ServerConfig;
 use crate::function::{
-    Answer, CallFailure, CallRef, CompletionSink, Completions, Function, Registry as Functions,
-    Responder, reply_of, run_sync,
+    Answer, CallContext, CallFailure, CallRef, CompletionSink, Completions, Function, OwnedPeer,
+    Peer, Registry as Functions, Responder, reply_of, run_sync,
 };
 use crate::stats::{CloseKind, Stats};
 use crate::stream::{Stream, interrupted, would_block};
@@ -70,6 +70,8 @@ pub(super) struct Shared {
     pub(super) draining: bool,
     /// Warnings that repeat once per peer, rate-limited.
     pub(super) warnings: super::throttle::Warnings,
+    /// The Unix peers calls are taken from.
+    pub(super) access: crate::access::UnixAccess,
 }
 
 /// What the event loop should do with a connection after driving it.
@@ -95,6 +97,8 @@ struct Lingering {
 /// One connection. See the [module docs](self).
 pub(super) struct Conn {
     stream: Stream,
+    /// Who is at the other end, for functions' contexts.
+    peer: OwnedPeer,
     core: CoreConnection,
     label: String,
     /// Answers waiting for room in the core's transmit buffer, oldest first. At most one
@@ -131,6 +135,7 @@ impl Conn {
     /// A connection just accepted; the core's hello is queued.
     pub(super) fn new(
         stream: Stream,
+        peer: OwnedPeer,
         label: String,
         config: &ServerConfig,
         now: Instant,
@@ -141,6 +146,7 @@ impl Conn {
         let core = ServerConnection::new(config.connection, buffer(), buffer(), slots, now)?;
         Ok(Self {
             stream,
+            peer,
             core,
             label,
             answers: VecDeque::new(),
@@ -353,6 +359,7 @@ impl Conn {
                     let answer = dispatch(
                         &self.completions,
                         call,
+                        self.peer.as_peer(),
                         request.target,
                         request.body,
                         request.deadline,
@@ -546,9 +553,11 @@ impl Conn {
 /// Runs or hands off one request (`method` with `body`, to be done by `deadline`) for the
 /// call `call` on the connection or datagram listener `token`; returns its answer when it
 /// is ready at once. Otherwise a [`Responder`] brings it back later.
+#[allow(clippy::too_many_arguments)]
 pub(super) fn dispatch(
     completions: &Arc<dyn Completions>,
     call: CallRef,
+    peer: Peer<'_>,
     target: Target<'_>,
     body: &[u8],
     deadline: Option<Instant>,
@@ -563,11 +572,12 @@ pub(super) fn dispatch(
     };
     shared.stats.call(Some(index));
     let responder = || Responder::new(call, Arc::clone(completions));
+    let deadline = deadline.map(|d| shared.clock.to_std(d));
     match function {
         Function::Sync(function) => match &shared.pool {
             None => {
                 shared.stats.execution(index);
-                Some(run_sync(function, body))
+                Some(run_sync(function, &CallContext::new(peer, deadline), body))
             }
             Some(pool) if pool.is_full() => {
                 shared.stats.worker_busy();
@@ -580,7 +590,8 @@ pub(super) fn dispatch(
                     function: Arc::clone(function),
                     method: index,
                     body: body.to_vec(),
-                    deadline: deadline.map(|d| shared.clock.to_std(d)),
+                    peer: OwnedPeer::from(peer),
+                    deadline,
                     responder: responder(),
                 });
                 None
@@ -589,7 +600,8 @@ pub(super) fn dispatch(
         Function::Deferred(function) => {
             shared.stats.execution(index);
             let responder = responder();
-            if catch_unwind(AssertUnwindSafe(|| function(body, responder))).is_err() {
+            let context = CallContext::new(peer, deadline);
+            if catch_unwind(AssertUnwindSafe(|| function(&context, body, responder))).is_err() {
                 // The responder was dropped while unwinding: the call gets an error.
                 log::error!("function {target} panicked");
             }

@@ -43,7 +43,7 @@ use crate::config::{MAX_DATAGRAM_CACHE, ServerConfig, check_datagram, datagram_c
 use crate::driver::{DrainLinger, HeldAnswers, SendResult, is_peer_error, send_answer};
 use crate::endpoint::Endpoint;
 use crate::error::Error;
-use crate::function::{Answer, CallRef, Completions, reply_of};
+use crate::function::{Answer, CallRef, Completions, Peer, UnixCredentials, reply_of};
 use crate::stats::{DropKind, Stats};
 use crate::stream::{interrupted, would_block};
 
@@ -60,6 +60,18 @@ pub(super) trait DatagramSocket: Source {
 
     /// Sends one datagram to `to`.
     fn send_peer(&self, buf: &[u8], to: &Self::Peer) -> io::Result<usize>;
+
+    /// The sender as a function's [`CallContext`](crate::function::CallContext) names it.
+    fn call_peer(peer: &Self::Peer) -> Peer<'_>;
+
+    /// As [`recv_peer`](Self::recv_peer), with the sender's credentials when the kernel
+    /// attaches them (a Unix datagram socket with `SO_PASSCRED` set); `None` otherwise.
+    fn recv_peer_credentials(
+        &self,
+        buf: &mut [u8],
+    ) -> io::Result<(usize, Option<Self::Peer>, Option<UnixCredentials>)> {
+        self.recv_peer(buf).map(|(n, peer)| (n, peer, None))
+    }
 }
 
 impl DatagramSocket for UdpSocket {
@@ -71,6 +83,10 @@ impl DatagramSocket for UdpSocket {
 
     fn send_peer(&self, buf: &[u8], to: &SocketAddr) -> io::Result<usize> {
         self.send_to(buf, *to)
+    }
+
+    fn call_peer(peer: &SocketAddr) -> Peer<'_> {
+        Peer::Udp(*peer)
     }
 }
 
@@ -84,6 +100,40 @@ impl DatagramSocket for UnixDatagram {
 
     fn send_peer(&self, buf: &[u8], to: &PathBuf) -> io::Result<usize> {
         self.send_to(buf, to)
+    }
+
+    fn call_peer(peer: &PathBuf) -> Peer<'_> {
+        Peer::UnixDatagram(peer)
+    }
+
+    fn recv_peer_credentials(
+        &self,
+        buf: &mut [u8],
+    ) -> io::Result<(usize, Option<PathBuf>, Option<UnixCredentials>)> {
+        use rustix::net::{
+            RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SocketAddrUnix, recvmsg,
+        };
+        use std::os::unix::ffi::OsStrExt;
+        let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmCredentials(1))];
+        let mut control = RecvAncillaryBuffer::new(&mut space);
+        let mut iov = [io::IoSliceMut::new(buf)];
+        let msg = recvmsg(self, &mut iov, &mut control, RecvFlags::DONTWAIT)?;
+        let credentials = control.drain().find_map(|m| match m {
+            RecvAncillaryMessage::ScmCredentials(c) => Some(UnixCredentials::new(
+                c.uid.as_raw(),
+                c.gid.as_raw(),
+                c.pid.as_raw_nonzero().get(),
+            )),
+            _ => None,
+        });
+        let peer = msg
+            .address
+            .and_then(|a| SocketAddrUnix::try_from(a).ok())
+            .and_then(|a| {
+                a.path_bytes()
+                    .map(|p| PathBuf::from(std::ffi::OsStr::from_bytes(p)))
+            });
+        Ok((msg.bytes, peer, credentials))
     }
 }
 
@@ -113,6 +163,8 @@ pub(super) struct Datagram<S: DatagramSocket> {
     completions: Arc<dyn Completions>,
     /// When the drain may end.
     linger: DrainLinger,
+    /// Each datagram's sender credentials are read and checked against the allowlist.
+    check_credentials: bool,
 }
 
 impl<S: DatagramSocket> Datagram<S> {
@@ -136,6 +188,7 @@ impl<S: DatagramSocket> Datagram<S> {
             unsent: HeldAnswers::new(),
             linger: DrainLinger::default(),
             completions,
+            check_credentials: false,
         }
     }
 
@@ -151,7 +204,14 @@ impl<S: DatagramSocket> Datagram<S> {
     fn read(&mut self, now: Instant, shared: &Shared) {
         self.readable = false;
         for _ in 0..READS_PER_TURN {
-            let (len, peer) = match self.socket.recv_peer(&mut self.buf) {
+            let received = if self.check_credentials {
+                self.socket.recv_peer_credentials(&mut self.buf)
+            } else {
+                self.socket
+                    .recv_peer(&mut self.buf)
+                    .map(|(n, p)| (n, p, None))
+            };
+            let (len, peer, credentials) = match received {
                 Ok(received) => received,
                 Err(e) if would_block(&e) => {
                     self.sync_stats(&shared.stats);
@@ -167,6 +227,15 @@ impl<S: DatagramSocket> Datagram<S> {
                 }
             };
             shared.stats.datagram_received();
+            if self.check_credentials && !shared.access.allows(credentials) {
+                shared.stats.datagram_dropped(DropKind::NotAllowed);
+                shared.warnings.not_allowed.warn(format_args!(
+                    "{}: dropped a datagram from {peer:?} ({}): not on the allowlist",
+                    self.label,
+                    credentials.map_or_else(|| "no credentials".to_owned(), |c| c.to_string())
+                ));
+                continue;
+            }
             let Some(peer) = peer else {
                 log::debug!("{}: dropped a datagram from an unnamed socket", self.label);
                 shared.stats.datagram_dropped(DropKind::Unaddressable);
@@ -187,7 +256,16 @@ impl<S: DatagramSocket> Datagram<S> {
                 let call = CallRef::Datagram(request.handle);
                 let deadline = Some(request.deadline);
                 let (target, body) = (request.target, request.body);
-                let answer = dispatch(&self.completions, call, target, body, deadline, shared);
+                let from = S::call_peer(peer);
+                let answer = dispatch(
+                    &self.completions,
+                    call,
+                    from,
+                    target,
+                    body,
+                    deadline,
+                    shared,
+                );
                 (request.handle, answer)
             }
             Received::Reply(tx) => {
@@ -362,10 +440,14 @@ macro_rules! each {
 impl DatagramListener {
     /// Binds a `udp:` or `unix-dgram:` endpoint with its call cache; returns it and the
     /// endpoint it is really bound to.
+    /// With `check_credentials`, a Unix datagram socket asks the kernel for every sender's
+    /// credentials (`SO_PASSCRED`), and datagrams whose sender the allowlist does not take
+    /// are dropped.
     pub(super) fn bind(
         endpoint: &Endpoint,
         config: &ServerConfig,
         completions: Arc<dyn Completions>,
+        check_credentials: bool,
     ) -> Result<(Self, Endpoint), Error> {
         let dconfig = datagram_config(&config.datagram, config.unix_max_datagram, endpoint);
         if config.datagram_cache > MAX_DATAGRAM_CACHE {
@@ -401,7 +483,17 @@ impl DatagramListener {
             Endpoint::UnixDatagram(path) => {
                 let core = core(dconfig, storage, config.datagram_cache)?;
                 let (socket, file) = bind_unix_datagram(endpoint, path, config.unix_mode)?;
-                let datagram = Datagram::new(socket, core, max, endpoint.to_string(), completions);
+                if check_credentials {
+                    rustix::net::sockopt::set_socket_passcred(&socket, true).map_err(|e| {
+                        Error::Listen {
+                            endpoint: endpoint.clone(),
+                            source: e.into(),
+                        }
+                    })?;
+                }
+                let mut datagram =
+                    Datagram::new(socket, core, max, endpoint.to_string(), completions);
+                datagram.check_credentials = check_credentials;
                 let listener = Self::Unix {
                     datagram,
                     file: Some(file),

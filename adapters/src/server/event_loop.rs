@@ -211,9 +211,9 @@ impl EventLoop {
                 return;
             };
             match listener.accept() {
-                Ok((stream, label)) => {
+                Ok(accepted) => {
                     self.accept_backoff = ACCEPT_BACKOFF.0;
-                    self.admit(stream, label);
+                    self.admit(accepted);
                 }
                 Err(e) if would_block(&e) => return,
                 Err(e) if interrupted(&e) => {}
@@ -221,12 +221,13 @@ impl EventLoop {
                 Err(e) if super::fd_limit::out_of_descriptors(&e) && self.spare.release() => {
                     // The spare descriptor is free for one accept: take the connection
                     // waiting and refuse it in words, then hold a spare again.
-                    if let Ok((stream, label)) = listener.accept() {
+                    if let Ok(accepted) = listener.accept() {
                         self.shared.stats.refused();
                         self.shared.warnings.refused.warn(format_args!(
-                            "{label}: refused, out of file descriptors ({e})"
+                            "{}: refused, out of file descriptors ({e})",
+                            accepted.label
                         ));
-                        crate::driver::refuse(&stream, &self.shared.config.connection);
+                        crate::driver::refuse(&accepted.stream, &self.shared.config.connection);
                     }
                     self.spare.restore();
                 }
@@ -249,8 +250,23 @@ impl EventLoop {
     }
 
     /// Takes an accepted connection in, or closes it at once over the connection limit.
-    fn admit(&mut self, stream: crate::stream::Stream, label: String) {
+    fn admit(&mut self, accepted: super::listener::Accepted) {
+        let super::listener::Accepted {
+            stream,
+            peer,
+            label,
+        } = accepted;
         let now = self.shared.clock.now();
+        if let crate::function::OwnedPeer::Unix(credentials) = peer {
+            if !self.shared.access.allows(credentials) {
+                self.shared.stats.not_allowed();
+                self.shared.warnings.not_allowed.warn(format_args!(
+                    "{label}: refused, not on the allowlist (--allow-uid, --allow-gid)"
+                ));
+                crate::driver::refuse_not_allowed(&stream, &self.shared.config.connection);
+                return;
+            }
+        }
         let max = self.shared.config.max_connections;
         if self.conns.len() >= max {
             self.shared.stats.refused();
@@ -264,6 +280,7 @@ impl EventLoop {
         self.next_token = self.next_token.wrapping_add(1).max(self.first_connection());
         let mut conn = match Conn::new(
             stream,
+            peer,
             format!("conn {} ({label})", token.0),
             &self.shared.config,
             now,

@@ -15,9 +15,19 @@ use mio::net::{TcpListener, UdpSocket, UnixDatagram, UnixListener};
 use mio::{Interest, Registry, Token};
 
 use crate::config::UDP_RECEIVE_BUFFER;
+use crate::driver::peer_credentials;
 use crate::endpoint::Endpoint;
 use crate::error::Error;
+use crate::function::OwnedPeer;
 use crate::stream::{Stream, set_nodelay};
+
+/// A connection just accepted: its socket, who is at the other end, and its name in log
+/// lines.
+pub(super) struct Accepted {
+    pub(super) stream: Stream,
+    pub(super) peer: OwnedPeer,
+    pub(super) label: String,
+}
 
 /// A bound, listening, non-blocking socket.
 #[derive(Debug)]
@@ -65,19 +75,29 @@ impl Listener {
 
     /// Accepts one connection: the stream (non-blocking, `TCP_NODELAY` on TCP) and a label
     /// for logs.
-    pub(super) fn accept(&self) -> io::Result<(Stream, String)> {
+    pub(super) fn accept(&self) -> io::Result<Accepted> {
         match self {
             Self::Unix { listener, file } => {
                 let (stream, _) = listener.accept()?;
-                Ok((
-                    Stream::Unix(stream),
-                    format!("unix:{}", file.path.display()),
-                ))
+                let peer = OwnedPeer::Unix(peer_credentials(&stream));
+                let label = match peer {
+                    OwnedPeer::Unix(Some(c)) => format!("unix:{} {c}", file.path.display()),
+                    _ => format!("unix:{}", file.path.display()),
+                };
+                Ok(Accepted {
+                    stream: Stream::Unix(stream),
+                    peer,
+                    label,
+                })
             }
             Self::Tcp(listener) => {
                 let (stream, peer) = listener.accept()?;
                 set_nodelay(&stream);
-                Ok((Stream::Tcp(stream), format!("tcp peer {peer}")))
+                Ok(Accepted {
+                    stream: Stream::Tcp(stream),
+                    peer: OwnedPeer::Tcp(peer),
+                    label: format!("tcp peer {peer}"),
+                })
             }
         }
     }

@@ -57,12 +57,14 @@ use self::conn::Shared;
 use self::datagram::DatagramListener;
 use self::event_loop::{EventLoop, FIRST_LISTENER, GRACEFUL, NOW, SIGNALS, WAKER};
 use self::listener::Listener;
+use crate::access::UnixAccess;
 use crate::clock::Clock;
 use crate::config::{ServerConfig, check_limits, check_server};
 use crate::endpoint::Endpoint;
 use crate::error::Error;
 use crate::function::{
-    Answer, CompletionSink, Function, LoopCompletions, Named, Register, Registry, Responder,
+    Answer, CallContext, CompletionSink, Function, LoopCompletions, Named, Register, Registry,
+    Responder, deferred_without_context, without_context,
 };
 use crate::id_hasher::IdMap;
 use crate::stats::StatsHandle;
@@ -75,6 +77,7 @@ pub struct ServerBuilder {
     endpoints: Vec<Endpoint>,
     stats: StatsHandle,
     signals: bool,
+    access: UnixAccess,
 }
 
 impl std::fmt::Debug for ServerBuilder {
@@ -101,6 +104,7 @@ impl ServerBuilder {
             endpoints: Vec::new(),
             stats: StatsHandle::default(),
             signals: false,
+            access: UnixAccess::everyone(),
         }
     }
 
@@ -112,8 +116,37 @@ impl ServerBuilder {
     where
         F: Fn(&[u8]) -> Answer + Send + Sync + 'static,
     {
+        self.functions.push(Named::function(
+            name,
+            Function::Sync(without_context(function)),
+        ));
+        self
+    }
+
+    /// Registers a synchronous function under `name` that also gets the call's
+    /// [`CallContext`]: who sent it (its address, its Unix credentials) and by when its
+    /// client stops waiting. Otherwise as [`function`](Self::function).
+    #[must_use]
+    pub fn function_with_context<F>(mut self, name: impl Into<String>, function: F) -> Self
+    where
+        F: Fn(&CallContext<'_>, &[u8]) -> Answer + Send + Sync + 'static,
+    {
         self.functions
             .push(Named::function(name, Function::Sync(Arc::new(function))));
+        self
+    }
+
+    /// Registers a deferred function under `name` that also gets the call's
+    /// [`CallContext`]. Otherwise as [`deferred`](Self::deferred).
+    #[must_use]
+    pub fn deferred_with_context<F>(mut self, name: impl Into<String>, function: F) -> Self
+    where
+        F: Fn(&CallContext<'_>, &[u8], Responder) + Send + Sync + 'static,
+    {
+        self.functions.push(Named::function(
+            name,
+            Function::Deferred(Arc::new(function)),
+        ));
         self
     }
 
@@ -126,7 +159,7 @@ impl ServerBuilder {
     {
         self.functions.push(Named::function(
             name,
-            Function::Deferred(Arc::new(function)),
+            Function::Deferred(deferred_without_context(function)),
         ));
         self
     }
@@ -141,6 +174,20 @@ impl ServerBuilder {
         H: for<'a> Fn(E::Request<'a>) -> Outcome<'static, E> + Send + Sync + 'static,
     {
         Register::endpoint::<E, H>(self, handler)
+    }
+
+    /// Serves typed endpoint `E` with a `handler` that also gets the call's
+    /// [`CallContext`] ([`Register::endpoint_with_context`]).
+    #[must_use]
+    pub fn endpoint_with_context<E, H>(self, handler: H) -> Self
+    where
+        E: typed::Endpoint + ?Sized + 'static,
+        H: for<'a> Fn(&CallContext<'_>, E::Request<'a>) -> Outcome<'static, E>
+            + Send
+            + Sync
+            + 'static,
+    {
+        Register::endpoint_with_context::<E, H>(self, handler)
     }
 
     /// Serves typed endpoint `E` with a `handler` that answers through a [`TypedReply`] before
@@ -190,6 +237,16 @@ impl ServerBuilder {
         self
     }
 
+    /// Takes calls from Unix peers only when `access` allows their credentials (taken by
+    /// the kernel, see [`crate::access`]); others are refused before anything they send
+    /// runs, and counted (`connections.not_allowed`, `datagrams.dropped.not_allowed`).
+    /// Default: every peer.
+    #[must_use]
+    pub fn unix_access(mut self, access: UnixAccess) -> Self {
+        self.access = access;
+        self
+    }
+
     /// The server's counters, readable before it is built (e.g. by a function that reports
     /// them) and while it runs.
     #[must_use]
@@ -223,7 +280,7 @@ impl ServerBuilder {
         )?;
         let mut functions = self.functions;
         let (spec, list) = typed::discovery(&functions);
-        functions.push(Named::endpoint(spec, Function::Sync(Arc::new(list))));
+        functions.push(Named::endpoint(spec, Function::Sync(without_context(list))));
         let functions = Registry::new(functions)?;
         self.stats.0.set_methods(functions.names());
 
@@ -249,7 +306,8 @@ impl ServerBuilder {
                     token,
                     sink: sink.clone(),
                 });
-                let (mut datagram, actual) = DatagramListener::bind(endpoint, &config, port)?;
+                let (mut datagram, actual) =
+                    DatagramListener::bind(endpoint, &config, port, !self.access.is_everyone())?;
                 poll.registry()
                     .register(&mut datagram, token, Interest::READABLE)
                     .map_err(register_error)?;
@@ -306,6 +364,7 @@ impl ServerBuilder {
                 config,
                 draining: false,
                 warnings: throttle::Warnings::default(),
+                access: self.access,
             },
             spare: fd_limit::Spare::new(),
             accept_retry: None,
@@ -341,9 +400,23 @@ impl Register for ServerBuilder {
         Self::deferred(self, name, function)
     }
 
+    fn function_with_context<F>(self, name: impl Into<String>, function: F) -> Self
+    where
+        F: Fn(&CallContext<'_>, &[u8]) -> Answer + Send + Sync + 'static,
+    {
+        Self::function_with_context(self, name, function)
+    }
+
+    fn deferred_with_context<F>(self, name: impl Into<String>, function: F) -> Self
+    where
+        F: Fn(&CallContext<'_>, &[u8], Responder) + Send + Sync + 'static,
+    {
+        Self::deferred_with_context(self, name, function)
+    }
+
     fn keyed_function<F>(mut self, spec: EndpointSpec, function: F) -> Self
     where
-        F: Fn(&[u8]) -> Answer + Send + Sync + 'static,
+        F: Fn(&CallContext<'_>, &[u8]) -> Answer + Send + Sync + 'static,
     {
         let function = Function::Sync(Arc::new(function));
         self.functions.push(Named::endpoint(spec, function));
@@ -352,7 +425,7 @@ impl Register for ServerBuilder {
 
     fn keyed_deferred<F>(mut self, spec: EndpointSpec, function: F) -> Self
     where
-        F: Fn(&[u8], Responder) + Send + Sync + 'static,
+        F: Fn(&CallContext<'_>, &[u8], Responder) + Send + Sync + 'static,
     {
         let function = Function::Deferred(Arc::new(function));
         self.functions.push(Named::endpoint(spec, function));

@@ -59,6 +59,8 @@ impl Throttle {
 pub(super) struct Warnings {
     /// A connection refused at `max_connections`.
     pub(super) refused: Throttle,
+    /// A peer refused because it is not on the allowlist (a connection or a datagram).
+    pub(super) not_allowed: Throttle,
     /// A connection closed because its peer broke the protocol, one per kind of close
     /// (indexed by [`CloseKind::index`]), so each kind is still seen.
     protocol: [Throttle; CloseKind::ALL.len()],
@@ -77,6 +79,7 @@ impl Warnings {
     /// Says what was left out, at the end.
     pub(super) fn flush(&self) {
         self.refused.flush("refused connections");
+        self.not_allowed.flush("peers not allowed");
         for (kind, throttle) in CloseKind::ALL.iter().zip(&self.protocol) {
             throttle.flush(&format!("connections closed: {}", kind.name()));
         }

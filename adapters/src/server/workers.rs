@@ -10,7 +10,7 @@ use std::time::Instant as StdInstant;
 
 use wirecall_core::wire::RejectCode;
 
-use crate::function::{CallFailure, Responder, SyncFn, run_sync};
+use crate::function::{CallContext, CallFailure, OwnedPeer, Responder, SyncFn, run_sync};
 use crate::stats::Stats;
 
 /// One call for a worker.
@@ -19,6 +19,8 @@ pub(super) struct Job {
     /// Index of the method, for the executions counter.
     pub(super) method: usize,
     pub(super) body: Vec<u8>,
+    /// Who sent the call, for the function's context.
+    pub(super) peer: OwnedPeer,
     /// When the client stops waiting; a job picked up later is not run.
     pub(super) deadline: Option<StdInstant>,
     pub(super) responder: Responder,
@@ -89,7 +91,8 @@ fn work(queue: &Mutex<Receiver<Job>>, queued: &AtomicUsize, stats: &Stats) {
             continue;
         }
         stats.execution(job.method);
-        let answer = run_sync(&job.function, &job.body);
+        let context = CallContext::new(job.peer.as_peer(), job.deadline);
+        let answer = run_sync(&job.function, &context, &job.body);
         job.responder.respond(answer);
     }
 }

@@ -122,6 +122,10 @@ impl CloseCode {
     pub const REFUSED: Self = Self(8);
     /// A frame that had begun to arrive did not complete in time.
     pub const FRAME_TIMEOUT: Self = Self(9);
+    /// The server does not take connections from this peer (its Unix credentials or its
+    /// TLS identity are not on the server's allowlist) and ran nothing sent on this one:
+    /// every request on it is *not executed*. Retrying as the same peer does not help.
+    pub const NOT_ALLOWED: Self = Self(10);
 
     /// A short name for a known code, `None` for others.
     #[must_use]
@@ -136,6 +140,7 @@ impl CloseCode {
             Self::DRAIN_TIMEOUT => "drain timeout",
             Self::REFUSED => "connection refused",
             Self::FRAME_TIMEOUT => "frame timeout",
+            Self::NOT_ALLOWED => "not allowed",
             _ => return None,
         })
     }

@@ -724,6 +724,8 @@ fn test_constants_and_codes() {
         (CloseCode::KEEPALIVE_TIMEOUT, 6),
         (CloseCode::DRAIN_TIMEOUT, 7),
         (CloseCode::REFUSED, 8),
+        (CloseCode::FRAME_TIMEOUT, 9),
+        (CloseCode::NOT_ALLOWED, 10),
     ];
     for (code, n) in close {
         assert_eq!(code.0, n);

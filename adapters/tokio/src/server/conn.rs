@@ -21,7 +21,7 @@ use tokio::io::Interest;
 use tokio::sync::{mpsc, watch};
 use tokio::task::AbortHandle;
 use wirecall::Answer;
-use wirecall::function::{CallRef, Completions, reply_of};
+use wirecall::function::{CallContext, CallRef, Completions, OwnedPeer, reply_of};
 use wirecall::id_hasher::IdMap;
 use wirecall::stats::CloseKind;
 use wirecall_core::buffer::GrowBuf;
@@ -56,6 +56,8 @@ impl Completions for TaskCompletions {
 
 /// One connection's state, owned by its task.
 struct Conn {
+    /// Who is at the other end, for functions' contexts.
+    peer: OwnedPeer,
     socket: StreamSocket,
     core: ServerConnection<GrowBuf, Box<[RequestSlot]>>,
     label: String,
@@ -79,6 +81,7 @@ struct Conn {
 /// Serves one accepted connection until it has ended.
 pub(super) async fn serve(
     socket: StreamSocket,
+    peer: OwnedPeer,
     label: String,
     shared: Arc<Shared>,
     mut phase: watch::Receiver<Phase>,
@@ -99,6 +102,7 @@ pub(super) async fn serve(
     let (tx, mut rx) = mpsc::unbounded_channel();
     let mut conn = Conn {
         socket,
+        peer,
         core,
         label,
         answers: VecDeque::new(),
@@ -304,11 +308,15 @@ impl Conn {
                 ServerEvent::Request(request) => {
                     self.last_active = now;
                     let id = request.id;
+                    let deadline = request
+                        .deadline
+                        .map(|d| shared.clock.tokio_at(d).into_std());
                     let dispatched = dispatch(
                         &shared.functions,
                         shared.stats.recorder(),
                         &self.completions,
                         CallRef::Stream(id),
+                        CallContext::new(self.peer.as_peer(), deadline),
                         request.target,
                         request.body,
                     );

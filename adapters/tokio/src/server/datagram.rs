@@ -29,7 +29,7 @@ use wirecall::Answer;
 use wirecall::driver::{
     DrainLinger, HeldAnswers, SendResult, SocketFile, is_peer_error, send_answer,
 };
-use wirecall::function::{CallRef, Completions, reply_of};
+use wirecall::function::{CallContext, CallRef, Completions, Peer, reply_of};
 use wirecall::stats::{DropKind, Stats};
 use wirecall_core::Instant;
 use wirecall_core::datagram::{
@@ -74,6 +74,9 @@ pub(super) trait Socket: Send + Sync + 'static {
     /// peer until an event came, so one client that does not read would hold up the
     /// answers of all.
     fn try_send_peer(&self, buf: &[u8], to: &Self::Peer) -> io::Result<usize>;
+
+    /// The sender as a function's [`CallContext`] names it.
+    fn call_peer(peer: &Self::Peer) -> Peer<'_>;
 }
 
 impl Socket for UdpSocket {
@@ -92,6 +95,10 @@ impl Socket for UdpSocket {
 
     fn try_send_peer(&self, buf: &[u8], to: &SocketAddr) -> io::Result<usize> {
         Ok(rustix::net::sendto(self, buf, SEND_FLAGS, to)?)
+    }
+
+    fn call_peer(peer: &SocketAddr) -> Peer<'_> {
+        Peer::Udp(*peer)
     }
 }
 
@@ -113,6 +120,10 @@ impl Socket for UnixDatagram {
     fn try_send_peer(&self, buf: &[u8], to: &PathBuf) -> io::Result<usize> {
         let to = rustix::net::SocketAddrUnix::new(to.as_path())?;
         Ok(rustix::net::sendto(self, buf, SEND_FLAGS, &to)?)
+    }
+
+    fn call_peer(peer: &PathBuf) -> Peer<'_> {
+        Peer::UnixDatagram(peer)
     }
 }
 
@@ -273,11 +284,13 @@ impl<S: Socket> DatagramEndpoint<S> {
         let (handle, dispatched) = match self.core.handle_datagram(now, peer, datagram) {
             Received::Request(request) => {
                 let call = CallRef::Datagram(request.handle);
+                let deadline = shared.clock.tokio_at(request.deadline).into_std();
                 let dispatched = dispatch(
                     &shared.functions,
                     stats,
                     &self.completions,
                     call,
+                    CallContext::new(S::call_peer(peer), Some(deadline)),
                     request.target,
                     request.body,
                 );

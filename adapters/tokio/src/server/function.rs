@@ -11,8 +11,8 @@ use std::task::{Context, Poll};
 use tokio::task::AbortHandle;
 use wirecall::core::wire::Target;
 use wirecall::function::{
-    CallRef, Completions, DeferredFn, ERROR_FUNCTION_PANICKED, Registry, Responder, SyncFn,
-    run_sync,
+    CallContext, CallRef, Completions, DeferredFn, ERROR_FUNCTION_PANICKED, Registry, Responder,
+    SyncFn, run_sync,
 };
 use wirecall::stats::Stats;
 use wirecall::{Answer, CallFailure};
@@ -48,6 +48,7 @@ pub(crate) fn dispatch(
     stats: &Stats,
     completions: &Arc<dyn Completions>,
     call: CallRef,
+    context: CallContext<'_>,
     target: Target<'_>,
     body: &[u8],
 ) -> Dispatched {
@@ -61,10 +62,10 @@ pub(crate) fn dispatch(
     stats.call(Some(index));
     stats.execution(index);
     match function {
-        Function::Sync(function) => Dispatched::Now(run_sync(function, body)),
+        Function::Sync(function) => Dispatched::Now(run_sync(function, &context, body)),
         Function::Deferred(function) => {
             let responder = Responder::new(call, Arc::clone(completions));
-            if catch_unwind(AssertUnwindSafe(|| function(body, responder))).is_err() {
+            if catch_unwind(AssertUnwindSafe(|| function(&context, body, responder))).is_err() {
                 // The responder was dropped while unwinding: the call gets an error.
                 log::error!("function {target} panicked");
             }

@@ -55,8 +55,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tokio::sync::watch;
 use tokio::task::JoinSet;
+use wirecall::access::UnixAccess;
 use wirecall::driver::{self, StreamListener};
-use wirecall::function::{Named, Register, Registry, Responder};
+use wirecall::function::{
+    CallContext, Named, OwnedPeer, Register, Registry, Responder, deferred_without_context,
+    without_context,
+};
 use wirecall::typed::{self, EndpointSpec, Outcome, TypedReply, TypedResponder};
 use wirecall::{Answer, Endpoint, Error, ServerConfig, StatsHandle};
 use wirecall_core::ServerConnection;
@@ -88,6 +92,8 @@ struct Shared {
     clock: Clock,
     /// Connections open now, across listeners.
     open: AtomicUsize,
+    /// The Unix peers calls are taken from.
+    access: UnixAccess,
 }
 
 /// Builds a [`Server`]: its functions, endpoints and limits. See the [module docs](self).
@@ -96,6 +102,7 @@ pub struct ServerBuilder {
     functions: Vec<Named<Function>>,
     endpoints: Vec<Endpoint>,
     stats: StatsHandle,
+    access: UnixAccess,
 }
 
 impl std::fmt::Debug for ServerBuilder {
@@ -121,7 +128,19 @@ impl ServerBuilder {
             functions: Vec::new(),
             endpoints: Vec::new(),
             stats: StatsHandle::default(),
+            access: UnixAccess::everyone(),
         }
+    }
+
+    /// Takes calls from Unix stream peers only when `access` allows their credentials
+    /// (see [`wirecall::access`]); others are refused (`NOT_ALLOWED`) before anything they
+    /// send runs, and counted (`connections.not_allowed`). Default: every peer. (This
+    /// driver does not check Unix datagram senders: a server with an allowlist and a
+    /// `unix-dgram:` endpoint is refused at build.)
+    #[must_use]
+    pub fn unix_access(mut self, access: UnixAccess) -> Self {
+        self.access = access;
+        self
     }
 
     /// Registers a synchronous function under `name` (1 to 255 bytes, no whitespace). It
@@ -131,8 +150,37 @@ impl ServerBuilder {
     where
         F: Fn(&[u8]) -> Answer + Send + Sync + 'static,
     {
+        self.functions.push(Named::function(
+            name,
+            Function::Sync(without_context(function)),
+        ));
+        self
+    }
+
+    /// Registers a synchronous function under `name` that also gets the call's
+    /// [`CallContext`]: who sent it (its address, its Unix credentials) and by when its
+    /// client stops waiting. Otherwise as [`function`](Self::function).
+    #[must_use]
+    pub fn function_with_context<F>(mut self, name: impl Into<String>, function: F) -> Self
+    where
+        F: Fn(&CallContext<'_>, &[u8]) -> Answer + Send + Sync + 'static,
+    {
         self.functions
             .push(Named::function(name, Function::Sync(Arc::new(function))));
+        self
+    }
+
+    /// Registers a deferred function under `name` that also gets the call's
+    /// [`CallContext`]. Otherwise as [`deferred`](Self::deferred).
+    #[must_use]
+    pub fn deferred_with_context<F>(mut self, name: impl Into<String>, function: F) -> Self
+    where
+        F: Fn(&CallContext<'_>, &[u8], Responder) + Send + Sync + 'static,
+    {
+        self.functions.push(Named::function(
+            name,
+            Function::Deferred(Arc::new(function)),
+        ));
         self
     }
 
@@ -145,7 +193,7 @@ impl ServerBuilder {
     {
         self.functions.push(Named::function(
             name,
-            Function::Deferred(Arc::new(function)),
+            Function::Deferred(deferred_without_context(function)),
         ));
         self
     }
@@ -175,6 +223,20 @@ impl ServerBuilder {
         H: for<'a> Fn(E::Request<'a>) -> Outcome<'static, E> + Send + Sync + 'static,
     {
         Register::endpoint::<E, H>(self, handler)
+    }
+
+    /// Serves typed endpoint `E` with a `handler` that also gets the call's
+    /// [`CallContext`] ([`Register::endpoint_with_context`]).
+    #[must_use]
+    pub fn endpoint_with_context<E, H>(self, handler: H) -> Self
+    where
+        E: typed::Endpoint + ?Sized + 'static,
+        H: for<'a> Fn(&CallContext<'_>, E::Request<'a>) -> Outcome<'static, E>
+            + Send
+            + Sync
+            + 'static,
+    {
+        Register::endpoint_with_context::<E, H>(self, handler)
     }
 
     /// Serves typed endpoint `E` with a `handler` that answers through a [`TypedReply`] before
@@ -237,7 +299,7 @@ impl ServerBuilder {
         )?;
         let mut functions = self.functions;
         let (spec, list) = typed::discovery(&functions);
-        functions.push(Named::endpoint(spec, Function::Sync(Arc::new(list))));
+        functions.push(Named::endpoint(spec, Function::Sync(without_context(list))));
         let functions = Registry::new(functions)?;
         self.stats.recorder().set_methods(functions.names());
         let mut bound = Vec::with_capacity(self.endpoints.len());
@@ -263,6 +325,16 @@ impl ServerBuilder {
                         core: core(dconfig, storage, cache)?,
                         max: dconfig.max_datagram,
                     },
+                    driver::DatagramSocket::Unix { .. } if !self.access.is_everyone() => {
+                        return Err(Error::Listen {
+                            endpoint: endpoint.clone(),
+                            source: std::io::Error::new(
+                                std::io::ErrorKind::Unsupported,
+                                "this driver does not check the credentials of Unix datagram \
+                                 senders, so it cannot serve them with an allowlist",
+                            ),
+                        });
+                    }
                     driver::DatagramSocket::Unix { socket, file } => Bound::UnixDatagram {
                         socket,
                         file,
@@ -290,6 +362,7 @@ impl ServerBuilder {
                 config,
                 clock: Clock::new(),
                 open: AtomicUsize::new(0),
+                access: self.access,
             }),
             shutdown: ShutdownHandle {
                 phase: Arc::new(phase),
@@ -314,9 +387,23 @@ impl Register for ServerBuilder {
         Self::deferred(self, name, function)
     }
 
+    fn function_with_context<F>(self, name: impl Into<String>, function: F) -> Self
+    where
+        F: Fn(&CallContext<'_>, &[u8]) -> Answer + Send + Sync + 'static,
+    {
+        Self::function_with_context(self, name, function)
+    }
+
+    fn deferred_with_context<F>(self, name: impl Into<String>, function: F) -> Self
+    where
+        F: Fn(&CallContext<'_>, &[u8], Responder) + Send + Sync + 'static,
+    {
+        Self::deferred_with_context(self, name, function)
+    }
+
     fn keyed_function<F>(mut self, spec: EndpointSpec, function: F) -> Self
     where
-        F: Fn(&[u8]) -> Answer + Send + Sync + 'static,
+        F: Fn(&CallContext<'_>, &[u8]) -> Answer + Send + Sync + 'static,
     {
         let function = Function::Sync(Arc::new(function));
         self.functions.push(Named::endpoint(spec, function));
@@ -325,7 +412,7 @@ impl Register for ServerBuilder {
 
     fn keyed_deferred<F>(mut self, spec: EndpointSpec, function: F) -> Self
     where
-        F: Fn(&[u8], Responder) + Send + Sync + 'static,
+        F: Fn(&CallContext<'_>, &[u8], Responder) + Send + Sync + 'static,
     {
         let function = Function::Deferred(Arc::new(function));
         self.functions.push(Named::endpoint(spec, function));
@@ -563,19 +650,30 @@ impl Listening {
         })
     }
 
-    /// Accepts one connection: the socket (`TCP_NODELAY` on TCP) and a label for logs.
-    async fn accept(&self, endpoint: &Endpoint) -> std::io::Result<(StreamSocket, String)> {
+    /// Accepts one connection: the socket (`TCP_NODELAY` on TCP), who is at the other end
+    /// and a label for logs.
+    async fn accept(&self, endpoint: &Endpoint) -> std::io::Result<Accepted> {
         match self {
             Self::Unix { listener, .. } => {
                 let (stream, _) = listener.accept().await?;
-                Ok((StreamSocket::Unix(stream), endpoint.to_string()))
+                let credentials = driver::peer_credentials(&stream);
+                let label = match credentials {
+                    Some(c) => format!("{endpoint} {c}"),
+                    None => endpoint.to_string(),
+                };
+                Ok((
+                    StreamSocket::Unix(stream),
+                    OwnedPeer::Unix(credentials),
+                    label,
+                ))
             }
             Self::Tcp(listener) => {
                 let (stream, peer) = listener.accept().await?;
                 if let Err(e) = stream.set_nodelay(true) {
                     log::debug!("cannot set TCP_NODELAY: {e}");
                 }
-                Ok((StreamSocket::Tcp(stream), format!("tcp peer {peer}")))
+                let label = format!("tcp peer {peer}");
+                Ok((StreamSocket::Tcp(stream), OwnedPeer::Tcp(peer), label))
             }
         }
     }
@@ -596,9 +694,10 @@ async fn accept(
         let accepting = listener.as_ref();
         tokio::select! {
             accepted = accept_one(accepting, &endpoint) => match accepted {
-                Ok((socket, label)) => {
+                Ok((socket, peer, label)) => {
                     next = next.wrapping_add(1);
-                    admit(socket, format!("conn {next} ({label})"), &shared, &phase, &mut conns);
+                    let label = format!("conn {next} ({label})");
+                    admit(socket, peer, label, &shared, &phase, &mut conns);
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::ConnectionAborted => {}
                 Err(e) => {
@@ -635,10 +734,13 @@ async fn accept(
 }
 
 /// Accepts from the listener, or waits for ever once it is gone.
+/// An accepted connection: its socket, who is at the other end, its label for logs.
+type Accepted = (StreamSocket, OwnedPeer, String);
+
 async fn accept_one(
     listener: Option<&Listening>,
     endpoint: &Endpoint,
-) -> std::io::Result<(StreamSocket, String)> {
+) -> std::io::Result<Accepted> {
     match listener {
         Some(listener) => listener.accept(endpoint).await,
         None => std::future::pending().await,
@@ -658,11 +760,20 @@ impl Drop for OpenConnection {
 /// Takes an accepted connection in, or refuses it over the connection limit.
 fn admit(
     socket: StreamSocket,
+    peer: OwnedPeer,
     label: String,
     shared: &Arc<Shared>,
     phase: &watch::Receiver<Phase>,
     conns: &mut JoinSet<()>,
 ) {
+    if let OwnedPeer::Unix(credentials) = peer {
+        if !shared.access.allows(credentials) {
+            shared.stats.recorder().not_allowed();
+            log::warn!("{label}: refused, not on the allowlist");
+            driver::refuse_not_allowed(&socket, &shared.config.connection);
+            return;
+        }
+    }
     let max = shared.config.max_connections;
     let open = shared.open.fetch_add(1, Ordering::AcqRel);
     if open >= max {
@@ -677,7 +788,7 @@ fn admit(
     let phase = phase.clone();
     conns.spawn(async move {
         let shared = Arc::clone(&open.0);
-        conn::serve(socket, label, shared, phase).await;
+        conn::serve(socket, peer, label, shared, phase).await;
         drop(open);
     });
 }
