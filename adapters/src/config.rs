@@ -33,6 +33,13 @@ pub struct ServerConfig {
     /// arriving); `None` keeps idle connections (keepalive still detects dead peers).
     /// Default: 300 s.
     pub idle_timeout: Option<Duration>,
+    /// At `max_connections`, a new connection takes the place of the open one that has
+    /// gone longest without a call, if that one has no call in flight and has had none for
+    /// at least this long (it gets a go-away and is closed, counted in
+    /// `connections.evicted`); only when none has is the new one refused. So peers that
+    /// connect and then send nothing, or only pings or a dribble, cannot lock real clients
+    /// out for longer than this. `None` never evicts (refuses at the limit). Default: 10 s.
+    pub evict_idle: Option<Duration>,
     /// After a shutdown is requested, how long connections get to answer what they have
     /// received before they are cut. Default: 30 s.
     pub shutdown_timeout: Duration,
@@ -73,6 +80,7 @@ impl Default for ServerConfig {
             connection: Config::default(),
             max_connections: 1024,
             idle_timeout: Some(Duration::from_secs(300)),
+            evict_idle: Some(Duration::from_secs(10)),
             shutdown_timeout: Duration::from_secs(30),
             close_linger: Duration::from_secs(5),
             unix_mode: None,

@@ -312,6 +312,7 @@ pub struct Stats {
     open: AtomicU64,
     refused: AtomicU64,
     not_allowed: AtomicU64,
+    evicted: AtomicU64,
     accept_failed: AtomicU64,
     idle_closed: AtomicU64,
     unknown_method: AtomicU64,
@@ -364,6 +365,11 @@ impl Stats {
     /// allowlist ([`UnixAccess`](crate::access::UnixAccess)).
     pub fn not_allowed(&self) {
         bump(&self.not_allowed);
+    }
+
+    /// An idle connection was evicted at the connection limit to make room for a new one.
+    pub fn evicted(&self) {
+        bump(&self.evicted);
     }
 
     /// An accept failed for want of descriptors, with none in reserve: tried again later.
@@ -496,6 +502,7 @@ impl Stats {
             connections_open: get(&self.open),
             connections_refused: get(&self.refused),
             connections_not_allowed: get(&self.not_allowed),
+            connections_evicted: get(&self.evicted),
             connections_accept_failed: get(&self.accept_failed),
             connections_idle_closed: get(&self.idle_closed),
             methods: self
@@ -598,6 +605,9 @@ pub struct StatsSnapshot {
     /// Connections refused (`NOT_ALLOWED`, nothing run) because the peer's Unix
     /// credentials are not on the allowlist.
     pub connections_not_allowed: u64,
+    /// Idle connections (no call in flight, none for a second) closed at the connection
+    /// limit to make room for a new one.
+    pub connections_evicted: u64,
     /// Accepts that failed for want of descriptors with none in reserve (the server tries
     /// again on a timer).
     pub connections_accept_failed: u64,
@@ -687,6 +697,7 @@ impl fmt::Display for StatsSnapshot {
             "connections.not_allowed {}",
             self.connections_not_allowed
         )?;
+        writeln!(f, "connections.evicted {}", self.connections_evicted)?;
         writeln!(
             f,
             "connections.accept_failed {}",

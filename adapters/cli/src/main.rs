@@ -244,6 +244,11 @@ struct ServeArgs {
     /// Seconds without calls before a connection is closed gracefully (0: never)
     #[arg(long, value_name = "SECS", default_value_t = 300)]
     idle_timeout: u64,
+    /// At --max-connections, a new connection takes the place of one that has had no call
+    /// for this many seconds (none in flight); 0: never, refuse instead (0 to 3600)
+    #[arg(long, value_name = "SECS", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(0..=3600))]
+    evict_idle: u64,
     /// Seconds a graceful shutdown may take before connections are cut
     #[arg(long, value_name = "SECS", default_value_t = 30)]
     shutdown_timeout: u64,
@@ -308,6 +313,7 @@ fn serve(args: ServeArgs) -> ExitCode {
     config.connection.keepalive_interval =
         (args.keepalive > 0).then(|| wirecall::clock::to_core(Duration::from_secs(args.keepalive)));
     config.idle_timeout = (args.idle_timeout > 0).then(|| Duration::from_secs(args.idle_timeout));
+    config.evict_idle = (args.evict_idle > 0).then(|| Duration::from_secs(args.evict_idle));
     config.shutdown_timeout = Duration::from_secs(args.shutdown_timeout);
     config.connection.frame_timeout =
         wirecall::clock::to_core(Duration::from_secs(args.frame_timeout));

@@ -10,7 +10,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use wirecall::core::client::Execution;
 use wirecall::core::frame::encode_frame;
@@ -101,6 +101,30 @@ impl Raw {
         match self {
             Self::Unix(s) => s.read(buf).unwrap(),
             Self::Tcp(s) => s.read(buf).unwrap(),
+        }
+    }
+
+    /// Reads what has come within 200 ms: `Some` with the bytes if the server closed the
+    /// connection by then, `None` if it is still open.
+    fn read_to_close_or_nothing(&mut self) -> Option<Vec<u8>> {
+        let short = Some(Duration::from_millis(200));
+        match self {
+            Self::Unix(s) => s.set_read_timeout(short).unwrap(),
+            Self::Tcp(s) => s.set_read_timeout(short).unwrap(),
+        }
+        let mut all = Vec::new();
+        let mut chunk = [0u8; 512];
+        loop {
+            let read = match self {
+                Self::Unix(s) => s.read(&mut chunk),
+                Self::Tcp(s) => s.read(&mut chunk),
+            };
+            match read {
+                Ok(0) => return Some(all),
+                Ok(n) => all.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return Some(all),
+                Err(_) => return None,
+            }
         }
     }
 
@@ -265,6 +289,77 @@ fn connections_over_the_limit_are_refused_and_counted() {
     assert_eq!(s["connections.open"], 2, "{s:?}");
     assert_eq!(second.call("echo", b"still", Some(WAIT)).unwrap(), b"still");
     assert!(server.wait_for_log("refused, 2 connections are open", WAIT));
+}
+
+/// At the connection limit a new client takes the place of the peer that has gone longest
+/// without a call, once that one has had none for `--evict-idle`: peers that finish the
+/// hello and then send nothing, or only pings, cannot lock clients out. Connections with a
+/// call in flight keep their place, and when every one is busy a new client is refused.
+#[test]
+fn idle_peers_at_the_connection_limit_make_room_for_a_new_client() {
+    let dir = tempfile::tempdir().unwrap();
+    let unix = format!("unix:{}", dir.path().join("evict.sock").display());
+    let args = [
+        "--listen",
+        &unix,
+        "--max-connections",
+        "3",
+        "--evict-idle",
+        "1",
+    ];
+    let server = ServerProcess::start(bin(), &args, &[]).unwrap();
+    let endpoint = &server.endpoints[0];
+    // Three peers take every place: they finish the hello, then one pings, two say nothing.
+    let mut peers: Vec<Raw> = (0..3)
+        .map(|_| {
+            let mut raw = Raw::connect(endpoint);
+            raw.send(&hello());
+            let mut buf = [0u8; 64];
+            let n = raw.read_some(&mut buf);
+            assert!(buf[..n].windows(4).any(|w| w == b"WCAL"), "a hello");
+            raw
+        })
+        .collect();
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_millis(1300) {
+        peers[0].send(&frame(&Frame::Ping { nonce: 7 }));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // A new client gets in: the peer longest without a call makes room (pings are no call;
+    // all three have had none since they connected, so the oldest goes).
+    let out = wirecall_tests::run(bin(), &["call", endpoint, "echo", "in"], b"", WAIT).unwrap();
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert_eq!(out.stdout, b"in");
+    let evicted: Vec<usize> = (0..3)
+        .filter(|&i| {
+            let told = peers[i].read_to_close_or_nothing();
+            told.is_some()
+        })
+        .collect();
+    assert_eq!(evicted.len(), 1, "one peer made room: {evicted:?}");
+    assert!(
+        server.wait_for_log("without a call, to make room for", WAIT),
+        "{}",
+        server.stderr()
+    );
+    drop(peers);
+
+    // Busy connections are never evicted: three clients with a slow call each hold the
+    // places, and a fourth is refused, however long they have been waiting.
+    let mut busy: Vec<Client> = (0..3).map(|_| connect(endpoint)).collect();
+    let holds: Vec<_> = busy
+        .iter_mut()
+        .map(|c| c.submit("sleep", b"3000", Some(WAIT)).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(1300));
+    let out = wirecall_tests::run(bin(), &["call", endpoint, "echo", "out"], b"", WAIT).unwrap();
+    assert_eq!(out.code, Some(5), "{}", out.stderr);
+    for (client, id) in busy.iter_mut().zip(holds) {
+        assert_eq!(client.wait(id).unwrap(), b"3000");
+    }
+    let s = stats(&mut busy[0]);
+    assert_eq!(s["connections.evicted"], 1, "{s:?}");
+    assert!(s["connections.refused"] >= 1, "{s:?}");
 }
 
 /// Under an open-file limit of 48 the server keeps its connection limit below what the

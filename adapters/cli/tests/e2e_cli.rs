@@ -696,6 +696,13 @@ fn every_ranged_serve_flag_refuses_values_outside_its_range() {
         ),
         ("--max-budget", "SECS", &["0", "86401"], "1..=86400"),
         ("--frame-timeout", "SECS", &["0", "3601"], "1..=3600"),
+        ("--evict-idle", "SECS", &["3601"], "0..=3600"),
+        (
+            "--datagram-peer-entries",
+            "ENTRIES",
+            &["65", "1048577"],
+            "66..=1048576",
+        ),
     ];
     for (flag, name, values, range) in cases {
         for value in *values {

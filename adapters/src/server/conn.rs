@@ -288,6 +288,21 @@ impl Conn {
             .max(self.answers.len().saturating_add(self.delayed.len()))
     }
 
+    /// When the connection last had a call (or was accepted, if it never had one), if it
+    /// could be evicted now: open and not closing, no call in flight, no answer waiting.
+    /// A connection at the limit may be evicted for a new one (see the event loop).
+    pub(super) fn idle_since(&self) -> Option<Instant> {
+        (self.lingering.is_none() && !self.idle_closing && self.is_idle())
+            .then_some(self.last_active)
+    }
+
+    /// Gives up the connection's place to a new one: the go-away goes out (best effort: it
+    /// has no call in flight, so nothing is lost either way) and the caller drops it.
+    pub(super) fn evict(&mut self, now: Instant) {
+        self.core.close(now);
+        self.write_out();
+    }
+
     fn is_idle(&self) -> bool {
         self.core.in_flight() == 0 && self.answers.is_empty() && self.delayed.is_empty()
     }

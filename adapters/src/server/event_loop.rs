@@ -268,7 +268,7 @@ impl EventLoop {
             }
         }
         let max = self.shared.config.max_connections;
-        if self.conns.len() >= max {
+        if self.conns.len() >= max && !self.evict_idlest(now, &label) {
             self.shared.stats.refused();
             self.shared.warnings.refused.warn(format_args!(
                 "{label}: refused, {max} connections are open (max_connections)"
@@ -310,6 +310,40 @@ impl EventLoop {
         }
         mark_ready(&mut self.ready, &mut conn, token);
         self.conns.insert(token, conn);
+    }
+
+    /// At the connection limit, makes room for a new connection by evicting the one that
+    /// has gone longest without a call, if it has none in flight and has had none for
+    /// `evict_idle` ([`ServerConfig::evict_idle`](crate::ServerConfig::evict_idle)): so
+    /// peers that connect and then send nothing, or only dribble bytes or pings, cannot
+    /// lock real clients out; connections with calls in flight, or with recent calls, are
+    /// never evicted. Scans the connections: only at the limit. Returns whether one was
+    /// evicted.
+    fn evict_idlest(&mut self, now: Instant, newcomer: &str) -> bool {
+        let Some(after) = self.shared.config.evict_idle.map(to_core) else {
+            return false;
+        };
+        let idlest = self
+            .conns
+            .iter()
+            .filter_map(|(token, conn)| conn.idle_since().map(|at| (at, *token)))
+            .filter(|(at, _)| now.saturating_duration_since(*at) >= after)
+            .min();
+        let Some((since, token)) = idlest else {
+            return false;
+        };
+        if let Some(conn) = self.conns.get_mut(&token) {
+            self.shared.warnings.evicted.warn(format_args!(
+                "{}: evicted after {} ms without a call, to make room for {newcomer} \
+                 (max_connections)",
+                conn.label(),
+                now.saturating_duration_since(since).as_micros() / 1000
+            ));
+            conn.evict(now);
+        }
+        self.shared.stats.evicted();
+        self.remove(token);
+        true
     }
 
     fn first_connection(&self) -> usize {

@@ -61,6 +61,8 @@ pub(super) struct Warnings {
     pub(super) refused: Throttle,
     /// A peer refused because it is not on the allowlist (a connection or a datagram).
     pub(super) not_allowed: Throttle,
+    /// An idle connection evicted at `max_connections` for a new one.
+    pub(super) evicted: Throttle,
     /// A connection closed because its peer broke the protocol, one per kind of close
     /// (indexed by [`CloseKind::index`]), so each kind is still seen.
     protocol: [Throttle; CloseKind::ALL.len()],
@@ -80,6 +82,7 @@ impl Warnings {
     pub(super) fn flush(&self) {
         self.refused.flush("refused connections");
         self.not_allowed.flush("peers not allowed");
+        self.evicted.flush("evicted connections");
         for (kind, throttle) in CloseKind::ALL.iter().zip(&self.protocol) {
             throttle.flush(&format!("connections closed: {}", kind.name()));
         }
