@@ -182,6 +182,8 @@ pub fn datagram_config(
         // The kernel hands each datagram over once, so a call busy on every copy is known
         // not to have run.
         config.duplicates = wirecall_core::datagram::Duplicates::Never;
+        // The kernel vouches for a Unix datagram's sender: no forged address to amplify to.
+        config.amplification = 0;
     }
     config
 }

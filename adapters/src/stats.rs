@@ -28,6 +28,7 @@
 //! datagrams.in_progress 0
 //! datagrams.busy 0
 //! datagrams.busy_peer_quota 0
+//! datagrams.withheld 0
 //! datagrams.rejected 0
 //! datagrams.late_answers 0
 //! datagrams.acks 2
@@ -49,7 +50,8 @@
 //! (retransmitted calls answered again from the call cache, not run again),
 //! `in_progress` (calls running now: taken, not yet answered), `busy` (calls refused
 //! because the call cache had no room; not run), `busy_peer_quota` (of those, calls whose
-//! peer address already held its share of the cache), `rejected` (calls refused before running:
+//! peer address already held its share of the cache), `withheld` (answers held back by the
+//! anti-amplification rule on UDP until enough copies came), `rejected` (calls refused before running:
 //! no, zero or too long a budget, or the server shutting down), `late_answers` (answers
 //! whose call the cache had already forgotten, dropped), `acks` (acknowledgements: datagrams
 //! in which a client only says which calls have ended; never answered); `dropped.<reason>` for each
@@ -328,6 +330,7 @@ pub struct Stats {
     dgram_in_progress: AtomicU64,
     dgram_busy: AtomicU64,
     dgram_busy_quota: AtomicU64,
+    dgram_withheld: AtomicU64,
     dgram_rejected: AtomicU64,
     dgram_late: AtomicU64,
     dgram_acks: AtomicU64,
@@ -480,6 +483,7 @@ impl Stats {
             now.busy_peer_quota,
             &mut seen.busy_peer_quota,
         );
+        add(&self.dgram_withheld, now.withheld, &mut seen.withheld);
         add(&self.dgram_rejected, now.rejected, &mut seen.rejected);
         add(
             &self.dgram_rejected,
@@ -535,6 +539,7 @@ impl Stats {
             datagrams_in_progress: get(&self.dgram_in_progress),
             datagrams_busy: get(&self.dgram_busy),
             datagrams_busy_peer_quota: get(&self.dgram_busy_quota),
+            datagrams_withheld: get(&self.dgram_withheld),
             datagrams_rejected: get(&self.dgram_rejected),
             datagrams_late_answers: get(&self.dgram_late),
             datagrams_acks: get(&self.dgram_acks),
@@ -643,6 +648,9 @@ pub struct StatsSnapshot {
     /// Of `datagrams_busy`, calls refused because their peer address already held its
     /// share of the cache (`DatagramConfig::max_peer_entries`).
     pub datagrams_busy_peer_quota: u64,
+    /// Answers held back by the anti-amplification rule on UDP (the copy was answered
+    /// busy with hint 0, and the answer kept for a later copy).
+    pub datagrams_withheld: u64,
     /// Datagram calls rejected before running (budget missing, zero or too long; the
     /// server shutting down).
     pub datagrams_rejected: u64,
@@ -732,6 +740,7 @@ impl fmt::Display for StatsSnapshot {
             "datagrams.busy_peer_quota {}",
             self.datagrams_busy_peer_quota
         )?;
+        writeln!(f, "datagrams.withheld {}", self.datagrams_withheld)?;
         writeln!(f, "datagrams.rejected {}", self.datagrams_rejected)?;
         writeln!(f, "datagrams.late_answers {}", self.datagrams_late_answers)?;
         writeln!(f, "datagrams.acks {}", self.datagrams_acks)?;

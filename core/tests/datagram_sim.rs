@@ -854,6 +854,132 @@ fn a_peer_opening_epoch_after_epoch_is_held_to_its_share_of_the_cache() {
     ));
 }
 
+/// Anti-amplification: for each call the server sends at most three times the bytes of its
+/// copies received. A 200-byte answer to a 40-byte request is held back, each copy answered
+/// busy with hint 0 until enough copies have come, then the stored answer goes out,
+/// byte for byte; the client, seeing busy then the answer, ends the call with the answer,
+/// and the function ran once. With the rule off, the answer goes out at once.
+#[test]
+fn an_answer_much_larger_than_its_request_waits_for_enough_copies() {
+    let big = vec![b'x'; 200];
+    for factor in [3u32, 0] {
+        let mut cfg = config();
+        cfg.amplification = factor;
+        let mut s = server(cfg, 64);
+        let mut d = [0u8; MTU];
+        let n = request(1, b"hi", &mut d);
+        let copy = d[..n].to_vec();
+        let Received::Request(r) = s.handle_datagram(Instant::ZERO, &1, &copy) else {
+            panic!()
+        };
+        let first = s.respond(r.handle, Reply::Ok(&big)).unwrap().bytes.to_vec();
+        if factor == 0 {
+            assert!(matches!(reply_of(&first), Reply::Ok(b) if b == &big[..]));
+            assert_eq!(s.stats().withheld, 0);
+            continue;
+        }
+        assert_eq!(reply_of(&first), Reply::Busy { retry_after_ms: 0 });
+        let mut sent = first.len();
+        let mut received = copy.len();
+        let mut copies = 1;
+        let answer = loop {
+            copies += 1;
+            assert!(copies < 40, "the answer never went out");
+            received += copy.len();
+            let out = match s.handle_datagram(Instant::ZERO, &1, &copy) {
+                Received::Reply(tx) => tx.bytes.to_vec(),
+                other => panic!("{other:?}"),
+            };
+            sent += out.len();
+            assert!(
+                sent <= 3 * received,
+                "{sent} bytes sent for {received} received"
+            );
+            match reply_of(&out) {
+                Reply::Busy { retry_after_ms: 0 } => {}
+                Reply::Ok(body) => {
+                    assert_eq!(body, &big[..]);
+                    break out;
+                }
+                other => panic!("{other:?}"),
+            }
+        };
+        assert!(answer.len() > 3 * copy.len());
+        assert_eq!(s.stats().requests, 1, "the function ran once");
+        assert_eq!(s.stats().withheld, copies - 1);
+        assert_eq!(s.stats().replayed, 1);
+        eprintln!(
+            "a {}-byte answer to {}-byte copies went out with copy {copies}",
+            answer.len(),
+            copy.len()
+        );
+    }
+}
+
+/// A client and a server with the anti-amplification rule: each busy answer with hint 0
+/// (the answer held back) is answered with a copy at once, at the same instant, and the
+/// call ends with the answer, executed once; on a transport without duplicates a call that
+/// only ever got such answers is never reported busy (it ran).
+#[test]
+fn a_held_back_answer_is_fetched_with_prompt_copies() {
+    let big = vec![b'y'; 200];
+    let mut cfg = config();
+    cfg.duplicates = Duplicates::Never;
+    let mut c = client(cfg, 91, 4);
+    let mut s = server(cfg, 64);
+    let now = Instant::ZERO;
+    let id = c.call(now, "m", b"", Some(Duration::from_millis(50))).unwrap();
+    let first = c.poll_transmit(now).unwrap().bytes.to_vec();
+    let Received::Request(r) = s.handle_datagram(now, &1, &first) else {
+        panic!()
+    };
+    let mut answer = s.respond(r.handle, Reply::Ok(&big)).unwrap().bytes.to_vec();
+    let mut copies = 1;
+    while matches!(reply_of(&answer), Reply::Busy { retry_after_ms: 0 }) {
+        assert!(c.handle_datagram(now, &answer));
+        assert_eq!(c.poll_event(now), None);
+        let copy = c.poll_transmit(now).expect("a copy at once").bytes.to_vec();
+        copies += 1;
+        answer = match s.handle_datagram(now, &1, &copy) {
+            Received::Reply(tx) => tx.bytes.to_vec(),
+            other => panic!("{other:?}"),
+        };
+    }
+    assert!(c.handle_datagram(now, &answer));
+    match c.poll_event(now) {
+        Some(wirecall_core::datagram::DatagramEvent::Response { id: got, body, .. }) => {
+            assert_eq!(got, id);
+            assert_eq!(body, &big[..]);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(copies > 2, "{copies}");
+    assert_eq!(c.stats().held_back, copies - 1);
+    assert_eq!(s.stats().requests, 1);
+
+    // A call whose every copy is held back until its deadline is a timeout, maybe
+    // executed, even where busy would mean not executed.
+    let id = c.call(now, "m", b"", Some(Duration::from_millis(50))).unwrap();
+    let copy = c.poll_transmit(now).unwrap().bytes.to_vec();
+    let Received::Request(r) = s.handle_datagram(now, &1, &copy) else {
+        panic!()
+    };
+    let held = s.respond(r.handle, Reply::Ok(&big)).unwrap().bytes.to_vec();
+    assert!(c.handle_datagram(now, &held));
+    let later = now.saturating_add(Duration::from_millis(50));
+    while c.poll_transmit(later).is_some() {}
+    match c.poll_event(later) {
+        Some(wirecall_core::datagram::DatagramEvent::Failed { id: got, failure }) => {
+            assert_eq!(got, id);
+            assert!(
+                matches!(failure, DatagramFailure::TimedOut { .. }),
+                "{failure:?}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
 /// A busy answer (the server's `Response` with `Busy`) to call `id` of epoch `epoch`.
 fn busy_answer(epoch: u64, id: RequestId, retry_after_ms: u32) -> Vec<u8> {
     let busy = Frame::Response(wirecall_core::wire::Response {

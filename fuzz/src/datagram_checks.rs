@@ -172,6 +172,11 @@ struct ServerCall {
     handle: usize,
     /// The application's stored answer (not busy).
     answer: Option<Vec<u8>>,
+    /// Bytes of the call's request datagrams the server received since it took it (at
+    /// least what the server counts), and bytes it sent for it: answers, replays and the
+    /// busy answers that stood in for held-back ones.
+    rx: u64,
+    tx: u64,
 }
 
 struct ServerHandle {
@@ -236,6 +241,7 @@ pub fn check_datagram_server(data: &[u8]) -> DatagramServerSummary {
     let mut sum = DatagramServerSummary::default();
     let mut datagrams = 0u64;
     let mut app_busy = 0u64;
+    let mut withheld_answers = 0u64;
     let mut too_large = 0u64;
     let mut draining = false;
 
@@ -360,12 +366,53 @@ pub fn check_datagram_server(data: &[u8]) -> DatagramServerSummary {
                             assert_eq!(*t.to, peer, "{who}: Transmit.to is not the requester");
                             assert!(t.bytes.len() <= MAX_DATAGRAM, "{who}: over one datagram");
                             let got = parse_answer(t.bytes, epoch, RequestId(id), who);
-                            assert_eq!(got, sent, "{who}: the answer is not the reply given");
+                            let t_len = t.bytes.len() as u64;
+                            let t_copy = t.bytes.to_vec();
+                            // Held back: a busy answer stands in for an answer that is not.
+                            let withheld = !matches!(sent, Reply::Busy { .. })
+                                && got == Reply::Busy { retry_after_ms: 0 };
+                            // The answer as the server stores it (and replays it).
+                            let frame = Frame::Response(Response {
+                                id: RequestId(id),
+                                reply: sent,
+                            });
+                            let stored = encode(DatagramHeader::new(epoch, 0), &frame);
+                            if withheld {
+                                // Anti-amplification: kept, and a busy answer instead.
+                                assert_eq!(
+                                    got,
+                                    Reply::Busy { retry_after_ms: 0 },
+                                    "{who}: a held-back answer is not stood in for by busy"
+                                );
+                                withheld_answers += 1;
+                            } else {
+                                assert_eq!(got, sent, "{who}: the answer is not the reply given");
+                            }
+                            if let Some(c) = calls.get_mut(&h.key) {
+                                if c.handle == index && !matches!(reply, Reply::Busy { .. }) {
+                                    c.tx += t_len;
+                                    if withheld {
+                                        assert!(
+                                            c.tx - t_len + stored.len() as u64
+                                                > u64::from(config.amplification) * c.rx,
+                                            "{who}: an answer that fits was held back"
+                                        );
+                                    } else {
+                                        assert!(
+                                            c.tx <= u64::from(config.amplification) * c.rx,
+                                            "{who}: sent {} bytes for {} received",
+                                            c.tx,
+                                            c.rx
+                                        );
+                                    }
+                                }
+                            }
+                            let t_bytes = if withheld { stored } else { t_copy };
                             if sent != reply {
                                 too_large += 1;
                             }
                             h.answered = true;
-                            let bytes = t.bytes.to_vec();
+                            let bytes = t_bytes;
                             let busy = matches!(reply, Reply::Busy { .. });
                             if busy {
                                 app_busy += 1;
@@ -403,6 +450,13 @@ pub fn check_datagram_server(data: &[u8]) -> DatagramServerSummary {
             };
             let call = parsed.as_ref().ok().and_then(|(_, f)| f.as_call());
             let mut rejected = false;
+            // Every copy of a call the server has taken raises what it may send for it.
+            if let (Ok((header, _)), Some(req)) = (&parsed, call) {
+                if let Some(c) = calls.get_mut(&(peer, header.epoch, req.id.0)) {
+                    c.rx += bytes.len() as u64;
+                }
+            }
+            let withheld_before = server.stats().withheld;
             match server.handle_datagram(now, &peer, &bytes) {
                 Received::Request(r) => {
                     sum.requests += 1;
@@ -461,6 +515,8 @@ pub fn check_datagram_server(data: &[u8]) -> DatagramServerSummary {
                             window_end,
                             handle: handles.len(),
                             answer: None,
+                            rx: bytes.len() as u64,
+                            tx: 0,
                         },
                     );
                     handles.push(ServerHandle {
@@ -471,13 +527,38 @@ pub fn check_datagram_server(data: &[u8]) -> DatagramServerSummary {
                 }
                 Received::Reply(tx) => {
                     assert_eq!(*tx.to, peer, "{who}: a reply to another peer");
-                    let reply_bytes = tx.bytes;
+                    let reply_bytes = &tx.bytes.to_vec()[..];
                     sum.replies += 1;
                     let (Ok((header, _)), Some(req)) = (&parsed, call) else {
                         panic!("{who}: a Reply to a datagram that is no request: {parsed:?}");
                     };
                     let reply = parse_answer(reply_bytes, header.epoch, req.id, who);
                     rejected = matches!(reply, Reply::Rejected { .. });
+                    let key = (peer, header.epoch, req.id.0);
+                    let withheld = server.stats().withheld > withheld_before;
+                    if withheld {
+                        assert_eq!(
+                            reply,
+                            Reply::Busy { retry_after_ms: 0 },
+                            "{who}: a held-back replay is not stood in for by busy"
+                        );
+                    }
+                    // What the server sends for a call it has answered (a replay, or the
+                    // busy that stands in for it) stays within the allowance.
+                    let answered = calls.get(&key).is_some_and(|c| c.answer.is_some());
+                    if answered && (withheld || !matches!(reply, Reply::Busy { .. })) {
+                        if let Some(c) = calls.get_mut(&key) {
+                            c.tx += reply_bytes.len() as u64;
+                            if !withheld && config.amplification > 0 {
+                                assert!(
+                                    c.tx <= u64::from(config.amplification) * c.rx,
+                                    "{who}: sent {} bytes for {} received for {key:?}",
+                                    c.tx,
+                                    c.rx
+                                );
+                            }
+                        }
+                    }
                     if matches!(reply, Reply::Ok(_) | Reply::Error { .. }) {
                         sum.replays += 1;
                         let key = (peer, header.epoch, req.id.0);
@@ -582,9 +663,9 @@ pub fn check_datagram_server(data: &[u8]) -> DatagramServerSummary {
             assert!(!server.is_drained(now), "{who}: drained before drain()");
         }
         assert_eq!(
-            s.replayed + s.rejected + s.busy + s.shutting_down,
-            sum.replies + app_busy,
-            "{who}: stats replayed + rejected + busy vs replies + busy answers"
+            s.replayed + s.rejected + s.busy + s.shutting_down + s.withheld,
+            sum.replies + app_busy + withheld_answers,
+            "{who}: stats replayed + rejected + busy + withheld vs replies + busy answers"
         );
         // An application's `Rejected` answer replays too, and looks like one the server made.
         assert!(

@@ -232,8 +232,17 @@ fn make_call(
         )),
     }
     if let Some(s) = client.datagram_stats() {
+        let held = if s.held_back > 0 {
+            format!(
+                " ({} of them holding the answer back until the copies added up to a third \
+                 of it: the server's anti-amplification rule)",
+                s.held_back
+            )
+        } else {
+            String::new()
+        };
         report.step(format_args!(
-            "{} cop{} sent, {} answered busy",
+            "{} cop{} sent, {} answered busy{held}",
             s.transmissions,
             if s.transmissions == 1 { "y" } else { "ies" },
             s.busy

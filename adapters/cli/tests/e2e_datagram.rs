@@ -267,6 +267,76 @@ fn a_flood_of_fresh_calls_from_one_address_does_not_starve_another_client() {
     assert!(s["executions.echo"] <= 2 * (3 + CALLS as u64), "{s:?}");
 }
 
+/// A UDP server never sends for a call more than three times the bytes it received for it,
+/// so a forged source address cannot draw a large answer from a small request: the answer
+/// to `stats datagrams.` (hundreds of bytes for a 50-byte request) is held back, each copy
+/// answered busy with hint 0 ("held back: send another copy"), until the copies add up to a third of it; then it goes
+/// out, and the client sees the answer. On a Unix datagram socket (whose sender the kernel
+/// vouches for) it goes out at once.
+#[test]
+fn a_udp_answer_is_never_more_than_three_times_what_its_call_sent() {
+    let dir = tempfile::tempdir().unwrap();
+    let unix_dgram = format!("unix-dgram:{}", dir.path().join("amp.sock").display());
+    let server = ServerProcess::start(
+        bin(),
+        &["--listen", "udp:127.0.0.1:0", "--listen", &unix_dgram],
+        &[],
+    )
+    .unwrap();
+    let udp = server.endpoints[0].strip_prefix("udp:").unwrap().to_owned();
+    let raw = UdpSocket::bind("127.0.0.1:0").unwrap();
+    raw.connect(&udp).unwrap();
+    raw.set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let header = DatagramHeader::new(0xa3f0_0000_0000_0001, 1);
+    let copy = datagram(header, &request(1, "stats", Some(5000), b"datagrams."));
+    let (mut sent, mut received, mut copies) = (0usize, 0usize, 0usize);
+    let answer = loop {
+        assert!(copies < 64, "no answer after {copies} copies");
+        raw.send(&copy).unwrap();
+        sent += copy.len();
+        copies += 1;
+        let answer = recv(&raw);
+        received += answer.len();
+        assert!(
+            received <= 3 * sent,
+            "{received} bytes answered for {sent} sent"
+        );
+        let (_, reply) = reply_of(&answer);
+        if reply.starts_with("Ok") {
+            break answer;
+        }
+        assert_eq!(reply, "Busy { retry_after_ms: 0 }", "copy {copies}");
+    };
+    // Nothing more comes for the copies already answered.
+    let mut spare = [0u8; 2048];
+    assert!(raw.recv(&mut spare).is_err(), "one answer per copy");
+    println!(
+        "a {}-byte answer to {}-byte copies went out with copy {copies}: {received} bytes \
+         answered for {sent} sent",
+        answer.len(),
+        copy.len()
+    );
+    assert!(answer.len() > 3 * copy.len(), "the answer is large");
+    // A real client gets it, after a few quick busy answers.
+    let mut client = connect(&server.endpoints[0]);
+    let text = client.call("stats", b"datagrams.", Some(WAIT)).unwrap();
+    assert!(text.starts_with(b"datagrams."));
+    // On the Unix datagram socket it comes at once.
+    let s = stats(&unix_dgram);
+    assert!(s["datagrams.withheld"] >= copies as u64 - 1, "{s:?}");
+    let unix = dir.path().join("amp-client.sock");
+    let raw = UnixDatagram::bind(&unix).unwrap();
+    raw.connect(unix_dgram.strip_prefix("unix-dgram:").unwrap())
+        .unwrap();
+    raw.set_read_timeout(Some(WAIT)).unwrap();
+    raw.send(&copy).unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = raw.recv(&mut buf).unwrap();
+    let (_, reply) = reply_of(&buf[..n]);
+    assert!(reply.starts_with("Ok"), "{reply}");
+}
+
 #[test]
 fn bad_datagrams_are_dropped_and_counted_by_reason() {
     let dir = tempfile::tempdir().unwrap();

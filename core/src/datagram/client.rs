@@ -34,6 +34,11 @@ enum SlotState {
     Reported,
 }
 
+/// Busy answers with hint 0 (an answer held back) that a call answers with a copy at once;
+/// later ones wait for the usual backoff, so a server cannot make a client send without
+/// pause. 32 covers an answer of the largest UDP datagram to the smallest request.
+pub const PROMPT_COPIES: u32 = 32;
+
 /// One entry of a datagram client's call table: storage the caller provides, e.g.
 /// `[DatagramCallSlot::EMPTY; 64]`. Opaque.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,6 +54,10 @@ pub struct DatagramCallSlot {
     /// Busy answers received: each allows one transmission beyond `max_attempts`, since
     /// the copy it answered was not lost.
     busy_answers: u32,
+    /// Busy answers with hint 0: the server holds the answer back (anti-amplification)
+    /// until more copies come. Each allows one more transmission too, and the first
+    /// [`PROMPT_COPIES`] are answered with a copy at once.
+    held_answers: u32,
     /// The retry hint of the last busy answer, in ms.
     retry_after_ms: u32,
     /// [`DatagramClient::heard`] when the first copy went out: while it is still the same,
@@ -70,6 +79,7 @@ impl DatagramCallSlot {
         next_send: None,
         attempts: 0,
         busy_answers: 0,
+        held_answers: 0,
         retry_after_ms: 0,
         heard_at_first: 0,
         rto: Duration::ZERO,
@@ -242,6 +252,9 @@ pub struct DatagramClientStats {
     pub timeouts: u64,
     /// Busy answers, which push the next retransmission back.
     pub busy: u64,
+    /// Of those, busy answers with hint 0: the server held the answer back until more
+    /// copies came (anti-amplification), and the next copy went out at once.
+    pub held_back: u64,
     /// Answers for calls no longer waiting (a duplicate, or after a timeout), ignored.
     pub late_responses: u64,
     /// Datagrams dropped: not wirecall, another version, another epoch, or malformed.
@@ -526,7 +539,10 @@ where
                     slot.id, slot.attempts
                 );
             }
-            let allowed = config.max_attempts.saturating_add(slot.busy_answers);
+            let allowed = config
+                .max_attempts
+                .saturating_add(slot.busy_answers)
+                .saturating_add(slot.held_answers);
             slot.next_send = if slot.attempts < allowed {
                 let wait = slot.rto.min(config.max_rto);
                 let stretch = wait.as_micros().saturating_mul(jitter) / 1000;
@@ -804,12 +820,27 @@ where
     /// be on its way: keep the call, and retry no sooner than the hint nor the backoff
     /// (which keeps doubling, so an overloaded server is not pressed harder). The copy was
     /// not lost, so it does not use up an attempt: a call keeps its turn until its deadline.
+    ///
+    /// A hint of 0 says something else: the server has the answer and holds it back until
+    /// its copies of the request add up to a third of it (PROTOCOL.md 11.3, on UDP). The
+    /// call ran; the client sends its next copy at once (for the first [`PROMPT_COPIES`]
+    /// such answers; after that on its usual schedule), and never reports it busy.
     fn on_busy(&mut self, now: Instant, id: RequestId, retry_after_ms: u32) {
         let Some(index) = self.active_index(id) else {
             self.stats.late_responses = self.stats.late_responses.saturating_add(1);
             return;
         };
         self.stats.busy = self.stats.busy.saturating_add(1);
+        if retry_after_ms == 0 {
+            self.stats.held_back = self.stats.held_back.saturating_add(1);
+            if let Some(slot) = self.slots.as_mut().get_mut(index) {
+                slot.held_answers = slot.held_answers.saturating_add(1);
+                if slot.held_answers <= PROMPT_COPIES && slot.next_send.is_some() {
+                    slot.next_send = Some(now);
+                }
+            }
+            return;
+        }
         let hint = now.saturating_add(Duration::from_millis(u64::from(retry_after_ms)));
         if let Some(slot) = self.slots.as_mut().get_mut(index) {
             slot.busy_answers = slot.busy_answers.saturating_add(1);
@@ -854,6 +885,7 @@ where
                 // refused, so none is still on its way to run.
                 let how = if self.config.duplicates == super::Duplicates::Never
                     && slot.attempts > 0
+                    && slot.held_answers == 0
                     && slot.busy_answers >= slot.attempts
                 {
                     Ended::Busy(slot.retry_after_ms)

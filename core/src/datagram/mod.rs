@@ -38,7 +38,7 @@ mod server;
 
 pub use client::{
     DatagramCallSlot, DatagramClient, DatagramClientStats, DatagramEvent, DatagramFailure,
-    DatagramKind, DatagramTransmit,
+    DatagramKind, DatagramTransmit, PROMPT_COPIES,
 };
 pub use server::{
     DatagramEntry, DatagramRequest, DatagramRespondError, DatagramServer, DatagramServerStats,
@@ -109,6 +109,15 @@ pub struct DatagramConfig {
     /// (three epochs: a quarter of the std server's default cache of 1,024; keep it under
     /// the cache size for it to mean anything).
     pub max_peer_entries: usize,
+    /// Server: anti-amplification. For each call, the server sends at most this many
+    /// times the bytes of the call's copies it has received (answer, replays and busy
+    /// answers together); an answer that would cross it is kept and the copy is answered
+    /// busy with hint 0 ("held back: send another copy") instead: each copy the client
+    /// sends, at once, raises the allowance, and the answer goes out once it fits. So a forged source address can draw at most
+    /// this multiple of what the forger sent. 0 turns the rule off, for transports whose
+    /// source addresses cannot be forged (the std adapter does so on Unix datagram
+    /// sockets). Default: 3, as QUIC before it has validated an address (PROTOCOL.md 11.3).
+    pub amplification: u32,
 }
 
 /// Cache entries one client epoch can hold at most on a server: its record and the 65
@@ -144,6 +153,7 @@ impl Default for DatagramConfig {
             max_answer: 1232,
             duplicates: Duplicates::Possible,
             max_peer_entries: 256,
+            amplification: 3,
         }
     }
 }

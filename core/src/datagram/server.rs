@@ -45,6 +45,10 @@ pub struct DatagramEntry<P> {
     floor: u64,
     /// For a client record: bit `i` set when call `floor + 1 + i` has ended too.
     acks: u64,
+    /// For a call: bytes of its copies received, and bytes sent for it (answer, replays,
+    /// busy answers), for the anti-amplification rule.
+    received: u32,
+    sent: u32,
 }
 
 impl<P> DatagramEntry<P> {
@@ -58,6 +62,8 @@ impl<P> DatagramEntry<P> {
         expires: Instant::ZERO,
         floor: 0,
         acks: 0,
+        received: 0,
+        sent: 0,
     };
 }
 
@@ -244,6 +250,10 @@ pub struct DatagramServerStats {
     pub answers_too_large: u64,
     /// New calls rejected with [`RejectCode::SHUTTING_DOWN`] while draining (not run).
     pub shutting_down: u64,
+    /// Answers held back by the anti-amplification rule
+    /// ([`DatagramConfig::amplification`]): the copy was answered busy with hint 0
+    /// instead, and the answer kept for a later copy.
+    pub withheld: u64,
 }
 
 /// The message sent with [`ERROR_ANSWER_TOO_LARGE`](crate::wire::ERROR_ANSWER_TOO_LARGE) in
@@ -350,7 +360,7 @@ where
             Err(reason) => return self.dropped(reason),
         };
         if let Some(call) = frame.as_call() {
-            return self.on_request(now, from, header, call);
+            return self.on_request(now, from, header, call, datagram.len());
         }
         match frame {
             Frame::Cancel { id } => self.on_cancel(from, header, id),
@@ -405,6 +415,7 @@ where
         from: &'s P,
         header: DatagramHeader,
         req: Call<'d>,
+        len: usize,
     ) -> Received<'s, 'd, P> {
         let epoch = header.epoch;
         let rejection = match req.budget_ms {
@@ -443,7 +454,7 @@ where
             // outlived it (past its window). Only a call not taken at all is refused.
             None if self.draining => {
                 return match self.find(from, epoch, req.id.0) {
-                    Some(index) => self.known_call(index, from, req.id),
+                    Some(index) => self.known_call(index, from, req.id, len),
                     None => self.shutting_down(from, epoch, req.id),
                 };
             }
@@ -483,7 +494,7 @@ where
         }
 
         if let Some(index) = self.find(from, epoch, req.id.0) {
-            return self.known_call(index, from, req.id);
+            return self.known_call(index, from, req.id, len);
         }
         if self.draining {
             return self.shutting_down(from, epoch, req.id);
@@ -494,6 +505,9 @@ where
         };
         let state = EntryState::InProgress { cancelled: false };
         let generation = self.claim(index, from, epoch, req.id.0, state, window_end);
+        if let Some(entry) = self.entries.as_mut().get_mut(index) {
+            entry.received = saturating_u32(len);
+        }
         let handle = RequestHandle {
             index: u32::try_from(index).unwrap_or(u32::MAX),
             generation,
@@ -509,25 +523,84 @@ where
     }
 
     /// A copy of a call the cache has in entry `index`: its stored answer again, byte for
-    /// byte, or a drop while it is still in progress (the answer will come once).
+    /// byte, or a drop while it is still in progress (the answer will come once). Each copy
+    /// of `len` bytes raises what may be sent for the call; an answer that does not fit the
+    /// anti-amplification allowance yet is answered busy with hint 0 instead.
     fn known_call<'s>(
         &'s mut self,
         index: usize,
         from: &'s P,
         id: RequestId,
+        len: usize,
     ) -> Received<'s, 'static, P> {
-        let state = self.entries.as_ref().get(index).map(|e| e.state);
-        let Some(EntryState::Done { len }) = state else {
+        let factor = self.config.amplification;
+        let Some(entry) = self.entries.as_mut().get_mut(index) else {
             return self.dropped(DropReason::InProgress);
         };
+        entry.received = entry.received.saturating_add(saturating_u32(len));
+        let EntryState::Done { len: answer } = entry.state else {
+            return self.dropped(DropReason::InProgress);
+        };
+        if !allowance(factor, entry, answer) {
+            let epoch = entry.epoch;
+            return self.withhold(index, from, epoch, id);
+        }
+        entry.sent = entry.sent.saturating_add(saturating_u32(answer));
         self.stats.replayed = self.stats.replayed.saturating_add(1);
         trace!("replaying the answer to call {}", id.0);
         let start = self.chunk_range(index).start;
-        let bytes = self.storage.as_ref().get(start..start.saturating_add(len));
+        let bytes = self
+            .storage
+            .as_ref()
+            .get(start..start.saturating_add(answer));
         Received::Reply(Transmit {
             to: from,
             bytes: bytes.unwrap_or_default(),
         })
+    }
+
+    /// The busy answer with hint 0 ("the answer is held back: send another copy") that
+    /// stands in for an answer the anti-amplification rule holds back; its bytes count as
+    /// sent for the call in entry `index`.
+    fn withhold<'s>(
+        &'s mut self,
+        index: usize,
+        to: &'s P,
+        epoch: u64,
+        id: RequestId,
+    ) -> Received<'s, 'static, P> {
+        match self.encode_withheld(index, epoch, id) {
+            Some(len) => Received::Reply(self.scratch_transmit(to, len)),
+            None => Received::Dropped(DropReason::Malformed),
+        }
+    }
+
+    /// Encodes the busy answer that stands in for a held-back answer into the scratch
+    /// chunk, counts it, and adds its bytes to what was sent for entry `index`.
+    fn encode_withheld(&mut self, index: usize, epoch: u64, id: RequestId) -> Option<usize> {
+        trace!("answer to call {} held back (anti-amplification)", id.0);
+        self.stats.withheld = self.stats.withheld.saturating_add(1);
+        let range = self.scratch_range();
+        let frame = Frame::Response(Response {
+            id,
+            reply: Reply::Busy { retry_after_ms: 0 },
+        });
+        let out = self.storage.as_mut().get_mut(range)?;
+        let len = encode_datagram(DatagramHeader::new(epoch, 0), &frame, out).ok()?;
+        if let Some(entry) = self.entries.as_mut().get_mut(index) {
+            entry.sent = entry.sent.saturating_add(saturating_u32(len));
+        }
+        Some(len)
+    }
+
+    /// The first `len` bytes of the scratch chunk, to `to`.
+    fn scratch_transmit<'s>(&'s self, to: &'s P, len: usize) -> Transmit<'s, P> {
+        let start = self.scratch_range().start;
+        let bytes = self.storage.as_ref().get(start..start.saturating_add(len));
+        Transmit {
+            to,
+            bytes: bytes.unwrap_or_default(),
+        }
     }
 
     /// Takes entry `index` for a call (or, with id 0, a client record); returns its new
@@ -552,6 +625,8 @@ where
         entry.expires = expires;
         entry.floor = 0;
         entry.acks = 0;
+        entry.received = 0;
+        entry.sent = 0;
         entry.generation
     }
 
@@ -857,7 +932,8 @@ where
             warn!("answer to {} does not fit one datagram", id.0);
             self.stats.answers_too_large = self.stats.answers_too_large.saturating_add(1);
         }
-        if matches!(reply, Reply::Busy { .. }) {
+        let busy = matches!(reply, Reply::Busy { .. });
+        if busy {
             // Busy means "not run, try later": the client keeps the call and retransmits
             // after the hint, so the entry is freed for that copy to be taken afresh rather
             // than kept to replay the busy answer until the deadline.
@@ -867,12 +943,31 @@ where
             entry.state = EntryState::Done { len };
             self.stats.responses = self.stats.responses.saturating_add(1);
         }
-        let to = entry
-            .peer
+        let withhold = !busy && !allowance(self.config.amplification, entry, len);
+        if !withhold {
+            entry.sent = entry.sent.saturating_add(saturating_u32(len));
+        }
+        let epoch = entry.epoch;
+        let (start, len) = if withhold {
+            // Kept for the client's next copy, which raises the allowance.
+            let busy_len = self
+                .encode_withheld(index, epoch, id)
+                .ok_or(DatagramRespondError::TooLarge)?;
+            (self.scratch_range().start, busy_len)
+        } else {
+            (self.chunk_range(index).start, len)
+        };
+        let to = self
+            .entries
             .as_ref()
+            .get(index)
+            .and_then(|e| e.peer.as_ref())
             .ok_or(DatagramRespondError::UnknownRequest)?;
-        let bytes = out.get(..len).unwrap_or_default();
-        Ok(Transmit { to, bytes })
+        let bytes = self.storage.as_ref().get(start..start.saturating_add(len));
+        Ok(Transmit {
+            to,
+            bytes: bytes.unwrap_or_default(),
+        })
     }
 
     /// Calls taken and not yet answered.
@@ -890,4 +985,17 @@ where
     pub fn stats(&self) -> &DatagramServerStats {
         &self.stats
     }
+}
+
+/// Whether `n` more bytes may be sent for the call in `entry` under the anti-amplification
+/// rule: at most `factor` times the bytes of its copies received (`factor` 0: no limit).
+fn allowance<P>(factor: u32, entry: &DatagramEntry<P>, n: usize) -> bool {
+    factor == 0
+        || u64::from(entry.sent).saturating_add(u64::try_from(n).unwrap_or(u64::MAX))
+            <= u64::from(entry.received).saturating_mul(u64::from(factor))
+}
+
+/// A byte count as the entries keep it (a datagram is far below 4 GiB).
+fn saturating_u32(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
 }
