@@ -391,13 +391,10 @@ pub fn check_datagram_server(data: &[u8]) -> DatagramServerSummary {
                             if let Some(c) = calls.get_mut(&h.key) {
                                 if c.handle == index && !matches!(reply, Reply::Busy { .. }) {
                                     c.tx += t_len;
-                                    if withheld {
-                                        assert!(
-                                            c.tx - t_len + stored.len() as u64
-                                                > u64::from(config.amplification) * c.rx,
-                                            "{who}: an answer that fits was held back"
-                                        );
-                                    } else {
+                                    // (Whether a held-back answer would have fitted is the
+                                    // server's count to judge: the model's `rx` may count
+                                    // copies the server dropped, so only the bound holds.)
+                                    if !withheld {
                                         assert!(
                                             c.tx <= u64::from(config.amplification) * c.rx,
                                             "{who}: sent {} bytes for {} received",
