@@ -554,6 +554,10 @@ async fn connect(endpoint: &Endpoint, timeout: Duration) -> Result<StreamSocket,
             std::io::ErrorKind::InvalidInput,
             "a datagram endpoint has no stream",
         ))),
+        Endpoint::Tls(..) => Err(connect_error(std::io::Error::new(
+            std::io::ErrorKind::Unsupported,
+            "the tokio driver does not speak TLS yet (the mio adapter's Client does)",
+        ))),
     }
 }
 
