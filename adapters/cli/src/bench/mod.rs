@@ -128,6 +128,8 @@ pub(crate) struct BenchArgs {
     /// Show progress on stderr even when it is not a terminal: one line a second
     #[arg(long)]
     pub(crate) progress: bool,
+    #[command(flatten)]
+    pub(crate) tls: crate::call::TlsArgs,
 }
 
 /// Seconds as a decimal number (`2`, `0.5`), above zero and at most a day.
@@ -193,6 +195,13 @@ impl BenchArgs {
         };
         config.timeout = (self.timeout > 0).then(|| Duration::from_millis(self.timeout));
         config.max_datagram = self.max_datagram;
+        config.tls = self
+            .tls
+            .connector(&self.endpoint)
+            .map_err(|message| Failure {
+                message,
+                code: crate::EXIT_USAGE,
+            })?;
         Ok(config)
     }
 }
@@ -280,7 +289,9 @@ fn heading(config: &BenchConfig) -> String {
 /// The line and exit code of a run that stopped before its report.
 fn run_failure(e: &RunError, config: &BenchConfig) -> Failure {
     match e {
-        RunError::Client(e @ (Error::Connect { .. } | Error::Resolve { .. })) => Failure {
+        RunError::Client(
+            e @ (Error::Connect { .. } | Error::Resolve { .. } | Error::TlsHandshake { .. }),
+        ) => Failure {
             message: e.to_string(),
             code: crate::EXIT_CONNECT,
         },
