@@ -860,11 +860,238 @@ impl Session {
 #[cfg(test)]
 mod test {
     use super::*;
+    use std::os::unix::net::UnixStream;
+    use wirecall_tests::tls::TestCa;
 
     #[test]
     fn test_alpn_names_the_protocol_versions() {
         let names = alpn_protocols();
         assert_eq!(names.first().unwrap(), b"wirecall/2");
         assert_eq!(names.last().unwrap(), b"wirecall/1");
+    }
+
+    fn der_of(path: &Path) -> Vec<u8> {
+        CertificateDer::from_pem_file(path).unwrap().to_vec()
+    }
+
+    #[test]
+    fn test_identity_is_the_san_names_or_else_the_cn() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = TestCa::new(dir.path(), "id").unwrap();
+        let both = ca
+            .issue("both", &["a.example", "spiffe://x/alice"], Some("ignored"))
+            .unwrap();
+        let id = TlsIdentity::of_certificate(&der_of(&both.cert)).unwrap();
+        assert_eq!(
+            id.names(),
+            &[
+                IdentityName::Dns("a.example".into()),
+                IdentityName::Uri("spiffe://x/alice".into())
+            ]
+        );
+        assert_eq!(id.to_string(), "dns:a.example, uri:spiffe://x/alice");
+        assert!(id.has_name("A.Example"));
+        assert!(id.has_name("spiffe://x/alice"));
+        assert!(!id.has_name("ignored"));
+
+        let cn_only = ca.issue("cn", &[], Some("bob")).unwrap();
+        let id = TlsIdentity::of_certificate(&der_of(&cn_only.cert)).unwrap();
+        assert_eq!(id.to_string(), "cn:bob");
+        assert!(id.has_name("bob"));
+
+        assert_eq!(TlsIdentity::of_certificate(b"not a certificate"), None);
+    }
+
+    #[test]
+    fn test_bad_files_say_which() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = TestCa::new(dir.path(), "f").unwrap();
+        let server = ca.issue("s", &["localhost"], None).unwrap();
+        let other = ca.issue("o", &["localhost"], None).unwrap();
+        let missing = dir.path().join("missing.pem");
+        let err = TlsServerConfig::new(&missing, &server.key)
+            .build()
+            .unwrap_err();
+        assert!(err.to_string().contains("missing.pem"), "{err}");
+        let err = TlsServerConfig::new(&server.key, &server.key)
+            .build()
+            .unwrap_err();
+        assert!(err.to_string().contains("holds no certificate"), "{err}");
+        // A key that is not the certificate's.
+        let err = TlsServerConfig::new(&server.cert, &other.key)
+            .build()
+            .unwrap_err();
+        assert!(matches!(err, TlsError::Config(_)), "{err}");
+        let err = TlsServerConfig::new(&server.cert, &server.key)
+            .allow_client("x")
+            .build()
+            .unwrap_err();
+        assert!(matches!(err, TlsError::AllowListWithoutCa), "{err}");
+        let err = TlsClientConfig::new().ca(&missing).build().unwrap_err();
+        assert!(err.to_string().contains("CA certificates"), "{err}");
+    }
+
+    /// A client and a server session over a non-blocking socket pair, handshake done.
+    fn pair(dir: &Path) -> (Session, UnixStream, Session, UnixStream) {
+        let ca = TestCa::new(dir, "pair").unwrap();
+        let cert = ca.issue("server", &["localhost"], None).unwrap();
+        let server_config = TlsServerConfig::new(&cert.cert, &cert.key).build().unwrap();
+        let connector = TlsClientConfig::new().ca(&ca.cert).build().unwrap();
+        let (c, s) = UnixStream::pair().unwrap();
+        c.set_nonblocking(true).unwrap();
+        s.set_nonblocking(true).unwrap();
+        let mut client = connector.session("localhost").unwrap();
+        let mut server = Session::server(&server_config).unwrap();
+        let (mut c_io, mut s_io) = (c, s);
+        let mut scratch = [0u8; 64];
+        for _ in 0..100 {
+            let done = client.handshake_step(&mut c_io).unwrap();
+            match server.read(&mut s_io, &mut scratch) {
+                Err(e) if would_block(&e) => {}
+                other => panic!("no plaintext expected yet: {other:?}"),
+            }
+            if done && !server.is_handshaking() {
+                return (client, c_io, server, s_io);
+            }
+        }
+        panic!("the handshake did not finish");
+    }
+
+    /// `true` when the socket has nothing waiting.
+    fn socket_empty(socket: &UnixStream) -> bool {
+        let mut byte = [0u8; 1];
+        matches!(
+            rustix::net::recv(
+                socket,
+                &mut byte,
+                rustix::net::RecvFlags::PEEK | rustix::net::RecvFlags::DONTWAIT
+            ),
+            Err(rustix::io::Errno::AGAIN)
+        )
+    }
+
+    #[test]
+    fn test_a_short_read_means_the_socket_is_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut client, mut c_io, mut server, mut s_io) = pair(dir.path());
+        assert_eq!(server.describe(), "TLSv1_3, wirecall/2");
+        let data: Vec<u8> = (0..150_000u32).map(|i| (i % 253) as u8).collect();
+        let mut sent = 0;
+        let mut received = Vec::new();
+        let mut buf = [0u8; 1000];
+        let mut short_reads = 0;
+        for _ in 0..100_000 {
+            if sent < data.len() {
+                match client.write(&mut c_io, data.get(sent..).unwrap()) {
+                    Ok(n) => sent += n,
+                    Err(e) if would_block(&e) => {}
+                    Err(e) => panic!("{e}"),
+                }
+            } else {
+                client.flush(&mut c_io).unwrap();
+            }
+            loop {
+                match server.read(&mut s_io, &mut buf) {
+                    Ok(n) => {
+                        received.extend_from_slice(buf.get(..n).unwrap());
+                        if n < buf.len() {
+                            // The promise: a short read found the socket empty.
+                            assert!(socket_empty(&s_io), "short read with bytes waiting");
+                            short_reads += 1;
+                            break;
+                        }
+                    }
+                    Err(e) if would_block(&e) => {
+                        assert!(socket_empty(&s_io));
+                        break;
+                    }
+                    Err(e) => panic!("{e}"),
+                }
+            }
+            if received.len() == data.len() {
+                break;
+            }
+        }
+        assert!(
+            received == data,
+            "{} of {} bytes",
+            received.len(),
+            data.len()
+        );
+        assert!(short_reads > 0);
+    }
+
+    #[test]
+    fn test_ciphertext_the_socket_refuses_waits_for_flush() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut client, mut c_io, mut server, mut s_io) = pair(dir.path());
+        // The server writes until the socket is full: what rustls holds waits.
+        let chunk = [7u8; 16 * 1024];
+        let mut sent = 0usize;
+        loop {
+            match server.write(&mut s_io, &chunk) {
+                Ok(n) => sent += n,
+                Err(e) if would_block(&e) => break,
+                Err(e) => panic!("{e}"),
+            }
+            assert!(sent < 64 << 20, "the socket never filled");
+        }
+        assert!(server.wants_write());
+        // The client reads it all; the server flushes as room comes.
+        let mut got = 0usize;
+        let mut buf = vec![0u8; 64 * 1024];
+        for _ in 0..100_000 {
+            match client.read(&mut c_io, &mut buf) {
+                Ok(n) => got += n,
+                Err(e) if would_block(&e) => {}
+                Err(e) => panic!("{e}"),
+            }
+            server.flush(&mut s_io).unwrap();
+            if got == sent {
+                break;
+            }
+        }
+        assert_eq!(got, sent);
+        assert!(!server.wants_write());
+        // close_notify: the reader sees the end after the data.
+        assert!(server.close(&mut s_io).unwrap());
+        let mut end = None;
+        for _ in 0..100 {
+            match client.read(&mut c_io, &mut buf) {
+                Ok(0) => {
+                    end = Some(());
+                    break;
+                }
+                Ok(n) => panic!("{n} more bytes"),
+                Err(e) if would_block(&e) => {}
+                Err(e) => panic!("{e}"),
+            }
+        }
+        assert!(end.is_some(), "no end of stream after close_notify");
+    }
+
+    #[test]
+    fn test_not_tls_fails_the_session() {
+        use std::io::Write as _;
+        let dir = tempfile::tempdir().unwrap();
+        let ca = TestCa::new(dir.path(), "n").unwrap();
+        let cert = ca.issue("server", &["localhost"], None).unwrap();
+        let config = TlsServerConfig::new(&cert.cert, &cert.key).build().unwrap();
+        let mut server = Session::server(&config).unwrap();
+        let (mut peer, mut s_io) = UnixStream::pair().unwrap();
+        s_io.set_nonblocking(true).unwrap();
+        peer.write_all(b"WCALL hello, in plaintext\r\n").unwrap();
+        let mut buf = [0u8; 64];
+        let err = server.read(&mut s_io, &mut buf).unwrap_err();
+        let failure = failure_of(&err).unwrap();
+        assert!(!failure.is_refused_identity());
+        assert!(
+            failure.to_string().contains("does not speak TLS"),
+            "{failure}"
+        );
+        assert!(server.failure().is_some());
+        // Nothing more is read or written.
+        assert!(server.read(&mut s_io, &mut buf).is_err());
+        assert!(server.write(&mut s_io, b"hello").is_err());
     }
 }
