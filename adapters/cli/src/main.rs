@@ -93,7 +93,7 @@ Examples:
   wirecall serve --listen tcp:0.0.0.0:7000 --listen 'tcp:[::]:7001' --workers 4
   wirecall serve --listen udp:0.0.0.0:7000 --listen unix-dgram:/run/wirecall-dgram.sock
   wirecall serve --listen tls:0.0.0.0:7443 --cert cert.pem --key key.pem
-  wirecall serve --listen tls:0.0.0.0:7443 --cert cert.pem --key key.pem \
+  wirecall serve --listen tls:0.0.0.0:7443 --cert cert.pem --key key.pem \\
       --client-ca clients-ca.pem --allow-client alice.example --allow-client bob.example
   RUST_LOG=info wirecall serve --listen tcp:127.0.0.1:0";
 

@@ -364,6 +364,26 @@ fn tls_flags_that_need_each_other_are_usage_errors() {
         assert_eq!(out.code, Some(2), "{args:?}: {}", out.stderr);
         assert!(!out.stderr.trim().is_empty(), "{args:?}");
     }
+    // And --help says how.
+    let text = wirecall(&["--help"]).stdout_text();
+    assert!(text.contains("tls:host:port"), "{text}");
+    let text = wirecall(&["serve", "--help"]).stdout_text();
+    for part in [
+        "--cert",
+        "--key",
+        "--client-ca",
+        "--allow-client",
+        "--tls12",
+        "tls:0.0.0.0:7443",
+    ] {
+        assert!(text.contains(part), "{part} in\n{text}");
+    }
+    for command in ["call", "list", "bench"] {
+        let text = wirecall(&[command, "--help"]).stdout_text();
+        for part in ["--ca", "--cert", "--key", "tls:localhost:7443"] {
+            assert!(text.contains(part), "{command}: {part} in\n{text}");
+        }
+    }
 }
 
 #[test]
