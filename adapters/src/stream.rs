@@ -36,13 +36,19 @@ pub(crate) struct TlsStream {
 
 impl Stream {
     /// Closes the sending half: the peer reads end-of-stream after what was sent. `false`
-    /// when TLS still has bytes to send first (its close_notify): call it again once the
-    /// socket has room.
+    /// when TLS is not ready yet (its handshake is still going on, or its close_notify
+    /// waits for room in the socket): call it again later.
     pub(crate) fn shutdown_write(&mut self) -> io::Result<bool> {
         match self {
             Self::Unix(s) => s.shutdown(Shutdown::Write).map(|()| true),
             Self::Tcp(s) => s.shutdown(Shutdown::Write).map(|()| true),
             Self::Tls(t) => {
+                // Mid-handshake, what was written waits for the handshake's end (a
+                // refusal, say): close_notify now would cut it off. The caller's linger
+                // bounds the wait.
+                if t.session.is_handshaking() && t.session.failure().is_none() {
+                    return Ok(false);
+                }
                 if !t.session.close(&mut t.tcp)? {
                     return Ok(false);
                 }

@@ -431,3 +431,41 @@ fn library_errors_name_tls_failures() {
     assert!(matches!(err, Error::TlsHandshake { .. }), "{err}");
     assert!(err.to_string().contains(&endpoint.to_string()), "{err}");
 }
+
+#[test]
+fn a_tls_client_over_the_connection_limit_is_refused_in_words() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = pki(dir.path());
+    // One connection allowed: the TLS one the test holds. (The stats come over TLS too.)
+    let server = ServerProcess::start(
+        bin(),
+        &[
+            "--listen",
+            "tls:127.0.0.1:0",
+            "--cert",
+            s(&pki.server.cert),
+            "--key",
+            s(&pki.server.key),
+            "--max-connections",
+            "1",
+        ],
+        &[],
+    )
+    .unwrap();
+    let tls = server.endpoint("tls").unwrap();
+    let endpoint: Endpoint = tls.parse().unwrap();
+    let connector = TlsClientConfig::new().ca(&pki.ca.cert).build().unwrap();
+    let mut held = Client::connect_tls(&endpoint, ClientConfig::default(), &connector).unwrap();
+    held.handshake(WAIT).unwrap();
+
+    // The refusal goes through a TLS handshake of its own, so the client reads it: busy,
+    // exit 5, not "not TLS".
+    let out = wirecall(&["call", tls, "--ca", s(&pki.ca.cert), "echo", "hi"]);
+    assert_eq!(out.code, Some(5), "{}", out.stderr);
+    assert!(out.stderr.contains("not executed"), "{}", out.stderr);
+
+    let text = held.call("stats", b"connections.", Some(WAIT)).unwrap();
+    let st = parse_stats(&String::from_utf8(text).unwrap());
+    assert_eq!(st["connections.refused"], 1, "{st:?}");
+    assert_eq!(st["connections.open"], 1, "{st:?}");
+}

@@ -127,6 +127,9 @@ pub(super) struct Conn {
     completions: Arc<dyn Completions>,
     /// A TLS connection's handshake has been logged (with the peer's identity).
     tls_noted: bool,
+    /// Accepted only to be refused (over the connection limit, on TLS, where the refusal
+    /// must go through the handshake): not counted as accepted or open.
+    pub(super) refusing: bool,
 }
 
 impl Conn {
@@ -161,6 +164,7 @@ impl Conn {
             shrunk_at: None,
             completions,
             tls_noted: false,
+            refusing: false,
         })
     }
 
@@ -184,6 +188,13 @@ impl Conn {
     /// Begins a graceful close (go-away): what was received is still answered.
     pub(super) fn close(&mut self, now: Instant) {
         self.core.close(now);
+    }
+
+    /// Refuses the connection (at the connection limit): our hello and a close with
+    /// `REFUSED` go out, through TLS's handshake on a TLS stream, then it closes.
+    pub(super) fn refuse(&mut self) {
+        self.refusing = true;
+        self.core.refuse();
     }
 
     /// Closes at once (the shutdown deadline passed).
@@ -399,7 +410,9 @@ impl Conn {
         } else {
             log::debug!("{}: closed: {reason}", self.label);
         }
-        shared.stats.closed(kind);
+        if !self.refusing {
+            shared.stats.closed(kind);
+        }
         if let Some(failure) = self.stream.tls_failure() {
             if failure.is_refused_identity() {
                 shared.stats.tls_refused_identity();

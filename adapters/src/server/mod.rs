@@ -330,6 +330,7 @@ impl ServerBuilder {
             spare: fd_limit::Spare::new(),
             accept_retry: None,
             accept_backoff: wirecall_core::Duration::from_millis(10),
+            refusing: 0,
             shutdown: Arc::clone(&shutdown),
             signals,
             draining: None,

@@ -543,6 +543,9 @@ pub fn garbage<S: ServerDriver, C: ClientDriver>(t: Transport) -> Verdict {
     let counted = crate::wait_until(Duration::from_secs(5), Duration::from_millis(10), || {
         if t.is_datagram() {
             server.counter("datagrams.dropped") >= 1
+        } else if t == Transport::Tls {
+            // Not TLS: the handshake fails before any frame.
+            server.counter("tls.handshake_failed") >= 1
         } else {
             server.counter("protocol_errors") >= 1
         }
