@@ -45,6 +45,10 @@ use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, RootCer
 
 use crate::stream::{interrupted, would_block};
 
+/// The rustls this module uses, for configurations made by hand
+/// ([`TlsConnector::from_rustls`]) and for other drivers.
+pub use rustls;
+
 /// The ALPN protocol names both sides offer, most preferred first: `wirecall/<version>`
 /// for each protocol version the core speaks (`wirecall/2`, `wirecall/1`). The version
 /// itself is still agreed in wirecall's hello; ALPN only keeps other protocols out.
@@ -293,7 +297,7 @@ impl TlsConnector {
 
     /// A client session for `host` (its name is sent as SNI and the server's certificate
     /// must be valid for it; an IP address must be in the certificate's IP SANs).
-    pub(crate) fn session(&self, host: &str) -> io::Result<Session> {
+    pub fn session(&self, host: &str) -> io::Result<Session> {
         let name = ServerName::try_from(host.to_owned())
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         let conn = rustls::ClientConnection::new(Arc::clone(&self.0), name)
@@ -612,7 +616,7 @@ impl fmt::Display for TlsFailure {
 impl std::error::Error for TlsFailure {}
 
 /// The [`TlsFailure`] an I/O error from a [`Session`] carries, if any.
-pub(crate) fn failure_of(e: &io::Error) -> Option<&TlsFailure> {
+pub fn failure_of(e: &io::Error) -> Option<&TlsFailure> {
     e.get_ref()
         .and_then(|inner| inner.downcast_ref::<TlsFailure>())
 }
@@ -622,9 +626,11 @@ pub(crate) fn failure_of(e: &io::Error) -> Option<&TlsFailure> {
 /// data.
 const MAX_EMPTY_READS: usize = 256;
 
-/// A rustls connection (server or client) with what the driver needs to know about it.
-/// See the [module docs](self).
-pub(crate) struct Session {
+/// A rustls connection (server or client) with what a driver needs to know about it: the
+/// sans-IO session both the mio loop and the blocking client drive, and any other driver
+/// built on readiness and non-blocking `read`/`write` (the tokio driver). See the
+/// [module docs](self).
+pub struct Session {
     conn: rustls::Connection,
     /// The socket reported its end of stream.
     eof: bool,
@@ -648,7 +654,7 @@ impl fmt::Debug for Session {
 
 impl Session {
     /// A server session from the listener's configuration.
-    pub(crate) fn server(config: &Arc<rustls::ServerConfig>) -> io::Result<Self> {
+    pub fn server(config: &Arc<rustls::ServerConfig>) -> io::Result<Self> {
         let conn = rustls::ServerConnection::new(Arc::clone(config))
             .map_err(|e| io::Error::other(TlsFailure::of(e)))?;
         Ok(Self::new(rustls::Connection::Server(conn)))
@@ -667,23 +673,23 @@ impl Session {
 
     /// The peer's verified identity, once the handshake is done (a client certificate the
     /// server verified, or the server's certificate on the client).
-    pub(crate) fn identity(&self) -> Option<&TlsIdentity> {
+    pub fn identity(&self) -> Option<&TlsIdentity> {
         self.identity.as_ref()
     }
 
     /// Why the session failed, if it did.
-    pub(crate) fn failure(&self) -> Option<&TlsFailure> {
+    pub fn failure(&self) -> Option<&TlsFailure> {
         self.failure.as_ref()
     }
 
     /// The handshake is still going on.
-    pub(crate) fn is_handshaking(&self) -> bool {
+    pub fn is_handshaking(&self) -> bool {
         self.conn.is_handshaking()
     }
 
     /// Ciphertext is waiting to be written (call [`flush`](Self::flush) when the socket
     /// has room).
-    pub(crate) fn wants_write(&self) -> bool {
+    pub fn wants_write(&self) -> bool {
         self.conn.wants_write()
     }
 
@@ -692,11 +698,7 @@ impl Session {
     /// the socket is empty. `Ok(0)` is the end of the stream; `WouldBlock` when there is
     /// nothing yet. A TLS error ends the session: its alert is sent (as far as the socket
     /// takes it) and the error carries a [`TlsFailure`].
-    pub(crate) fn read(
-        &mut self,
-        io: &mut (impl Read + Write),
-        buf: &mut [u8],
-    ) -> io::Result<usize> {
+    pub fn read(&mut self, io: &mut (impl Read + Write), buf: &mut [u8]) -> io::Result<usize> {
         if let Some(failure) = &self.failure {
             return Err(io::Error::new(io::ErrorKind::InvalidData, failure.clone()));
         }
@@ -736,12 +738,10 @@ impl Session {
                 return Err(self.fail(io, error));
             }
             self.check_handshake();
-            // Handshake replies (and key updates) go out as they are made.
-            if let Err(e) = self.flush(io) {
-                if filled == 0 {
-                    return Err(e);
-                }
-            }
+            // Handshake replies (and key updates) go out as they are made. A failed write
+            // is the writer's to report: the peer may have closed its reading side after
+            // sending what is still to be read here.
+            let _ = self.flush(io);
             empty_reads += 1;
             if filled == 0 && empty_reads > MAX_EMPTY_READS {
                 return Err(io::Error::new(
@@ -754,7 +754,7 @@ impl Session {
 
     /// Takes plaintext to send (as much as the session's buffer holds) and writes
     /// ciphertext until the socket would block; `WouldBlock` when it took none.
-    pub(crate) fn write(&mut self, io: &mut (impl Read + Write), buf: &[u8]) -> io::Result<usize> {
+    pub fn write(&mut self, io: &mut (impl Read + Write), buf: &[u8]) -> io::Result<usize> {
         if let Some(failure) = self.failure.clone() {
             // Send the alert if it is still queued, then refuse.
             let _ = self.flush(io);
@@ -770,7 +770,7 @@ impl Session {
 
     /// Writes pending ciphertext until none is left or the socket would block; `true` if
     /// any went out.
-    pub(crate) fn flush(&mut self, io: &mut impl Write) -> io::Result<bool> {
+    pub fn flush(&mut self, io: &mut impl Write) -> io::Result<bool> {
         let mut progress = false;
         while self.conn.wants_write() {
             match self.conn.write_tls(io) {
@@ -786,7 +786,7 @@ impl Session {
 
     /// Queues close_notify (once) and flushes; `true` once nothing is left to write, so
     /// the transport's write side can be shut.
-    pub(crate) fn close(&mut self, io: &mut impl Write) -> io::Result<bool> {
+    pub fn close(&mut self, io: &mut impl Write) -> io::Result<bool> {
         if !self.close_sent && self.failure.is_none() {
             self.conn.send_close_notify();
             self.close_sent = true;
@@ -797,7 +797,7 @@ impl Session {
 
     /// Drives the handshake through the socket without waiting (for a client that wants
     /// it done before it sends): `Ok(true)` once done.
-    pub(crate) fn handshake_step(&mut self, io: &mut (impl Read + Write)) -> io::Result<bool> {
+    pub fn handshake_step(&mut self, io: &mut (impl Read + Write)) -> io::Result<bool> {
         self.flush(io)?;
         while self.conn.is_handshaking() {
             match self.conn.read_tls(io) {
@@ -844,7 +844,7 @@ impl Session {
     }
 
     /// The protocol version and ALPN protocol agreed, for log lines.
-    pub(crate) fn describe(&self) -> String {
+    pub fn describe(&self) -> String {
         let version = self
             .conn
             .protocol_version()
