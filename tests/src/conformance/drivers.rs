@@ -59,18 +59,15 @@ pub struct TokioServer;
 impl ServerDriver for TokioServer {
     const NAME: &'static str = "tokio";
 
-    /// TLS is the mio adapter's only, so far.
-    fn supports(transport: super::Transport) -> bool {
-        transport != super::Transport::Tls
-    }
-
     fn start(endpoint: Endpoint, config: ServerConfig) -> Result<RunningServer, String> {
         let executions = Executions::default();
         let builder = wirecall_tokio::ServerBuilder::new(config);
-        let server = register_test_functions(builder, &executions)
-            .listen(endpoint)
-            .build()
-            .map_err(|e| e.to_string())?;
+        let builder = register_test_functions(builder, &executions);
+        let builder = match endpoint {
+            Endpoint::Tls(..) => builder.listen_tls(endpoint, super::test_pki().server_config()),
+            endpoint => builder.listen(endpoint),
+        };
+        let server = builder.build().map_err(|e| e.to_string())?;
         let endpoint = server.endpoints().first().cloned().ok_or("no endpoint")?;
         let stats = server.stats();
         let handle = server.shutdown_handle();
@@ -189,11 +186,6 @@ impl std::fmt::Debug for TokioClient {
 impl ClientDriver for TokioClient {
     const NAME: &'static str = "tokio";
 
-    /// TLS is the mio adapter's only, so far.
-    fn supports(transport: super::Transport) -> bool {
-        transport != super::Transport::Tls
-    }
-
     fn connect(endpoint: &Endpoint, config: ClientConfig) -> Result<Self, String> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
@@ -201,7 +193,15 @@ impl ClientDriver for TokioClient {
             .build()
             .map_err(|e| e.to_string())?;
         let client = runtime
-            .block_on(wirecall_tokio::Client::connect(endpoint, config))
+            .block_on(async {
+                match endpoint {
+                    Endpoint::Tls(..) => {
+                        let tls = &super::test_pki().client;
+                        wirecall_tokio::Client::connect_tls(endpoint, config, tls).await
+                    }
+                    _ => wirecall_tokio::Client::connect(endpoint, config).await,
+                }
+            })
             .map_err(|e| e.to_string())?;
         Ok(Self {
             runtime,
