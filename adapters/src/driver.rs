@@ -59,13 +59,15 @@ pub fn bind_stream(
     endpoint: &Endpoint,
     unix_mode: Option<u32>,
 ) -> Result<(StreamListener, Endpoint), Error> {
-    let (listener, actual) = Listener::bind(endpoint, unix_mode)?;
+    // A driver of its own brings its own TLS: a `tls:` endpoint is refused here.
+    let (listener, actual) = Listener::bind(endpoint, unix_mode, None)?;
     let listener = match listener {
         Listener::Unix { listener, file } => StreamListener::Unix {
             listener: OwnedFd::from(listener).into(),
             file,
         },
         Listener::Tcp(listener) => StreamListener::Tcp(OwnedFd::from(listener).into()),
+        Listener::Tls { .. } => return Err(Error::TlsNotConfigured(endpoint.clone())),
     };
     Ok((listener, actual))
 }
@@ -210,7 +212,7 @@ pub fn explain_connect_error(endpoint: &Endpoint, error: std::io::Error) -> std:
     let other = match endpoint {
         Endpoint::Unix(path) => Endpoint::UnixDatagram(path.clone()),
         Endpoint::UnixDatagram(path) => Endpoint::Unix(path.clone()),
-        Endpoint::Tcp(..) | Endpoint::Udp(..) => return error,
+        Endpoint::Tcp(..) | Endpoint::Tls(..) | Endpoint::Udp(..) => return error,
     };
     if error.raw_os_error() != Some(rustix::io::Errno::PROTOTYPE.raw_os_error()) {
         return error;

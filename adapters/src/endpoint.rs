@@ -5,6 +5,7 @@
 //! | `unix:/run/app.sock` | Unix-domain stream socket at that path |
 //! | `unix-dgram:/run/app.sock` | Unix-domain datagram socket at that path |
 //! | `tcp:host:port` | TCP; `host` is a name, an IPv4 address, or an IPv6 address in brackets (`tcp:[::1]:7000`) |
+//! | `tls:host:port` | TLS over TCP, same host syntax; a client checks the server's certificate against `host` (see [`tls`](crate::tls)) |
 //! | `udp:host:port` | UDP, same host syntax |
 //!
 //! [`Endpoint`] parses with [`FromStr`] and prints with [`Display`](fmt::Display), and the two
@@ -29,7 +30,8 @@ use std::str::FromStr;
 use crate::error::Error;
 
 /// What every endpoint looks like, for error messages.
-const EXPECTED: &str = "unix:/path, unix-dgram:/path, tcp:host:port or udp:host:port";
+const EXPECTED: &str =
+    "unix:/path, unix-dgram:/path, tcp:host:port, tls:host:port or udp:host:port";
 
 /// A socket address in wirecall's one syntax. See the [module docs](self).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -40,18 +42,22 @@ pub enum Endpoint {
     UnixDatagram(PathBuf),
     /// `tcp:host:port`: TCP to a host name or address (IPv6 without brackets here).
     Tcp(String, u16),
+    /// `tls:host:port`: TLS over TCP to a host name or address (IPv6 without brackets
+    /// here); the host is also the name the server's certificate must be valid for.
+    Tls(String, u16),
     /// `udp:host:port`: UDP to a host name or address (IPv6 without brackets here).
     Udp(String, u16),
 }
 
 impl Endpoint {
-    /// The scheme: `"unix"`, `"unix-dgram"`, `"tcp"` or `"udp"`.
+    /// The scheme: `"unix"`, `"unix-dgram"`, `"tcp"`, `"tls"` or `"udp"`.
     #[must_use]
     pub fn transport(&self) -> &'static str {
         match self {
             Self::Unix(_) => "unix",
             Self::UnixDatagram(_) => "unix-dgram",
             Self::Tcp(..) => "tcp",
+            Self::Tls(..) => "tls",
             Self::Udp(..) => "udp",
         }
     }
@@ -75,7 +81,7 @@ impl Endpoint {
         Self::Udp(addr.ip().to_string(), addr.port())
     }
 
-    /// The socket addresses a `tcp:` or `udp:` endpoint's host resolves to, in the
+    /// The socket addresses a `tcp:`, `tls:` or `udp:` endpoint's host resolves to, in the
     /// resolver's order.
     ///
     /// # Errors
@@ -84,7 +90,9 @@ impl Endpoint {
     /// the endpoint is a Unix one, which has no socket address.
     pub fn resolve(&self) -> Result<Vec<SocketAddr>, Error> {
         let (host, port) = match self {
-            Self::Tcp(host, port) | Self::Udp(host, port) => (host.as_str(), *port),
+            Self::Tcp(host, port) | Self::Tls(host, port) | Self::Udp(host, port) => {
+                (host.as_str(), *port)
+            }
             Self::Unix(_) | Self::UnixDatagram(_) => {
                 return Err(Error::Resolve {
                     endpoint: self.clone(),
@@ -118,7 +126,7 @@ impl fmt::Display for Endpoint {
             Self::Unix(path) | Self::UnixDatagram(path) => {
                 write!(f, "{}:{}", self.transport(), path.display())
             }
-            Self::Tcp(host, port) | Self::Udp(host, port) => {
+            Self::Tcp(host, port) | Self::Tls(host, port) | Self::Udp(host, port) => {
                 if host.contains(':') {
                     write!(f, "{}:[{host}]:{port}", self.transport())
                 } else {
@@ -153,7 +161,7 @@ pub enum ParseEndpointError {
         /// The path's length in bytes.
         len: usize,
     },
-    /// `tcp:`/`udp:` without a `:port`.
+    /// `tcp:`/`tls:`/`udp:` without a `:port`.
     #[error(
         "expected host:port after the scheme, like {scheme}:localhost:7000, got {0:?}",
         scheme = scheme_of(.0)
@@ -181,6 +189,7 @@ impl FromStr for Endpoint {
             "unix" => parse_path(s, rest).map(Self::Unix),
             "unix-dgram" => parse_path(s, rest).map(Self::UnixDatagram),
             "tcp" => parse_host_port(s, rest).map(|(h, p)| Self::Tcp(h, p)),
+            "tls" => parse_host_port(s, rest).map(|(h, p)| Self::Tls(h, p)),
             "udp" => parse_host_port(s, rest).map(|(h, p)| Self::Udp(h, p)),
             _ => Err(ParseEndpointError::UnknownScheme(s.to_owned())),
         }
@@ -266,6 +275,11 @@ mod test {
         assert_eq!(ep("tcp:127.0.0.1:0"), Endpoint::Tcp("127.0.0.1".into(), 0));
         assert_eq!(ep("tcp:[::1]:7000"), Endpoint::Tcp("::1".into(), 7000));
         assert_eq!(
+            ep("tls:example.org:7443"),
+            Endpoint::Tls("example.org".into(), 7443)
+        );
+        assert_eq!(ep("tls:[::1]:7443"), Endpoint::Tls("::1".into(), 7443));
+        assert_eq!(
             ep("udp:[fe80::1]:65535"),
             Endpoint::Udp("fe80::1".into(), 65535)
         );
@@ -280,13 +294,15 @@ mod test {
         let cases: &[(&str, &str)] = &[
             (
                 "foo",
-                "expected unix:/path, unix-dgram:/path, tcp:host:port or udp:host:port, got \"foo\"",
+                "expected unix:/path, unix-dgram:/path, tcp:host:port, tls:host:port or udp:host:port, got \"foo\"",
             ),
             ("http://x", "expected unix:/path"),
             ("unix:", "like unix:/run/wirecall.sock"),
             ("unix-dgram:", "like unix-dgram:/run/wirecall.sock"),
             ("tcp:localhost", "like tcp:localhost:7000"),
             ("udp:localhost", "like udp:localhost:7000"),
+            ("tls:localhost", "like tls:localhost:7000"),
+            ("tls:::1:7443", "expected an IPv6 address in brackets"),
             ("tcp:[::1]", "expected host:port"),
             ("tcp:[::1:7000", "expected a host name"),
             ("tcp:localhost:99999", "expected a port number"),
@@ -330,6 +346,9 @@ mod test {
         assert_eq!(ep("tcp:[::1]:7").to_string(), "tcp:[::1]:7");
         assert_eq!(ep("unix:/a/b").to_string(), "unix:/a/b");
         assert_eq!(ep("udp:h:1").to_string(), "udp:h:1");
+        assert_eq!(ep("tls:[::1]:7").to_string(), "tls:[::1]:7");
+        assert_eq!(ep("tls:h:1").transport(), "tls");
+        assert!(!ep("tls:h:1").is_datagram());
         assert_eq!(ep("unix-dgram:/d").to_string(), "unix-dgram:/d");
     }
 
@@ -373,6 +392,7 @@ mod test {
             path.prop_map(|p| Endpoint::Unix(p.into())),
             path.prop_map(|p| Endpoint::UnixDatagram(p.into())),
             (host(), any::<u16>()).prop_map(|(h, p)| Endpoint::Tcp(h, p)),
+            (host(), any::<u16>()).prop_map(|(h, p)| Endpoint::Tls(h, p)),
             (host(), any::<u16>()).prop_map(|(h, p)| Endpoint::Udp(h, p)),
         ]
     }

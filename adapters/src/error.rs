@@ -42,6 +42,24 @@ pub enum Error {
     /// The Unix socket path exists and is not a socket, so it was left alone.
     #[error("cannot listen on {0}: the path exists and is not a socket")]
     NotASocket(Endpoint),
+    /// A `tls:` endpoint to listen on without TLS settings (a certificate and key).
+    #[error(
+        "cannot listen on {0}: a tls: endpoint needs a certificate and key (listen_tls; --cert and --key)"
+    )]
+    TlsNotConfigured(Endpoint),
+    /// TLS settings that cannot be used (a PEM file that cannot be read, a key that does
+    /// not fit its certificate, ...).
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
+    /// The TLS handshake with a server failed (its certificate does not verify, it is not
+    /// a TLS server, it refused our certificate): nothing was sent, so nothing ran.
+    #[error("TLS with {endpoint} failed: {failure}")]
+    TlsHandshake {
+        /// The endpoint.
+        endpoint: Endpoint,
+        /// What went wrong.
+        failure: crate::tls::TlsFailure,
+    },
     /// Connecting to a server failed.
     #[error("cannot connect to {endpoint}: {source}")]
     Connect {

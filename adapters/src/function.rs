@@ -26,6 +26,7 @@ use wirecall_core::wire::{RejectCode, Reply, Target};
 use crate::error::Error;
 use crate::id_hasher::IdMap;
 use crate::stats::StatsHandle;
+use crate::tls::TlsIdentity;
 use crate::typed::{self, Endpoint, EndpointSpec, Outcome, TypedReply, TypedResponder};
 
 /// The error numbers wirecall reserves in [`Reply::Error`] (the top 256 values of `u32`):
@@ -129,6 +130,14 @@ pub type DeferredFn = Arc<dyn Fn(&CallContext<'_>, &[u8], Responder) + Send + Sy
 pub enum Peer<'a> {
     /// A TCP connection from this address.
     Tcp(SocketAddr),
+    /// A TLS connection from this address, with the verified identity of its client
+    /// certificate when the server asks for one (`--client-ca`); `None` without.
+    Tls {
+        /// The peer's address.
+        addr: SocketAddr,
+        /// Its certificate's verified identity (its DNS and URI names, or its CN).
+        identity: Option<&'a TlsIdentity>,
+    },
     /// A Unix stream connection. Its credentials are the connecting process's, taken by the
     /// kernel when it connected (`SO_PEERCRED`); `None` only where the kernel gave none.
     Unix(Option<UnixCredentials>),
@@ -144,6 +153,14 @@ impl std::fmt::Display for Peer<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Tcp(addr) => write!(f, "tcp peer {addr}"),
+            Self::Tls {
+                addr,
+                identity: Some(identity),
+            } => write!(f, "tls peer {addr} ({identity})"),
+            Self::Tls {
+                addr,
+                identity: None,
+            } => write!(f, "tls peer {addr}"),
             Self::Unix(Some(c)) => write!(f, "unix peer {c}"),
             Self::Unix(None) => f.write_str("unix peer (no credentials)"),
             Self::Udp(addr) => write!(f, "udp peer {addr}"),
@@ -223,6 +240,10 @@ impl<'a> CallContext<'a> {
 #[allow(missing_docs)]
 pub enum OwnedPeer {
     Tcp(SocketAddr),
+    /// A connection keeps `None` here: its identity is its stream's, known only after the
+    /// handshake (see [`as_peer_with`](Self::as_peer_with)); a call handed to a worker
+    /// carries a copy.
+    Tls(SocketAddr, Option<TlsIdentity>),
     Unix(Option<UnixCredentials>),
     Udp(SocketAddr),
     UnixDatagram(PathBuf),
@@ -232,8 +253,18 @@ impl OwnedPeer {
     /// The borrowed form handed to functions.
     #[must_use]
     pub fn as_peer(&self) -> Peer<'_> {
+        self.as_peer_with(None)
+    }
+
+    /// The borrowed form, with the TLS identity the connection verified (for a TLS peer).
+    #[must_use]
+    pub fn as_peer_with<'a>(&'a self, identity: Option<&'a TlsIdentity>) -> Peer<'a> {
         match self {
             Self::Tcp(a) => Peer::Tcp(*a),
+            Self::Tls(addr, own) => Peer::Tls {
+                addr: *addr,
+                identity: identity.or(own.as_ref()),
+            },
             Self::Unix(c) => Peer::Unix(*c),
             Self::Udp(a) => Peer::Udp(*a),
             Self::UnixDatagram(p) => Peer::UnixDatagram(p),
@@ -245,6 +276,7 @@ impl From<Peer<'_>> for OwnedPeer {
     fn from(peer: Peer<'_>) -> Self {
         match peer {
             Peer::Tcp(a) => Self::Tcp(a),
+            Peer::Tls { addr, identity } => Self::Tls(addr, identity.cloned()),
             Peer::Unix(c) => Self::Unix(c),
             Peer::Udp(a) => Self::Udp(a),
             Peer::UnixDatagram(p) => Self::UnixDatagram(p.to_path_buf()),

@@ -6,8 +6,9 @@
 //! decision (framing, handshake, limits, deadlines, busy replies, graceful close) is the
 //! core's.
 //!
-//! - [`Endpoint`]: `unix:/path`, `unix-dgram:/path`, `tcp:host:port`, `udp:host:port`
-//!   (IPv6 as `tcp:[::1]:7000`): Unix stream, Unix datagram, TCP and UDP.
+//! - [`Endpoint`]: `unix:/path`, `unix-dgram:/path`, `tcp:host:port`, `tls:host:port`,
+//!   `udp:host:port` (IPv6 as `tcp:[::1]:7000`): Unix stream, Unix datagram, TCP, TLS over
+//!   TCP ([`tls`], with mutual TLS) and UDP.
 //! - [`ServerBuilder`] / [`Server`]: functions registered by name, served over several
 //!   endpoints of any transport from one mio event loop, optionally on worker threads;
 //!   limits from [`ServerConfig`]; graceful shutdown through a [`ShutdownHandle`] or
@@ -51,6 +52,7 @@ pub mod id_hasher;
 pub mod server;
 pub mod stats;
 mod stream;
+pub mod tls;
 pub mod typed;
 
 pub use client::{CallError, CallErrorKind, Client};
@@ -60,6 +62,7 @@ pub use error::{Error, HandshakeFailure};
 pub use function::{Answer, CallFailure, Responder};
 pub use server::{Server, ServerBuilder, ShutdownHandle};
 pub use stats::{StatsHandle, StatsSnapshot};
+pub use tls::{TlsClientConfig, TlsConnector, TlsIdentity, TlsServerConfig};
 pub use typed::{TypedCallError, TypedReply, TypedResponder};
 /// The protocol core this adapter drives.
 pub use wirecall_core as core;

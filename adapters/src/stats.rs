@@ -22,6 +22,8 @@
 //! closed.transport_closed 0
 //! ...
 //! protocol_errors 1
+//! tls.handshake_failed 0
+//! tls.refused_identity 0
 //! datagrams.received 30
 //! datagrams.sent 26
 //! datagrams.replayed 2
@@ -44,6 +46,12 @@
 //! `protocol_errors` is the sum of the reasons that are a peer breaking the protocol
 //! (`malformed`, `frame_too_large`, `unexpected_frame`, `id_not_increasing`,
 //! `not_wirecall`, `version_mismatch`, `protocol_other`).
+//!
+//! `tls.handshake_failed` counts `tls:` connections whose handshake failed (a client
+//! certificate missing or not verifying, a peer that does not speak TLS, a protocol
+//! offered by ALPN that is not wirecall); `tls.refused_identity` those whose client
+//! certificate verified but named no identity on the allowlist. Both are closed before
+//! any call runs.
 //!
 //! `datagrams.*` count the datagram endpoints: `received` (datagrams read), `sent`
 //! (datagrams the kernel took: answers, replays, busy and rejection answers), `replayed`
@@ -324,6 +332,8 @@ pub struct Stats {
     after_goaway: AtomicU64,
     too_large: AtomicU64,
     closed: [AtomicU64; CloseKind::ALL.len()],
+    tls_handshake_failed: AtomicU64,
+    tls_refused_identity: AtomicU64,
     dgram_received: AtomicU64,
     dgram_sent: AtomicU64,
     dgram_replayed: AtomicU64,
@@ -357,6 +367,16 @@ impl Stats {
     pub fn accepted(&self) {
         bump(&self.accepted);
         bump(&self.open);
+    }
+
+    /// A TLS handshake failed (the connection is closed, nothing ran).
+    pub fn tls_handshake_failed(&self) {
+        bump(&self.tls_handshake_failed);
+    }
+
+    /// A TLS client's verified identity is not allowed (closed, nothing ran).
+    pub fn tls_refused_identity(&self) {
+        bump(&self.tls_refused_identity);
     }
 
     /// A connection was refused at the connection limit (or for want of descriptors).
@@ -533,6 +553,8 @@ impl Stats {
                 .zip(&self.closed)
                 .map(|(k, c)| (*k, get(c)))
                 .collect(),
+            tls_handshake_failed: get(&self.tls_handshake_failed),
+            tls_refused_identity: get(&self.tls_refused_identity),
             datagrams_received: get(&self.dgram_received),
             datagrams_sent: get(&self.dgram_sent),
             datagrams_replayed: get(&self.dgram_replayed),
@@ -635,6 +657,11 @@ pub struct StatsSnapshot {
     pub answers_too_large: u64,
     /// Ended connections by reason, every kind listed.
     pub closed: Vec<(CloseKind, u64)>,
+    /// `tls:` connections whose handshake failed (closed before any call).
+    pub tls_handshake_failed: u64,
+    /// `tls:` connections whose verified client identity is not allowed (closed before any
+    /// call).
+    pub tls_refused_identity: u64,
     /// Datagrams read from datagram endpoints.
     pub datagrams_received: u64,
     /// Datagrams the kernel took from datagram endpoints.
@@ -730,6 +757,8 @@ impl fmt::Display for StatsSnapshot {
             writeln!(f, "closed.{} {n}", kind.name())?;
         }
         writeln!(f, "protocol_errors {}", self.protocol_errors())?;
+        writeln!(f, "tls.handshake_failed {}", self.tls_handshake_failed)?;
+        writeln!(f, "tls.refused_identity {}", self.tls_refused_identity)?;
         writeln!(f, "datagrams.received {}", self.datagrams_received)?;
         writeln!(f, "datagrams.sent {}", self.datagrams_sent)?;
         writeln!(f, "datagrams.replayed {}", self.datagrams_replayed)?;

@@ -1,6 +1,11 @@
-//! One non-blocking byte stream over either stream transport, so the server loop and the
-//! client drive Unix and TCP connections with the same code. (The datagram transports are
-//! in `server/datagram.rs` and `client/datagram.rs`.)
+//! One non-blocking byte stream over any stream transport, so the server loop drives Unix,
+//! TCP and TLS connections with the same code. (The datagram transports are in
+//! `server/datagram.rs` and `client/datagram.rs`.)
+//!
+//! A TLS stream reads and writes plaintext; its [`Read`] keeps the promise the loop relies
+//! on (a read that comes back short found the socket empty: see [`Session::read`]), and
+//! ciphertext the socket did not take waits in the session: [`Stream::wants_write`] says
+//! so, and [`Stream::flush_pending`] sends it when the socket has room.
 
 use std::io::{self, Read, Write};
 use std::net::Shutdown;
@@ -9,21 +14,88 @@ use mio::event::Source;
 use mio::net::{TcpStream, UnixStream};
 use mio::{Interest, Registry, Token};
 
-/// A connected, non-blocking Unix or TCP stream.
+use crate::tls::{Session, TlsFailure, TlsIdentity};
+
+/// A connected, non-blocking Unix, TCP or TLS stream.
 #[derive(Debug)]
 pub(crate) enum Stream {
     /// A Unix-domain stream socket.
     Unix(UnixStream),
     /// A TCP socket (with `TCP_NODELAY` set).
     Tcp(TcpStream),
+    /// TLS over a TCP socket (with `TCP_NODELAY` set).
+    Tls(Box<TlsStream>),
+}
+
+/// A TCP socket and the TLS session over it.
+#[derive(Debug)]
+pub(crate) struct TlsStream {
+    pub(crate) tcp: TcpStream,
+    pub(crate) session: Session,
 }
 
 impl Stream {
-    /// Closes the sending half: the peer reads end-of-stream after what was sent.
-    pub(crate) fn shutdown_write(&self) -> io::Result<()> {
+    /// Closes the sending half: the peer reads end-of-stream after what was sent. `false`
+    /// when TLS is not ready yet (its handshake is still going on, or its close_notify
+    /// waits for room in the socket): call it again later.
+    pub(crate) fn shutdown_write(&mut self) -> io::Result<bool> {
         match self {
-            Self::Unix(s) => s.shutdown(Shutdown::Write),
-            Self::Tcp(s) => s.shutdown(Shutdown::Write),
+            Self::Unix(s) => s.shutdown(Shutdown::Write).map(|()| true),
+            Self::Tcp(s) => s.shutdown(Shutdown::Write).map(|()| true),
+            Self::Tls(t) => {
+                // Mid-handshake, what was written waits for the handshake's end (a
+                // refusal, say): close_notify now would cut it off. The caller's linger
+                // bounds the wait.
+                if t.session.is_handshaking() && t.session.failure().is_none() {
+                    return Ok(false);
+                }
+                if !t.session.close(&mut t.tcp)? {
+                    return Ok(false);
+                }
+                t.tcp.shutdown(Shutdown::Write).map(|()| true)
+            }
+        }
+    }
+
+    /// TLS has ciphertext waiting for room in the socket.
+    pub(crate) fn wants_write(&self) -> bool {
+        match self {
+            Self::Unix(_) | Self::Tcp(_) => false,
+            Self::Tls(t) => t.session.wants_write(),
+        }
+    }
+
+    /// Sends ciphertext TLS still holds, until the socket would block; `true` if any
+    /// went out.
+    pub(crate) fn flush_pending(&mut self) -> io::Result<bool> {
+        match self {
+            Self::Unix(_) | Self::Tcp(_) => Ok(false),
+            Self::Tls(t) => t.session.flush(&mut t.tcp),
+        }
+    }
+
+    /// The peer's verified TLS identity (a client certificate that verified against
+    /// `--client-ca`), once the handshake is done: what a caller context hands functions.
+    pub(crate) fn tls_identity(&self) -> Option<&TlsIdentity> {
+        match self {
+            Self::Unix(_) | Self::Tcp(_) => None,
+            Self::Tls(t) => t.session.identity(),
+        }
+    }
+
+    /// Why TLS failed on this stream, if it did.
+    pub(crate) fn tls_failure(&self) -> Option<&TlsFailure> {
+        match self {
+            Self::Unix(_) | Self::Tcp(_) => None,
+            Self::Tls(t) => t.session.failure(),
+        }
+    }
+
+    /// The TLS session, if this is a TLS stream.
+    pub(crate) fn tls_session(&self) -> Option<&Session> {
+        match self {
+            Self::Unix(_) | Self::Tcp(_) => None,
+            Self::Tls(t) => Some(&t.session),
         }
     }
 }
@@ -33,6 +105,7 @@ impl std::os::fd::AsFd for Stream {
         match self {
             Self::Unix(s) => s.as_fd(),
             Self::Tcp(s) => s.as_fd(),
+            Self::Tls(t) => t.tcp.as_fd(),
         }
     }
 }
@@ -50,6 +123,7 @@ impl Read for Stream {
         match self {
             Self::Unix(s) => s.read(buf),
             Self::Tcp(s) => s.read(buf),
+            Self::Tls(t) => t.session.read(&mut t.tcp, buf),
         }
     }
 }
@@ -59,6 +133,7 @@ impl Write for Stream {
         match self {
             Self::Unix(s) => s.write(buf),
             Self::Tcp(s) => s.write(buf),
+            Self::Tls(t) => t.session.write(&mut t.tcp, buf),
         }
     }
 
@@ -77,6 +152,7 @@ impl Source for Stream {
         match self {
             Self::Unix(s) => s.register(registry, token, interest),
             Self::Tcp(s) => s.register(registry, token, interest),
+            Self::Tls(t) => t.tcp.register(registry, token, interest),
         }
     }
 
@@ -89,6 +165,7 @@ impl Source for Stream {
         match self {
             Self::Unix(s) => s.reregister(registry, token, interest),
             Self::Tcp(s) => s.reregister(registry, token, interest),
+            Self::Tls(t) => t.tcp.reregister(registry, token, interest),
         }
     }
 
@@ -96,6 +173,7 @@ impl Source for Stream {
         match self {
             Self::Unix(s) => s.deregister(registry),
             Self::Tcp(s) => s.deregister(registry),
+            Self::Tls(t) => t.tcp.deregister(registry),
         }
     }
 }

@@ -928,7 +928,9 @@ fn a_held_back_answer_is_fetched_with_prompt_copies() {
     let mut c = client(cfg, 91, 4);
     let mut s = server(cfg, 64);
     let now = Instant::ZERO;
-    let id = c.call(now, "m", b"", Some(Duration::from_millis(50))).unwrap();
+    let id = c
+        .call(now, "m", b"", Some(Duration::from_millis(50)))
+        .unwrap();
     let first = c.poll_transmit(now).unwrap().bytes.to_vec();
     let Received::Request(r) = s.handle_datagram(now, &1, &first) else {
         panic!()
@@ -959,7 +961,9 @@ fn a_held_back_answer_is_fetched_with_prompt_copies() {
 
     // A call whose every copy is held back until its deadline is a timeout, maybe
     // executed, even where busy would mean not executed.
-    let id = c.call(now, "m", b"", Some(Duration::from_millis(50))).unwrap();
+    let id = c
+        .call(now, "m", b"", Some(Duration::from_millis(50)))
+        .unwrap();
     let copy = c.poll_transmit(now).unwrap().bytes.to_vec();
     let Received::Request(r) = s.handle_datagram(now, &1, &copy) else {
         panic!()

@@ -11,9 +11,12 @@
 //! veth pair). Two small programs help that test too: `lossy_relay` (a UDP relay that
 //! drops, duplicates and reorders datagrams from a seed) and `many_calls` (a client
 //! making many pipelined calls and reporting every outcome).
+//!
+//! [`tls`] makes test certificate authorities and the certificates they issue (rcgen).
 
 pub mod conformance;
 pub mod netns;
+pub mod tls;
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};

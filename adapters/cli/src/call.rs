@@ -5,7 +5,7 @@
 use std::cell::Cell;
 use std::fmt::Display;
 use std::io::{Read, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -17,7 +17,7 @@ use wirecall::core::wire::{CloseCode, RejectCode, Target};
 use wirecall::typed::{EndpointInfo, ListEndpoints};
 use wirecall::{
     CallError, CallErrorKind, Client, ClientConfig, Endpoint, Error, HandshakeFailure,
-    TypedCallError,
+    TlsClientConfig, TlsConnector, TypedCallError,
 };
 
 use crate::{
@@ -54,6 +54,51 @@ pub(crate) struct CallArgs {
     /// request id, the round trip and the outcome
     #[arg(long, short = 'v')]
     pub(crate) verbose: bool,
+    #[command(flatten)]
+    pub(crate) tls: TlsArgs,
+}
+
+/// A client's TLS flags (`call`, `list`, `bench` on `tls:` endpoints).
+#[derive(Debug, Clone, Default, Args)]
+pub(crate) struct TlsArgs {
+    /// tls: trust the CA certificates in this PEM file (default: the system's store)
+    #[arg(long, value_name = "FILE")]
+    pub(crate) ca: Option<PathBuf>,
+    /// tls: present this client certificate chain (PEM), for servers that require one
+    #[arg(long, value_name = "FILE", requires = "key")]
+    pub(crate) cert: Option<PathBuf>,
+    /// tls: the private key of --cert (PEM)
+    #[arg(long, value_name = "FILE", requires = "cert")]
+    pub(crate) key: Option<PathBuf>,
+    /// tls: accept TLS 1.2 as well as 1.3
+    #[arg(long)]
+    pub(crate) tls12: bool,
+}
+
+impl TlsArgs {
+    /// The TLS settings for `endpoint`: `None` unless it is `tls:`. A usage error (exit 2)
+    /// for TLS flags on another endpoint, or files that cannot be read.
+    pub(crate) fn connector(&self, endpoint: &Endpoint) -> Result<Option<TlsConnector>, String> {
+        if !matches!(endpoint, Endpoint::Tls(..)) {
+            if self.ca.is_some() || self.cert.is_some() || self.tls12 {
+                return Err(format!(
+                    "--ca, --cert, --key and --tls12 are for tls: endpoints, not {endpoint}"
+                ));
+            }
+            return Ok(None);
+        }
+        let mut config = TlsClientConfig::new();
+        if let Some(ca) = &self.ca {
+            config = config.ca(ca);
+        }
+        if let (Some(cert), Some(key)) = (&self.cert, &self.key) {
+            config = config.client_cert(cert, key);
+        }
+        if self.tls12 {
+            config = config.allow_tls12();
+        }
+        config.build().map(Some).map_err(|e| e.to_string())
+    }
 }
 
 /// How a `call` reports: text (the answer on stdout, one line on stderr on failure) or
@@ -181,7 +226,11 @@ pub(crate) fn command(args: &CallArgs) -> ExitCode {
     };
     let timeout = (args.timeout > 0).then(|| Duration::from_millis(args.timeout));
     let start = Instant::now();
-    let mut client = match connect(&args.endpoint, hello_wait(timeout), &report) {
+    let tls = match args.tls.connector(&args.endpoint) {
+        Ok(tls) => tls,
+        Err(message) => return report.failed(message, EXIT_USAGE, None),
+    };
+    let mut client = match connect(&args.endpoint, tls.as_ref(), hello_wait(timeout), &report) {
         Ok(client) => client,
         Err(code) => return code,
     };
@@ -290,12 +339,13 @@ fn read_limited(from: impl Read, what: &str) -> Result<Vec<u8>, String> {
 /// refused the connection (at its limit, shutting down).
 pub(crate) fn connect(
     endpoint: &Endpoint,
+    tls: Option<&TlsConnector>,
     hello: Duration,
     report: &Report,
 ) -> Result<Client, ExitCode> {
     if report.verbose {
         match endpoint {
-            Endpoint::Tcp(..) | Endpoint::Udp(..) => match endpoint.resolve() {
+            Endpoint::Tcp(..) | Endpoint::Tls(..) | Endpoint::Udp(..) => match endpoint.resolve() {
                 Ok(addrs) => {
                     let list: Vec<String> = addrs.iter().map(ToString::to_string).collect();
                     report.step(format_args!("{endpoint}: resolved to {}", list.join(", ")));
@@ -308,7 +358,11 @@ pub(crate) fn connect(
     let start = Instant::now();
     let config = ClientConfig::default();
     let handshake = |mut client: Client| client.handshake(hello).map(|()| client);
-    let client = match Client::connect(endpoint, config).and_then(handshake) {
+    let connected = match tls {
+        Some(tls) => Client::connect_tls(endpoint, config, tls),
+        None => Client::connect(endpoint, config),
+    };
+    let client = match connected.and_then(handshake) {
         Ok(client) => client,
         Err(
             e @ Error::Handshake {
@@ -322,7 +376,12 @@ pub(crate) fn connect(
                 ..
             },
         ) => return Err(report.failed(e, EXIT_NOT_ALLOWED, Some(Execution::NotExecuted))),
-        Err(e @ (Error::Connect { .. } | Error::Resolve { .. } | Error::Handshake { .. })) => {
+        Err(
+            e @ (Error::Connect { .. }
+            | Error::Resolve { .. }
+            | Error::Handshake { .. }
+            | Error::TlsHandshake { .. }),
+        ) => {
             return Err(report.failed(e, EXIT_CONNECT, Some(Execution::NotExecuted)));
         }
         Err(e) => return Err(report.failed(e, EXIT_FAILURE, None)),
@@ -370,11 +429,15 @@ pub(crate) fn remaining(timeout: Option<Duration>, since: Instant) -> Option<Dur
 /// Connects and asks the server for its typed endpoints (its discovery endpoint).
 pub(crate) fn discover(
     endpoint: &Endpoint,
+    tls: &TlsArgs,
     timeout: Option<Duration>,
     report: &Report,
 ) -> Result<(Client, Vec<EndpointInfo>), ExitCode> {
     let start = Instant::now();
-    let mut client = connect(endpoint, hello_wait(timeout), report)?;
+    let tls = tls
+        .connector(endpoint)
+        .map_err(|message| report.failed(message, EXIT_USAGE, None))?;
+    let mut client = connect(endpoint, tls.as_ref(), hello_wait(timeout), report)?;
     match client.call_typed::<ListEndpoints>(&(), remaining(timeout, start)) {
         Ok(list) => Ok((client, list)),
         Err(e) => {
@@ -407,7 +470,7 @@ fn call_json(args: &CallArgs, json: &str, report: &Report) -> ExitCode {
     };
     let timeout = (args.timeout > 0).then(|| Duration::from_millis(args.timeout));
     let start = Instant::now();
-    let (mut client, endpoints) = match discover(&args.endpoint, timeout, report) {
+    let (mut client, endpoints) = match discover(&args.endpoint, &args.tls, timeout, report) {
         Ok(found) => found,
         Err(code) => return code,
     };

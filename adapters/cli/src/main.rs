@@ -9,6 +9,7 @@ mod kv;
 
 use std::fmt::{Display, Write as _};
 use std::io::Write;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -20,7 +21,7 @@ use wirecall::config::{
 };
 use wirecall::core::datagram::{EPOCH_ENTRIES, MIN_DATAGRAM};
 use wirecall::core::wire::{BASELINE_MAX_FRAME_LEN, BASELINE_MAX_IN_FLIGHT};
-use wirecall::{Endpoint, Error, ServerBuilder, ServerConfig, builtins};
+use wirecall::{Endpoint, Error, ServerBuilder, ServerConfig, TlsServerConfig, builtins};
 
 /// Any other error: bad arguments the parser let through, stdin, a socket that failed.
 const EXIT_FAILURE: u8 = 1;
@@ -45,6 +46,7 @@ const MAIN_HELP: &str = "\
 Endpoints:
   unix:/path        Unix-domain stream socket
   tcp:host:port     TCP; IPv6 in brackets: tcp:[::1]:7000
+  tls:host:port     TLS over TCP (serve --cert/--key; call --ca), same host syntax
   unix-dgram:/path  Unix-domain datagram socket
   udp:host:port     UDP; IPv6 in brackets: udp:[::1]:7000
 
@@ -54,7 +56,9 @@ Examples:
   wirecall demo
   wirecall serve --listen unix:/tmp/wirecall.sock --listen tcp:127.0.0.1:7000
   wirecall call unix:/tmp/wirecall.sock echo hello
-  echo hi | wirecall call tcp:127.0.0.1:7000 upper -";
+  echo hi | wirecall call tcp:127.0.0.1:7000 upper -
+  wirecall serve --listen tls:127.0.0.1:7443 --cert cert.pem --key key.pem
+  wirecall call tls:localhost:7443 --ca ca.pem echo hello";
 
 const SERVE_HELP: &str = "\
 Once ready, prints one line per endpoint to stdout: \"listening on <endpoint>\", with
@@ -74,6 +78,15 @@ client exits 9; a datagram is dropped), counted in connections.not_allowed and
 datagrams.dropped.not_allowed. The builtin whoami answers what the server knows of its
 caller (uid, gid and pid on unix:).
 
+tls: endpoints need --cert and --key (PEM: the certificate chain, leaf first, and its
+private key); TLS 1.3 only unless --tls12. With --client-ca every client must present a
+certificate that verifies against that CA (mutual TLS); the verified identity (the
+certificate's DNS and URI names, or its subject's CN without any) is logged at info
+level. With --allow-client NAME (repeatable) a verified client whose identity holds none
+of the names is refused in the handshake (TLS alert access_denied), before any call.
+Failed handshakes and refused identities are counted (stats: tls.handshake_failed,
+tls.refused_identity) and warned about at most once a second.
+
 On datagram endpoints (unix-dgram:, udp:) each call runs at most once however often
 its client retransmits it: the server remembers calls in a cache of --datagram-cache
 entries and answers a retransmission from it. During a shutdown new datagram calls are
@@ -89,6 +102,9 @@ Examples:
   wirecall serve --listen unix:/run/wirecall.sock --unix-mode 0660
   wirecall serve --listen tcp:0.0.0.0:7000 --listen 'tcp:[::]:7001' --workers 4
   wirecall serve --listen udp:0.0.0.0:7000 --listen unix-dgram:/run/wirecall-dgram.sock
+  wirecall serve --listen tls:0.0.0.0:7443 --cert cert.pem --key key.pem
+  wirecall serve --listen tls:0.0.0.0:7443 --cert cert.pem --key key.pem \\
+      --client-ca clients-ca.pem --allow-client alice.example --allow-client bob.example
   RUST_LOG=info wirecall serve --listen tcp:127.0.0.1:0";
 
 const CALL_HELP: &str = "\
@@ -116,12 +132,16 @@ Exit codes:
      connection limit (it refused the connection)            [not executed]
   6  no answer within --timeout                              [maybe executed]
   7  the connection was lost during the call                 [as the message says]
-  8  could not connect, nothing listens there, or the peer
-     is not a wirecall server (no wirecall hello came)       [not executed]
+  8  could not connect, nothing listens there, the peer
+     is not a wirecall server (no wirecall hello came), or
+     TLS failed (certificate not trusted, client refused)    [not executed]
   9  the server does not allow this client (its Unix
      credentials are not on the server's allowlist)          [not executed]
 
-On unix: and tcp: the call waits for the server's hello before it sends anything (at
+On tls: the server's certificate must verify against --ca (or the system's store) for
+the endpoint's host name; the TLS handshake is done before anything is sent.
+
+On unix:, tcp: and tls: the call waits for the server's hello before it sends anything (at
 most --timeout, or 10 s with --timeout 0), so a peer that is not a wirecall server, or
 says nothing, ran nothing.
 
@@ -139,6 +159,8 @@ Examples:
   wirecall call tcp:localhost:7000 sleep 200 --timeout 1000
   wirecall call 'tcp:[::1]:7000' stats
   wirecall call udp:127.0.0.1:7000 echo hello
+  wirecall call tls:localhost:7443 --ca ca.pem echo hello
+  wirecall call tls:localhost:7443 --ca ca.pem --cert alice.pem --key alice-key.pem echo hi
   wirecall call unix:/tmp/wirecall.sock upper - < notes.txt
   wirecall call unix:/tmp/wirecall.sock echo @notes.txt --json-output
   wirecall call -v tcp:localhost:7000 echo hello
@@ -159,7 +181,8 @@ Exit codes as for `call`.
 
 Examples:
   wirecall list unix:/tmp/wirecall.sock
-  wirecall list udp:127.0.0.1:7000";
+  wirecall list udp:127.0.0.1:7000
+  wirecall list tls:localhost:7443 --ca ca.pem";
 
 const DEMO_HELP: &str = "\
 Starts the reference server inside this process on all four transports: a Unix stream
@@ -206,6 +229,8 @@ struct ListArgs {
     /// Milliseconds to wait for the answer (0: no timeout)
     #[arg(long, value_name = "MS", default_value_t = 5000)]
     timeout: u64,
+    #[command(flatten)]
+    tls: call::TlsArgs,
 }
 
 #[derive(Debug, Args)]
@@ -287,6 +312,56 @@ struct ServeArgs {
     #[arg(long, value_name = "SECS", default_value_t = 60,
           value_parser = clap::value_parser!(u64).range(1..=MAX_BUDGET_LIMIT.as_secs()))]
     max_budget: u64,
+    /// tls: the server's certificate chain, leaf first (PEM)
+    #[arg(long, value_name = "FILE", requires = "key")]
+    cert: Option<PathBuf>,
+    /// tls: the private key of --cert (PEM: PKCS#8, PKCS#1 or SEC1)
+    #[arg(long, value_name = "FILE", requires = "cert")]
+    key: Option<PathBuf>,
+    /// tls: require client certificates that verify against the CA certificates in this
+    /// PEM file (mutual TLS)
+    #[arg(long, value_name = "FILE")]
+    client_ca: Option<PathBuf>,
+    /// tls: let in only verified clients whose identity holds NAME (a DNS name or URI of
+    /// the certificate, or its CN); repeat for more
+    #[arg(long = "allow-client", value_name = "NAME", requires = "client_ca")]
+    allow_client: Vec<String>,
+    /// tls: accept TLS 1.2 as well as 1.3
+    #[arg(long)]
+    tls12: bool,
+}
+
+impl ServeArgs {
+    /// The TLS settings of the `tls:` endpoints, or a usage error: `tls:` without
+    /// --cert/--key, or TLS flags without any `tls:` endpoint.
+    fn tls(&self) -> Result<Option<TlsServerConfig>, String> {
+        let any_tls = self.listen.iter().any(|e| matches!(e, Endpoint::Tls(..)));
+        match (&self.cert, &self.key) {
+            (Some(cert), Some(key)) if any_tls => {
+                let mut tls = TlsServerConfig::new(cert, key);
+                if let Some(ca) = &self.client_ca {
+                    tls = tls.client_ca(ca);
+                }
+                for name in &self.allow_client {
+                    tls = tls.allow_client(name);
+                }
+                if self.tls12 {
+                    tls = tls.allow_tls12();
+                }
+                Ok(Some(tls))
+            }
+            _ if any_tls => Err(
+                "a tls: endpoint needs --cert FILE and --key FILE (its certificate chain and key)"
+                    .to_owned(),
+            ),
+            _ if self.cert.is_some() || self.client_ca.is_some() || self.tls12 => Err(
+                "--cert, --key, --client-ca, --allow-client and --tls12 need a tls: endpoint \
+                 (--listen tls:host:port)"
+                    .to_owned(),
+            ),
+            _ => Ok(None),
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -329,6 +404,10 @@ fn serve(args: ServeArgs) -> ExitCode {
     // Every connection --max-connections allows needs a descriptor: lift the soft limit
     // (often 1,024) to the hard one first.
     wirecall::server::raise_open_file_limit();
+    let tls = match args.tls() {
+        Ok(tls) => tls,
+        Err(message) => return fail(message, EXIT_USAGE),
+    };
     let access = args
         .allow_uid
         .iter()
@@ -341,7 +420,10 @@ fn serve(args: ServeArgs) -> ExitCode {
         .unix_access(access)
         .stop_on_signals();
     for endpoint in args.listen {
-        builder = builder.listen(endpoint);
+        builder = match (&endpoint, &tls) {
+            (Endpoint::Tls(..), Some(tls)) => builder.listen_tls(endpoint, tls.clone()),
+            _ => builder.listen(endpoint),
+        };
     }
     let server = match builder.build() {
         Ok(server) => server,
@@ -351,7 +433,8 @@ fn serve(args: ServeArgs) -> ExitCode {
             e @ (Error::Config(_)
             | Error::DatagramConfig(_)
             | Error::LimitTooSmall { .. }
-            | Error::LimitTooLarge { .. }),
+            | Error::LimitTooLarge { .. }
+            | Error::Tls(_)),
         ) => return fail(e, EXIT_USAGE),
         Err(e) => return fail(e, EXIT_FAILURE),
     };
@@ -371,11 +454,11 @@ fn serve(args: ServeArgs) -> ExitCode {
 
 fn list(args: &ListArgs) -> ExitCode {
     let timeout = (args.timeout > 0).then(|| Duration::from_millis(args.timeout));
-    let (client, endpoints) = match call::discover(&args.endpoint, timeout, &call::Report::plain())
-    {
-        Ok(found) => found,
-        Err(code) => return code,
-    };
+    let (client, endpoints) =
+        match call::discover(&args.endpoint, &args.tls, timeout, &call::Report::plain()) {
+            Ok(found) => found,
+            Err(code) => return code,
+        };
     let _ = client.close();
     let mut text = String::new();
     for e in &endpoints {

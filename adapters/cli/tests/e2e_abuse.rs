@@ -348,7 +348,14 @@ fn idle_peers_at_the_connection_limit_make_room_for_a_new_client() {
     // places, and a fourth is refused, however long they have been waiting. (A server of
     // its own, so the peers above are surely gone.)
     let unix = format!("unix:{}", dir.path().join("busy.sock").display());
-    let args = ["--listen", &unix, "--max-connections", "3", "--evict-idle", "1"];
+    let args = [
+        "--listen",
+        &unix,
+        "--max-connections",
+        "3",
+        "--evict-idle",
+        "1",
+    ];
     let server = ServerProcess::start(bin(), &args, &[]).unwrap();
     let endpoint = &server.endpoints[0];
     let mut busy: Vec<Client> = (0..3).map(|_| connect(endpoint)).collect();

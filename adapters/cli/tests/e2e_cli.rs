@@ -237,8 +237,9 @@ fn call_failures_have_distinct_exit_codes_and_one_line_messages() {
     let out = call(&["nonsense", "echo"]);
     assert_eq!(out.code, Some(2));
     assert!(
-        out.stderr
-            .contains("expected unix:/path, unix-dgram:/path, tcp:host:port or udp:host:port"),
+        out.stderr.contains(
+            "expected unix:/path, unix-dgram:/path, tcp:host:port, tls:host:port or udp:host:port"
+        ),
         "{}",
         out.stderr
     );

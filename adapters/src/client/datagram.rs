@@ -441,10 +441,12 @@ pub(crate) fn open(endpoint: &Endpoint) -> Result<(OwnedFd, Option<tempfile::Tem
                 io::Error::new(io::ErrorKind::NotFound, "no address to connect to")
             })))
         }
-        Endpoint::Unix(_) | Endpoint::Tcp(..) => Err(connect_error(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "a stream endpoint is not a datagram one",
-        ))),
+        Endpoint::Unix(_) | Endpoint::Tcp(..) | Endpoint::Tls(..) => {
+            Err(connect_error(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "a stream endpoint is not a datagram one",
+            )))
+        }
     }
 }
 

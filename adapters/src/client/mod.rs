@@ -65,6 +65,7 @@ use self::stream::StreamClient;
 use crate::config::{ClientConfig, check_limits};
 use crate::endpoint::Endpoint;
 use crate::error::{Error, HandshakeFailure};
+use crate::tls::TlsConnector;
 use crate::typed::{self, TypedCallError, decode_outcome, decode_owned, encode_request_into};
 
 /// What a finished call gives: the answer's body, or how it failed.
@@ -95,12 +96,41 @@ impl Client {
     /// [`Error::Connect`] (refused, no such socket, timed out; a `udp:` endpoint cannot
     /// tell a dead server from a slow one until calls time out), [`Error::Resolve`], or a
     /// configuration the core refuses ([`Error::Config`], [`Error::DatagramConfig`]).
+    ///
+    /// A `tls:` endpoint is connected as [`connect_tls`](Self::connect_tls) does, trusting
+    /// the system's certificate store and with no client certificate.
     pub fn connect(endpoint: &Endpoint, config: ClientConfig) -> Result<Self, Error> {
+        Self::connect_with(endpoint, config, None)
+    }
+
+    /// Connects to a `tls:` endpoint with these TLS settings (trust roots, client
+    /// certificate): the TLS handshake is done before this returns (within
+    /// `config.connect_timeout`), then as [`connect`](Self::connect). On other endpoints
+    /// `tls` is not used.
+    ///
+    /// # Errors
+    ///
+    /// As [`connect`](Self::connect), and [`Error::TlsHandshake`] when the handshake fails
+    /// (the server's certificate does not verify for the endpoint's host, the peer does not
+    /// speak TLS, it refused our certificate): nothing was sent, so nothing ran.
+    pub fn connect_tls(
+        endpoint: &Endpoint,
+        config: ClientConfig,
+        tls: &TlsConnector,
+    ) -> Result<Self, Error> {
+        Self::connect_with(endpoint, config, Some(tls))
+    }
+
+    fn connect_with(
+        endpoint: &Endpoint,
+        config: ClientConfig,
+        tls: Option<&TlsConnector>,
+    ) -> Result<Self, Error> {
         check_limits(&config.connection)?;
         let inner = if endpoint.is_datagram() {
             Inner::Datagram(DatagramClient::connect(endpoint, &config)?)
         } else {
-            Inner::Stream(StreamClient::connect(endpoint, &config)?)
+            Inner::Stream(StreamClient::connect(endpoint, &config, tls)?)
         };
         Ok(Self {
             endpoint: endpoint.clone(),
@@ -118,16 +148,26 @@ impl Client {
     ///
     /// # Errors
     ///
-    /// [`Error::Handshake`]: the connection ended first (the peer is not a wirecall server,
+    /// [`Error::TlsHandshake`] when TLS ended the connection first (the server refused our
+    /// certificate), or [`Error::Handshake`]: the connection ended first (the peer is not a wirecall server,
     /// refused the connection, closed it), or no hello came within `timeout`.
     pub fn handshake(&mut self, timeout: Duration) -> Result<(), Error> {
         match &mut self.inner {
-            Inner::Stream(c) => c.handshake(timeout).map_err(|reason| Error::Handshake {
-                endpoint: self.endpoint.clone(),
-                failure: match reason {
-                    Some(reason) => HandshakeFailure::Closed(reason),
-                    None => HandshakeFailure::NoHello(timeout),
-                },
+            Inner::Stream(c) => c.handshake(timeout).map_err(|reason| {
+                // TLS said why (e.g. the server refused our certificate's identity).
+                if let Some(failure) = c.tls_failure() {
+                    return Error::TlsHandshake {
+                        endpoint: self.endpoint.clone(),
+                        failure: failure.clone(),
+                    };
+                }
+                Error::Handshake {
+                    endpoint: self.endpoint.clone(),
+                    failure: match reason {
+                        Some(reason) => HandshakeFailure::Closed(reason),
+                        None => HandshakeFailure::NoHello(timeout),
+                    },
+                }
             }),
             Inner::Datagram(_) => Ok(()),
         }

@@ -28,6 +28,7 @@ use rustix::net::sockopt::{Timeout, set_socket_timeout};
 use rustix::net::{RecvFlags, SendFlags, Shutdown};
 
 use crate::stream::{interrupted, would_block};
+use crate::tls::Session;
 
 /// Waits shorter than this use `poll(2)`, which wakes on time; longer ones the receive
 /// timeout, set short of the wait by its possible lateness.
@@ -135,6 +136,148 @@ impl Socket {
     /// Closes the sending half: the peer reads end-of-stream after what was sent.
     pub(super) fn shutdown_write(&self) -> io::Result<()> {
         Ok(rustix::net::shutdown(&self.fd, Shutdown::Write)?)
+    }
+}
+
+/// A stream client's socket: plain, or with a TLS session over it. The TLS one offers the
+/// same calls with plaintext: a read drains the socket into the session before it comes
+/// back short, and a wait first hands over plaintext the session already holds (it would
+/// otherwise wait on a socket that has nothing more to say).
+#[derive(Debug)]
+pub(super) enum StreamSocket {
+    /// Unix or TCP.
+    Plain(Socket),
+    /// TLS over TCP.
+    Tls(Box<TlsSocket>),
+}
+
+/// A socket and the TLS session over it.
+#[derive(Debug)]
+pub(super) struct TlsSocket {
+    socket: Socket,
+    session: Session,
+}
+
+/// The socket as the non-blocking reader and writer rustls reads and writes through.
+struct Now<'a>(&'a Socket);
+
+impl io::Read for Now<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.0.recv_now(buf)
+    }
+}
+
+impl io::Write for Now<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.send_now(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl StreamSocket {
+    /// A TLS socket: the session over the connected socket, its handshake done before
+    /// `timeout` passes (so a certificate that does not verify is known before anything
+    /// is sent). The error carries a [`TlsFailure`](crate::tls::TlsFailure) when TLS
+    /// itself failed.
+    pub(super) fn tls(socket: Socket, mut session: Session, timeout: Duration) -> io::Result<Self> {
+        let start = std::time::Instant::now();
+        while !session.handshake_step(&mut Now(&socket))? {
+            let left = timeout.saturating_sub(start.elapsed());
+            if left.is_zero() {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!(
+                        "no TLS handshake within {} ms: is it a TLS server?",
+                        timeout.as_millis()
+                    ),
+                ));
+            }
+            socket.wait_ready(session.wants_write(), Some(left))?;
+        }
+        Ok(Self::Tls(Box::new(TlsSocket { socket, session })))
+    }
+
+    /// [`Socket::send_now`], through TLS when there is TLS.
+    pub(super) fn send_now(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Self::Plain(s) => s.send_now(buf),
+            Self::Tls(t) => t.session.write(&mut Now(&t.socket), buf),
+        }
+    }
+
+    /// [`Socket::recv_now`], through TLS when there is TLS.
+    pub(super) fn recv_now(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Self::Plain(s) => s.recv_now(buf),
+            Self::Tls(t) => t.session.read(&mut Now(&t.socket), buf),
+        }
+    }
+
+    /// [`Socket::recv_wait`], through TLS when there is TLS (waiting with `poll(2)`).
+    pub(super) fn recv_wait(
+        &mut self,
+        buf: &mut [u8],
+        timeout: Option<Duration>,
+    ) -> io::Result<Option<usize>> {
+        let t = match self {
+            Self::Plain(s) => return s.recv_wait(buf, timeout),
+            Self::Tls(t) => t,
+        };
+        match t.session.read(&mut Now(&t.socket), buf) {
+            Ok(n) => return Ok(Some(n)),
+            Err(e) if would_block(&e) || interrupted(&e) => {}
+            Err(e) => return Err(e),
+        }
+        if !t.socket.wait_ready(t.session.wants_write(), timeout)? {
+            return Ok(None);
+        }
+        let _ = t.session.flush(&mut Now(&t.socket))?;
+        match t.session.read(&mut Now(&t.socket), buf) {
+            Ok(n) => Ok(Some(n)),
+            Err(e) if would_block(&e) || interrupted(&e) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// [`Socket::wait_ready`].
+    pub(super) fn wait_ready(&self, writable: bool, timeout: Option<Duration>) -> io::Result<bool> {
+        match self {
+            Self::Plain(s) => s.wait_ready(writable, timeout),
+            Self::Tls(t) => t.socket.wait_ready(writable, timeout),
+        }
+    }
+
+    /// TLS holds ciphertext the socket has not taken yet.
+    pub(super) fn wants_write(&self) -> bool {
+        match self {
+            Self::Plain(_) => false,
+            Self::Tls(t) => t.session.wants_write(),
+        }
+    }
+
+    /// Sends ciphertext TLS still holds, as far as the socket takes it now.
+    pub(super) fn flush_pending(&mut self) -> io::Result<bool> {
+        match self {
+            Self::Plain(_) => Ok(false),
+            Self::Tls(t) => t.session.flush(&mut Now(&t.socket)),
+        }
+    }
+
+    /// [`Socket::shutdown_write`]; TLS sends its close_notify first (as far as the socket
+    /// takes it).
+    pub(super) fn shutdown_write(&mut self) -> io::Result<()> {
+        match self {
+            Self::Plain(s) => s.shutdown_write(),
+            Self::Tls(t) => {
+                if let Err(e) = t.session.close(&mut Now(&t.socket)) {
+                    log::debug!("TLS close_notify: {e}");
+                }
+                t.socket.shutdown_write()
+            }
+        }
     }
 }
 

@@ -24,13 +24,14 @@ use wirecall_core::wire::Target;
 use wirecall_core::{Instant, RequestId};
 
 use super::outcomes::Outcomes;
-use super::socket::Socket;
+use super::socket::{Socket, StreamSocket};
 use super::{CallError, Outcome};
 use crate::clock::{Clock, to_core, to_std};
 use crate::config::ClientConfig;
 use crate::endpoint::Endpoint;
 use crate::error::Error;
 use crate::stream::{interrupted, would_block};
+use crate::tls::{TlsClientConfig, TlsConnector, TlsFailure, failure_of};
 
 /// Reads per turn before events are handled.
 const READS_PER_TURN: usize = 16;
@@ -45,7 +46,7 @@ const IDLE_LOOK: Duration = Duration::from_millis(1);
 /// A blocking client over one stream connection. See the [module docs](self).
 pub(super) struct StreamClient {
     endpoint: Endpoint,
-    socket: Socket,
+    socket: StreamSocket,
     core: ClientConnection<Box<[u8]>, Box<[CallSlot]>>,
     clock: Clock,
     outcomes: Outcomes,
@@ -61,6 +62,9 @@ pub(super) struct StreamClient {
     batching: bool,
     /// The server's hello, once it has arrived.
     server: Option<PeerInfo>,
+    /// Why TLS ended the connection (e.g. the server refused our certificate after the
+    /// handshake), if it did.
+    tls_failure: Option<TlsFailure>,
 }
 
 impl std::fmt::Debug for StreamClient {
@@ -75,10 +79,45 @@ impl std::fmt::Debug for StreamClient {
 
 impl StreamClient {
     /// Connects to a server and sends the hello (the server's hello is not waited for:
-    /// calls can follow at once).
-    pub(super) fn connect(endpoint: &Endpoint, config: &ClientConfig) -> Result<Self, Error> {
+    /// calls can follow at once). On `tls:` the TLS handshake is done first, within the
+    /// connect timeout, with `tls` (without it, the system's trust roots and no client
+    /// certificate).
+    pub(super) fn connect(
+        endpoint: &Endpoint,
+        config: &ClientConfig,
+        tls: Option<&TlsConnector>,
+    ) -> Result<Self, Error> {
         let fd = connect(endpoint, config.connect_timeout)?;
         let socket = Socket::new(fd).map_err(Error::io("setting up the socket"))?;
+        let socket = match endpoint {
+            Endpoint::Tls(host, _) => {
+                let default;
+                let tls = match tls {
+                    Some(tls) => tls,
+                    None => {
+                        default = TlsClientConfig::new().build()?;
+                        &default
+                    }
+                };
+                let session = tls.session(host).map_err(|source| Error::Connect {
+                    endpoint: endpoint.clone(),
+                    source,
+                })?;
+                StreamSocket::tls(socket, session, config.connect_timeout).map_err(|e| {
+                    match failure_of(&e) {
+                        Some(failure) => Error::TlsHandshake {
+                            endpoint: endpoint.clone(),
+                            failure: failure.clone(),
+                        },
+                        None => Error::Connect {
+                            endpoint: endpoint.clone(),
+                            source: e,
+                        },
+                    }
+                })?
+            }
+            _ => StreamSocket::Plain(socket),
+        };
         let clock = Clock::default();
         let buffer = || vec![0u8; config.connection.buffer_len()].into_boxed_slice();
         let slots = vec![CallSlot::EMPTY; config.connection.table_len()].into_boxed_slice();
@@ -97,6 +136,7 @@ impl StreamClient {
             last_read: Instant::ZERO,
             batching: false,
             server: None,
+            tls_failure: None,
         };
         client.write_out();
         Ok(client)
@@ -264,6 +304,11 @@ impl StreamClient {
         self.closed
     }
 
+    /// Why TLS ended the connection, if it did.
+    pub(super) fn tls_failure(&self) -> Option<&TlsFailure> {
+        self.tls_failure.as_ref()
+    }
+
     /// Closes gracefully: no new calls; calls in flight still get their answers (which
     /// are then dropped: collect them first); returns how the connection ended.
     pub(super) fn close(mut self) -> CloseReason {
@@ -303,7 +348,9 @@ impl StreamClient {
             .into_iter()
             .chain(limit)
             .min();
-        let now = if !self.write_failed && !self.core.transmit().is_empty() {
+        let now = if !self.write_failed
+            && (!self.core.transmit().is_empty() || self.socket.wants_write())
+        {
             // The socket took only part: wait for room, reading answers meanwhile.
             let ready = self.socket.wait_ready(true, timeout);
             let now = self.clock.now();
@@ -341,7 +388,8 @@ impl StreamClient {
     fn shut_when_done(&mut self) {
         if self.closed.is_some()
             && !self.shut
-            && (self.write_failed || self.core.transmit().is_empty())
+            && (self.write_failed
+                || (self.core.transmit().is_empty() && !self.socket.wants_write()))
         {
             self.shut = true;
             if let Err(e) = self.socket.shutdown_write() {
@@ -375,7 +423,15 @@ impl StreamClient {
         if self.write_failed {
             return false;
         }
-        let mut progress = false;
+        // Ciphertext TLS could not send last time goes first.
+        let mut progress = match self.socket.flush_pending() {
+            Ok(sent) => sent,
+            Err(e) => {
+                log::debug!("{}: write failed: {e}", self.endpoint);
+                self.write_failed = true;
+                return true;
+            }
+        };
         loop {
             let pending = self.core.transmit();
             if pending.is_empty() {
@@ -471,6 +527,9 @@ impl StreamClient {
     /// A socket error other than "try again": the connection is over.
     fn broken(&mut self, what: &str, e: &io::Error) {
         log::debug!("{}: {what} failed: {e}", self.endpoint);
+        if let Some(failure) = failure_of(e) {
+            self.tls_failure = Some(failure.clone());
+        }
         self.core.handle_eof();
         self.eof = true;
     }
@@ -488,7 +547,7 @@ fn connect(endpoint: &Endpoint, timeout: Duration) -> Result<OwnedFd, Error> {
         Endpoint::Unix(path) => std::os::unix::net::UnixStream::connect(path)
             .map(OwnedFd::from)
             .map_err(|e| connect_error(crate::driver::explain_connect_error(endpoint, e))),
-        Endpoint::Tcp(..) => {
+        Endpoint::Tcp(..) | Endpoint::Tls(..) => {
             let mut last = None;
             for addr in endpoint.resolve()? {
                 match std::net::TcpStream::connect_timeout(&addr, timeout) {

@@ -129,6 +129,11 @@ pub(super) struct Conn {
     shrunk_at: Option<Instant>,
     /// Where this connection's responders deliver.
     completions: Arc<dyn Completions>,
+    /// A TLS connection's handshake has been logged (with the peer's identity).
+    tls_noted: bool,
+    /// Accepted only to be refused (over the connection limit, on TLS, where the refusal
+    /// must go through the handshake): not counted as accepted or open.
+    pub(super) refusing: bool,
 }
 
 impl Conn {
@@ -164,6 +169,8 @@ impl Conn {
             queued: false,
             shrunk_at: None,
             completions,
+            tls_noted: false,
+            refusing: false,
         })
     }
 
@@ -187,6 +194,13 @@ impl Conn {
     /// Begins a graceful close (go-away): what was received is still answered.
     pub(super) fn close(&mut self, now: Instant) {
         self.core.close(now);
+    }
+
+    /// Refuses the connection (at the connection limit): our hello and a close with
+    /// `REFUSED` go out, through TLS's handshake on a TLS stream, then it closes.
+    pub(super) fn refuse(&mut self) {
+        self.refusing = true;
+        self.core.refuse();
     }
 
     /// Closes at once (the shutdown deadline passed).
@@ -218,6 +232,7 @@ impl Conn {
         self.shrink_if_idle(now);
         for _ in 0..MAX_PASSES {
             let mut progress = self.read_in(now);
+            self.note_tls();
             progress |= self.flush_answers(now);
             progress |= self.take_events(now, shared);
             progress |= self.write_out();
@@ -233,7 +248,8 @@ impl Conn {
 
     /// Registers or drops `WRITABLE` interest to match whether bytes are pending.
     pub(super) fn update_interest(&mut self, registry: &Registry, token: Token) -> io::Result<()> {
-        let want = !self.write_failed && !self.core.transmit().is_empty();
+        let want =
+            !self.write_failed && (!self.core.transmit().is_empty() || self.stream.wants_write());
         if want != self.writable {
             let interest = if want {
                 Interest::READABLE | Interest::WRITABLE
@@ -292,7 +308,7 @@ impl Conn {
     /// could be evicted now: open and not closing, no call in flight, no answer waiting.
     /// A connection at the limit may be evicted for a new one (see the event loop).
     pub(super) fn idle_since(&self) -> Option<Instant> {
-        (self.lingering.is_none() && !self.idle_closing && self.is_idle())
+        (self.lingering.is_none() && !self.idle_closing && !self.refusing && self.is_idle())
             .then_some(self.last_active)
     }
 
@@ -374,7 +390,7 @@ impl Conn {
                     let answer = dispatch(
                         &self.completions,
                         call,
-                        self.peer.as_peer(),
+                        self.peer.as_peer_with(self.stream.tls_identity()),
                         request.target,
                         request.body,
                         request.deadline,
@@ -416,7 +432,20 @@ impl Conn {
         } else {
             log::debug!("{}: closed: {reason}", self.label);
         }
-        shared.stats.closed(kind);
+        if !self.refusing {
+            shared.stats.closed(kind);
+        }
+        if let Some(failure) = self.stream.tls_failure() {
+            if failure.is_refused_identity() {
+                shared.stats.tls_refused_identity();
+            } else {
+                shared.stats.tls_handshake_failed();
+            }
+            shared
+                .warnings
+                .tls
+                .warn(format_args!("{}: TLS refused: {failure}", self.label));
+        }
         self.answers.clear();
         self.delayed.clear();
         self.lingering = Some(Lingering {
@@ -431,7 +460,14 @@ impl Conn {
         if self.write_failed {
             return false;
         }
-        let mut progress = false;
+        // Ciphertext TLS could not send last time goes first.
+        let mut progress = match self.stream.flush_pending() {
+            Ok(sent) => sent,
+            Err(e) => {
+                self.write_failed(&e);
+                return true;
+            }
+        };
         loop {
             let pending = self.core.transmit();
             if pending.is_empty() {
@@ -456,15 +492,50 @@ impl Conn {
         }
         if let Some(lingering) = &mut self.lingering {
             if !lingering.write_shut && self.core.transmit().is_empty() {
-                // All sent: tell the peer, then wait for its end-of-stream.
-                if let Err(e) = self.stream.shutdown_write() {
-                    log::debug!("{}: shutdown: {e}", self.label);
+                // All sent: tell the peer (TLS: close_notify first, once it fits), then
+                // wait for its end-of-stream.
+                match self.stream.shutdown_write() {
+                    Ok(false) => {}
+                    Ok(true) => {
+                        lingering.write_shut = true;
+                        progress = true;
+                    }
+                    Err(e) => {
+                        log::debug!("{}: shutdown: {e}", self.label);
+                        lingering.write_shut = true;
+                        progress = true;
+                    }
                 }
-                lingering.write_shut = true;
-                progress = true;
             }
         }
         progress
+    }
+
+    /// Logs a TLS connection's handshake once it is done, with the peer's verified identity.
+    fn note_tls(&mut self) {
+        if self.tls_noted {
+            return;
+        }
+        let Some(session) = self.stream.tls_session() else {
+            self.tls_noted = true;
+            return;
+        };
+        if session.is_handshaking() {
+            return;
+        }
+        self.tls_noted = true;
+        match self.stream.tls_identity() {
+            Some(identity) => log::info!(
+                "{}: TLS handshake done ({}); client identity {identity}",
+                self.label,
+                session.describe()
+            ),
+            None => log::debug!(
+                "{}: TLS handshake done ({}); no client certificate",
+                self.label,
+                session.describe()
+            ),
+        }
     }
 
     fn write_failed(&mut self, e: &io::Error) {

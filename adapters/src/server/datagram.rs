@@ -500,7 +500,7 @@ impl DatagramListener {
                 };
                 Ok((listener, endpoint.clone()))
             }
-            Endpoint::Unix(_) | Endpoint::Tcp(..) => Err(Error::Listen {
+            Endpoint::Unix(_) | Endpoint::Tcp(..) | Endpoint::Tls(..) => Err(Error::Listen {
                 endpoint: endpoint.clone(),
                 source: io::Error::new(
                     io::ErrorKind::InvalidInput,

@@ -80,7 +80,14 @@ pub(super) struct EventLoop {
     pub(super) accept_retry: Option<Instant>,
     /// The wait before the next such retry: from 10 ms, doubling to 1 s.
     pub(super) accept_backoff: Duration,
+    /// TLS connections in `conns` only to be refused (see [`MAX_TLS_REFUSING`]).
+    pub(super) refusing: usize,
 }
+
+/// TLS connections over the limit that are refused through a TLS handshake of their own
+/// (a refusal in plaintext would read as "not TLS" to the client) at most at once; more
+/// are closed without a word. Each lasts at most `close_linger`.
+const MAX_TLS_REFUSING: usize = 16;
 
 /// The first and the longest wait before accepting again after accepts failed.
 const ACCEPT_BACKOFF: (Duration, Duration) = (Duration::from_millis(10), Duration::from_secs(1));
@@ -268,13 +275,20 @@ impl EventLoop {
             }
         }
         let max = self.shared.config.max_connections;
-        if self.conns.len() >= max && !self.evict_idlest(now, &label) {
+        let refuse = self.conns.len().saturating_sub(self.refusing) >= max
+            && !self.evict_idlest(now, &label);
+        if refuse {
             self.shared.stats.refused();
             self.shared.warnings.refused.warn(format_args!(
                 "{label}: refused, {max} connections are open (max_connections)"
             ));
-            crate::driver::refuse(&stream, &self.shared.config.connection);
-            return;
+            if !matches!(stream, crate::stream::Stream::Tls(_)) {
+                crate::driver::refuse(&stream, &self.shared.config.connection);
+                return;
+            }
+            if self.refusing >= MAX_TLS_REFUSING {
+                return;
+            }
         }
         let token = Token(self.next_token);
         self.next_token = self.next_token.wrapping_add(1).max(self.first_connection());
@@ -303,10 +317,15 @@ impl EventLoop {
             log::warn!("{}: cannot register: {e}", conn.label());
             return;
         }
-        self.shared.stats.accepted();
-        log::debug!("{}: accepted", conn.label());
-        if self.draining.is_some() {
-            conn.close(now);
+        if refuse {
+            conn.refuse();
+            self.refusing = self.refusing.saturating_add(1);
+        } else {
+            self.shared.stats.accepted();
+            log::debug!("{}: accepted", conn.label());
+            if self.draining.is_some() {
+                conn.close(now);
+            }
         }
         mark_ready(&mut self.ready, &mut conn, token);
         self.conns.insert(token, conn);
@@ -452,6 +471,10 @@ impl EventLoop {
             }
             if let Err(e) = self.poll.registry().deregister(conn.stream()) {
                 log::debug!("{}: deregister: {e}", conn.label());
+            }
+            if conn.refusing {
+                self.refusing = self.refusing.saturating_sub(1);
+                return;
             }
             self.shared.stats.dropped();
             log::debug!("{}: gone", conn.label());

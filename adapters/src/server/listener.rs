@@ -9,6 +9,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use mio::event::Source;
 use mio::net::{TcpListener, UdpSocket, UnixDatagram, UnixListener};
@@ -19,7 +20,8 @@ use crate::driver::peer_credentials;
 use crate::endpoint::Endpoint;
 use crate::error::Error;
 use crate::function::OwnedPeer;
-use crate::stream::{Stream, set_nodelay};
+use crate::stream::{Stream, TlsStream, set_nodelay};
+use crate::tls::Session;
 
 /// A connection just accepted: its socket, who is at the other end, and its name in log
 /// lines.
@@ -37,12 +39,21 @@ pub(crate) enum Listener {
         file: SocketFile,
     },
     Tcp(TcpListener),
+    /// TCP whose connections speak TLS with this configuration.
+    Tls {
+        listener: TcpListener,
+        config: Arc<rustls::ServerConfig>,
+    },
 }
 
 impl Listener {
     /// Binds `endpoint`; returns the listener and the endpoint it really listens on (for
-    /// `tcp:host:0`, the port the OS chose).
-    pub(crate) fn bind(endpoint: &Endpoint, mode: Option<u32>) -> Result<(Self, Endpoint), Error> {
+    /// `tcp:host:0`, the port the OS chose). A `tls:` endpoint needs its TLS configuration.
+    pub(crate) fn bind(
+        endpoint: &Endpoint,
+        mode: Option<u32>,
+        tls: Option<&Arc<rustls::ServerConfig>>,
+    ) -> Result<(Self, Endpoint), Error> {
         let listen_error = |source| Error::Listen {
             endpoint: endpoint.clone(),
             source,
@@ -65,6 +76,16 @@ impl Listener {
                 let listener = bind_first(endpoint, TcpListener::bind)?;
                 let local = listener.local_addr().map_err(listen_error)?;
                 Ok((Self::Tcp(listener), Endpoint::tcp_addr(local)))
+            }
+            Endpoint::Tls(..) => {
+                let Some(config) = tls else {
+                    return Err(Error::TlsNotConfigured(endpoint.clone()));
+                };
+                let listener = bind_first(endpoint, TcpListener::bind)?;
+                let local = listener.local_addr().map_err(listen_error)?;
+                let actual = Endpoint::Tls(local.ip().to_string(), local.port());
+                let config = Arc::clone(config);
+                Ok((Self::Tls { listener, config }, actual))
             }
             Endpoint::UnixDatagram(_) | Endpoint::Udp(..) => Err(listen_error(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -99,6 +120,18 @@ impl Listener {
                     label: format!("tcp peer {peer}"),
                 })
             }
+            Self::Tls { listener, config } => {
+                let (tcp, peer) = listener.accept()?;
+                set_nodelay(&tcp);
+                // The handshake runs in the connection's reads and writes, from the loop.
+                let session = Session::server(config)?;
+                let stream = Stream::Tls(Box::new(TlsStream { tcp, session }));
+                Ok(Accepted {
+                    stream,
+                    peer: OwnedPeer::Tls(peer, None),
+                    label: format!("tls peer {peer}"),
+                })
+            }
         }
     }
 }
@@ -112,7 +145,9 @@ impl Source for Listener {
     ) -> io::Result<()> {
         match self {
             Self::Unix { listener, .. } => listener.register(registry, token, interest),
-            Self::Tcp(listener) => listener.register(registry, token, interest),
+            Self::Tcp(listener) | Self::Tls { listener, .. } => {
+                listener.register(registry, token, interest)
+            }
         }
     }
 
@@ -124,14 +159,16 @@ impl Source for Listener {
     ) -> io::Result<()> {
         match self {
             Self::Unix { listener, .. } => listener.reregister(registry, token, interest),
-            Self::Tcp(listener) => listener.reregister(registry, token, interest),
+            Self::Tcp(listener) | Self::Tls { listener, .. } => {
+                listener.reregister(registry, token, interest)
+            }
         }
     }
 
     fn deregister(&mut self, registry: &Registry) -> io::Result<()> {
         match self {
             Self::Unix { listener, .. } => listener.deregister(registry),
-            Self::Tcp(listener) => listener.deregister(registry),
+            Self::Tcp(listener) | Self::Tls { listener, .. } => listener.deregister(registry),
         }
     }
 }
@@ -326,13 +363,13 @@ mod test {
         // A stale file (bound, then its listener dropped) is replaced.
         drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
         assert!(path.exists());
-        let (live, actual) = Listener::bind(&ep, Some(0o600)).unwrap();
+        let (live, actual) = Listener::bind(&ep, Some(0o600), None).unwrap();
         assert_eq!(actual, ep);
         let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
 
         // A live one is not taken.
-        let err = Listener::bind(&ep, None).unwrap_err().to_string();
+        let err = Listener::bind(&ep, None, None).unwrap_err().to_string();
         assert!(err.contains("address in use"), "{err}");
         assert!(path.exists());
 
@@ -342,7 +379,7 @@ mod test {
 
         // Not a socket: left alone.
         fs::write(&path, b"precious").unwrap();
-        let err = Listener::bind(&ep, None).unwrap_err().to_string();
+        let err = Listener::bind(&ep, None, None).unwrap_err().to_string();
         assert!(err.contains("not a socket"), "{err}");
         assert_eq!(fs::read(&path).unwrap(), b"precious");
     }
@@ -352,7 +389,7 @@ mod test {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.sock");
         let ep = Endpoint::Unix(path.clone());
-        let (first, _) = Listener::bind(&ep, None).unwrap();
+        let (first, _) = Listener::bind(&ep, None, None).unwrap();
         // Someone removes our file and binds their own there.
         fs::remove_file(&path).unwrap();
         let _theirs = std::os::unix::net::UnixListener::bind(&path).unwrap();
@@ -363,7 +400,7 @@ mod test {
     #[test]
     fn test_tcp_port_zero_reports_real_port() {
         let ep: Endpoint = "tcp:127.0.0.1:0".parse().unwrap();
-        let (_l, actual) = Listener::bind(&ep, None).unwrap();
+        let (_l, actual) = Listener::bind(&ep, None, None).unwrap();
         match actual {
             Endpoint::Tcp(host, port) => {
                 assert_eq!(host, "127.0.0.1");
@@ -391,7 +428,7 @@ mod test {
             .unwrap_err()
             .to_string();
         assert!(err.contains("address in use"), "{err}");
-        assert!(Listener::bind(&Endpoint::Unix(path.clone()), None).is_err());
+        assert!(Listener::bind(&Endpoint::Unix(path.clone()), None, None).is_err());
         assert!(path.exists());
 
         // Removed when its file guard goes.

@@ -68,6 +68,7 @@ use crate::function::{
 };
 use crate::id_hasher::IdMap;
 use crate::stats::StatsHandle;
+use crate::tls::TlsServerConfig;
 use crate::typed::{self, EndpointSpec, Outcome, TypedReply, TypedResponder};
 
 /// Builds a [`Server`]: its functions, endpoints and limits. See the [module docs](self).
@@ -75,6 +76,8 @@ pub struct ServerBuilder {
     config: ServerConfig,
     functions: Vec<Named<Function>>,
     endpoints: Vec<Endpoint>,
+    /// The TLS settings of `tls:` endpoints, by index into `endpoints`.
+    tls: Vec<(usize, TlsServerConfig)>,
     stats: StatsHandle,
     signals: bool,
     access: UnixAccess,
@@ -102,6 +105,7 @@ impl ServerBuilder {
             config,
             functions: Vec::new(),
             endpoints: Vec::new(),
+            tls: Vec::new(),
             stats: StatsHandle::default(),
             signals: false,
             access: UnixAccess::everyone(),
@@ -221,6 +225,17 @@ impl ServerBuilder {
         self
     }
 
+    /// Adds a `tls:` endpoint to listen on, with its certificate, key and (for mutual TLS)
+    /// client CA and allowed identities. The files are read by [`build`](Self::build).
+    /// The handshake runs on the event loop like everything else, bounded by the core's
+    /// handshake timeout from the moment the connection is accepted.
+    #[must_use]
+    pub fn listen_tls(mut self, endpoint: Endpoint, tls: TlsServerConfig) -> Self {
+        self.tls.push((self.endpoints.len(), tls));
+        self.endpoints.push(endpoint);
+        self
+    }
+
     /// Runs synchronous functions on `n` worker threads (0: on the event loop).
     #[must_use]
     pub fn workers(mut self, n: usize) -> Self {
@@ -295,6 +310,10 @@ impl ServerBuilder {
         let mut listeners = Vec::with_capacity(self.endpoints.len());
         let mut datagrams = HashMap::new();
         let mut endpoints = Vec::with_capacity(self.endpoints.len());
+        let mut tls = HashMap::new();
+        for (i, config) in &self.tls {
+            tls.insert(*i, config.build()?);
+        }
         for (i, endpoint) in self.endpoints.iter().enumerate() {
             let token = Token(FIRST_LISTENER + i);
             let register_error = |source| Error::Listen {
@@ -315,7 +334,8 @@ impl ServerBuilder {
                 listeners.push(None);
                 actual
             } else {
-                let (mut listener, actual) = Listener::bind(endpoint, config.unix_mode)?;
+                let (mut listener, actual) =
+                    Listener::bind(endpoint, config.unix_mode, tls.get(&i))?;
                 poll.registry()
                     .register(&mut listener, token, Interest::READABLE)
                     .map_err(register_error)?;
@@ -369,6 +389,7 @@ impl ServerBuilder {
             spare: fd_limit::Spare::new(),
             accept_retry: None,
             accept_backoff: wirecall_core::Duration::from_millis(10),
+            refusing: 0,
             shutdown: Arc::clone(&shutdown),
             signals,
             draining: None,

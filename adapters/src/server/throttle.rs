@@ -1,5 +1,5 @@
 //! Warnings that may repeat once per peer (a refused connection, a peer breaking the
-//! protocol, an accept that fails for want of descriptors): logged at most once per
+//! protocol, a failed TLS handshake, an accept that fails for want of descriptors): logged at most once per
 //! interval, with a count of the ones left out, so a flood of bad peers cannot flood the
 //! log.
 
@@ -70,6 +70,8 @@ pub(super) struct Warnings {
     pub(super) accept: Throttle,
     /// A datagram dropped as not wirecall or malformed.
     pub(super) bad_datagram: Throttle,
+    /// A TLS handshake that failed, or a client identity refused.
+    pub(super) tls: Throttle,
 }
 
 impl Warnings {
@@ -88,6 +90,7 @@ impl Warnings {
         }
         self.accept.flush("failed accepts");
         self.bad_datagram.flush("bad datagrams");
+        self.tls.flush("refused TLS connections");
     }
 }
 

@@ -2,7 +2,8 @@
 //!
 //! wirecall on [tokio](https://tokio.rs): an async [`Client`] and an async [`Server`] over
 //! the unchanged sans-IO [`wirecall_core`], on all four transports (`unix:`, `tcp:`,
-//! `unix-dgram:`, `udp:`), with the endpoint syntax, configuration, functions, built-ins
+//! `unix-dgram:`, `udp:`) and TLS over TCP (`tls:`, with [`wirecall::tls`]'s settings and
+//! session), with the endpoint syntax, configuration, functions, built-ins
 //! and counters of the mio adapter ([`wirecall`]). This crate moves bytes and time; every
 //! protocol decision (framing, handshake, limits, deadlines, busy answers, the go-away,
 //! retransmission, the call cache) is the core's.

@@ -521,7 +521,7 @@ pub fn garbage<S: ServerDriver, C: ClientDriver>(t: Transport) -> Verdict {
             let mut sink = Vec::new();
             let _ = raw.read_to_end(&mut sink);
         }
-        wirecall::Endpoint::Tcp(host, port) => {
+        wirecall::Endpoint::Tcp(host, port) | wirecall::Endpoint::Tls(host, port) => {
             let mut raw = std::net::TcpStream::connect((host.as_str(), *port))
                 .unwrap_or_else(|e| panic!("{e}"));
             raw.set_read_timeout(Some(Duration::from_secs(10))).ok();
@@ -543,6 +543,9 @@ pub fn garbage<S: ServerDriver, C: ClientDriver>(t: Transport) -> Verdict {
     let counted = crate::wait_until(Duration::from_secs(5), Duration::from_millis(10), || {
         if t.is_datagram() {
             server.counter("datagrams.dropped") >= 1
+        } else if t == Transport::Tls {
+            // Not TLS: the handshake fails before any frame.
+            server.counter("tls.handshake_failed") >= 1
         } else {
             server.counter("protocol_errors") >= 1
         }

@@ -22,10 +22,12 @@ impl ServerDriver for MioServer {
     fn start(endpoint: Endpoint, config: ServerConfig) -> Result<RunningServer, String> {
         let executions = Executions::default();
         let builder = wirecall::ServerBuilder::new(config);
-        let server = register_test_functions(builder, &executions)
-            .listen(endpoint)
-            .build()
-            .map_err(|e| e.to_string())?;
+        let builder = register_test_functions(builder, &executions);
+        let builder = match endpoint {
+            Endpoint::Tls(..) => builder.listen_tls(endpoint, super::test_pki().server_config()),
+            endpoint => builder.listen(endpoint),
+        };
+        let server = builder.build().map_err(|e| e.to_string())?;
         let endpoint = server.endpoints().first().cloned().ok_or("no endpoint")?;
         let stats = server.stats();
         let handle = server.shutdown_handle();
@@ -60,10 +62,12 @@ impl ServerDriver for TokioServer {
     fn start(endpoint: Endpoint, config: ServerConfig) -> Result<RunningServer, String> {
         let executions = Executions::default();
         let builder = wirecall_tokio::ServerBuilder::new(config);
-        let server = register_test_functions(builder, &executions)
-            .listen(endpoint)
-            .build()
-            .map_err(|e| e.to_string())?;
+        let builder = register_test_functions(builder, &executions);
+        let builder = match endpoint {
+            Endpoint::Tls(..) => builder.listen_tls(endpoint, super::test_pki().server_config()),
+            endpoint => builder.listen(endpoint),
+        };
+        let server = builder.build().map_err(|e| e.to_string())?;
         let endpoint = server.endpoints().first().cloned().ok_or("no endpoint")?;
         let stats = server.stats();
         let handle = server.shutdown_handle();
@@ -103,7 +107,13 @@ impl ClientDriver for BlockingClient {
     const NAME: &'static str = "blocking";
 
     fn connect(endpoint: &Endpoint, config: ClientConfig) -> Result<Self, String> {
-        let client = wirecall::Client::connect(endpoint, config).map_err(|e| e.to_string())?;
+        let client = match endpoint {
+            Endpoint::Tls(..) => {
+                wirecall::Client::connect_tls(endpoint, config, &super::test_pki().client)
+            }
+            _ => wirecall::Client::connect(endpoint, config),
+        }
+        .map_err(|e| e.to_string())?;
         Ok(Self {
             client,
             cancelled: HashSet::new(),
@@ -183,7 +193,15 @@ impl ClientDriver for TokioClient {
             .build()
             .map_err(|e| e.to_string())?;
         let client = runtime
-            .block_on(wirecall_tokio::Client::connect(endpoint, config))
+            .block_on(async {
+                match endpoint {
+                    Endpoint::Tls(..) => {
+                        let tls = &super::test_pki().client;
+                        wirecall_tokio::Client::connect_tls(endpoint, config, tls).await
+                    }
+                    _ => wirecall_tokio::Client::connect(endpoint, config).await,
+                }
+            })
             .map_err(|e| e.to_string())?;
         Ok(Self {
             runtime,
@@ -308,7 +326,7 @@ impl ClientDriver for EmbeddedClient {
     const PIPELINES: bool = false;
 
     fn supports(transport: super::Transport) -> bool {
-        !transport.is_datagram()
+        !transport.is_datagram() && transport != super::Transport::Tls
     }
 
     fn connect(endpoint: &Endpoint, config: ClientConfig) -> Result<Self, String> {

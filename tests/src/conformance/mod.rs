@@ -22,13 +22,15 @@ use wirecall::{CallError, CallFailure, ClientConfig, Endpoint, ServerConfig, Sta
 /// suite), for [`cases::lossy_exactly_once`].
 pub static LOSSY_RELAY: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
 
-/// The four transports.
+/// The transports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Transport {
     /// `unix:`
     Unix,
     /// `tcp:`
     Tcp,
+    /// `tls:`, with the suite's certificates ([`test_pki`]).
+    Tls,
     /// `unix-dgram:`
     UnixDgram,
     /// `udp:`
@@ -37,7 +39,7 @@ pub enum Transport {
 
 impl Transport {
     /// Every transport, in the order the suite runs them.
-    pub const ALL: [Self; 4] = [Self::Unix, Self::Tcp, Self::UnixDgram, Self::Udp];
+    pub const ALL: [Self; 5] = [Self::Unix, Self::Tcp, Self::Tls, Self::UnixDgram, Self::Udp];
 
     /// `true` for the connectionless ones.
     #[must_use]
@@ -53,6 +55,7 @@ impl Transport {
             Self::Unix => Endpoint::Unix(dir.join("server.sock")),
             Self::UnixDgram => Endpoint::UnixDatagram(dir.join("server.dgram")),
             Self::Tcp => Endpoint::Tcp("127.0.0.1".into(), 0),
+            Self::Tls => Endpoint::Tls("127.0.0.1".into(), 0),
             Self::Udp => Endpoint::Udp("127.0.0.1".into(), 0),
         }
     }
@@ -63,10 +66,56 @@ impl Transport {
         match self {
             Self::Unix => "unix",
             Self::Tcp => "tcp",
+            Self::Tls => "tls",
             Self::UnixDgram => "unix-dgram",
             Self::Udp => "udp",
         }
     }
+}
+
+/// The suite's certificates for `tls:`: a CA, and a server certificate for 127.0.0.1 and
+/// localhost that it signed, made once per test process (rcgen) in a temporary directory
+/// that lasts as long as the process.
+#[derive(Debug)]
+pub struct TestPki {
+    _dir: tempfile::TempDir,
+    /// The server's certificate and key.
+    pub server: crate::tls::CertFiles,
+    /// A client's settings trusting the CA.
+    pub client: wirecall::TlsConnector,
+}
+
+impl TestPki {
+    /// The server's TLS settings.
+    #[must_use]
+    pub fn server_config(&self) -> wirecall::TlsServerConfig {
+        wirecall::TlsServerConfig::new(&self.server.cert, &self.server.key)
+    }
+}
+
+/// The suite's certificates (see [`TestPki`]).
+///
+/// # Panics
+///
+/// When they cannot be made (no temporary directory, rcgen failing).
+pub fn test_pki() -> &'static TestPki {
+    static PKI: std::sync::OnceLock<TestPki> = std::sync::OnceLock::new();
+    PKI.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+        let ca = crate::tls::TestCa::new(dir.path(), "suite").unwrap_or_else(|e| panic!("{e}"));
+        let server = ca
+            .issue("server", &["127.0.0.1", "localhost"], None)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let client = wirecall::TlsClientConfig::new()
+            .ca(&ca.cert)
+            .build()
+            .unwrap_or_else(|e| panic!("{e}"));
+        TestPki {
+            _dir: dir,
+            server,
+            client,
+        }
+    })
 }
 
 /// How many times each request body ran `count`, on one server.

@@ -43,7 +43,7 @@ use wirecall::core::client::SendError;
 use wirecall::core::wire::Target;
 use wirecall::id_hasher::IdMap;
 use wirecall::typed::Endpoint as _;
-use wirecall::{CallErrorKind, Client, Endpoint, Error};
+use wirecall::{CallErrorKind, Client, Endpoint, Error, TlsConnector};
 
 /// The largest latency the histograms hold exactly: one hour, in nanoseconds (longer ones
 /// are recorded as this).
@@ -148,6 +148,8 @@ pub(crate) struct BenchConfig {
     pub(crate) max_datagram: Option<usize>,
     /// How answers are checked. Default: from the method ([`Check::for_method`]).
     pub(crate) check: Check,
+    /// The TLS settings of a `tls:` endpoint (`None`: the system's trust roots).
+    pub(crate) tls: Option<TlsConnector>,
 }
 
 impl BenchConfig {
@@ -165,6 +167,7 @@ impl BenchConfig {
             timeout: Some(Duration::from_secs(5)),
             max_datagram: None,
             check: Check::Echo,
+            tls: None,
         }
     }
 
@@ -396,7 +399,10 @@ pub(crate) fn run(
     let client_config = config.client_config();
     let mut clients = Vec::with_capacity(connections);
     for _ in 0..connections {
-        clients.push(Client::connect(&config.endpoint, client_config)?);
+        clients.push(match &config.tls {
+            Some(tls) => Client::connect_tls(&config.endpoint, client_config, tls)?,
+            None => Client::connect(&config.endpoint, client_config)?,
+        });
     }
     let ended = AtomicU64::new(0);
     let start = Instant::now();

@@ -45,6 +45,9 @@ Over unix-dgram: and udp: each request must fit one datagram (--max-datagram; by
 default 1232 bytes on udp:, 65536 on unix-dgram:, the server's defaults): a larger
 one is refused before anything is sent, with its size and the limit (exit 4).
 
+On tls: every connection does its TLS handshake before the clock starts (--ca FILE,
+--cert FILE --key FILE as for call).
+
 Prints calls per second, errors, timeouts and the latency percentiles (p50, p90, p99,
 p99.9, max); with --json one JSON object on stdout instead, with the fields calls, ok,
 errors, mismatches, timeouts, unsent, elapsed_secs, calls_per_sec, p50_us, p90_us,
@@ -69,14 +72,15 @@ Exit codes:
      another error (such as a --body file that cannot be read)
   2  usage error
   4  the request does not fit one datagram (or the frame limit): nothing was sent
-  8  could not connect
+  8  could not connect (TLS included: a certificate that does not verify)
 
 Examples:
   wirecall bench unix:/tmp/wirecall.sock --requests 100000
   wirecall bench tcp:127.0.0.1:7000 --connections 4 --window 64 --duration 10
   wirecall bench tcp:127.0.0.1:7000 --size 4096 --window 64 --requests 200 --json
   wirecall bench tcp:127.0.0.1:7000 --method sleep --body 5 --rate 2000 --duration 2 -w 64
-  wirecall bench udp:127.0.0.1:7000 --body @request.bin --progress";
+  wirecall bench udp:127.0.0.1:7000 --body @request.bin --progress
+  wirecall bench tls:localhost:7443 --ca ca.pem --connections 4 --window 64";
 
 /// The command line of `wirecall bench`.
 #[derive(Debug, clap::Args)]
@@ -128,6 +132,8 @@ pub(crate) struct BenchArgs {
     /// Show progress on stderr even when it is not a terminal: one line a second
     #[arg(long)]
     pub(crate) progress: bool,
+    #[command(flatten)]
+    pub(crate) tls: crate::call::TlsArgs,
 }
 
 /// Seconds as a decimal number (`2`, `0.5`), above zero and at most a day.
@@ -193,6 +199,13 @@ impl BenchArgs {
         };
         config.timeout = (self.timeout > 0).then(|| Duration::from_millis(self.timeout));
         config.max_datagram = self.max_datagram;
+        config.tls = self
+            .tls
+            .connector(&self.endpoint)
+            .map_err(|message| Failure {
+                message,
+                code: crate::EXIT_USAGE,
+            })?;
         Ok(config)
     }
 }
@@ -280,7 +293,9 @@ fn heading(config: &BenchConfig) -> String {
 /// The line and exit code of a run that stopped before its report.
 fn run_failure(e: &RunError, config: &BenchConfig) -> Failure {
     match e {
-        RunError::Client(e @ (Error::Connect { .. } | Error::Resolve { .. })) => Failure {
+        RunError::Client(
+            e @ (Error::Connect { .. } | Error::Resolve { .. } | Error::TlsHandshake { .. }),
+        ) => Failure {
             message: e.to_string(),
             code: crate::EXIT_CONNECT,
         },

@@ -136,12 +136,41 @@ impl Client {
     ///
     /// [`Error::Connect`] (refused, no such socket, timed out after
     /// `config.connect_timeout`), [`Error::Resolve`], or a configuration the core refuses.
+    ///
+    /// A `tls:` endpoint is connected as [`connect_tls`](Self::connect_tls) does, trusting
+    /// the system's certificate store and with no client certificate.
     pub async fn connect(endpoint: &Endpoint, config: ClientConfig) -> Result<Self, Error> {
+        Self::connect_with(endpoint, config, None).await
+    }
+
+    /// Connects to a `tls:` endpoint with these TLS settings (trust roots, client
+    /// certificate): the TLS handshake is done before this returns (within
+    /// `config.connect_timeout`), then as [`connect`](Self::connect). On other endpoints
+    /// `tls` is not used.
+    ///
+    /// # Errors
+    ///
+    /// As [`connect`](Self::connect), and [`Error::TlsHandshake`] when the handshake fails
+    /// (the server's certificate does not verify for the endpoint's host, the peer does not
+    /// speak TLS): nothing was sent, so nothing ran.
+    pub async fn connect_tls(
+        endpoint: &Endpoint,
+        config: ClientConfig,
+        tls: &wirecall::TlsConnector,
+    ) -> Result<Self, Error> {
+        Self::connect_with(endpoint, config, Some(tls)).await
+    }
+
+    async fn connect_with(
+        endpoint: &Endpoint,
+        config: ClientConfig,
+        tls: Option<&wirecall::TlsConnector>,
+    ) -> Result<Self, Error> {
         wirecall::driver::check_limits(&config.connection)?;
         let inner = if endpoint.is_datagram() {
             Inner::Datagram(DatagramClient::connect(endpoint, &config).await?)
         } else {
-            Inner::Stream(StreamClient::connect(endpoint, &config).await?)
+            Inner::Stream(StreamClient::connect(endpoint, &config, tls).await?)
         };
         Ok(Self {
             inner: Arc::new(Handle {

@@ -96,8 +96,18 @@ impl std::fmt::Debug for StreamClient {
 impl StreamClient {
     /// Connects, queues the hello and starts the driver task (the server's hello is not
     /// waited for: calls can follow at once).
-    pub(super) async fn connect(endpoint: &Endpoint, config: &ClientConfig) -> Result<Self, Error> {
+    pub(super) async fn connect(
+        endpoint: &Endpoint,
+        config: &ClientConfig,
+        tls: Option<&wirecall::TlsConnector>,
+    ) -> Result<Self, Error> {
         let socket = connect(endpoint, config.connect_timeout).await?;
+        let socket = match (socket, endpoint) {
+            (StreamSocket::Tcp(tcp), Endpoint::Tls(host, _)) => {
+                tls_handshake(endpoint, host, tcp, tls, config.connect_timeout).await?
+            }
+            (socket, _) => socket,
+        };
         let clock = Clock::new();
         let buffer = || vec![0u8; config.connection.buffer_len()].into_boxed_slice();
         let slots = vec![CallSlot::EMPTY; config.connection.table_len()].into_boxed_slice();
@@ -329,10 +339,18 @@ impl Shared {
         if state.write_failed {
             return false;
         }
+        // Ciphertext TLS could not send last time goes first.
+        if let Err(e) = self.socket.flush_pending() {
+            log::debug!("{}: write failed: {e}", self.endpoint);
+            state.write_failed = true;
+            return true;
+        }
         loop {
             let pending = state.core.transmit();
             if pending.is_empty() {
-                return false;
+                // TLS may hold ciphertext the socket did not take: the driver waits for
+                // room and sends it.
+                return self.socket.wants_write();
             }
             match self.socket.try_write(pending) {
                 Ok(n) if n > 0 => state.core.advance_transmit(n),
@@ -465,7 +483,9 @@ async fn drive(shared: Arc<Shared>) {
             if !state.eof {
                 interest = Some(Interest::READABLE);
             }
-            if !state.write_failed && !state.core.transmit().is_empty() {
+            if !state.write_failed
+                && (!state.core.transmit().is_empty() || shared.socket.wants_write())
+            {
                 interest = Some(interest.map_or(Interest::WRITABLE, |i| i | Interest::WRITABLE));
             }
             state.sleeping_until = state.core.poll_timeout();
@@ -532,7 +552,7 @@ async fn connect(endpoint: &Endpoint, timeout: Duration) -> Result<StreamSocket,
                 Err(_) => Err(connect_error(timed_out())),
             }
         }
-        Endpoint::Tcp(..) => {
+        Endpoint::Tcp(..) | Endpoint::Tls(..) => {
             let mut last = None;
             for addr in resolve(endpoint).await? {
                 match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr)).await {
@@ -553,6 +573,48 @@ async fn connect(endpoint: &Endpoint, timeout: Duration) -> Result<StreamSocket,
         Endpoint::UnixDatagram(_) | Endpoint::Udp(..) => Err(connect_error(std::io::Error::new(
             std::io::ErrorKind::InvalidInput,
             "a datagram endpoint has no stream",
+        ))),
+    }
+}
+
+/// The TLS session over a connected TCP socket, its handshake done within `timeout` with
+/// `tls` (without it, the system's trust roots and no client certificate).
+async fn tls_handshake(
+    endpoint: &Endpoint,
+    host: &str,
+    tcp: tokio::net::TcpStream,
+    tls: Option<&wirecall::TlsConnector>,
+    timeout: Duration,
+) -> Result<StreamSocket, Error> {
+    let default;
+    let tls = match tls {
+        Some(tls) => tls,
+        None => {
+            default = wirecall::TlsClientConfig::new().build()?;
+            &default
+        }
+    };
+    let connect_error = |source| Error::Connect {
+        endpoint: endpoint.clone(),
+        source,
+    };
+    let session = tls.session(host).map_err(connect_error)?;
+    let socket = StreamSocket::tls(tcp, session);
+    match tokio::time::timeout(timeout, socket.finish_handshake()).await {
+        Ok(Ok(())) => Ok(socket),
+        Ok(Err(e)) => Err(match wirecall::tls::failure_of(&e) {
+            Some(failure) => Error::TlsHandshake {
+                endpoint: endpoint.clone(),
+                failure: failure.clone(),
+            },
+            None => connect_error(e),
+        }),
+        Err(_) => Err(connect_error(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!(
+                "no TLS handshake within {} ms: is it a TLS server?",
+                timeout.as_millis()
+            ),
         ))),
     }
 }

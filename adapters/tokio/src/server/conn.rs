@@ -76,15 +76,20 @@ struct Conn {
     last_active: Instant,
     idle_closing: bool,
     seen: ServerStats,
+    /// Taken in only to be refused (a TLS connection over the connection limit, whose
+    /// refusal must go through the handshake): not counted as open or closed.
+    refusing: bool,
 }
 
-/// Serves one accepted connection until it has ended.
+/// Serves one accepted connection until it has ended; with `refuse`, only sends the
+/// refusal (our hello and `Close(REFUSED)`) and closes.
 pub(super) async fn serve(
     socket: StreamSocket,
     peer: OwnedPeer,
     label: String,
     shared: Arc<Shared>,
     mut phase: watch::Receiver<Phase>,
+    refuse: bool,
 ) {
     let now = shared.clock.now();
     let config = &shared.config;
@@ -95,7 +100,9 @@ pub(super) async fn serve(
         Err(e) => {
             // The builder made one with this configuration already.
             log::error!("{label}: cannot set up a connection: {e}");
-            shared.stats.recorder().dropped();
+            if !refuse {
+                shared.stats.recorder().dropped();
+            }
             return;
         }
     };
@@ -116,11 +123,16 @@ pub(super) async fn serve(
         last_active: now,
         idle_closing: false,
         seen: ServerStats::default(),
+        refusing: refuse,
     };
-    log::debug!("{}: accepted", conn.label);
     let mut phase_open = true;
-    if *phase.borrow_and_update() != Phase::Running {
-        conn.core.close(now);
+    if refuse {
+        conn.core.refuse();
+    } else {
+        log::debug!("{}: accepted", conn.label);
+        if *phase.borrow_and_update() != Phase::Running {
+            conn.core.close(now);
+        }
     }
     let mut timer_wait = Timer::new();
     loop {
@@ -173,7 +185,9 @@ pub(super) async fn serve(
         .recorder()
         .add_core(conn.core.stats(), &mut conn.seen);
     conn.linger(&shared, &mut phase).await;
-    shared.stats.recorder().dropped();
+    if !conn.refusing {
+        shared.stats.recorder().dropped();
+    }
     log::debug!("{}: gone", conn.label);
 }
 
@@ -210,7 +224,8 @@ impl Conn {
     /// What to wait for on the socket.
     fn interest(&mut self) -> Option<Interest> {
         let read = !self.eof && self.answers.is_empty() && !self.core.input_buffer().is_empty();
-        let write = !self.write_failed && !self.core.transmit().is_empty();
+        let write =
+            !self.write_failed && (!self.core.transmit().is_empty() || self.socket.wants_write());
         match (read, write) {
             (true, true) => Some(Interest::READABLE | Interest::WRITABLE),
             (true, false) => Some(Interest::READABLE),
@@ -308,6 +323,10 @@ impl Conn {
                 ServerEvent::Request(request) => {
                     self.last_active = now;
                     let id = request.id;
+                    // A TLS peer's verified identity, once its handshake is done.
+                    if let OwnedPeer::Tls(_, identity @ None) = &mut self.peer {
+                        *identity = self.socket.tls_identity();
+                    }
                     let deadline = request
                         .deadline
                         .map(|d| shared.clock.tokio_at(d).into_std());
@@ -358,7 +377,17 @@ impl Conn {
         } else {
             log::debug!("{}: closed: {reason}", self.label);
         }
-        shared.stats.recorder().closed(kind);
+        if !self.refusing {
+            shared.stats.recorder().closed(kind);
+        }
+        if let Some(failure) = self.socket.tls_failure() {
+            if failure.is_refused_identity() {
+                shared.stats.recorder().tls_refused_identity();
+            } else {
+                shared.stats.recorder().tls_handshake_failed();
+            }
+            log::warn!("{}: TLS refused: {failure}", self.label);
+        }
         self.answers.clear();
         self.delayed.clear();
         self.closed = Some(reason);
@@ -366,6 +395,14 @@ impl Conn {
 
     /// Writes what the core wants sent until the socket would block.
     fn write_out(&mut self) {
+        // Ciphertext TLS could not send last time goes first.
+        if !self.write_failed {
+            if let Err(e) = self.socket.flush_pending() {
+                log::debug!("{}: write failed: {e}", self.label);
+                self.write_failed = true;
+                self.core.abort();
+            }
+        }
         while !self.write_failed {
             let pending = self.core.transmit();
             if pending.is_empty() {
@@ -435,7 +472,45 @@ impl Conn {
     async fn linger(&mut self, shared: &Shared, phase: &mut watch::Receiver<Phase>) {
         let until = tokio::time::Instant::now() + shared.config.close_linger;
         let lingering = async {
-            while !self.write_failed && !self.core.transmit().is_empty() {
+            // TLS: a handshake still going on (a refusal, a close before it was done)
+            // finishes first: what was written waits for it. What the peer sends is
+            // dropped.
+            let mut scratch = [0u8; 4096];
+            while !self.write_failed && self.socket.is_handshaking() {
+                match self.socket.try_read(&mut scratch) {
+                    Ok(0) => return,
+                    Ok(_) => continue,
+                    Err(e) if would_block(&e) => {}
+                    Err(e) if interrupted(&e) => continue,
+                    Err(_) => return,
+                }
+                if self.socket.flush_pending().is_err() {
+                    return;
+                }
+                if !self.socket.is_handshaking() {
+                    break;
+                }
+                let interest = if self.socket.wants_write() {
+                    Interest::READABLE | Interest::WRITABLE
+                } else {
+                    Interest::READABLE
+                };
+                tokio::select! {
+                    ready = self.socket.ready(interest) => {
+                        if ready.is_err() {
+                            return;
+                        }
+                    }
+                    changed = phase.changed() => {
+                        if changed.is_err() || *phase.borrow_and_update() == Phase::Now {
+                            return;
+                        }
+                    }
+                }
+            }
+            while !self.write_failed
+                && (!self.core.transmit().is_empty() || self.socket.wants_write())
+            {
                 tokio::select! {
                     ready = self.socket.ready(Interest::WRITABLE) => {
                         if ready.is_err() {
@@ -453,7 +528,6 @@ impl Conn {
             if let Err(e) = self.socket.shutdown_write() {
                 log::debug!("{}: shutdown: {e}", self.label);
             }
-            let mut scratch = [0u8; 4096];
             loop {
                 loop {
                     match self.socket.try_read(&mut scratch) {

@@ -94,13 +94,22 @@ struct Shared {
     open: AtomicUsize,
     /// The Unix peers calls are taken from.
     access: UnixAccess,
+    /// TLS connections over the limit being refused through a handshake of their own.
+    refusing: AtomicUsize,
 }
+
+/// TLS connections over the limit refused through a TLS handshake of their own (a refusal
+/// in plaintext would read as "not TLS" to the client) at most at once; more are closed
+/// without a word. Each lasts at most `close_linger`.
+const MAX_TLS_REFUSING: usize = 16;
 
 /// Builds a [`Server`]: its functions, endpoints and limits. See the [module docs](self).
 pub struct ServerBuilder {
     config: ServerConfig,
     functions: Vec<Named<Function>>,
     endpoints: Vec<Endpoint>,
+    /// The TLS settings of `tls:` endpoints, by index into `endpoints`.
+    tls: Vec<(usize, wirecall::TlsServerConfig)>,
     stats: StatsHandle,
     access: UnixAccess,
 }
@@ -127,6 +136,7 @@ impl ServerBuilder {
             config,
             functions: Vec::new(),
             endpoints: Vec::new(),
+            tls: Vec::new(),
             stats: StatsHandle::default(),
             access: UnixAccess::everyone(),
         }
@@ -270,6 +280,17 @@ impl ServerBuilder {
         self
     }
 
+    /// Adds a `tls:` endpoint to listen on, with its certificate, key and (for mutual TLS)
+    /// client CA and allowed identities, as the mio server's
+    /// [`listen_tls`](wirecall::ServerBuilder::listen_tls). The files are read by
+    /// [`build`](Self::build).
+    #[must_use]
+    pub fn listen_tls(mut self, endpoint: Endpoint, tls: wirecall::TlsServerConfig) -> Self {
+        self.tls.push((self.endpoints.len(), tls));
+        self.endpoints.push(endpoint);
+        self
+    }
+
     /// The server's counters, readable before it is built and while it runs.
     #[must_use]
     pub fn stats(&self) -> StatsHandle {
@@ -304,8 +325,20 @@ impl ServerBuilder {
         self.stats.recorder().set_methods(functions.names());
         let mut bound = Vec::with_capacity(self.endpoints.len());
         let mut endpoints = Vec::with_capacity(self.endpoints.len());
-        for endpoint in &self.endpoints {
-            let (socket, actual) = if endpoint.is_datagram() {
+        for (i, endpoint) in self.endpoints.iter().enumerate() {
+            let (socket, actual) = if let Endpoint::Tls(host, port) = endpoint {
+                let Some((_, tls)) = self.tls.iter().find(|(at, _)| *at == i) else {
+                    return Err(Error::TlsNotConfigured(endpoint.clone()));
+                };
+                let tls = tls.build()?;
+                let tcp = Endpoint::Tcp(host.clone(), *port);
+                let (listener, actual) = driver::bind_stream(&tcp, config.unix_mode)?;
+                let actual = match actual {
+                    Endpoint::Tcp(host, port) => Endpoint::Tls(host, port),
+                    other => other,
+                };
+                (Bound::Tls(listener, tls), actual)
+            } else if endpoint.is_datagram() {
                 let (socket, actual) = driver::bind_datagram(endpoint, config.unix_mode)?;
                 let dconfig =
                     driver::datagram_config(&config.datagram, config.unix_max_datagram, endpoint);
@@ -363,6 +396,7 @@ impl ServerBuilder {
                 clock: Clock::new(),
                 open: AtomicUsize::new(0),
                 access: self.access,
+                refusing: AtomicUsize::new(0),
             }),
             shutdown: ShutdownHandle {
                 phase: Arc::new(phase),
@@ -450,6 +484,8 @@ fn unsupported(endpoint: &Endpoint) -> Error {
 /// A bound endpoint, waiting for [`Server::run`].
 enum Bound {
     Stream(StreamListener),
+    /// A TCP listener whose connections speak TLS with this configuration.
+    Tls(StreamListener, Arc<wirecall::tls::rustls::ServerConfig>),
     Udp {
         socket: std::net::UdpSocket,
         core: datagram::Core<std::net::SocketAddr>,
@@ -529,6 +565,17 @@ impl Server {
             match bound {
                 Bound::Stream(listener) => {
                     let listener = Listening::new(listener).map_err(join_error)?;
+                    tasks.spawn(accept(listener, endpoint, shared, phase));
+                }
+                Bound::Tls(listener, config) => {
+                    let listener = match Listening::new(listener).map_err(join_error)? {
+                        Listening::Tcp(listener) => Listening::Tls { listener, config },
+                        _ => {
+                            return Err(join_error(std::io::Error::other(
+                                "a tls: endpoint bound no TCP listener",
+                            )));
+                        }
+                    };
                     tasks.spawn(accept(listener, endpoint, shared, phase));
                 }
                 Bound::Udp { socket, core, max } => {
@@ -629,6 +676,10 @@ enum Listening {
         _file: driver::SocketFile,
     },
     Tcp(tokio::net::TcpListener),
+    Tls {
+        listener: tokio::net::TcpListener,
+        config: Arc<wirecall::tls::rustls::ServerConfig>,
+    },
 }
 
 impl Listening {
@@ -674,6 +725,19 @@ impl Listening {
                 }
                 let label = format!("tcp peer {peer}");
                 Ok((StreamSocket::Tcp(stream), OwnedPeer::Tcp(peer), label))
+            }
+            Self::Tls { listener, config } => {
+                let (stream, peer) = listener.accept().await?;
+                if let Err(e) = stream.set_nodelay(true) {
+                    log::debug!("cannot set TCP_NODELAY: {e}");
+                }
+                // The handshake runs in the connection task's reads and writes.
+                let session = wirecall::tls::Session::server(config)?;
+                Ok((
+                    StreamSocket::tls(stream, session),
+                    OwnedPeer::Tls(peer, None),
+                    format!("tls peer {peer}"),
+                ))
             }
         }
     }
@@ -780,7 +844,21 @@ fn admit(
         shared.open.fetch_sub(1, Ordering::AcqRel);
         shared.stats.recorder().refused();
         log::warn!("{label}: refused, {max} connections are open (max_connections)");
-        driver::refuse(&socket, &shared.config.connection);
+        if !matches!(socket, StreamSocket::Tls(_)) {
+            driver::refuse(&socket, &shared.config.connection);
+            return;
+        }
+        // TLS: the refusal goes through a handshake, in a task of its own.
+        if shared.refusing.fetch_add(1, Ordering::AcqRel) >= MAX_TLS_REFUSING {
+            shared.refusing.fetch_sub(1, Ordering::AcqRel);
+            return;
+        }
+        let shared = Arc::clone(shared);
+        let phase = phase.clone();
+        conns.spawn(async move {
+            conn::serve(socket, peer, label, Arc::clone(&shared), phase, true).await;
+            shared.refusing.fetch_sub(1, Ordering::AcqRel);
+        });
         return;
     }
     shared.stats.recorder().accepted();
@@ -788,7 +866,7 @@ fn admit(
     let phase = phase.clone();
     conns.spawn(async move {
         let shared = Arc::clone(&open.0);
-        conn::serve(socket, peer, label, shared, phase).await;
+        conn::serve(socket, peer, label, shared, phase, false).await;
         drop(open);
     });
 }
