@@ -73,6 +73,9 @@ enum Impl {
     /// wirecall's tokio driver's server, with `wirecall bench` (the mio client) as the
     /// client: the server measured with the same client as `wirecall serve`.
     WirecallTokioServer,
+    /// wirecall (0 workers) over `tls:` (TLS 1.3 over TCP, a certificate the run makes),
+    /// next to wirecall over `tcp:`: what encrypting costs.
+    WirecallTls,
 }
 
 impl Impl {
@@ -82,7 +85,7 @@ impl Impl {
             Self::Raw => "raw",
             Self::Tokio => "tokio",
             Self::WirecallTokio | Self::WirecallTokioServer => "wirecall-tokio",
-            Self::Wirecall(_) | Self::WirecallTyped => "wirecall",
+            Self::Wirecall(_) | Self::WirecallTyped | Self::WirecallTls => "wirecall",
         }
     }
 }
@@ -104,13 +107,26 @@ impl Cell {
             Impl::WirecallTyped => "wirecall typed".to_owned(),
             Impl::WirecallTokio => "wc-tokio".to_owned(),
             Impl::WirecallTokioServer => "wc-tokio srv".to_owned(),
+            Impl::WirecallTls => "wirecall 0w".to_owned(),
+        };
+        let scheme = match self.imp {
+            Impl::WirecallTls => "tls",
+            _ => self.transport.scheme(),
         };
         let mode = if self.window == 1 {
             "ping-pong".to_owned()
         } else {
             format!("window {}", self.window)
         };
-        format!("{imp:<12} {:<10} {mode}", self.transport.scheme())
+        format!("{imp:<12} {scheme:<10} {mode}")
+    }
+
+    /// The plain wirecall figure a TLS one is compared with.
+    fn plain(&self) -> Cell {
+        Cell {
+            imp: Impl::Wirecall(0),
+            ..*self
+        }
     }
 
     /// The raw figure this one is compared with: same transport and window.
@@ -170,6 +186,13 @@ fn cells(wirecall_transports: &[Transport]) -> Vec<Cell> {
                     window,
                 });
             }
+            if transport == Transport::Tcp {
+                cells.push(Cell {
+                    imp: Impl::WirecallTls,
+                    transport,
+                    window,
+                });
+            }
         }
     }
     cells.sort();
@@ -182,6 +205,28 @@ struct Env {
     wirecall: PathBuf,
     dir: PathBuf,
     secs: f64,
+    tls: Tls,
+}
+
+/// The files of the TLS figures: a CA the client trusts and the server's certificate
+/// (for 127.0.0.1) and key, made by the run in its directory.
+#[derive(Clone)]
+struct Tls {
+    ca: PathBuf,
+    cert: PathBuf,
+    key: PathBuf,
+}
+
+impl Tls {
+    fn make(dir: &Path) -> Result<Self> {
+        let ca = wirecall_tests::tls::TestCa::new(dir, "bench")?;
+        let server = ca.issue("bench-server", &["127.0.0.1"], None)?;
+        Ok(Self {
+            ca: ca.cert.clone(),
+            cert: server.cert,
+            key: server.key,
+        })
+    }
 }
 
 /// A started server process, stopped (by its pid) on drop.
@@ -241,16 +286,24 @@ fn start_server(env: &Env, cell: &Cell, cpu: u32) -> Result<Server> {
                 .args(["--addr", &addr, "--lifetime", "300"]);
             c
         }
-        Impl::Wirecall(_) | Impl::WirecallTyped => {
+        Impl::Wirecall(_) | Impl::WirecallTyped | Impl::WirecallTls => {
             let workers = match cell.imp {
                 Impl::Wirecall(workers) => workers,
                 _ => 0,
             };
             let mut c = pinned(cpu, &env.wirecall);
+            let scheme = match cell.imp {
+                Impl::WirecallTls => "tls",
+                _ => cell.transport.scheme(),
+            };
             c.arg("serve")
                 .arg("--listen")
-                .arg(format!("{}:{addr}", cell.transport.scheme()))
+                .arg(format!("{scheme}:{addr}"))
                 .args(["--workers", &workers.to_string()]);
+            if cell.imp == Impl::WirecallTls {
+                c.arg("--cert").arg(&env.tls.cert);
+                c.arg("--key").arg(&env.tls.key);
+            }
             if cell.transport == Transport::Udp {
                 // Room for 4 KiB bodies (the default, 1232, fits any network path).
                 c.args(["--max-datagram", "8192"]);
@@ -304,7 +357,7 @@ fn run_client(env: &Env, cell: &Cell, size: usize, endpoint: &str, cpu: u32) -> 
                 .args(["--secs", &env.secs.to_string()]);
             c
         }
-        Impl::Wirecall(_) | Impl::WirecallTyped | Impl::WirecallTokioServer => {
+        Impl::Wirecall(_) | Impl::WirecallTyped | Impl::WirecallTokioServer | Impl::WirecallTls => {
             let mut c = pinned(cpu, &env.wirecall);
             // A lost call ends after 1 s (and the figure fails), not the default 5 s.
             c.args(["bench", endpoint, "--json", "--timeout", "1000"])
@@ -313,6 +366,9 @@ fn run_client(env: &Env, cell: &Cell, size: usize, endpoint: &str, cpu: u32) -> 
                 .args(["--duration", &env.secs.to_string()]);
             if cell.imp == Impl::WirecallTyped {
                 c.args(["--method", "typed/echo"]);
+            }
+            if cell.imp == Impl::WirecallTls {
+                c.arg("--ca").arg(&env.tls.ca);
             }
             if cell.transport == Transport::Udp {
                 // The server's datagrams (above); the client keeps the default otherwise.
@@ -384,6 +440,7 @@ fn probe_wirecall(env: &Env, sizes: &[usize], notes: &mut Vec<String>) -> Vec<(T
         this: env.this.clone(),
         wirecall: env.wirecall.clone(),
         dir: env.dir.clone(),
+        tls: env.tls.clone(),
     };
     for transport in Transport::ALL {
         let cell = Cell {
@@ -427,11 +484,13 @@ pub(crate) fn run(args: &Args) -> Result<()> {
     let secs = args.secs.unwrap_or(if args.quick { 0.25 } else { 0.5 });
     let dir = std::env::temp_dir().join(format!("wirecall-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
+    let tls = Tls::make(&dir)?;
     let env = Env {
         this,
         wirecall,
         dir,
         secs,
+        tls,
     };
     let result = run_in(&env, args, repeats);
     let _ = std::fs::remove_dir_all(&env.dir);
@@ -466,6 +525,7 @@ fn run_in(env: &Env, args: &Args, repeats: usize) -> Result<()> {
                             | Impl::WirecallTyped
                             | Impl::WirecallTokio
                             | Impl::WirecallTokioServer
+                            | Impl::WirecallTls
                     ) && !works.contains(&(cell.transport, size))
                     {
                         continue;
@@ -494,6 +554,7 @@ fn run_in(env: &Env, args: &Args, repeats: usize) -> Result<()> {
     }
     let table = table(&samples, &cells, &args.sizes);
     println!("{table}");
+    println!("{}", tls_ratios(&samples, &cells, &args.sizes));
     for note in &notes {
         println!("note: {note}");
     }
@@ -557,6 +618,35 @@ fn human(rate: f64) -> String {
     } else {
         format!("{:.1}k", rate / 1e3)
     }
+}
+
+/// wirecall over `tls:` as a ratio of wirecall over `tcp:` (0 workers both), per size,
+/// placement and window.
+fn tls_ratios(samples: &Samples, cells: &[Cell], sizes: &[usize]) -> String {
+    let mut out = String::from("wirecall tls: / tcp: (0 workers, same run)");
+    for &size in sizes {
+        for (p, placement) in PLACEMENTS.iter().enumerate() {
+            for cell in cells.iter().filter(|c| c.imp == Impl::WirecallTls) {
+                let get = |c: &Cell| {
+                    samples
+                        .get(&(size, p, *c))
+                        .filter(|r| !r.is_empty())
+                        .map(|r| median(r))
+                };
+                let ratio = match (get(cell), get(&cell.plain())) {
+                    (Some(tls), Some(tcp)) if tcp > 0.0 => format!("{:.2}", tls / tcp),
+                    _ => "-".to_owned(),
+                };
+                let mode = if cell.window == 1 {
+                    "ping-pong".to_owned()
+                } else {
+                    format!("window {}", cell.window)
+                };
+                let _ = write!(out, "\n  {size} B, {mode}, {}: {ratio}", placement.name);
+            }
+        }
+    }
+    out
 }
 
 fn table(samples: &Samples, cells: &[Cell], sizes: &[usize]) -> String {
@@ -628,8 +718,12 @@ mod tests {
                 assert!(cells.contains(&cell.raw()), "{cell:?}");
             }
         }
-        // Per wirecall transport and window: 0w, 1w, typed, wc-tokio, wc-tokio srv.
-        assert_eq!(cells.len(), 4 + 2 * 3 + 4 * 10);
+        // Per wirecall transport and window: 0w, 1w, typed, wc-tokio, wc-tokio srv; and
+        // over TCP also 0w over tls:, each with its plain figure.
+        assert_eq!(cells.len(), 4 + 2 * 3 + 4 * 10 + 2);
+        for cell in cells.iter().filter(|c| c.imp == Impl::WirecallTls) {
+            assert!(cells.contains(&cell.plain()), "{cell:?}");
+        }
     }
 
     #[test]

@@ -315,7 +315,10 @@ fn mutual_tls_requires_a_verified_and_allowed_client() {
     ]);
     assert_eq!(out.code, Some(0), "{}", out.stderr);
     let who = out.stdout_text();
-    assert!(who.starts_with("transport tls\naddress 127.0.0.1:"), "{who}");
+    assert!(
+        who.starts_with("transport tls\naddress 127.0.0.1:"),
+        "{who}"
+    );
     assert!(who.contains("\nidentity dns:alice.example\n"), "{who}");
 
     let st = stats(&server);
