@@ -8,7 +8,7 @@
 //! | `sleep` | milliseconds as decimal text, at most 600000 | the same number, after that long |
 //! | `stats` | empty, or a name prefix | the server's counters, one `name value` per line (see [`crate::stats`]); with a prefix such as `datagrams.`, only the lines whose name starts with it |
 //! | `list` | ignored | the method names, one per line (typed endpoints by their paths, `wirecall/endpoints` included) |
-//! | `whoami` | ignored | who the server takes the caller for, one `name value` per line: `transport` (`tcp`, `tls`, `unix`, `udp`, `unix-dgram`), then `address` (IP peers), `identity` (a TLS peer's verified certificate names, with mutual TLS), `uid`, `gid` and `pid` (Unix stream peers, from the kernel), `path` (Unix datagram peers), and `remaining_ms` (time left before the call's deadline, when it has one) |
+//! | `whoami` | ignored | who the server takes the caller for, one `name value` per line: `transport` (`tcp`, `tls`, `unix`, `udp`, `unix-dgram`), then `address` (IP peers), `identity` (a TLS peer's verified certificate names, with mutual TLS), `uid`, `gid` and `pid` (Unix stream peers, from the kernel), `path` (Unix datagram peers, with `uid`, `gid` and `pid` when the server has an allowlist and so reads them), and `remaining_ms` (time left before the call's deadline, when it has one) |
 //! | `typed/echo` ([`TypedEcho`], a typed endpoint) | bytes | the same bytes |
 //!
 //! `sleep` waits without holding any thread: it answers through
@@ -96,8 +96,12 @@ fn whoami(context: &CallContext<'_>) -> String {
             c.uid, c.gid, c.pid
         ),
         Peer::Unix(None) => writeln!(text, "transport unix"),
-        Peer::UnixDatagram(path) => {
-            writeln!(text, "transport unix-dgram\npath {}", path.display())
+        Peer::UnixDatagram { path, credentials } => {
+            let _ = writeln!(text, "transport unix-dgram\npath {}", path.display());
+            match credentials {
+                Some(c) => writeln!(text, "uid {}\ngid {}\npid {}", c.uid, c.gid, c.pid),
+                None => Ok(()),
+            }
         }
     };
     if let Some(left) = context.remaining() {

@@ -291,11 +291,12 @@ fn refuse_with(
 pub fn peer_credentials(
     stream: &impl std::os::fd::AsFd,
 ) -> Option<crate::function::UnixCredentials> {
-    match rustix::net::sockopt::socket_peercred(stream) {
+    use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
+    match getsockopt(stream, PeerCredentials) {
         Ok(c) => Some(crate::function::UnixCredentials::new(
-            c.uid.as_raw(),
-            c.gid.as_raw(),
-            c.pid.as_raw_nonzero().get(),
+            c.uid(),
+            c.gid(),
+            c.pid(),
         )),
         Err(e) => {
             log::debug!("no peer credentials: {e}");

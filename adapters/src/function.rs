@@ -146,7 +146,13 @@ pub enum Peer<'a> {
     Udp(SocketAddr),
     /// A Unix datagram from the socket bound at this path. The path names the sender's
     /// socket; the kernel vouches for it, but it says nothing of the sending user.
-    UnixDatagram(&'a Path),
+    UnixDatagram {
+        /// The path the sender's socket is bound at.
+        path: &'a Path,
+        /// The sender's credentials (`SCM_CREDENTIALS`), when the server reads them: with
+        /// an allowlist of Unix users or groups (`--allow-uid`, `--allow-gid`).
+        credentials: Option<UnixCredentials>,
+    },
 }
 
 impl std::fmt::Display for Peer<'_> {
@@ -164,7 +170,14 @@ impl std::fmt::Display for Peer<'_> {
             Self::Unix(Some(c)) => write!(f, "unix peer {c}"),
             Self::Unix(None) => f.write_str("unix peer (no credentials)"),
             Self::Udp(addr) => write!(f, "udp peer {addr}"),
-            Self::UnixDatagram(path) => write!(f, "unix-dgram peer {}", path.display()),
+            Self::UnixDatagram {
+                path,
+                credentials: Some(c),
+            } => write!(f, "unix-dgram peer {} {c}", path.display()),
+            Self::UnixDatagram {
+                path,
+                credentials: None,
+            } => write!(f, "unix-dgram peer {}", path.display()),
         }
     }
 }
@@ -237,16 +250,19 @@ impl<'a> CallContext<'a> {
 /// by a connection for its life. Its variants are [`Peer`]'s.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
-#[allow(missing_docs)]
 pub enum OwnedPeer {
+    /// [`Peer::Tcp`].
     Tcp(SocketAddr),
     /// A connection keeps `None` here: its identity is its stream's, known only after the
     /// handshake (see [`as_peer_with`](Self::as_peer_with)); a call handed to a worker
     /// carries a copy.
     Tls(SocketAddr, Option<TlsIdentity>),
+    /// [`Peer::Unix`].
     Unix(Option<UnixCredentials>),
+    /// [`Peer::Udp`].
     Udp(SocketAddr),
-    UnixDatagram(PathBuf),
+    /// [`Peer::UnixDatagram`]: the path and the credentials.
+    UnixDatagram(PathBuf, Option<UnixCredentials>),
 }
 
 impl OwnedPeer {
@@ -267,7 +283,10 @@ impl OwnedPeer {
             },
             Self::Unix(c) => Peer::Unix(*c),
             Self::Udp(a) => Peer::Udp(*a),
-            Self::UnixDatagram(p) => Peer::UnixDatagram(p),
+            Self::UnixDatagram(path, credentials) => Peer::UnixDatagram {
+                path,
+                credentials: *credentials,
+            },
         }
     }
 }
@@ -279,7 +298,9 @@ impl From<Peer<'_>> for OwnedPeer {
             Peer::Tls { addr, identity } => Self::Tls(addr, identity.cloned()),
             Peer::Unix(c) => Self::Unix(c),
             Peer::Udp(a) => Self::Udp(a),
-            Peer::UnixDatagram(p) => Self::UnixDatagram(p.to_path_buf()),
+            Peer::UnixDatagram { path, credentials } => {
+                Self::UnixDatagram(path.to_path_buf(), credentials)
+            }
         }
     }
 }

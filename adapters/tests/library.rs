@@ -608,7 +608,7 @@ fn functions_with_a_context_see_the_caller_and_the_deadline() {
                 "unix me".to_owned()
             }
             Peer::Tcp(a) | Peer::Udp(a) if a.ip().is_loopback() => "ip loopback".to_owned(),
-            Peer::UnixDatagram(path) if path.is_absolute() => "unix-dgram path".to_owned(),
+            Peer::UnixDatagram { path, .. } if path.is_absolute() => "unix-dgram path".to_owned(),
             other => format!("unexpected {other}"),
         };
         let left = context.remaining().map(|d| d.as_millis());

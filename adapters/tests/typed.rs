@@ -316,7 +316,7 @@ fn a_typed_endpoint_with_a_context_sees_the_transport() {
             Ok(match context.peer() {
                 Peer::Unix(Some(_)) => 1,
                 Peer::Tcp(_) => 2,
-                Peer::UnixDatagram(_) => 3,
+                Peer::UnixDatagram { .. } => 3,
                 Peer::Udp(_) => 4,
                 _ => 0,
             })

@@ -706,12 +706,17 @@ fn application_busy_frees_the_entry_for_the_next_copy() {
         .respond(r.handle, Reply::Busy { retry_after_ms: 10 })
         .unwrap();
     assert!(!tx.bytes.is_empty());
-    assert!(matches!(
-        s.handle_datagram(Instant::from_millis(10), &1, &d[..n]),
-        Received::Request(_)
-    ));
+    let Received::Request(r) = s.handle_datagram(Instant::from_millis(10), &1, &d[..n]) else {
+        panic!("the copy after the hint is taken again")
+    };
     assert_eq!(s.stats().requests, 2);
     assert_eq!(s.stats().replayed, 0);
+    // An application's busy with hint 0 goes out as 1: hint 0 is the server's own "the
+    // answer is held back", which would tell the client the call ran.
+    let tx = s
+        .respond(r.handle, Reply::Busy { retry_after_ms: 0 })
+        .unwrap();
+    assert_eq!(reply_of(tx.bytes), Reply::Busy { retry_after_ms: 1 });
 }
 
 /// A copy answered busy was not lost: it does not use up one of `max_attempts`, so a call
@@ -982,6 +987,55 @@ fn a_held_back_answer_is_fetched_with_prompt_copies() {
         }
         other => panic!("{other:?}"),
     }
+}
+
+/// An answer far larger than its request (8,000 bytes to a 40-byte request, with datagrams
+/// of 8 KiB) needs about a hundred copies to reach the allowance: the client sends every one
+/// of them at once, not only the first 32, so the call ends with its answer at once.
+#[test]
+fn a_large_held_back_answer_is_fetched_with_as_many_prompt_copies_as_it_needs() {
+    const BIG: usize = 8192;
+    let big = vec![b'z'; 8000];
+    let mut cfg = config();
+    cfg.max_datagram = BIG;
+    cfg.max_answer = BIG;
+    let mut c = DatagramClient::new(
+        cfg,
+        92,
+        92 ^ 0x5eed,
+        vec![0; cfg.client_storage_len(4).unwrap()],
+        vec![DatagramCallSlot::EMPTY; 4],
+    )
+    .unwrap();
+    let mut s: Server =
+        DatagramServer::new(cfg, vec![0; 17 * BIG], vec![DatagramEntry::EMPTY; 16]).unwrap();
+    let now = Instant::ZERO;
+    let id = c.call(now, "m", b"", Some(Duration::from_secs(1))).unwrap();
+    let first = c.poll_transmit(now).unwrap().bytes.to_vec();
+    let Received::Request(r) = s.handle_datagram(now, &1, &first) else {
+        panic!()
+    };
+    let mut answer = s.respond(r.handle, Reply::Ok(&big)).unwrap().bytes.to_vec();
+    let mut copies = 1;
+    while matches!(reply_of(&answer), Reply::Busy { retry_after_ms: 0 }) {
+        assert!(c.handle_datagram(now, &answer));
+        let copy = c
+            .poll_transmit(now)
+            .unwrap_or_else(|| panic!("no copy at once after {copies}"))
+            .bytes
+            .to_vec();
+        copies += 1;
+        answer = match s.handle_datagram(now, &1, &copy) {
+            Received::Reply(tx) => tx.bytes.to_vec(),
+            other => panic!("{other:?}"),
+        };
+    }
+    assert!(copies > 32, "{copies} copies: the case needs more than 32");
+    assert!(c.handle_datagram(now, &answer));
+    assert!(matches!(
+        c.poll_event(now),
+        Some(wirecall_core::datagram::DatagramEvent::Response { id: got, .. }) if got == id
+    ));
 }
 
 /// A busy answer (the server's `Response` with `Busy`) to call `id` of epoch `epoch`.

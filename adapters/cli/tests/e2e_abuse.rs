@@ -321,7 +321,8 @@ fn idle_peers_at_the_connection_limit_make_room_for_a_new_client() {
         })
         .collect();
     let started = Instant::now();
-    while started.elapsed() < Duration::from_millis(1300) {
+    // Well past --evict-idle (1 s), so a loaded machine still sees them idle long enough.
+    while started.elapsed() < Duration::from_millis(2500) {
         peers[0].send(&frame(&Frame::Ping { nonce: 7 }));
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -361,13 +362,13 @@ fn idle_peers_at_the_connection_limit_make_room_for_a_new_client() {
     let mut busy: Vec<Client> = (0..3).map(|_| connect(endpoint)).collect();
     let holds: Vec<_> = busy
         .iter_mut()
-        .map(|c| c.submit("sleep", b"3000", Some(WAIT)).unwrap())
+        .map(|c| c.submit("sleep", b"6000", Some(WAIT)).unwrap())
         .collect();
-    std::thread::sleep(Duration::from_millis(1300));
+    std::thread::sleep(Duration::from_millis(2500));
     let out = wirecall_tests::run(bin(), &["call", endpoint, "echo", "out"], b"", WAIT).unwrap();
     assert_eq!(out.code, Some(5), "{}", out.stderr);
     for (client, id) in busy.iter_mut().zip(holds) {
-        assert_eq!(client.wait(id).unwrap(), b"3000");
+        assert_eq!(client.wait(id).unwrap(), b"6000");
     }
     let s = stats(&mut busy[0]);
     assert_eq!(s["connections.evicted"], 0, "{s:?}");

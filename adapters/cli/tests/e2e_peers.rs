@@ -134,11 +134,16 @@ fn allow_uid_refuses_another_user_before_anything_runs() {
         run_command(command, b"", WAIT).unwrap()
     };
 
-    // Root is on the list.
+    // Root is on the list; with the list the server reads a datagram sender's credentials
+    // too, and they reach the function.
     assert_eq!(
         connect(&unix).call("echo", b"root", Some(WAIT)).unwrap(),
         b"root"
     );
+    let me = whoami(&unix_dgram, WAIT);
+    assert_eq!(me["transport"], "unix-dgram", "{me:?}");
+    assert_eq!(me["uid"], "0", "{me:?}");
+    assert_eq!(me["pid"], std::process::id().to_string(), "{me:?}");
     // nobody is not: refused with NOT_ALLOWED, nothing ran, exit 9.
     let out = as_nobody(&["call", &unix, "echo", "nobody"]);
     assert_eq!(out.code, Some(9), "{}", out.stderr);

@@ -62,7 +62,7 @@ pub(super) trait DatagramSocket: Source {
     fn send_peer(&self, buf: &[u8], to: &Self::Peer) -> io::Result<usize>;
 
     /// The sender as a function's [`CallContext`](crate::function::CallContext) names it.
-    fn call_peer(peer: &Self::Peer) -> Peer<'_>;
+    fn call_peer(peer: &Self::Peer, credentials: Option<UnixCredentials>) -> Peer<'_>;
 
     /// As [`recv_peer`](Self::recv_peer), with the sender's credentials when the kernel
     /// attaches them (a Unix datagram socket with `SO_PASSCRED` set); `None` otherwise.
@@ -85,7 +85,7 @@ impl DatagramSocket for UdpSocket {
         self.send_to(buf, *to)
     }
 
-    fn call_peer(peer: &SocketAddr) -> Peer<'_> {
+    fn call_peer(peer: &SocketAddr, _: Option<UnixCredentials>) -> Peer<'_> {
         Peer::Udp(*peer)
     }
 }
@@ -102,37 +102,39 @@ impl DatagramSocket for UnixDatagram {
         self.send_to(buf, to)
     }
 
-    fn call_peer(peer: &PathBuf) -> Peer<'_> {
-        Peer::UnixDatagram(peer)
+    fn call_peer(peer: &PathBuf, credentials: Option<UnixCredentials>) -> Peer<'_> {
+        Peer::UnixDatagram {
+            path: peer,
+            credentials,
+        }
     }
 
     fn recv_peer_credentials(
         &self,
         buf: &mut [u8],
     ) -> io::Result<(usize, Option<PathBuf>, Option<UnixCredentials>)> {
-        use rustix::net::{
-            RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SocketAddrUnix, recvmsg,
-        };
-        use std::os::unix::ffi::OsStrExt;
-        let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmCredentials(1))];
-        let mut control = RecvAncillaryBuffer::new(&mut space);
+        use nix::sys::socket::{ControlMessageOwned, MsgFlags, UnixAddr, recvmsg};
+        use std::os::fd::AsRawFd;
+        // nix reads the credentials as plain integers (rustix's UCred cannot hold the pid 0
+        // the kernel reports for a sender outside our pid namespace).
+        let mut space = nix::cmsg_space!(nix::libc::ucred);
         let mut iov = [io::IoSliceMut::new(buf)];
-        let msg = recvmsg(self, &mut iov, &mut control, RecvFlags::DONTWAIT)?;
-        let credentials = control.drain().find_map(|m| match m {
-            RecvAncillaryMessage::ScmCredentials(c) => Some(UnixCredentials::new(
-                c.uid.as_raw(),
-                c.gid.as_raw(),
-                c.pid.as_raw_nonzero().get(),
-            )),
-            _ => None,
+        let msg = recvmsg::<UnixAddr>(
+            self.as_raw_fd(),
+            &mut iov,
+            Some(&mut space),
+            MsgFlags::MSG_DONTWAIT,
+        )
+        .map_err(io::Error::from)?;
+        let credentials = msg.cmsgs().ok().and_then(|mut cmsgs| {
+            cmsgs.find_map(|m| match m {
+                ControlMessageOwned::ScmCredentials(c) => {
+                    Some(UnixCredentials::new(c.uid(), c.gid(), c.pid()))
+                }
+                _ => None,
+            })
         });
-        let peer = msg
-            .address
-            .and_then(|a| SocketAddrUnix::try_from(a).ok())
-            .and_then(|a| {
-                a.path_bytes()
-                    .map(|p| PathBuf::from(std::ffi::OsStr::from_bytes(p)))
-            });
+        let peer = msg.address.and_then(|a| a.path().map(Path::to_path_buf));
         Ok((msg.bytes, peer, credentials))
     }
 }
@@ -241,7 +243,7 @@ impl<S: DatagramSocket> Datagram<S> {
                 shared.stats.datagram_dropped(DropKind::Unaddressable);
                 continue;
             };
-            self.take(now, &peer, len, shared);
+            self.take(now, &peer, credentials, len, shared);
         }
         // More may be waiting; the loop comes back after the others had a turn.
         self.readable = true;
@@ -249,14 +251,21 @@ impl<S: DatagramSocket> Datagram<S> {
     }
 
     /// Hands one datagram of `len` bytes from `peer` to the core and does what it says.
-    fn take(&mut self, now: Instant, peer: &S::Peer, len: usize, shared: &Shared) {
+    fn take(
+        &mut self,
+        now: Instant,
+        peer: &S::Peer,
+        credentials: Option<UnixCredentials>,
+        len: usize,
+        shared: &Shared,
+    ) {
         let datagram = self.buf.get(..len).unwrap_or_default();
         let (handle, answer) = match self.core.handle_datagram(now, peer, datagram) {
             Received::Request(request) => {
                 let call = CallRef::Datagram(request.handle);
                 let deadline = Some(request.deadline);
                 let (target, body) = (request.target, request.body);
-                let from = S::call_peer(peer);
+                let from = S::call_peer(peer, credentials);
                 let answer = dispatch(
                     &self.completions,
                     call,
@@ -484,6 +493,8 @@ impl DatagramListener {
                 let core = core(dconfig, storage, config.datagram_cache)?;
                 let (socket, file) = bind_unix_datagram(endpoint, path, config.unix_mode)?;
                 if check_credentials {
+                    // Set before the server says it listens; a datagram that came in the
+                    // moment since bind carries no credentials and is dropped (fail closed).
                     rustix::net::sockopt::set_socket_passcred(&socket, true).map_err(|e| {
                         Error::Listen {
                             endpoint: endpoint.clone(),

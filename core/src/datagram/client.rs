@@ -34,9 +34,11 @@ enum SlotState {
     Reported,
 }
 
-/// Busy answers with hint 0 (an answer held back) that a call answers with a copy at once;
-/// later ones wait for the usual backoff, so a server cannot make a client send without
-/// pause. 32 covers an answer of the largest UDP datagram to the smallest request.
+/// Busy answers with hint 0 (an answer held back) that a call answers with a copy at once,
+/// at least; later ones wait for the usual backoff, so a server cannot make a client send
+/// without pause. A call whose largest possible answer (`max_answer`) needs more copies of
+/// its request to reach (each raises the server's allowance by about twice its size, net
+/// of the busy answer) gets that many: so a held-back answer is always fetched promptly.
 pub const PROMPT_COPIES: u32 = 32;
 
 /// One entry of a datagram client's call table: storage the caller provides, e.g.
@@ -824,7 +826,8 @@ where
     /// A hint of 0 says something else: the server has the answer and holds it back until
     /// its copies of the request add up to a third of it (PROTOCOL.md 11.3, on UDP). The
     /// call ran; the client sends its next copy at once (for the first [`PROMPT_COPIES`]
-    /// such answers; after that on its usual schedule), and never reports it busy.
+    /// such answers, or as many as its largest answer needs; after that on its usual
+    /// schedule), and never reports it busy.
     fn on_busy(&mut self, now: Instant, id: RequestId, retry_after_ms: u32) {
         let Some(index) = self.active_index(id) else {
             self.stats.late_responses = self.stats.late_responses.saturating_add(1);
@@ -833,9 +836,14 @@ where
         self.stats.busy = self.stats.busy.saturating_add(1);
         if retry_after_ms == 0 {
             self.stats.held_back = self.stats.held_back.saturating_add(1);
+            let answer_limit = self.config.answer_limit();
             if let Some(slot) = self.slots.as_mut().get_mut(index) {
                 slot.held_answers = slot.held_answers.saturating_add(1);
-                if slot.held_answers <= PROMPT_COPIES && slot.next_send.is_some() {
+                let need = answer_limit.div_ceil(slot.len.max(1).saturating_mul(2));
+                let prompt = u32::try_from(need.saturating_add(1))
+                    .unwrap_or(u32::MAX)
+                    .max(PROMPT_COPIES);
+                if slot.held_answers <= prompt && slot.next_send.is_some() {
                     slot.next_send = Some(now);
                 }
             }

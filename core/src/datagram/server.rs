@@ -915,7 +915,12 @@ where
             .ok_or(DatagramRespondError::TooLarge)?;
         let header = DatagramHeader::new(entry.epoch, 0);
         let id = RequestId(entry.id);
-        let mut reply = reply;
+        // A busy hint of 0 means "the answer is held back" (anti-amplification): an
+        // application's busy, which means "not run", says at least 1 ms.
+        let mut reply = match reply {
+            Reply::Busy { retry_after_ms: 0 } => Reply::Busy { retry_after_ms: 1 },
+            other => other,
+        };
         let mut replaced = false;
         let len = loop {
             let frame = Frame::Response(Response { id, reply });

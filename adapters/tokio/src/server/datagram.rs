@@ -123,7 +123,10 @@ impl Socket for UnixDatagram {
     }
 
     fn call_peer(peer: &PathBuf) -> Peer<'_> {
-        Peer::UnixDatagram(peer)
+        Peer::UnixDatagram {
+            path: peer,
+            credentials: None,
+        }
     }
 }
 
