@@ -686,6 +686,40 @@ fn late_copy_below_the_floor_is_not_run() {
     );
 }
 
+/// The highest id is never run: a record's floor cannot pass it, so once a client had
+/// acknowledged it, nothing could say it had ended and a late copy would run again (found by
+/// the `datagram_server` fuzz target).
+#[test]
+fn the_highest_id_is_never_run() {
+    let mut s = server(config(), 16);
+    let mut d = [0u8; MTU];
+    let top = u64::MAX;
+    let req = Frame::Request(Request {
+        id: RequestId(top),
+        method: "m",
+        budget_ms: Some(1000),
+        body: b"",
+    });
+    let n = encode_datagram(DatagramHeader::new(9, top), &req, &mut d).unwrap();
+    let r = s.handle_datagram(Instant::from_millis(0), &1, &d[..n]);
+    assert_eq!(
+        format!("{r:?}"),
+        format!("{:?}", Received::<u32>::Dropped(DropReason::Stale))
+    );
+    // The one below it still runs.
+    let req = Frame::Request(Request {
+        id: RequestId(top - 1),
+        method: "m",
+        budget_ms: Some(1000),
+        body: b"",
+    });
+    let n = encode_datagram(DatagramHeader::new(9, top - 1), &req, &mut d).unwrap();
+    let r = s.handle_datagram(Instant::from_millis(1), &1, &d[..n]);
+    assert!(matches!(r, Received::Request(_)), "{r:?}");
+    assert_eq!(s.stats().requests, 1);
+    assert_eq!(s.stats().stale, 1);
+}
+
 /// An application that answers busy has not run the call: the answer is not cached, and
 /// the client's next copy is taken afresh.
 #[test]

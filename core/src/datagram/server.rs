@@ -438,8 +438,10 @@ where
             let reply = Reply::Rejected { code, message };
             return self.scratch_reply(from, epoch, req.id, reply);
         }
-        if req.id.0 == 0 || header.has_ended(req.id.0) {
+        if req.id.0 == 0 || req.id.0 == u64::MAX || header.has_ended(req.id.0) {
             // Ids start at 1, and a client never sends a request for a call it has ended.
+            // The highest id is never valid either: no floor can pass it, so a record could
+            // never say it had ended, and a copy of it would run again after an ack.
             return self.dropped(DropReason::Stale);
         }
         let budget = Duration::from_millis(u64::from(req.budget_ms.unwrap_or(0)));
