@@ -6,6 +6,7 @@
 //! | `upper` | text | the body upper-cased (Unicode rules if it is UTF-8, else ASCII) |
 //! | `time` | ignored | the server's wall clock in RFC 3339, UTC, microseconds: `2026-11-26T15:31:02.123456Z` |
 //! | `sleep` | milliseconds as decimal text, at most 600000 | the same number, after that long |
+//! | `spin` | microseconds as decimal text, at most 1000000 | the same number, after keeping its thread busy that long (a CPU-bound function for benchmarks: it holds the event loop, or a worker with `--workers`) |
 //! | `stats` | empty, or a name prefix | the server's counters, one `name value` per line (see [`crate::stats`]); with a prefix such as `datagrams.`, only the lines whose name starts with it |
 //! | `list` | ignored | the method names, one per line (typed endpoints by their paths, `wirecall/endpoints` included) |
 //! | `whoami` | ignored | who the server takes the caller for, one `name value` per line: `transport` (`tcp`, `tls`, `unix`, `udp`, `unix-dgram`), then `address` (IP peers), `identity` (a TLS peer's verified certificate names, with mutual TLS), `uid`, `gid` and `pid` (Unix stream peers, from the kernel), `path` (Unix datagram peers, with `uid`, `gid` and `pid` when the server has an allowlist and so reads them), and `remaining_ms` (time left before the call's deadline, when it has one) |
@@ -13,7 +14,8 @@
 //!
 //! `sleep` waits without holding any thread: it answers through
 //! [`Responder::respond_after`], and the event loop sends the answer when the time comes.
-//! A bad `sleep` body is rejected (`invalid request`), so the call was not executed.
+//! A bad `sleep` or `spin` body is rejected (`invalid request`), so the call was not
+//! executed.
 //!
 //! The whole `stats` text is about 1.3 KB, more than one UDP datagram holds by default
 //! (1232 bytes): over `udp:`, ask for a part (`stats datagrams.`), or use another
@@ -29,8 +31,13 @@ use wirecall_core::typed::Bytes;
 /// The longest `sleep`, in milliseconds (10 minutes).
 pub const MAX_SLEEP_MS: u64 = 600_000;
 
+/// The longest `spin`, in microseconds (1 s).
+pub const MAX_SPIN_US: u64 = 1_000_000;
+
 /// The built-in method names, in the order they are registered.
-pub const NAMES: [&str; 7] = ["echo", "upper", "time", "sleep", "stats", "list", "whoami"];
+pub const NAMES: [&str; 8] = [
+    "echo", "upper", "time", "sleep", "spin", "stats", "list", "whoami",
+];
 
 wirecall_core::endpoints! {
     /// The typed echo: the request's bytes back, borrowed from the request (no copy but
@@ -49,6 +56,7 @@ pub fn register<B: Register>(builder: B) -> B {
         .function("upper", upper)
         .function("time", |_| Ok(rfc3339(SystemTime::now()).into_bytes()))
         .deferred("sleep", sleep)
+        .function("spin", spin)
         .function("stats", move |body| {
             let text = stats.snapshot().to_string();
             let prefix = std::str::from_utf8(body).unwrap_or_default().trim();
@@ -126,19 +134,33 @@ fn sleep(body: &[u8], responder: Responder) {
     }
 }
 
+/// Keeps its thread busy for the body's microseconds (reading the clock, no sleep), then
+/// answers the number.
+fn spin(body: &[u8]) -> Answer {
+    let us = parse_decimal(body, MAX_SPIN_US, "spin takes microseconds")?;
+    let start = std::time::Instant::now();
+    let until = Duration::from_micros(us);
+    while start.elapsed() < until {
+        std::hint::spin_loop();
+    }
+    Ok(us.to_string().into_bytes())
+}
+
 /// Decimal milliseconds, surrounding whitespace allowed, at most [`MAX_SLEEP_MS`].
 fn parse_millis(body: &[u8]) -> Result<u64, CallFailure> {
+    parse_decimal(body, MAX_SLEEP_MS, "sleep takes milliseconds")
+}
+
+/// A decimal number from 0 to `max`, surrounding whitespace allowed; `what` starts the
+/// rejection's message.
+fn parse_decimal(body: &[u8], max: u64, what: &str) -> Result<u64, CallFailure> {
     let text = std::str::from_utf8(body).unwrap_or_default().trim();
-    let bad = || {
-        CallFailure::invalid_request(format!(
-            "sleep takes milliseconds as decimal text, 0 to {MAX_SLEEP_MS}"
-        ))
-    };
+    let bad = || CallFailure::invalid_request(format!("{what} as decimal text, 0 to {max}"));
     if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
         return Err(bad());
     }
     match text.parse::<u64>() {
-        Ok(ms) if ms <= MAX_SLEEP_MS => Ok(ms),
+        Ok(n) if n <= max => Ok(n),
         _ => Err(bad()),
     }
 }

@@ -49,6 +49,15 @@ pub struct ServerConfig {
     /// File mode of Unix socket files (e.g. `0o660`); `None` leaves what the umask gives.
     /// Default: `None`.
     pub unix_mode: Option<u32>,
+    /// Event loops, each on its own thread, serving the same endpoints (see
+    /// [`Server`](crate::Server)): a server uses as many CPUs as it has loops. TCP, TLS and
+    /// UDP endpoints get one socket per loop on the same address (`SO_REUSEPORT`: the
+    /// kernel spreads connections, and keeps each UDP flow on one loop); a Unix stream
+    /// listener is shared (a new connection wakes one idle loop); a `unix-dgram:` endpoint
+    /// is served by the first loop alone (one call cache keeps its exactly-once promise).
+    /// `max_connections` holds across all loops. Default: 1 (the `wirecall serve` default is
+    /// the CPUs the process may run on: [`available_cpus`]).
+    pub threads: usize,
     /// Threads that run synchronous functions; 0 runs them on the event-loop thread.
     /// Default: 0.
     pub workers: usize,
@@ -84,6 +93,7 @@ impl Default for ServerConfig {
             shutdown_timeout: Duration::from_secs(30),
             close_linger: Duration::from_secs(5),
             unix_mode: None,
+            threads: 1,
             workers: 0,
             worker_queue: 4096,
             datagram: DatagramConfig::default(),
@@ -146,6 +156,17 @@ pub const MAX_DATAGRAM_LIMIT: usize = 16 * 1024 * 1024;
 
 /// The largest `datagram_cache` the adapter allocates: 1,048,576 entries.
 pub const MAX_DATAGRAM_CACHE: usize = 1 << 20;
+
+/// The most event loops a server runs: 256 (one per CPU is what helps).
+pub const MAX_THREADS: usize = 256;
+
+/// The CPUs this process may run on (its affinity mask and CPU quota, as
+/// [`std::thread::available_parallelism`] reads them), at least 1: the `wirecall serve`
+/// default for [`ServerConfig::threads`].
+#[must_use]
+pub fn available_cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
+}
 
 /// The most worker threads a server starts: 1,024 (past a few thousand, spawning fails
 /// for want of memory or of the process's thread limit).
@@ -231,13 +252,14 @@ pub fn check_server(config: &ServerConfig) -> Result<(), crate::Error> {
     use wirecall_core::datagram::MIN_DATAGRAM;
     let as_u64 = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
     let millis = |d: wirecall_core::Duration| d.as_micros() / 1000;
-    let ranges: [(&'static str, u64, u64, u64); 8] = [
+    let ranges: [(&'static str, u64, u64, u64); 9] = [
         (
             "max_connections",
             as_u64(config.max_connections),
             1,
             as_u64(MAX_CONNECTIONS_LIMIT),
         ),
+        ("threads", as_u64(config.threads), 1, as_u64(MAX_THREADS)),
         ("workers", as_u64(config.workers), 0, as_u64(MAX_WORKERS)),
         (
             "worker_queue",

@@ -62,9 +62,11 @@ pub fn bind_stream(
     // A driver of its own brings its own TLS: a `tls:` endpoint is refused here.
     let (listener, actual) = Listener::bind(endpoint, unix_mode, None)?;
     let listener = match listener {
-        Listener::Unix { listener, file } => StreamListener::Unix {
+        Listener::Unix { listener, file, .. } => StreamListener::Unix {
             listener: OwnedFd::from(listener).into(),
-            file,
+            // Bound just now and not shared: the only owner.
+            file: std::sync::Arc::into_inner(file)
+                .ok_or_else(|| Error::io("binding")(std::io::Error::other("socket file shared")))?,
         },
         Listener::Tcp(listener) => StreamListener::Tcp(OwnedFd::from(listener).into()),
         Listener::Tls { .. } => return Err(Error::TlsNotConfigured(endpoint.clone())),

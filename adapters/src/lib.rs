@@ -56,7 +56,7 @@ pub mod tls;
 pub mod typed;
 
 pub use client::{CallError, CallErrorKind, Client};
-pub use config::{ClientConfig, ServerConfig};
+pub use config::{ClientConfig, ServerConfig, available_cpus};
 pub use endpoint::{Endpoint, ParseEndpointError};
 pub use error::{Error, HandshakeFailure};
 pub use function::{Answer, CallFailure, Responder};

@@ -643,3 +643,65 @@ fn functions_with_a_context_see_the_caller_and_the_deadline() {
         }
     }
 }
+
+/// Two event loops: connections are spread over both (two connections, one on each, even
+/// when the kernel would put both on one), every transport is served, `max_connections`
+/// holds for the server rather than per loop, and the shutdown drains both.
+#[test]
+fn two_event_loops_share_the_endpoints_and_the_connection_limit() {
+    let mut config = ServerConfig::default();
+    config.max_connections = 4;
+    config.evict_idle = None;
+    // With no workers a function runs on the loop that took the call: its thread's name
+    // tells which (`wirecall-loop-1` for the second; the first runs on `run`'s thread).
+    let builder = ServerBuilder::new(config)
+        .threads(2)
+        .function("echo", |b| Ok(b.to_vec()))
+        .function("loop", |_| {
+            let name = thread::current().name().unwrap_or("first").to_string();
+            Ok(name.into_bytes())
+        });
+    let stats = builder.stats();
+    let server = start(builder);
+    let (unix, tcp) = (&server.endpoints[0], &server.endpoints[1]);
+    for endpoint in [unix, tcp] {
+        let mut a = Client::connect(endpoint, ClientConfig::default()).unwrap();
+        let mut b = Client::connect(endpoint, ClientConfig::default()).unwrap();
+        let on_a = a.call("loop", b"", WAIT).unwrap();
+        let on_b = b.call("loop", b"", WAIT).unwrap();
+        assert_ne!(on_a, on_b, "two connections on {endpoint} share one loop");
+    }
+    // (The four above are gone once the server has seen them close.)
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while stats.snapshot().connections_open > 0 && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(5));
+    }
+    // Four stream connections open: the limit is the server's, whichever loop takes more.
+    let mut open: Vec<Client> = [unix, tcp, unix, tcp]
+        .into_iter()
+        .map(|e| Client::connect(e, ClientConfig::default()).unwrap())
+        .collect();
+    for client in &mut open {
+        assert_eq!(client.call("echo", b"in", WAIT).unwrap(), b"in");
+    }
+    for endpoint in [unix, tcp] {
+        let mut fifth = Client::connect(endpoint, ClientConfig::default()).unwrap();
+        let err = fifth.call("echo", b"over", WAIT).unwrap_err();
+        assert_eq!(err.execution(), Execution::NotExecuted, "{endpoint}: {err}");
+    }
+    // Datagram endpoints, from several clients (each its own flow, on either loop's
+    // socket for UDP; the first loop's for unix-dgram).
+    for endpoint in &server.endpoints[2..] {
+        for i in 0..4u8 {
+            let mut client = Client::connect(endpoint, ClientConfig::default()).unwrap();
+            assert_eq!(client.call("echo", &[i], WAIT).unwrap(), [i]);
+        }
+    }
+    let snapshot = stats.snapshot();
+    let echo = snapshot.methods.iter().find(|m| m.name == "echo").unwrap();
+    assert_eq!(echo.executions, 4 + 8);
+    assert_eq!(snapshot.connections_open, 4);
+    assert_eq!(snapshot.connections_refused, 2);
+    drop(open);
+    // Dropping `server` shuts both loops down and checks that `run` returned Ok.
+}

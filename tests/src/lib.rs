@@ -32,6 +32,40 @@ pub use rustix::process::Signal;
 /// How long a server may take to print its `listening on` lines.
 pub const START_TIMEOUT: Duration = Duration::from_secs(20);
 
+/// The event loops (`serve --threads`) of every server a [`ServerProcess`] starts, unless
+/// its arguments say: 2, so the suite tests the loops sharing endpoints, connection limits
+/// and the shutdown on any machine; 1 in the test binaries named `one_loop_*` (the same
+/// suites again, `adapters/cli/tests/one_loop/`), so the single loop is tested as well.
+/// `WIRECALL_TEST_THREADS` overrides both.
+#[must_use]
+pub fn server_threads() -> String {
+    if let Ok(n) = std::env::var("WIRECALL_TEST_THREADS") {
+        return n;
+    }
+    let exe = std::env::current_exe().ok();
+    let name = exe
+        .as_deref()
+        .and_then(Path::file_name)
+        .and_then(|n| n.to_str())
+        .unwrap_or_default();
+    if name.starts_with("one_loop_") {
+        "1"
+    } else {
+        "2"
+    }
+    .to_string()
+}
+
+/// `args` with `--threads` [`server_threads`] added, unless they already have it.
+fn with_threads(args: &[&str]) -> Vec<String> {
+    let mut all: Vec<String> = args.iter().map(|a| (*a).to_string()).collect();
+    if !args.contains(&"--threads") {
+        all.push("--threads".to_string());
+        all.push(server_threads());
+    }
+    all
+}
+
 /// A `wirecall serve` process started by a test; killed on drop if still running.
 #[derive(Debug)]
 pub struct ServerProcess {
@@ -45,8 +79,8 @@ pub struct ServerProcess {
 }
 
 impl ServerProcess {
-    /// Starts `bin serve <args>` and waits until it has printed one `listening on` line per
-    /// `--listen` argument.
+    /// Starts `bin serve <args>` (with `--threads` [`server_threads`] unless `args` say)
+    /// and waits until it has printed one `listening on` line per `--listen` argument.
     ///
     /// # Errors
     ///
@@ -54,7 +88,7 @@ impl ServerProcess {
     /// within [`START_TIMEOUT`].
     pub fn start(bin: &Path, args: &[&str], env: &[(&str, &str)]) -> Result<Self, String> {
         let mut command = Command::new(bin);
-        command.arg("serve").args(args);
+        command.arg("serve").args(with_threads(args));
         for (k, v) in env {
             command.env(k, v);
         }
@@ -73,7 +107,7 @@ impl ServerProcess {
             .arg("-c")
             .arg(format!("{setup}; exec \"$0\" serve \"$@\""))
             .arg(bin)
-            .args(args);
+            .args(with_threads(args));
         Self::start_command(command, args)
     }
 
@@ -89,7 +123,7 @@ impl ServerProcess {
             .args(["netns", "exec", netns])
             .arg(bin)
             .arg("serve")
-            .args(args);
+            .args(with_threads(args));
         Self::start_command(command, args)
     }
 

@@ -17,7 +17,7 @@ use clap::{Args, Parser, Subcommand};
 use wirecall::access::UnixAccess;
 use wirecall::config::{
     MAX_BUDGET_LIMIT, MAX_CONNECTIONS_LIMIT, MAX_DATAGRAM_CACHE, MAX_DATAGRAM_LIMIT,
-    MAX_FRAME_LIMIT, MAX_IN_FLIGHT_LIMIT, MAX_WORKER_QUEUE, MAX_WORKERS,
+    MAX_FRAME_LIMIT, MAX_IN_FLIGHT_LIMIT, MAX_THREADS, MAX_WORKER_QUEUE, MAX_WORKERS,
 };
 use wirecall::core::datagram::{EPOCH_ENTRIES, MIN_DATAGRAM};
 use wirecall::core::wire::{BASELINE_MAX_FRAME_LEN, BASELINE_MAX_IN_FLIGHT};
@@ -93,7 +93,8 @@ entries and answers a retransmission from it. During a shutdown new datagram cal
 rejected (not executed) while the ones taken are answered.
 
 Built-in methods: echo, upper, time (server clock, RFC 3339 UTC), sleep (body:
-milliseconds), stats (counters, one \"name value\" per line), list (method names).
+milliseconds), spin (body: microseconds of busy CPU), stats (counters, one \"name value\"
+per line), list (method names), whoami.
 Typed endpoints (see `wirecall list`): the example key-value store kv/get, kv/put,
 kv/delete, kv/scan (in memory, at most 1024 entries), typed/echo, and
 wirecall/endpoints.
@@ -101,6 +102,7 @@ wirecall/endpoints.
 Examples:
   wirecall serve --listen unix:/run/wirecall.sock --unix-mode 0660
   wirecall serve --listen tcp:0.0.0.0:7000 --listen 'tcp:[::]:7001' --workers 4
+  wirecall serve --listen tcp:0.0.0.0:7000 --threads 1   # one event loop, one CPU
   wirecall serve --listen udp:0.0.0.0:7000 --listen unix-dgram:/run/wirecall-dgram.sock
   wirecall serve --listen tls:0.0.0.0:7443 --cert cert.pem --key key.pem
   wirecall serve --listen tls:0.0.0.0:7443 --cert cert.pem --key key.pem \\
@@ -238,6 +240,9 @@ struct ServeArgs {
     /// Endpoint to listen on; repeat for more
     #[arg(long = "listen", value_name = "ENDPOINT", required = true)]
     listen: Vec<Endpoint>,
+    /// Event loops, one thread each (1 to 256; default: the CPUs this process may run on)
+    #[arg(long, value_name = "N", value_parser = usize_in(1, MAX_THREADS))]
+    threads: Option<usize>,
     /// Threads running functions (0: on the event-loop thread; at most 1024)
     #[arg(long, value_name = "N", default_value_t = ServerConfig::default().workers,
           value_parser = usize_in(0, MAX_WORKERS))]
@@ -394,6 +399,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         wirecall::clock::to_core(Duration::from_secs(args.frame_timeout));
     config.max_connections = args.max_connections;
     config.unix_mode = args.unix_mode;
+    config.threads = args.threads.unwrap_or_else(wirecall::available_cpus);
     config.workers = args.workers;
     config.worker_queue = args.worker_queue;
     config.datagram_cache = args.datagram_cache;

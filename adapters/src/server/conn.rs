@@ -59,9 +59,9 @@ const SHRINK_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// What the event loop shares with every connection.
 pub(super) struct Shared {
-    pub(super) functions: Functions<Function>,
+    pub(super) functions: Arc<Functions<Function>>,
     pub(super) stats: Arc<Stats>,
-    pub(super) pool: Option<Pool>,
+    pub(super) pool: Option<Arc<Pool>>,
     pub(super) sink: CompletionSink,
     pub(super) clock: Clock,
     pub(super) config: ServerConfig,

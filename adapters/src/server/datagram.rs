@@ -38,7 +38,7 @@ use wirecall_core::datagram::{
 };
 
 use super::conn::{Shared, dispatch};
-use super::listener::{SocketFile, bind_udp, bind_unix_datagram};
+use super::listener::{Share, SocketFile, bind_udp_shared, bind_unix_datagram};
 use crate::config::{MAX_DATAGRAM_CACHE, ServerConfig, check_datagram, datagram_config};
 use crate::driver::{DrainLinger, HeldAnswers, SendResult, is_peer_error, send_answer};
 use crate::endpoint::Endpoint;
@@ -451,12 +451,14 @@ impl DatagramListener {
     /// endpoint it is really bound to.
     /// With `check_credentials`, a Unix datagram socket asks the kernel for every sender's
     /// credentials (`SO_PASSCRED`), and datagrams whose sender the allowlist does not take
-    /// are dropped.
+    /// are dropped. A `udp:` socket shares its address with other event loops' as `share`
+    /// says (each with its own cache: the kernel keeps a client's flow on one of them).
     pub(super) fn bind(
         endpoint: &Endpoint,
         config: &ServerConfig,
         completions: Arc<dyn Completions>,
         check_credentials: bool,
+        share: Share,
     ) -> Result<(Self, Endpoint), Error> {
         let dconfig = datagram_config(&config.datagram, config.unix_max_datagram, endpoint);
         if config.datagram_cache > MAX_DATAGRAM_CACHE {
@@ -485,7 +487,7 @@ impl DatagramListener {
         match endpoint {
             Endpoint::Udp(..) => {
                 let core = core(dconfig, storage, config.datagram_cache)?;
-                let (socket, actual) = bind_udp(endpoint)?;
+                let (socket, actual) = bind_udp_shared(endpoint, share)?;
                 let datagram = Datagram::new(socket, core, max, actual.to_string(), completions);
                 Ok((Self::Udp(datagram), actual))
             }

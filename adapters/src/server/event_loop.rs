@@ -1,6 +1,8 @@
-//! The server's one mio event loop: every listener, every connection, every datagram
-//! endpoint, the waker that brings answers back from workers and responders, and
-//! (optionally) SIGINT/SIGTERM.
+//! One of the server's mio event loops (one per thread, [`ServerConfig::threads`]): its
+//! listeners, its connections, its datagram endpoints, the waker that brings answers back
+//! from workers and responders, and (the first loop, optionally) SIGINT/SIGTERM.
+//!
+//! [`ServerConfig::threads`]: crate::ServerConfig::threads
 //!
 //! Each turn: wait for events until the earliest connection timer or held datagram answer
 //! (or not at all when some connection or datagram socket still has work queued), note
@@ -82,6 +84,14 @@ pub(super) struct EventLoop {
     pub(super) accept_backoff: Duration,
     /// TLS connections in `conns` only to be refused (see [`MAX_TLS_REFUSING`]).
     pub(super) refusing: usize,
+    /// What the server's loops share: connection slots, wakers, the drain count.
+    pub(super) loops: Arc<super::loops::Loops>,
+    /// This loop's number (0 takes the signals and logs for the server).
+    pub(super) index: usize,
+    /// This loop has told the others it has drained.
+    pub(super) told_drained: bool,
+    /// Connections handed over by other loops, emptied and kept for its capacity.
+    pub(super) handed: Vec<super::listener::Accepted>,
 }
 
 /// TLS connections over the limit that are refused through a TLS handshake of their own
@@ -103,6 +113,8 @@ impl EventLoop {
     fn serve(&mut self) -> Result<(), Error> {
         let mut tokens = Vec::new();
         loop {
+            // First, so a connection handed over is never left behind by a shutdown.
+            self.take_handoffs();
             let now = self.shared.clock.now();
             self.check_shutdown(now);
             if let Some(deadline) = self.draining {
@@ -115,11 +127,21 @@ impl EventLoop {
                     datagrams_done &= !d.is_readable() && d.drain_over(now);
                 }
                 if self.conns.is_empty() && datagrams_done {
-                    log::info!(
-                        "every connection closed and every datagram call answered; \
-                         shutdown complete"
-                    );
-                    return Ok(());
+                    if !self.told_drained {
+                        self.told_drained = true;
+                        self.loops.drained();
+                    }
+                    // Until every loop is done, this one keeps its datagram sockets, so
+                    // no client's flow moves to a loop whose cache does not know its calls.
+                    if self.loops.all_drained() {
+                        if self.index == 0 {
+                            log::info!(
+                                "every connection closed and every datagram call answered; \
+                                 shutdown complete"
+                            );
+                        }
+                        return Ok(());
+                    }
                 }
                 if now >= deadline {
                     let datagram_calls: usize =
@@ -220,7 +242,16 @@ impl EventLoop {
             match listener.accept() {
                 Ok(accepted) => {
                     self.accept_backoff = ACCEPT_BACKOFF.0;
-                    self.admit(accepted);
+                    // The connection may go to a loop with fewer (not while draining: this
+                    // loop's last accepts get its go-away).
+                    let mine = if self.draining.is_none() {
+                        self.loops.hand_off(self.index, accepted)
+                    } else {
+                        Some(accepted)
+                    };
+                    if let Some(accepted) = mine {
+                        self.admit(accepted, false);
+                    }
                 }
                 Err(e) if would_block(&e) => return,
                 Err(e) if interrupted(&e) => {}
@@ -256,27 +287,54 @@ impl EventLoop {
         }
     }
 
+    /// Takes in the connections other loops handed to this one.
+    fn take_handoffs(&mut self) {
+        let mut handed = std::mem::take(&mut self.handed);
+        self.loops.take_handoffs(self.index, &mut handed);
+        for accepted in handed.drain(..) {
+            // Counted in this loop's load when handed over: `admit` counts it again.
+            self.loops.count(self.index, false);
+            self.admit(accepted, true);
+        }
+        self.handed = handed;
+    }
+
     /// Takes an accepted connection in, or closes it at once over the connection limit.
-    fn admit(&mut self, accepted: super::listener::Accepted) {
+    /// `handed`: another loop accepted it (and so it is not passed on again).
+    fn admit(&mut self, accepted: super::listener::Accepted, handed: bool) {
+        let now = self.shared.clock.now();
+        if let crate::function::OwnedPeer::Unix(credentials) = accepted.peer {
+            if !self.shared.access.allows(credentials) {
+                self.shared.stats.not_allowed();
+                self.shared.warnings.not_allowed.warn(format_args!(
+                    "{}: refused, not on the allowlist (--allow-uid, --allow-gid)",
+                    accepted.label
+                ));
+                let config = &self.shared.config.connection;
+                crate::driver::refuse_not_allowed(&accepted.stream, config);
+                return;
+            }
+        }
+        let max = self.shared.config.max_connections;
+        // A slot across all loops; at the limit, this loop's idlest connection may give up
+        // its own (another loop may take it first: then this one is refused).
+        let admitted = self.loops.try_open(max)
+            || (self.evict_idlest(now, &accepted.label) && self.loops.try_open(max));
+        let refuse = !admitted;
+        let accepted = if refuse && !handed {
+            // None here has been idle long enough to make room: the next loop may have one.
+            match self.loops.pass_on(self.index, accepted) {
+                Some(accepted) => accepted,
+                None => return,
+            }
+        } else {
+            accepted
+        };
         let super::listener::Accepted {
             stream,
             peer,
             label,
         } = accepted;
-        let now = self.shared.clock.now();
-        if let crate::function::OwnedPeer::Unix(credentials) = peer {
-            if !self.shared.access.allows(credentials) {
-                self.shared.stats.not_allowed();
-                self.shared.warnings.not_allowed.warn(format_args!(
-                    "{label}: refused, not on the allowlist (--allow-uid, --allow-gid)"
-                ));
-                crate::driver::refuse_not_allowed(&stream, &self.shared.config.connection);
-                return;
-            }
-        }
-        let max = self.shared.config.max_connections;
-        let refuse = self.conns.len().saturating_sub(self.refusing) >= max
-            && !self.evict_idlest(now, &label);
         if refuse {
             self.shared.stats.refused();
             self.shared.warnings.refused.warn(format_args!(
@@ -306,6 +364,9 @@ impl EventLoop {
             Ok(conn) => conn,
             Err(e) => {
                 log::error!("{label}: cannot set up a connection: {e}");
+                if !refuse {
+                    self.loops.close();
+                }
                 return;
             }
         };
@@ -315,12 +376,16 @@ impl EventLoop {
             .register(conn.stream(), token, Interest::READABLE)
         {
             log::warn!("{}: cannot register: {e}", conn.label());
+            if !refuse {
+                self.loops.close();
+            }
             return;
         }
         if refuse {
             conn.refuse();
             self.refusing = self.refusing.saturating_add(1);
         } else {
+            self.loops.count(self.index, true);
             self.shared.stats.accepted();
             log::debug!("{}: accepted", conn.label());
             if self.draining.is_some() {
@@ -476,6 +541,8 @@ impl EventLoop {
                 self.refusing = self.refusing.saturating_sub(1);
                 return;
             }
+            self.loops.close();
+            self.loops.count(self.index, false);
             self.shared.stats.dropped();
             log::debug!("{}: gone", conn.label());
         }
@@ -500,9 +567,11 @@ impl EventLoop {
             return;
         }
         let timeout = self.shared.config.shutdown_timeout;
-        log::info!(
-            "shutting down: no new connections; answering calls received (up to {timeout:?})"
-        );
+        if self.index == 0 {
+            log::info!(
+                "shutting down: no new connections; answering calls received (up to {timeout:?})"
+            );
+        }
         self.draining = Some(now.saturating_add(to_core(timeout)));
         self.shared.draining = true;
         for i in 0..self.listeners.len() {
@@ -557,6 +626,7 @@ impl EventLoop {
                 log::warn!("{name} received again: stopping now");
                 self.shutdown.store(NOW, Ordering::Release);
             }
+            self.loops.wake_all();
         }
     }
 

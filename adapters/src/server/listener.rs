@@ -25,18 +25,39 @@ use crate::tls::Session;
 
 /// A connection just accepted: its socket, who is at the other end, and its name in log
 /// lines.
-pub(super) struct Accepted {
+pub(crate) struct Accepted {
     pub(super) stream: Stream,
     pub(super) peer: OwnedPeer,
     pub(super) label: String,
 }
 
+/// How a TCP or UDP socket shares its address with the sockets of a server's other event
+/// loops (`SO_REUSEPORT`: the kernel spreads connections, and datagram flows by their
+/// addresses, over the sockets of the group, one flow always to the same socket).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Share {
+    /// The only socket on its address (one event loop): a second server on the same
+    /// address fails to bind, as it always has.
+    Alone,
+    /// The first of a group: the address must be free (checked with a socket that does not
+    /// join groups, so another server already there makes this fail too), then bound with
+    /// `SO_REUSEPORT`.
+    First,
+    /// Joins the group of the first socket, which is bound at this address.
+    Join(SocketAddr),
+}
+
 /// A bound, listening, non-blocking socket.
 #[derive(Debug)]
 pub(crate) enum Listener {
+    /// A Unix stream listener. With several event loops, each holds its own descriptor of
+    /// the one listening socket, registered with `EPOLLEXCLUSIVE` (`shared`), so a new
+    /// connection wakes one idle loop rather than all of them; the socket file goes when
+    /// the last of them does.
     Unix {
         listener: UnixListener,
-        file: SocketFile,
+        file: Arc<SocketFile>,
+        shared: bool,
     },
     Tcp(TcpListener),
     /// TCP whose connections speak TLS with this configuration.
@@ -54,6 +75,17 @@ impl Listener {
         mode: Option<u32>,
         tls: Option<&Arc<rustls::ServerConfig>>,
     ) -> Result<(Self, Endpoint), Error> {
+        Self::bind_shared(endpoint, mode, tls, Share::Alone)
+    }
+
+    /// As [`bind`](Self::bind), with a TCP socket sharing its address as `share` says
+    /// (a Unix listener is shared with [`share`](Self::share) instead).
+    pub(crate) fn bind_shared(
+        endpoint: &Endpoint,
+        mode: Option<u32>,
+        tls: Option<&Arc<rustls::ServerConfig>>,
+        share: Share,
+    ) -> Result<(Self, Endpoint), Error> {
         let listen_error = |source| Error::Listen {
             endpoint: endpoint.clone(),
             source,
@@ -68,12 +100,19 @@ impl Listener {
                     })
                     .map_err(|e| listen_error(e.into()))?;
                 let listener = UnixListener::from_std(fd.into());
-                let file = own_file(endpoint, path, mode)?;
-                Ok((Self::Unix { listener, file }, endpoint.clone()))
+                let file = Arc::new(own_file(endpoint, path, mode)?);
+                let shared = false;
+                Ok((
+                    Self::Unix {
+                        listener,
+                        file,
+                        shared,
+                    },
+                    endpoint.clone(),
+                ))
             }
             Endpoint::Tcp(..) => {
-                // mio sets SO_REUSEADDR, so a restart does not wait out TIME_WAIT.
-                let listener = bind_first(endpoint, TcpListener::bind)?;
+                let listener = bind_socket(endpoint, share, tcp_listener)?;
                 let local = listener.local_addr().map_err(listen_error)?;
                 Ok((Self::Tcp(listener), Endpoint::tcp_addr(local)))
             }
@@ -81,7 +120,7 @@ impl Listener {
                 let Some(config) = tls else {
                     return Err(Error::TlsNotConfigured(endpoint.clone()));
                 };
-                let listener = bind_first(endpoint, TcpListener::bind)?;
+                let listener = bind_socket(endpoint, share, tcp_listener)?;
                 let local = listener.local_addr().map_err(listen_error)?;
                 let actual = Endpoint::Tls(local.ip().to_string(), local.port());
                 let config = Arc::clone(config);
@@ -94,11 +133,31 @@ impl Listener {
         }
     }
 
+    /// Another descriptor of this Unix listener for another event loop; from now on both
+    /// register with `EPOLLEXCLUSIVE`. `None` for a TCP listener (each loop binds its own).
+    pub(super) fn share(&mut self) -> io::Result<Option<Self>> {
+        let Self::Unix {
+            listener,
+            file,
+            shared,
+        } = self
+        else {
+            return Ok(None);
+        };
+        let fd = std::os::fd::AsFd::as_fd(listener).try_clone_to_owned()?;
+        *shared = true;
+        Ok(Some(Self::Unix {
+            listener: UnixListener::from_std(fd.into()),
+            file: Arc::clone(file),
+            shared: true,
+        }))
+    }
+
     /// Accepts one connection: the stream (non-blocking, `TCP_NODELAY` on TCP) and a label
     /// for logs.
     pub(super) fn accept(&self) -> io::Result<Accepted> {
         match self {
-            Self::Unix { listener, file } => {
+            Self::Unix { listener, file, .. } => {
                 let (stream, _) = listener.accept()?;
                 let peer = OwnedPeer::Unix(peer_credentials(&stream));
                 let label = match peer {
@@ -144,6 +203,11 @@ impl Source for Listener {
         interest: Interest,
     ) -> io::Result<()> {
         match self {
+            Self::Unix {
+                listener,
+                shared: true,
+                ..
+            } => register_exclusive(registry, listener, token),
             Self::Unix { listener, .. } => listener.register(registry, token, interest),
             Self::Tcp(listener) | Self::Tls { listener, .. } => {
                 listener.register(registry, token, interest)
@@ -158,6 +222,15 @@ impl Source for Listener {
         interest: Interest,
     ) -> io::Result<()> {
         match self {
+            Self::Unix {
+                listener,
+                shared: true,
+                ..
+            } => {
+                // epoll cannot modify an exclusive registration: make it anew.
+                rustix::event::epoll::delete(registry, &*listener)?;
+                register_exclusive(registry, listener, token)
+            }
             Self::Unix { listener, .. } => listener.reregister(registry, token, interest),
             Self::Tcp(listener) | Self::Tls { listener, .. } => {
                 listener.reregister(registry, token, interest)
@@ -167,10 +240,32 @@ impl Source for Listener {
 
     fn deregister(&mut self, registry: &Registry) -> io::Result<()> {
         match self {
+            Self::Unix {
+                listener,
+                shared: true,
+                ..
+            } => Ok(rustix::event::epoll::delete(registry, &*listener)?),
             Self::Unix { listener, .. } => listener.deregister(registry),
             Self::Tcp(listener) | Self::Tls { listener, .. } => listener.deregister(registry),
         }
     }
+}
+
+/// Registers a listener shared by several event loops with `registry`'s epoll instance for
+/// reading, edge-triggered as mio registers everything, and `EPOLLEXCLUSIVE`: a new
+/// connection wakes one of the loops waiting in `epoll_wait` rather than every one (a loop
+/// busy elsewhere is passed over). mio has no such interest, so this goes to epoll directly,
+/// with the event data mio reads back as the token.
+fn register_exclusive(
+    registry: &Registry,
+    listener: &UnixListener,
+    token: Token,
+) -> io::Result<()> {
+    use rustix::event::epoll::{EventData, EventFlags, add};
+    let data = EventData::new_u64(u64::try_from(token.0).unwrap_or(u64::MAX));
+    // (epoll takes no other flags with EXCLUSIVE: EPOLLRDHUP would be EINVAL.)
+    let flags = EventFlags::IN | EventFlags::ET | EventFlags::EXCLUSIVE;
+    Ok(add(registry, listener, data, flags)?)
 }
 
 /// Binds a `unix-dgram:` endpoint's socket at `path`, with the same hygiene as a Unix
@@ -223,7 +318,15 @@ fn bind_unix(
 /// bound; returns it and the endpoint it is really bound to (for port 0, the port the OS
 /// chose).
 pub(crate) fn bind_udp(endpoint: &Endpoint) -> Result<(UdpSocket, Endpoint), Error> {
-    let socket = bind_first(endpoint, UdpSocket::bind)?;
+    bind_udp_shared(endpoint, Share::Alone)
+}
+
+/// As [`bind_udp`], sharing the address with other event loops' sockets as `share` says.
+pub(crate) fn bind_udp_shared(
+    endpoint: &Endpoint,
+    share: Share,
+) -> Result<(UdpSocket, Endpoint), Error> {
+    let socket = bind_socket(endpoint, share, udp_socket)?;
     // Room for a burst of first copies from many clients at once.
     let size = UDP_RECEIVE_BUFFER;
     if let Err(e) = rustix::net::sockopt::set_socket_recv_buffer_size(&socket, size) {
@@ -234,6 +337,65 @@ pub(crate) fn bind_udp(endpoint: &Endpoint) -> Result<(UdpSocket, Endpoint), Err
         source,
     })?;
     Ok((socket, Endpoint::udp_addr(local)))
+}
+
+/// Binds a TCP or UDP socket for `endpoint` with `bind(address, reuse_port)`, as `share`
+/// says: alone on the first address that can be bound; first of a group (the address must
+/// be free); or joining the group at an address.
+fn bind_socket<T>(
+    endpoint: &Endpoint,
+    share: Share,
+    bind: impl Fn(SocketAddr, bool) -> io::Result<T>,
+) -> Result<T, Error> {
+    match share {
+        Share::Alone => bind_first(endpoint, |addr| bind(addr, false)),
+        Share::First => bind_first(endpoint, |addr| {
+            if addr.port() != 0 {
+                // Taken by anyone (another server, even one sharing its port): refused
+                // here, rather than silently joining its group and splitting its traffic.
+                drop(bind(addr, false)?);
+            }
+            bind(addr, true)
+        }),
+        Share::Join(addr) => bind(addr, true).map_err(|source| Error::Listen {
+            endpoint: endpoint.clone(),
+            source,
+        }),
+    }
+}
+
+/// A non-blocking TCP socket listening at `addr`, with `SO_REUSEADDR` (so a restart does
+/// not wait out `TIME_WAIT`) and, for a group of loops, `SO_REUSEPORT`.
+fn tcp_listener(addr: SocketAddr, reuse_port: bool) -> io::Result<TcpListener> {
+    let fd = socket_for(addr, rustix::net::SocketType::STREAM)?;
+    rustix::net::sockopt::set_socket_reuseaddr(&fd, true)?;
+    if reuse_port {
+        rustix::net::sockopt::set_socket_reuseport(&fd, true)?;
+    }
+    rustix::net::bind(&fd, &addr)?;
+    rustix::net::listen(&fd, BACKLOG)?;
+    Ok(TcpListener::from_std(fd.into()))
+}
+
+/// A non-blocking UDP socket bound at `addr`, with `SO_REUSEPORT` for a group of loops.
+fn udp_socket(addr: SocketAddr, reuse_port: bool) -> io::Result<UdpSocket> {
+    let fd = socket_for(addr, rustix::net::SocketType::DGRAM)?;
+    if reuse_port {
+        rustix::net::sockopt::set_socket_reuseport(&fd, true)?;
+    }
+    rustix::net::bind(&fd, &addr)?;
+    Ok(UdpSocket::from_std(fd.into()))
+}
+
+/// A non-blocking, close-on-exec socket of `kind` for `addr`'s family.
+fn socket_for(addr: SocketAddr, kind: rustix::net::SocketType) -> io::Result<std::os::fd::OwnedFd> {
+    use rustix::net::{AddressFamily, SocketFlags};
+    let family = match addr {
+        SocketAddr::V4(_) => AddressFamily::INET,
+        SocketAddr::V6(_) => AddressFamily::INET6,
+    };
+    let flags = SocketFlags::NONBLOCK | SocketFlags::CLOEXEC;
+    Ok(rustix::net::socket_with(family, kind, flags, None)?)
 }
 
 /// Binds the first of `endpoint`'s addresses that `bind` takes.

@@ -1,5 +1,7 @@
 //! The std server: functions registered by name, served over any number of Unix stream,
-//! TCP, Unix datagram and UDP endpoints from one mio event loop.
+//! TCP, TLS, Unix datagram and UDP endpoints from one mio event loop, or several
+//! ([`ServerBuilder::threads`]; see [`ServerConfig::threads`] for how they share the
+//! endpoints).
 //!
 //! ```no_run
 //! use wirecall::{CallFailure, Endpoint, ServerBuilder, ServerConfig};
@@ -37,15 +39,17 @@ mod datagram;
 mod event_loop;
 mod fd_limit;
 pub(crate) mod listener;
+mod loops;
 
 pub use self::fd_limit::raise_open_file_limit;
 mod throttle;
 mod workers;
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::mpsc::channel;
+use std::sync::mpsc::{Receiver, channel};
 
 use mio::{Events, Interest, Poll, Token, Waker};
 use signal_hook::consts::{SIGINT, SIGTERM};
@@ -56,15 +60,16 @@ use wirecall_core::server::RequestSlot;
 use self::conn::Shared;
 use self::datagram::DatagramListener;
 use self::event_loop::{EventLoop, FIRST_LISTENER, GRACEFUL, NOW, SIGNALS, WAKER};
-use self::listener::Listener;
+use self::listener::{Listener, Share};
+use self::loops::Loops;
 use crate::access::UnixAccess;
 use crate::clock::Clock;
 use crate::config::{ServerConfig, check_limits, check_server};
 use crate::endpoint::Endpoint;
 use crate::error::Error;
 use crate::function::{
-    Answer, CallContext, CompletionSink, Function, LoopCompletions, Named, Register, Registry,
-    Responder, deferred_without_context, without_context,
+    Answer, CallContext, Completion, CompletionSink, Function, LoopCompletions, Named, Register,
+    Registry, Responder, deferred_without_context, without_context,
 };
 use crate::id_hasher::IdMap;
 use crate::stats::StatsHandle;
@@ -236,6 +241,14 @@ impl ServerBuilder {
         self
     }
 
+    /// Serves on `n` event loops, one thread each ([`ServerConfig::threads`]; 1 to
+    /// [`MAX_THREADS`](crate::config::MAX_THREADS)).
+    #[must_use]
+    pub fn threads(mut self, n: usize) -> Self {
+        self.config.threads = n;
+        self
+    }
+
     /// Runs synchronous functions on `n` worker threads (0: on the event loop).
     #[must_use]
     pub fn workers(mut self, n: usize) -> Self {
@@ -299,111 +312,229 @@ impl ServerBuilder {
         let functions = Registry::new(functions)?;
         self.stats.0.set_methods(functions.names());
 
-        let poll = Poll::new().map_err(Error::io("creating the event loop"))?;
-        let waker =
-            Arc::new(Waker::new(poll.registry(), WAKER).map_err(Error::io("creating the waker"))?);
-        let (tx, completions) = channel();
-        let sink = CompletionSink {
-            tx,
-            waker: Arc::clone(&waker),
-        };
-        let mut listeners = Vec::with_capacity(self.endpoints.len());
-        let mut datagrams = HashMap::new();
-        let mut endpoints = Vec::with_capacity(self.endpoints.len());
+        let functions = Arc::new(functions);
+        let threads = config.threads;
+
+        // One poll, waker and completion channel per loop.
+        let mut parts = Vec::with_capacity(threads);
+        for _ in 0..threads {
+            let poll = Poll::new().map_err(Error::io("creating the event loop"))?;
+            let waker = Arc::new(
+                Waker::new(poll.registry(), WAKER).map_err(Error::io("creating the waker"))?,
+            );
+            let (tx, completions) = channel();
+            parts.push(LoopParts {
+                poll,
+                sink: CompletionSink { tx, waker },
+                completions,
+                listeners: Vec::with_capacity(self.endpoints.len()),
+                datagrams: HashMap::new(),
+            });
+        }
         let mut tls = HashMap::new();
         for (i, config) in &self.tls {
             tls.insert(*i, config.build()?);
         }
+        let mut endpoints = Vec::with_capacity(self.endpoints.len());
         for (i, endpoint) in self.endpoints.iter().enumerate() {
             let token = Token(FIRST_LISTENER + i);
-            let register_error = |source| Error::Listen {
-                endpoint: endpoint.clone(),
-                source,
-            };
             let actual = if endpoint.is_datagram() {
-                let port = Arc::new(LoopCompletions {
-                    token,
-                    sink: sink.clone(),
-                });
-                let (mut datagram, actual) =
-                    DatagramListener::bind(endpoint, &config, port, !self.access.is_everyone())?;
-                poll.registry()
-                    .register(&mut datagram, token, Interest::READABLE)
-                    .map_err(register_error)?;
-                datagrams.insert(token, datagram);
-                listeners.push(None);
-                actual
+                bind_datagram(&mut parts, endpoint, token, &config, &self.access)?
             } else {
-                let (mut listener, actual) =
-                    Listener::bind(endpoint, config.unix_mode, tls.get(&i))?;
-                poll.registry()
-                    .register(&mut listener, token, Interest::READABLE)
-                    .map_err(register_error)?;
-                listeners.push(Some((listener, actual.clone())));
-                actual
+                bind_stream(&mut parts, endpoint, token, &config, tls.get(&i))?
             };
             log::info!("listening on {actual}");
             endpoints.push(actual);
         }
-        let signals = if self.signals {
+        let mut signals = if self.signals {
             let mut signals =
                 Signals::new([SIGINT, SIGTERM]).map_err(Error::io("installing signal handlers"))?;
-            poll.registry()
-                .register(&mut signals, SIGNALS, Interest::READABLE)
-                .map_err(Error::io("registering signals"))?;
+            if let Some(first) = parts.first() {
+                first
+                    .poll
+                    .registry()
+                    .register(&mut signals, SIGNALS, Interest::READABLE)
+                    .map_err(Error::io("registering signals"))?;
+            }
             Some(signals)
         } else {
             None
         };
         let pool = match config.workers {
             0 => None,
-            n => Some(
+            n => Some(Arc::new(
                 workers::Pool::start(n, config.worker_queue, Arc::clone(&self.stats.0))
                     .map_err(Error::io("starting worker threads"))?,
-            ),
+            )),
         };
         let shutdown = Arc::new(AtomicU8::new(event_loop::RUNNING));
-        let first_connection = FIRST_LISTENER + listeners.len();
-        let event_loop = EventLoop {
-            poll,
-            events: Events::with_capacity(1024),
-            listeners,
-            datagrams,
-            conns: IdMap::default(),
-            next_token: first_connection,
-            timers: BTreeSet::new(),
-            ready: VecDeque::new(),
-            round: VecDeque::new(),
-            completions,
-            shared: Shared {
-                functions,
-                stats: Arc::clone(&self.stats.0),
-                pool,
-                sink,
-                clock: Clock::default(),
-                config,
-                draining: false,
-                warnings: throttle::Warnings::default(),
-                access: self.access,
-            },
-            spare: fd_limit::Spare::new(),
-            accept_retry: None,
-            accept_backoff: wirecall_core::Duration::from_millis(10),
-            refusing: 0,
-            shutdown: Arc::clone(&shutdown),
-            signals,
-            draining: None,
-        };
+        let wakers: Vec<Arc<Waker>> = parts.iter().map(|p| Arc::clone(&p.sink.waker)).collect();
+        let loops = Arc::new(Loops::new(wakers));
+        let mut event_loops = Vec::with_capacity(threads);
+        for (index, part) in parts.into_iter().enumerate() {
+            let first_connection = FIRST_LISTENER + part.listeners.len();
+            event_loops.push(EventLoop {
+                poll: part.poll,
+                events: Events::with_capacity(1024),
+                listeners: part.listeners,
+                datagrams: part.datagrams,
+                conns: IdMap::default(),
+                next_token: first_connection,
+                timers: BTreeSet::new(),
+                ready: VecDeque::new(),
+                round: VecDeque::new(),
+                completions: part.completions,
+                shared: Shared {
+                    functions: Arc::clone(&functions),
+                    stats: Arc::clone(&self.stats.0),
+                    pool: pool.clone(),
+                    sink: part.sink,
+                    clock: Clock::default(),
+                    config,
+                    draining: false,
+                    warnings: throttle::Warnings::default(),
+                    access: self.access.clone(),
+                },
+                spare: fd_limit::Spare::new(),
+                accept_retry: None,
+                accept_backoff: wirecall_core::Duration::from_millis(10),
+                refusing: 0,
+                shutdown: Arc::clone(&shutdown),
+                signals: if index == 0 { signals.take() } else { None },
+                draining: None,
+                loops: Arc::clone(&loops),
+                index,
+                told_drained: false,
+                handed: Vec::new(),
+            });
+        }
         Ok(Server {
-            event_loop,
+            event_loops,
             endpoints,
             shutdown: ShutdownHandle {
                 state: shutdown,
-                waker,
+                loops,
             },
             stats: self.stats,
         })
     }
+}
+
+/// One event loop's parts while the server is being built.
+struct LoopParts {
+    poll: Poll,
+    sink: CompletionSink,
+    completions: Receiver<Completion>,
+    listeners: Vec<Option<(Listener, Endpoint)>>,
+    datagrams: HashMap<Token, DatagramListener>,
+}
+
+/// How a loop of `threads` binds a TCP, TLS or UDP endpoint: the first alone or as the
+/// first of a group, the others joining the first socket's address `first`.
+fn share(threads: usize, first: Option<SocketAddr>) -> Share {
+    match first {
+        Some(addr) => Share::Join(addr),
+        None if threads > 1 => Share::First,
+        None => Share::Alone,
+    }
+}
+
+/// The address a TCP, TLS or UDP endpoint is bound at, as [`Server::endpoints`] shows it
+/// (an IP address, so resolving it asks no resolver).
+fn bound_addr(actual: &Endpoint) -> Result<SocketAddr, Error> {
+    let addrs = actual.resolve()?;
+    addrs.first().copied().ok_or_else(|| Error::Listen {
+        endpoint: actual.clone(),
+        source: std::io::Error::new(std::io::ErrorKind::NotFound, "no bound address"),
+    })
+}
+
+/// Registers endpoint `endpoint`'s socket `source` with a loop's `poll` for reading.
+fn register(
+    poll: &Poll,
+    source: &mut impl mio::event::Source,
+    token: Token,
+    endpoint: &Endpoint,
+) -> Result<(), Error> {
+    poll.registry()
+        .register(source, token, Interest::READABLE)
+        .map_err(|source| Error::Listen {
+            endpoint: endpoint.clone(),
+            source,
+        })
+}
+
+/// Binds datagram endpoint `endpoint` for every loop that serves it (a `udp:` one: each
+/// loop, one socket each in a `SO_REUSEPORT` group; a `unix-dgram:` one: the first loop,
+/// so one call cache sees every call) and registers it; returns it as bound.
+fn bind_datagram(
+    parts: &mut [LoopParts],
+    endpoint: &Endpoint,
+    token: Token,
+    config: &ServerConfig,
+    access: &UnixAccess,
+) -> Result<Endpoint, Error> {
+    let threads = parts.len();
+    let udp = matches!(endpoint, Endpoint::Udp(..));
+    let mut first: Option<(Endpoint, SocketAddr)> = None;
+    for part in parts.iter_mut() {
+        part.listeners.push(None);
+        if first.is_some() && !udp {
+            continue;
+        }
+        let port = Arc::new(LoopCompletions {
+            token,
+            sink: part.sink.clone(),
+        });
+        let share = share(threads, first.as_ref().map(|(_, addr)| *addr));
+        let check = !access.is_everyone();
+        let (mut datagram, actual) = DatagramListener::bind(endpoint, config, port, check, share)?;
+        register(&part.poll, &mut datagram, token, endpoint)?;
+        part.datagrams.insert(token, datagram);
+        if first.is_none() {
+            let addr = if udp && threads > 1 {
+                bound_addr(&actual)?
+            } else {
+                SocketAddr::from(([0, 0, 0, 0], 0))
+            };
+            first = Some((actual, addr));
+        }
+    }
+    first
+        .map(|(actual, _)| actual)
+        .ok_or_else(|| Error::io("binding")(std::io::Error::other("no event loop")))
+}
+
+/// Binds stream endpoint `endpoint` for every loop (TCP and TLS: a socket each in a
+/// `SO_REUSEPORT` group; Unix: one listening socket, a descriptor of it each) and registers
+/// it; returns it as bound.
+fn bind_stream(
+    parts: &mut [LoopParts],
+    endpoint: &Endpoint,
+    token: Token,
+    config: &ServerConfig,
+    tls: Option<&Arc<rustls::ServerConfig>>,
+) -> Result<Endpoint, Error> {
+    let threads = parts.len();
+    let mode = config.unix_mode;
+    let (mut first, actual) = Listener::bind_shared(endpoint, mode, tls, share(threads, None))?;
+    let mut listeners = Vec::with_capacity(threads);
+    for _ in 1..threads {
+        let other = match first.share().map_err(Error::io("sharing a listener"))? {
+            Some(unix) => unix,
+            None => {
+                let at = share(threads, Some(bound_addr(&actual)?));
+                Listener::bind_shared(&actual, mode, tls, at)?.0
+            }
+        };
+        listeners.push(other);
+    }
+    listeners.insert(0, first);
+    for (part, mut listener) in parts.iter_mut().zip(listeners) {
+        register(&part.poll, &mut listener, token, endpoint)?;
+        part.listeners.push(Some((listener, actual.clone())));
+    }
+    Ok(actual)
 }
 
 impl Register for ServerBuilder {
@@ -460,7 +591,8 @@ impl Register for ServerBuilder {
 
 /// A built server, bound and ready: [`run`](Self::run) serves until shut down.
 pub struct Server {
-    event_loop: EventLoop,
+    /// One per [`ServerConfig::threads`]; the first runs on the thread that calls `run`.
+    event_loops: Vec<EventLoop>,
     endpoints: Vec<Endpoint>,
     shutdown: ShutdownHandle,
     stats: StatsHandle,
@@ -509,15 +641,80 @@ impl Server {
     /// [`ShutdownHandle::shutdown_now`], or `shutdown_timeout`) with calls still unanswered;
     /// connections failing are logged and counted, never an error here.
     pub fn run(self) -> Result<(), Error> {
-        self.event_loop.run()
+        let mut loops = self.event_loops.into_iter();
+        let first = loops.next();
+        let mut others = Vec::new();
+        for (k, event_loop) in loops.enumerate() {
+            let stop = self.shutdown.clone();
+            let spawned = std::thread::Builder::new()
+                .name(format!("wirecall-loop-{}", k + 1))
+                .spawn(move || {
+                    let result = event_loop.run();
+                    if result.is_err() {
+                        stop.shutdown_now();
+                    }
+                    result
+                });
+            match spawned {
+                Ok(handle) => others.push(handle),
+                Err(e) => {
+                    // The loops already running stop at once; the error says why.
+                    self.shutdown.shutdown_now();
+                    for handle in others {
+                        let _ = handle.join();
+                    }
+                    return Err(Error::io("starting an event loop thread")(e));
+                }
+            }
+        }
+        let mut results = Vec::with_capacity(others.len() + 1);
+        if let Some(event_loop) = first {
+            let result = event_loop.run();
+            if result.is_err() {
+                self.shutdown.shutdown_now();
+            }
+            results.push(result);
+        }
+        for handle in others {
+            results.push(handle.join().unwrap_or_else(|_| {
+                Err(Error::io("running an event loop")(std::io::Error::other(
+                    "an event loop thread panicked",
+                )))
+            }));
+        }
+        combine(results)
     }
+}
+
+/// What the loops' results add up to: the first failure that is not an abandonment, else
+/// every abandonment summed, else success.
+fn combine(results: Vec<Result<(), Error>>) -> Result<(), Error> {
+    let (mut calls, mut connections, mut abandoned) = (0usize, 0usize, false);
+    for result in results {
+        match result {
+            Ok(()) => {}
+            Err(Error::Abandoned {
+                calls: c,
+                connections: n,
+            }) => {
+                abandoned = true;
+                calls = calls.saturating_add(c);
+                connections = connections.saturating_add(n);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    if abandoned {
+        return Err(Error::Abandoned { calls, connections });
+    }
+    Ok(())
 }
 
 /// Ends a running server from any thread.
 #[derive(Debug, Clone)]
 pub struct ShutdownHandle {
     state: Arc<AtomicU8>,
-    waker: Arc<Waker>,
+    loops: Arc<Loops>,
 }
 
 impl ShutdownHandle {
@@ -539,8 +736,6 @@ impl ShutdownHandle {
     }
 
     fn wake(&self) {
-        if let Err(e) = self.waker.wake() {
-            log::warn!("cannot wake the server: {e}");
-        }
+        self.loops.wake_all();
     }
 }
