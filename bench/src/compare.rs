@@ -64,6 +64,8 @@ const PLACEMENTS: [Placement; 2] = [
 enum Impl {
     Raw,
     Tokio,
+    /// tarpc with its bincode serde transport: what a Rust user picks instead of wirecall.
+    Tarpc,
     Wirecall(usize),
     /// wirecall (0 workers) calling the typed echo (`typed/echo`, by its key) instead of
     /// `echo`: what typing a call costs.
@@ -84,6 +86,7 @@ impl Impl {
         match self {
             Self::Raw => "raw",
             Self::Tokio => "tokio",
+            Self::Tarpc => "tarpc",
             Self::WirecallTokio | Self::WirecallTokioServer => "wirecall-tokio",
             Self::Wirecall(_) | Self::WirecallTyped | Self::WirecallTls => "wirecall",
         }
@@ -103,6 +106,7 @@ impl Cell {
         let imp = match self.imp {
             Impl::Raw => "raw".to_owned(),
             Impl::Tokio => "tokio".to_owned(),
+            Impl::Tarpc => "tarpc".to_owned(),
             Impl::Wirecall(w) => format!("wirecall {w}w"),
             Impl::WirecallTyped => "wirecall typed".to_owned(),
             Impl::WirecallTokio => "wc-tokio".to_owned(),
@@ -121,7 +125,8 @@ impl Cell {
         format!("{imp:<12} {scheme:<10} {mode}")
     }
 
-    /// The plain wirecall figure a TLS one is compared with.
+    /// The plain wirecall figure (0 workers, same transport and window) a TLS or tarpc one
+    /// is compared with.
     fn plain(&self) -> Cell {
         Cell {
             imp: Impl::Wirecall(0),
@@ -163,11 +168,13 @@ fn cells(wirecall_transports: &[Transport]) -> Vec<Cell> {
             window: WINDOW,
         });
         for window in [1, WINDOW] {
-            cells.push(Cell {
-                imp: Impl::Tokio,
-                transport,
-                window,
-            });
+            for imp in [Impl::Tokio, Impl::Tarpc] {
+                cells.push(Cell {
+                    imp,
+                    transport,
+                    window,
+                });
+            }
         }
     }
     for &transport in wirecall_transports {
@@ -279,7 +286,7 @@ fn start_server(env: &Env, cell: &Cell, cpu: u32) -> Result<Server> {
         "127.0.0.1:0".to_owned()
     };
     let mut command = match cell.imp {
-        Impl::Raw | Impl::Tokio | Impl::WirecallTokio | Impl::WirecallTokioServer => {
+        Impl::Raw | Impl::Tokio | Impl::Tarpc | Impl::WirecallTokio | Impl::WirecallTokioServer => {
             let kind = cell.imp.kind();
             let mut c = pinned(cpu, &env.this);
             c.args(["server", kind, "--transport", cell.transport.scheme()])
@@ -347,7 +354,7 @@ fn start_server(env: &Env, cell: &Cell, cpu: u32) -> Result<Server> {
 /// Runs the client for `cell` against `endpoint` on `cpu`; returns calls per second.
 fn run_client(env: &Env, cell: &Cell, size: usize, endpoint: &str, cpu: u32) -> Result<f64> {
     let mut command = match cell.imp {
-        Impl::Raw | Impl::Tokio | Impl::WirecallTokio => {
+        Impl::Raw | Impl::Tokio | Impl::Tarpc | Impl::WirecallTokio => {
             let kind = cell.imp.kind();
             let (_, addr) = endpoint.split_once(':').ok_or("bad endpoint")?;
             let mut c = pinned(cpu, &env.this);
@@ -555,6 +562,7 @@ fn run_in(env: &Env, args: &Args, repeats: usize) -> Result<()> {
     let table = table(&samples, &cells, &args.sizes);
     println!("{table}");
     println!("{}", tls_ratios(&samples, &cells, &args.sizes));
+    println!("{}", tarpc_ratios(&samples, &cells, &args.sizes));
     for note in &notes {
         println!("note: {note}");
     }
@@ -649,6 +657,42 @@ fn tls_ratios(samples: &Samples, cells: &[Cell], sizes: &[usize]) -> String {
     out
 }
 
+/// wirecall (0 workers: `wirecall serve` and `wirecall bench`) as a ratio of tarpc, per
+/// size, placement, stream transport and window.
+fn tarpc_ratios(samples: &Samples, cells: &[Cell], sizes: &[usize]) -> String {
+    let mut out = String::from("wirecall 0w / tarpc (same run)");
+    for &size in sizes {
+        for (p, placement) in PLACEMENTS.iter().enumerate() {
+            for cell in cells.iter().filter(|c| c.imp == Impl::Tarpc) {
+                let get = |c: &Cell| {
+                    samples
+                        .get(&(size, p, *c))
+                        .filter(|r| !r.is_empty())
+                        .map(|r| median(r))
+                };
+                let ratio = match (get(&cell.plain()), get(cell)) {
+                    (Some(wirecall), Some(tarpc)) if tarpc > 0.0 => {
+                        format!("{:.2}", wirecall / tarpc)
+                    }
+                    _ => "-".to_owned(),
+                };
+                let mode = if cell.window == 1 {
+                    "ping-pong".to_owned()
+                } else {
+                    format!("window {}", cell.window)
+                };
+                let scheme = cell.transport.scheme();
+                let _ = write!(
+                    out,
+                    "\n  {size} B, {scheme}, {mode}, {}: {ratio}",
+                    placement.name
+                );
+            }
+        }
+    }
+    out
+}
+
 fn table(samples: &Samples, cells: &[Cell], sizes: &[usize]) -> String {
     let mut out = String::new();
     let get = |size: usize, p: usize, cell: &Cell| {
@@ -720,8 +764,12 @@ mod tests {
         }
         // Per wirecall transport and window: 0w, 1w, typed, wc-tokio, wc-tokio srv; and
         // over TCP also 0w over tls:, each with its plain figure.
-        assert_eq!(cells.len(), 4 + 2 * 3 + 4 * 10 + 2);
-        for cell in cells.iter().filter(|c| c.imp == Impl::WirecallTls) {
+        // tarpc: both streams, both windows.
+        assert_eq!(cells.len(), 4 + 2 * 3 + 4 * 10 + 2 + 4);
+        for cell in cells
+            .iter()
+            .filter(|c| matches!(c.imp, Impl::WirecallTls | Impl::Tarpc))
+        {
             assert!(cells.contains(&cell.plain()), "{cell:?}");
         }
     }

@@ -1,4 +1,4 @@
-//! `wirecall-bench`: wirecall side by side with raw std sockets and tokio, in one run.
+//! `wirecall-bench`: wirecall side by side with raw std sockets, tokio and tarpc, in one run.
 //!
 //! ```sh
 //! cargo build --release -p wirecall-cli -p wirecall-bench
@@ -18,6 +18,7 @@ mod driver;
 mod peer;
 mod raw;
 mod rss;
+mod tarpc_peer;
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -124,7 +125,7 @@ enum Command {
     Rss(rss::Args),
     /// Run a raw or tokio echo server (used by `compare`)
     Server {
-        /// raw (blocking std sockets), tokio (LengthDelimitedCodec) or wirecall-tokio
+        /// raw (blocking std sockets), tokio (LengthDelimitedCodec), wirecall-tokio or tarpc
         #[arg(value_enum)]
         kind: Kind,
         /// The transport
@@ -139,7 +140,7 @@ enum Command {
     },
     /// Run a raw or tokio client and print one JSON line (used by `compare`)
     Client {
-        /// raw (blocking std sockets), tokio (LengthDelimitedCodec) or wirecall-tokio
+        /// raw (blocking std sockets), tokio (LengthDelimitedCodec), wirecall-tokio or tarpc
         #[arg(value_enum)]
         kind: Kind,
         /// The transport
@@ -169,6 +170,8 @@ pub(crate) enum Kind {
     Tokio,
     /// wirecall's tokio driver (`wirecall-tokio`).
     WirecallTokio,
+    /// tarpc with its bincode serde transport.
+    Tarpc,
 }
 
 fn main() -> ExitCode {
@@ -190,6 +193,7 @@ fn main() -> ExitCode {
                 Kind::Raw => raw::serve(transport, &addr),
                 Kind::Tokio => peer::serve(transport, &addr),
                 Kind::WirecallTokio => driver::serve(transport, &addr),
+                Kind::Tarpc => tarpc_peer::serve(transport, &addr),
             }
         }
         Command::Client {
@@ -204,6 +208,7 @@ fn main() -> ExitCode {
                 Kind::Raw => raw::client(transport, &addr, size, window, secs),
                 Kind::Tokio => peer::client(transport, &addr, size, window, secs),
                 Kind::WirecallTokio => driver::client(transport, &addr, size, window, secs),
+                Kind::Tarpc => tarpc_peer::client(transport, &addr, size, window, secs),
             };
             report.map(|r| println!("{}", r.to_json()))
         }

@@ -152,7 +152,12 @@ impl Relay {
     fn finish(mut self) -> HashMap<String, u64> {
         drop(self.stdin.take());
         assert!(wait_child(&mut self.child, WAIT).is_some_and(|s| s.success()));
-        let text: Vec<String> = self.lines.try_iter().collect();
+        // Every line up to its end of output: the reader thread may still be forwarding
+        // the last ones after the process has exited (a bounded wait for each).
+        let mut text = Vec::new();
+        while let Ok(line) = self.lines.recv_timeout(WAIT) {
+            text.push(line);
+        }
         parse_stats(&text.join("\n"))
     }
 }
