@@ -6,7 +6,7 @@
 //! | `upper` | text | the body upper-cased (Unicode rules if it is UTF-8, else ASCII) |
 //! | `time` | ignored | the server's wall clock in RFC 3339, UTC, microseconds: `2026-11-26T15:31:02.123456Z` |
 //! | `sleep` | milliseconds as decimal text, at most 600000 | the same number, after that long |
-//! | `spin` | microseconds as decimal text, at most 1000000 | the same number, after keeping its thread busy that long (a CPU-bound function for benchmarks: it holds the event loop, or a worker with `--workers`) |
+//! | `spin` | microseconds as decimal text, at most 10000 | the same number, after keeping its thread busy that long (a CPU-bound function for benchmarks: it holds the event loop, or a worker with `--workers`) |
 //! | `stats` | empty, or a name prefix | the server's counters, one `name value` per line (see [`crate::stats`]); with a prefix such as `datagrams.`, only the lines whose name starts with it |
 //! | `list` | ignored | the method names, one per line (typed endpoints by their paths, `wirecall/endpoints` included) |
 //! | `whoami` | ignored | who the server takes the caller for, one `name value` per line: `transport` (`tcp`, `tls`, `unix`, `udp`, `unix-dgram`), then `address` (IP peers), `identity` (a TLS peer's verified certificate names, with mutual TLS), `uid`, `gid` and `pid` (Unix stream peers, from the kernel), `path` (Unix datagram peers, with `uid`, `gid` and `pid` when the server has an allowlist and so reads them), and `remaining_ms` (time left before the call's deadline, when it has one) |
@@ -31,8 +31,9 @@ use wirecall_core::typed::Bytes;
 /// The longest `sleep`, in milliseconds (10 minutes).
 pub const MAX_SLEEP_MS: u64 = 600_000;
 
-/// The longest `spin`, in microseconds (1 s).
-pub const MAX_SPIN_US: u64 = 1_000_000;
+/// The longest `spin`, in microseconds (10 ms): enough to make a server CPU-bound, short
+/// enough that one call cannot hold a loop for long (any client may call it).
+pub const MAX_SPIN_US: u64 = 10_000;
 
 /// The built-in method names, in the order they are registered.
 pub const NAMES: [&str; 8] = [

@@ -325,6 +325,8 @@ pub const DRAIN_LINGER: Duration = Duration::from_secs(1);
 pub struct DrainLinger {
     /// When the endpoint last became idle (no call running, nothing held), while it is.
     idle_since: Option<Instant>,
+    /// The last [`is_over`](Self::is_over) said yes: nothing to wake for.
+    over: bool,
 }
 
 impl DrainLinger {
@@ -340,15 +342,21 @@ impl DrainLinger {
     ) -> bool {
         if !idle {
             self.idle_since = None;
+            self.over = false;
             return false;
         }
         let since = *self.idle_since.get_or_insert(now);
-        now >= since.saturating_add(DRAIN_LINGER) || unacknowledged() == 0
+        self.over = now >= since.saturating_add(DRAIN_LINGER) || unacknowledged() == 0;
+        self.over
     }
 
-    /// When the linger ends, while the endpoint lingers: look again then.
+    /// When the linger ends, while the endpoint lingers: look again then. `None` once it
+    /// is over (a driver still running for other reasons must not wake for a time past).
     #[must_use]
     pub fn wakeup(&self) -> Option<Instant> {
+        if self.over {
+            return None;
+        }
         self.idle_since.map(|t| t.saturating_add(DRAIN_LINGER))
     }
 }

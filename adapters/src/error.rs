@@ -125,6 +125,10 @@ pub enum Error {
         /// Connections still open, closed without waiting.
         connections: usize,
     },
+    /// One of the server's event loops panicked (a bug: a function's panic is caught and
+    /// answered as an error); the other loops were stopped at once.
+    #[error("an event loop panicked: {0}")]
+    EventLoopPanicked(String),
     /// Any other I/O failure (the event loop's poll, a thread that could not start, ...).
     #[error("{context}: {source}")]
     Io {

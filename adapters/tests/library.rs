@@ -664,18 +664,22 @@ fn two_event_loops_share_the_endpoints_and_the_connection_limit() {
     let stats = builder.stats();
     let server = start(builder);
     let (unix, tcp) = (&server.endpoints[0], &server.endpoints[1]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let all_gone = || {
+        while stats.snapshot().connections_open > 0 && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(5));
+        }
+    };
     for endpoint in [unix, tcp] {
+        // (The pair before is gone once the server has seen it close.)
+        all_gone();
         let mut a = Client::connect(endpoint, ClientConfig::default()).unwrap();
         let mut b = Client::connect(endpoint, ClientConfig::default()).unwrap();
         let on_a = a.call("loop", b"", WAIT).unwrap();
         let on_b = b.call("loop", b"", WAIT).unwrap();
         assert_ne!(on_a, on_b, "two connections on {endpoint} share one loop");
     }
-    // (The four above are gone once the server has seen them close.)
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while stats.snapshot().connections_open > 0 && Instant::now() < deadline {
-        thread::sleep(Duration::from_millis(5));
-    }
+    all_gone();
     // Four stream connections open: the limit is the server's, whichever loop takes more.
     let mut open: Vec<Client> = [unix, tcp, unix, tcp]
         .into_iter()
@@ -704,4 +708,64 @@ fn two_event_loops_share_the_endpoints_and_the_connection_limit() {
     assert_eq!(snapshot.connections_refused, 2);
     drop(open);
     // Dropping `server` shuts both loops down and checks that `run` returned Ok.
+}
+
+/// At the connection limit with two loops, a new client takes the place of an idle peer
+/// whichever loop the idle peers are on: a loop with none to evict passes the newcomer on
+/// to the next loop, which evicts one of its own.
+#[test]
+fn eviction_at_the_limit_reaches_idle_peers_on_another_loop() {
+    let mut config = ServerConfig::default();
+    config.max_connections = 3;
+    config.evict_idle = Some(Duration::from_millis(300));
+    let held = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let keep = std::sync::Arc::clone(&held);
+    let builder = ServerBuilder::new(config)
+        .threads(2)
+        .function("echo", |b| Ok(b.to_vec()))
+        .function("loop", |_| {
+            Ok(thread::current()
+                .name()
+                .unwrap_or("first")
+                .as_bytes()
+                .to_vec())
+        })
+        .deferred("hold", move |_, responder| {
+            keep.lock().unwrap().push(responder)
+        });
+    let server = start(builder);
+    let unix = &server.endpoints[0];
+    let connect = || Client::connect(unix, ClientConfig::default()).unwrap();
+    // Three clients take every place; each makes a call so its loop is known.
+    let mut clients: Vec<Client> = (0..3).map(|_| connect()).collect();
+    let loops: Vec<Vec<u8>> = clients
+        .iter_mut()
+        .map(|c| c.call("loop", b"", WAIT).unwrap())
+        .collect();
+    // The one alone on its loop stays busy (a call held); the two others go idle.
+    let lonely = (0..3)
+        .find(|&i| loops.iter().filter(|l| **l == loops[i]).count() == 1)
+        .expect("three connections on two loops: one is alone");
+    let mut busy = clients.remove(lonely);
+    let holder = thread::spawn(move || busy.call("hold", b"", WAIT).map(|_| busy));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while held.lock().unwrap().is_empty() && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(5));
+    }
+    thread::sleep(Duration::from_millis(600));
+    // Two newcomers, one after the other: whichever loop accepts them, each gets an idle
+    // peer's place (the busy loop has none to give and passes them on).
+    for n in 0..2u8 {
+        let mut newcomer = connect();
+        assert_eq!(
+            newcomer.call("echo", &[n], WAIT).unwrap(),
+            [n],
+            "newcomer {n}"
+        );
+    }
+    for responder in held.lock().unwrap().drain(..) {
+        responder.respond(Ok(b"done".to_vec()));
+    }
+    let busy = holder.join().unwrap().unwrap();
+    drop((busy, clients));
 }

@@ -592,7 +592,7 @@ fn run_in(env: &Env, args: &Args, repeats: usize) -> Result<()> {
     Ok(())
 }
 
-fn median(rates: &[f64]) -> f64 {
+pub(crate) fn median(rates: &[f64]) -> f64 {
     let mut sorted = rates.to_vec();
     sorted.sort_by(f64::total_cmp);
     let n = sorted.len();

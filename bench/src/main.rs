@@ -5,6 +5,7 @@
 //! target/release/wirecall-bench compare            # the full table (~6 minutes)
 //! target/release/wirecall-bench compare --quick    # one quick pass (~1 minute)
 //! target/release/wirecall-bench rss                # RSS of 10,000 idle connections
+//! target/release/wirecall-bench threads            # spin calls/s, --threads 2 over 1
 //! target/release/alloc                             # heap allocations per call
 //! ```
 //!
@@ -19,6 +20,7 @@ mod peer;
 mod raw;
 mod rss;
 mod tarpc_peer;
+mod threads;
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -123,6 +125,8 @@ enum Command {
     Compare(compare::Args),
     /// Measure the RSS of `wirecall serve` holding many idle Unix-stream connections
     Rss(rss::Args),
+    /// Measure how `wirecall serve` scales over --threads with a CPU-bound function
+    Threads(threads::Args),
     /// Run a raw or tokio echo server (used by `compare`)
     Server {
         /// raw (blocking std sockets), tokio (LengthDelimitedCodec), wirecall-tokio or tarpc
@@ -178,6 +182,7 @@ fn main() -> ExitCode {
     let result = match Cli::parse().command {
         Command::Compare(args) => compare::run(&args),
         Command::Rss(args) => rss::run(&args),
+        Command::Threads(args) => threads::run(&args),
         Command::Server {
             kind,
             transport,

@@ -399,7 +399,9 @@ fn serve(args: ServeArgs) -> ExitCode {
         wirecall::clock::to_core(Duration::from_secs(args.frame_timeout));
     config.max_connections = args.max_connections;
     config.unix_mode = args.unix_mode;
-    config.threads = args.threads.unwrap_or_else(wirecall::available_cpus);
+    config.threads = args
+        .threads
+        .unwrap_or_else(|| wirecall::available_cpus().min(MAX_THREADS));
     config.workers = args.workers;
     config.worker_queue = args.worker_queue;
     config.datagram_cache = args.datagram_cache;

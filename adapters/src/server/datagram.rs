@@ -447,6 +447,27 @@ macro_rules! each {
 }
 
 impl DatagramListener {
+    /// Reads and drops every datagram already queued on a `udp:` socket; returns how many.
+    /// For the sockets of a `SO_REUSEPORT` group before any of them serves: while the
+    /// group was being bound, a client's copies could have reached two of them (the kernel
+    /// picks by the sockets in the group at the time), and two caches would both run the
+    /// call. Nothing has run yet, so dropping them loses nothing: clients retransmit.
+    pub(super) fn discard_queued(&mut self) -> usize {
+        let Self::Udp(datagram) = self else {
+            return 0;
+        };
+        let mut dropped = 0usize;
+        // Bounded by the socket's receive buffer; the bound only guards against a flood.
+        while dropped < 1 << 20 {
+            match datagram.socket.recv_from(&mut datagram.buf) {
+                Ok(_) => dropped = dropped.saturating_add(1),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => break,
+            }
+        }
+        dropped
+    }
+
     /// Binds a `udp:` or `unix-dgram:` endpoint with its call cache; returns it and the
     /// endpoint it is really bound to.
     /// With `check_credentials`, a Unix datagram socket asks the kernel for every sender's

@@ -24,7 +24,7 @@ use wirecall_core::{Duration, Instant};
 
 use super::conn::{Conn, Drive, Shared};
 use super::datagram::DatagramListener;
-use super::listener::Listener;
+use super::listener::{Accepted, Admission, Listener};
 use crate::clock::{to_core, to_std};
 use crate::endpoint::Endpoint;
 use crate::error::Error;
@@ -91,12 +91,12 @@ pub(super) struct EventLoop {
     /// This loop has told the others it has drained.
     pub(super) told_drained: bool,
     /// Connections handed over by other loops, emptied and kept for its capacity.
-    pub(super) handed: Vec<super::listener::Accepted>,
+    pub(super) handed: Vec<Accepted>,
 }
 
 /// TLS connections over the limit that are refused through a TLS handshake of their own
-/// (a refusal in plaintext would read as "not TLS" to the client) at most at once; more
-/// are closed without a word. Each lasts at most `close_linger`.
+/// (a refusal in plaintext would read as "not TLS" to the client) at most at once, per
+/// event loop; more are closed without a word. Each lasts at most `close_linger`.
 const MAX_TLS_REFUSING: usize = 16;
 
 /// The first and the longest wait before accepting again after accepts failed.
@@ -113,7 +113,6 @@ impl EventLoop {
     fn serve(&mut self) -> Result<(), Error> {
         let mut tokens = Vec::new();
         loop {
-            // First, so a connection handed over is never left behind by a shutdown.
             self.take_handoffs();
             let now = self.shared.clock.now();
             self.check_shutdown(now);
@@ -133,7 +132,8 @@ impl EventLoop {
                     }
                     // Until every loop is done, this one keeps its datagram sockets, so
                     // no client's flow moves to a loop whose cache does not know its calls.
-                    if self.loops.all_drained() {
+                    // (A connection handed over in the meantime is taken in and drained.)
+                    if self.loops.all_drained() && self.take_handoffs() == 0 {
                         if self.index == 0 {
                             log::info!(
                                 "every connection closed and every datagram call answered; \
@@ -242,16 +242,7 @@ impl EventLoop {
             match listener.accept() {
                 Ok(accepted) => {
                     self.accept_backoff = ACCEPT_BACKOFF.0;
-                    // The connection may go to a loop with fewer (not while draining: this
-                    // loop's last accepts get its go-away).
-                    let mine = if self.draining.is_none() {
-                        self.loops.hand_off(self.index, accepted)
-                    } else {
-                        Some(accepted)
-                    };
-                    if let Some(accepted) = mine {
-                        self.admit(accepted, false);
-                    }
+                    self.admit(accepted);
                 }
                 Err(e) if would_block(&e) => return,
                 Err(e) if interrupted(&e) => {}
@@ -287,53 +278,69 @@ impl EventLoop {
         }
     }
 
-    /// Takes in the connections other loops handed to this one.
-    fn take_handoffs(&mut self) {
+    /// Takes in the connections other loops handed to this one; returns how many.
+    fn take_handoffs(&mut self) -> usize {
         let mut handed = std::mem::take(&mut self.handed);
         self.loops.take_handoffs(self.index, &mut handed);
+        let taken = handed.len();
         for accepted in handed.drain(..) {
-            // Counted in this loop's load when handed over: `admit` counts it again.
-            self.loops.count(self.index, false);
-            self.admit(accepted, true);
+            if accepted.admission == Admission::Admitted {
+                // Counted in this loop's load when handed over: set up, it counts again.
+                self.loops.count_out(self.index);
+            }
+            self.admit(accepted);
         }
         self.handed = handed;
+        taken
     }
 
-    /// Takes an accepted connection in, or closes it at once over the connection limit.
-    /// `handed`: another loop accepted it (and so it is not passed on again).
-    fn admit(&mut self, accepted: super::listener::Accepted, handed: bool) {
+    /// Settles a connection's admission and sets it up here, or hands it to another loop
+    /// (see [`super::loops`]), or closes it at once over the connection limit.
+    fn admit(&mut self, mut accepted: Accepted) {
         let now = self.shared.clock.now();
-        if let crate::function::OwnedPeer::Unix(credentials) = accepted.peer {
-            if !self.shared.access.allows(credentials) {
-                self.shared.stats.not_allowed();
-                self.shared.warnings.not_allowed.warn(format_args!(
-                    "{}: refused, not on the allowlist (--allow-uid, --allow-gid)",
-                    accepted.label
-                ));
-                let config = &self.shared.config.connection;
-                crate::driver::refuse_not_allowed(&accepted.stream, config);
-                return;
+        if let Admission::Seeking { .. } = accepted.admission {
+            if let crate::function::OwnedPeer::Unix(credentials) = accepted.peer {
+                if !self.shared.access.allows(credentials) {
+                    self.shared.stats.not_allowed();
+                    self.shared.warnings.not_allowed.warn(format_args!(
+                        "{}: refused, not on the allowlist (--allow-uid, --allow-gid)",
+                        accepted.label
+                    ));
+                    let config = &self.shared.config.connection;
+                    crate::driver::refuse_not_allowed(&accepted.stream, config);
+                    return;
+                }
+            }
+            let max = self.shared.config.max_connections;
+            // A slot across all loops; at the limit, this loop's idlest connection may give
+            // up its own (another loop may take it first: then this one is not admitted).
+            let admitted = self.loops.try_open(max)
+                || (self.evict_idlest(now, &accepted.label) && self.loops.try_open(max));
+            // While draining, this loop's last accepts stay here and get its go-away.
+            let moving = self.draining.is_none();
+            if admitted {
+                accepted.admission = Admission::Admitted;
+                if moving {
+                    match self.loops.hand_off(self.index, accepted) {
+                        Some(mine) => accepted = mine,
+                        None => return,
+                    }
+                }
+            } else if moving {
+                // None here has been idle long enough to make room: the next loop may.
+                match self.loops.pass_on(self.index, accepted) {
+                    Some(mine) => accepted = mine,
+                    None => return,
+                }
             }
         }
+        let refuse = accepted.admission != Admission::Admitted;
         let max = self.shared.config.max_connections;
-        // A slot across all loops; at the limit, this loop's idlest connection may give up
-        // its own (another loop may take it first: then this one is refused).
-        let admitted = self.loops.try_open(max)
-            || (self.evict_idlest(now, &accepted.label) && self.loops.try_open(max));
-        let refuse = !admitted;
-        let accepted = if refuse && !handed {
-            // None here has been idle long enough to make room: the next loop may have one.
-            match self.loops.pass_on(self.index, accepted) {
-                Some(accepted) => accepted,
-                None => return,
-            }
-        } else {
-            accepted
-        };
-        let super::listener::Accepted {
+        let Accepted {
             stream,
             peer,
             label,
+            ..
         } = accepted;
         if refuse {
             self.shared.stats.refused();
@@ -385,7 +392,7 @@ impl EventLoop {
             conn.refuse();
             self.refusing = self.refusing.saturating_add(1);
         } else {
-            self.loops.count(self.index, true);
+            self.loops.count_in(self.index);
             self.shared.stats.accepted();
             log::debug!("{}: accepted", conn.label());
             if self.draining.is_some() {
@@ -542,7 +549,7 @@ impl EventLoop {
                 return;
             }
             self.loops.close();
-            self.loops.count(self.index, false);
+            self.loops.count_out(self.index);
             self.shared.stats.dropped();
             log::debug!("{}: gone", conn.label());
         }
@@ -572,7 +579,13 @@ impl EventLoop {
                 "shutting down: no new connections; answering calls received (up to {timeout:?})"
             );
         }
-        self.draining = Some(now.saturating_add(to_core(timeout)));
+        // One deadline for every loop (see `super::loops`).
+        let at = self.loops.deadline(
+            std::time::Instant::now()
+                .checked_add(timeout)
+                .unwrap_or_else(std::time::Instant::now),
+        );
+        self.draining = Some(self.shared.clock.from_std(at).max(now));
         self.shared.draining = true;
         for i in 0..self.listeners.len() {
             self.accept_all(i);
@@ -633,6 +646,16 @@ impl EventLoop {
     /// Stops listening (removing socket files) and drops every connection and datagram
     /// socket.
     fn finish(&mut self) {
+        // Nothing more can be handed here; what was is refused (its slot given back).
+        for accepted in self.loops.close_queue(self.index) {
+            if accepted.admission == Admission::Admitted {
+                self.loops.count_out(self.index);
+                self.loops.close();
+            }
+            if !matches!(accepted.stream, crate::stream::Stream::Tls(_)) {
+                crate::driver::refuse(&accepted.stream, &self.shared.config.connection);
+            }
+        }
         self.shared.warnings.flush();
         for slot in &mut self.listeners {
             if let Some((mut listener, _)) = slot.take() {

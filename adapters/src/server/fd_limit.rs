@@ -17,7 +17,8 @@ fn soft_limit() -> Option<u64> {
     rustix::process::getrlimit(rustix::process::Resource::Nofile).current
 }
 
-/// The connections a server with `endpoints` endpoints can hold under the soft limit:
+/// The connections a server can hold under the soft limit with `endpoints` descriptors
+/// of its endpoints and event loops besides [`RESERVED`] ones:
 /// `wanted` (its `max_connections`) or fewer, at least 1. Says so at start when it is
 /// fewer.
 pub(super) fn connection_room(wanted: usize, endpoints: usize) -> usize {

@@ -29,6 +29,19 @@ pub(crate) struct Accepted {
     pub(super) stream: Stream,
     pub(super) peer: OwnedPeer,
     pub(super) label: String,
+    /// Where it stands with the connection limit, as it moves between event loops.
+    pub(super) admission: Admission,
+}
+
+/// An accepted connection's standing with the server's connection limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Admission {
+    /// Looking for a slot: `tried` event loops found none (and none of their connections
+    /// idle long enough to evict).
+    Seeking { tried: usize },
+    /// Holds a slot (and its peer passed the Unix allowlist): the loop that takes it only
+    /// sets it up.
+    Admitted,
 }
 
 /// How a TCP or UDP socket shares its address with the sockets of a server's other event
@@ -36,8 +49,8 @@ pub(crate) struct Accepted {
 /// addresses, over the sockets of the group, one flow always to the same socket).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Share {
-    /// The only socket on its address (one event loop): a second server on the same
-    /// address fails to bind, as it always has.
+    /// The only socket on its address (one event loop), without `SO_REUSEPORT`: a second
+    /// server on the same address fails to bind.
     Alone,
     /// The first of a group: the address must be free (checked with a socket that does not
     /// join groups, so another server already there makes this fail too), then bound with
@@ -168,6 +181,7 @@ impl Listener {
                     stream: Stream::Unix(stream),
                     peer,
                     label,
+                    admission: Admission::Seeking { tried: 0 },
                 })
             }
             Self::Tcp(listener) => {
@@ -177,6 +191,7 @@ impl Listener {
                     stream: Stream::Tcp(stream),
                     peer: OwnedPeer::Tcp(peer),
                     label: format!("tcp peer {peer}"),
+                    admission: Admission::Seeking { tried: 0 },
                 })
             }
             Self::Tls { listener, config } => {
@@ -189,6 +204,7 @@ impl Listener {
                     stream,
                     peer: OwnedPeer::Tls(peer, None),
                     label: format!("tls peer {peer}"),
+                    admission: Admission::Seeking { tried: 0 },
                 })
             }
         }
@@ -347,13 +363,17 @@ fn bind_socket<T>(
     share: Share,
     bind: impl Fn(SocketAddr, bool) -> io::Result<T>,
 ) -> Result<T, Error> {
+    let kind = match endpoint {
+        Endpoint::Udp(..) => rustix::net::SocketType::DGRAM,
+        _ => rustix::net::SocketType::STREAM,
+    };
     match share {
         Share::Alone => bind_first(endpoint, |addr| bind(addr, false)),
         Share::First => bind_first(endpoint, |addr| {
             if addr.port() != 0 {
                 // Taken by anyone (another server, even one sharing its port): refused
                 // here, rather than silently joining its group and splitting its traffic.
-                drop(bind(addr, false)?);
+                probe_free(addr, kind)?;
             }
             bind(addr, true)
         }),
@@ -362,6 +382,18 @@ fn bind_socket<T>(
             source,
         }),
     }
+}
+
+/// Fails when `addr` is taken for sockets of `kind`: binds one there that does not share
+/// the port (bound only, never listening, so no connection is ever queued on it).
+fn probe_free(addr: SocketAddr, kind: rustix::net::SocketType) -> io::Result<()> {
+    let fd = socket_for(addr, kind)?;
+    if kind == rustix::net::SocketType::STREAM {
+        // As the listeners: a port in TIME_WAIT only is free.
+        rustix::net::sockopt::set_socket_reuseaddr(&fd, true)?;
+    }
+    rustix::net::bind(&fd, &addr)?;
+    Ok(())
 }
 
 /// A non-blocking TCP socket listening at `addr`, with `SO_REUSEADDR` (so a restart does

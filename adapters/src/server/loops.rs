@@ -1,43 +1,60 @@
 //! What a server's event loops share: their wakers (a shutdown, or one loop finishing its
-//! drain, wakes them all), the count of open connections (so `max_connections` holds for
-//! the server, not per loop) and each loop's own, connections handed from one loop to
-//! another, and the count of loops that have drained.
+//! drain, wakes them all), the shutdown's one deadline, the count of open connections (so
+//! `max_connections` holds for the server, not per loop) and each loop's own, connections
+//! handed from one loop to another, and the count of loops that have drained.
 //!
 //! Connections are spread by the kernel, which is not even for a few of them: a shared
 //! Unix listener wakes one idle loop per connection (`EPOLLEXCLUSIVE`), which piles every
 //! connection on the first loop while the loops are idle, and `SO_REUSEPORT` picks a TCP
 //! socket by a hash of the peer's address, which puts two connections on one loop half the
-//! time. So the loop that accepts hands the connection to the loop with the fewest when
-//! that one has fewer than itself: a cross-thread wake per connection, none per call. (A
-//! UDP flow stays on the socket the kernel picks: its calls are in that loop's cache.)
+//! time. So the loop that accepts a connection first settles its admission (a slot under
+//! `max_connections`, evicting one of its own idle connections if it must; with none to
+//! evict it passes the connection on to the next loop, which tries its own, and so on
+//! round the loops), then hands it, slot and all, to the loop with the fewest connections
+//! when that one has fewer than itself: a cross-thread wake per connection, none per call.
+//! (A UDP flow stays on the socket the kernel picks: its calls are in that loop's cache.)
 //!
-//! A loop that has drained does not stop until every loop has: a UDP endpoint's sockets
-//! form one `SO_REUSEPORT` group, and a socket leaving it moves its clients' flows to the
-//! sockets left, whose caches do not know their calls. Until the last loop is done, each
-//! keeps its socket and answers copies of the calls it took from its cache.
+//! A loop that has drained does not stop until every loop has, or the shared deadline has
+//! passed: a UDP endpoint's sockets form one `SO_REUSEPORT` group, and a socket leaving it
+//! moves its clients' flows to the sockets left, whose caches do not know their calls.
+//! Until then each keeps its socket and answers copies of the calls it took from its
+//! cache. A loop that leaves closes its hand-off queue first (under the queue's lock, so
+//! nothing handed to it is left behind: what is queued then is refused).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::time::Instant as StdInstant;
 
 use mio::Waker;
 
-use super::listener::Accepted;
+use super::listener::{Accepted, Admission};
 
-/// Connections waiting to be taken by one loop at most; past it, the accepting loop keeps
-/// them (a loop that does not take its hand-offs is busy anyway).
+/// Connections waiting to be taken by one loop at most; past it, the loop that has one
+/// keeps it (a loop that does not take its hand-offs is busy anyway).
 const MAX_HANDOFFS: usize = 64;
+
+/// One loop's queue of connections handed to it.
+#[derive(Default)]
+struct Queue {
+    waiting: Vec<Accepted>,
+    /// The loop has left: nothing more is queued.
+    closed: bool,
+}
 
 /// Shared by the event loops of one server.
 pub(super) struct Loops {
     wakers: Vec<Arc<Waker>>,
     /// Connections open across all loops (refusals in progress not counted).
     open: AtomicUsize,
-    /// Connections open in each loop, and handed to it but not yet taken.
+    /// Connections open in each loop, and admitted ones handed to it but not yet taken.
     each: Vec<AtomicUsize>,
     /// Connections handed to each loop.
-    handoffs: Vec<Mutex<Vec<Accepted>>>,
-    /// Loops whose connections are closed and datagram calls answered.
+    queues: Vec<Mutex<Queue>>,
+    /// Loops whose connections are closed and datagram calls answered (or gone).
     drained: AtomicUsize,
+    /// When a graceful shutdown gives up: one instant for all loops, set by the first that
+    /// sees the shutdown, so none leaves (and moves UDP flows) before the others.
+    deadline: OnceLock<StdInstant>,
 }
 
 impl std::fmt::Debug for Loops {
@@ -58,9 +75,15 @@ impl Loops {
             wakers,
             open: AtomicUsize::new(0),
             each: (0..n).map(|_| AtomicUsize::new(0)).collect(),
-            handoffs: (0..n).map(|_| Mutex::new(Vec::new())).collect(),
+            queues: (0..n).map(|_| Mutex::new(Queue::default())).collect(),
             drained: AtomicUsize::new(0),
+            deadline: OnceLock::new(),
         }
+    }
+
+    /// How many loops there are.
+    pub(super) fn len(&self) -> usize {
+        self.wakers.len()
     }
 
     /// Wakes every loop (a failed wake is logged: that loop then notices at its next
@@ -71,6 +94,11 @@ impl Loops {
                 log::warn!("cannot wake an event loop: {e}");
             }
         }
+    }
+
+    /// The graceful shutdown's deadline: `proposed` if no loop has set one yet.
+    pub(super) fn deadline(&self, proposed: StdInstant) -> StdInstant {
+        *self.deadline.get_or_init(|| proposed)
     }
 
     /// Takes one of `max` connection slots; `false` when all are taken.
@@ -84,87 +112,104 @@ impl Loops {
 
     /// Gives a slot taken with [`try_open`](Self::try_open) back.
     pub(super) fn close(&self) {
-        let _ = self
+        let released = self
             .open
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+        debug_assert!(released.is_ok(), "a connection slot given back twice");
     }
 
-    /// Loop `index` has one more connection (`true`) or one fewer.
-    pub(super) fn count(&self, index: usize, more: bool) {
+    /// Loop `index` has one more connection.
+    pub(super) fn count_in(&self, index: usize) {
         if let Some(n) = self.each.get(index) {
-            let _ = n.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                Some(if more {
-                    n.saturating_add(1)
-                } else {
-                    n.saturating_sub(1)
-                })
-            });
+            n.fetch_add(1, Ordering::AcqRel);
         }
     }
 
-    /// Hands `accepted`, just accepted by loop `from`, to the loop with the fewest
-    /// connections if that one has fewer than `from` and room in its queue; gives it back
-    /// when `from` should take it itself.
+    /// Loop `index` has one connection fewer.
+    pub(super) fn count_out(&self, index: usize) {
+        if let Some(n) = self.each.get(index) {
+            let _ = n.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+        }
+    }
+
+    fn load(&self, index: usize) -> usize {
+        self.each
+            .get(index)
+            .map_or(usize::MAX, |n| n.load(Ordering::Acquire))
+    }
+
+    /// Hands `accepted` (admitted by loop `from`) to the loop with the fewest connections
+    /// if that one has fewer than `from`; gives it back when `from` should set it up
+    /// itself (it has the fewest, or the other's queue is full or closed).
     pub(super) fn hand_off(&self, from: usize, accepted: Accepted) -> Option<Accepted> {
-        let load = |i: usize| {
-            self.each
-                .get(i)
-                .map_or(usize::MAX, |n| n.load(Ordering::Acquire))
-        };
-        let mine = load(from);
-        let Some((to, least)) = (0..self.each.len())
-            .map(|i| (i, load(i)))
-            .min_by_key(|l| l.1)
-        else {
-            return Some(accepted);
-        };
-        if to == from || least >= mine {
-            return Some(accepted);
+        let mine = self.load(from);
+        let least = (0..self.each.len())
+            .map(|i| (self.load(i), i))
+            .min()
+            .filter(|&(load, to)| to != from && load < mine);
+        match least {
+            Some((_, to)) => self.push(to, accepted),
+            None => Some(accepted),
         }
-        self.push(to, accepted)
     }
 
-    /// Hands `accepted`, which loop `from` would refuse at the connection limit for want
-    /// of an idle connection to evict, to the next loop, which may have one; gives it back
-    /// when there is no other loop or its queue is full.
-    pub(super) fn pass_on(&self, from: usize, accepted: Accepted) -> Option<Accepted> {
-        let n = self.each.len();
-        if n < 2 {
+    /// Passes `accepted`, for which loop `from` has no slot and nothing to evict, to the
+    /// next loop, which may have an idle connection to evict; gives it back when every
+    /// loop has tried (then it is refused) or the next one's queue is full or closed.
+    pub(super) fn pass_on(&self, from: usize, mut accepted: Accepted) -> Option<Accepted> {
+        let Admission::Seeking { tried } = accepted.admission else {
+            return Some(accepted);
+        };
+        let tried = tried.saturating_add(1);
+        if tried >= self.len() {
             return Some(accepted);
         }
-        self.push(from.saturating_add(1) % n, accepted)
+        accepted.admission = Admission::Seeking { tried };
+        self.push(from.saturating_add(1) % self.len(), accepted)
     }
 
-    /// Queues `accepted` for loop `to`, counts it there and wakes it; gives it back when
-    /// the queue is full.
+    /// Queues `accepted` for loop `to` (an admitted one counted in its load at once, so the
+    /// next connection sees the load it will have) and wakes it; gives it back when the
+    /// queue is full or closed.
     fn push(&self, to: usize, accepted: Accepted) -> Option<Accepted> {
-        let (Some(queue), Some(waker)) = (self.handoffs.get(to), self.wakers.get(to)) else {
+        let (Some(queue), Some(waker)) = (self.queues.get(to), self.wakers.get(to)) else {
             return Some(accepted);
         };
         {
             let mut queue = queue.lock().unwrap_or_else(PoisonError::into_inner);
-            if queue.len() >= MAX_HANDOFFS {
+            if queue.closed || queue.waiting.len() >= MAX_HANDOFFS {
                 return Some(accepted);
             }
-            queue.push(accepted);
+            if accepted.admission == Admission::Admitted {
+                self.count_in(to);
+            }
+            queue.waiting.push(accepted);
         }
-        // Counted at once, so the next connection sees the load it will have.
-        self.count(to, true);
         if let Err(e) = waker.wake() {
             log::warn!("cannot wake an event loop: {e}");
         }
         None
     }
 
-    /// The connections handed to loop `index` (each already counted in its load: the
-    /// loop takes it over or uncounts it).
+    /// Moves the connections handed to loop `index` into `into` (admitted ones are counted
+    /// in its load: the loop sets each up, which counts it again, or gives its slot back).
     pub(super) fn take_handoffs(&self, index: usize, into: &mut Vec<Accepted>) {
-        if let Some(queue) = self.handoffs.get(index) {
-            into.append(&mut queue.lock().unwrap_or_else(PoisonError::into_inner));
+        if let Some(queue) = self.queues.get(index) {
+            into.append(&mut queue.lock().unwrap_or_else(PoisonError::into_inner).waiting);
         }
     }
 
-    /// Says this loop has drained (call once) and wakes the others.
+    /// Loop `index` leaves: its queue takes nothing more; returns what was still in it.
+    pub(super) fn close_queue(&self, index: usize) -> Vec<Accepted> {
+        let Some(queue) = self.queues.get(index) else {
+            return Vec::new();
+        };
+        let mut queue = queue.lock().unwrap_or_else(PoisonError::into_inner);
+        queue.closed = true;
+        std::mem::take(&mut queue.waiting)
+    }
+
+    /// Says a loop has drained (each loop once) and wakes the others.
     pub(super) fn drained(&self) {
         self.drained.fetch_add(1, Ordering::AcqRel);
         self.wake_all();
@@ -190,8 +235,16 @@ mod test {
         assert!(loops.try_open(2));
         loops.close();
         loops.close();
-        loops.close(); // one too many: stays at 0
         assert!(loops.try_open(1));
         assert!(!loops.try_open(1));
+    }
+
+    #[test]
+    fn the_first_deadline_holds_for_every_loop() {
+        let loops = Loops::new(Vec::new());
+        let first = StdInstant::now();
+        assert_eq!(loops.deadline(first), first);
+        let later = first + std::time::Duration::from_secs(1);
+        assert_eq!(loops.deadline(later), first);
     }
 }

@@ -294,8 +294,12 @@ impl ServerBuilder {
         let mut config = self.config;
         check_server(&config)?;
         // Never more connections than there are descriptors for (said at start).
-        config.max_connections =
-            fd_limit::connection_room(config.max_connections, self.endpoints.len());
+        // Each loop holds a poller, a waker, a spare and a socket (or descriptor) per endpoint.
+        let per_loop = self.endpoints.len().saturating_add(3);
+        config.max_connections = fd_limit::connection_room(
+            config.max_connections,
+            per_loop.saturating_mul(config.threads.max(1)),
+        );
         check_limits(&config.connection)?;
         // The core checks its limits when a connection is made: make one now, so a bad
         // configuration fails here rather than on every accepted connection.
@@ -500,6 +504,17 @@ fn bind_datagram(
             first = Some((actual, addr));
         }
     }
+    if udp && threads > 1 {
+        // Every socket of the group is bound: from now on a flow stays on one of them.
+        let dropped: usize = parts
+            .iter_mut()
+            .filter_map(|part| part.datagrams.get_mut(&token))
+            .map(DatagramListener::discard_queued)
+            .sum();
+        if dropped > 0 {
+            log::debug!("{endpoint}: dropped {dropped} datagram(s) that came while binding");
+        }
+    }
     first
         .map(|(actual, _)| actual)
         .ok_or_else(|| Error::io("binding")(std::io::Error::other("no event loop")))
@@ -636,25 +651,23 @@ impl Server {
     ///
     /// # Errors
     ///
-    /// When the event loop itself fails (the OS refuses to poll), and
-    /// [`Error::Abandoned`] when the shutdown turned hard (a second signal,
-    /// [`ShutdownHandle::shutdown_now`], or `shutdown_timeout`) with calls still unanswered;
-    /// connections failing are logged and counted, never an error here.
+    /// When an event loop itself fails (the OS refuses to poll) or its thread cannot be
+    /// started ([`Error::Io`]), or a loop panicked ([`Error::EventLoopPanicked`]): the other
+    /// loops are then stopped at once. [`Error::Abandoned`] when the shutdown turned hard
+    /// (a second signal, [`ShutdownHandle::shutdown_now`], or `shutdown_timeout`) with calls
+    /// still unanswered, summed over the loops. Connections failing are logged and
+    /// counted, never an error here. With several loops ([`ServerConfig::threads`]), the
+    /// first runs on the calling thread and the others on threads of their own
+    /// (`wirecall-loop-1`, ...), all joined before `run` returns.
     pub fn run(self) -> Result<(), Error> {
         let mut loops = self.event_loops.into_iter();
         let first = loops.next();
         let mut others = Vec::new();
         for (k, event_loop) in loops.enumerate() {
-            let stop = self.shutdown.clone();
+            let guard = LoopGuard::new(&self.shutdown, k + 1);
             let spawned = std::thread::Builder::new()
                 .name(format!("wirecall-loop-{}", k + 1))
-                .spawn(move || {
-                    let result = event_loop.run();
-                    if result.is_err() {
-                        stop.shutdown_now();
-                    }
-                    result
-                });
+                .spawn(move || guard.run(event_loop));
             match spawned {
                 Ok(handle) => others.push(handle),
                 Err(e) => {
@@ -669,21 +682,60 @@ impl Server {
         }
         let mut results = Vec::with_capacity(others.len() + 1);
         if let Some(event_loop) = first {
-            let result = event_loop.run();
-            if result.is_err() {
-                self.shutdown.shutdown_now();
-            }
-            results.push(result);
+            let guard = LoopGuard::new(&self.shutdown, 0);
+            let result =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| guard.run(event_loop)));
+            results.push(result.unwrap_or_else(|panic| Err(panicked(&*panic))));
         }
         for handle in others {
-            results.push(handle.join().unwrap_or_else(|_| {
-                Err(Error::io("running an event loop")(std::io::Error::other(
-                    "an event loop thread panicked",
-                )))
-            }));
+            results.push(handle.join().unwrap_or_else(|panic| Err(panicked(&*panic))));
         }
         combine(results)
     }
+}
+
+/// Runs one event loop; if it fails, or panics, the others are stopped at once (and a
+/// panicked loop counts as drained and takes no more connections, so none waits for it).
+struct LoopGuard {
+    stop: ShutdownHandle,
+    index: usize,
+}
+
+impl LoopGuard {
+    fn new(stop: &ShutdownHandle, index: usize) -> Self {
+        Self {
+            stop: stop.clone(),
+            index,
+        }
+    }
+
+    fn run(self, event_loop: EventLoop) -> Result<(), Error> {
+        let result = event_loop.run();
+        if result.is_err() {
+            self.stop.shutdown_now();
+        }
+        result
+    }
+}
+
+impl Drop for LoopGuard {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            drop(self.stop.loops.close_queue(self.index));
+            self.stop.loops.drained();
+            self.stop.shutdown_now();
+        }
+    }
+}
+
+/// The error of a loop that panicked with `panic`.
+fn panicked(panic: &(dyn std::any::Any + Send)) -> Error {
+    let message = panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".to_owned());
+    Error::EventLoopPanicked(message)
 }
 
 /// What the loops' results add up to: the first failure that is not an abandonment, else
