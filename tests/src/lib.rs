@@ -59,7 +59,10 @@ pub fn server_threads() -> String {
 /// `args` with `--threads` [`server_threads`] added, unless they already have it.
 fn with_threads(args: &[&str]) -> Vec<String> {
     let mut all: Vec<String> = args.iter().map(|a| (*a).to_string()).collect();
-    if !args.contains(&"--threads") {
+    if !args
+        .iter()
+        .any(|a| *a == "--threads" || a.starts_with("--threads="))
+    {
         all.push("--threads".to_string());
         all.push(server_threads());
     }

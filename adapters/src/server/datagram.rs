@@ -447,6 +447,14 @@ macro_rules! each {
 }
 
 impl DatagramListener {
+    /// The address a `udp:` socket is bound at; `None` for `unix-dgram:`.
+    pub(super) fn local_addr(&self) -> Option<SocketAddr> {
+        match self {
+            Self::Udp(datagram) => datagram.socket.local_addr().ok(),
+            Self::Unix { .. } => None,
+        }
+    }
+
     /// Reads and drops every datagram already queued on a `udp:` socket; returns how many.
     /// For the sockets of a `SO_REUSEPORT` group before any of them serves: while the
     /// group was being bound, a client's copies could have reached two of them (the kernel

@@ -166,6 +166,14 @@ impl Listener {
         }))
     }
 
+    /// The address a TCP or TLS listener is bound at (scope id and all); `None` for Unix.
+    pub(super) fn local_addr(&self) -> Option<SocketAddr> {
+        match self {
+            Self::Tcp(listener) | Self::Tls { listener, .. } => listener.local_addr().ok(),
+            Self::Unix { .. } => None,
+        }
+    }
+
     /// Accepts one connection: the stream (non-blocking, `TCP_NODELAY` on TCP) and a label
     /// for logs.
     pub(super) fn accept(&self) -> io::Result<Accepted> {

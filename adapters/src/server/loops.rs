@@ -239,6 +239,75 @@ mod test {
         assert!(!loops.try_open(1));
     }
 
+    /// Two loops' shared state, with real wakers, and an accepted connection to move.
+    fn two_loops() -> (Loops, Vec<mio::Poll>) {
+        let polls: Vec<mio::Poll> = (0..2).map(|_| mio::Poll::new().unwrap()).collect();
+        let wakers = polls
+            .iter()
+            .map(|p| Arc::new(Waker::new(p.registry(), mio::Token(0)).unwrap()))
+            .collect();
+        (Loops::new(wakers), polls)
+    }
+
+    fn accepted(admission: Admission) -> Accepted {
+        let (stream, _peer) = mio::net::UnixStream::pair().unwrap();
+        Accepted {
+            stream: crate::stream::Stream::Unix(stream),
+            peer: crate::function::OwnedPeer::Unix(None),
+            label: "test".into(),
+            admission,
+        }
+    }
+
+    #[test]
+    fn an_admitted_connection_goes_to_the_loop_with_fewer() {
+        let (loops, _polls) = two_loops();
+        // Equal loads: the accepting loop keeps it.
+        assert!(loops.hand_off(0, accepted(Admission::Admitted)).is_some());
+        loops.count_in(0);
+        // Loop 1 has fewer: it gets the next one, counted there at once.
+        assert!(loops.hand_off(0, accepted(Admission::Admitted)).is_none());
+        assert_eq!(loops.load(1), 1);
+        // Now even: loop 0 keeps the next.
+        assert!(loops.hand_off(0, accepted(Admission::Admitted)).is_some());
+        let mut taken = Vec::new();
+        loops.take_handoffs(1, &mut taken);
+        assert_eq!(taken.len(), 1);
+        assert_eq!(taken[0].admission, Admission::Admitted);
+    }
+
+    #[test]
+    fn a_connection_without_a_slot_goes_round_the_loops_once() {
+        let (loops, _polls) = two_loops();
+        let first = accepted(Admission::Seeking { tried: 0 });
+        assert!(loops.pass_on(0, first).is_none(), "to loop 1");
+        let mut taken = Vec::new();
+        loops.take_handoffs(1, &mut taken);
+        let again = taken.pop().unwrap();
+        assert_eq!(again.admission, Admission::Seeking { tried: 1 });
+        // Not counted in a load: it holds no slot.
+        assert_eq!(loops.load(1), 0);
+        // Every loop has tried: back to the caller, to refuse.
+        assert!(loops.pass_on(1, again).is_some());
+    }
+
+    #[test]
+    fn a_closed_queue_takes_nothing_and_gives_back_what_it_had() {
+        let (loops, _polls) = two_loops();
+        loops.count_in(0);
+        assert!(loops.hand_off(0, accepted(Admission::Admitted)).is_none());
+        let left = loops.close_queue(1);
+        assert_eq!(left.len(), 1);
+        loops.count_in(0);
+        loops.count_in(0);
+        assert!(loops.hand_off(0, accepted(Admission::Admitted)).is_some());
+        assert!(
+            loops
+                .pass_on(0, accepted(Admission::Seeking { tried: 0 }))
+                .is_some()
+        );
+    }
+
     #[test]
     fn the_first_deadline_holds_for_every_loop() {
         let loops = Loops::new(Vec::new());

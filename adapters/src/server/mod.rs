@@ -443,11 +443,10 @@ fn share(threads: usize, first: Option<SocketAddr>) -> Share {
     }
 }
 
-/// The address a TCP, TLS or UDP endpoint is bound at, as [`Server::endpoints`] shows it
-/// (an IP address, so resolving it asks no resolver).
-fn bound_addr(actual: &Endpoint) -> Result<SocketAddr, Error> {
-    let addrs = actual.resolve()?;
-    addrs.first().copied().ok_or_else(|| Error::Listen {
+/// The address the first socket of a TCP, TLS or UDP endpoint is bound at (`addr`, its
+/// `local_addr`), for the others to join.
+fn bound_addr(addr: Option<SocketAddr>, actual: &Endpoint) -> Result<SocketAddr, Error> {
+    addr.ok_or_else(|| Error::Listen {
         endpoint: actual.clone(),
         source: std::io::Error::new(std::io::ErrorKind::NotFound, "no bound address"),
     })
@@ -496,10 +495,9 @@ fn bind_datagram(
         register(&part.poll, &mut datagram, token, endpoint)?;
         part.datagrams.insert(token, datagram);
         if first.is_none() {
-            let addr = if udp && threads > 1 {
-                bound_addr(&actual)?
-            } else {
-                SocketAddr::from(([0, 0, 0, 0], 0))
+            let addr = match part.datagrams.get(&token) {
+                Some(datagram) if udp && threads > 1 => bound_addr(datagram.local_addr(), &actual)?,
+                _ => SocketAddr::from(([0, 0, 0, 0], 0)),
             };
             first = Some((actual, addr));
         }
@@ -538,7 +536,7 @@ fn bind_stream(
         let other = match first.share().map_err(Error::io("sharing a listener"))? {
             Some(unix) => unix,
             None => {
-                let at = share(threads, Some(bound_addr(&actual)?));
+                let at = share(threads, Some(bound_addr(first.local_addr(), &actual)?));
                 Listener::bind_shared(&actual, mode, tls, at)?.0
             }
         };
