@@ -119,6 +119,11 @@ pub fn reply_of(answer: &Answer) -> Reply<'_> {
 /// A synchronous function as the server holds it: gets the call's context and the request
 /// body, and returns its answer. (Functions registered without a context are wrapped.)
 pub type SyncFn = Arc<dyn Fn(&CallContext<'_>, &[u8]) -> Answer + Send + Sync>;
+/// A synchronous function that writes its answer into a buffer the server lends (empty,
+/// with the capacity of earlier answers), so a call allocates nothing: see
+/// [`Register::function_into`].
+pub type IntoFn =
+    Arc<dyn Fn(&CallContext<'_>, &[u8], &mut Vec<u8>) -> Result<(), CallFailure> + Send + Sync>;
 /// A deferred function as the server holds it: must not block, and completes the
 /// [`Responder`] now or later.
 pub type DeferredFn = Arc<dyn Fn(&CallContext<'_>, &[u8], Responder) + Send + Sync>;
@@ -325,7 +330,48 @@ where
 #[derive(Clone)]
 pub(crate) enum Function {
     Sync(SyncFn),
+    /// A function that answers into a lent buffer (on the event loop), with the same
+    /// function as a [`SyncFn`] that answers into a new `Vec` (on worker threads).
+    Into {
+        lent: IntoFn,
+        owned: SyncFn,
+    },
     Deferred(DeferredFn),
+}
+
+impl Function {
+    /// A function that answers into a lent buffer.
+    pub(crate) fn into_buffer(function: IntoFn) -> Self {
+        let lent = Arc::clone(&function);
+        let owned: SyncFn = Arc::new(move |context: &CallContext<'_>, body: &[u8]| {
+            let mut answer = Vec::new();
+            function(context, body, &mut answer).map(|()| answer)
+        });
+        Self::Into { lent, owned }
+    }
+}
+
+/// Runs a function that answers into `buffer` (cleared first) as [`run_sync`] runs one
+/// that returns its answer: a panic in it is an error answer. The answer is `buffer`,
+/// whose allocation a driver may lend again once the answer is sent.
+pub fn run_into(
+    function: &IntoFn,
+    context: &CallContext<'_>,
+    body: &[u8],
+    mut buffer: Vec<u8>,
+) -> Answer {
+    buffer.clear();
+    match catch_unwind(AssertUnwindSafe(|| function(context, body, &mut buffer))) {
+        Ok(Ok(())) => Ok(buffer),
+        Ok(Err(failure)) => Err(failure),
+        Err(_) => {
+            log::error!("a function panicked; its call is answered with an error");
+            Err(CallFailure::error(
+                ERROR_FUNCTION_PANICKED,
+                "the function panicked",
+            ))
+        }
+    }
 }
 
 /// Runs a synchronous function, turning a panic in it into an error answer
@@ -499,12 +545,51 @@ pub trait Register: Sized {
     where
         F: Fn(&CallContext<'_>, &[u8], Responder) + Send + Sync + 'static;
 
+    /// Registers a synchronous function under `name` that writes its answer into
+    /// `answer`, a buffer the server lends: empty, with the capacity earlier answers gave
+    /// it, and sent as the answer when the function returns `Ok(())`. On the mio server's
+    /// event loop (0 workers) buffers are kept and lent again once their answers are with
+    /// the core, so such a function costs no allocation per call; on worker threads, and
+    /// on servers without a pool (this default), each call gets a new `Vec`. Otherwise as
+    /// [`function_with_context`](Self::function_with_context).
+    #[must_use]
+    fn function_into<F>(self, name: impl Into<String>, function: F) -> Self
+    where
+        F: Fn(&CallContext<'_>, &[u8], &mut Vec<u8>) -> Result<(), CallFailure>
+            + Send
+            + Sync
+            + 'static,
+    {
+        self.function_with_context(name, move |context: &CallContext<'_>, body: &[u8]| {
+            let mut answer = Vec::new();
+            function(context, body, &mut answer).map(|()| answer)
+        })
+    }
+
     /// Registers a synchronous untyped function as the typed endpoint `spec`: what
     /// [`endpoint`](Self::endpoint) builds on.
     #[must_use]
     fn keyed_function<F>(self, spec: EndpointSpec, function: F) -> Self
     where
         F: Fn(&CallContext<'_>, &[u8]) -> Answer + Send + Sync + 'static;
+
+    /// Registers a synchronous untyped function that answers into a lent buffer (as
+    /// [`function_into`](Self::function_into)) as the typed endpoint `spec`: what
+    /// [`endpoint_reply`](Self::endpoint_reply) builds on. This default answers into a new
+    /// `Vec` per call.
+    #[must_use]
+    fn keyed_function_into<F>(self, spec: EndpointSpec, function: F) -> Self
+    where
+        F: Fn(&CallContext<'_>, &[u8], &mut Vec<u8>) -> Result<(), CallFailure>
+            + Send
+            + Sync
+            + 'static,
+    {
+        self.keyed_function(spec, move |context: &CallContext<'_>, body: &[u8]| {
+            let mut answer = Vec::new();
+            function(context, body, &mut answer).map(|()| answer)
+        })
+    }
 
     /// Registers a deferred untyped function as the typed endpoint `spec`: what
     /// [`endpoint_deferred`](Self::endpoint_deferred) builds on.
@@ -555,10 +640,10 @@ pub trait Register: Sized {
         E: Endpoint + ?Sized + 'static,
         H: for<'a> Fn(E::Request<'a>, &mut TypedReply<E>) + Send + Sync + 'static,
     {
-        let function = typed::reply_function::<E, H>(handler);
-        self.keyed_function(
+        let function = typed::reply_function_into::<E, H>(handler);
+        self.keyed_function_into(
             EndpointSpec::of::<E>(),
-            move |_: &CallContext<'_>, b: &[u8]| function(b),
+            move |_: &CallContext<'_>, b: &[u8], answer: &mut Vec<u8>| function(b, answer),
         )
     }
 

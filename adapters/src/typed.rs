@@ -164,11 +164,14 @@ pub type Outcome<'a, E> = Result<<E as Endpoint>::Response<'a>, <E as Endpoint>:
 
 /// Encodes a function's outcome as the answer body of endpoint `E`: postcard's
 /// `Result<Response, Error>`, sized first so the answer is one allocation.
+/// The error answer of an outcome that cannot be encoded (logged): the function ran.
+fn unencodable<E: Endpoint + ?Sized>() -> CallFailure {
+    log::error!("{}: the function's answer cannot be encoded", E::PATH);
+    CallFailure::error(ERROR_ANSWER_NOT_ENCODABLE, "the answer cannot be encoded")
+}
+
 fn encode_outcome<E: Endpoint + ?Sized>(outcome: &Outcome<'_, E>) -> Answer {
-    let unencodable = || {
-        log::error!("{}: the function's answer cannot be encoded", E::PATH);
-        CallFailure::error(ERROR_ANSWER_NOT_ENCODABLE, "the answer cannot be encoded")
-    };
+    let unencodable = unencodable::<E>;
     let len = postcard::serialize_with_flavor(outcome, postcard::ser_flavors::Size::default())
         .map_err(|_| unencodable())?;
     postcard::to_extend(outcome, Vec::with_capacity(len)).map_err(|_| unencodable())
@@ -219,14 +222,36 @@ where
     E: Endpoint + ?Sized + 'static,
     H: for<'a> Fn(E::Request<'a>, &mut TypedReply<E>) + Send + Sync + 'static,
 {
+    let function = reply_function_into::<E, H>(handler);
     move |body| {
+        let mut answer = Vec::new();
+        function(body, &mut answer).map(|()| answer)
+    }
+}
+
+/// As [`reply_function`], but the answer is encoded into `answer`, a buffer the server
+/// lends ([`Register::function_into`](crate::function::Register::function_into)), so a
+/// typed call need not allocate.
+pub fn reply_function_into<E, H>(
+    handler: H,
+) -> impl Fn(&[u8], &mut Vec<u8>) -> Result<(), CallFailure> + Send + Sync + 'static
+where
+    E: Endpoint + ?Sized + 'static,
+    H: for<'a> Fn(E::Request<'a>, &mut TypedReply<E>) + Send + Sync + 'static,
+{
+    move |body, answer| {
         let request = decode_request::<E>(body).map_err(|_| undecodable::<E>())?;
         let mut reply = TypedReply {
-            answer: None,
+            buffer: std::mem::take(answer),
+            outcome: None,
             endpoint: PhantomData,
         };
         handler(request, &mut reply);
-        reply.answer.unwrap_or_else(|| {
+        let TypedReply {
+            buffer, outcome, ..
+        } = reply;
+        *answer = buffer;
+        outcome.unwrap_or_else(|| {
             Err(CallFailure::error(
                 ERROR_NO_ANSWER,
                 "the function returned without answering",
@@ -239,14 +264,17 @@ where
 /// puts its answer before it returns. The last answer given wins; none at all answers the
 /// call with an error (`ERROR_NO_ANSWER`: it ran).
 pub struct TypedReply<E: ?Sized> {
-    answer: Option<Answer>,
+    /// Where the answer is encoded (lent by the server).
+    buffer: Vec<u8>,
+    /// `None` until answered; `Ok` when `buffer` holds the encoded outcome.
+    outcome: Option<Result<(), CallFailure>>,
     endpoint: PhantomData<fn() -> E>,
 }
 
 impl<E: ?Sized> fmt::Debug for TypedReply<E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TypedReply")
-            .field("answered", &self.answer.is_some())
+            .field("answered", &self.outcome.is_some())
             .finish()
     }
 }
@@ -255,12 +283,20 @@ impl<E: Endpoint + ?Sized> TypedReply<E> {
     /// Answers with the function's outcome, encoded now (so it may borrow from anything
     /// that lives through this call).
     pub fn send(&mut self, outcome: &Outcome<'_, E>) {
-        self.answer = Some(encode_outcome::<E>(outcome));
+        let mut buffer = std::mem::take(&mut self.buffer);
+        buffer.clear();
+        match postcard::to_extend(outcome, buffer) {
+            Ok(encoded) => {
+                self.buffer = encoded;
+                self.outcome = Some(Ok(()));
+            }
+            Err(_) => self.outcome = Some(Err(unencodable::<E>())),
+        }
     }
 
     /// Refuses the call with an untyped failure (a rejection, busy).
     pub fn fail(&mut self, failure: CallFailure) {
-        self.answer = Some(Err(failure));
+        self.outcome = Some(Err(failure));
     }
 }
 

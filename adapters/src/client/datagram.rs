@@ -158,15 +158,31 @@ impl DatagramClient {
         &mut self,
         until: Option<std::time::Instant>,
     ) -> Option<(RequestId, Outcome)> {
+        self.ready_until(until);
+        self.outcomes.take_any()
+    }
+
+    /// As [`wait_any_timeout`](Self::wait_any_timeout) (`None`: as
+    /// [`wait_any`](Self::wait_any)), with the answer borrowed from the client's store.
+    pub(super) fn wait_any_borrowed(
+        &mut self,
+        timeout: Option<Duration>,
+    ) -> Option<(RequestId, Result<&[u8], CallError>)> {
+        self.ready_until(timeout.and_then(|t| std::time::Instant::now().checked_add(t)));
+        self.outcomes.take_any_borrowed()
+    }
+
+    /// Drives the client until an outcome waits to be collected, no call is waiting, or
+    /// `until` (`None`: for ever).
+    fn ready_until(&mut self, until: Option<std::time::Instant>) {
         loop {
-            if let Some(done) = self.outcomes.take_any() {
-                return Some(done);
+            if self.outcomes.has_done() || self.outcomes.any_waiting().is_none() {
+                return;
             }
-            self.outcomes.any_waiting()?;
             let left = until.map(|u| u.saturating_duration_since(std::time::Instant::now()));
             if left.is_some_and(|l| l.is_zero()) {
                 self.pump();
-                return self.outcomes.take_any();
+                return;
             }
             self.turn_within(left.unwrap_or(MAX_WAIT));
         }
@@ -344,10 +360,10 @@ impl DatagramClient {
             match event {
                 DatagramEvent::Failed { id, failure } => {
                     self.outcomes
-                        .ended(id, Err(CallError::from(&Failure::from(failure))));
+                        .failed(id, CallError::from(&Failure::from(failure)));
                 }
                 DatagramEvent::Response { id, body } => {
-                    self.outcomes.ended(id, Ok(body.to_vec()));
+                    self.outcomes.answered(id, body);
                 }
                 _ => {}
             }

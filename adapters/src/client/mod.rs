@@ -357,6 +357,29 @@ impl Client {
         }
     }
 
+    /// As [`wait_any`](Self::wait_any), but the answer is lent from the client's receive
+    /// store instead of copied into a `Vec` of its own, until the next use of the client:
+    /// a loop that collects every answer this way and keeps calls in flight allocates
+    /// nothing per call once the store has grown to the answers waiting at once.
+    pub fn wait_any_borrowed(&mut self) -> Option<(RequestId, Result<&[u8], CallError>)> {
+        match &mut self.inner {
+            Inner::Stream(c) => c.wait_any_borrowed(None),
+            Inner::Datagram(c) => c.wait_any_borrowed(None),
+        }
+    }
+
+    /// As [`wait_any_timeout`](Self::wait_any_timeout), with the answer lent as by
+    /// [`wait_any_borrowed`](Self::wait_any_borrowed).
+    pub fn wait_any_timeout_borrowed(
+        &mut self,
+        timeout: Duration,
+    ) -> Option<(RequestId, Result<&[u8], CallError>)> {
+        match &mut self.inner {
+            Inner::Stream(c) => c.wait_any_borrowed(Some(timeout)),
+            Inner::Datagram(c) => c.wait_any_borrowed(Some(timeout)),
+        }
+    }
+
     /// Cancels call `id`: it ends as [`CallErrorKind::Cancelled`] (collect it with
     /// [`wait`](Self::wait) or [`wait_any`](Self::wait_any)), and the server is told (a
     /// Cancel frame on a stream; on a datagram endpoint the call stops retransmitting and a

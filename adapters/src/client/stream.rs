@@ -245,22 +245,44 @@ impl StreamClient {
         &mut self,
         until: Option<std::time::Instant>,
     ) -> Option<(RequestId, Outcome)> {
+        self.ready_until(until);
+        let done = self.outcomes.take_any();
+        self.batching = self.outcomes.has_done();
+        done
+    }
+
+    /// As [`wait_any_timeout`](Self::wait_any_timeout) (`None`: as
+    /// [`wait_any`](Self::wait_any)), with the answer borrowed from the client's store.
+    pub(super) fn wait_any_borrowed(
+        &mut self,
+        timeout: Option<Duration>,
+    ) -> Option<(RequestId, Result<&[u8], CallError>)> {
+        self.ready_until(timeout.and_then(|t| std::time::Instant::now().checked_add(t)));
+        // Whether more outcomes wait after this one (see `batching`).
+        self.batching = self.outcomes.pending_done() > 1;
+        self.outcomes.take_any_borrowed()
+    }
+
+    /// Drives the client until an outcome waits to be collected, no call is waiting, or
+    /// `until` (`None`: for ever). A closed connection's waiting calls end lost (the core
+    /// reports every call before the close; this is a safety net).
+    fn ready_until(&mut self, until: Option<std::time::Instant>) {
         loop {
-            if let Some(done) = self.outcomes.take_any() {
-                self.batching = self.outcomes.has_done();
-                return Some(done);
+            if self.outcomes.has_done() {
+                return;
             }
-            let id = self.outcomes.any_waiting()?;
+            let Some(id) = self.outcomes.any_waiting() else {
+                return;
+            };
             if self.closed.is_some() {
-                self.outcomes.forget(id);
-                return Some((id, Err(self.lost())));
+                let lost = self.lost();
+                self.outcomes.failed(id, lost);
+                return;
             }
             let left = until.map(|u| u.saturating_duration_since(std::time::Instant::now()));
             if left.is_some_and(|l| l.is_zero()) {
                 self.pump();
-                let done = self.outcomes.take_any();
-                self.batching = self.outcomes.has_done();
-                return done;
+                return;
             }
             self.turn_within(left);
         }
@@ -403,9 +425,9 @@ impl StreamClient {
         while let Some(event) = self.core.poll_event(now) {
             progress = true;
             match event {
-                ClientEvent::Response { id, body } => self.outcomes.ended(id, Ok(body.to_vec())),
+                ClientEvent::Response { id, body } => self.outcomes.answered(id, body),
                 ClientEvent::Failed { id, failure } => {
-                    self.outcomes.ended(id, Err(CallError::from(&failure)));
+                    self.outcomes.failed(id, CallError::from(&failure));
                 }
                 ClientEvent::Closed(reason) => {
                     log::debug!("{}: connection closed: {reason}", self.endpoint);

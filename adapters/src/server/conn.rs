@@ -30,12 +30,13 @@ use wirecall_core::server::{
 use wirecall_core::wire::Target;
 use wirecall_core::{Instant, RequestId};
 
+use super::answer_buffers::AnswerBuffers;
 use super::workers::{Job, Pool};
 use crate::clock::{Clock, to_core};
 use crate::config::ServerConfig;
 use crate::function::{
     Answer, CallContext, CallFailure, CallRef, CompletionSink, Completions, Function, OwnedPeer,
-    Peer, Registry as Functions, Responder, reply_of, run_sync,
+    Peer, Registry as Functions, Responder, reply_of, run_into, run_sync,
 };
 use crate::stats::{CloseKind, Stats};
 use crate::stream::{Stream, interrupted, would_block};
@@ -72,6 +73,8 @@ pub(super) struct Shared {
     pub(super) warnings: super::throttle::Warnings,
     /// The Unix peers calls are taken from.
     pub(super) access: crate::access::UnixAccess,
+    /// Buffers lent to functions that answer into one, and the answers' buffers kept.
+    pub(super) buffers: super::answer_buffers::AnswerBuffers,
 }
 
 /// What the event loop should do with a connection after driving it.
@@ -233,7 +236,7 @@ impl Conn {
         for _ in 0..MAX_PASSES {
             let mut progress = self.read_in(now);
             self.note_tls();
-            progress |= self.flush_answers(now);
+            progress |= self.flush_answers(now, &shared.buffers);
             progress |= self.take_events(now, shared);
             progress |= self.write_out();
             if self.finished(now, shared.draining) {
@@ -354,7 +357,7 @@ impl Conn {
     }
 
     /// Hands waiting answers to the core until its transmit buffer is full.
-    fn flush_answers(&mut self, now: Instant) -> bool {
+    fn flush_answers(&mut self, now: Instant, buffers: &AnswerBuffers) -> bool {
         let mut progress = false;
         while let Some((id, answer)) = self.answers.front() {
             let id = *id;
@@ -364,7 +367,9 @@ impl Conn {
                 Err(RespondError::WouldBlock) => break,
                 Err(e) => log::debug!("{}: answer to {id} dropped: {e}", self.label),
             }
-            self.answers.pop_front();
+            if let Some((_, Ok(buffer))) = self.answers.pop_front() {
+                buffers.give_back(buffer);
+            }
             progress = true;
         }
         progress
@@ -412,7 +417,7 @@ impl Conn {
                 _ => {}
             }
             // Keep the queue short: answers go to the core as soon as they exist.
-            self.flush_answers(now);
+            self.flush_answers(now, &shared.buffers);
         }
         progress
     }
@@ -659,30 +664,9 @@ pub(super) fn dispatch(
     shared.stats.call(Some(index));
     let responder = || Responder::new(call, Arc::clone(completions));
     let deadline = deadline.map(|d| shared.clock.to_std(d));
-    match function {
-        Function::Sync(function) => match &shared.pool {
-            None => {
-                shared.stats.execution(index);
-                Some(run_sync(function, &CallContext::new(peer, deadline), body))
-            }
-            Some(pool) if pool.is_full() => {
-                shared.stats.worker_busy();
-                Some(Err(CallFailure::Busy {
-                    retry_after: crate::clock::to_std(shared.config.connection.busy_retry_after),
-                }))
-            }
-            Some(pool) => {
-                pool.submit(Job {
-                    function: Arc::clone(function),
-                    method: index,
-                    body: body.to_vec(),
-                    peer: OwnedPeer::from(peer),
-                    deadline,
-                    responder: responder(),
-                });
-                None
-            }
-        },
+    let (lent, owned) = match function {
+        Function::Sync(function) => (None, function),
+        Function::Into { lent, owned } => (Some(lent), owned),
         Function::Deferred(function) => {
             shared.stats.execution(index);
             let responder = responder();
@@ -691,6 +675,33 @@ pub(super) fn dispatch(
                 // The responder was dropped while unwinding: the call gets an error.
                 log::error!("function {target} panicked");
             }
+            return None;
+        }
+    };
+    match &shared.pool {
+        None => {
+            shared.stats.execution(index);
+            let context = CallContext::new(peer, deadline);
+            Some(match lent {
+                Some(lent) => run_into(lent, &context, body, shared.buffers.lend()),
+                None => run_sync(owned, &context, body),
+            })
+        }
+        Some(pool) if pool.is_full() => {
+            shared.stats.worker_busy();
+            Some(Err(CallFailure::Busy {
+                retry_after: crate::clock::to_std(shared.config.connection.busy_retry_after),
+            }))
+        }
+        Some(pool) => {
+            pool.submit(Job {
+                function: Arc::clone(owned),
+                method: index,
+                body: body.to_vec(),
+                peer: OwnedPeer::from(peer),
+                deadline,
+                responder: responder(),
+            });
             None
         }
     }

@@ -11,7 +11,8 @@
 //! the answer stays in the core's cache, so the client's next retransmission gets it.
 //!
 //! The peer address is the sender's `SocketAddr` on UDP, and on Unix datagram sockets the
-//! path the sender's socket is bound to (a [`PathBuf`]); a Unix sender with no name cannot
+//! path the sender's socket is bound to (a [`UnixPeerPath`], kept inline so a datagram
+//! costs no allocation); a Unix sender with no name cannot
 //! be answered, so its datagrams are dropped (`unaddressable`) before the core sees them.
 //!
 //! In a shutdown the core is put in drain mode and the socket is still read:
@@ -25,8 +26,11 @@ use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
 use std::sync::Arc;
+
+use std::os::fd::AsFd;
 
 use mio::event::Source;
 use mio::net::{UdpSocket, UnixDatagram};
@@ -37,8 +41,10 @@ use wirecall_core::datagram::{
     RequestHandle,
 };
 
+use super::answer_buffers::AnswerBuffers;
 use super::conn::{Shared, dispatch};
 use super::listener::{Share, SocketFile, bind_udp_shared, bind_unix_datagram};
+use super::recv_batch::{self, RecvBatch};
 use crate::config::{MAX_DATAGRAM_CACHE, ServerConfig, check_datagram, datagram_config};
 use crate::driver::{DrainLinger, HeldAnswers, SendResult, is_peer_error, send_answer};
 use crate::endpoint::Endpoint;
@@ -50,9 +56,13 @@ use crate::stream::{interrupted, would_block};
 /// Datagrams read from one socket per turn of the loop before other work gets a turn.
 const READS_PER_TURN: usize = 256;
 /// A datagram socket the loop can read from and answer on, with its peer address type.
-pub(super) trait DatagramSocket: Source {
+pub(super) trait DatagramSocket: Source + AsFd {
     /// Who sent a datagram, as the core keys its cache by.
     type Peer: Clone + PartialEq + fmt::Debug;
+
+    /// The sender of a datagram from the address bytes `recvmmsg` wrote (see
+    /// [`RecvBatch`]); `None` when it cannot be answered.
+    fn peer_of_name(name: &[u8]) -> Option<Self::Peer>;
 
     /// Receives one datagram: its length and its sender, `None` when the sender cannot be
     /// answered (a Unix socket with no name).
@@ -77,6 +87,10 @@ pub(super) trait DatagramSocket: Source {
 impl DatagramSocket for UdpSocket {
     type Peer = SocketAddr;
 
+    fn peer_of_name(name: &[u8]) -> Option<SocketAddr> {
+        recv_batch::inet_addr(name)
+    }
+
     fn recv_peer(&self, buf: &mut [u8]) -> io::Result<(usize, Option<SocketAddr>)> {
         self.recv_from(buf).map(|(n, from)| (n, Some(from)))
     }
@@ -91,20 +105,24 @@ impl DatagramSocket for UdpSocket {
 }
 
 impl DatagramSocket for UnixDatagram {
-    type Peer = PathBuf;
+    type Peer = UnixPeerPath;
 
-    fn recv_peer(&self, buf: &mut [u8]) -> io::Result<(usize, Option<PathBuf>)> {
+    fn peer_of_name(name: &[u8]) -> Option<UnixPeerPath> {
+        recv_batch::unix_path(name).and_then(UnixPeerPath::new)
+    }
+
+    fn recv_peer(&self, buf: &mut [u8]) -> io::Result<(usize, Option<UnixPeerPath>)> {
         self.recv_from(buf)
-            .map(|(n, from)| (n, from.as_pathname().map(Path::to_path_buf)))
+            .map(|(n, from)| (n, from.as_pathname().and_then(UnixPeerPath::new)))
     }
 
-    fn send_peer(&self, buf: &[u8], to: &PathBuf) -> io::Result<usize> {
-        self.send_to(buf, to)
+    fn send_peer(&self, buf: &[u8], to: &UnixPeerPath) -> io::Result<usize> {
+        self.send_to(buf, to.as_path())
     }
 
-    fn call_peer(peer: &PathBuf, credentials: Option<UnixCredentials>) -> Peer<'_> {
+    fn call_peer(peer: &UnixPeerPath, credentials: Option<UnixCredentials>) -> Peer<'_> {
         Peer::UnixDatagram {
-            path: peer,
+            path: peer.as_path(),
             credentials,
         }
     }
@@ -112,7 +130,7 @@ impl DatagramSocket for UnixDatagram {
     fn recv_peer_credentials(
         &self,
         buf: &mut [u8],
-    ) -> io::Result<(usize, Option<PathBuf>, Option<UnixCredentials>)> {
+    ) -> io::Result<(usize, Option<UnixPeerPath>, Option<UnixCredentials>)> {
         use nix::sys::socket::{ControlMessageOwned, MsgFlags, UnixAddr, recvmsg};
         use std::os::fd::AsRawFd;
         // nix reads the credentials as plain integers (rustix's UCred cannot hold the pid 0
@@ -134,8 +152,46 @@ impl DatagramSocket for UnixDatagram {
                 _ => None,
             })
         });
-        let peer = msg.address.and_then(|a| a.path().map(Path::to_path_buf));
+        let peer = msg
+            .address
+            .and_then(|a| a.path().and_then(UnixPeerPath::new));
         Ok((msg.bytes, peer, credentials))
+    }
+}
+
+/// The longest path a `sockaddr_un` holds (`sun_path` on Linux).
+const UNIX_PATH_MAX: usize = 108;
+
+/// A Unix datagram sender's path, kept inline rather than in a `PathBuf`: the core keeps
+/// one per call in its cache and the driver makes one per datagram, so an allocation each
+/// would be one per call.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) struct UnixPeerPath {
+    len: u8,
+    bytes: [u8; UNIX_PATH_MAX],
+}
+
+impl UnixPeerPath {
+    /// `None` for a path longer than a socket address holds (no sender has one).
+    fn new(path: &Path) -> Option<Self> {
+        let from = path.as_os_str().as_bytes();
+        let mut bytes = [0u8; UNIX_PATH_MAX];
+        bytes.get_mut(..from.len())?.copy_from_slice(from);
+        Some(Self {
+            len: u8::try_from(from.len()).ok()?,
+            bytes,
+        })
+    }
+
+    fn as_path(&self) -> &Path {
+        let bytes = self.bytes.get(..usize::from(self.len)).unwrap_or_default();
+        Path::new(std::ffi::OsStr::from_bytes(bytes))
+    }
+}
+
+impl fmt::Debug for UnixPeerPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_path(), f)
     }
 }
 
@@ -146,8 +202,9 @@ type Core<P> = DatagramServer<P, Box<[u8]>, Box<[DatagramEntry<P>]>>;
 pub(super) struct Datagram<S: DatagramSocket> {
     socket: S,
     core: Core<S::Peer>,
-    /// The largest datagram plus one byte, so an oversized one is seen as such.
-    buf: Box<[u8]>,
+    /// Receive slots of the largest datagram plus one byte each, so an oversized one is
+    /// seen as such.
+    batch: RecvBatch,
     /// The endpoint, for log lines.
     label: String,
     /// Calls taken and not yet answered or cancelled.
@@ -180,7 +237,7 @@ impl<S: DatagramSocket> Datagram<S> {
         Self {
             socket,
             core,
-            buf: vec![0u8; max_datagram.saturating_add(1)].into_boxed_slice(),
+            batch: RecvBatch::new(max_datagram.saturating_add(1)),
             label,
             running: HashSet::new(),
             delayed: BTreeMap::new(),
@@ -204,32 +261,70 @@ impl<S: DatagramSocket> Datagram<S> {
 
     /// Reads and handles datagrams until the socket would block, or for one turn's worth.
     fn read(&mut self, now: Instant, shared: &Shared) {
-        self.readable = false;
-        for _ in 0..READS_PER_TURN {
-            let received = if self.check_credentials {
-                self.socket.recv_peer_credentials(&mut self.buf)
-            } else {
-                self.socket
-                    .recv_peer(&mut self.buf)
-                    .map(|(n, p)| (n, p, None))
-            };
-            let (len, peer, credentials) = match received {
-                Ok(received) => received,
-                Err(e) if would_block(&e) => {
-                    self.sync_stats(&shared.stats);
-                    return;
+        // The batch is moved out while its datagrams are handled (which needs `self`).
+        let mut batch = std::mem::take(&mut self.batch);
+        self.readable = if self.check_credentials {
+            self.read_each(&mut batch, now, shared)
+        } else {
+            self.read_batches(&mut batch, now, shared)
+        };
+        self.batch = batch;
+        self.sync_stats(&shared.stats);
+    }
+
+    /// Reads batches of datagrams (`recvmmsg`) until one comes back short, which found the
+    /// queue empty (see [`RecvBatch`]), or for one turn's worth; `true` when more may wait.
+    fn read_batches(&mut self, batch: &mut RecvBatch, now: Instant, shared: &Shared) -> bool {
+        let mut read = 0usize;
+        while read < READS_PER_TURN {
+            match batch.recv(self.socket.as_fd()) {
+                Ok(n) => {
+                    read = read.saturating_add(n.max(1));
+                    for i in 0..n {
+                        let Some((datagram, name)) = batch.get(i) else {
+                            break;
+                        };
+                        shared.stats.datagram_received();
+                        match S::peer_of_name(name) {
+                            Some(peer) => self.take(now, &peer, None, datagram, shared),
+                            None => unaddressable(&self.label, &shared.stats),
+                        }
+                    }
+                    if !batch.was_full() {
+                        return false;
+                    }
                 }
+                Err(e) if would_block(&e) => return false,
                 // A pending error from an earlier send (e.g. an ICMP port unreachable):
                 // reading it cleared it.
+                Err(e) if interrupted(&e) || is_peer_error(&e) => read = read.saturating_add(1),
+                Err(e) => {
+                    log::warn!("{}: cannot receive: {e}", self.label);
+                    return false;
+                }
+            }
+        }
+        // More may be waiting; the loop comes back after the others had a turn.
+        true
+    }
+
+    /// Reads one datagram at a time with its sender's credentials (`recvmsg`), checked
+    /// against the allowlist, until the socket would block or for one turn's worth;
+    /// `true` when more may wait.
+    fn read_each(&mut self, batch: &mut RecvBatch, now: Instant, shared: &Shared) -> bool {
+        for _ in 0..READS_PER_TURN {
+            let buf = batch.first_slot_mut();
+            let (len, peer, credentials) = match self.socket.recv_peer_credentials(buf) {
+                Ok(received) => received,
+                Err(e) if would_block(&e) => return false,
                 Err(e) if interrupted(&e) || is_peer_error(&e) => continue,
                 Err(e) => {
                     log::warn!("{}: cannot receive: {e}", self.label);
-                    self.sync_stats(&shared.stats);
-                    return;
+                    return false;
                 }
             };
             shared.stats.datagram_received();
-            if self.check_credentials && !shared.access.allows(credentials) {
+            if !shared.access.allows(credentials) {
                 shared.stats.datagram_dropped(DropKind::NotAllowed);
                 shared.warnings.not_allowed.warn(format_args!(
                     "{}: dropped a datagram from {peer:?} ({}): not on the allowlist",
@@ -239,27 +334,24 @@ impl<S: DatagramSocket> Datagram<S> {
                 continue;
             }
             let Some(peer) = peer else {
-                log::debug!("{}: dropped a datagram from an unnamed socket", self.label);
-                shared.stats.datagram_dropped(DropKind::Unaddressable);
+                unaddressable(&self.label, &shared.stats);
                 continue;
             };
-            self.take(now, &peer, credentials, len, shared);
+            let datagram = batch.first_slot_mut().get(..len).unwrap_or_default();
+            self.take(now, &peer, credentials, datagram, shared);
         }
-        // More may be waiting; the loop comes back after the others had a turn.
-        self.readable = true;
-        self.sync_stats(&shared.stats);
+        true
     }
 
-    /// Hands one datagram of `len` bytes from `peer` to the core and does what it says.
+    /// Hands one datagram from `peer` to the core and does what it says.
     fn take(
         &mut self,
         now: Instant,
         peer: &S::Peer,
         credentials: Option<UnixCredentials>,
-        len: usize,
+        datagram: &[u8],
         shared: &Shared,
     ) {
-        let datagram = self.buf.get(..len).unwrap_or_default();
         let (handle, answer) = match self.core.handle_datagram(now, peer, datagram) {
             Received::Request(request) => {
                 let call = CallRef::Datagram(request.handle);
@@ -305,7 +397,7 @@ impl<S: DatagramSocket> Datagram<S> {
             _ => return,
         };
         match answer {
-            Some(answer) => self.answer(now, handle, answer, &shared.stats),
+            Some(answer) => self.answer(now, handle, answer, &shared.stats, &shared.buffers),
             None => {
                 if self.running.insert(handle) {
                     shared.stats.datagram_running(true);
@@ -330,36 +422,44 @@ impl<S: DatagramSocket> Datagram<S> {
         handle: RequestHandle,
         answer: Answer,
         not_before: Option<Instant>,
-        stats: &Stats,
+        shared: &Shared,
     ) {
         match not_before {
             Some(at) if at > now => {
                 self.delayed.insert((at, self.next_seq), (handle, answer));
                 self.next_seq = self.next_seq.wrapping_add(1);
             }
-            _ => self.answer(now, handle, answer, stats),
+            _ => self.answer(now, handle, answer, &shared.stats, &shared.buffers),
         }
-        self.sync_stats(stats);
+        self.sync_stats(&shared.stats);
     }
 
     /// Sends the held answers whose time has come.
-    fn release_due(&mut self, now: Instant, stats: &Stats) {
+    fn release_due(&mut self, now: Instant, shared: &Shared) {
         let mut any = false;
         while let Some(entry) = self.delayed.first_entry() {
             if entry.key().0 > now {
                 break;
             }
             let (handle, answer) = entry.remove();
-            self.answer(now, handle, answer, stats);
+            self.answer(now, handle, answer, &shared.stats, &shared.buffers);
             any = true;
         }
         if any {
-            self.sync_stats(stats);
+            self.sync_stats(&shared.stats);
         }
     }
 
-    /// Gives the core the answer to a call and sends what it returns.
-    fn answer(&mut self, now: Instant, handle: RequestHandle, answer: Answer, stats: &Stats) {
+    /// Gives the core the answer to a call and sends what it returns; the answer's buffer
+    /// goes back to `buffers`.
+    fn answer(
+        &mut self,
+        now: Instant,
+        handle: RequestHandle,
+        answer: Answer,
+        stats: &Stats,
+        buffers: &AnswerBuffers,
+    ) {
         if self.running.remove(&handle) {
             stats.datagram_running(false);
         }
@@ -376,6 +476,9 @@ impl<S: DatagramSocket> Datagram<S> {
                 stats.datagram_late_answer();
             }
             Err(e) => log::warn!("{}: cannot answer a call: {e}", self.label),
+        }
+        if let Ok(buffer) = answer {
+            buffers.give_back(buffer);
         }
     }
 
@@ -412,6 +515,13 @@ impl<S: DatagramSocket> Datagram<S> {
         }
         self.delayed.clear();
     }
+}
+
+/// A datagram from a sender that cannot be answered (a Unix socket with no name): dropped
+/// and counted.
+fn unaddressable(label: &str, stats: &Stats) {
+    log::debug!("{label}: dropped a datagram from an unnamed socket");
+    stats.datagram_dropped(DropKind::Unaddressable);
 }
 
 /// Sends one datagram, counted (see [`send_answer`]).
@@ -467,7 +577,7 @@ impl DatagramListener {
         let mut dropped = 0usize;
         // Bounded by the socket's receive buffer; the bound only guards against a flood.
         while dropped < 1 << 20 {
-            match datagram.socket.recv_from(&mut datagram.buf) {
+            match datagram.socket.recv_from(datagram.batch.first_slot_mut()) {
                 Ok(_) => dropped = dropped.saturating_add(1),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(_) => break,
@@ -567,7 +677,7 @@ impl DatagramListener {
     pub(super) fn drive(&mut self, now: Instant, shared: &Shared) {
         each!(self, d => {
             d.retry_unsent(now, &shared.stats);
-            d.release_due(now, &shared.stats);
+            d.release_due(now, shared);
             if d.readable {
                 d.read(now, shared);
             }
@@ -581,9 +691,9 @@ impl DatagramListener {
         handle: RequestHandle,
         answer: Answer,
         not_before: Option<Instant>,
-        stats: &Stats,
+        shared: &Shared,
     ) {
-        each!(self, d => d.complete(now, handle, answer, not_before, stats));
+        each!(self, d => d.complete(now, handle, answer, not_before, shared));
     }
 
     /// When a held answer is due.
@@ -638,5 +748,29 @@ impl Source for DatagramListener {
 
     fn deregister(&mut self, registry: &Registry) -> io::Result<()> {
         each!(self, d => d.socket.deregister(registry))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_unix_peer_path_is_kept_whole_up_to_a_socket_address() {
+        let path = Path::new("/tmp/wirecall-client.sock");
+        let peer = UnixPeerPath::new(path).unwrap();
+        assert_eq!(peer.as_path(), path);
+        assert_eq!(peer, UnixPeerPath::new(path).unwrap());
+        assert_ne!(
+            peer,
+            UnixPeerPath::new(Path::new("/tmp/other.sock")).unwrap()
+        );
+        assert_eq!(format!("{peer:?}"), format!("{path:?}"));
+        let longest = "x".repeat(UNIX_PATH_MAX);
+        assert_eq!(
+            UnixPeerPath::new(Path::new(&longest)).unwrap().as_path(),
+            Path::new(&longest)
+        );
+        assert!(UnixPeerPath::new(Path::new(&"x".repeat(UNIX_PATH_MAX + 1))).is_none());
     }
 }

@@ -459,8 +459,8 @@ impl EventLoop {
                 }
                 CallRef::Datagram(handle) => {
                     if let Some(datagram) = self.datagrams.get_mut(&completion.token) {
-                        let stats = &self.shared.stats;
-                        datagram.complete(now, handle, completion.answer, not_before, stats);
+                        let shared = &self.shared;
+                        datagram.complete(now, handle, completion.answer, not_before, shared);
                     }
                 }
             }

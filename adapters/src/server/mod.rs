@@ -34,12 +34,17 @@
 //! runs its function at most once and gets the same answer again; the guarantee and its
 //! conditions are in `docs/PROTOCOL.md`, section 11.4.
 
+mod answer_buffers;
 mod conn;
 mod datagram;
 mod event_loop;
 mod fd_limit;
 pub(crate) mod listener;
 mod loops;
+// The one place the adapter calls libc itself (`recvmmsg`, which no safe wrapper offers
+// correctly); each unsafe block there carries its proof.
+#[allow(unsafe_code)]
+mod recv_batch;
 
 pub use self::fd_limit::raise_open_file_limit;
 mod throttle;
@@ -68,8 +73,8 @@ use crate::config::{ServerConfig, check_limits, check_server};
 use crate::endpoint::Endpoint;
 use crate::error::Error;
 use crate::function::{
-    Answer, CallContext, Completion, CompletionSink, Function, LoopCompletions, Named, Register,
-    Registry, Responder, deferred_without_context, without_context,
+    Answer, CallContext, CallFailure, Completion, CompletionSink, Function, LoopCompletions, Named,
+    Register, Registry, Responder, deferred_without_context, without_context,
 };
 use crate::id_hasher::IdMap;
 use crate::stats::StatsHandle;
@@ -156,6 +161,23 @@ impl ServerBuilder {
             name,
             Function::Deferred(Arc::new(function)),
         ));
+        self
+    }
+
+    /// Registers a synchronous function under `name` that writes its answer into a
+    /// buffer the server lends, so that with 0 workers a call allocates nothing (see
+    /// [`Register::function_into`]). Otherwise as
+    /// [`function_with_context`](Self::function_with_context).
+    #[must_use]
+    pub fn function_into<F>(mut self, name: impl Into<String>, function: F) -> Self
+    where
+        F: Fn(&CallContext<'_>, &[u8], &mut Vec<u8>) -> Result<(), CallFailure>
+            + Send
+            + Sync
+            + 'static,
+    {
+        let function = Function::into_buffer(Arc::new(function));
+        self.functions.push(Named::function(name, function));
         self
     }
 
@@ -398,6 +420,7 @@ impl ServerBuilder {
                     draining: false,
                     warnings: throttle::Warnings::default(),
                     access: self.access.clone(),
+                    buffers: answer_buffers::AnswerBuffers::default(),
                 },
                 spare: fd_limit::Spare::new(),
                 accept_retry: None,
@@ -579,11 +602,33 @@ impl Register for ServerBuilder {
         Self::deferred_with_context(self, name, function)
     }
 
+    fn function_into<F>(self, name: impl Into<String>, function: F) -> Self
+    where
+        F: Fn(&CallContext<'_>, &[u8], &mut Vec<u8>) -> Result<(), CallFailure>
+            + Send
+            + Sync
+            + 'static,
+    {
+        Self::function_into(self, name, function)
+    }
+
     fn keyed_function<F>(mut self, spec: EndpointSpec, function: F) -> Self
     where
         F: Fn(&CallContext<'_>, &[u8]) -> Answer + Send + Sync + 'static,
     {
         let function = Function::Sync(Arc::new(function));
+        self.functions.push(Named::endpoint(spec, function));
+        self
+    }
+
+    fn keyed_function_into<F>(mut self, spec: EndpointSpec, function: F) -> Self
+    where
+        F: Fn(&CallContext<'_>, &[u8], &mut Vec<u8>) -> Result<(), CallFailure>
+            + Send
+            + Sync
+            + 'static,
+    {
+        let function = Function::into_buffer(Arc::new(function));
         self.functions.push(Named::endpoint(spec, function));
         self
     }

@@ -1,7 +1,7 @@
 //! The load generator of `wirecall bench`, over the library's [`Client`].
 //!
 //! [`run`] opens `connections` clients, each on its own thread, and calls on each with
-//! [`Client::submit`] and [`Client::wait_any`], keeping at most `window` calls in flight
+//! [`Client::submit`] and [`Client::wait_any_borrowed`], keeping at most `window` calls in flight
 //! per connection. Two ways to pace the calls:
 //!
 //! - **Closed loop** (the default): each connection keeps its window full, sending a new
@@ -14,7 +14,7 @@
 //!   instead of slowing the load down (no coordinated omission). The window still bounds
 //!   the calls in flight: while it is full, calls fall behind their times, and the delay
 //!   counts in their latency. Between sends a connection collects answers with
-//!   [`Client::wait_any_timeout`] until the next call is due.
+//!   [`Client::wait_any_timeout_borrowed`] until the next call is due.
 //!
 //! Answers are checked where they are known: for `echo` an answer must be the request
 //! body byte for byte, for `upper` the body upper-cased; a wrong answer counts as an
@@ -709,8 +709,12 @@ fn drive(mut client: Client, config: &BenchConfig, plan: &Plan, ended: &AtomicU6
                 std::thread::sleep(at.saturating_duration_since(Instant::now()));
                 continue;
             }
-            Some(at) => client.wait_any_timeout(at.saturating_duration_since(Instant::now())),
-            None => client.wait_any(),
+            // Answers are checked where they lie in the client's store: no copy, no
+            // allocation per call.
+            Some(at) => {
+                client.wait_any_timeout_borrowed(at.saturating_duration_since(Instant::now()))
+            }
+            None => client.wait_any_borrowed(),
         };
         let Some((id, outcome)) = got else {
             if next.is_some() && client.pending() > 0 {
@@ -732,7 +736,7 @@ fn drive(mut client: Client, config: &BenchConfig, plan: &Plan, ended: &AtomicU6
         }
         match outcome {
             Ok(answer) => {
-                if bodies.is_right(&answer, number) {
+                if bodies.is_right(answer, number) {
                     tally.ok = tally.ok.saturating_add(1);
                 } else {
                     tally.mismatches = tally.mismatches.saturating_add(1);
