@@ -352,18 +352,18 @@ impl Function {
 }
 
 /// Runs a function that answers into `buffer` (cleared first) as [`run_sync`] runs one
-/// that returns its answer: a panic in it is an error answer. The answer is `buffer`,
-/// whose allocation a driver may lend again once the answer is sent.
+/// that returns its answer: a panic in it is an error answer. On `Ok(())` the answer is in
+/// `buffer`; either way the buffer stays the caller's, to lend again once the answer is
+/// sent.
 pub fn run_into(
     function: &IntoFn,
     context: &CallContext<'_>,
     body: &[u8],
-    mut buffer: Vec<u8>,
-) -> Answer {
+    buffer: &mut Vec<u8>,
+) -> Result<(), CallFailure> {
     buffer.clear();
-    match catch_unwind(AssertUnwindSafe(|| function(context, body, &mut buffer))) {
-        Ok(Ok(())) => Ok(buffer),
-        Ok(Err(failure)) => Err(failure),
+    match catch_unwind(AssertUnwindSafe(|| function(context, body, buffer))) {
+        Ok(outcome) => outcome,
         Err(_) => {
             log::error!("a function panicked; its call is answered with an error");
             Err(CallFailure::error(

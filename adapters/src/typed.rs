@@ -162,14 +162,14 @@ pub fn discovery<F>(
 /// The outcome of a typed function, as its endpoint declares it.
 pub type Outcome<'a, E> = Result<<E as Endpoint>::Response<'a>, <E as Endpoint>::Error<'a>>;
 
-/// Encodes a function's outcome as the answer body of endpoint `E`: postcard's
-/// `Result<Response, Error>`, sized first so the answer is one allocation.
 /// The error answer of an outcome that cannot be encoded (logged): the function ran.
 fn unencodable<E: Endpoint + ?Sized>() -> CallFailure {
     log::error!("{}: the function's answer cannot be encoded", E::PATH);
     CallFailure::error(ERROR_ANSWER_NOT_ENCODABLE, "the answer cannot be encoded")
 }
 
+/// Encodes a function's outcome as the answer body of endpoint `E`: postcard's
+/// `Result<Response, Error>`, sized first so the answer is one allocation.
 fn encode_outcome<E: Endpoint + ?Sized>(outcome: &Outcome<'_, E>) -> Answer {
     let unencodable = unencodable::<E>;
     let len = postcard::serialize_with_flavor(outcome, postcard::ser_flavors::Size::default())
@@ -285,6 +285,12 @@ impl<E: Endpoint + ?Sized> TypedReply<E> {
     pub fn send(&mut self, outcome: &Outcome<'_, E>) {
         let mut buffer = std::mem::take(&mut self.buffer);
         buffer.clear();
+        if buffer.capacity() == 0 {
+            // A new buffer (not one the server lends): sized first, one allocation.
+            let size =
+                postcard::serialize_with_flavor(outcome, postcard::ser_flavors::Size::default());
+            buffer.reserve_exact(size.unwrap_or(0));
+        }
         match postcard::to_extend(outcome, buffer) {
             Ok(encoded) => {
                 self.buffer = encoded;

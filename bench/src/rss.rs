@@ -168,10 +168,12 @@ pub(crate) fn run(args: &Args) -> Result<()> {
         println!(
             "VmRSS before: {before} KiB; with the connections: {after} KiB (RssAnon {anon} KiB); after they closed: {closed} KiB"
         );
+        // The performance issue's target (it was 4,096 bytes before).
+        const TARGET: f64 = 2048.0;
         println!(
-            "per connection: {per:.0} bytes ({:.1} KiB); target <= 4096 bytes: {}",
+            "per connection: {per:.0} bytes ({:.1} KiB); target <= {TARGET} bytes: {}",
             per / 1024.0,
-            if per <= 4096.0 { "met" } else { "missed" }
+            if per <= TARGET { "met" } else { "missed" }
         );
         println!(
             "{}",

@@ -5,7 +5,8 @@
 //! came, not in a `Vec` each: a caller that collects with
 //! [`Client::wait_any_borrowed`](super::Client::wait_any_borrowed) borrows them from there,
 //! so a steady stream of calls allocates nothing once the store has grown to the most
-//! answers ever waiting at once. The store is emptied whenever no outcome waits, and
+//! answers ever waiting at once. The store is emptied whenever every answer in it was
+//! collected, and
 //! compacted when the bytes of collected answers outweigh the ones still waiting, so it
 //! stays within about twice what waits (plus [`COMPACT_AFTER`]).
 
@@ -46,6 +47,11 @@ impl Outcomes {
 
     /// A call was answered with `body`; its outcome waits to be collected.
     pub(super) fn answered(&mut self, id: RequestId, body: &[u8]) {
+        if body.is_empty() {
+            // Stored nowhere: a span of (0, 0) stays valid whatever the store does.
+            self.done.push_back((id, Ok((0, 0))));
+            return;
+        }
         self.make_room();
         let start = self.bodies.len();
         self.bodies.extend_from_slice(body);
@@ -93,8 +99,8 @@ impl Outcomes {
     }
 
     /// Before an answer is stored: empties the store when every answer in it was
-    /// collected, or compacts
-    /// it when collected bytes outweigh waiting ones.
+    /// collected (empty answers are kept as `(0, 0)`, in no store), or compacts it when
+    /// collected bytes outweigh waiting ones.
     fn make_room(&mut self) {
         if self.collected >= self.bodies.len() {
             self.bodies.clear();
@@ -109,7 +115,9 @@ impl Outcomes {
         // The spans rise and do not overlap, so each moves down over collected bytes only.
         let mut to = 0usize;
         for (_, outcome) in &mut self.done {
-            if let Ok((start, len)) = outcome {
+            if let Ok((start, len)) = outcome
+                && *len > 0
+            {
                 self.bodies
                     .copy_within(*start..start.saturating_add(*len), to);
                 *start = to;
@@ -117,6 +125,9 @@ impl Outcomes {
             }
         }
         self.bodies.truncate(to);
+        // What a burst grew is given back while other answers still wait.
+        self.bodies
+            .shrink_to(KEEP_CAPACITY.max(to.saturating_mul(2)));
         self.collected = 0;
     }
 
@@ -186,6 +197,31 @@ mod test {
         let (id, outcome) = o.take_any_borrowed().unwrap();
         assert_eq!((id, outcome.unwrap()), (RequestId(2), &b"two"[..]));
         assert!(o.take_any_borrowed().is_none());
+    }
+
+    /// An empty answer waits while the store is emptied and later compacted: its span
+    /// must stay valid (it is kept in no store).
+    #[test]
+    fn an_empty_answer_survives_emptying_and_compaction() {
+        let mut o = Outcomes::default();
+        o.submitted(RequestId(1));
+        o.answered(RequestId(1), b"");
+        for id in 2..40u64 {
+            o.submitted(RequestId(id));
+            o.answered(RequestId(id), &[7u8; 4096]);
+        }
+        for id in 2..40u64 {
+            assert_eq!(o.take(RequestId(id)).unwrap().unwrap().len(), 4096);
+        }
+        o.submitted(RequestId(100));
+        o.answered(RequestId(100), b"waits");
+        for id in 200..220u64 {
+            o.submitted(RequestId(id));
+            o.answered(RequestId(id), &[1u8; 2048]);
+            assert_eq!(o.take(RequestId(id)).unwrap().unwrap().len(), 2048);
+        }
+        assert_eq!(o.take(RequestId(1)).unwrap().unwrap(), b"");
+        assert_eq!(o.take(RequestId(100)).unwrap().unwrap(), b"waits");
     }
 
     /// A window of calls where some outcome always waits: the store is never emptied, so

@@ -49,13 +49,13 @@ const MAX_PASSES: usize = 8;
 /// Reads per pass.
 const READS_PER_PASS: usize = 16;
 
-/// Bytes each connection buffer starts (and shrinks back) to: enough for a small call, so
-/// an idle connection costs little; it grows to the frame limit only while a large frame
-/// passes through.
-const INITIAL: usize = 512;
+/// Receive room a read asks for when the buffer has less: enough for a hello and a small
+/// call. Both buffers start empty and grow with what passes (to the frame limit only while
+/// a large frame does), so a connection that has only said hello costs little.
+const FIRST_READ: usize = 128;
 
-/// How long a connection must be idle before its buffers shrink back to their initial
-/// size: long enough that a client pausing between calls does not pay for regrowing them.
+/// How long a connection must be idle before its buffers are given back (to nothing):
+/// long enough that a client pausing between calls does not pay for regrowing them.
 const SHRINK_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// What the event loop shares with every connection.
@@ -149,7 +149,7 @@ impl Conn {
         now: Instant,
         completions: Arc<dyn Completions>,
     ) -> Result<Self, ConfigError> {
-        let buffer = || GrowBuf::new(INITIAL, config.connection.buffer_len());
+        let buffer = || GrowBuf::new(0, config.connection.buffer_len());
         let slots = vec![RequestSlot::EMPTY; config.connection.table_len()].into_boxed_slice();
         let core = ServerConnection::new(config.connection, buffer(), buffer(), slots, now)?;
         Ok(Self {
@@ -294,7 +294,7 @@ impl Conn {
         if self.is_idle()
             && self.shrunk_at != Some(self.last_active)
             && now >= self.last_active.saturating_add(to_core(SHRINK_AFTER))
-            && self.core.shrink_buffers(INITIAL)
+            && self.core.shrink_buffers(0)
         {
             self.shrunk_at = Some(self.last_active);
         }
@@ -563,6 +563,9 @@ impl Conn {
             return false;
         }
         let mut progress = false;
+        if self.core.input_buffer().len() < FIRST_READ {
+            self.core.reserve_input(FIRST_READ);
+        }
         for _ in 0..READS_PER_PASS {
             let buf = self.core.input_buffer();
             if buf.is_empty() {
@@ -683,7 +686,16 @@ pub(super) fn dispatch(
             shared.stats.execution(index);
             let context = CallContext::new(peer, deadline);
             Some(match lent {
-                Some(lent) => run_into(lent, &context, body, shared.buffers.lend()),
+                Some(lent) => {
+                    let mut buffer = shared.buffers.lend();
+                    match run_into(lent, &context, body, &mut buffer) {
+                        Ok(()) => Ok(buffer),
+                        Err(failure) => {
+                            shared.buffers.give_back(buffer);
+                            Err(failure)
+                        }
+                    }
+                }
                 None => run_sync(owned, &context, body),
             })
         }

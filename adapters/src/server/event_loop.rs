@@ -59,8 +59,10 @@ pub(super) struct EventLoop {
     pub(super) listeners: Vec<Option<(Listener, Endpoint)>>,
     /// Datagram endpoints by token.
     pub(super) datagrams: HashMap<Token, DatagramListener>,
-    /// By token (the loop hands tokens out, so the cheap hash is safe).
-    pub(super) conns: IdMap<Token, Conn>,
+    /// By token (the loop hands tokens out, so the cheap hash is safe). Boxed: a map of
+    /// 10,000 connections has 16,384 buckets, and an 864-byte `Conn` in each would cost
+    /// 1.4 KiB per connection where a pointer costs 13 bytes (docs/BENCHMARKS.md).
+    pub(super) conns: IdMap<Token, Box<Conn>>,
     pub(super) next_token: usize,
     /// Connection wakeups, earliest first.
     pub(super) timers: BTreeSet<(Instant, Token)>,
@@ -146,7 +148,8 @@ impl EventLoop {
                 if now >= deadline {
                     let datagram_calls: usize =
                         self.datagrams.values().map(|d| d.busy_calls()).sum();
-                    let stream_calls: usize = self.conns.values().map(Conn::calls_unanswered).sum();
+                    let stream_calls: usize =
+                        self.conns.values().map(|c| c.calls_unanswered()).sum();
                     let connections = self.conns.len();
                     log::warn!(
                         "stopping with {connections} connection(s) still open and \
@@ -400,7 +403,7 @@ impl EventLoop {
             }
         }
         mark_ready(&mut self.ready, &mut conn, token);
-        self.conns.insert(token, conn);
+        self.conns.insert(token, Box::new(conn));
     }
 
     /// At the connection limit, makes room for a new connection by evicting the one that

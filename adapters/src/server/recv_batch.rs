@@ -88,12 +88,14 @@ impl RecvBatch {
     /// waiting; returns how many. `Err` with `WouldBlock` when nothing was queued.
     pub(super) fn recv(&mut self, fd: BorrowedFd<'_>) -> io::Result<usize> {
         self.got.clear();
-        let slots = self.slots().min(MAX_SLOTS);
-        // SAFETY (zeroed): `iovec` and `mmsghdr` are plain C structs of integers and raw
-        // pointers, for which all-zero bytes are valid values (null pointers, zero lengths).
+        // SAFETY: `iovec` is a plain C struct of a raw pointer and a length, for which
+        // all-zero bytes are a valid value (a null pointer, a zero length).
         let mut iovs: [libc::iovec; MAX_SLOTS] = unsafe { std::mem::zeroed() };
+        // SAFETY: `mmsghdr` is a plain C struct of integers and raw pointers (with its
+        // `msghdr`), for which all-zero bytes are a valid value.
         let mut hdrs: [libc::mmsghdr; MAX_SLOTS] = unsafe { std::mem::zeroed() };
         let chunks = self.buf.chunks_exact_mut(self.stride);
+        let mut set_up = 0usize;
         for ((chunk, name), (iov, hdr)) in chunks
             .zip(self.names.iter_mut())
             .zip(iovs.iter_mut().zip(hdrs.iter_mut()))
@@ -104,16 +106,21 @@ impl RecvBatch {
             hdr.msg_hdr.msg_namelen = NAME_LEN as libc::socklen_t;
             hdr.msg_hdr.msg_iov = std::ptr::from_mut(iov);
             hdr.msg_hdr.msg_iovlen = 1;
+            set_up = set_up.saturating_add(1);
         }
-        let vlen = libc::c_uint::try_from(slots).unwrap_or(1);
-        // SAFETY (recvmmsg): `hdrs` holds `slots` headers, each set up above with a fresh
+        if set_up == 0 {
+            // No slots (a batch lent out): nothing can be read into it.
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        let vlen = libc::c_uint::try_from(set_up).unwrap_or(1);
+        // SAFETY: the first `set_up` headers of `hdrs` were each set up above with a fresh
         // capacity: `msg_name` points at its own `NAME_LEN`-byte array in `self.names`,
         // `msg_namelen` says `NAME_LEN`, `msg_iov` at one `iovec` in `iovs` that points at
         // a distinct `stride`-byte chunk of `self.buf` with that length; no control buffer.
         // All of it is borrowed mutably for this statement only (`self` is `&mut`, `iovs`
         // and `hdrs` are locals), so the kernel writes only into memory we own and nothing
-        // else reads it meanwhile. `vlen` is at most `hdrs.len()` (MAX_SLOTS) and at most
-        // the number of headers set up (`slots`, the length of `names` and of the chunks).
+        // else reads it meanwhile. `vlen` is the number of headers set up above, at most
+        // `hdrs.len()` (MAX_SLOTS) and at least 1.
         // A null timeout and MSG_DONTWAIT: the call does not block.
         let n = unsafe {
             libc::recvmmsg(
@@ -125,7 +132,7 @@ impl RecvBatch {
             )
         };
         let n = usize::try_from(n).map_err(|_| io::Error::last_os_error())?;
-        for hdr in hdrs.iter().take(n.min(slots)) {
+        for hdr in hdrs.iter().take(n.min(set_up)) {
             let len = usize::try_from(hdr.msg_len).unwrap_or(0).min(self.stride);
             let name_len = usize::try_from(hdr.msg_hdr.msg_namelen)
                 .unwrap_or(0)
@@ -137,7 +144,7 @@ impl RecvBatch {
 
     /// `true` when the last [`recv`](Self::recv) filled every slot: more may wait.
     pub(super) fn was_full(&self) -> bool {
-        self.got.len() >= self.slots()
+        !self.got.is_empty() && self.got.len() >= self.slots()
     }
 
     /// The `i`-th datagram of the last [`recv`](Self::recv) and its sender's address bytes.
@@ -171,7 +178,8 @@ pub(super) fn inet_addr(name: &[u8]) -> Option<SocketAddr> {
             Some(SocketAddr::V4(SocketAddrV4::new(ip, port)))
         }
         libc::AF_INET6 => {
-            let flow = u32::from_be_bytes(four(name, 4)?);
+            // As std's conversion of a `sockaddr_in6`: the field as the kernel stores it.
+            let flow = u32::from_ne_bytes(four(name, 4)?);
             let ip: [u8; 16] = name.get(8..24)?.try_into().ok()?;
             let scope = u32::from_ne_bytes(four(name, 24)?);
             let addr = SocketAddrV6::new(Ipv6Addr::from(ip), port, flow, scope);
@@ -278,6 +286,23 @@ mod tests {
             assert_eq!(inet_addr(name), Some(client.local_addr().unwrap()));
             assert_eq!(unix_path(name), None);
         }
+    }
+
+    /// A `sockaddr_in6` as the kernel lays it out: family and the 32-bit fields in host
+    /// order, the port in network order (std reads flowinfo and scope the same way).
+    #[test]
+    fn an_ipv6_sender_keeps_its_flow_and_scope() {
+        let family = libc::sa_family_t::try_from(libc::AF_INET6).unwrap();
+        let ip = Ipv6Addr::new(0xfe80, 0, 0, 0, 1, 2, 3, 4);
+        let mut name = Vec::new();
+        name.extend_from_slice(&family.to_ne_bytes());
+        name.extend_from_slice(&7000u16.to_be_bytes());
+        name.extend_from_slice(&0x0001_2345u32.to_ne_bytes());
+        name.extend_from_slice(&ip.octets());
+        name.extend_from_slice(&3u32.to_ne_bytes());
+        let want = SocketAddr::V6(SocketAddrV6::new(ip, 7000, 0x0001_2345, 3));
+        assert_eq!(inet_addr(&name), Some(want));
+        assert_eq!(inet_addr(&name[..27]), None, "short");
     }
 
     #[test]

@@ -634,12 +634,18 @@ pub fn shutdown_under_load<S: ServerDriver, C: ClientDriver>(t: Transport) -> Ve
     }
     let (mut server, _dir) = server::<S>(t, ServerConfig::default());
     let endpoint = server.endpoint.clone();
+    // Every client connects before the shutdown: one that came after it would find the
+    // socket gone, which is not what this case is about (and a loaded machine may start a
+    // thread late).
+    let connected = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let clients: Vec<_> = (0..3u8)
         .map(|n| {
             let endpoint = endpoint.clone();
+            let connected = std::sync::Arc::clone(&connected);
             std::thread::spawn(move || {
                 let mut c = C::connect(&endpoint, ClientConfig::default())
                     .unwrap_or_else(|e| panic!("connect: {e}"));
+                connected.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 let (mut ok, mut not_run, mut doubt) = (0u64, 0u64, 0u64);
                 let mut sent = 0u32;
                 let mut stopped = false;
@@ -682,9 +688,9 @@ pub fn shutdown_under_load<S: ServerDriver, C: ClientDriver>(t: Transport) -> Ve
             })
         })
         .collect();
-    // Shut down once calls are flowing.
+    // Shut down once every client is connected and calls are flowing.
     let flowing = crate::wait_until(Duration::from_secs(10), Duration::from_millis(5), || {
-        server.executions.total() >= 300
+        connected.load(std::sync::atomic::Ordering::SeqCst) == 3 && server.executions.total() >= 300
     });
     assert!(flowing, "calls flow before the shutdown");
     server.shutdown();
