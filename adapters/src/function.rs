@@ -343,11 +343,22 @@ impl Function {
     /// A function that answers into a lent buffer.
     pub(crate) fn into_buffer(function: IntoFn) -> Self {
         let lent = Arc::clone(&function);
-        let owned: SyncFn = Arc::new(move |context: &CallContext<'_>, body: &[u8]| {
-            let mut answer = Vec::new();
-            function(context, body, &mut answer).map(|()| answer)
-        });
+        let owned: SyncFn = Arc::new(answer_in_new_vec(move |c: &CallContext<'_>, b, a| {
+            function(c, b, a)
+        }));
         Self::Into { lent, owned }
+    }
+}
+
+/// A function that answers into a buffer, as one that returns its answer in a new `Vec`:
+/// what runs where no buffer is lent (worker threads, other runtimes' servers).
+fn answer_in_new_vec<F>(function: F) -> impl Fn(&CallContext<'_>, &[u8]) -> Answer
+where
+    F: Fn(&CallContext<'_>, &[u8], &mut Vec<u8>) -> Result<(), CallFailure>,
+{
+    move |context: &CallContext<'_>, body: &[u8]| {
+        let mut answer = Vec::new();
+        function(context, body, &mut answer).map(|()| answer)
     }
 }
 
@@ -560,10 +571,7 @@ pub trait Register: Sized {
             + Sync
             + 'static,
     {
-        self.function_with_context(name, move |context: &CallContext<'_>, body: &[u8]| {
-            let mut answer = Vec::new();
-            function(context, body, &mut answer).map(|()| answer)
-        })
+        self.function_with_context(name, answer_in_new_vec(function))
     }
 
     /// Registers a synchronous untyped function as the typed endpoint `spec`: what
@@ -585,10 +593,7 @@ pub trait Register: Sized {
             + Sync
             + 'static,
     {
-        self.keyed_function(spec, move |context: &CallContext<'_>, body: &[u8]| {
-            let mut answer = Vec::new();
-            function(context, body, &mut answer).map(|()| answer)
-        })
+        self.keyed_function(spec, answer_in_new_vec(function))
     }
 
     /// Registers a deferred untyped function as the typed endpoint `spec`: what

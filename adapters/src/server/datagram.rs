@@ -26,11 +26,10 @@ use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::Arc;
-
-use std::os::fd::AsFd;
 
 use mio::event::Source;
 use mio::net::{UdpSocket, UnixDatagram};
@@ -64,24 +63,20 @@ pub(super) trait DatagramSocket: Source + AsFd {
     /// [`RecvBatch`]); `None` when it cannot be answered.
     fn peer_of_name(name: &[u8]) -> Option<Self::Peer>;
 
-    /// Receives one datagram: its length and its sender, `None` when the sender cannot be
-    /// answered (a Unix socket with no name).
-    fn recv_peer(&self, buf: &mut [u8]) -> io::Result<(usize, Option<Self::Peer>)>;
-
     /// Sends one datagram to `to`.
     fn send_peer(&self, buf: &[u8], to: &Self::Peer) -> io::Result<usize>;
 
     /// The sender as a function's [`CallContext`](crate::function::CallContext) names it.
     fn call_peer(peer: &Self::Peer, credentials: Option<UnixCredentials>) -> Peer<'_>;
 
-    /// As [`recv_peer`](Self::recv_peer), with the sender's credentials when the kernel
-    /// attaches them (a Unix datagram socket with `SO_PASSCRED` set); `None` otherwise.
+    /// Receives one datagram (the batches of [`RecvBatch`] are the usual way): its length,
+    /// its sender (`None` when it cannot be answered: a Unix socket with no name) and the
+    /// sender's credentials when the kernel attaches them (a Unix datagram socket with
+    /// `SO_PASSCRED` set; `None` otherwise).
     fn recv_peer_credentials(
         &self,
         buf: &mut [u8],
-    ) -> io::Result<(usize, Option<Self::Peer>, Option<UnixCredentials>)> {
-        self.recv_peer(buf).map(|(n, peer)| (n, peer, None))
-    }
+    ) -> io::Result<(usize, Option<Self::Peer>, Option<UnixCredentials>)>;
 }
 
 impl DatagramSocket for UdpSocket {
@@ -91,8 +86,11 @@ impl DatagramSocket for UdpSocket {
         recv_batch::inet_addr(name)
     }
 
-    fn recv_peer(&self, buf: &mut [u8]) -> io::Result<(usize, Option<SocketAddr>)> {
-        self.recv_from(buf).map(|(n, from)| (n, Some(from)))
+    fn recv_peer_credentials(
+        &self,
+        buf: &mut [u8],
+    ) -> io::Result<(usize, Option<SocketAddr>, Option<UnixCredentials>)> {
+        self.recv_from(buf).map(|(n, from)| (n, Some(from), None))
     }
 
     fn send_peer(&self, buf: &[u8], to: &SocketAddr) -> io::Result<usize> {
@@ -109,11 +107,6 @@ impl DatagramSocket for UnixDatagram {
 
     fn peer_of_name(name: &[u8]) -> Option<UnixPeerPath> {
         recv_batch::unix_path(name).and_then(UnixPeerPath::new)
-    }
-
-    fn recv_peer(&self, buf: &mut [u8]) -> io::Result<(usize, Option<UnixPeerPath>)> {
-        self.recv_from(buf)
-            .map(|(n, from)| (n, from.as_pathname().and_then(UnixPeerPath::new)))
     }
 
     fn send_peer(&self, buf: &[u8], to: &UnixPeerPath) -> io::Result<usize> {
