@@ -49,6 +49,13 @@ pub struct ServerConfig {
     /// File mode of Unix socket files (e.g. `0o660`); `None` leaves what the umask gives.
     /// Default: `None`.
     pub unix_mode: Option<u32>,
+    /// Tell a connection to go away (gracefully: calls it sent are answered) once it is
+    /// this old, less up to a tenth at random so connections made together do not all
+    /// go at once; `None` keeps connections for as long as they are used. Behind a load
+    /// balancer this makes long-lived clients reconnect now and then, and so spread over
+    /// servers added since (docs/DEPLOYING.md); counted in `connections.aged_out`.
+    /// Default: `None`.
+    pub max_connection_age: Option<Duration>,
     /// Event loops, each on its own thread, serving the same endpoints (see
     /// [`Server`](crate::Server)): a server uses as many CPUs as it has loops. TCP, TLS and
     /// UDP endpoints get one socket per loop on the same address (`SO_REUSEPORT`: the
@@ -92,6 +99,7 @@ impl Default for ServerConfig {
             evict_idle: Some(Duration::from_secs(10)),
             shutdown_timeout: Duration::from_secs(30),
             close_linger: Duration::from_secs(5),
+            max_connection_age: None,
             unix_mode: None,
             threads: 1,
             workers: 0,
@@ -156,6 +164,25 @@ pub const MAX_DATAGRAM_LIMIT: usize = 16 * 1024 * 1024;
 
 /// The largest `datagram_cache` the adapter allocates: 1,048,576 entries.
 pub const MAX_DATAGRAM_CACHE: usize = 1 << 20;
+
+impl ServerConfig {
+    /// When a connection accepted at `now` is to be told to go away for its age: `now`
+    /// plus [`max_connection_age`](Self::max_connection_age) less up to a tenth of it, at
+    /// random (the same rule in every driver). `None` without an age limit.
+    #[must_use]
+    pub fn aged_at(&self, now: wirecall_core::Instant) -> Option<wirecall_core::Instant> {
+        use std::hash::BuildHasher;
+        let age = self.max_connection_age?;
+        // A fresh `RandomState` is seeded anew each time: randomness enough for spreading
+        // deadlines, without a random-number crate.
+        let random = std::collections::hash_map::RandomState::new().hash_one(now);
+        // A fraction in [0, 1) from the top 53 bits.
+        #[allow(clippy::cast_precision_loss)]
+        let fraction = (random >> 11) as f64 / (1u64 << 53) as f64;
+        let age = age.mul_f64(1.0 - fraction / 10.0);
+        Some(now.saturating_add(crate::clock::to_core(age)))
+    }
+}
 
 /// The most event loops a server runs: 256 (one per CPU is what helps).
 pub const MAX_THREADS: usize = 256;

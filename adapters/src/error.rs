@@ -47,6 +47,12 @@ pub enum Error {
         "cannot listen on {0}: a tls: endpoint needs a certificate and key (listen_tls; --cert and --key)"
     )]
     TlsNotConfigured(Endpoint),
+    /// PROXY protocol headers asked for on a datagram endpoint: only connections carry
+    /// them.
+    #[error(
+        "cannot accept PROXY headers on {0}: only stream endpoints (unix:, tcp:, tls:) carry them"
+    )]
+    ProxyOnDatagram(Endpoint),
     /// TLS settings that cannot be used (a PEM file that cannot be read, a key that does
     /// not fit its certificate, ...).
     #[error(transparent)]

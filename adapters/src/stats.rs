@@ -325,6 +325,9 @@ pub struct Stats {
     evicted: AtomicU64,
     accept_failed: AtomicU64,
     idle_closed: AtomicU64,
+    aged_out: AtomicU64,
+    proxied: AtomicU64,
+    proxy_refused: AtomicU64,
     unknown_method: AtomicU64,
     busy: AtomicU64,
     expired: AtomicU64,
@@ -398,6 +401,23 @@ impl Stats {
     /// An accept failed for want of descriptors, with none in reserve: tried again later.
     pub fn accept_failed(&self) {
         bump(&self.accept_failed);
+    }
+
+    /// A connection older than `max_connection_age` was told to go away.
+    pub fn aged_out(&self) {
+        bump(&self.aged_out);
+    }
+
+    /// A connection on a PROXY protocol listener sent a valid header (whether it names a
+    /// client or is the balancer's own, `LOCAL`).
+    pub fn proxied(&self) {
+        bump(&self.proxied);
+    }
+
+    /// A connection on a PROXY protocol listener was closed without a valid header (none
+    /// in time, or bytes that are not one): nothing it sent was read as wirecall.
+    pub fn proxy_refused(&self) {
+        bump(&self.proxy_refused);
     }
 
     /// A call answered busy because the worker queue was full.
@@ -529,6 +549,9 @@ impl Stats {
             connections_evicted: get(&self.evicted),
             connections_accept_failed: get(&self.accept_failed),
             connections_idle_closed: get(&self.idle_closed),
+            connections_aged_out: get(&self.aged_out),
+            connections_proxied: get(&self.proxied),
+            connections_proxy_refused: get(&self.proxy_refused),
             methods: self
                 .methods
                 .get()
@@ -640,6 +663,13 @@ pub struct StatsSnapshot {
     pub connections_accept_failed: u64,
     /// Connections closed gracefully by the idle timeout.
     pub connections_idle_closed: u64,
+    /// Connections told to go away (gracefully) for their age (`max_connection_age`).
+    pub connections_aged_out: u64,
+    /// Connections on `--accept-proxy` listeners whose PROXY protocol header was taken
+    /// (the client it names is the connection's peer from then on).
+    pub connections_proxied: u64,
+    /// Connections on `--accept-proxy` listeners closed without a valid PROXY header.
+    pub connections_proxy_refused: u64,
     /// Per registered method.
     pub methods: Vec<MethodStats>,
     /// Requests for a method the server does not have (rejected, not run).
@@ -742,6 +772,13 @@ impl fmt::Display for StatsSnapshot {
             f,
             "connections.idle_closed {}",
             self.connections_idle_closed
+        )?;
+        writeln!(f, "connections.aged_out {}", self.connections_aged_out)?;
+        writeln!(f, "connections.proxied {}", self.connections_proxied)?;
+        writeln!(
+            f,
+            "connections.proxy_refused {}",
+            self.connections_proxy_refused
         )?;
         for m in &self.methods {
             writeln!(f, "calls.{} {}", m.name, m.calls)?;

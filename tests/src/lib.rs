@@ -12,8 +12,12 @@
 //! drops, duplicates and reorders datagrams from a seed) and `many_calls` (a client
 //! making many pipelined calls and reporting every outcome).
 //!
+//! [`balancers`] starts the real HAProxy and nginx in front of servers (skipping loudly
+//! where they are not installed, unless `WIRECALL_REQUIRE_BALANCERS=1`).
+//!
 //! [`tls`] makes test certificate authorities and the certificates they issue (rcgen).
 
+pub mod balancers;
 pub mod conformance;
 pub mod netns;
 pub mod tls;
@@ -130,10 +134,18 @@ impl ServerProcess {
         Self::start_command(command, args)
     }
 
-    /// Runs `command` (a `serve` with the `--listen` arguments among `args`) and waits for
-    /// its `listening on` lines.
+    /// Runs `command` (a `serve` with the `--listen` and `--accept-proxy` arguments among
+    /// `args`) and waits for its `listening on` lines, one per endpoint.
     fn start_command(mut command: Command, args: &[&str]) -> Result<Self, String> {
-        let want = args.iter().filter(|a| **a == "--listen").count();
+        let values = |flag: &str| -> Vec<&str> {
+            args.windows(2)
+                .filter(|pair| pair.first().is_some_and(|f| *f == flag))
+                .filter_map(|pair| pair.get(1).copied())
+                .collect()
+        };
+        let listen = values("--listen");
+        let proxied = values("--accept-proxy");
+        let want = listen.len() + proxied.iter().filter(|e| !listen.contains(e)).count();
         let program = command.get_program().to_string_lossy().into_owned();
         command
             .stdin(Stdio::piped())
@@ -371,6 +383,15 @@ pub fn parse_stats(text: &str) -> HashMap<String, u64> {
             let (name, value) = line.split_once(' ')?;
             Some((name.to_owned(), value.parse().ok()?))
         })
+        .collect()
+}
+
+/// Parses `name value` lines (the builtin `whoami`'s answer) into a map of texts.
+#[must_use]
+pub fn parse_fields(text: &str) -> HashMap<String, String> {
+    text.lines()
+        .filter_map(|l| l.split_once(' '))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .collect()
 }
 

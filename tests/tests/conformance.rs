@@ -18,7 +18,7 @@ macro_rules! pair {
             use super::*;
             pair!(@cases $server, $client; basics, typed, pipelining, deadline, cancel,
                 cancel_frees_the_slot, busy, goaway, keepalive, oversize, garbage, deaf_peer,
-                refused_at_the_limit, idle_timeout, load, shutdown_under_load, shutdown_now,
+                refused_at_the_limit, idle_timeout, max_connection_age, load, shutdown_under_load, shutdown_now,
                 lossy_exactly_once);
         }
     };

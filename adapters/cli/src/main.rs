@@ -92,6 +92,16 @@ its client retransmits it: the server remembers calls in a cache of --datagram-c
 entries and answers a retransmission from it. During a shutdown new datagram calls are
 rejected (not executed) while the ones taken are answered.
 
+Behind a load balancer: --accept-proxy ENDPOINT listens on a stream endpoint whose
+connections begin with a PROXY protocol header (HAProxy's send-proxy or send-proxy-v2,
+nginx's proxy_protocol on). The client it names is the connection's peer (in whoami, in
+log lines); a connection without a valid header within 10 s is closed without a word.
+Counted in connections.proxied and connections.proxy_refused. Other endpoints never
+read a header, so a client cannot claim another address. --max-connection-age SECS
+tells connections that old to go away gracefully (calls sent before are answered), so
+long-lived clients reconnect and spread over servers added since (connections.aged_out).
+docs/DEPLOYING.md has tested HAProxy and nginx configurations.
+
 Built-in methods: echo, upper, time (server clock, RFC 3339 UTC), sleep (body:
 milliseconds), spin (body: microseconds of busy CPU), stats (counters, one \"name value\"
 per line), list (method names), whoami.
@@ -107,6 +117,7 @@ Examples:
   wirecall serve --listen tls:0.0.0.0:7443 --cert cert.pem --key key.pem
   wirecall serve --listen tls:0.0.0.0:7443 --cert cert.pem --key key.pem \\
       --client-ca clients-ca.pem --allow-client alice.example --allow-client bob.example
+  wirecall serve --accept-proxy tcp:10.0.0.5:7000   # behind HAProxy with send-proxy-v2
   RUST_LOG=info wirecall serve --listen tcp:127.0.0.1:0";
 
 const CALL_HELP: &str = "\
@@ -238,8 +249,17 @@ struct ListArgs {
 #[derive(Debug, Args)]
 struct ServeArgs {
     /// Endpoint to listen on; repeat for more
-    #[arg(long = "listen", value_name = "ENDPOINT", required = true)]
+    #[arg(
+        long = "listen",
+        value_name = "ENDPOINT",
+        required_unless_present = "accept_proxy"
+    )]
     listen: Vec<Endpoint>,
+    /// Stream endpoint (unix:, tcp:, tls:) to listen on for connections from a load
+    /// balancer, each beginning with a PROXY protocol header (v1 or v2) that names the
+    /// client; a connection without one is closed and counted. Repeat for more
+    #[arg(long = "accept-proxy", value_name = "ENDPOINT")]
+    accept_proxy: Vec<Endpoint>,
     /// Event loops, one thread each (1 to 256; default: the CPUs this process may run on)
     #[arg(long, value_name = "N", value_parser = usize_in(1, MAX_THREADS))]
     threads: Option<usize>,
@@ -279,6 +299,12 @@ struct ServeArgs {
     #[arg(long, value_name = "SECS", default_value_t = 10,
           value_parser = clap::value_parser!(u64).range(0..=3600))]
     evict_idle: u64,
+    /// Seconds after which a connection is told to go away gracefully (less up to a
+    /// tenth at random), so clients behind a load balancer reconnect and spread over the
+    /// servers; 0: never (0 to 31536000)
+    #[arg(long, value_name = "SECS", default_value_t = 0,
+          value_parser = clap::value_parser!(u64).range(0..=31_536_000))]
+    max_connection_age: u64,
     /// Seconds a graceful shutdown may take before connections are cut
     #[arg(long, value_name = "SECS", default_value_t = 30)]
     shutdown_timeout: u64,
@@ -337,10 +363,25 @@ struct ServeArgs {
 }
 
 impl ServeArgs {
+    /// Every endpoint to listen on: the --listen ones, then the --accept-proxy ones not
+    /// among them.
+    fn endpoints(&self) -> Vec<Endpoint> {
+        let mut all = self.listen.clone();
+        for endpoint in &self.accept_proxy {
+            if !all.contains(endpoint) {
+                all.push(endpoint.clone());
+            }
+        }
+        all
+    }
+
     /// The TLS settings of the `tls:` endpoints, or a usage error: `tls:` without
     /// --cert/--key, or TLS flags without any `tls:` endpoint.
     fn tls(&self) -> Result<Option<TlsServerConfig>, String> {
-        let any_tls = self.listen.iter().any(|e| matches!(e, Endpoint::Tls(..)));
+        let any_tls = self
+            .endpoints()
+            .iter()
+            .any(|e| matches!(e, Endpoint::Tls(..)));
         match (&self.cert, &self.key) {
             (Some(cert), Some(key)) if any_tls => {
                 let mut tls = TlsServerConfig::new(cert, key);
@@ -395,6 +436,8 @@ fn serve(args: ServeArgs) -> ExitCode {
     config.idle_timeout = (args.idle_timeout > 0).then(|| Duration::from_secs(args.idle_timeout));
     config.evict_idle = (args.evict_idle > 0).then(|| Duration::from_secs(args.evict_idle));
     config.shutdown_timeout = Duration::from_secs(args.shutdown_timeout);
+    config.max_connection_age =
+        (args.max_connection_age > 0).then(|| Duration::from_secs(args.max_connection_age));
     config.connection.frame_timeout =
         wirecall::clock::to_core(Duration::from_secs(args.frame_timeout));
     config.max_connections = args.max_connections;
@@ -427,11 +470,14 @@ fn serve(args: ServeArgs) -> ExitCode {
     let mut builder = kv::register(builtins::register(ServerBuilder::new(config)))
         .unix_access(access)
         .stop_on_signals();
-    for endpoint in args.listen {
+    for endpoint in args.endpoints() {
         builder = match (&endpoint, &tls) {
             (Endpoint::Tls(..), Some(tls)) => builder.listen_tls(endpoint, tls.clone()),
             _ => builder.listen(endpoint),
         };
+    }
+    for endpoint in args.accept_proxy {
+        builder = builder.accept_proxy(endpoint);
     }
     let server = match builder.build() {
         Ok(server) => server,
@@ -442,6 +488,7 @@ fn serve(args: ServeArgs) -> ExitCode {
             | Error::DatagramConfig(_)
             | Error::LimitTooSmall { .. }
             | Error::LimitTooLarge { .. }
+            | Error::ProxyOnDatagram(_)
             | Error::Tls(_)),
         ) => return fail(e, EXIT_USAGE),
         Err(e) => return fail(e, EXIT_FAILURE),

@@ -36,12 +36,7 @@ fn whoami(endpoint: &str, timeout: Duration) -> HashMap<String, String> {
     let text = connect(endpoint)
         .call("whoami", b"", Some(timeout))
         .unwrap();
-    String::from_utf8(text)
-        .unwrap()
-        .lines()
-        .filter_map(|l| l.split_once(' '))
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .collect()
+    wirecall_tests::parse_fields(&String::from_utf8(text).unwrap())
 }
 
 fn stats(endpoint: &str) -> HashMap<String, u64> {

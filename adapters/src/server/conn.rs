@@ -137,6 +137,12 @@ pub(super) struct Conn {
     /// Accepted only to be refused (over the connection limit, on TLS, where the refusal
     /// must go through the handshake): not counted as accepted or open.
     pub(super) refusing: bool,
+    /// On a PROXY protocol listener, until the header has been taken: the instant by
+    /// which it must have come. Nothing is read as wirecall, and nothing sent, before.
+    proxy_until: Option<Instant>,
+    /// When to tell the connection to go away for its age (`max_connection_age`);
+    /// `None` once told, or without an age limit.
+    aged_at: Option<Instant>,
 }
 
 impl Conn {
@@ -174,7 +180,15 @@ impl Conn {
             completions,
             tls_noted: false,
             refusing: false,
+            proxy_until: None,
+            aged_at: config.aged_at(now),
         })
+    }
+
+    /// The connection came through a load balancer: its first bytes are a PROXY protocol
+    /// header, which must come by `until` (see [`super::proxy_header`]).
+    pub(super) fn await_proxy_header(&mut self, until: Instant) {
+        self.proxy_until = Some(until);
     }
 
     /// A readable event came (with the peer's end of stream among it when `ended`): the
@@ -230,8 +244,14 @@ impl Conn {
     }
 
     fn drive_passes(&mut self, now: Instant, shared: &Shared) -> Drive {
+        if let Some(until) = self.proxy_until {
+            if let Some(drive) = self.take_proxy_header(now, until, shared) {
+                return drive;
+            }
+        }
         self.release_delayed(now);
         self.check_idle(now, shared);
+        self.check_age(now, shared);
         self.shrink_if_idle(now);
         for _ in 0..MAX_PASSES {
             let mut progress = self.read_in(now);
@@ -271,6 +291,9 @@ impl Conn {
         if let Some(lingering) = &self.lingering {
             return Some(lingering.until);
         }
+        if let Some(until) = self.proxy_until {
+            return Some(until);
+        }
         let mut next = self.core.poll_timeout();
         for (at, _, _) in &self.delayed {
             next = earliest(next, Some(*at));
@@ -280,6 +303,7 @@ impl Conn {
                 next = earliest(next, Some(self.last_active.saturating_add(to_core(idle))));
             }
         }
+        next = earliest(next, self.aged_at);
         if self.is_idle() && self.shrunk_at != Some(self.last_active) {
             next = earliest(
                 next,
@@ -287,6 +311,86 @@ impl Conn {
             );
         }
         next
+    }
+
+    /// Reads the PROXY protocol header a balancer sends first: `None` once it is taken (the
+    /// peer is now the client it names) and the connection goes on as any other;
+    /// `Some(Wait)` while it is still coming, `Some(Remove)` when it is not one or did
+    /// not come in time (closed without a word: the peer is not a balancer we trust, so
+    /// nothing of wirecall's is said to it).
+    fn take_proxy_header(
+        &mut self,
+        now: Instant,
+        until: Instant,
+        shared: &Shared,
+    ) -> Option<Drive> {
+        use super::proxy_header::{MAX_HEADER, Parsed, consume, parse, peek};
+        let parsed = if self.readable {
+            let mut buf = [0u8; MAX_HEADER];
+            match peek(&self.stream, &mut buf) {
+                Ok(0) => Parsed::Invalid("closed before a whole PROXY header".to_owned()),
+                Ok(n) => match parse(buf.get(..n).unwrap_or_default()) {
+                    Parsed::Incomplete if self.peer_ended => {
+                        Parsed::Invalid("closed before a whole PROXY header".to_owned())
+                    }
+                    parsed => parsed,
+                },
+                Err(e) if would_block(&e) => Parsed::Incomplete,
+                Err(e) => Parsed::Invalid(format!("read failed: {e}")),
+            }
+        } else {
+            Parsed::Incomplete
+        };
+        let why = match parsed {
+            Parsed::Header(header) => match consume(&self.stream, header.len) {
+                Ok(()) => {
+                    self.proxy_until = None;
+                    shared.stats.proxied();
+                    self.take_client(header.client, header.version);
+                    return None;
+                }
+                Err(e) => format!("read failed: {e}"),
+            },
+            Parsed::Incomplete => {
+                // What is there has been seen: the rest brings a new readable event.
+                self.readable = false;
+                if shared.draining {
+                    // Shutting down: no call was taken, none will be.
+                    log::debug!(
+                        "{}: closed before its PROXY header, shutting down",
+                        self.label
+                    );
+                    return Some(Drive::Remove);
+                }
+                if now < until {
+                    return Some(Drive::Wait);
+                }
+                "no whole PROXY header within the handshake timeout".to_owned()
+            }
+            Parsed::Invalid(why) => why,
+        };
+        shared.stats.proxy_refused();
+        shared.warnings.proxy.warn(format_args!(
+            "{}: closed on a PROXY protocol listener (--accept-proxy): {why}",
+            self.label
+        ));
+        Some(Drive::Remove)
+    }
+
+    /// The peer is `client` from now on, as a PROXY header of `version` names it (`None`:
+    /// a header that names no client, such as the balancer's own health check, `LOCAL`).
+    fn take_client(&mut self, client: Option<std::net::SocketAddr>, version: u8) {
+        let Some(client) = client else {
+            log::debug!("{}: PROXY v{version} header names no client", self.label);
+            return;
+        };
+        self.peer = match &self.peer {
+            OwnedPeer::Tls(_, identity) => OwnedPeer::Tls(client, identity.clone()),
+            _ => OwnedPeer::Tcp(client),
+        };
+        let label = self.label.strip_suffix(')').unwrap_or(&self.label);
+        self.label = format!("{label}, client {client})");
+        log::debug!("{}: PROXY v{version} header", self.label);
     }
 
     /// Gives an idle connection's buffer memory back, once per idle spell.
@@ -340,6 +444,22 @@ impl Conn {
             shared.stats.idle_closed();
             self.core.close(now);
         }
+    }
+
+    /// Tells a connection older than `max_connection_age` to go away: its client
+    /// reconnects (through the balancer, perhaps to another server); what it sent before
+    /// the go-away is answered.
+    fn check_age(&mut self, now: Instant, shared: &Shared) {
+        if self.aged_at.is_none_or(|at| now < at) {
+            return;
+        }
+        self.aged_at = None;
+        if self.lingering.is_some() || self.idle_closing || self.refusing || shared.draining {
+            return;
+        }
+        log::debug!("{}: older than max_connection_age, going away", self.label);
+        shared.stats.aged_out();
+        self.core.close(now);
     }
 
     /// Moves held answers whose time has come to the answer queue, earliest first.

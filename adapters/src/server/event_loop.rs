@@ -24,9 +24,8 @@ use wirecall_core::{Duration, Instant};
 
 use super::conn::{Conn, Drive, Shared};
 use super::datagram::DatagramListener;
-use super::listener::{Accepted, Admission, Listener};
+use super::listener::{Accepted, Admission, Listening};
 use crate::clock::{to_core, to_std};
-use crate::endpoint::Endpoint;
 use crate::error::Error;
 use crate::function::{CallRef, Completion, LoopCompletions};
 use crate::id_hasher::IdMap;
@@ -56,7 +55,7 @@ pub(super) struct EventLoop {
     pub(super) events: Events,
     /// Stream listeners by endpoint index; `None` for a datagram endpoint, or once the
     /// listener has stopped.
-    pub(super) listeners: Vec<Option<(Listener, Endpoint)>>,
+    pub(super) listeners: Vec<Option<Listening>>,
     /// Datagram endpoints by token.
     pub(super) datagrams: HashMap<Token, DatagramListener>,
     /// By token (the loop hands tokens out, so the cheap hash is safe). Boxed: a map of
@@ -239,11 +238,17 @@ impl EventLoop {
     /// Accepts on listener `i` until it would block.
     fn accept_all(&mut self, i: usize) {
         loop {
-            let Some(Some((listener, endpoint))) = self.listeners.get(i) else {
+            let Some(Some(Listening {
+                listener,
+                endpoint,
+                accept_proxy,
+            })) = self.listeners.get(i)
+            else {
                 return;
             };
             match listener.accept() {
-                Ok(accepted) => {
+                Ok(mut accepted) => {
+                    accepted.proxy_header = *accept_proxy;
                     self.accept_backoff = ACCEPT_BACKOFF.0;
                     self.admit(accepted);
                 }
@@ -343,6 +348,7 @@ impl EventLoop {
             stream,
             peer,
             label,
+            proxy_header,
             ..
         } = accepted;
         if refuse {
@@ -395,6 +401,10 @@ impl EventLoop {
             conn.refuse();
             self.refusing = self.refusing.saturating_add(1);
         } else {
+            if proxy_header {
+                let timeout = self.shared.config.connection.handshake_timeout;
+                conn.await_proxy_header(now.saturating_add(timeout));
+            }
             self.loops.count_in(self.index);
             self.shared.stats.accepted();
             log::debug!("{}: accepted", conn.label());
@@ -592,8 +602,11 @@ impl EventLoop {
         self.shared.draining = true;
         for i in 0..self.listeners.len() {
             self.accept_all(i);
-            if let Some(Some((mut listener, endpoint))) =
-                self.listeners.get_mut(i).map(Option::take)
+            if let Some(Some(Listening {
+                mut listener,
+                endpoint,
+                ..
+            })) = self.listeners.get_mut(i).map(Option::take)
             {
                 if let Err(e) = self.poll.registry().deregister(&mut listener) {
                     log::debug!("deregister listener {endpoint}: {e}");
@@ -661,7 +674,7 @@ impl EventLoop {
         }
         self.shared.warnings.flush();
         for slot in &mut self.listeners {
-            if let Some((mut listener, _)) = slot.take() {
+            if let Some(Listening { mut listener, .. }) = slot.take() {
                 let _ = self.poll.registry().deregister(&mut listener);
             }
         }

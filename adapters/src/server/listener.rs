@@ -31,6 +31,20 @@ pub(crate) struct Accepted {
     pub(super) label: String,
     /// Where it stands with the connection limit, as it moves between event loops.
     pub(super) admission: Admission,
+    /// It came on a listener whose connections begin with a PROXY protocol header
+    /// (`--accept-proxy`), to be read before anything else.
+    pub(super) proxy_header: bool,
+}
+
+/// A stream listener of an event loop, with what it serves.
+#[derive(Debug)]
+pub(crate) struct Listening {
+    pub(super) listener: Listener,
+    /// The endpoint it is bound at.
+    pub(super) endpoint: Endpoint,
+    /// Its connections come through a load balancer and begin with a PROXY protocol
+    /// header naming the client (`--accept-proxy`).
+    pub(super) accept_proxy: bool,
 }
 
 /// An accepted connection's standing with the server's connection limit.
@@ -190,6 +204,7 @@ impl Listener {
                     peer,
                     label,
                     admission: Admission::Seeking { tried: 0 },
+                    proxy_header: false,
                 })
             }
             Self::Tcp(listener) => {
@@ -200,6 +215,7 @@ impl Listener {
                     peer: OwnedPeer::Tcp(peer),
                     label: format!("tcp peer {peer}"),
                     admission: Admission::Seeking { tried: 0 },
+                    proxy_header: false,
                 })
             }
             Self::Tls { listener, config } => {
@@ -213,6 +229,7 @@ impl Listener {
                     peer: OwnedPeer::Tls(peer, None),
                     label: format!("tls peer {peer}"),
                     admission: Admission::Seeking { tried: 0 },
+                    proxy_header: false,
                 })
             }
         }

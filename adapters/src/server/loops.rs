@@ -256,6 +256,7 @@ mod test {
             peer: crate::function::OwnedPeer::Unix(None),
             label: "test".into(),
             admission,
+            proxy_header: false,
         }
     }
 

@@ -41,6 +41,7 @@ mod event_loop;
 mod fd_limit;
 pub(crate) mod listener;
 mod loops;
+mod proxy_header;
 // The one place the adapter calls libc itself (`recvmmsg`, which no safe wrapper offers
 // correctly); each unsafe block there carries its proof.
 #[allow(unsafe_code)]
@@ -65,7 +66,7 @@ use wirecall_core::server::RequestSlot;
 use self::conn::Shared;
 use self::datagram::DatagramListener;
 use self::event_loop::{EventLoop, FIRST_LISTENER, GRACEFUL, NOW, SIGNALS, WAKER};
-use self::listener::{Listener, Share};
+use self::listener::{Listener, Listening, Share};
 use self::loops::Loops;
 use crate::access::UnixAccess;
 use crate::clock::Clock;
@@ -88,6 +89,9 @@ pub struct ServerBuilder {
     endpoints: Vec<Endpoint>,
     /// The TLS settings of `tls:` endpoints, by index into `endpoints`.
     tls: Vec<(usize, TlsServerConfig)>,
+    /// The endpoints (indices into `endpoints`) whose connections begin with a PROXY
+    /// protocol header.
+    proxied: Vec<usize>,
     stats: StatsHandle,
     signals: bool,
     access: UnixAccess,
@@ -116,6 +120,7 @@ impl ServerBuilder {
             functions: Vec::new(),
             endpoints: Vec::new(),
             tls: Vec::new(),
+            proxied: Vec::new(),
             stats: StatsHandle::default(),
             signals: false,
             access: UnixAccess::everyone(),
@@ -263,6 +268,29 @@ impl ServerBuilder {
         self
     }
 
+    /// Takes connections on `endpoint` from a load balancer that starts each with a PROXY
+    /// protocol header (HAProxy's `send-proxy` or `send-proxy-v2`, nginx's
+    /// `proxy_protocol on`): the header is read first, and the client it names is the
+    /// connection's peer from then on (in functions' [`CallContext`], in log lines). A
+    /// connection without a valid header within the handshake timeout is closed without a
+    /// word and counted (`connections.proxy_refused`); one with a header is counted in
+    /// `connections.proxied`. Only for stream endpoints; `endpoint` is listened on if it is
+    /// not already (a `tls:` endpoint: add it with [`listen_tls`](Self::listen_tls)).
+    /// Endpoints without this never read a header: `PROXY ...` from a client there is not
+    /// wirecall and closes its connection, so no client can claim another's address.
+    #[must_use]
+    pub fn accept_proxy(mut self, endpoint: Endpoint) -> Self {
+        let index = match self.endpoints.iter().position(|e| *e == endpoint) {
+            Some(i) => i,
+            None => {
+                self.endpoints.push(endpoint);
+                self.endpoints.len() - 1
+            }
+        };
+        self.proxied.push(index);
+        self
+    }
+
     /// Serves on `n` event loops, one thread each ([`ServerConfig::threads`]; 1 to
     /// [`MAX_THREADS`](crate::config::MAX_THREADS)).
     #[must_use]
@@ -364,10 +392,15 @@ impl ServerBuilder {
         let mut endpoints = Vec::with_capacity(self.endpoints.len());
         for (i, endpoint) in self.endpoints.iter().enumerate() {
             let token = Token(FIRST_LISTENER + i);
+            let accept_proxy = self.proxied.contains(&i);
             let actual = if endpoint.is_datagram() {
+                if accept_proxy {
+                    return Err(Error::ProxyOnDatagram(endpoint.clone()));
+                }
                 bind_datagram(&mut parts, endpoint, token, &config, &self.access)?
             } else {
-                bind_stream(&mut parts, endpoint, token, &config, tls.get(&i))?
+                let tls = tls.get(&i);
+                bind_stream(&mut parts, endpoint, token, &config, tls, accept_proxy)?
             };
             log::info!("listening on {actual}");
             endpoints.push(actual);
@@ -452,7 +485,7 @@ struct LoopParts {
     poll: Poll,
     sink: CompletionSink,
     completions: Receiver<Completion>,
-    listeners: Vec<Option<(Listener, Endpoint)>>,
+    listeners: Vec<Option<Listening>>,
     datagrams: HashMap<Token, DatagramListener>,
 }
 
@@ -550,6 +583,7 @@ fn bind_stream(
     token: Token,
     config: &ServerConfig,
     tls: Option<&Arc<rustls::ServerConfig>>,
+    accept_proxy: bool,
 ) -> Result<Endpoint, Error> {
     let threads = parts.len();
     let mode = config.unix_mode;
@@ -568,7 +602,11 @@ fn bind_stream(
     listeners.insert(0, first);
     for (part, mut listener) in parts.iter_mut().zip(listeners) {
         register(&part.poll, &mut listener, token, endpoint)?;
-        part.listeners.push(Some((listener, actual.clone())));
+        part.listeners.push(Some(Listening {
+            listener,
+            endpoint: actual.clone(),
+            accept_proxy,
+        }));
     }
     Ok(actual)
 }

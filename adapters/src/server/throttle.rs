@@ -72,6 +72,8 @@ pub(super) struct Warnings {
     pub(super) bad_datagram: Throttle,
     /// A TLS handshake that failed, or a client identity refused.
     pub(super) tls: Throttle,
+    /// A connection on a PROXY protocol listener without a valid header.
+    pub(super) proxy: Throttle,
 }
 
 impl Warnings {
@@ -91,6 +93,7 @@ impl Warnings {
         self.accept.flush("failed accepts");
         self.bad_datagram.flush("bad datagrams");
         self.tls.flush("refused TLS connections");
+        self.proxy.flush("connections without a PROXY header");
     }
 }
 

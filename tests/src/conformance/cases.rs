@@ -337,14 +337,52 @@ pub fn idle_timeout<S: ServerDriver, C: ClientDriver>(t: Transport) -> Verdict {
     });
     assert!(closed, "the idle connection is closed and counted");
     c.idle(Duration::from_millis(200));
+    closed_then_a_new_connection_works(&mut c, &server, "a call on the closed connection")
+}
+
+/// A connection older than `max_connection_age` is told to go away: a call in flight
+/// across the go-away is answered, one after it is not executed, and a new connection
+/// works (counted in `connections.aged_out`).
+pub fn max_connection_age<S: ServerDriver, C: ClientDriver>(t: Transport) -> Verdict {
+    if t.is_datagram() {
+        return Verdict::NotApplicable("no connection to age");
+    }
+    if !C::PIPELINES {
+        return Verdict::NotApplicable("the client makes one call at a time");
+    }
+    let mut config = ServerConfig::default();
+    config.max_connection_age = Some(Duration::from_millis(500));
+    let (server, _dir) = server::<S>(t, config);
+    let mut c: C = client(&server, ClientConfig::default());
+    let long = c
+        .submit("sleep", b"1000", QUICK)
+        .unwrap_or_else(|e| panic!("submit: {e}"));
+    let (ticket, outcome) = c.wait_any().unwrap_or_else(|| panic!("no outcome"));
+    assert_eq!(ticket, long);
+    assert_eq!(answer(outcome, "a call across the go-away"), b"1000");
+    assert!(
+        server.counter("connections.aged_out") >= 1,
+        "the old connection is told to go away, and counted"
+    );
+    c.idle(Duration::from_millis(100));
+    closed_then_a_new_connection_works(&mut c, &server, "a call after the go-away")
+}
+
+/// After the server closed `c`'s connection: a call on it fails, not executed (`what` it
+/// is, for the message), and a new connection is served.
+fn closed_then_a_new_connection_works<C: ClientDriver>(
+    c: &mut C,
+    server: &RunningServer,
+    what: &str,
+) -> Verdict {
     expect_failure(
         c.call("count", b"after", QUICK),
-        "a call on the closed connection",
+        what,
         |_| true,
         Execution::NotExecuted,
     );
     assert_eq!(server.executions.total(), 0);
-    let mut again: C = client(&server, ClientConfig::default());
+    let mut again: C = client(server, ClientConfig::default());
     assert_eq!(
         answer(again.call("echo", b"2", QUICK), "a new connection"),
         b"2"

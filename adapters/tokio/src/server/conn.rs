@@ -75,6 +75,8 @@ struct Conn {
     closed: Option<CloseReason>,
     last_active: Instant,
     idle_closing: bool,
+    /// When to tell the connection to go away for its age (`max_connection_age`).
+    aged_at: Option<Instant>,
     seen: ServerStats,
     /// Taken in only to be refused (a TLS connection over the connection limit, whose
     /// refusal must go through the handshake): not counted as open or closed.
@@ -122,6 +124,7 @@ pub(super) async fn serve(
         closed: None,
         last_active: now,
         idle_closing: false,
+        aged_at: if refuse { None } else { config.aged_at(now) },
         seen: ServerStats::default(),
         refusing: refuse,
     };
@@ -196,6 +199,7 @@ impl Conn {
     fn turn(&mut self, now: Instant, shared: &Shared) {
         self.release_delayed(now);
         self.check_idle(now, shared);
+        self.check_age(now, shared);
         // A few passes: reading can make answers, answers can make room to read.
         for _ in 0..4 {
             let before = (self.core.transmit().len(), self.answers.len());
@@ -249,7 +253,24 @@ impl Conn {
                 next = Some(next.map_or(at, |n| n.min(at)));
             }
         }
+        if let Some(at) = self.aged_at {
+            next = Some(next.map_or(at, |n| n.min(at)));
+        }
         next
+    }
+
+    /// Tells a connection older than `max_connection_age` to go away (gracefully).
+    fn check_age(&mut self, now: Instant, shared: &Shared) {
+        if self.aged_at.is_none_or(|at| now < at) {
+            return;
+        }
+        self.aged_at = None;
+        if self.closed.is_some() || self.idle_closing {
+            return;
+        }
+        log::debug!("{}: older than max_connection_age, going away", self.label);
+        shared.stats.recorder().aged_out();
+        self.core.close(now);
     }
 
     fn is_idle(&self) -> bool {

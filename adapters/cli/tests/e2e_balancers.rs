@@ -1,0 +1,284 @@
+//! End-to-end: `wirecall serve` behind real load balancers (HAProxy, nginx's stream
+//! module), started by the tests with generated configurations on loopback ports.
+//!
+//! - `--accept-proxy` takes the PROXY protocol header HAProxy sends (`send-proxy` is v1,
+//!   `send-proxy-v2` is v2): the server's functions, log lines and counters see the
+//!   client HAProxy names, not HAProxy's own connection (which the tests make come from
+//!   another address, 127.0.0.3, with HAProxy's `source`).
+//! - A connection without a header on such a listener is closed and counted; a header
+//!   sent to a plain listener is not trusted (it is not wirecall: a protocol error).
+//!
+//! Without HAProxy or nginx installed the tests say so loudly and pass, unless
+//! `WIRECALL_REQUIRE_BALANCERS=1` (set by `.ci/run`, which installs them).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::time::Duration;
+
+use wirecall::{Client, ClientConfig, Endpoint};
+use wirecall_tests::balancers::{Balancer, Kind, free_port};
+use wirecall_tests::{ServerProcess, parse_stats};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+fn bin() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_wirecall"))
+}
+
+fn connect(endpoint: &str) -> Result<Client, wirecall::Error> {
+    let endpoint: Endpoint = endpoint.parse().unwrap();
+    Client::connect(&endpoint, ClientConfig::default())
+}
+
+/// `whoami`'s answer as a map of its `name value` lines.
+fn whoami(endpoint: &str) -> HashMap<String, String> {
+    let text = connect(endpoint)
+        .unwrap()
+        .call("whoami", b"", Some(WAIT))
+        .unwrap();
+    wirecall_tests::parse_fields(&String::from_utf8(text).unwrap())
+}
+
+fn stats(endpoint: &str) -> HashMap<String, u64> {
+    let text = connect(endpoint)
+        .unwrap()
+        .call("stats", b"", Some(WAIT))
+        .unwrap();
+    parse_stats(&String::from_utf8(text).unwrap())
+}
+
+/// The port of a `tcp:host:port` endpoint.
+fn port_of(endpoint: &str) -> u16 {
+    endpoint.rsplit(':').next().unwrap().parse().unwrap()
+}
+
+/// An HAProxy configuration: frontend `fe_v1` on `v1` and `fe_v2` on `v2`, each to the
+/// server at `server`, connecting from 127.0.0.3 and sending the header of its version;
+/// and one on `ready` that takes connections and closes them, to see that it is up
+/// without a connection to the server.
+fn haproxy_config(ready: u16, v1: u16, v2: u16, server: u16) -> String {
+    format!(
+        "global
+    maxconn 256
+
+defaults
+    mode tcp
+    timeout connect 5s
+    timeout client 60s
+    timeout server 60s
+
+frontend ready
+    bind 127.0.0.1:{ready}
+    tcp-request connection reject
+
+frontend fe_v1
+    bind 127.0.0.1:{v1}
+    default_backend be_v1
+
+frontend fe_v2
+    bind 127.0.0.1:{v2}
+    default_backend be_v2
+
+backend be_v1
+    server s1 127.0.0.1:{server} source 127.0.0.3 send-proxy
+
+backend be_v2
+    server s1 127.0.0.1:{server} source 127.0.0.3 send-proxy-v2
+"
+    )
+}
+
+#[test]
+fn haproxy_headers_v1_and_v2_name_the_real_client() {
+    let dir = tempfile::tempdir().unwrap();
+    let plain = format!("unix:{}", dir.path().join("plain.sock").display());
+    let server = ServerProcess::start(
+        bin(),
+        &["--accept-proxy", "tcp:127.0.0.1:0", "--listen", &plain],
+        &[("RUST_LOG", "wirecall=debug")],
+    )
+    .unwrap();
+    let proxied = server.endpoint("tcp").unwrap().to_owned();
+    let [ready, v1, v2] = [(); 3].map(|()| free_port().unwrap());
+    let config = haproxy_config(ready, v1, v2, port_of(&proxied));
+    let ready: SocketAddr = format!("127.0.0.1:{ready}").parse().unwrap();
+    let _haproxy = match Balancer::start(Kind::Haproxy, dir.path(), &config, ready).unwrap() {
+        Ok(b) => b,
+        Err(_) => return,
+    };
+
+    for (version, port) in [(1, v1), (2, v2)] {
+        let who = whoami(&format!("tcp:127.0.0.1:{port}"));
+        let address = &who["address"];
+        // The client's address (127.0.0.1, a port of its own), not HAProxy's 127.0.0.3.
+        assert!(address.starts_with("127.0.0.1:"), "v{version}: {who:?}");
+        assert_eq!(who["transport"], "tcp", "{who:?}");
+        let line = format!("client {address}): PROXY v{version} header");
+        assert!(
+            server.wait_for_log(&line, WAIT),
+            "no {line:?} in the log:\n{}",
+            server.stderr()
+        );
+    }
+    let counters = stats(&plain);
+    assert_eq!(counters["connections.proxied"], 2, "{counters:?}");
+    assert_eq!(counters["connections.proxy_refused"], 0, "{counters:?}");
+    // HAProxy's own address only ever shows as the connection's socket peer.
+    assert!(server.stderr().contains("tcp peer 127.0.0.3:"));
+}
+
+#[test]
+fn tls_passes_through_haproxy_with_the_header_before_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = wirecall_tests::tls::TestCa::new(dir.path(), "fleet").unwrap();
+    let cert = ca
+        .issue("server", &["127.0.0.1", "localhost"], None)
+        .unwrap();
+    let plain = format!("unix:{}", dir.path().join("plain.sock").display());
+    let (cert_file, key_file) = (cert.cert.to_str().unwrap(), cert.key.to_str().unwrap());
+    let server = ServerProcess::start(
+        bin(),
+        &[
+            "--accept-proxy",
+            "tls:127.0.0.1:0",
+            "--listen",
+            &plain,
+            "--cert",
+            cert_file,
+            "--key",
+            key_file,
+        ],
+        &[("RUST_LOG", "wirecall=debug")],
+    )
+    .unwrap();
+    let proxied = server.endpoint("tls").unwrap();
+    let [ready, v1, v2] = [(); 3].map(|()| free_port().unwrap());
+    // HAProxy in TCP mode: the TLS session is the client's and the server's, HAProxy
+    // only puts its header in front of it.
+    let config = haproxy_config(ready, v1, v2, port_of(proxied));
+    let ready: SocketAddr = format!("127.0.0.1:{ready}").parse().unwrap();
+    let _haproxy = match Balancer::start(Kind::Haproxy, dir.path(), &config, ready).unwrap() {
+        Ok(b) => b,
+        Err(_) => return,
+    };
+    let connector = wirecall::TlsClientConfig::new()
+        .ca(&ca.cert)
+        .build()
+        .unwrap();
+    let endpoint: Endpoint = format!("tls:127.0.0.1:{v2}").parse().unwrap();
+    let mut client = Client::connect_tls(&endpoint, ClientConfig::default(), &connector).unwrap();
+    let text = String::from_utf8(client.call("whoami", b"", Some(WAIT)).unwrap()).unwrap();
+    assert!(text.contains("transport tls\n"), "{text}");
+    assert!(text.contains("address 127.0.0.1:"), "{text}");
+    assert_eq!(stats(&plain)["connections.proxied"], 1);
+}
+
+#[test]
+fn an_old_connection_is_told_to_go_away_after_its_calls_are_answered() {
+    let server = ServerProcess::start(
+        bin(),
+        &["--listen", "tcp:127.0.0.1:0", "--max-connection-age", "1"],
+        &[("RUST_LOG", "wirecall=debug")],
+    )
+    .unwrap();
+    let endpoint = server.endpoint("tcp").unwrap();
+    let mut client = connect(endpoint).unwrap();
+    // In flight across the go-away, which comes at 0.9 to 1 s: still answered.
+    let long = client.submit("sleep", b"1500", Some(WAIT)).unwrap();
+    assert_eq!(client.wait(long).unwrap(), b"1500");
+    // Sent after the go-away: not sent, so not executed; the connection ended gracefully.
+    let after = client.call("echo", b"late", Some(WAIT)).unwrap_err();
+    assert_eq!(
+        after.execution(),
+        wirecall::Execution::NotExecuted,
+        "{after}"
+    );
+    assert_eq!(
+        client.closed(),
+        Some(wirecall::core::client::CloseReason::Graceful)
+    );
+    assert!(server.wait_for_log("older than max_connection_age, going away", WAIT));
+    // A new connection is served as before.
+    let mut again = connect(endpoint).unwrap();
+    assert_eq!(again.call("echo", b"x", Some(WAIT)).unwrap(), b"x");
+    let counters = stats(endpoint);
+    assert!(counters["connections.aged_out"] >= 1, "{counters:?}");
+    assert_eq!(counters["executions.echo"], 1, "{counters:?}");
+}
+
+#[test]
+fn a_proxy_listener_closes_connections_without_a_header() {
+    let dir = tempfile::tempdir().unwrap();
+    let plain = format!("unix:{}", dir.path().join("plain.sock").display());
+    let server = ServerProcess::start(
+        bin(),
+        &["--accept-proxy", "tcp:127.0.0.1:0", "--listen", &plain],
+        &[],
+    )
+    .unwrap();
+    let proxied = server.endpoint("tcp").unwrap();
+
+    // A wirecall client straight to it: its hello is not a PROXY header.
+    let direct = connect(proxied).and_then(|mut c| Ok(c.call("echo", b"x", Some(WAIT))?));
+    assert!(direct.is_err(), "a direct client got in: {direct:?}");
+    // Something that starts like a header and stops: closed at the handshake timeout
+    // (10 s), not kept forever.
+    let addr: SocketAddr = proxied.strip_prefix("tcp:").unwrap().parse().unwrap();
+    let mut dribble = TcpStream::connect(addr).unwrap();
+    dribble.write_all(b"PROXY TCP4 192.0.2.").unwrap();
+    dribble
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut rest = Vec::new();
+    // Closed without a word (nothing of wirecall's is said before the header): an end of
+    // stream, or a reset as the bytes it sent were never read.
+    match dribble.read_to_end(&mut rest) {
+        Ok(0) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+        other => panic!("{other:?}: {rest:?}"),
+    }
+
+    let counters = stats(&plain);
+    assert_eq!(counters["connections.proxy_refused"], 2, "{counters:?}");
+    assert_eq!(counters["connections.proxied"], 0, "{counters:?}");
+    assert!(
+        server.wait_for_log("closed on a PROXY protocol listener", WAIT),
+        "{}",
+        server.stderr()
+    );
+}
+
+#[test]
+fn a_header_sent_to_a_plain_listener_is_not_trusted() {
+    let server = ServerProcess::start(
+        bin(),
+        &["--listen", "tcp:127.0.0.1:0"],
+        &[("RUST_LOG", "wirecall=debug")],
+    )
+    .unwrap();
+    let endpoint = &server.endpoints[0];
+    let addr: SocketAddr = endpoint.strip_prefix("tcp:").unwrap().parse().unwrap();
+    let mut forged = TcpStream::connect(addr).unwrap();
+    forged
+        .write_all(b"PROXY TCP4 203.0.113.9 127.0.0.1 1111 2222\r\n")
+        .unwrap();
+    forged.set_read_timeout(Some(WAIT)).unwrap();
+    // The server's hello, then its close as the bytes are not wirecall; then the end.
+    let mut answer = Vec::new();
+    forged.read_to_end(&mut answer).unwrap();
+
+    let counters = stats(endpoint);
+    assert_eq!(counters["closed.not_wirecall"], 1, "{counters:?}");
+    assert_eq!(counters["connections.proxied"], 0, "{counters:?}");
+    // A real client there is still itself.
+    let who = whoami(endpoint);
+    assert!(who["address"].starts_with("127.0.0.1:"), "{who:?}");
+    assert!(
+        !server.stderr().contains("203.0.113.9"),
+        "{}",
+        server.stderr()
+    );
+}
