@@ -10,6 +10,7 @@
 //! | `stats` | empty, or a name prefix | the server's counters, one `name value` per line (see [`crate::stats`]); with a prefix such as `datagrams.`, only the lines whose name starts with it |
 //! | `list` | ignored | the method names, one per line (typed endpoints by their paths, `wirecall/endpoints` included) |
 //! | `whoami` | ignored | who the server takes the caller for, one `name value` per line: `transport` (`tcp`, `tls`, `unix`, `udp`, `unix-dgram`), then `address` (IP peers), `identity` (a TLS peer's verified certificate names, with mutual TLS), `uid`, `gid` and `pid` (Unix stream peers, from the kernel), `path` (Unix datagram peers, with `uid`, `gid` and `pid` when the server has an allowlist and so reads them), and `remaining_ms` (time left before the call's deadline, when it has one) |
+//! | `health` | ignored | `up` while the server serves; once it is shutting down (its drain delay included: [`ServerConfig::drain_delay`](crate::ServerConfig::drain_delay)), the error [`ERROR_DRAINING`] `draining`, so a load balancer's health check that calls it (docs/DEPLOYING.md) stops sending new connections before any is told to go away |
 //! | `typed/echo` ([`TypedEcho`], a typed endpoint) | bytes | the same bytes |
 //!
 //! `sleep` waits without holding any thread: it answers through
@@ -17,7 +18,7 @@
 //! A bad `sleep` or `spin` body is rejected (`invalid request`), so the call was not
 //! executed.
 //!
-//! The whole `stats` text is about 1.3 KB, more than one UDP datagram holds by default
+//! The whole `stats` text is about 2 KB, more than one UDP datagram holds by default
 //! (1232 bytes): over `udp:`, ask for a part (`stats datagrams.`), or use another
 //! transport.
 
@@ -36,9 +37,13 @@ pub const MAX_SLEEP_MS: u64 = 600_000;
 pub const MAX_SPIN_US: u64 = 10_000;
 
 /// The built-in method names, in the order they are registered.
-pub const NAMES: [&str; 8] = [
-    "echo", "upper", "time", "sleep", "spin", "stats", "list", "whoami",
+pub const NAMES: [&str; 9] = [
+    "echo", "upper", "time", "sleep", "spin", "stats", "list", "whoami", "health",
 ];
+
+/// The error code of `health` while the server is shutting down: 503, as HTTP says a
+/// server is unavailable for now.
+pub const ERROR_DRAINING: u32 = 503;
 
 wirecall_core::endpoints! {
     /// The typed echo: the request's bytes back, borrowed from the request (no copy but
@@ -52,6 +57,7 @@ wirecall_core::endpoints! {
 pub fn register<B: Register>(builder: B) -> B {
     let stats = builder.stats();
     let methods = builder.stats();
+    let health = builder.stats();
     builder
         // Into a lent buffer: the benchmarks' calls allocate nothing on the server.
         .function_into("echo", |_, body, answer| {
@@ -76,6 +82,13 @@ pub fn register<B: Register>(builder: B) -> B {
             Ok(text.into_bytes())
         })
         .function_with_context("whoami", |context, _| Ok(whoami(context).into_bytes()))
+        .function("health", move |_| {
+            if health.recorder().is_draining() {
+                Err(CallFailure::error(ERROR_DRAINING, "draining"))
+            } else {
+                Ok(b"up".to_vec())
+            }
+        })
         .endpoint_reply::<TypedEcho, _>(|body: Bytes<'_>, reply| reply.send(&Ok(body)))
 }
 

@@ -40,6 +40,14 @@ pub struct ServerConfig {
     /// connect and then send nothing, or only pings or a dribble, cannot lock real clients
     /// out for longer than this. `None` never evicts (refuses at the limit). Default: 10 s.
     pub evict_idle: Option<Duration>,
+    /// After a graceful shutdown is asked for (SIGTERM, [`ShutdownHandle::shutdown`]), how
+    /// long the server goes on serving as before while its health says it is draining
+    /// (the builtin `health` fails, `stats` says `server.draining 1`), so load balancers
+    /// that check it stop sending new connections before any connection is told to go
+    /// away. Then the graceful shutdown proper begins. Default: zero (at once).
+    ///
+    /// [`ShutdownHandle::shutdown`]: crate::ShutdownHandle::shutdown
+    pub drain_delay: Duration,
     /// After a shutdown is requested, how long connections get to answer what they have
     /// received before they are cut. Default: 30 s.
     pub shutdown_timeout: Duration,
@@ -98,6 +106,7 @@ impl Default for ServerConfig {
             idle_timeout: Some(Duration::from_secs(300)),
             evict_idle: Some(Duration::from_secs(10)),
             shutdown_timeout: Duration::from_secs(30),
+            drain_delay: Duration::ZERO,
             close_linger: Duration::from_secs(5),
             max_connection_age: None,
             unix_mode: None,

@@ -326,6 +326,7 @@ pub struct Stats {
     accept_failed: AtomicU64,
     idle_closed: AtomicU64,
     aged_out: AtomicU64,
+    draining: std::sync::atomic::AtomicBool,
     proxied: AtomicU64,
     proxy_refused: AtomicU64,
     unknown_method: AtomicU64,
@@ -401,6 +402,17 @@ impl Stats {
     /// An accept failed for want of descriptors, with none in reserve: tried again later.
     pub fn accept_failed(&self) {
         bump(&self.accept_failed);
+    }
+
+    /// The server is shutting down (its drain delay included): its `health` fails from
+    /// now on.
+    pub fn set_draining(&self) {
+        self.draining.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether [`set_draining`](Self::set_draining) was called.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
     }
 
     /// A connection older than `max_connection_age` was told to go away.
@@ -549,6 +561,7 @@ impl Stats {
             connections_evicted: get(&self.evicted),
             connections_accept_failed: get(&self.accept_failed),
             connections_idle_closed: get(&self.idle_closed),
+            draining: self.is_draining(),
             connections_aged_out: get(&self.aged_out),
             connections_proxied: get(&self.proxied),
             connections_proxy_refused: get(&self.proxy_refused),
@@ -663,6 +676,8 @@ pub struct StatsSnapshot {
     pub connections_accept_failed: u64,
     /// Connections closed gracefully by the idle timeout.
     pub connections_idle_closed: u64,
+    /// The server is shutting down (from the start of its drain delay): `server.draining`.
+    pub draining: bool,
     /// Connections told to go away (gracefully) for their age (`max_connection_age`).
     pub connections_aged_out: u64,
     /// Connections on `--accept-proxy` listeners whose PROXY protocol header was taken
@@ -754,6 +769,7 @@ impl StatsSnapshot {
 
 impl fmt::Display for StatsSnapshot {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "server.draining {}", u8::from(self.draining))?;
         writeln!(f, "connections.accepted {}", self.connections_accepted)?;
         writeln!(f, "connections.open {}", self.connections_open)?;
         writeln!(f, "connections.refused {}", self.connections_refused)?;

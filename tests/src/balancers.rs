@@ -202,6 +202,47 @@ impl Balancer {
     }
 }
 
+/// The status HAProxy gives each server of `backend` (`UP`, `DOWN`, `MAINT`, `no check`,
+/// ...), read from its stats socket at `socket` (`stats socket PATH` in its `global`
+/// section) with `show stat`.
+///
+/// # Errors
+///
+/// The socket cannot be reached or its answer has no status column.
+pub fn haproxy_status(socket: &Path, backend: &str) -> Result<Vec<(String, String)>, String> {
+    use std::io::Write;
+    let mut stream = std::os::unix::net::UnixStream::connect(socket)
+        .map_err(|e| format!("HAProxy stats socket {}: {e}", socket.display()))?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .map_err(|e| e.to_string())?;
+    stream
+        .write_all(b"show stat\n")
+        .map_err(|e| format!("HAProxy stats socket: {e}"))?;
+    let mut text = String::new();
+    stream
+        .read_to_string(&mut text)
+        .map_err(|e| format!("HAProxy stats socket: {e}"))?;
+    let mut lines = text.lines();
+    let header = lines.next().unwrap_or_default().trim_start_matches("# ");
+    let column = |name: &str| header.split(',').position(|c| c == name);
+    let (Some(px), Some(sv), Some(status)) = (column("pxname"), column("svname"), column("status"))
+    else {
+        return Err(format!("no status column in HAProxy's stats:\n{text}"));
+    };
+    Ok(lines
+        .map(|line| line.split(',').collect::<Vec<_>>())
+        .filter(|fields| fields.get(px) == Some(&backend))
+        .filter(|fields| !matches!(fields.get(sv), Some(&"BACKEND" | &"FRONTEND")))
+        .filter_map(|fields| {
+            Some((
+                (*fields.get(sv)?).to_owned(),
+                (*fields.get(status)?).to_owned(),
+            ))
+        })
+        .collect())
+}
+
 fn collect(mut pipe: Box<dyn Read + Send>, into: &Mutex<String>) {
     let mut buf = [0u8; 4096];
     while let Ok(n) = pipe.read(&mut buf) {

@@ -100,11 +100,14 @@ Counted in connections.proxied and connections.proxy_refused. Other endpoints ne
 read a header, so a client cannot claim another address. --max-connection-age SECS
 tells connections that old to go away gracefully (calls sent before are answered), so
 long-lived clients reconnect and spread over servers added since (connections.aged_out).
+With --drain-delay SECS, SIGTERM first makes the builtin health fail (it answers up
+otherwise) for that long while the server serves as before, so a balancer's health
+check takes it out of rotation before any connection is told to go away.
 docs/DEPLOYING.md has tested HAProxy and nginx configurations.
 
 Built-in methods: echo, upper, time (server clock, RFC 3339 UTC), sleep (body:
 milliseconds), spin (body: microseconds of busy CPU), stats (counters, one \"name value\"
-per line), list (method names), whoami.
+per line), list (method names), whoami, health (up, or an error while shutting down).
 Typed endpoints (see `wirecall list`): the example key-value store kv/get, kv/put,
 kv/delete, kv/scan (in memory, at most 1024 entries), typed/echo, and
 wirecall/endpoints.
@@ -305,6 +308,12 @@ struct ServeArgs {
     #[arg(long, value_name = "SECS", default_value_t = 0,
           value_parser = clap::value_parser!(u64).range(0..=31_536_000))]
     max_connection_age: u64,
+    /// Seconds between SIGTERM (or SIGINT) and the graceful shutdown, spent serving as
+    /// before while the builtin health fails, so load balancers stop sending new
+    /// connections first (0 to 3600)
+    #[arg(long, value_name = "SECS", default_value_t = 0,
+          value_parser = clap::value_parser!(u64).range(0..=3600))]
+    drain_delay: u64,
     /// Seconds a graceful shutdown may take before connections are cut
     #[arg(long, value_name = "SECS", default_value_t = 30)]
     shutdown_timeout: u64,
@@ -436,6 +445,7 @@ fn serve(args: ServeArgs) -> ExitCode {
     config.idle_timeout = (args.idle_timeout > 0).then(|| Duration::from_secs(args.idle_timeout));
     config.evict_idle = (args.evict_idle > 0).then(|| Duration::from_secs(args.evict_idle));
     config.shutdown_timeout = Duration::from_secs(args.shutdown_timeout);
+    config.drain_delay = Duration::from_secs(args.drain_delay);
     config.max_connection_age =
         (args.max_connection_age > 0).then(|| Duration::from_secs(args.max_connection_age));
     config.connection.frame_timeout =

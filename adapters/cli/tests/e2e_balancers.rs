@@ -282,3 +282,167 @@ fn a_header_sent_to_a_plain_listener_is_not_trusted() {
         server.stderr()
     );
 }
+
+/// The HAProxy configuration of docs/DEPLOYING.md ("HAProxy in front of three servers"),
+/// with its frontend on `front`, its servers at `servers`, and a stats socket at `stats`.
+fn deploying_haproxy_config(front: u16, servers: &[String; 3], stats: &Path) -> String {
+    let doc = include_str!("../../../docs/DEPLOYING.md");
+    let marker = "<!-- e2e_balancers.rs runs the block below";
+    let block = doc
+        .split_once(marker)
+        .and_then(|(_, rest)| rest.split_once("```haproxy\n"))
+        .and_then(|(_, rest)| rest.split_once("```"))
+        .map(|(block, _)| block)
+        .expect("DEPLOYING.md has the tested HAProxy block");
+    let mut config = block
+        .replace("bind :7000", &format!("bind 127.0.0.1:{front}"))
+        .replace("10.0.0.5:7000", &servers[0])
+        .replace("10.0.0.6:7000", &servers[1])
+        .replace("10.0.0.7:7000", &servers[2]);
+    assert!(config.starts_with("global\n"), "{config}");
+    config.insert_str(
+        "global\n".len(),
+        &format!("    stats socket {}\n", stats.display()),
+    );
+    config
+}
+
+/// A fleet of three `wirecall serve --accept-proxy ... --drain-delay 5` behind HAProxy
+/// with the configuration of docs/DEPLOYING.md, each with a Unix socket of its own for
+/// the test to read its counters.
+struct Fleet {
+    servers: Vec<ServerProcess>,
+    unix: Vec<String>,
+    haproxy: Balancer,
+    front: String,
+    stats: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Fleet {
+    fn start(extra: &[&str]) -> Option<Self> {
+        let dir = tempfile::tempdir().unwrap();
+        let mut servers = Vec::new();
+        let mut unix = Vec::new();
+        let mut addresses = Vec::new();
+        for i in 0..3 {
+            let sock = format!("unix:{}", dir.path().join(format!("s{i}.sock")).display());
+            let mut args = vec![
+                "--accept-proxy",
+                "tcp:127.0.0.1:0",
+                "--listen",
+                &sock,
+                "--drain-delay",
+                "5",
+            ];
+            args.extend_from_slice(extra);
+            let server = ServerProcess::start(bin(), &args, &[("RUST_LOG", "info")]).unwrap();
+            addresses.push(
+                server
+                    .endpoint("tcp")
+                    .unwrap()
+                    .strip_prefix("tcp:")
+                    .unwrap()
+                    .to_owned(),
+            );
+            unix.push(sock);
+            servers.push(server);
+        }
+        let front = free_port().unwrap();
+        let stats = dir.path().join("haproxy-stats.sock");
+        let addresses: [String; 3] = addresses.try_into().unwrap();
+        let config = deploying_haproxy_config(front, &addresses, &stats);
+        let ready: SocketAddr = format!("127.0.0.1:{front}").parse().unwrap();
+        let haproxy = Balancer::start(Kind::Haproxy, dir.path(), &config, ready)
+            .unwrap()
+            .ok()?;
+        let fleet = Self {
+            servers,
+            unix,
+            haproxy,
+            front: format!("tcp:127.0.0.1:{front}"),
+            stats,
+            _dir: dir,
+        };
+        assert!(
+            fleet.wait_status(|s| s.iter().all(|(_, st)| st == "UP"), WAIT),
+            "every server up: {:?}\n{}",
+            fleet.status(),
+            fleet.haproxy.output()
+        );
+        Some(fleet)
+    }
+
+    fn status(&self) -> Vec<(String, String)> {
+        wirecall_tests::balancers::haproxy_status(&self.stats, "wirecall_servers")
+            .unwrap_or_default()
+    }
+
+    fn wait_status(&self, want: impl Fn(&[(String, String)]) -> bool, timeout: Duration) -> bool {
+        wirecall_tests::wait_until(timeout, Duration::from_millis(50), || {
+            let status = self.status();
+            status.len() == 3 && want(&status)
+        })
+    }
+
+    /// `executions.echo` of each server.
+    fn echoes(&self) -> Vec<u64> {
+        self.unix
+            .iter()
+            .map(|u| stats(u).get("executions.echo").copied().unwrap_or(0))
+            .collect()
+    }
+}
+
+#[test]
+fn haproxy_health_checks_take_a_draining_server_out_before_its_go_away() {
+    let Some(mut fleet) = Fleet::start(&[]) else {
+        return;
+    };
+    // A long-lived connection through HAProxy; which server has it?
+    let mut held = connect(&fleet.front).unwrap();
+    assert_eq!(held.call("echo", b"0", Some(WAIT)).unwrap(), b"0");
+    let before = fleet.echoes();
+    let x = before.iter().position(|n| *n == 1).unwrap();
+    let name = format!("s{}", x + 1);
+
+    // SIGTERM: the server's health fails at once, HAProxy takes it out within two checks.
+    fleet.servers[x]
+        .signal(wirecall_tests::Signal::TERM)
+        .unwrap();
+    let x_down =
+        |s: &[(String, String)]| s.iter().any(|(n, st)| *n == name && st.starts_with("DOWN"));
+    assert!(
+        fleet.wait_status(x_down, Duration::from_secs(4)),
+        "{name} down: {:?}",
+        fleet.status()
+    );
+    // Still within its drain delay: it serves the connection it has, and says it drains.
+    assert_eq!(held.call("echo", b"1", Some(WAIT)).unwrap(), b"1");
+    let x_stats = stats(&fleet.unix[x]);
+    assert_eq!(x_stats["server.draining"], 1, "{x_stats:?}");
+    assert!(
+        connect(&fleet.unix[x])
+            .unwrap()
+            .call("health", b"", Some(WAIT))
+            .is_err()
+    );
+    // New connections go to the other two.
+    for i in 0..12u8 {
+        let mut c = connect(&fleet.front).unwrap();
+        assert_eq!(c.call("echo", &[i], Some(WAIT)).unwrap(), [i]);
+    }
+    let during = fleet.echoes();
+    assert_eq!(during[x], 2, "only the held connection's calls: {during:?}");
+    assert_eq!(during.iter().sum::<u64>(), 14, "{during:?}");
+
+    // The delay over, the graceful shutdown: the held connection is told to go away, a
+    // call after it is not executed, and the server exits 0.
+    let status = fleet.servers[x].wait_exit(Duration::from_secs(15));
+    assert!(status.is_some_and(|s| s.success()), "{status:?}");
+    let late = held.call("echo", b"2", Some(WAIT)).unwrap_err();
+    assert_eq!(late.execution(), wirecall::Execution::NotExecuted, "{late}");
+    // Reconnecting through HAProxy reaches the others.
+    let mut again = connect(&fleet.front).unwrap();
+    assert_eq!(again.call("echo", b"3", Some(WAIT)).unwrap(), b"3");
+}

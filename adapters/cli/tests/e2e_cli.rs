@@ -75,7 +75,7 @@ fn calls_over_every_transport_and_ipv6() {
         // Every name, the typed endpoints' paths and discovery included.
         assert_eq!(
             out.stdout_text(),
-            "echo\nupper\ntime\nsleep\nspin\nstats\nlist\nwhoami\ntyped/echo\nkv/get\nkv/put\n\
+            "echo\nupper\ntime\nsleep\nspin\nstats\nlist\nwhoami\nhealth\ntyped/echo\nkv/get\nkv/put\n\
              kv/delete\nkv/scan\nwirecall/endpoints\n"
         );
 

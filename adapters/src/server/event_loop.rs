@@ -43,6 +43,10 @@ pub(super) const FIRST_LISTENER: usize = 2;
 pub(super) const RUNNING: u8 = 0;
 pub(super) const GRACEFUL: u8 = 1;
 pub(super) const NOW: u8 = 2;
+/// A graceful shutdown was asked for with a drain delay (`ServerConfig::drain_delay`): the
+/// server serves as before but fails health checks, so load balancers stop sending it new
+/// connections; then it becomes [`GRACEFUL`].
+pub(super) const DELAYING: u8 = 3;
 
 /// The shortest wait for a connection timer that is already due but could not be
 /// served (e.g. a keepalive ping that does not fit a full transmit buffer): the loop
@@ -76,6 +80,8 @@ pub(super) struct EventLoop {
     pub(super) signals: Option<Signals>,
     /// Set once a shutdown began: the instant by which connections must be done.
     pub(super) draining: Option<Instant>,
+    /// During a drain delay: when it ends (to wake then).
+    pub(super) delay_until: Option<Instant>,
     /// A descriptor in reserve, for refusing a connection when accepts fail for want of one.
     pub(super) spare: super::fd_limit::Spare,
     /// When to try accepting again after accepts failed with no spare to fall back on (an
@@ -203,6 +209,7 @@ impl EventLoop {
         let timer = self.timers.first().map(|(at, _)| *at);
         let timer = super::conn::earliest(timer, self.accept_retry);
         let mut wake = super::conn::earliest(timer, self.draining);
+        wake = super::conn::earliest(wake, self.delay_until);
         for datagram in self.datagrams.values() {
             wake = super::conn::earliest(wake, datagram.next_wakeup());
         }
@@ -569,8 +576,30 @@ impl EventLoop {
     }
 
     fn check_shutdown(&mut self, now: Instant) {
-        match self.shutdown.load(Ordering::Acquire) {
-            GRACEFUL => self.begin_drain(now),
+        let mut state = self.shutdown.load(Ordering::Acquire);
+        if state == DELAYING {
+            self.shared.stats.set_draining();
+            let until = self.loops.graceful_at();
+            if until.is_none_or(|at| std::time::Instant::now() >= at) {
+                // The first loop to see the delay over moves every loop on.
+                let _ = self.shutdown.compare_exchange(
+                    DELAYING,
+                    GRACEFUL,
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                );
+                self.loops.wake_all();
+                state = self.shutdown.load(Ordering::Acquire);
+                self.delay_until = None;
+            } else {
+                self.delay_until = until.map(|at| self.shared.clock.from_std(at));
+            }
+        }
+        match state {
+            GRACEFUL => {
+                self.shared.stats.set_draining();
+                self.begin_drain(now);
+            }
             NOW => {
                 self.begin_drain(now);
                 self.draining = Some(now);
@@ -647,10 +676,18 @@ impl EventLoop {
                 _ => "a signal",
             };
             if self.shutdown.load(Ordering::Acquire) == RUNNING {
-                log::info!(
-                    "{name} received: shutting down gracefully (send it again to stop at once)"
-                );
-                self.shutdown.store(GRACEFUL, Ordering::Release);
+                let delay = self.shared.config.drain_delay;
+                if delay.is_zero() {
+                    log::info!(
+                        "{name} received: shutting down gracefully (send it again to stop at once)"
+                    );
+                } else {
+                    log::info!(
+                        "{name} received: failing health checks for {delay:?} (drain delay), \
+                         then shutting down gracefully (send it again to stop at once)"
+                    );
+                }
+                self.loops.request_shutdown(&self.shutdown, delay);
             } else {
                 log::warn!("{name} received again: stopping now");
                 self.shutdown.store(NOW, Ordering::Release);

@@ -21,9 +21,9 @@
 //! cache. A loop that leaves closes its hand-off queue first (under the queue's lock, so
 //! nothing handed to it is left behind: what is queued then is refused).
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
-use std::time::Instant as StdInstant;
+use std::time::{Duration, Instant as StdInstant};
 
 use mio::Waker;
 
@@ -55,6 +55,8 @@ pub(super) struct Loops {
     /// When a graceful shutdown gives up: one instant for all loops, set by the first that
     /// sees the shutdown, so none leaves (and moves UDP flows) before the others.
     deadline: OnceLock<StdInstant>,
+    /// When a graceful shutdown asked for with a drain delay begins (the delay's end).
+    graceful_at: OnceLock<StdInstant>,
 }
 
 impl std::fmt::Debug for Loops {
@@ -78,7 +80,36 @@ impl Loops {
             queues: (0..n).map(|_| Mutex::new(Queue::default())).collect(),
             drained: AtomicUsize::new(0),
             deadline: OnceLock::new(),
+            graceful_at: OnceLock::new(),
         }
+    }
+
+    /// Asks for a graceful shutdown (of a server in `state` [`RUNNING`](super::event_loop::RUNNING)):
+    /// at once without a drain `delay`, else after it, the server meanwhile serving as
+    /// before but failing health checks ([`DELAYING`](super::event_loop::DELAYING)).
+    /// Returns `false` if a shutdown was already under way. Wakes every loop.
+    pub(super) fn request_shutdown(&self, state: &AtomicU8, delay: Duration) -> bool {
+        use super::event_loop::{DELAYING, GRACEFUL, RUNNING};
+        let next = if delay.is_zero() {
+            GRACEFUL
+        } else {
+            let _ = self.graceful_at.get_or_init(|| {
+                StdInstant::now()
+                    .checked_add(delay)
+                    .unwrap_or_else(StdInstant::now)
+            });
+            DELAYING
+        };
+        let started = state
+            .compare_exchange(RUNNING, next, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok();
+        self.wake_all();
+        started
+    }
+
+    /// When the drain delay of a shutdown asked for with one ends.
+    pub(super) fn graceful_at(&self) -> Option<StdInstant> {
+        self.graceful_at.get().copied()
     }
 
     /// How many loops there are.

@@ -65,7 +65,7 @@ use wirecall_core::server::RequestSlot;
 
 use self::conn::Shared;
 use self::datagram::DatagramListener;
-use self::event_loop::{EventLoop, FIRST_LISTENER, GRACEFUL, NOW, SIGNALS, WAKER};
+use self::event_loop::{EventLoop, FIRST_LISTENER, NOW, SIGNALS, WAKER};
 use self::listener::{Listener, Listening, Share};
 use self::loops::Loops;
 use crate::access::UnixAccess;
@@ -462,6 +462,7 @@ impl ServerBuilder {
                 shutdown: Arc::clone(&shutdown),
                 signals: if index == 0 { signals.take() } else { None },
                 draining: None,
+                delay_until: None,
                 loops: Arc::clone(&loops),
                 index,
                 told_drained: false,
@@ -474,6 +475,7 @@ impl ServerBuilder {
             shutdown: ShutdownHandle {
                 state: shutdown,
                 loops,
+                drain_delay: config.drain_delay,
             },
             stats: self.stats,
         })
@@ -848,18 +850,14 @@ fn combine(results: Vec<Result<(), Error>>) -> Result<(), Error> {
 pub struct ShutdownHandle {
     state: Arc<AtomicU8>,
     loops: Arc<Loops>,
+    drain_delay: std::time::Duration,
 }
 
 impl ShutdownHandle {
-    /// Starts a graceful shutdown (see [`Server::run`]). Calling it again does nothing more.
+    /// Starts a graceful shutdown (see [`Server::run`]), after the drain delay
+    /// ([`ServerConfig::drain_delay`]) if there is one. Calling it again does nothing more.
     pub fn shutdown(&self) {
-        let _ = self.state.compare_exchange(
-            event_loop::RUNNING,
-            GRACEFUL,
-            Ordering::AcqRel,
-            Ordering::Acquire,
-        );
-        self.wake();
+        self.loops.request_shutdown(&self.state, self.drain_delay);
     }
 
     /// Stops at once: connections are closed without waiting for answers.

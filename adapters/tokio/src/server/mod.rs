@@ -614,6 +614,8 @@ impl Server {
                 }
                 changed = phase.changed(), if deadline.is_none() && !hard => {
                     if changed.is_ok() && *phase.borrow_and_update() != Phase::Running {
+                        // `health` fails from now on (this driver has no drain delay).
+                        self.shared.stats.recorder().set_draining();
                         let timeout = self.shared.config.shutdown_timeout;
                         deadline = Some(tokio::time::Instant::now() + timeout);
                     }
