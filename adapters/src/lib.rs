@@ -55,6 +55,7 @@ mod stream;
 pub mod tls;
 pub mod typed;
 
+pub use client::fleet::{FleetAnswer, FleetCallId, FleetClient, FleetConfig, FleetError};
 pub use client::{CallError, CallErrorKind, Client};
 pub use config::{ClientConfig, ServerConfig, available_cpus};
 pub use endpoint::{Endpoint, ParseEndpointError};

@@ -718,6 +718,16 @@ where
         Some(ClientEvent::Failed { id, failure })
     }
 
+    /// Whether a new call may be sent: the connection is open and neither side has begun a
+    /// graceful close (the server's go-away, or [`close`](Self::close)). When this is
+    /// `false`, [`call`](Self::call) fails with [`SendError::Closing`] or
+    /// [`SendError::Closed`], and a driver that wants to go on calling opens a new
+    /// connection (calls already in flight here still get their outcomes).
+    #[must_use]
+    pub fn accepts_calls(&self) -> bool {
+        self.conn.is_open() && !self.local_close && self.server_last_id.is_none()
+    }
+
     /// Calls in flight (sent and not yet reported as ended).
     #[must_use]
     pub fn in_flight(&self) -> usize {

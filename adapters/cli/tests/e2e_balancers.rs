@@ -446,3 +446,133 @@ fn haproxy_health_checks_take_a_draining_server_out_before_its_go_away() {
     let mut again = connect(&fleet.front).unwrap();
     assert_eq!(again.call("echo", b"3", Some(WAIT)).unwrap(), b"3");
 }
+
+/// Pipelined calls (window 8) from a [`wirecall::FleetClient`] of `endpoints` for about
+/// `run` (at most 200,000 calls), each echoing its own number: every call must be answered
+/// with its own body. Returns the calls made and the client's counters.
+fn fleet_calls(
+    endpoints: Vec<Endpoint>,
+    run: Duration,
+) -> (u64, wirecall::client::fleet::FleetStats) {
+    let mut fleet =
+        wirecall::FleetClient::new(endpoints, wirecall::FleetConfig::default()).unwrap();
+    let start = std::time::Instant::now();
+    let mut bodies = HashMap::new();
+    let mut made = 0u64;
+    let mut retried = 0u64;
+    let more = |made: u64| made < 200_000 && start.elapsed() < run;
+    while more(made) || !bodies.is_empty() {
+        while bodies.len() < 8 && more(made) {
+            let body = made.to_string().into_bytes();
+            let id = fleet.submit("echo", &body, Some(WAIT));
+            bodies.insert(id, body);
+            made += 1;
+        }
+        let Some((id, outcome)) = fleet.wait_any() else {
+            break;
+        };
+        let answer = outcome.unwrap_or_else(|e| panic!("{id}: {e}"));
+        assert_eq!(Some(&answer.body), bodies.get(&id), "{id}");
+        if answer.attempts > 1 {
+            retried += 1;
+        }
+        bodies.remove(&id);
+    }
+    assert!(
+        bodies.is_empty(),
+        "{} calls without an outcome",
+        bodies.len()
+    );
+    assert!(fleet.stats().retries >= retried);
+    eprintln!(
+        "{made} calls, {retried} answered after a retry; {:?}",
+        fleet.stats()
+    );
+    (made, fleet.stats())
+}
+
+#[test]
+fn a_fleet_client_follows_go_aways_over_servers_without_a_call_lost_or_run_twice() {
+    // Direct to three servers that send every connection away after about a second.
+    let dir = tempfile::tempdir().unwrap();
+    let mut servers = Vec::new();
+    let mut endpoints = Vec::new();
+    for _ in 0..3 {
+        let server = ServerProcess::start(
+            bin(),
+            &["--listen", "tcp:127.0.0.1:0", "--max-connection-age", "1"],
+            &[],
+        )
+        .unwrap();
+        endpoints.push(server.endpoint("tcp").unwrap().parse().unwrap());
+        servers.push(server);
+    }
+    let _ = dir;
+    let (made, fleet) = fleet_calls(endpoints, Duration::from_secs(3));
+    let counters: Vec<_> = servers
+        .iter()
+        .map(|s| stats(s.endpoint("tcp").unwrap()))
+        .collect();
+    // Each call ran exactly once, across the servers.
+    let executed: u64 = counters.iter().map(|c| c["executions.echo"]).sum();
+    assert_eq!(executed, made, "{counters:?}");
+    let aged: u64 = counters.iter().map(|c| c["connections.aged_out"]).sum();
+    assert!(aged >= 2, "{counters:?}");
+    assert!(fleet.connections >= 3, "{fleet:?}");
+}
+
+#[test]
+fn a_fleet_client_behind_haproxy_spreads_as_connections_age() {
+    let Some(fleet) = Fleet::start(&["--max-connection-age", "1"]) else {
+        return;
+    };
+    let (made, client) = fleet_calls(vec![fleet.front.parse().unwrap()], Duration::from_secs(3));
+    let echoes = fleet.echoes();
+    assert_eq!(echoes.iter().sum::<u64>(), made, "{echoes:?}");
+    // Reconnected through HAProxy, which spread the connections over the servers.
+    assert!(client.connections >= 3, "{client:?}");
+    assert!(echoes.iter().filter(|n| **n > 0).count() >= 2, "{echoes:?}");
+}
+
+#[test]
+fn a_fleet_datagram_call_refused_by_a_server_shutting_down_runs_on_another() {
+    let start = || ServerProcess::start(bin(), &["--listen", "udp:127.0.0.1:0"], &[]).unwrap();
+    let (a, b) = (start(), start());
+    let (ua, ub) = (a.endpoint("udp").unwrap(), b.endpoint("udp").unwrap());
+    // A call that holds A in its graceful shutdown, which rejects new datagram calls as
+    // shutting down (not executed).
+    let mut holder = connect(ua).unwrap();
+    let held = holder.submit("sleep", b"4000", Some(WAIT)).unwrap();
+    holder.service();
+    std::thread::sleep(Duration::from_millis(200));
+    a.signal(wirecall_tests::Signal::TERM).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+
+    let endpoints: Vec<Endpoint> = vec![ua.parse().unwrap(), ub.parse().unwrap()];
+    let (mut calls, mut retried) = (0u64, 0u64);
+    // The first endpoint is picked at random: new clients until one has started at A.
+    for i in 0..40u8 {
+        let mut fleet =
+            wirecall::FleetClient::new(endpoints.clone(), wirecall::FleetConfig::default())
+                .unwrap();
+        let answer = fleet.call("echo", &[i], Some(WAIT)).unwrap();
+        assert_eq!(answer.body, [i]);
+        calls += 1;
+        if answer.attempts == 2 {
+            retried += 1;
+            break;
+        }
+        assert_eq!(answer.attempts, 1);
+    }
+    assert_eq!(retried, 1, "no client started at the server shutting down");
+    // Every call ran on B, once (a part of stats: the whole does not fit a datagram).
+    let text = connect(ub)
+        .unwrap()
+        .call("stats", b"executions.echo", Some(WAIT))
+        .unwrap();
+    assert_eq!(
+        parse_stats(&String::from_utf8(text).unwrap())["executions.echo"],
+        calls
+    );
+    assert_eq!(holder.wait(held).unwrap(), b"4000");
+}

@@ -99,6 +99,14 @@ impl CallError {
             execution: Execution::NotExecuted,
         }
     }
+
+    /// A call whose deadline passed before it could be sent at all.
+    pub(crate) fn timed_out_unsent() -> Self {
+        Self {
+            kind: CallErrorKind::TimedOut,
+            execution: Execution::NotExecuted,
+        }
+    }
 }
 
 impl From<&Failure<'_>> for CallError {

@@ -46,6 +46,7 @@
 
 mod call_error;
 pub(crate) mod datagram;
+pub mod fleet;
 mod outcomes;
 mod socket;
 mod stream;
@@ -443,6 +444,18 @@ impl Client {
         match &self.inner {
             Inner::Stream(c) => c.server(),
             Inner::Datagram(_) => None,
+        }
+    }
+
+    /// Whether a new call may be sent here: on a stream, the connection is open and no
+    /// go-away has come (nor [`close`](Self::close)); always `true` on a datagram endpoint.
+    /// A caller that wants to go on calling when this turns `false` connects anew (as
+    /// [`FleetClient`](crate::FleetClient) does); calls already in flight still end here.
+    #[must_use]
+    pub fn accepts_calls(&self) -> bool {
+        match &self.inner {
+            Inner::Stream(c) => c.accepts_calls(),
+            Inner::Datagram(_) => true,
         }
     }
 

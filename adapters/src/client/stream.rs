@@ -320,6 +320,11 @@ impl StreamClient {
         self.server
     }
 
+    /// Whether a new call may be sent (no go-away, not closed).
+    pub(super) fn accepts_calls(&self) -> bool {
+        self.closed.is_none() && self.core.accepts_calls()
+    }
+
     /// Why the connection ended, once it has.
     #[must_use]
     pub(super) fn closed(&self) -> Option<CloseReason> {
