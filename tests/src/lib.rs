@@ -19,6 +19,7 @@
 
 pub mod balancers;
 pub mod conformance;
+pub mod lossy;
 pub mod netns;
 pub mod tls;
 

@@ -576,3 +576,249 @@ fn a_fleet_datagram_call_refused_by_a_server_shutting_down_runs_on_another() {
     );
     assert_eq!(holder.wait(held).unwrap(), b"4000");
 }
+
+/// The nginx configuration of docs/DEPLOYING.md ("nginx in front of three servers"), with
+/// its listeners on `udp` and `tcp`, its servers at `servers` (UDP, TCP), and its pid file
+/// in `dir`.
+fn deploying_nginx_config(udp: u16, tcp: u16, servers: &[(String, String)], dir: &Path) -> String {
+    let doc = include_str!("../../../docs/DEPLOYING.md");
+    let marker = "<!-- e2e_balancers.rs runs the nginx block below";
+    let block = doc
+        .split_once(marker)
+        .and_then(|(_, rest)| rest.split_once("```nginx\n"))
+        .and_then(|(_, rest)| rest.split_once("```"))
+        .map(|(block, _)| block)
+        .expect("DEPLOYING.md has the tested nginx block");
+    let mut config = block
+        .replace("listen 7000 udp", &format!("listen 127.0.0.1:{udp} udp"))
+        .replace("listen 7001;", &format!("listen 127.0.0.1:{tcp};"));
+    for (i, (u, t)) in servers.iter().enumerate() {
+        let host = format!("10.0.0.{}", 5 + i);
+        config = config
+            .replace(&format!("{host}:7000"), u)
+            .replace(&format!("{host}:7001"), t);
+    }
+    let module = wirecall_tests::balancers::nginx_stream_module();
+    if module.is_empty() {
+        // Built in rather than a module.
+        config = config.replace(
+            "load_module /usr/lib/nginx/modules/ngx_stream_module.so;",
+            "",
+        );
+    }
+    format!("pid {}/nginx.pid;\n{config}", dir.display())
+}
+
+/// Three servers (UDP, and TCP with `--accept-proxy`, and a Unix socket for the test's own
+/// calls) behind nginx with the configuration of docs/DEPLOYING.md.
+struct NginxFleet {
+    servers: Vec<(ServerProcess, String)>,
+    nginx: Balancer,
+    udp: u16,
+    tcp: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl NginxFleet {
+    fn start() -> Option<Self> {
+        let dir = tempfile::tempdir().unwrap();
+        let mut servers = Vec::new();
+        let mut addresses = Vec::new();
+        for i in 0..3 {
+            let sock = format!("unix:{}", dir.path().join(format!("s{i}.sock")).display());
+            let server = ServerProcess::start(
+                bin(),
+                &[
+                    "--listen",
+                    "udp:127.0.0.1:0",
+                    "--accept-proxy",
+                    "tcp:127.0.0.1:0",
+                    "--listen",
+                    &sock,
+                ],
+                &[],
+            )
+            .unwrap();
+            let strip = |t: &str| {
+                let e = server.endpoint(t).unwrap();
+                e.split_once(':').unwrap().1.to_owned()
+            };
+            addresses.push((strip("udp"), strip("tcp")));
+            servers.push((server, sock));
+        }
+        let (udp, tcp) = (free_port().unwrap(), free_port().unwrap());
+        let config = deploying_nginx_config(udp, tcp, &addresses, dir.path());
+        let ready: SocketAddr = format!("127.0.0.1:{tcp}").parse().unwrap();
+        let nginx = Balancer::start(Kind::Nginx, dir.path(), &config, ready)
+            .unwrap()
+            .ok()?;
+        Some(Self {
+            servers,
+            nginx,
+            udp,
+            tcp,
+            _dir: dir,
+        })
+    }
+
+    /// `executions.echo` of each server still running.
+    fn executions(&self) -> Vec<Option<u64>> {
+        self.servers
+            .iter()
+            .map(|(_, sock)| {
+                let endpoint: Endpoint = sock.parse().unwrap();
+                let mut c = Client::connect(&endpoint, ClientConfig::default()).ok()?;
+                let text = c.call("stats", b"executions.echo", Some(WAIT)).ok()?;
+                parse_stats(&String::from_utf8(text).ok()?)
+                    .get("executions.echo")
+                    .copied()
+            })
+            .collect()
+    }
+}
+
+/// `clients` runs of `many_calls` at once against `endpoint` (`calls` each, window 16,
+/// 10 s per call), each its own UDP flow; their reports.
+fn many_clients(endpoint: &str, clients: usize, calls: usize) -> Vec<wirecall_tests::Output> {
+    let calls_bin = wirecall_tests::lossy::helper(bin(), "many_calls").unwrap();
+    let runs: Vec<_> = (0..clients)
+        .map(|_| {
+            let (calls_bin, endpoint) = (calls_bin.clone(), endpoint.to_owned());
+            std::thread::spawn(move || {
+                let calls = calls.to_string();
+                let args = [
+                    endpoint.as_str(),
+                    "--calls",
+                    &calls,
+                    "--window",
+                    "16",
+                    "--timeout-ms",
+                    "10000",
+                ];
+                wirecall_tests::run(&calls_bin, &args, b"", Duration::from_secs(120)).unwrap()
+            })
+        })
+        .collect();
+    runs.into_iter().map(|r| r.join().unwrap()).collect()
+}
+
+#[test]
+fn datagrams_through_nginx_and_a_lossy_path_run_each_call_at_most_once() {
+    let relay_bin = wirecall_tests::lossy::helper(bin(), "lossy_relay").unwrap();
+    let Some(fleet) = NginxFleet::start() else {
+        return;
+    };
+    let (udp, tcp) = (fleet.udp, fleet.tcp);
+
+    // TCP through nginx: the PROXY v1 header names the client.
+    let who = whoami(&format!("tcp:127.0.0.1:{tcp}"));
+    assert!(who["address"].starts_with("127.0.0.1:"), "{who:?}");
+
+    // Four clients, each its own flow through the lossy relay, then nginx.
+    let seed = std::env::var("WIRECALL_RELAY_SEED").unwrap_or_else(|_| "20261207".into());
+    let faults = wirecall_tests::lossy::Faults {
+        loss: 20,
+        dup: 10,
+        delay_ms: 4,
+    };
+    let relay = wirecall_tests::lossy::Relay::start(
+        std::process::Command::new(&relay_bin),
+        &format!("127.0.0.1:{udp}"),
+        &seed,
+        faults,
+    )
+    .unwrap();
+    let through = format!("udp:{}", relay.addr);
+    const CLIENTS: usize = 4;
+    const CALLS: usize = 150;
+    let mut answered = 0;
+    let mut retransmissions = 0;
+    for out in many_clients(&through, CLIENTS, CALLS) {
+        let summary = wirecall_tests::lossy::checked_summary(&out, CALLS);
+        answered += summary["answered"];
+        retransmissions += summary["retransmissions"];
+    }
+    let relayed = relay.finish();
+    let per_server: Vec<u64> = fleet
+        .servers
+        .iter()
+        .map(|(_, sock)| {
+            let s = stats(sock);
+            assert_eq!(s["calls.echo"], s["executions.echo"], "{s:?}");
+            s["executions.echo"]
+        })
+        .collect();
+    let executed: u64 = per_server.iter().sum();
+    println!(
+        "through the lossy relay (seed {seed}) and nginx: {CLIENTS} x {CALLS} calls, \
+         {answered} answered, {retransmissions} retransmissions; relay dropped {}+{}, \
+         duplicated {}+{}; executions per server {per_server:?}",
+        relayed["to_server.dropped"],
+        relayed["to_client.dropped"],
+        relayed["to_server.duplicated"],
+        relayed["to_client.duplicated"],
+    );
+    // At most once per call, at least once per answered call.
+    assert!(executed >= answered, "{per_server:?}");
+    assert!(executed <= (CLIENTS * CALLS) as u64, "{per_server:?}");
+    assert!(answered >= (CLIENTS * CALLS) as u64 * 9 / 10);
+    assert!(retransmissions > 0 && relayed["to_client.duplicated"] > 0);
+    // The flows were spread over more than one server.
+    assert!(
+        per_server.iter().filter(|n| **n > 0).count() >= 2,
+        "{per_server:?}"
+    );
+    drop(fleet.nginx);
+}
+
+#[test]
+fn when_an_upstream_of_nginx_dies_its_flows_go_to_the_next_server() {
+    let Some(fleet) = NginxFleet::start() else {
+        return;
+    };
+    let front = format!("udp:127.0.0.1:{}", fleet.udp);
+    const CLIENTS: usize = 6;
+    const CALLS: usize = 3000;
+    let front_for_clients = front.clone();
+    let clients = std::thread::spawn(move || many_clients(&front_for_clients, CLIENTS, CALLS));
+    // Kill (SIGKILL) a server that has flows, once calls are under way.
+    let mut victim = None;
+    wirecall_tests::wait_until(WAIT, Duration::from_millis(20), || {
+        victim = fleet
+            .executions()
+            .iter()
+            .enumerate()
+            .find_map(|(i, n)| n.filter(|n| *n > 200).map(|n| (i, n)));
+        victim.is_some()
+    });
+    let (victim, seen) = victim.expect("a server with calls");
+    fleet.servers[victim]
+        .0
+        .signal(wirecall_tests::Signal::KILL)
+        .unwrap();
+    let outs = clients.join().unwrap();
+    let (mut answered, mut timeouts, mut failed) = (0, 0, 0);
+    for out in &outs {
+        let summary = wirecall_tests::lossy::checked_summary(out, CALLS);
+        answered += summary["answered"];
+        timeouts += summary["timeouts"];
+        failed += summary["failed"];
+    }
+    let survivors: u64 = fleet.executions().iter().flatten().sum();
+    let total = (CLIENTS * CALLS) as u64;
+    println!(
+        "nginx, server {victim} killed (SIGKILL) after at least {seen} executions: \
+         {CLIENTS} x {CALLS} calls, {answered} answered, {timeouts} timed out, {failed} \
+         failed; the two others executed {survivors}"
+    );
+    // Every call ended once (checked above), and the dead server's flows moved on: its
+    // clients' retransmissions started new sessions that nginx sent to the others.
+    assert_eq!(answered, total, "{timeouts} timed out, {failed} failed");
+    assert!(survivors <= total);
+    // Calls run twice are at most the ones in flight on the dead server when it died
+    // (each client has 16 in flight): what it ran before, plus what the others ran.
+    assert!(
+        survivors + seen <= total + (CLIENTS as u64) * 16,
+        "{survivors} + {seen}"
+    );
+}

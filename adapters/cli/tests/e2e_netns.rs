@@ -13,40 +13,28 @@
 //! --workspace` builds them).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::mpsc::{Receiver, channel};
-use std::thread;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+use wirecall_tests::lossy::{Faults, Relay, checked_summary};
 use wirecall_tests::netns::{HostPair, Skip};
-use wirecall_tests::{Output, ServerProcess, Signal, parse_stats, run, run_in_netns, wait_child};
+use wirecall_tests::{Output, ServerProcess, Signal, parse_stats, run, run_in_netns};
 
 const WAIT: Duration = Duration::from_secs(20);
 /// Calls over the lossy UDP path.
 const CALLS: usize = 300;
 /// The relay's faults, in percent and milliseconds.
-const LOSS: &str = "20";
-const DUP: &str = "10";
-const DELAY_MS: &str = "4";
+const LOSS: u32 = 20;
+const DUP: u32 = 10;
+const DELAY_MS: u32 = 4;
 
 fn bin() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_wirecall"))
 }
 
-/// A helper program of the `wirecall-tests` crate, built next to `wirecall`.
 fn helper(name: &str) -> Result<PathBuf, String> {
-    let path = bin().with_file_name(name);
-    if path.is_file() {
-        Ok(path)
-    } else {
-        Err(format!(
-            "{} is not built (cargo test --workspace, or cargo build -p wirecall-tests --bins)",
-            path.display()
-        ))
-    }
+    wirecall_tests::lossy::helper(bin(), name)
 }
 
 /// Where the server and the clients run: two namespaces, or both on this host.
@@ -96,109 +84,6 @@ impl Hosts {
     }
 }
 
-/// `lossy_relay` running on the client host; stopped (its stdin closed) when done.
-struct Relay {
-    child: Child,
-    stdin: Option<ChildStdin>,
-    lines: Receiver<String>,
-    addr: String,
-}
-
-impl Relay {
-    fn start(hosts: &Hosts, bin: &Path, upstream: &str, seed: &str) -> Self {
-        let mut child = hosts
-            .client_command(bin)
-            .args(["--listen", "127.0.0.1:0", "--upstream", upstream])
-            .args([
-                "--seed",
-                seed,
-                "--loss",
-                LOSS,
-                "--dup",
-                DUP,
-                "--delay-ms",
-                DELAY_MS,
-            ])
-            .args(["--run-for", "120"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stdin = child.stdin.take();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, lines) = channel();
-        thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let first = lines.recv_timeout(WAIT).expect("the relay starts");
-        let addr = first
-            .strip_prefix("relay listening on ")
-            .unwrap_or_else(|| panic!("{first}"))
-            .to_owned();
-        Self {
-            child,
-            stdin,
-            lines,
-            addr,
-        }
-    }
-
-    /// Stops the relay and returns its counters.
-    fn finish(mut self) -> HashMap<String, u64> {
-        drop(self.stdin.take());
-        assert!(wait_child(&mut self.child, WAIT).is_some_and(|s| s.success()));
-        // Every line up to its end of output: the reader thread may still be forwarding
-        // the last ones after the process has exited (a bounded wait for each).
-        let mut text = Vec::new();
-        while let Ok(line) = self.lines.recv_timeout(WAIT) {
-            text.push(line);
-        }
-        parse_stats(&text.join("\n"))
-    }
-}
-
-impl Drop for Relay {
-    fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-/// The `name value` lines of `many_calls`, after checking every call ended exactly once
-/// and no answer was another call's.
-fn checked_summary(out: &Output, calls: usize) -> HashMap<String, u64> {
-    let text = out.stdout_text();
-    assert_eq!(out.code, Some(0), "{text}\n{}", out.stderr);
-    let mut seen = vec![0u32; calls];
-    for line in text.lines().filter(|l| l.starts_with("call ")) {
-        let n: usize = line.split(' ').nth(1).unwrap().parse().unwrap();
-        seen[n] += 1;
-        assert!(!line.ends_with(" mismatch"), "{line}");
-    }
-    assert!(
-        seen.iter().all(|n| *n == 1),
-        "one outcome per call:\n{text}"
-    );
-    let summary = parse_stats(&text);
-    assert_eq!(summary["outcomes"], calls as u64, "{text}");
-    assert_eq!(summary["duplicates"], 0, "{text}");
-    assert_eq!(summary["unended"], 0, "{text}");
-    assert_eq!(summary["mismatched"], 0, "{text}");
-    assert_eq!(
-        summary["answered"] + summary["timeouts"] + summary["failed"],
-        calls as u64,
-        "{text}"
-    );
-    summary
-}
-
 #[test]
 fn calls_across_hosts_over_tcp_and_over_a_lossy_udp_path() {
     let (relay_bin, calls_bin) = match (helper("lossy_relay"), helper("many_calls")) {
@@ -233,7 +118,18 @@ fn calls_across_hosts_over_tcp_and_over_a_lossy_udp_path() {
 
     // 2. UDP through the lossy relay, in the client's namespace.
     let seed = std::env::var("WIRECALL_RELAY_SEED").unwrap_or_else(|_| "20261126".into());
-    let relay = Relay::start(&hosts, &relay_bin, udp.strip_prefix("udp:").unwrap(), &seed);
+    let faults = Faults {
+        loss: LOSS,
+        dup: DUP,
+        delay_ms: DELAY_MS,
+    };
+    let relay = Relay::start(
+        hosts.client_command(&relay_bin),
+        udp.strip_prefix("udp:").unwrap(),
+        &seed,
+        faults,
+    )
+    .unwrap();
     let through = format!("udp:{}", relay.addr);
     let began = Instant::now();
     let calls = CALLS.to_string();
