@@ -214,6 +214,19 @@ impl ServerProcess {
         Ok(server)
     }
 
+    /// What it printed to stdout after its `listening on` lines, up to its end of output
+    /// (waiting at most `timeout` for each line): with `serve --stats-on-exit`, its final
+    /// counters, once it has exited.
+    #[must_use]
+    pub fn rest_of_stdout(&self, timeout: Duration) -> String {
+        let mut text = String::new();
+        while let Ok(line) = self.lines.recv_timeout(timeout) {
+            text.push_str(&line);
+            text.push('\n');
+        }
+        text
+    }
+
     /// The process id.
     #[must_use]
     pub fn pid(&self) -> u32 {

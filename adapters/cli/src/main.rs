@@ -103,6 +103,7 @@ long-lived clients reconnect and spread over servers added since (connections.ag
 With --drain-delay SECS, SIGTERM first makes the builtin health fail (it answers up
 otherwise) for that long while the server serves as before, so a balancer's health
 check takes it out of rotation before any connection is told to go away.
+--stats-on-exit prints the final counters when the server stops.
 docs/DEPLOYING.md has tested HAProxy and nginx configurations.
 
 Built-in methods: echo, upper, time (server clock, RFC 3339 UTC), sleep (body:
@@ -369,6 +370,9 @@ struct ServeArgs {
     /// tls: accept TLS 1.2 as well as 1.3
     #[arg(long)]
     tls12: bool,
+    /// When the server stops, print its final counters (the stats text) to stdout
+    #[arg(long)]
+    stats_on_exit: bool,
 }
 
 impl ServeArgs {
@@ -511,7 +515,15 @@ fn serve(args: ServeArgs) -> ExitCode {
         }
         let _ = out.flush();
     }
-    match server.run() {
+    let stats = server.stats();
+    let result = server.run();
+    if args.stats_on_exit {
+        // What it did, to the last call: a final scrape no monitor can make any more.
+        let mut out = std::io::stdout().lock();
+        let _ = write!(out, "{}", stats.snapshot());
+        let _ = out.flush();
+    }
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(e, EXIT_FAILURE),
     }

@@ -822,3 +822,141 @@ fn when_an_upstream_of_nginx_dies_its_flows_go_to_the_next_server() {
         "{survivors} + {seen}"
     );
 }
+
+/// Outcomes of the fault run's clients, added up.
+#[derive(Debug, Default)]
+struct Tally {
+    submitted: std::sync::atomic::AtomicU64,
+    ok: std::sync::atomic::AtomicU64,
+    ok_after_retry: std::sync::atomic::AtomicU64,
+    not_executed: std::sync::atomic::AtomicU64,
+    maybe: std::sync::atomic::AtomicU64,
+    executed_error: std::sync::atomic::AtomicU64,
+    retries: std::sync::atomic::AtomicU64,
+}
+
+impl Tally {
+    fn get(counter: &std::sync::atomic::AtomicU64) -> u64 {
+        counter.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn add(counter: &std::sync::atomic::AtomicU64, n: u64) {
+        counter.fetch_add(n, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// One client of the fault run: a FleetClient through HAProxy, 8 calls in flight, each
+/// echoing its own body, until `stop` (at most 1,000,000 calls); every outcome tallied.
+fn fault_client(front: Endpoint, n: usize, stop: &std::sync::atomic::AtomicBool, tally: &Tally) {
+    use wirecall::Execution;
+    let mut fleet =
+        wirecall::FleetClient::new(vec![front], wirecall::FleetConfig::default()).unwrap();
+    let mut bodies = HashMap::new();
+    let mut made = 0u64;
+    let more = |made: u64| made < 1_000_000 && !stop.load(std::sync::atomic::Ordering::SeqCst);
+    while more(made) || !bodies.is_empty() {
+        while bodies.len() < 8 && more(made) {
+            let body = format!("client {n} call {made}").into_bytes();
+            bodies.insert(fleet.submit("echo", &body, Some(WAIT)), body);
+            made += 1;
+            Tally::add(&tally.submitted, 1);
+        }
+        let Some((id, outcome)) = fleet.wait_any() else {
+            break;
+        };
+        let body = bodies
+            .remove(&id)
+            .expect("an outcome for a call made, once");
+        match outcome {
+            Ok(answer) => {
+                assert_eq!(answer.body, body);
+                Tally::add(&tally.ok, 1);
+                if answer.attempts > 1 {
+                    Tally::add(&tally.ok_after_retry, 1);
+                }
+            }
+            Err(e) => match e.execution() {
+                Execution::NotExecuted => Tally::add(&tally.not_executed, 1),
+                Execution::Executed => Tally::add(&tally.executed_error, 1),
+                _ => Tally::add(&tally.maybe, 1),
+            },
+        }
+    }
+    assert!(bodies.is_empty());
+    Tally::add(&tally.retries, fleet.stats().retries);
+}
+
+#[test]
+fn a_fleet_behind_haproxy_through_a_sigterm_and_a_sigkill() {
+    let Some(mut fleet) = Fleet::start(&["--stats-on-exit"]) else {
+        return;
+    };
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let tally = std::sync::Arc::new(Tally::default());
+    const CLIENTS: usize = 8;
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|n| {
+            let (stop, tally) = (stop.clone(), tally.clone());
+            let front: Endpoint = fleet.front.parse().unwrap();
+            std::thread::spawn(move || fault_client(front, n, &stop, &tally))
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(1));
+
+    // 1. SIGTERM server 0: out of HAProxy's rotation during its drain delay, then its
+    // go-aways; its clients move on without a maybe-executed failure.
+    fleet.servers[0]
+        .signal(wirecall_tests::Signal::TERM)
+        .unwrap();
+    let status = fleet.servers[0].wait_exit(Duration::from_secs(20));
+    assert!(status.is_some_and(|s| s.success()), "{status:?}");
+    let drained = parse_stats(&fleet.servers[0].rest_of_stdout(WAIT));
+    let moved = (
+        Tally::get(&tally.maybe),
+        Tally::get(&tally.executed_error),
+        Tally::get(&tally.not_executed),
+    );
+    assert_eq!(
+        moved,
+        (0, 0, 0),
+        "failures while server 0 drained: {tally:?}"
+    );
+
+    // 2. SIGKILL server 1, its counters read just before.
+    let seen = stats(&fleet.unix[1])["executions.echo"];
+    fleet.servers[1]
+        .signal(wirecall_tests::Signal::KILL)
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    for client in clients {
+        client.join().unwrap();
+    }
+    let alive = stats(&fleet.unix[2])["executions.echo"];
+
+    let t = |c: &std::sync::atomic::AtomicU64| Tally::get(c);
+    let (submitted, ok, maybe) = (t(&tally.submitted), t(&tally.ok), t(&tally.maybe));
+    let (not_executed, executed_error) = (t(&tally.not_executed), t(&tally.executed_error));
+    let drained_executions = drained["executions.echo"];
+    println!(
+        "fault run through HAProxy: {CLIENTS} clients, {submitted} calls: {ok} answered \
+         ({} after a retry), {not_executed} not executed, {maybe} maybe executed, \
+         {executed_error} executed with an error; {} retries; executions: SIGTERMed \
+         server {drained_executions} (final), SIGKILLed server at least {seen}, third \
+         server {alive}",
+        t(&tally.ok_after_retry),
+        t(&tally.retries),
+    );
+    // Every call ended in one outcome.
+    assert_eq!(ok + not_executed + maybe + executed_error, submitted);
+    // Only the calls in flight on the killed server (8 per client at most) may be lost.
+    assert!(maybe <= (CLIENTS as u64) * 8, "{maybe}");
+    // No call ran twice: the executions seen are at most the calls that may have run.
+    assert!(
+        drained_executions + seen + alive <= ok + maybe + executed_error,
+        "{drained_executions} + {seen} + {alive}"
+    );
+    // The go-aways and the kill made the clients send some calls again.
+    assert!(t(&tally.retries) > 0);
+    assert_eq!(drained["server.draining"], 1);
+}

@@ -662,6 +662,59 @@ mod test {
     use super::*;
 
     #[test]
+    fn test_only_not_executed_failures_another_try_may_change_are_retried() {
+        use wirecall_core::Duration as CoreDuration;
+        use wirecall_core::client::{CloseReason, Failure};
+        use wirecall_core::wire::CloseCode;
+        let kind = |f: Failure<'_>| match retry(&CallError::from(&f)) {
+            Some(Retry::Elsewhere) => "elsewhere",
+            Some(Retry::After(_)) => "after",
+            None => "never",
+        };
+        let lost = |reason, sent| Failure::ConnectionLost { reason, sent };
+        // Known not run, and another server or a later try may take it.
+        assert_eq!(kind(Failure::Refused), "elsewhere");
+        assert_eq!(kind(Failure::Unreachable), "elsewhere");
+        let refused = CloseReason::PeerClosed(CloseCode::REFUSED);
+        assert_eq!(kind(lost(refused, true)), "elsewhere");
+        let shutting_down = Failure::Rejected {
+            code: RejectCode::SHUTTING_DOWN,
+            message: "",
+        };
+        assert_eq!(kind(shutting_down), "elsewhere");
+        let busy = Failure::Busy {
+            retry_after: CoreDuration::from_millis(5),
+        };
+        assert_eq!(kind(busy), "after");
+        for e in [SendError::Closed, SendError::Closing] {
+            assert!(matches!(
+                retry(&CallError::not_sent(e)),
+                Some(Retry::Elsewhere)
+            ));
+        }
+        // Maybe run, or run: never again.
+        assert_eq!(kind(lost(CloseReason::TransportClosed, true)), "never");
+        assert_eq!(kind(Failure::TimedOut { sent: true }), "never");
+        let remote = Failure::Remote {
+            code: 1,
+            message: "",
+        };
+        assert_eq!(kind(remote), "never");
+        // Not run, but another try would be refused the same way.
+        for code in [
+            RejectCode::UNKNOWN_METHOD,
+            RejectCode::INVALID_REQUEST,
+            RejectCode::DEADLINE_EXCEEDED,
+            RejectCode::SCHEMA_MISMATCH,
+        ] {
+            assert_eq!(kind(Failure::Rejected { code, message: "" }), "never");
+        }
+        assert_eq!(kind(Failure::TimedOut { sent: false }), "never");
+        let too_large = SendError::TooLarge { len: 2, limit: 1 };
+        assert!(retry(&CallError::not_sent(too_large)).is_none());
+    }
+
+    #[test]
     fn test_config_is_checked() {
         let tcp: Endpoint = "tcp:127.0.0.1:1".parse().unwrap_or_else(|_| unreachable!());
         assert!(FleetClient::new(Vec::new(), FleetConfig::default()).is_err());
