@@ -469,6 +469,8 @@ impl Completions for LoopCompletions {
 /// ([`ERROR_NO_ANSWER`]).
 pub struct Responder {
     target: Option<(CallRef, Arc<dyn Completions>)>,
+    /// When timed: the server's counters, the method's index, when the call was taken.
+    timer: Option<(Arc<crate::stats::Stats>, usize, StdInstant)>,
 }
 
 impl std::fmt::Debug for Responder {
@@ -486,7 +488,21 @@ impl Responder {
     pub fn new(call: CallRef, to: Arc<dyn Completions>) -> Self {
         Self {
             target: Some((call, to)),
+            timer: None,
         }
+    }
+
+    /// Times the call: when it is answered, its duration since `started` goes to method
+    /// `method`'s histogram in `stats`.
+    #[must_use]
+    pub(crate) fn timed(
+        mut self,
+        stats: Arc<crate::stats::Stats>,
+        method: usize,
+        started: StdInstant,
+    ) -> Self {
+        self.timer = Some((stats, method, started));
+        self
     }
 
     /// Answers the call now. If the call was cancelled, expired or its connection is gone,
@@ -505,6 +521,10 @@ impl Responder {
     }
 
     fn finish(&mut self, answer: Answer, not_before: Option<StdInstant>) {
+        if let Some((stats, method, started)) = self.timer.take() {
+            let done = not_before.unwrap_or_else(StdInstant::now);
+            stats.observe(method, done.saturating_duration_since(started));
+        }
         if let Some((call, to)) = self.target.take() {
             to.complete(call, answer, not_before);
         }

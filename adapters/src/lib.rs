@@ -49,6 +49,7 @@ pub mod endpoint;
 pub mod error;
 pub mod function;
 pub mod id_hasher;
+pub mod metrics;
 pub mod server;
 pub mod stats;
 mod stream;

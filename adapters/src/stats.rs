@@ -305,11 +305,24 @@ impl CloseKind {
     }
 }
 
+/// Upper bounds of the buckets of the call-duration histograms, in microseconds (100 µs
+/// to 10 s; a last bucket takes the longer ones): the Prometheus client libraries'
+/// default buckets, from a tenth of a millisecond up, as wirecall calls are short.
+pub const DURATION_BUCKETS_US: [u64; 16] = [
+    100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000,
+    1_000_000, 2_500_000, 5_000_000, 10_000_000,
+];
+
 /// Counters of one method.
 #[derive(Debug, Default)]
 struct MethodCounters {
     calls: AtomicU64,
     executions: AtomicU64,
+    /// Calls by duration: one count per bucket of [`DURATION_BUCKETS_US`], and one for
+    /// the longer ones.
+    durations: [AtomicU64; DURATION_BUCKETS_US.len() + 1],
+    /// The durations added up, in microseconds.
+    duration_sum_us: AtomicU64,
 }
 
 /// The live counters, which a server's driver records into (the mio server here, the
@@ -327,6 +340,7 @@ pub struct Stats {
     idle_closed: AtomicU64,
     aged_out: AtomicU64,
     draining: std::sync::atomic::AtomicBool,
+    timing: std::sync::atomic::AtomicBool,
     proxied: AtomicU64,
     proxy_refused: AtomicU64,
     unknown_method: AtomicU64,
@@ -413,6 +427,34 @@ impl Stats {
     /// Whether [`set_draining`](Self::set_draining) was called.
     pub fn is_draining(&self) -> bool {
         self.draining.load(Ordering::Relaxed)
+    }
+
+    /// Times calls from now on (for the duration histograms of the metrics endpoint):
+    /// two clock reads per call, so it is off unless metrics are asked for.
+    pub fn enable_timing(&self) {
+        self.timing.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether calls are timed ([`enable_timing`](Self::enable_timing)).
+    pub fn timing(&self) -> bool {
+        self.timing.load(Ordering::Relaxed)
+    }
+
+    /// The call of method `method` (its index in the function table) took `took`, from the
+    /// request taken to its answer made.
+    pub fn observe(&self, method: usize, took: std::time::Duration) {
+        let Some((_, m)) = self.methods.get().and_then(|t| t.get(method)) else {
+            return;
+        };
+        let us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+        let bucket = DURATION_BUCKETS_US
+            .iter()
+            .position(|bound| us <= *bound)
+            .unwrap_or(DURATION_BUCKETS_US.len());
+        if let Some(counter) = m.durations.get(bucket) {
+            bump(counter);
+        }
+        m.duration_sum_us.fetch_add(us, Ordering::Relaxed);
     }
 
     /// A connection older than `max_connection_age` was told to go away.
@@ -574,6 +616,8 @@ impl Stats {
                             name: name.clone(),
                             calls: get(&m.calls),
                             executions: get(&m.executions),
+                            durations: m.durations.iter().map(get).collect(),
+                            duration_sum: std::time::Duration::from_micros(get(&m.duration_sum_us)),
                         })
                         .collect()
                 })
@@ -651,6 +695,11 @@ pub struct MethodStats {
     pub calls: u64,
     /// Times its function started.
     pub executions: u64,
+    /// Timed calls by duration, one count per bucket of [`DURATION_BUCKETS_US`] and one
+    /// for the longer ones (not cumulative); all zero unless timing is on.
+    pub durations: Vec<u64>,
+    /// The timed calls' durations added up.
+    pub duration_sum: std::time::Duration,
 }
 
 /// A server's counters at one moment. Prints as the `stats` text (see the

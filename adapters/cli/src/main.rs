@@ -103,7 +103,8 @@ long-lived clients reconnect and spread over servers added since (connections.ag
 With --drain-delay SECS, SIGTERM first makes the builtin health fail (it answers up
 otherwise) for that long while the server serves as before, so a balancer's health
 check takes it out of rotation before any connection is told to go away.
---stats-on-exit prints the final counters when the server stops.
+--stats-on-exit prints the final counters when the server stops. --metrics ENDPOINT
+serves them to Prometheus (http://ENDPOINT/metrics), with per-method call durations.
 docs/DEPLOYING.md has tested HAProxy and nginx configurations.
 
 Built-in methods: echo, upper, time (server clock, RFC 3339 UTC), sleep (body:
@@ -373,6 +374,11 @@ struct ServeArgs {
     /// When the server stops, print its final counters (the stats text) to stdout
     #[arg(long)]
     stats_on_exit: bool,
+    /// Serve the counters and per-method call-duration histograms to Prometheus at
+    /// http://ENDPOINT/metrics (a tcp: endpoint, e.g. tcp:127.0.0.1:9090; bind it to an
+    /// internal address)
+    #[arg(long, value_name = "ENDPOINT")]
+    metrics: Option<Endpoint>,
 }
 
 impl ServeArgs {
@@ -516,6 +522,21 @@ fn serve(args: ServeArgs) -> ExitCode {
         let _ = out.flush();
     }
     let stats = server.stats();
+    // Stopped (its thread joined) when dropped, after the server has stopped.
+    let _metrics = match &args.metrics {
+        Some(endpoint) => {
+            match wirecall::metrics::MetricsEndpoint::start(endpoint, stats.clone()) {
+                Ok(metrics) => {
+                    let mut out = std::io::stdout().lock();
+                    let _ = writeln!(out, "metrics on http://{}/metrics", metrics.local_addr());
+                    let _ = out.flush();
+                    Some(metrics)
+                }
+                Err(e) => return fail(e, EXIT_FAILURE),
+            }
+        }
+        None => None,
+    };
     let result = server.run();
     if args.stats_on_exit {
         // What it did, to the last call: a final scrape no monitor can make any more.

@@ -965,3 +965,71 @@ fn a_fleet_behind_haproxy_through_a_sigterm_and_a_sigkill() {
     assert!(t(&tally.connections) > CLIENTS as u64, "{tally:?}");
     assert_eq!(drained["server.draining"], 1);
 }
+
+/// `GET path` from the HTTP endpoint at `addr`: the whole response.
+fn http_get(addr: &str, path: &str) -> String {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    text
+}
+
+#[test]
+fn the_metrics_endpoint_serves_counters_and_call_durations_to_a_scrape() {
+    let port = free_port().unwrap();
+    let metrics = format!("tcp:127.0.0.1:{port}");
+    let server = ServerProcess::start(
+        bin(),
+        &["--listen", "tcp:127.0.0.1:0", "--metrics", &metrics],
+        &[],
+    )
+    .unwrap();
+    let endpoint = server.endpoint("tcp").unwrap();
+    let mut client = connect(endpoint).unwrap();
+    for _ in 0..3 {
+        assert_eq!(client.call("echo", b"x", Some(WAIT)).unwrap(), b"x");
+    }
+    assert_eq!(client.call("sleep", b"30", Some(WAIT)).unwrap(), b"30");
+    assert!(client.call("nosuch", b"", Some(WAIT)).is_err());
+
+    let addr = format!("127.0.0.1:{port}");
+    let response = http_get(&addr, "/metrics");
+    let (head, body) = response.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 200 OK"), "{head}");
+    assert!(
+        head.contains("Content-Type: text/plain; version=0.0.4"),
+        "{head}"
+    );
+    let samples: HashMap<&str, f64> = body
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.rsplit_once(' '))
+        .map(|(name, value)| (name, value.parse().unwrap()))
+        .collect();
+    let get = |name: &str| {
+        *samples
+            .get(name)
+            .unwrap_or_else(|| panic!("{name} in\n{body}"))
+    };
+    assert_eq!(get("wirecall_calls_total{method=\"echo\"}"), 3.0);
+    assert_eq!(get("wirecall_executions_total{method=\"sleep\"}"), 1.0);
+    assert_eq!(get("wirecall_unknown_method_calls_total"), 1.0);
+    assert_eq!(get("wirecall_connections_open"), 1.0);
+    assert_eq!(
+        get("wirecall_call_duration_seconds_count{method=\"echo\"}"),
+        3.0
+    );
+    // The 30 ms sleep: past the 25 ms bound, within the 50 ms one.
+    let sleep = |le: &str| {
+        get(&format!(
+            "wirecall_call_duration_seconds_bucket{{method=\"sleep\",le=\"{le}\"}}"
+        ))
+    };
+    assert_eq!(sleep("0.025"), 0.0);
+    assert_eq!(sleep("0.05"), 1.0);
+    assert_eq!(sleep("+Inf"), 1.0);
+    assert!(get("wirecall_call_duration_seconds_sum{method=\"sleep\"}") >= 0.03);
+    assert!(http_get(&addr, "/").starts_with("HTTP/1.1 404"));
+}

@@ -785,7 +785,15 @@ pub(super) fn dispatch(
         }
     };
     shared.stats.call(Some(index));
-    let responder = || Responder::new(call, Arc::clone(completions));
+    // Timed only when metrics are on: two clock reads a call.
+    let started = shared.stats.timing().then(std::time::Instant::now);
+    let responder = || {
+        let responder = Responder::new(call, Arc::clone(completions));
+        match started {
+            Some(at) => responder.timed(Arc::clone(&shared.stats), index, at),
+            None => responder,
+        }
+    };
     let deadline = deadline.map(|d| shared.clock.to_std(d));
     let (lent, owned) = match function {
         Function::Sync(function) => (None, function),
@@ -805,7 +813,7 @@ pub(super) fn dispatch(
         None => {
             shared.stats.execution(index);
             let context = CallContext::new(peer, deadline);
-            Some(match lent {
+            let answer = match lent {
                 Some(lent) => {
                     let mut buffer = shared.buffers.lend();
                     match run_into(lent, &context, body, &mut buffer) {
@@ -817,7 +825,11 @@ pub(super) fn dispatch(
                     }
                 }
                 None => run_sync(owned, &context, body),
-            })
+            };
+            if let Some(at) = started {
+                shared.stats.observe(index, at.elapsed());
+            }
+            Some(answer)
         }
         Some(pool) if pool.is_full() => {
             shared.stats.worker_busy();
