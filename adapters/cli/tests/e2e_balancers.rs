@@ -635,6 +635,7 @@ impl NginxFleet {
                     "tcp:127.0.0.1:0",
                     "--listen",
                     &sock,
+                    "--stats-on-exit",
                 ],
                 &[],
             )
@@ -1032,4 +1033,106 @@ fn the_metrics_endpoint_serves_counters_and_call_durations_to_a_scrape() {
     assert_eq!(sleep("+Inf"), 1.0);
     assert!(get("wirecall_call_duration_seconds_sum{method=\"sleep\"}") >= 0.03);
     assert!(http_get(&addr, "/").starts_with("HTTP/1.1 404"));
+}
+
+#[test]
+fn a_fleet_over_udp_through_a_lossy_path_and_nginx_through_a_sigterm_and_a_sigkill() {
+    let relay_bin = wirecall_tests::lossy::helper(bin(), "lossy_relay").unwrap();
+    let Some(mut fleet) = NginxFleet::start() else {
+        return;
+    };
+    let seed = std::env::var("WIRECALL_RELAY_SEED").unwrap_or_else(|_| "20261207".into());
+    let faults = wirecall_tests::lossy::Faults {
+        loss: 10,
+        dup: 10,
+        delay_ms: 4,
+    };
+    let relay = wirecall_tests::lossy::Relay::start(
+        std::process::Command::new(&relay_bin),
+        &format!("127.0.0.1:{}", fleet.udp),
+        &seed,
+        faults,
+    )
+    .unwrap();
+    let front: Endpoint = format!("udp:{}", relay.addr).parse().unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let tally = std::sync::Arc::new(Tally::default());
+    const CLIENTS: usize = 6;
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|n| {
+            let (stop, tally, front) = (stop.clone(), tally.clone(), front.clone());
+            std::thread::spawn(move || fault_client(front, n, &stop, &tally))
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(1));
+
+    // 1. SIGTERM the busiest server: new calls are rejected as shutting down (not
+    // executed) and sent again on new flows; it answers what it took, then exits.
+    let busiest = |fleet: &NginxFleet, skip: Option<usize>| {
+        let e = fleet.executions();
+        (0..e.len())
+            .filter(|i| Some(*i) != skip)
+            .max_by_key(|i| e[*i].unwrap_or(0))
+            .unwrap()
+    };
+    let x = busiest(&fleet, None);
+    fleet.servers[x]
+        .0
+        .signal(wirecall_tests::Signal::TERM)
+        .unwrap();
+    let status = fleet.servers[x].0.wait_exit(Duration::from_secs(20));
+    assert!(status.is_some_and(|s| s.success()), "{status:?}");
+    let drained = parse_stats(&fleet.servers[x].0.rest_of_stdout(WAIT));
+    let moved = (Tally::get(&tally.maybe), Tally::get(&tally.executed_error));
+    assert_eq!(
+        moved,
+        (0, 0),
+        "maybe executed or failed while it drained: {tally:?}"
+    );
+
+    // 2. SIGKILL another, its counters read just before.
+    let y = busiest(&fleet, Some(x));
+    let seen = fleet.executions()[y].unwrap_or(0);
+    fleet.servers[y]
+        .0
+        .signal(wirecall_tests::Signal::KILL)
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    for client in clients {
+        client.join().unwrap();
+    }
+    let z = (0..3).find(|i| *i != x && *i != y).unwrap();
+    let alive = fleet.executions()[z].unwrap_or(0);
+    let relayed = relay.finish();
+
+    let t = |c: &std::sync::atomic::AtomicU64| Tally::get(c);
+    let (submitted, ok, maybe) = (t(&tally.submitted), t(&tally.ok), t(&tally.maybe));
+    let (not_executed, executed_error) = (t(&tally.not_executed), t(&tally.executed_error));
+    let drained_executions = drained["executions.echo"];
+    println!(
+        "fault run over UDP through the lossy relay (seed {seed}, 10% loss, 10% \
+         duplication) and nginx: {CLIENTS} clients, {submitted} calls: {ok} answered ({} \
+         after a retry), {not_executed} not executed, {maybe} maybe executed, \
+         {executed_error} executed with an error; {} retries, {} client sockets; \
+         executions: SIGTERMed server {drained_executions} (final, {} rejected as shutting \
+         down), SIGKILLed server at least {seen}, third server {alive}; relay dropped \
+         {}+{}",
+        t(&tally.ok_after_retry),
+        t(&tally.retries),
+        t(&tally.connections),
+        drained["datagrams.rejected"],
+        relayed["to_server.dropped"],
+        relayed["to_client.dropped"],
+    );
+    // Every call ended in one outcome; the drain sent calls elsewhere, not executed.
+    assert_eq!(ok + not_executed + maybe + executed_error, submitted);
+    assert!(drained["datagrams.rejected"] > 0 && t(&tally.retries) > 0);
+    // Calls that may have run twice are at most those in flight on the killed server (8
+    // per client), as its cache died with it (docs/DEPLOYING.md).
+    assert!(
+        drained_executions + seen + alive <= ok + maybe + executed_error + (CLIENTS as u64) * 8,
+        "{drained_executions} + {seen} + {alive}"
+    );
+    assert!(ok >= submitted * 99 / 100, "{tally:?}");
 }

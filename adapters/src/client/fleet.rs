@@ -715,6 +715,19 @@ mod test {
     }
 
     #[test]
+    fn test_a_name_resolves_to_every_address() {
+        let parse = |e: &str| -> Endpoint { e.parse().unwrap_or_else(|_| unreachable!()) };
+        let all = FleetClient::resolve(&parse("tcp:localhost:7000")).unwrap_or_default();
+        assert!(all.contains(&parse("tcp:127.0.0.1:7000")), "{all:?}");
+        let all = FleetClient::resolve(&parse("udp:localhost:7000")).unwrap_or_default();
+        assert!(all.contains(&parse("udp:127.0.0.1:7000")), "{all:?}");
+        // A path, or a TLS name that its certificate is checked against, stays as it is.
+        for e in ["unix:/run/x.sock", "tls:localhost:7443"] {
+            assert_eq!(FleetClient::resolve(&parse(e)).ok(), Some(vec![parse(e)]));
+        }
+    }
+
+    #[test]
     fn test_config_is_checked() {
         let tcp: Endpoint = "tcp:127.0.0.1:1".parse().unwrap_or_else(|_| unreachable!());
         assert!(FleetClient::new(Vec::new(), FleetConfig::default()).is_err());
