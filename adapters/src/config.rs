@@ -285,6 +285,16 @@ pub fn check_datagram(
 /// [`Error::LimitTooSmall`](crate::Error::LimitTooSmall) or
 /// [`Error::LimitTooLarge`](crate::Error::LimitTooLarge), naming the setting.
 pub fn check_server(config: &ServerConfig) -> Result<(), crate::Error> {
+    if config
+        .max_connection_age
+        .is_some_and(|age| age < Duration::from_millis(1))
+    {
+        return Err(crate::Error::LimitTooSmall {
+            what: "max_connection_age (ms)",
+            got: 0,
+            min: 1,
+        });
+    }
     use wirecall_core::datagram::MIN_DATAGRAM;
     let as_u64 = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
     let millis = |d: wirecall_core::Duration| d.as_micros() / 1000;

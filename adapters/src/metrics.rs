@@ -16,7 +16,7 @@
 //!
 //! The endpoint is one thread answering one request at a time: `GET /metrics` (or `HEAD`)
 //! gets the text, other paths 404, other methods 405; a request head is read for at most
-//! 2 s and 8 KiB, then the connection is closed. It is for scrapers on a network you
+//! 2 s in all and 8 KiB, the answer written within 2 s, then the connection is closed. It is for scrapers on a network you
 //! trust: bind it to an internal address.
 
 use std::fmt::Write as _;
@@ -420,11 +420,17 @@ fn serve(listener: &TcpListener, stats: &StatsHandle, stop: &AtomicBool) {
 
 /// Reads one request head and answers it.
 fn answer(mut stream: TcpStream, stats: &StatsHandle) -> io::Result<()> {
-    stream.set_read_timeout(Some(IO_TIMEOUT))?;
+    // One deadline for the whole head: a client sending a byte now and then gets no more.
+    let deadline = std::time::Instant::now() + IO_TIMEOUT;
     stream.set_write_timeout(Some(IO_TIMEOUT))?;
     let mut head = Vec::with_capacity(512);
     let mut buf = [0u8; 1024];
     while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return Err(io::ErrorKind::TimedOut.into());
+        }
+        stream.set_read_timeout(Some(left))?;
         let n = stream.read(&mut buf)?;
         if n == 0 {
             return Ok(());
@@ -509,6 +515,31 @@ mod test {
         assert_eq!(seconds(100), "0.0001");
         assert_eq!(seconds(2_500_000), "2.5");
         assert_eq!(seconds(10_000_000), "10");
+    }
+
+    #[test]
+    fn test_a_client_that_dribbles_its_request_is_cut_off() {
+        let endpoint: Endpoint = "tcp:127.0.0.1:0".parse().unwrap_or_else(|e| panic!("{e}"));
+        let metrics = MetricsEndpoint::start(&endpoint, StatsHandle::default())
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut slow = TcpStream::connect(metrics.local_addr()).unwrap_or_else(|e| panic!("{e}"));
+        let started = std::time::Instant::now();
+        // A byte every 500 ms: each read is short of its timeout, the whole is not.
+        let mut cut = false;
+        for _ in 0..12 {
+            if slow.write_all(b"G").is_err() {
+                cut = true;
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        let mut rest = Vec::new();
+        slow.set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap_or_else(|e| panic!("{e}"));
+        // Closed by the server (an end of stream or a reset), well before 6 s of bytes.
+        cut |= slow.read_to_end(&mut rest).map_or(true, |n| n == 0);
+        assert!(cut);
+        assert!(started.elapsed() < Duration::from_secs(8));
     }
 
     #[test]

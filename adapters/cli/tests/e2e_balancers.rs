@@ -307,7 +307,7 @@ fn deploying_haproxy_config(front: u16, servers: &[String; 3], stats: &Path) -> 
     config
 }
 
-/// A fleet of three `wirecall serve --accept-proxy ... --drain-delay 5` behind HAProxy
+/// A fleet of three `wirecall serve --accept-proxy ... --drain-delay N` behind HAProxy
 /// with the configuration of docs/DEPLOYING.md, each with a Unix socket of its own for
 /// the test to read its counters.
 struct Fleet {
@@ -320,7 +320,8 @@ struct Fleet {
 }
 
 impl Fleet {
-    fn start(extra: &[&str]) -> Option<Self> {
+    /// The fleet, each server with `--drain-delay drain` and `extra`.
+    fn start(drain: &str, extra: &[&str]) -> Option<Self> {
         let dir = tempfile::tempdir().unwrap();
         let mut servers = Vec::new();
         let mut unix = Vec::new();
@@ -333,7 +334,7 @@ impl Fleet {
                 "--listen",
                 &sock,
                 "--drain-delay",
-                "5",
+                drain,
             ];
             args.extend_from_slice(extra);
             let server = ServerProcess::start(bin(), &args, &[("RUST_LOG", "info")]).unwrap();
@@ -396,7 +397,9 @@ impl Fleet {
 
 #[test]
 fn haproxy_health_checks_take_a_draining_server_out_before_its_go_away() {
-    let Some(mut fleet) = Fleet::start(&[]) else {
+    // A drain delay well past HAProxy's two checks a second apart, so the checks below
+    // run within it even on a loaded machine.
+    let Some(mut fleet) = Fleet::start("8", &[]) else {
         return;
     };
     // A long-lived connection through HAProxy; which server has it?
@@ -421,11 +424,16 @@ fn haproxy_health_checks_take_a_draining_server_out_before_its_go_away() {
     assert_eq!(held.call("echo", b"1", Some(WAIT)).unwrap(), b"1");
     let x_stats = stats(&fleet.unix[x]);
     assert_eq!(x_stats["server.draining"], 1, "{x_stats:?}");
+    let health = connect(&fleet.unix[x])
+        .unwrap()
+        .call("health", b"", Some(WAIT))
+        .unwrap_err();
     assert!(
-        connect(&fleet.unix[x])
-            .unwrap()
-            .call("health", b"", Some(WAIT))
-            .is_err()
+        matches!(
+            health.kind(),
+            wirecall::CallErrorKind::Remote { code: 503, message } if message == "draining"
+        ),
+        "{health}"
     );
     // New connections go to the other two.
     for i in 0..12u8 {
@@ -523,7 +531,7 @@ fn a_fleet_client_follows_go_aways_over_servers_without_a_call_lost_or_run_twice
 
 #[test]
 fn a_fleet_client_behind_haproxy_spreads_as_connections_age() {
-    let Some(fleet) = Fleet::start(&["--max-connection-age", "1"]) else {
+    let Some(fleet) = Fleet::start("5", &["--max-connection-age", "1"]) else {
         return;
     };
     let (made, client) = fleet_calls(vec![fleet.front.parse().unwrap()], Duration::from_secs(3));
@@ -544,7 +552,15 @@ fn a_fleet_datagram_call_refused_by_a_server_shutting_down_runs_on_another() {
     let mut holder = connect(ua).unwrap();
     let held = holder.submit("sleep", b"4000", Some(WAIT)).unwrap();
     holder.service();
-    std::thread::sleep(Duration::from_millis(200));
+    // Running on A (taken) before A is told to stop.
+    let running = wirecall_tests::wait_until(WAIT, Duration::from_millis(20), || {
+        let text = connect(ua)
+            .unwrap()
+            .call("stats", b"datagrams.in_progress", Some(WAIT))
+            .unwrap();
+        parse_stats(&String::from_utf8(text).unwrap())["datagrams.in_progress"] == 1
+    });
+    assert!(running);
     a.signal(wirecall_tests::Signal::TERM).unwrap();
     std::thread::sleep(Duration::from_millis(300));
 
@@ -891,7 +907,7 @@ fn fault_client(front: Endpoint, n: usize, stop: &std::sync::atomic::AtomicBool,
 
 #[test]
 fn a_fleet_behind_haproxy_through_a_sigterm_and_a_sigkill() {
-    let Some(mut fleet) = Fleet::start(&["--stats-on-exit"]) else {
+    let Some(mut fleet) = Fleet::start("5", &["--stats-on-exit"]) else {
         return;
     };
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -1135,4 +1151,71 @@ fn a_fleet_over_udp_through_a_lossy_path_and_nginx_through_a_sigterm_and_a_sigki
         "{drained_executions} + {seen} + {alive}"
     );
     assert!(ok >= submitted * 99 / 100, "{tally:?}");
+}
+
+#[test]
+fn a_refusal_at_the_limit_on_a_proxy_listener_waits_for_the_header() {
+    let dir = tempfile::tempdir().unwrap();
+    let plain = format!("unix:{}", dir.path().join("plain.sock").display());
+    let server = ServerProcess::start(
+        bin(),
+        &[
+            "--accept-proxy",
+            "tcp:127.0.0.1:0",
+            "--listen",
+            &plain,
+            "--max-connections",
+            "2",
+            "--evict-idle",
+            "0",
+        ],
+        &[],
+    )
+    .unwrap();
+    let addr: SocketAddr = server
+        .endpoint("tcp")
+        .unwrap()
+        .strip_prefix("tcp:")
+        .unwrap()
+        .parse()
+        .unwrap();
+    let header = b"PROXY TCP4 192.0.2.7 127.0.0.1 40000 7000\r\n";
+    // One slot for a proxied connection that holds it, one for the test's stats client.
+    let mut holder = TcpStream::connect(addr).unwrap();
+    holder.write_all(header).unwrap();
+    let mut stats_client = connect(&plain).unwrap();
+    assert!(wirecall_tests::wait_until(
+        WAIT,
+        Duration::from_millis(20),
+        || {
+            let text = stats_client
+                .call("stats", b"connections.", Some(WAIT))
+                .unwrap();
+            parse_stats(&String::from_utf8(text).unwrap())["connections.proxied"] == 1
+        }
+    ));
+    // Over the limit: nothing is said before the header...
+    let mut refused = TcpStream::connect(addr).unwrap();
+    refused
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let mut byte = [0u8; 1];
+    let early = refused.read(&mut byte);
+    assert!(
+        matches!(&early, Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut)),
+        "{early:?}"
+    );
+    // ...then the hello and the REFUSED close.
+    refused.write_all(header).unwrap();
+    refused.set_read_timeout(Some(WAIT)).unwrap();
+    let mut answer = Vec::new();
+    let _ = refused.read_to_end(&mut answer);
+    assert!(answer.windows(4).any(|w| w == b"WCAL"), "{answer:?}");
+    let text = stats_client
+        .call("stats", b"connections.", Some(WAIT))
+        .unwrap();
+    let counters = parse_stats(&String::from_utf8(text).unwrap());
+    assert_eq!(counters["connections.refused"], 1, "{counters:?}");
+    assert_eq!(counters["connections.proxied"], 2, "{counters:?}");
+    drop(holder);
 }

@@ -318,6 +318,8 @@ impl Conn {
     /// `Some(Wait)` while it is still coming, `Some(Remove)` when it is not one or did
     /// not come in time (closed without a word: the peer is not a balancer we trust, so
     /// nothing of wirecall's is said to it).
+    #[cold]
+    #[inline(never)]
     fn take_proxy_header(
         &mut self,
         now: Instant,
@@ -422,6 +424,10 @@ impl Conn {
     /// Gives up the connection's place to a new one: the go-away goes out (best effort: it
     /// has no call in flight, so nothing is lost either way) and the caller drops it.
     pub(super) fn evict(&mut self, now: Instant) {
+        if self.proxy_until.is_some() {
+            // Its PROXY header has not come: nothing is said to it before (it is dropped).
+            return;
+        }
         self.core.close(now);
         self.write_out();
     }

@@ -363,7 +363,9 @@ impl EventLoop {
             self.shared.warnings.refused.warn(format_args!(
                 "{label}: refused, {max} connections are open (max_connections)"
             ));
-            if !matches!(stream, crate::stream::Stream::Tls(_)) {
+            // On TLS the refusal goes through the handshake, and behind a PROXY header
+            // after it: both through a connection of its own. Else in one write now.
+            if !matches!(stream, crate::stream::Stream::Tls(_)) && !proxy_header {
                 crate::driver::refuse(&stream, &self.shared.config.connection);
                 return;
             }
@@ -404,14 +406,14 @@ impl EventLoop {
             }
             return;
         }
+        if proxy_header {
+            let timeout = self.shared.config.connection.handshake_timeout;
+            conn.await_proxy_header(now.saturating_add(timeout));
+        }
         if refuse {
             conn.refuse();
             self.refusing = self.refusing.saturating_add(1);
         } else {
-            if proxy_header {
-                let timeout = self.shared.config.connection.handshake_timeout;
-                conn.await_proxy_header(now.saturating_add(timeout));
-            }
             self.loops.count_in(self.index);
             self.shared.stats.accepted();
             log::debug!("{}: accepted", conn.label());
@@ -590,10 +592,14 @@ impl EventLoop {
                 );
                 self.loops.wake_all();
                 state = self.shutdown.load(Ordering::Acquire);
-                self.delay_until = None;
             } else {
                 self.delay_until = until.map(|at| self.shared.clock.from_std(at));
             }
+        }
+        if state != DELAYING {
+            // Past (or without) a drain delay: a timer left from it would fire at once,
+            // every turn, in each loop that did not see the delay end itself.
+            self.delay_until = None;
         }
         match state {
             GRACEFUL => {

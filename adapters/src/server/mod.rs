@@ -263,8 +263,17 @@ impl ServerBuilder {
     /// handshake timeout from the moment the connection is accepted.
     #[must_use]
     pub fn listen_tls(mut self, endpoint: Endpoint, tls: TlsServerConfig) -> Self {
-        self.tls.push((self.endpoints.len(), tls));
-        self.endpoints.push(endpoint);
+        // An endpoint [`accept_proxy`](Self::accept_proxy) added first gets its TLS here.
+        let proxied = self.proxied.iter().copied().find(|i| {
+            self.endpoints.get(*i) == Some(&endpoint) && !self.tls.iter().any(|(t, _)| t == i)
+        });
+        match proxied {
+            Some(index) => self.tls.push((index, tls)),
+            None => {
+                self.tls.push((self.endpoints.len(), tls));
+                self.endpoints.push(endpoint);
+            }
+        }
         self
     }
 
@@ -277,7 +286,9 @@ impl ServerBuilder {
     /// `connections.proxied`. Only for stream endpoints; `endpoint` is listened on if it is
     /// not already (a `tls:` endpoint: add it with [`listen_tls`](Self::listen_tls)).
     /// Endpoints without this never read a header: `PROXY ...` from a client there is not
-    /// wirecall and closes its connection, so no client can claim another's address.
+    /// wirecall and closes its connection, so no client can claim another's address. The
+    /// endpoint is matched by equality: to listen on `tcp:host:0` both plainly and behind
+    /// a balancer, give two endpoints (two ports).
     #[must_use]
     pub fn accept_proxy(mut self, endpoint: Endpoint) -> Self {
         let index = match self.endpoints.iter().position(|e| *e == endpoint) {
