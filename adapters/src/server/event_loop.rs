@@ -24,7 +24,7 @@ use wirecall_core::{Duration, Instant};
 
 use super::conn::{Conn, Drive, Shared};
 use super::datagram::DatagramListener;
-use super::listener::{Accepted, Admission, Listening};
+use super::listener::{Accepted, Admission, Listening, ProxyHeader};
 use crate::clock::{to_core, to_std};
 use crate::error::Error;
 use crate::function::{CallRef, Completion, LoopCompletions};
@@ -248,14 +248,14 @@ impl EventLoop {
             let Some(Some(Listening {
                 listener,
                 endpoint,
-                accept_proxy,
+                proxy_header,
             })) = self.listeners.get(i)
             else {
                 return;
             };
             match listener.accept() {
                 Ok(mut accepted) => {
-                    accepted.proxy_header = *accept_proxy;
+                    accepted.proxy_header = *proxy_header;
                     self.accept_backoff = ACCEPT_BACKOFF.0;
                     self.admit(accepted);
                 }
@@ -365,7 +365,8 @@ impl EventLoop {
             ));
             // On TLS the refusal goes through the handshake, and behind a PROXY header
             // after it: both through a connection of its own. Else in one write now.
-            if !matches!(stream, crate::stream::Stream::Tls(_)) && !proxy_header {
+            let direct = proxy_header == ProxyHeader::None;
+            if !matches!(stream, crate::stream::Stream::Tls(_)) && direct {
                 crate::driver::refuse(&stream, &self.shared.config.connection);
                 return;
             }
@@ -406,7 +407,7 @@ impl EventLoop {
             }
             return;
         }
-        if proxy_header {
+        if proxy_header == ProxyHeader::Expected {
             let timeout = self.shared.config.connection.handshake_timeout;
             conn.await_proxy_header(now.saturating_add(timeout));
         }

@@ -31,9 +31,19 @@ pub(crate) struct Accepted {
     pub(super) label: String,
     /// Where it stands with the connection limit, as it moves between event loops.
     pub(super) admission: Admission,
-    /// It came on a listener whose connections begin with a PROXY protocol header
-    /// (`--accept-proxy`), to be read before anything else.
-    pub(super) proxy_header: bool,
+    /// Whether its first bytes are a PROXY protocol header (the listener's `--accept-proxy`),
+    /// to be read before anything else.
+    pub(super) proxy_header: ProxyHeader,
+}
+
+/// Whether a listener's connections begin with a PROXY protocol header naming the client
+/// (they come through a load balancer: `--accept-proxy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ProxyHeader {
+    /// Connections from clients themselves: no header is read (one sent is not wirecall).
+    None,
+    /// Each connection must begin with a header, read before anything else.
+    Expected,
 }
 
 /// A stream listener of an event loop, with what it serves.
@@ -42,9 +52,8 @@ pub(crate) struct Listening {
     pub(super) listener: Listener,
     /// The endpoint it is bound at.
     pub(super) endpoint: Endpoint,
-    /// Its connections come through a load balancer and begin with a PROXY protocol
-    /// header naming the client (`--accept-proxy`).
-    pub(super) accept_proxy: bool,
+    /// Whether its connections begin with a PROXY protocol header (`--accept-proxy`).
+    pub(super) proxy_header: ProxyHeader,
 }
 
 /// An accepted connection's standing with the server's connection limit.
@@ -204,7 +213,7 @@ impl Listener {
                     peer,
                     label,
                     admission: Admission::Seeking { tried: 0 },
-                    proxy_header: false,
+                    proxy_header: ProxyHeader::None,
                 })
             }
             Self::Tcp(listener) => {
@@ -215,7 +224,7 @@ impl Listener {
                     peer: OwnedPeer::Tcp(peer),
                     label: format!("tcp peer {peer}"),
                     admission: Admission::Seeking { tried: 0 },
-                    proxy_header: false,
+                    proxy_header: ProxyHeader::None,
                 })
             }
             Self::Tls { listener, config } => {
@@ -229,7 +238,7 @@ impl Listener {
                     peer: OwnedPeer::Tls(peer, None),
                     label: format!("tls peer {peer}"),
                     admission: Admission::Seeking { tried: 0 },
-                    proxy_header: false,
+                    proxy_header: ProxyHeader::None,
                 })
             }
         }

@@ -287,7 +287,7 @@ mod test {
             peer: crate::function::OwnedPeer::Unix(None),
             label: "test".into(),
             admission,
-            proxy_header: false,
+            proxy_header: crate::server::listener::ProxyHeader::None,
         }
     }
 

@@ -66,7 +66,7 @@ use wirecall_core::server::RequestSlot;
 use self::conn::Shared;
 use self::datagram::DatagramListener;
 use self::event_loop::{EventLoop, FIRST_LISTENER, NOW, SIGNALS, WAKER};
-use self::listener::{Listener, Listening, Share};
+use self::listener::{Listener, Listening, ProxyHeader, Share};
 use self::loops::Loops;
 use crate::access::UnixAccess;
 use crate::clock::Clock;
@@ -403,15 +403,19 @@ impl ServerBuilder {
         let mut endpoints = Vec::with_capacity(self.endpoints.len());
         for (i, endpoint) in self.endpoints.iter().enumerate() {
             let token = Token(FIRST_LISTENER + i);
-            let accept_proxy = self.proxied.contains(&i);
+            let proxy_header = if self.proxied.contains(&i) {
+                ProxyHeader::Expected
+            } else {
+                ProxyHeader::None
+            };
             let actual = if endpoint.is_datagram() {
-                if accept_proxy {
+                if proxy_header == ProxyHeader::Expected {
                     return Err(Error::ProxyOnDatagram(endpoint.clone()));
                 }
                 bind_datagram(&mut parts, endpoint, token, &config, &self.access)?
             } else {
                 let tls = tls.get(&i);
-                bind_stream(&mut parts, endpoint, token, &config, tls, accept_proxy)?
+                bind_stream(&mut parts, endpoint, token, &config, tls, proxy_header)?
             };
             log::info!("listening on {actual}");
             endpoints.push(actual);
@@ -596,7 +600,7 @@ fn bind_stream(
     token: Token,
     config: &ServerConfig,
     tls: Option<&Arc<rustls::ServerConfig>>,
-    accept_proxy: bool,
+    proxy_header: ProxyHeader,
 ) -> Result<Endpoint, Error> {
     let threads = parts.len();
     let mode = config.unix_mode;
@@ -618,7 +622,7 @@ fn bind_stream(
         part.listeners.push(Some(Listening {
             listener,
             endpoint: actual.clone(),
-            accept_proxy,
+            proxy_header,
         }));
     }
     Ok(actual)
