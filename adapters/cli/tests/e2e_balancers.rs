@@ -1219,3 +1219,29 @@ fn a_refusal_at_the_limit_on_a_proxy_listener_waits_for_the_header() {
     assert_eq!(counters["connections.proxied"], 2, "{counters:?}");
     drop(holder);
 }
+
+#[test]
+fn a_fleet_client_sees_an_idle_connection_closed_before_it_sends_on_it() {
+    let server = ServerProcess::start(
+        bin(),
+        &["--listen", "tcp:127.0.0.1:0", "--idle-timeout", "1"],
+        &[],
+    )
+    .unwrap();
+    let endpoint: Endpoint = server.endpoint("tcp").unwrap().parse().unwrap();
+    let mut fleet =
+        wirecall::FleetClient::new(vec![endpoint], wirecall::FleetConfig::default()).unwrap();
+    assert_eq!(fleet.call("echo", b"1", Some(WAIT)).unwrap().attempts, 1);
+    // The server closes the idle connection (a go-away, then the end) after 1 s.
+    assert!(wirecall_tests::wait_until(
+        WAIT,
+        Duration::from_millis(50),
+        || { stats(server.endpoint("tcp").unwrap())["connections.idle_closed"] >= 1 }
+    ));
+    std::thread::sleep(Duration::from_millis(600));
+    // The next call reads that first and goes out on a new connection, at its first try.
+    let answer = fleet.call("echo", b"2", Some(WAIT)).unwrap();
+    assert_eq!((answer.body.as_slice(), answer.attempts), (&b"2"[..], 1));
+    assert_eq!(fleet.stats().connections, 2);
+    assert_eq!(fleet.stats().retries, 0);
+}

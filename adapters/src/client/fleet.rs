@@ -23,7 +23,10 @@
 //! (the first chosen at random, so clients started together spread out). When that
 //! connection stops taking calls (the server's go-away: a graceful shutdown, an idle or
 //! age limit; or it was lost), the next call opens a connection to the next endpoint,
-//! while the calls in flight on the old one still end there. Behind a load balancer, give
+//! while the calls in flight on the old one still end there. Before it sends on a
+//! connection that has had no call for half a second, it reads what the server sent
+//! meanwhile (one non-blocking read), so a connection closed while idle (an idle or
+//! keepalive timeout) is replaced before a call goes into it. Behind a load balancer, give
 //! its one endpoint: each new connection is the balancer's to place.
 //!
 //! **Retries.** A call is sent again, on another connection, only when it failed *not
@@ -200,6 +203,8 @@ struct Member {
     calls: HashMap<RequestId, FleetCallId>,
     /// Takes no new calls (its server is going away), though the client may not know.
     retired: bool,
+    /// When a call was last sent on it or ended on it.
+    last_used: Instant,
 }
 
 impl Member {
@@ -448,6 +453,7 @@ impl FleetClient {
             match m.client.submit(call.method.as_str(), &call.body, remaining) {
                 Ok(rid) => {
                     m.calls.insert(rid, id);
+                    m.last_used = now;
                     return;
                 }
                 Err(e) => match retry(&e) {
@@ -488,8 +494,18 @@ impl FleetClient {
     /// them.
     fn current(&mut self) -> Result<usize, Error> {
         if let Some(last) = self.members.len().checked_sub(1) {
-            if self.members.get(last).is_some_and(Member::takes_calls) {
-                return Ok(last);
+            if let Some(member) = self.members.get_mut(last) {
+                // A connection idle for a while may have been closed by its server (an idle
+                // or keepalive timeout) with nothing read yet: read what came first, so a
+                // call is not sent into a closed connection (where it could end maybe
+                // executed rather than be sent elsewhere).
+                if member.calls.is_empty() && member.last_used.elapsed() >= IDLE_CHECK {
+                    member.client.service();
+                    member.last_used = Instant::now();
+                }
+                if member.takes_calls() {
+                    return Ok(last);
+                }
             }
         }
         // Old connections with nothing left on them go now.
@@ -516,6 +532,7 @@ impl FleetClient {
                     client,
                     calls: HashMap::new(),
                     retired: false,
+                    last_used: Instant::now(),
                 });
                 Ok(self.members.len() - 1)
             }
@@ -590,6 +607,7 @@ impl FleetClient {
         let Some(id) = member.calls.remove(&rid) else {
             return;
         };
+        member.last_used = Instant::now();
         let attempts = self.calls.get(&id).map_or(0, |c| c.attempts);
         match outcome {
             Ok(body) => {
@@ -626,6 +644,10 @@ impl FleetClient {
         }
     }
 }
+
+/// How long a connection must have had no call before the next call first reads what
+/// its server may have sent meanwhile (one non-blocking read).
+const IDLE_CHECK: Duration = Duration::from_millis(500);
 
 /// How long one connection is waited on while others also have calls (or a retry is
 /// scheduled): short, since answers on the others wait meanwhile.
