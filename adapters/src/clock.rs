@@ -74,6 +74,16 @@ fn far_future(from: StdInstant) -> StdInstant {
     from.checked_add(thirty_years).unwrap_or(from)
 }
 
+/// A random word for spreading things out (connection-age deadlines, a fleet client's
+/// first endpoint): a fresh `RandomState` is seeded anew each time, so this needs no
+/// random-number crate and no descriptor (unlike [`crate::driver::random_words`], which
+/// reads the OS's random source for what must not be guessed). Not for secrets.
+#[must_use]
+pub fn spread_random() -> u64 {
+    use std::hash::BuildHasher;
+    std::collections::hash_map::RandomState::new().hash_one(std::time::Instant::now())
+}
+
 #[cfg(test)]
 mod test {
     use super::*;

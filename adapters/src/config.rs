@@ -180,11 +180,8 @@ impl ServerConfig {
     /// random (the same rule in every driver). `None` without an age limit.
     #[must_use]
     pub fn aged_at(&self, now: wirecall_core::Instant) -> Option<wirecall_core::Instant> {
-        use std::hash::BuildHasher;
         let age = self.max_connection_age?;
-        // A fresh `RandomState` is seeded anew each time: randomness enough for spreading
-        // deadlines, without a random-number crate.
-        let random = std::collections::hash_map::RandomState::new().hash_one(now);
+        let random = crate::clock::spread_random();
         // A fraction in [0, 1) from the top 53 bits.
         #[allow(clippy::cast_precision_loss)]
         let fraction = (random >> 11) as f64 / (1u64 << 53) as f64;

@@ -283,17 +283,21 @@ fn a_header_sent_to_a_plain_listener_is_not_trusted() {
     );
 }
 
+/// The first fenced block of language `lang` after `marker` in docs/DEPLOYING.md: a
+/// configuration the page gives and these tests run.
+fn deploying_block(marker: &str, lang: &str) -> &'static str {
+    let doc = include_str!("../../../docs/DEPLOYING.md");
+    doc.split_once(marker)
+        .and_then(|(_, rest)| rest.split_once(&format!("```{lang}\n")))
+        .and_then(|(_, rest)| rest.split_once("```"))
+        .map(|(block, _)| block)
+        .unwrap_or_else(|| panic!("DEPLOYING.md has the tested {lang} block"))
+}
+
 /// The HAProxy configuration of docs/DEPLOYING.md ("HAProxy in front of three servers"),
 /// with its frontend on `front`, its servers at `servers`, and a stats socket at `stats`.
 fn deploying_haproxy_config(front: u16, servers: &[String; 3], stats: &Path) -> String {
-    let doc = include_str!("../../../docs/DEPLOYING.md");
-    let marker = "<!-- e2e_balancers.rs runs the block below";
-    let block = doc
-        .split_once(marker)
-        .and_then(|(_, rest)| rest.split_once("```haproxy\n"))
-        .and_then(|(_, rest)| rest.split_once("```"))
-        .map(|(block, _)| block)
-        .expect("DEPLOYING.md has the tested HAProxy block");
+    let block = deploying_block("<!-- e2e_balancers.rs runs the block below", "haproxy");
     let mut config = block
         .replace("bind :7000", &format!("bind 127.0.0.1:{front}"))
         .replace("10.0.0.5:7000", &servers[0])
@@ -597,14 +601,7 @@ fn a_fleet_datagram_call_refused_by_a_server_shutting_down_runs_on_another() {
 /// its listeners on `udp` and `tcp`, its servers at `servers` (UDP, TCP), and its pid file
 /// in `dir`.
 fn deploying_nginx_config(udp: u16, tcp: u16, servers: &[(String, String)], dir: &Path) -> String {
-    let doc = include_str!("../../../docs/DEPLOYING.md");
-    let marker = "<!-- e2e_balancers.rs runs the nginx block below";
-    let block = doc
-        .split_once(marker)
-        .and_then(|(_, rest)| rest.split_once("```nginx\n"))
-        .and_then(|(_, rest)| rest.split_once("```"))
-        .map(|(block, _)| block)
-        .expect("DEPLOYING.md has the tested nginx block");
+    let block = deploying_block("<!-- e2e_balancers.rs runs the nginx block below", "nginx");
     let mut config = block
         .replace("listen 7000 udp", &format!("listen 127.0.0.1:{udp} udp"))
         .replace("listen 7001;", &format!("listen 127.0.0.1:{tcp};"));

@@ -262,7 +262,8 @@ impl FleetClient {
             });
         }
         crate::config::check_limits(&config.client.connection)?;
-        let start = random_index(endpoints.len());
+        let n = u64::try_from(endpoints.len()).unwrap_or(1).max(1);
+        let start = usize::try_from(crate::clock::spread_random() % n).unwrap_or(0);
         Ok(Self {
             endpoints,
             config,
@@ -548,11 +549,9 @@ impl FleetClient {
     /// time has come). `false` when no call is waiting anywhere.
     fn step(&mut self) -> bool {
         self.send_due();
-        let busy: Vec<usize> = (0..self.members.len())
-            .filter(|i| self.members.get(*i).is_some_and(|m| !m.calls.is_empty()))
-            .collect();
+        let busy = self.members.iter().filter(|m| !m.calls.is_empty()).count();
         let next_due = self.later.iter().map(|(at, _)| *at).min();
-        if busy.is_empty() {
+        if busy == 0 {
             return match next_due {
                 Some(at) => {
                     std::thread::sleep(at.saturating_duration_since(Instant::now()));
@@ -562,18 +561,21 @@ impl FleetClient {
             };
         }
         // One connection and nothing scheduled: wait on it. Else take turns, briefly.
-        let turn = match (busy.as_slice(), next_due) {
-            ([_], None) => None,
+        let turn = match (busy, next_due) {
+            (1, None) => None,
             _ => Some(
                 next_due
                     .map_or(TURN, |at| at.saturating_duration_since(Instant::now()))
                     .min(TURN),
             ),
         };
-        for index in busy {
+        for index in 0..self.members.len() {
             let Some(member) = self.members.get_mut(index) else {
                 continue;
             };
+            if member.calls.is_empty() {
+                continue;
+            }
             let got = match turn {
                 None => member.client.wait_any(),
                 Some(t) => member.client.wait_any_timeout(t),
@@ -670,13 +672,6 @@ fn retry(e: &CallError) -> Option<Retry> {
         CallErrorKind::Busy { retry_after } => Some(Retry::After(*retry_after)),
         _ => None,
     }
-}
-
-/// An index below `n` (at least 1), at random enough to spread clients over endpoints.
-fn random_index(n: usize) -> usize {
-    use std::hash::BuildHasher;
-    let random = std::collections::hash_map::RandomState::new().hash_one(Instant::now());
-    usize::try_from(random % u64::try_from(n.max(1)).unwrap_or(1)).unwrap_or(0)
 }
 
 #[cfg(test)]
