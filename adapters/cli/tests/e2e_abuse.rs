@@ -425,6 +425,78 @@ fn the_connection_limit_stays_under_the_open_file_limit() {
     assert_eq!(late.call("echo", b"late", Some(WAIT)).unwrap(), b"late");
 }
 
+/// Descriptors can run out below the connection limit: a connection refused through a
+/// handshake of its own (here behind a PROXY header that never comes) holds one until it
+/// is done. Then accepts fail for want of a descriptor even with no connection waiting (the
+/// kernel says so before it looks); the server refuses what waits with its spare
+/// descriptor, silently where words may not come first, and goes on serving. (It once
+/// tried again for as long as descriptors lacked, which held its event loop.)
+#[test]
+fn out_of_descriptors_with_nobody_waiting_the_server_serves_on() {
+    const FLOOD: usize = 60;
+    let dir = tempfile::tempdir().unwrap();
+    let plain = format!("unix:{}", dir.path().join("plain.sock").display());
+    let proxied = dir.path().join("proxied.sock");
+    let proxied_endpoint = format!("unix:{}", proxied.display());
+    let args = ["--listen", &plain, "--accept-proxy", &proxied_endpoint];
+    let server = ServerProcess::start_after(bin(), "ulimit -n 40", &args).unwrap();
+    // 40, less 16 kept for the server itself, less per event loop its poller, waker,
+    // spare descriptor and one per endpoint.
+    let loops: usize = wirecall_tests::server_threads().parse().unwrap();
+    let room = 40 - 16 - (3 + 2) * loops;
+    assert!(
+        server.wait_for_log(&format!("at most {room} connections at once"), WAIT),
+        "{}",
+        server.stderr()
+    );
+    let mut first = connect(&plain);
+    assert_eq!(first.call("echo", b"first", Some(WAIT)).unwrap(), b"first");
+    // Each waits for its PROXY header: the first within the limit are set up, the next
+    // are refused through a connection of their own, until descriptors run out.
+    let mut flood: Vec<UnixStream> = (0..FLOOD)
+        .map(|_| UnixStream::connect(&proxied).unwrap())
+        .collect();
+    assert!(
+        server.wait_for_log("out of file descriptors", WAIT),
+        "{}",
+        server.stderr()
+    );
+    assert_eq!(
+        first.call("echo", b"still", Some(WAIT)).unwrap(),
+        b"still",
+        "{}",
+        server.stderr()
+    );
+    // Every connection is set up or refused, none left waiting to be accepted.
+    let refused = (FLOOD + 1 - room) as u64;
+    assert!(
+        wait_until(WAIT, Duration::from_millis(10), || {
+            stats(&mut first)["connections.refused"] >= refused
+        }),
+        "{}",
+        server.stderr()
+    );
+    let s = stats(&mut first);
+    assert_eq!(s["connections.open"], room as u64, "{s:?}");
+    assert_eq!(s["connections.refused"], refused, "{s:?}");
+    // Nothing came before a PROXY header: the refused ones are closed without a word,
+    // the others still wait.
+    for raw in &mut flood {
+        raw.set_nonblocking(true).unwrap();
+        let mut buf = [0u8; 64];
+        match raw.read(&mut buf) {
+            Ok(n) => assert_eq!(n, 0, "bytes before a PROXY header: {:?}", &buf[..n]),
+            Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::WouldBlock, "{e}"),
+        }
+    }
+    flood.clear();
+    assert!(wait_until(WAIT, Duration::from_millis(10), || {
+        stats(&mut first)["connections.open"] == 1
+    }));
+    let mut late = connect(&plain);
+    assert_eq!(late.call("echo", b"late", Some(WAIT)).unwrap(), b"late");
+}
+
 /// A peer that finishes the hello and then dribbles a frame a byte at a time (each byte
 /// keeps keepalive happy) is closed once the frame has taken longer than
 /// `--frame-timeout`, with `FRAME_TIMEOUT`, and counted; a real client is served

@@ -264,33 +264,66 @@ impl EventLoop {
                 Err(e) if e.kind() == std::io::ErrorKind::ConnectionAborted => {}
                 Err(e) if super::fd_limit::out_of_descriptors(&e) && self.spare.release() => {
                     // The spare descriptor is free for one accept: take the connection
-                    // waiting and refuse it in words, then hold a spare again.
-                    if let Ok(accepted) = listener.accept() {
-                        self.shared.stats.refused();
-                        self.shared.warnings.refused.warn(format_args!(
-                            "{}: refused, out of file descriptors ({e})",
-                            accepted.label
-                        ));
-                        crate::driver::refuse(&accepted.stream, &self.shared.config.connection);
+                    // waiting and refuse it, then hold a spare again. The kernel reports
+                    // a full descriptor table before it looks for a connection, so an
+                    // empty queue shows only now, as would-block: then the loop is done
+                    // here (trying again would spin for as long as descriptors lack).
+                    match listener.accept() {
+                        Ok(accepted) => {
+                            self.shared.stats.refused();
+                            self.shared.warnings.no_descriptor.warn(format_args!(
+                                "{}: refused, out of file descriptors ({e})",
+                                accepted.label
+                            ));
+                            // In words only where words may come first: not before a
+                            // PROXY header, nor in plaintext to a TLS client.
+                            let plain = matches!(
+                                accepted.stream,
+                                crate::stream::Stream::Unix(_) | crate::stream::Stream::Tcp(_)
+                            );
+                            if plain && *proxy_header == ProxyHeader::None {
+                                let config = &self.shared.config.connection;
+                                crate::driver::refuse(&accepted.stream, config);
+                            }
+                            drop(accepted);
+                            self.spare.restore();
+                        }
+                        Err(e) if would_block(&e) => {
+                            self.spare.restore();
+                            return;
+                        }
+                        // Anything else (the descriptor freed taken by another loop in
+                        // between, ...): not again at once, but on the timer.
+                        Err(e) => {
+                            self.spare.restore();
+                            let endpoint = endpoint.to_string();
+                            self.accept_later(&endpoint, &e);
+                            return;
+                        }
                     }
-                    self.spare.restore();
                 }
                 Err(e) => {
-                    // E.g. out of file descriptors with no spare: connections already
-                    // waiting bring no new readiness, so try again on a timer.
-                    let wait = self.accept_backoff;
-                    self.accept_backoff = wait.saturating_mul(2).min(ACCEPT_BACKOFF.1);
-                    self.shared.stats.accept_failed();
-                    self.shared.warnings.accept.warn(format_args!(
-                        "cannot accept on {endpoint}: {e}; trying again in {} ms",
-                        wait.as_micros() / 1000
-                    ));
-                    let at = self.shared.clock.now().saturating_add(wait);
-                    self.accept_retry = Some(self.accept_retry.map_or(at, |t| t.min(at)));
+                    let endpoint = endpoint.to_string();
+                    self.accept_later(&endpoint, &e);
                     return;
                 }
             }
         }
+    }
+
+    /// After accepts on `endpoint` failed with `e` (e.g. out of file descriptors with no
+    /// spare): connections already waiting bring no new readiness, so try again on a
+    /// timer, backing off.
+    fn accept_later(&mut self, endpoint: &str, e: &std::io::Error) {
+        let wait = self.accept_backoff;
+        self.accept_backoff = wait.saturating_mul(2).min(ACCEPT_BACKOFF.1);
+        self.shared.stats.accept_failed();
+        self.shared.warnings.accept.warn(format_args!(
+            "cannot accept on {endpoint}: {e}; trying again in {} ms",
+            wait.as_micros() / 1000
+        ));
+        let at = self.shared.clock.now().saturating_add(wait);
+        self.accept_retry = Some(self.accept_retry.map_or(at, |t| t.min(at)));
     }
 
     /// Takes in the connections other loops handed to this one; returns how many.

@@ -59,6 +59,9 @@ impl Throttle {
 pub(super) struct Warnings {
     /// A connection refused at `max_connections`.
     pub(super) refused: Throttle,
+    /// A connection refused for want of a file descriptor: apart from `refused`, as its
+    /// remedy (a higher open-file limit) is another, and it must not hide behind those.
+    pub(super) no_descriptor: Throttle,
     /// A peer refused because it is not on the allowlist (a connection or a datagram).
     pub(super) not_allowed: Throttle,
     /// An idle connection evicted at `max_connections` for a new one.
@@ -85,6 +88,8 @@ impl Warnings {
     /// Says what was left out, at the end.
     pub(super) fn flush(&self) {
         self.refused.flush("refused connections");
+        self.no_descriptor
+            .flush("connections refused for want of descriptors");
         self.not_allowed.flush("peers not allowed");
         self.evicted.flush("evicted connections");
         for (kind, throttle) in CloseKind::ALL.iter().zip(&self.protocol) {
