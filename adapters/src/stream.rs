@@ -121,18 +121,34 @@ pub(crate) fn set_nodelay(stream: &TcpStream) {
 impl Read for Stream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         match self {
-            Self::Unix(s) => s.read(buf),
-            Self::Tcp(s) => s.read(buf),
+            Self::Unix(s) => socket_recv(&*s, buf),
+            Self::Tcp(s) => socket_recv(&*s, buf),
             Self::Tls(t) => t.session.read(&mut t.tcp, buf),
         }
     }
 }
 
+/// `recv(2)` straight to the kernel (rustix), not through libc: in a process with more
+/// than one thread (several event loops, workers) glibc's `recv` is a cancellation point
+/// that costs ~50 more instructions per call (`__pthread_enable_asynccancel`), measured
+/// with callgrind (docs/BENCHMARKS.md).
+fn socket_recv(socket: impl std::os::fd::AsFd, buf: &mut [u8]) -> io::Result<usize> {
+    rustix::net::recv(socket, buf, rustix::net::RecvFlags::empty())
+        .map(|(n, _)| n)
+        .map_err(io::Error::from)
+}
+
+/// `send(2)` with `MSG_NOSIGNAL` (a closed peer is an `EPIPE` error, not a signal), straight
+/// to the kernel as [`socket_recv`].
+fn socket_send(socket: impl std::os::fd::AsFd, buf: &[u8]) -> io::Result<usize> {
+    rustix::net::send(socket, buf, rustix::net::SendFlags::NOSIGNAL).map_err(io::Error::from)
+}
+
 impl Write for Stream {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         match self {
-            Self::Unix(s) => s.write(buf),
-            Self::Tcp(s) => s.write(buf),
+            Self::Unix(s) => socket_send(&*s, buf),
+            Self::Tcp(s) => socket_send(&*s, buf),
             Self::Tls(t) => t.session.write(&mut t.tcp, buf),
         }
     }

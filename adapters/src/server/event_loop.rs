@@ -244,6 +244,11 @@ impl EventLoop {
 
     /// Accepts on listener `i` until it would block.
     fn accept_all(&mut self, i: usize) {
+        // A spare lost under descriptor pressure (another loop's accept took the number
+        // freed between a refusal and the spare's reopening) is taken again first, or this
+        // loop could refuse no one in words until some descriptor freed up, leaving the
+        // connections in the backlog waiting.
+        self.spare.restore();
         loop {
             let Some(Some(Listening {
                 listener,

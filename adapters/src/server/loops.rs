@@ -21,7 +21,7 @@
 //! cache. A loop that leaves closes its hand-off queue first (under the queue's lock, so
 //! nothing handed to it is left behind: what is queued then is refused).
 
-use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant as StdInstant};
 
@@ -50,6 +50,9 @@ pub(super) struct Loops {
     each: Vec<AtomicUsize>,
     /// Connections handed to each loop.
     queues: Vec<Mutex<Queue>>,
+    /// Each loop's queue may hold connections: set under its lock when one is queued, so
+    /// a loop looks at (and locks) its queue only then, not on every turn.
+    queued: Vec<AtomicBool>,
     /// Loops whose connections are closed and datagram calls answered (or gone).
     drained: AtomicUsize,
     /// When a graceful shutdown gives up: one instant for all loops, set by the first that
@@ -78,6 +81,7 @@ impl Loops {
             open: AtomicUsize::new(0),
             each: (0..n).map(|_| AtomicUsize::new(0)).collect(),
             queues: (0..n).map(|_| Mutex::new(Queue::default())).collect(),
+            queued: (0..n).map(|_| AtomicBool::new(false)).collect(),
             drained: AtomicUsize::new(0),
             deadline: OnceLock::new(),
             graceful_at: OnceLock::new(),
@@ -215,6 +219,9 @@ impl Loops {
                 self.count_in(to);
             }
             queue.waiting.push(accepted);
+            if let Some(queued) = self.queued.get(to) {
+                queued.store(true, Ordering::Release);
+            }
         }
         if let Err(e) = waker.wake() {
             log::warn!("cannot wake an event loop: {e}");
@@ -225,7 +232,12 @@ impl Loops {
     /// Moves the connections handed to loop `index` into `into` (admitted ones are counted
     /// in its load: the loop sets each up, which counts it again, or gives its slot back).
     pub(super) fn take_handoffs(&self, index: usize, into: &mut Vec<Accepted>) {
-        if let Some(queue) = self.queues.get(index) {
+        let (Some(queue), Some(queued)) = (self.queues.get(index), self.queued.get(index)) else {
+            return;
+        };
+        // Cleared before the queue is locked and emptied: a connection pushed after the
+        // swap sets it again (and wakes the loop), so none waits unseen.
+        if queued.swap(false, Ordering::Acquire) {
             into.append(&mut queue.lock().unwrap_or_else(PoisonError::into_inner).waiting);
         }
     }
