@@ -10,16 +10,37 @@ use super::*;
 ///   the input, identical to it when as long, `encoded_len` bytes, one byte short does not
 ///   fit, and it decodes to an equal frame. (postcard accepts padded varints, so a
 ///   non-canonical input decodes but does not come back byte for byte.)
+/// - postcard's own decoder and encoder agree with the core's (which reads and writes the
+///   call frames by hand) on every input.
 /// - Borrowed fields (method, body, messages) point into the input (zero-copy: the
 ///   connections find them again in their receive buffers by address).
 /// - The frame survives `encode_frame` and a [`FrameDecoder`].
 /// - The same bytes read as a structured frame script ([`read_frame`]) encode to bytes that
 ///   decode to that frame.
 pub fn check_frame_decode(data: &[u8]) {
+    // The core decodes and encodes the call frames by hand: postcard, the wire format's
+    // definition, must read and write the same (on failures the core defers to it).
+    let by_postcard = match postcard::take_from_bytes::<Frame<'_>>(data) {
+        Ok((frame, [])) => Some(frame),
+        _ => None,
+    };
+    assert_eq!(
+        Frame::decode(data).ok(),
+        by_postcard,
+        "postcard decodes otherwise"
+    );
     match Frame::decode(data) {
         Ok(frame) => {
             check_borrows_from(&frame, data);
             let body = encode_body(&frame);
+            let mut theirs = vec![0u8; body.len().saturating_add(16)];
+            let n = postcard::to_slice(&frame, &mut theirs).map(|w| w.len());
+            assert_eq!(n, Ok(body.len()), "postcard encodes {frame:?} otherwise");
+            assert_eq!(
+                theirs.get(..body.len()),
+                Some(&body[..]),
+                "postcard encodes {frame:?} otherwise"
+            );
             assert!(
                 body.len() <= data.len(),
                 "re-encoding {frame:?} gave {} bytes, more than the {} decoded",
