@@ -128,7 +128,7 @@ impl Read for Stream {
     }
 }
 
-/// `recv(2)` straight to the kernel (rustix), not through libc: in a process with more
+/// `recv(2)` through rustix (straight to the kernel on Linux), not glibc: in a process with more
 /// than one thread (several event loops, workers) glibc's `recv` is a cancellation point
 /// that costs ~50 more instructions per call (`__pthread_enable_asynccancel`), measured
 /// with callgrind (docs/BENCHMARKS.md).

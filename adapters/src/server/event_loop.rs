@@ -273,7 +273,7 @@ impl EventLoop {
                     // a full descriptor table before it looks for a connection, so an
                     // empty queue shows only now, as would-block: then the loop is done
                     // here (trying again would spin for as long as descriptors lack).
-                    match listener.accept() {
+                    let failed = match listener.accept() {
                         Ok(accepted) => {
                             self.shared.stats.refused();
                             self.shared.warnings.no_descriptor.warn(format_args!(
@@ -290,17 +290,19 @@ impl EventLoop {
                                 let config = &self.shared.config.connection;
                                 crate::driver::refuse(&accepted.stream, config);
                             }
-                            drop(accepted);
-                            self.spare.restore();
+                            None // closed here, so the spare can take its descriptor
                         }
-                        Err(e) if would_block(&e) => {
-                            self.spare.restore();
-                            return;
-                        }
+                        Err(e) if interrupted(&e) => None,
+                        Err(e) if e.kind() == std::io::ErrorKind::ConnectionAborted => None,
+                        Err(e) => Some(e),
+                    };
+                    self.spare.restore();
+                    match failed {
+                        None => {}
+                        Some(e) if would_block(&e) => return,
                         // Anything else (the descriptor freed taken by another loop in
                         // between, ...): not again at once, but on the timer.
-                        Err(e) => {
-                            self.spare.restore();
+                        Some(e) => {
                             let endpoint = endpoint.to_string();
                             self.accept_later(&endpoint, &e);
                             return;

@@ -2,10 +2,11 @@
 //! [`TypedRequest`], a [`Response`] with [`Reply::Ok`]), tried before postcard's.
 //!
 //! It only ever says yes: it returns a frame when the body is one of these in its plain
-//! form (canonical varints, no trailing bytes, valid UTF-8), and `None` for anything else,
-//! which postcard then decodes or refuses with its own error. So postcard stays the one
-//! judge of what is valid: whatever is decoded here, postcard decodes to the same frame
-//! (the module tests check this on valid, mutated and arbitrary bytes, and the
+//! form (shortest varints, ids below 2^63, budgets and lengths below 2^28, valid UTF-8, no
+//! trailing bytes), and `None` for anything else, which postcard then decodes or refuses
+//! with its own error. So postcard stays the one judge of what is valid: whatever is
+//! decoded here, postcard decodes to the same frame (the tests in `wire/test.rs` check
+//! this on valid, mutated and arbitrary bytes, and the
 //! `frame_decode` fuzz target on whatever it finds). It saves most of postcard's ~170
 //! instructions per call frame (docs/BENCHMARKS.md).
 
@@ -76,8 +77,9 @@ impl<'a> In<'a> {
 
     /// An 8-byte array as a big-endian number.
     fn be_u64(&mut self) -> Option<u64> {
-        let bytes: [u8; 8] = self.take(8)?.try_into().ok()?;
-        Some(u64::from_be_bytes(bytes))
+        let (bytes, rest) = self.rest.split_first_chunk::<8>()?;
+        self.rest = rest;
+        Some(u64::from_be_bytes(*bytes))
     }
 }
 

@@ -891,6 +891,21 @@ fn text() -> impl Strategy<Value = String> {
     "\\PC{0,24}"
 }
 
+/// An id: as often short (one to three varint bytes) as of any size, so both the short
+/// and the long forms are tried.
+fn id() -> impl Strategy<Value = u64> {
+    prop_oneof![0..128u64, 0..1u64 << 21, any::<u64>()]
+}
+
+/// A budget: none, short, or any.
+fn budget() -> impl Strategy<Value = Option<u32>> {
+    prop_oneof![
+        Just(None),
+        (0..1u32 << 14).prop_map(Some),
+        any::<Option<u32>>()
+    ]
+}
+
 fn blob() -> impl Strategy<Value = Vec<u8>> {
     proptest::collection::vec(any::<u8>(), 0..300)
 }
@@ -916,27 +931,23 @@ fn owned_frame() -> impl Strategy<Value = OwnedFrame> {
         );
     prop_oneof![
         hello,
-        (any::<u64>(), text(), any::<Option<u32>>(), blob()).prop_map(
-            |(id, method, budget_ms, body)| OwnedFrame::Request {
+        (id(), text(), budget(), blob()).prop_map(|(id, method, budget_ms, body)| {
+            OwnedFrame::Request {
                 id,
                 method,
                 budget_ms,
-                body
+                body,
             }
-        ),
-        (
-            any::<u64>(),
-            any::<(u64, u64)>(),
-            any::<Option<u32>>(),
-            blob()
-        )
-            .prop_map(|(id, key, budget_ms, body)| OwnedFrame::Typed {
+        }),
+        (id(), any::<(u64, u64)>(), budget(), blob()).prop_map(|(id, key, budget_ms, body)| {
+            OwnedFrame::Typed {
                 id,
                 key,
                 budget_ms,
-                body
-            }),
-        (any::<u64>(), blob()).prop_map(|(id, body)| OwnedFrame::Ok { id, body }),
+                body,
+            }
+        }),
+        (id(), blob()).prop_map(|(id, body)| OwnedFrame::Ok { id, body }),
         (any::<u64>(), any::<u32>(), text()).prop_map(|(id, code, message)| OwnedFrame::Error {
             id,
             code,
