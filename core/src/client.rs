@@ -21,6 +21,7 @@ use crate::conn::{
     Conn, Incoming, PushError, budget_ms, checked_storage, earliest, find_slot, read_frame,
 };
 use crate::frame::FrameDecoder;
+use crate::table::{self, Table};
 use crate::time::{Duration, Instant};
 use crate::wire::{
     BASELINE_MAX_IN_FLIGHT, CloseCode, Frame, RejectCode, Reply, RequestId, TYPED_VERSION, Target,
@@ -303,6 +304,13 @@ impl CallSlot {
     };
 }
 
+impl table::Keyed for CallSlot {
+    const FREE: Self = Self::EMPTY;
+    fn key(&self) -> u64 {
+        self.id
+    }
+}
+
 impl Default for CallSlot {
     fn default() -> Self {
         Self::EMPTY
@@ -336,7 +344,7 @@ pub struct ClientConnection<B, S> {
 impl<B, S> ClientConnection<B, S>
 where
     B: Buffer,
-    S: AsRef<[CallSlot]> + AsMut<[CallSlot]>,
+    S: Table<CallSlot>,
 {
     crate::stream::shared_stream_verbs!();
 
@@ -348,9 +356,9 @@ where
     /// [`ConfigError`] when a buffer is under the baseline frame or the table is empty.
     pub fn new(config: Config, rx: B, tx: B, slots: S, now: Instant) -> Result<Self, ConfigError> {
         let mut config = config;
-        let (rx, _) = checked_storage(&mut config, rx, &tx, slots.as_ref().len(), 1)?;
+        let (rx, _) = checked_storage(&mut config, rx, &tx, slots.max_len(), 1)?;
         let mut slots = slots;
-        slots.as_mut().fill(CallSlot::EMPTY);
+        slots.entries_mut().fill(CallSlot::EMPTY);
         Ok(Self {
             rx,
             conn: Conn::new(tx, config, 0, now),
@@ -376,8 +384,7 @@ where
             .map_or(BASELINE_MAX_IN_FLIGHT, |p| p.max_in_flight);
         let ours = self.conn.config.max_in_flight.min(server);
         self.slots
-            .as_ref()
-            .len()
+            .max_len()
             .min(usize::try_from(ours).unwrap_or(usize::MAX))
     }
 
@@ -416,12 +423,13 @@ where
                 Some(_) => {}
             }
         }
-        if self.in_flight >= self.max_in_flight() {
+        let limit = self.max_in_flight();
+        if self.in_flight >= limit {
             return Err(SendError::TooManyInFlight);
         }
         let id = RequestId(self.next_id);
         // A slot first (its home slot when free), so a queued request always has one.
-        let index = find_slot(self.slots.as_ref(), id.0, |s| s.id == 0)
+        let index = table::claim(&mut self.slots, id.0, self.in_flight, limit)
             .ok_or(SendError::TooManyInFlight)?;
         let request = Frame::request(id, target, timeout.map(budget_ms), body);
         match self.conn.tx.push(&request, self.conn.send_limit()) {
@@ -445,7 +453,7 @@ where
         let tx_end = self.conn.tx.queued_end();
         let deadline = timeout.map(|t| now.saturating_add(t));
         self.deadlines_from = earliest(self.deadlines_from, deadline);
-        if let Some(slot) = self.slots.as_mut().get_mut(index) {
+        if let Some(slot) = self.slots.entries_mut().get_mut(index) {
             *slot = CallSlot {
                 id: id.0,
                 deadline,
@@ -467,10 +475,10 @@ where
         if !self.conn.is_open() {
             return false;
         }
-        let index = find_slot(self.slots.as_ref(), id.0, |s| {
+        let index = find_slot(self.slots.entries(), id.0, |s| {
             s.id == id.0 && id.0 != 0 && s.ended.is_none()
         });
-        let Some(slot) = index.and_then(|i| self.slots.as_mut().get_mut(i)) else {
+        let Some(slot) = index.and_then(|i| self.slots.entries_mut().get_mut(i)) else {
             return false;
         };
         slot.ended = Some(Ended::Cancelled);
@@ -487,7 +495,7 @@ where
             return;
         }
         let mut next = None;
-        for slot in self.slots.as_mut() {
+        for slot in self.slots.entries_mut() {
             if slot.id == 0 || slot.ended.is_some() {
                 continue;
             }
@@ -602,10 +610,10 @@ where
                 Frame::Response(response) => {
                     let id = response.id;
                     taken.consume();
-                    let index = find_slot(self.slots.as_ref(), id.0, |s| {
+                    let index = find_slot(self.slots.entries(), id.0, |s| {
                         s.id == id.0 && id.0 != 0 && s.ended.is_none()
                     });
-                    let slot = index.and_then(|i| self.slots.as_mut().get_mut(i));
+                    let slot = index.and_then(|i| self.slots.entries_mut().get_mut(i));
                     let Some(slot) = slot else {
                         self.stats.late_responses = self.stats.late_responses.saturating_add(1);
                         trace!("late or unknown response {}", id.0);
@@ -651,7 +659,7 @@ where
                     let last = self.server_last_id.map_or(last_id.0, |l| l.min(last_id.0));
                     self.server_last_id = Some(last);
                     self.conn.draining_since.get_or_insert(now);
-                    for slot in self.slots.as_mut() {
+                    for slot in self.slots.entries_mut() {
                         if slot.id > last && slot.ended.is_none() {
                             slot.ended = Some(Ended::Refused);
                             self.ended_pending = self.ended_pending.saturating_add(1);
@@ -678,7 +686,7 @@ where
 
     /// Records `ended` on every call still waiting.
     fn end_all(&mut self, ended: Ended) {
-        for slot in self.slots.as_mut() {
+        for slot in self.slots.entries_mut() {
             if slot.id != 0 && slot.ended.is_none() {
                 slot.ended = Some(ended);
                 self.ended_pending = self.ended_pending.saturating_add(1);
@@ -692,7 +700,7 @@ where
         let sent_upto = self.conn.committed.unwrap_or_else(|| self.conn.tx.sent());
         let slot = self
             .slots
-            .as_mut()
+            .entries_mut()
             .iter_mut()
             .find(|s| s.id != 0 && s.ended.is_some())?;
         let id = RequestId(slot.id);

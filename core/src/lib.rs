@@ -90,8 +90,9 @@
 //!
 //! - `log` / `defmt` (exclusive): where the core's log lines go; none by default.
 //! - `sim`: the simulation harness.
-//! - `alloc`: `buffer::GrowBuf`, a heap-backed growable [`Buffer`] (the state machines
-//!   still never allocate).
+//! - `alloc`: `buffer::GrowBuf`, a heap-backed growable [`Buffer`], and
+//!   `table::GrowTable`, a request or call table that grows with the calls in flight (the
+//!   state machines still never allocate).
 #![cfg_attr(not(test), no_std)]
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
@@ -130,6 +131,7 @@ pub mod server;
 #[cfg(feature = "sim")]
 pub mod sim;
 mod stream;
+pub mod table;
 pub mod time;
 #[cfg(feature = "typed")]
 pub mod typed;

@@ -41,6 +41,7 @@ use crate::conn::{
     Conn, Incoming, PushError, checked_storage, earliest, find_slot, read_frame, too_large_stand_in,
 };
 use crate::frame::FrameDecoder;
+use crate::table::{self, Table};
 use crate::time::{Duration, Instant};
 use crate::wire::{EndpointKey, Frame, RejectCode, Reply, RequestId, Response, Target};
 
@@ -68,6 +69,13 @@ impl RequestSlot {
 
     fn deadline(&self) -> Option<Instant> {
         (self.deadline != u64::MAX).then_some(Instant::from_micros(self.deadline))
+    }
+}
+
+impl table::Keyed for RequestSlot {
+    const FREE: Self = Self::EMPTY;
+    fn key(&self) -> u64 {
+        self.id
     }
 }
 
@@ -263,7 +271,7 @@ struct Taken {
 impl<B, S> ServerConnection<B, S>
 where
     B: Buffer,
-    S: AsRef<[RequestSlot]> + AsMut<[RequestSlot]>,
+    S: Table<RequestSlot>,
 {
     crate::stream::shared_stream_verbs!();
 
@@ -278,10 +286,9 @@ where
     /// [`ConfigError`] when a buffer or the table is under the protocol's baseline.
     pub fn new(config: Config, rx: B, tx: B, slots: S, now: Instant) -> Result<Self, ConfigError> {
         let mut config = config;
-        let (rx, limit) =
-            checked_storage(&mut config, rx, &tx, slots.as_ref().len(), BASELINE_SLOTS)?;
+        let (rx, limit) = checked_storage(&mut config, rx, &tx, slots.max_len(), BASELINE_SLOTS)?;
         let mut slots = slots;
-        slots.as_mut().fill(RequestSlot::EMPTY);
+        slots.entries_mut().fill(RequestSlot::EMPTY);
         let announced = u32::try_from(limit).unwrap_or(u32::MAX);
         Ok(Self {
             rx,
@@ -308,7 +315,7 @@ where
             return;
         }
         let mut next = None;
-        for slot in self.slots.as_mut() {
+        for slot in self.slots.entries_mut() {
             if slot.id == 0 || slot.expired {
                 continue;
             }
@@ -459,9 +466,11 @@ where
                         let deadline = req
                             .budget_ms
                             .map(|ms| now.saturating_add(Duration::from_millis(u64::from(ms))));
-                        // `in_flight < limit <= slots`, so a free slot exists.
-                        let free = find_slot(self.slots.as_ref(), req.id.0, |s| s.id == 0);
-                        let slot = free.and_then(|i| self.slots.as_mut().get_mut(i))?;
+                        // `in_flight < limit <= max_len`, so a free slot exists once
+                        // the table has grown as far as it needs.
+                        let free =
+                            table::claim(&mut self.slots, req.id.0, self.in_flight, self.limit);
+                        let slot = free.and_then(|i| self.slots.entries_mut().get_mut(i))?;
                         *slot = RequestSlot {
                             id: req.id.0,
                             deadline: deadline.map_or(u64::MAX, Instant::as_micros),
@@ -488,8 +497,9 @@ where
                     self.last_id = req.id.0;
                 }
                 (None, Frame::Cancel { id }) => {
-                    let index = find_slot(self.slots.as_ref(), id.0, |s| s.id == id.0 && id.0 != 0);
-                    if let Some(slot) = index.and_then(|i| self.slots.as_mut().get_mut(i)) {
+                    let index =
+                        find_slot(self.slots.entries(), id.0, |s| s.id == id.0 && id.0 != 0);
+                    if let Some(slot) = index.and_then(|i| self.slots.entries_mut().get_mut(i)) {
                         if slot.expired {
                             self.expired_pending = self.expired_pending.saturating_sub(1);
                         }
@@ -541,7 +551,7 @@ where
     fn take_expired(&mut self) -> Option<RequestId> {
         let slot = self
             .slots
-            .as_mut()
+            .entries_mut()
             .iter_mut()
             .find(|s| s.id != 0 && s.expired)?;
         let id = RequestId(slot.id);
@@ -651,7 +661,7 @@ where
 
     /// Whether request `id` waits for its answer.
     fn waiting(&self, id: RequestId) -> bool {
-        find_slot(self.slots.as_ref(), id.0, |s| s.id == id.0 && id.0 != 0).is_some()
+        find_slot(self.slots.entries(), id.0, |s| s.id == id.0 && id.0 != 0).is_some()
     }
 
     fn answering(&mut self) -> Answering<'_, B, S> {
@@ -779,14 +789,14 @@ struct Answering<'a, B, S> {
 impl<B, S> Answering<'_, B, S>
 where
     B: Buffer,
-    S: AsRef<[RequestSlot]> + AsMut<[RequestSlot]>,
+    S: Table<RequestSlot>,
 {
     /// See [`ServerConnection::respond`].
     fn respond(self, id: RequestId, reply: Reply<'_>) -> Result<(), RespondError> {
         if !self.conn.is_open() {
             return Err(RespondError::Closed);
         }
-        let index = find_slot(self.slots.as_ref(), id.0, |s| s.id == id.0 && id.0 != 0)
+        let index = find_slot(self.slots.entries(), id.0, |s| s.id == id.0 && id.0 != 0)
             .ok_or(RespondError::UnknownRequest)?;
         let mut reply = reply;
         let mut replaced = false;
@@ -805,7 +815,7 @@ where
             warn!("answer to {} is larger than the client accepts", id.0);
             self.stats.answers_too_large = self.stats.answers_too_large.saturating_add(1);
         }
-        if let Some(slot) = self.slots.as_mut().get_mut(index) {
+        if let Some(slot) = self.slots.entries_mut().get_mut(index) {
             if slot.expired {
                 *self.expired_pending = self.expired_pending.saturating_sub(1);
             }

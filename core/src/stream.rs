@@ -71,7 +71,8 @@ pub trait StreamConnection {
     /// Asks a growable receive buffer for room to read `additional` more bytes at once.
     fn reserve_input(&mut self, additional: usize);
 
-    /// Gives idle buffer storage back down to `keep` bytes each; returns whether it shrank.
+    /// Gives idle buffer storage back down to `keep` bytes each, and an idle table's
+    /// slots; returns whether the buffers shrank.
     fn shrink_buffers(&mut self, keep: usize) -> bool;
 }
 
@@ -140,9 +141,11 @@ macro_rules! shared_stream_verbs {
 
         /// Gives buffer storage back down to `keep` bytes each, when nothing is buffered
         /// in either direction (only a growable [`Buffer`] actually shrinks; it grows
-        /// again when a large frame comes). Call it on an idle connection. Returns whether
-        /// it shrank.
+        /// again when a large frame comes), and the table's slots too when nothing is in
+        /// flight (only a growable [`Table`](crate::table::Table) gives them back). Call
+        /// it on an idle connection. Returns whether the buffers shrank.
         pub fn shrink_buffers(&mut self, keep: usize) -> bool {
+            $crate::table::release_if_empty(&mut self.slots, self.in_flight);
             if self.rx.buffered() > 0 || !self.conn.tx.pending().is_empty() {
                 return false;
             }
@@ -169,7 +172,7 @@ macro_rules! impl_stream_connection {
         impl<B, S> $crate::stream::StreamConnection for $ty<B, S>
         where
             B: Buffer,
-            S: AsRef<[$slot]> + AsMut<[$slot]>,
+            S: $crate::table::Table<$slot>,
         {
             type Event<'a>
                 = $event<'a>

@@ -9,9 +9,10 @@
 
 use proptest::prelude::*;
 use wirecall_core::buffer::GrowBuf;
-use wirecall_core::client::{CallSlot, ClientConnection, ClientEvent};
+use wirecall_core::client::{CallSlot, ClientConnection, ClientEvent, SendError};
 use wirecall_core::frame::{FrameDecoder, encode_frame};
 use wirecall_core::server::{RequestSlot, ServerConnection, ServerEvent};
+use wirecall_core::table::{GrowTable, Table};
 use wirecall_core::wire::{
     CloseCode, Frame, Hello, MAGIC, RejectCode, Reply, Request, RequestId, Response,
 };
@@ -355,4 +356,127 @@ fn connections_on_growable_buffers_grow_and_shrink() {
     assert_eq!(got, Some((id, 4096)));
     assert!(s.shrink_buffers(256));
     assert!(c.shrink_buffers(256));
+}
+
+/// One client and one server over a table type each, with what each side has seen.
+struct Pair<CS, SS> {
+    c: ClientConnection<Vec<u8>, CS>,
+    s: ServerConnection<Vec<u8>, SS>,
+    /// Requests the server has taken and not answered, oldest first.
+    waiting: Vec<RequestId>,
+    /// Everything either side reported, in order, as text.
+    log: Vec<String>,
+}
+
+impl<CS: Table<CallSlot>, SS: Table<RequestSlot>> Pair<CS, SS> {
+    fn new(cs: CS, ss: SS) -> Self {
+        let now = Instant::ZERO;
+        let c = ClientConnection::new(Config::default(), vec![0; 8192], vec![0; 8192], cs, now);
+        let s = ServerConnection::new(Config::default(), vec![0; 8192], vec![0; 8192], ss, now);
+        let mut pair = Self {
+            c: c.unwrap(),
+            s: s.unwrap(),
+            waiting: Vec::new(),
+            log: Vec::new(),
+        };
+        pair.shuttle();
+        pair
+    }
+
+    /// Moves bytes both ways until neither side has any to send.
+    fn shuttle(&mut self) {
+        let now = Instant::ZERO;
+        while !self.c.transmit().is_empty() || !self.s.transmit().is_empty() {
+            let bytes = self.c.transmit().to_vec();
+            assert_eq!(self.s.handle_input(now, &bytes), bytes.len());
+            self.c.advance_transmit(bytes.len());
+            while let Some(ev) = self.s.poll_event(now) {
+                if let ServerEvent::Request(r) = &ev {
+                    self.waiting.push(r.id);
+                }
+                self.log.push(format!("server {ev:?}"));
+            }
+            let bytes = self.s.transmit().to_vec();
+            assert_eq!(self.c.handle_input(now, &bytes), bytes.len());
+            self.s.advance_transmit(bytes.len());
+            while let Some(ev) = self.c.poll_event(now) {
+                self.log.push(format!("client {ev:?}"));
+            }
+        }
+    }
+
+    fn step(&mut self, op: u8, pick: prop::sample::Index) {
+        let now = Instant::ZERO;
+        match op % 5 {
+            0 | 1 => {
+                let outcome = self.c.call(now, "m", &[op], None);
+                self.log.push(format!("call {outcome:?}"));
+            }
+            // A burst of up to 70 calls, past the limit of 64.
+            2 => {
+                for _ in 0..pick.index(71) {
+                    let outcome = self.c.call(now, "m", &[op], None);
+                    self.log.push(format!("call {outcome:?}"));
+                }
+            }
+            3 if !self.waiting.is_empty() => {
+                let id = self.waiting.remove(pick.index(self.waiting.len()));
+                let outcome = self.s.respond(id, Reply::Ok(&id.0.to_le_bytes()));
+                self.log.push(format!("respond {outcome:?}"));
+            }
+            _ => {
+                let shrank = (self.c.shrink_buffers(0), self.s.shrink_buffers(0));
+                self.log.push(format!("shrink {shrank:?}"));
+            }
+        }
+        self.shuttle();
+    }
+}
+
+proptest! {
+    /// Tables that start empty, grow as calls come and are given back when idle behave
+    /// exactly as fixed tables of the same size: the same calls taken or refused (the
+    /// in-flight limit included), the same answers, in any order of answering.
+    #[test]
+    fn growable_tables_behave_as_fixed_ones(
+        ops in proptest::collection::vec((any::<u8>(), any::<prop::sample::Index>()), 1..300),
+    ) {
+        let mut fixed = Pair::new(vec![CallSlot::EMPTY; 64], vec![RequestSlot::EMPTY; 64]);
+        let mut grow = Pair::new(GrowTable::new(64), GrowTable::new(64));
+        for (op, pick) in ops {
+            fixed.step(op, pick);
+            grow.step(op, pick);
+        }
+        prop_assert_eq!(&fixed.log, &grow.log);
+    }
+}
+
+/// A growable table takes the whole in-flight limit, refuses past it, and takes it again
+/// after it was given back.
+#[test]
+fn a_growable_table_fills_to_the_limit_again_after_it_is_given_back() {
+    let mut pair = Pair::new(GrowTable::new(64), GrowTable::new(64));
+    for round in 0..2 {
+        for _ in 0..64 {
+            pair.c.call(Instant::ZERO, "m", b"x", None).unwrap();
+        }
+        let refused = pair.c.call(Instant::ZERO, "m", b"x", None);
+        assert!(
+            matches!(refused, Err(SendError::TooManyInFlight)),
+            "{refused:?}"
+        );
+        pair.shuttle();
+        assert_eq!(pair.waiting.len(), 64, "round {round}");
+        while let Some(id) = pair.waiting.pop() {
+            pair.s.respond(id, Reply::Ok(b"y")).unwrap();
+        }
+        pair.shuttle();
+        let answers = pair
+            .log
+            .iter()
+            .filter(|l| l.starts_with("client Response"))
+            .count();
+        assert_eq!(answers, 64 * (round + 1));
+        assert!(pair.s.shrink_buffers(0) && pair.c.shrink_buffers(0));
+    }
 }

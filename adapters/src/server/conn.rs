@@ -27,6 +27,7 @@ use wirecall_core::config::ConfigError;
 use wirecall_core::server::{
     CloseReason, RequestSlot, RespondError, ServerConnection, ServerEvent, ServerStats,
 };
+use wirecall_core::table::GrowTable;
 use wirecall_core::wire::Target;
 use wirecall_core::{Instant, RequestId};
 
@@ -42,7 +43,7 @@ use crate::stats::{CloseKind, Stats};
 use crate::stream::{Stream, interrupted, would_block};
 
 /// The core connection with heap storage sized from the configuration.
-type CoreConnection = ServerConnection<GrowBuf, Box<[RequestSlot]>>;
+type CoreConnection = ServerConnection<GrowBuf, GrowTable<RequestSlot>>;
 
 /// Passes of flush/events/write/read per drive before other connections get a turn.
 const MAX_PASSES: usize = 8;
@@ -156,7 +157,7 @@ impl Conn {
         completions: Arc<dyn Completions>,
     ) -> Result<Self, ConfigError> {
         let buffer = || GrowBuf::new(0, config.connection.buffer_len());
-        let slots = vec![RequestSlot::EMPTY; config.connection.table_len()].into_boxed_slice();
+        let slots = GrowTable::new(config.connection.table_len());
         let core = ServerConnection::new(config.connection, buffer(), buffer(), slots, now)?;
         Ok(Self {
             stream,

@@ -50,7 +50,7 @@ pub struct ClientSummary {
     pub closed: CloseReason,
 }
 
-pub(crate) type Client = ClientConnection<GrowBuf, Vec<CallSlot>>;
+pub(crate) type Client = ClientConnection<GrowBuf, GrowTable<CallSlot>>;
 
 /// How a call ended, owned.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -218,7 +218,7 @@ impl ClientRun {
             config,
             setup.storage(setup.rx_len()),
             setup.storage(tx_cap),
-            vec![CallSlot::EMPTY; setup.slot_count(false)],
+            GrowTable::new(setup.slot_count(false)),
             Instant::ZERO,
         )
         .unwrap_or_else(|e| panic!("client refused a valid setup {setup:?}: {e}"));

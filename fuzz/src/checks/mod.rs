@@ -30,6 +30,7 @@ use wirecall_core::frame::{DecodeError, FrameDecoder, encode_frame};
 use wirecall_core::server::{
     CloseReason, PeerInfo, ProtocolError, RequestSlot, RespondError, ServerConnection, ServerEvent,
 };
+use wirecall_core::table::GrowTable;
 use wirecall_core::wire::{
     BASELINE_MAX_FRAME_LEN, CloseCode, ERROR_ANSWER_TOO_LARGE, EndpointKey, Frame, Hello,
     LEN_PREFIX, MAGIC, MAX_HELLO_LEN, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION, RejectCode, Reply,

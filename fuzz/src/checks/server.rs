@@ -61,7 +61,7 @@ pub struct ServerSummary {
     pub closed: CloseReason,
 }
 
-pub(crate) type Server = ServerConnection<GrowBuf, Vec<RequestSlot>>;
+pub(crate) type Server = ServerConnection<GrowBuf, GrowTable<RequestSlot>>;
 
 /// A request's target, kept past its frame.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -238,7 +238,7 @@ impl ServerRun {
             config,
             setup.storage(setup.rx_len()),
             setup.storage(tx_cap),
-            vec![RequestSlot::EMPTY; slots],
+            GrowTable::new(slots),
             Instant::ZERO,
         )
         .unwrap_or_else(|e| panic!("server refused a valid setup {setup:?}: {e}"));

@@ -28,6 +28,7 @@ use wirecall_core::buffer::GrowBuf;
 use wirecall_core::server::{
     CloseReason, RequestSlot, RespondError, ServerConnection, ServerEvent, ServerStats,
 };
+use wirecall_core::table::GrowTable;
 use wirecall_core::{Instant, RequestId};
 
 use super::function::{Dispatched, dispatch};
@@ -59,7 +60,7 @@ struct Conn {
     /// Who is at the other end, for functions' contexts.
     peer: OwnedPeer,
     socket: StreamSocket,
-    core: ServerConnection<GrowBuf, Box<[RequestSlot]>>,
+    core: ServerConnection<GrowBuf, GrowTable<RequestSlot>>,
     label: String,
     /// Answers waiting for room in the core's transmit buffer, oldest first.
     answers: VecDeque<(RequestId, Answer)>,
@@ -96,7 +97,7 @@ pub(super) async fn serve(
     let now = shared.clock.now();
     let config = &shared.config;
     let buffer = || GrowBuf::new(INITIAL, config.connection.buffer_len());
-    let slots = vec![RequestSlot::EMPTY; config.connection.table_len()].into_boxed_slice();
+    let slots = GrowTable::new(config.connection.table_len());
     let core = match ServerConnection::new(config.connection, buffer(), buffer(), slots, now) {
         Ok(core) => core,
         Err(e) => {
