@@ -116,7 +116,8 @@ impl DatagramClient {
             match self.core.call(now, target, body, timeout.map(to_core)) {
                 Ok(id) => {
                     self.outcomes.submitted(id);
-                    self.send_out();
+                    // The call was made at `now`: its first copy goes out as of then.
+                    self.send_out(now);
                     return Ok(id);
                 }
                 Err(SendError::TooManyInFlight) => {
@@ -193,8 +194,9 @@ impl DatagramClient {
         if !self.outcomes.is_waiting(id) || !self.core.cancel(id) {
             return false;
         }
-        self.take_events();
-        self.send_out();
+        let now = self.clock.now();
+        self.take_events(now);
+        self.send_out(now);
         true
     }
 
@@ -248,48 +250,53 @@ impl DatagramClient {
         if self.blocked {
             // Wait for room (at least a moment, or a due timer would spin), reading answers
             // meanwhile; then the core hands out again what was not sent.
-            match self.socket.wait_ready(true, Some(timeout.max(HELD_WAIT))) {
+            let ready = self.socket.wait_ready(true, Some(timeout.max(HELD_WAIT)));
+            let now = self.clock.now();
+            match ready {
                 Ok(_) => {
-                    self.read_now();
+                    self.read_now(now);
                 }
                 Err(e) => self.receive_failed(&e),
             }
             self.blocked = false;
+            self.take_events(now);
+            self.send_out(now);
         } else if timeout.is_zero() {
             self.pump();
-            return;
         } else {
-            match self
+            let received = self
                 .socket
-                .recv_wait(self.core.input_buffer(), Some(timeout))
-            {
-                Ok(Some(len)) => self.take_datagram(len),
+                .recv_wait(self.core.input_buffer(), Some(timeout));
+            // One clock read after the wait serves everything this turn does.
+            let now = self.clock.now();
+            match received {
+                Ok(Some(len)) => self.take_datagram(now, len),
                 Ok(None) => {}
                 Err(e) => self.receive_failed(&e),
             }
+            self.take_events(now);
+            self.send_out(now);
         }
-        self.take_events();
-        self.send_out();
     }
 
     /// One round of reading, events (which fire due timers) and sending without waiting;
     /// `true` if anything happened.
     fn pump(&mut self) -> bool {
-        let mut progress = self.read_now();
-        progress |= self.take_events();
-        progress |= self.send_out();
+        let now = self.clock.now();
+        let mut progress = self.read_now(now);
+        progress |= self.take_events(now);
+        progress |= self.send_out(now);
         progress
     }
 
     /// Sends every datagram the core has due, until the socket has no room: the one it
     /// refused goes back to the core ([`not_sent`](CoreClient::not_sent)), which hands it
     /// out again once there is room (and never past its call's deadline).
-    fn send_out(&mut self) -> bool {
+    fn send_out(&mut self, now: Instant) -> bool {
         if self.blocked {
             return false;
         }
         let mut progress = false;
-        let now = self.clock.now();
         while let Some(transmit) = self.core.poll_transmit(now) {
             progress = true;
             let kind = transmit.kind;
@@ -318,19 +325,20 @@ impl DatagramClient {
         progress
     }
 
-    /// Reads the datagrams that have come, without waiting.
-    fn read_now(&mut self) -> bool {
+    /// Reads the datagrams that have come, without waiting (taken in as of `now`, read
+    /// just before).
+    fn read_now(&mut self, now: Instant) -> bool {
         let mut progress = false;
         for _ in 0..READS_PER_TURN {
             match self.socket.recv_now(self.core.input_buffer()) {
-                Ok(len) => self.take_datagram(len),
+                Ok(len) => self.take_datagram(now, len),
                 Err(e) if would_block(&e) => break,
                 Err(e) if interrupted(&e) => continue,
                 Err(e) => self.receive_failed(&e),
             }
             progress = true;
         }
-        self.last_read = self.clock.now();
+        self.last_read = now;
         progress
     }
 
@@ -345,17 +353,17 @@ impl DatagramClient {
 
     /// Hands the datagram of `len` bytes received into the core's receive area to it, and
     /// takes the outcome it ended (the area is free again for the next one).
-    fn take_datagram(&mut self, len: usize) {
-        let now = self.clock.now();
+    fn take_datagram(&mut self, now: Instant, len: usize) {
         self.last_read = now;
         self.core.commit_datagram(now, len);
-        self.take_events();
+        self.take_events(now);
     }
 
-    /// Takes the calls the core ended: answers, and calls that ended without one.
-    fn take_events(&mut self) -> bool {
+    /// Takes the calls the core ended as of `now`: answers, and calls that ended without
+    /// one.
+    fn take_events(&mut self, now: Instant) -> bool {
         let mut progress = false;
-        while let Some(event) = self.core.poll_event(self.clock.now()) {
+        while let Some(event) = self.core.poll_event(now) {
             progress = true;
             match event {
                 DatagramEvent::Failed { id, failure } => {

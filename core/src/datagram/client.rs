@@ -292,6 +292,9 @@ pub struct DatagramClient<B, S> {
     answer: Option<Answer>,
     next_id: u64,
     in_flight: usize,
+    /// Every slot from this index on is free: calls take the lowest free slot, so with few
+    /// calls in flight the scans below look at a few slots, not the whole table.
+    span: usize,
     ended_pending: usize,
     /// No call still waiting has a deadline before this (`None`: no call waits). A lower
     /// bound, lowered by each call and raised by the scan `handle_timeout` makes when it is
@@ -364,6 +367,7 @@ where
             answer: None,
             next_id: 1,
             in_flight: 0,
+            span: 0,
             ended_pending: 0,
             deadlines_from: None,
             ack_at: None,
@@ -385,6 +389,22 @@ where
     fn chunk_range(&self, index: usize) -> Range<usize> {
         let start = index.saturating_mul(self.chunk);
         start..start.saturating_add(self.chunk)
+    }
+
+    /// The slots that may be in use: those before [`span`](Self::span).
+    fn used(&self) -> &[DatagramCallSlot] {
+        let slots = self.slots.as_ref();
+        slots.get(..self.span).unwrap_or(slots)
+    }
+
+    /// Lowers the span past the free slots at its end, after a slot was freed.
+    fn trim_span(&mut self) {
+        let used = self.used();
+        let in_use = used
+            .iter()
+            .rposition(|s| s.state != SlotState::Free)
+            .map_or(0, |last| last.saturating_add(1));
+        self.span = in_use;
     }
 
     /// Starts a call of `target` (a method name, or a typed endpoint's key) with `body`, to
@@ -430,6 +450,7 @@ where
         let len = encode_datagram(header, &frame, out).map_err(|_| too_large())?;
         let deadline = now.saturating_add(timeout);
         self.deadlines_from = earliest(self.deadlines_from, Some(deadline));
+        self.span = self.span.max(index.saturating_add(1));
         if let Some(slot) = self.slots.as_mut().get_mut(index) {
             *slot = DatagramCallSlot {
                 id: id.0,
@@ -460,8 +481,7 @@ where
     }
 
     fn active_index(&self, id: RequestId) -> Option<usize> {
-        self.slots
-            .as_ref()
+        self.used()
             .iter()
             .position(|s| s.state == SlotState::Active && s.id == id.0)
     }
@@ -503,7 +523,7 @@ where
         self.handle_timeout(now);
         // `not_sent` refers to the datagram handed out last, this one.
         self.ack_carried = None;
-        let Some(index) = self.slots.as_ref().iter().position(|s| {
+        let Some(index) = self.used().iter().position(|s| {
             s.cancel_owed || (s.state == SlotState::Active && s.next_send.is_some_and(|t| t <= now))
         }) else {
             let bytes = self.due_acknowledgement(now)?;
@@ -520,6 +540,7 @@ where
         let config = self.config;
         let heard = self.heard;
         self.unconfirmed = self.unconfirmed.saturating_add(1);
+        let mut freed = false;
         let slot = self.slots.as_mut().get_mut(index)?;
         let cancel = slot.cancel_owed;
         let id = RequestId(slot.id);
@@ -527,6 +548,7 @@ where
             slot.cancel_owed = false;
             if slot.state == SlotState::Reported {
                 slot.state = SlotState::Free;
+                freed = true;
             }
         } else {
             slot.attempts = slot.attempts.saturating_add(1);
@@ -558,6 +580,10 @@ where
             };
         }
         let len = slot.len;
+        if freed {
+            // The slot's storage still holds the cancel handed out below.
+            self.trim_span();
+        }
         if cancel {
             // The cancelled call has now ended for good: let the server know, unless a
             // later datagram does.
@@ -672,7 +698,7 @@ where
             n => (1u64 << n).wrapping_sub(1),
         };
         // ...but those still live.
-        for slot in self.slots.as_ref() {
+        for slot in self.used() {
             if slot.state == SlotState::Active || slot.cancel_owed {
                 if let Some(bit) = slot
                     .id
@@ -690,8 +716,7 @@ where
     /// The lowest id this client may still send a datagram about (a call waiting for its
     /// answer, or owed a cancel); every lower id has ended for good.
     fn floor(&self) -> u64 {
-        self.slots
-            .as_ref()
+        self.used()
             .iter()
             .filter(|s| s.state == SlotState::Active || s.cancel_owed)
             .map(|s| s.id)
@@ -873,6 +898,7 @@ where
             *slot = DatagramCallSlot::EMPTY;
         }
         self.in_flight = self.in_flight.saturating_sub(1);
+        self.trim_span();
     }
 
     /// Fires call deadlines that have passed.
@@ -881,7 +907,7 @@ where
             return;
         }
         let mut next = None;
-        for index in 0..self.slots.as_ref().len() {
+        for index in 0..self.span {
             let Some(slot) = self.slots.as_ref().get(index) else {
                 continue;
             };
@@ -918,8 +944,7 @@ where
             return Some(Instant::ZERO);
         }
         let calls = self
-            .slots
-            .as_ref()
+            .used()
             .iter()
             .filter_map(|s| {
                 if s.cancel_owed {
@@ -970,10 +995,12 @@ where
         if self.ended_pending == 0 {
             return None;
         }
+        let span = self.span;
         let slot = self
             .slots
             .as_mut()
             .iter_mut()
+            .take(span)
             .find(|s| matches!(s.state, SlotState::Ended(_)))?;
         let SlotState::Ended(how) = slot.state else {
             return None;
@@ -985,6 +1012,7 @@ where
         } else {
             *slot = DatagramCallSlot::EMPTY;
         }
+        self.trim_span();
         self.ended_pending = self.ended_pending.saturating_sub(1);
         self.in_flight = self.in_flight.saturating_sub(1);
         self.stats.failures = self.stats.failures.saturating_add(1);
@@ -1025,7 +1053,7 @@ where
         if self.refusals < self.unconfirmed {
             return;
         }
-        for index in 0..self.slots.as_ref().len() {
+        for index in 0..self.span {
             let Some(slot) = self.slots.as_ref().get(index) else {
                 continue;
             };
