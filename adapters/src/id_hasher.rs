@@ -1,9 +1,10 @@
-//! A cheap hasher for tables keyed by call ids or registered function names.
+//! A cheap hasher for tables keyed by call ids, registered function names, or the
+//! server's own handles (event-loop tokens, a datagram endpoint's request handles).
 //!
 //! A connection's call ids are its own counter, never chosen by a peer, and the function
-//! table is fixed when the server is built (a peer's method name is only looked up in it),
-//! so a multiplicative hash spreads the keys well enough and nobody can aim collisions at a
-//! table. SipHash, the std default, would cost about 100 instructions per lookup on the
+//! table is fixed when the server is built (a peer's method name is only looked up in it);
+//! tokens and request handles are the server's own numbering. So a multiplicative hash
+//! spreads the keys well enough and nobody can aim collisions at a table. SipHash, the std default, would cost about 100 instructions per lookup on the
 //! path of every call.
 
 use std::collections::{HashMap, HashSet};
@@ -38,6 +39,10 @@ impl Hasher for IdHasher {
 
     fn write_usize(&mut self, n: usize) {
         self.write_u64(n as u64);
+    }
+
+    fn write_u32(&mut self, n: u32) {
+        self.write_u64(u64::from(n));
     }
 }
 

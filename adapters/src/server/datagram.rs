@@ -22,7 +22,7 @@
 //! socket file is removed as the shutdown begins (clients already connected to the socket
 //! still reach it). The event loop ends once no call is running.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
@@ -49,6 +49,7 @@ use crate::driver::{DrainLinger, HeldAnswers, SendResult, is_peer_error, send_an
 use crate::endpoint::Endpoint;
 use crate::error::Error;
 use crate::function::{Answer, CallRef, Completions, Peer, UnixCredentials, reply_of};
+use crate::id_hasher::IdSet;
 use crate::stats::{DropKind, Stats};
 use crate::stream::{interrupted, would_block};
 
@@ -201,7 +202,7 @@ pub(super) struct Datagram<S: DatagramSocket> {
     /// The endpoint, for log lines.
     label: String,
     /// Calls taken and not yet answered or cancelled.
-    running: HashSet<RequestHandle>,
+    running: IdSet<RequestHandle>,
     /// Answers held until their time (`Responder::respond_after`), by (time, arrival).
     delayed: BTreeMap<(Instant, u64), (RequestHandle, Answer)>,
     next_seq: u64,
@@ -211,6 +212,8 @@ pub(super) struct Datagram<S: DatagramSocket> {
     readable: bool,
     /// Answers the socket had no room for.
     unsent: HeldAnswers<S::Peer>,
+    /// The last reply the core made on its own, copied out to be sent.
+    reply: Vec<u8>,
     /// Where this endpoint's responders deliver.
     completions: Arc<dyn Completions>,
     /// When the drain may end.
@@ -232,12 +235,13 @@ impl<S: DatagramSocket> Datagram<S> {
             core,
             batch: RecvBatch::new(max_datagram.saturating_add(1)),
             label,
-            running: HashSet::new(),
+            running: IdSet::default(),
             delayed: BTreeMap::new(),
             next_seq: 0,
             seen: DatagramServerStats::default(),
             readable: false,
             unsent: HeldAnswers::new(),
+            reply: Vec::new(),
             linger: DrainLinger::default(),
             completions,
             check_credentials: false,
@@ -363,10 +367,17 @@ impl<S: DatagramSocket> Datagram<S> {
                 (request.handle, answer)
             }
             Received::Reply(tx) => {
-                let stats = &shared.stats;
-                let (bytes, to) = (tx.bytes, tx.to);
-                if send(&self.socket, bytes, to, &self.label, stats) == SendResult::WouldBlock {
-                    self.unsent.hold(now, to, bytes, stats);
+                // A reply the core made itself (a replayed answer, busy, a rejection) is
+                // counted before it leaves, so a client that has it and then asks for
+                // `stats` sees it counted: copied out (these are the rare replies) so the
+                // core's counters can be read first.
+                let to = tx.to.clone();
+                self.reply.clear();
+                self.reply.extend_from_slice(tx.bytes);
+                self.sync_stats(&shared.stats);
+                let (stats, bytes) = (&shared.stats, self.reply.as_slice());
+                if send(&self.socket, bytes, &to, &self.label, stats) == SendResult::WouldBlock {
+                    self.unsent.hold(now, &to, bytes, stats);
                 }
                 return;
             }

@@ -11,7 +11,7 @@
 //! connection (see [`Conn::drive`]) and re-file its interest and its next wakeup, and
 //! drive the datagram endpoints (see [`DatagramListener::drive`]).
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::mpsc::Receiver;
@@ -61,7 +61,7 @@ pub(super) struct EventLoop {
     /// listener has stopped.
     pub(super) listeners: Vec<Option<Listening>>,
     /// Datagram endpoints by token.
-    pub(super) datagrams: HashMap<Token, DatagramListener>,
+    pub(super) datagrams: IdMap<Token, DatagramListener>,
     /// By token (the loop hands tokens out, so the cheap hash is safe). Boxed: a map of
     /// 10,000 connections has 16,384 buckets, and an 864-byte `Conn` in each would cost
     /// 1.4 KiB per connection where a pointer costs 13 bytes (docs/BENCHMARKS.md).

@@ -393,7 +393,7 @@ impl ServerBuilder {
                 sink: CompletionSink { tx, waker },
                 completions,
                 listeners: Vec::with_capacity(self.endpoints.len()),
-                datagrams: HashMap::new(),
+                datagrams: IdMap::default(),
             });
         }
         let mut tls = HashMap::new();
@@ -503,7 +503,7 @@ struct LoopParts {
     sink: CompletionSink,
     completions: Receiver<Completion>,
     listeners: Vec<Option<Listening>>,
-    datagrams: HashMap<Token, DatagramListener>,
+    datagrams: IdMap<Token, DatagramListener>,
 }
 
 /// How a loop of `threads` binds a TCP, TLS or UDP endpoint: the first alone or as the

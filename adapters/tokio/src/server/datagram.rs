@@ -145,6 +145,8 @@ struct DatagramEndpoint<S: Socket> {
     /// Calls handed to a function that has not answered yet (the `in_progress` gauge).
     running: HashSet<RequestHandle>,
     held: HeldAnswers<S::Peer>,
+    /// The last reply the core made on its own, copied out to be sent.
+    reply: Vec<u8>,
     completions: Arc<dyn Completions>,
     seen: DatagramServerStats,
 }
@@ -171,6 +173,7 @@ pub(super) async fn serve<S: Socket>(
         tasks: HashMap::new(),
         running: HashSet::new(),
         held: HeldAnswers::new(),
+        reply: Vec::new(),
         completions: Arc::new(TaskCompletions(tx)),
         seen: DatagramServerStats::default(),
     };
@@ -300,9 +303,15 @@ impl<S: Socket> DatagramEndpoint<S> {
                 (request.handle, dispatched)
             }
             Received::Reply(tx) => {
-                let (bytes, to) = (tx.bytes, tx.to);
-                if send(&self.socket, bytes, to, &self.label, stats) == SendResult::WouldBlock {
-                    self.held.hold(now, to, bytes, stats);
+                // Counted before it leaves (as the mio server does): a client that has the
+                // reply and asks for `stats` sees it. Copied out: these are the rare replies.
+                let to = tx.to.clone();
+                self.reply.clear();
+                self.reply.extend_from_slice(tx.bytes);
+                self.sync_stats(stats);
+                let bytes = self.reply.as_slice();
+                if send(&self.socket, bytes, &to, &self.label, stats) == SendResult::WouldBlock {
+                    self.held.hold(now, &to, bytes, stats);
                 }
                 return;
             }
