@@ -295,6 +295,14 @@ pub struct DatagramClient<B, S> {
     /// Every slot from this index on is free: calls take the lowest free slot, so with few
     /// calls in flight the scans below look at a few slots, not the whole table.
     span: usize,
+    /// The calls this client may still send a datagram about (waiting for an answer, or
+    /// owed a cancel): bit `i` is call `live_base + i`. Every live id is within
+    /// [`ACK_SPAN`] of the lowest (calls past that are refused), so 128 bits hold them,
+    /// and the floor and acks every datagram carries are read off it without a scan.
+    live: u128,
+    /// The id of bit 0 of `live`: the floor once [`normalize_live`](Self::normalize_live)
+    /// has run (the lowest live id, or `next_id` when none is live).
+    live_base: u64,
     ended_pending: usize,
     /// No call still waiting has a deadline before this (`None`: no call waits). A lower
     /// bound, lowered by each call and raised by the scan `handle_timeout` makes when it is
@@ -368,6 +376,8 @@ where
             next_id: 1,
             in_flight: 0,
             span: 0,
+            live: 0,
+            live_base: 1,
             ended_pending: 0,
             deadlines_from: None,
             ack_at: None,
@@ -451,6 +461,7 @@ where
         let deadline = now.saturating_add(timeout);
         self.deadlines_from = earliest(self.deadlines_from, Some(deadline));
         self.span = self.span.max(index.saturating_add(1));
+        self.mark_live(id.0, true);
         if let Some(slot) = self.slots.as_mut().get_mut(index) {
             *slot = DatagramCallSlot {
                 id: id.0,
@@ -508,6 +519,10 @@ where
                 }
             }
         }
+        let (id, owed) = (slot.id, slot.cancel_owed);
+        if !owed {
+            self.mark_live(id, false);
+        }
         self.ended_pending = self.ended_pending.saturating_add(1);
     }
 
@@ -545,6 +560,7 @@ where
         let cancel = slot.cancel_owed;
         let id = RequestId(slot.id);
         if cancel {
+            // Its last datagram: the call has ended for good (taken off `live` below).
             slot.cancel_owed = false;
             if slot.state == SlotState::Reported {
                 slot.state = SlotState::Free;
@@ -580,6 +596,9 @@ where
             };
         }
         let len = slot.len;
+        if cancel {
+            self.mark_live(id.0, false);
+        }
         if freed {
             // The slot's storage still holds the cancel handed out below.
             self.trim_span();
@@ -697,31 +716,79 @@ where
             n if n >= ACK_SPAN => u64::MAX,
             n => (1u64 << n).wrapping_sub(1),
         };
-        // ...but those still live.
-        for slot in self.used() {
-            if slot.state == SlotState::Active || slot.cancel_owed {
-                if let Some(bit) = slot
-                    .id
-                    .checked_sub(floor)
-                    .and_then(|d| d.checked_sub(1))
-                    .filter(|bit| *bit < ACK_SPAN)
-                {
-                    acks &= !(1u64 << bit);
-                }
+        // ...but those still live (bit 0 of `live` is the floor itself, when live).
+        let above = u64::try_from((self.live >> 1) & u128::from(u64::MAX)).unwrap_or(u64::MAX);
+        acks &= !above;
+        #[cfg(any(test, fuzzing))]
+        self.check_live(floor, acks);
+        (floor, acks)
+    }
+
+    /// Under the unit tests and the fuzzer: the floor and acks read off `live` are exactly
+    /// those a scan of the table gives (how they were computed before `live`).
+    #[cfg(any(test, fuzzing))]
+    fn check_live(&self, floor: u64, acks: u64) {
+        let live = |s: &&DatagramCallSlot| s.state == SlotState::Active || s.cancel_owed;
+        let slots = self.slots.as_ref();
+        let scanned = slots.iter().filter(live).map(|s| s.id).min();
+        assert_eq!(
+            floor,
+            scanned.unwrap_or(self.next_id),
+            "floor off the live bits"
+        );
+        for slot in slots.iter().filter(live) {
+            let bit = slot.id.saturating_sub(floor);
+            if (1..=ACK_SPAN).contains(&bit) {
+                let acked = (acks >> bit.saturating_sub(1)) & 1;
+                assert_eq!(acked, 0, "call {} live but acked", slot.id);
             }
         }
-        (floor, acks)
+        let made = self.next_id.saturating_sub(floor).saturating_sub(1);
+        let acked_unmade = acks
+            .checked_shr(u32::try_from(made).unwrap_or(64))
+            .unwrap_or(0);
+        assert_eq!(acked_unmade, 0, "calls not made yet acked");
+    }
+
+    /// Marks call `id` live (it may still send a datagram about it) or not, and moves the
+    /// base of `live` up to the floor.
+    fn mark_live(&mut self, id: u64, live: bool) {
+        let Some(bit) = id
+            .checked_sub(self.live_base)
+            .and_then(|d| u32::try_from(d).ok())
+            .filter(|bit| *bit < u128::BITS)
+        else {
+            // Out of reach only for an id never marked live: nothing to do.
+            return;
+        };
+        if live {
+            self.live |= 1u128 << bit;
+        } else {
+            self.live &= !(1u128 << bit);
+        }
+        self.normalize_live();
+    }
+
+    /// Moves the base of `live` to the floor: the lowest live id, or `next_id` (the next
+    /// call's) when none is live.
+    fn normalize_live(&mut self) {
+        if self.live == 0 {
+            self.live_base = self.next_id;
+        } else {
+            let skip = self.live.trailing_zeros();
+            self.live >>= skip;
+            self.live_base = self.live_base.saturating_add(u64::from(skip));
+        }
     }
 
     /// The lowest id this client may still send a datagram about (a call waiting for its
     /// answer, or owed a cancel); every lower id has ended for good.
     fn floor(&self) -> u64 {
-        self.used()
-            .iter()
-            .filter(|s| s.state == SlotState::Active || s.cancel_owed)
-            .map(|s| s.id)
-            .min()
-            .unwrap_or(self.next_id)
+        if self.live == 0 {
+            self.next_id
+        } else {
+            self.live_base
+        }
     }
 
     /// A jitter factor in per-mille: `0..=jitter_per_mille`.
@@ -895,7 +962,9 @@ where
 
     fn free(&mut self, index: usize) {
         if let Some(slot) = self.slots.as_mut().get_mut(index) {
+            let id = slot.id;
             *slot = DatagramCallSlot::EMPTY;
+            self.mark_live(id, false);
         }
         self.in_flight = self.in_flight.saturating_sub(1);
         self.trim_span();
