@@ -319,7 +319,8 @@ impl Default for CallSlot {
 
 /// The client side of one stream connection. See the [module docs](self).
 ///
-/// `B` is the storage of the receive and transmit buffers; `S` the call table.
+/// `B` is the storage of the receive and transmit buffers; `S` the call table (any
+/// [`Table`] of [`CallSlot`]s).
 #[derive(Debug)]
 pub struct ClientConnection<B, S> {
     rx: FrameDecoder<B>,

@@ -48,7 +48,9 @@ use crate::wire::{EndpointKey, Frame, RejectCode, Reply, RequestId, Response, Ta
 pub use crate::conn::{CloseReason, PeerInfo, ProtocolError};
 
 /// One entry of a server's request table: storage the caller provides, e.g.
-/// `[RequestSlot::EMPTY; 64]` or `vec![RequestSlot::EMPTY; n]`. Opaque.
+/// `[RequestSlot::EMPTY; 64]`, `vec![RequestSlot::EMPTY; n]`, or a
+/// [`GrowTable`](crate::table::GrowTable) that holds slots only while requests need them
+/// (feature `alloc`). Opaque.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RequestSlot {
     /// The request id; 0 marks a free slot (ids start at 1).
@@ -235,7 +237,8 @@ enum Drain {
 /// The server side of one stream connection. See the [module docs](self).
 ///
 /// `B` is the storage of the receive and transmit buffers (`[u8; N]`, `Box<[u8]>`,
-/// `Vec<u8>`, ...); `S` is the request table (`[RequestSlot; N]`, `Vec<RequestSlot>`, ...).
+/// `Vec<u8>`, ...); `S` is the request table (`[RequestSlot; N]`, `Vec<RequestSlot>`, any
+/// [`Table`], ...).
 #[derive(Debug)]
 pub struct ServerConnection<B, S> {
     rx: FrameDecoder<B>,

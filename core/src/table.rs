@@ -137,7 +137,7 @@ pub(crate) fn claim<T: Keyed, S: Table<T>>(
 ) -> Option<usize> {
     let len = table.entries().len();
     if occupied >= len.saturating_sub(len / 4) && len < limit {
-        grow(table, limit);
+        grow_table(table, limit);
     }
     crate::conn::find_slot(table.entries(), id, |s| s.key() == 0)
 }
@@ -146,7 +146,7 @@ pub(crate) fn claim<T: Keyed, S: Table<T>>(
 /// most; a fixed table stays as it is. Out of line: a table grows a handful of times.
 #[cold]
 #[inline(never)]
-fn grow<T: Keyed, S: Table<T>>(table: &mut S, limit: usize) {
+fn grow_table<T: Keyed, S: Table<T>>(table: &mut S, limit: usize) {
     let len = table.entries().len();
     let limit = limit.min(table.max_len());
     if len < limit {
