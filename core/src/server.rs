@@ -49,8 +49,8 @@ pub use crate::conn::{CloseReason, PeerInfo, ProtocolError};
 
 /// One entry of a server's request table: storage the caller provides, e.g.
 /// `[RequestSlot::EMPTY; 64]`, `vec![RequestSlot::EMPTY; n]`, or a
-/// [`GrowTable`](crate::table::GrowTable) that holds slots only while requests need them
-/// (feature `alloc`). Opaque.
+/// `table::GrowTable` that holds slots only while requests need them (feature `alloc`).
+/// Opaque.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RequestSlot {
     /// The request id; 0 marks a free slot (ids start at 1).

@@ -5,7 +5,7 @@
 //! A runtime with a heap can do better for many mostly idle connections: a table that is
 //! empty until the first request, grows (doubling) only as far as the calls in flight need,
 //! and is given back when the connection is idle (implement the optional methods on a type
-//! of your own, or take [`GrowTable`] with the `alloc` feature). The core never allocates:
+//! of your own, or take `GrowTable` with the `alloc` feature). The core never allocates:
 //! it only asks the storage to grow, as it does a [`Buffer`](crate::buffer::Buffer).
 
 /// Storage for a connection's table of requests (server) or calls (client).
