@@ -2,17 +2,17 @@
 //! server's own handles (event-loop tokens, a datagram endpoint's request handles).
 //!
 //! A connection's call ids are its own counter, never chosen by a peer, and the function
-//! table is fixed when the server is built (a peer's method name is only looked up in it);
-//! tokens and request handles are the server's own numbering. So a multiplicative hash
-//! spreads the keys well enough and nobody can aim collisions at a table. SipHash, the std default, would cost about 100 instructions per lookup on the
+//! table is fixed when the server is built (a peer's method name is only looked up in
+//! it); tokens and request handles are the server's own numbering. So a multiplicative
+//! hash spreads the keys well enough and nobody can aim collisions at a table. SipHash, the std default, would cost about 100 instructions per lookup on the
 //! path of every call.
 
 use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};
 
-/// A `HashMap` keyed by call ids.
+/// A `HashMap` keyed by call ids or the server's own handles.
 pub type IdMap<K, V> = HashMap<K, V, BuildHasherDefault<IdHasher>>;
-/// A `HashSet` of call ids.
+/// A `HashSet` of call ids or the server's own handles.
 pub type IdSet<K> = HashSet<K, BuildHasherDefault<IdHasher>>;
 
 /// The hasher of [`IdMap`] and [`IdSet`]. See the [module docs](self).

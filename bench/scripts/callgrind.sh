@@ -42,7 +42,8 @@ client() { # impl, under valgrind, output file, calls-or-seconds, json file
     "${pre[@]}" "$X" client "$1" --transport "$T" --addr "$ADDR" --size "$SIZE" --window "$WIN" --secs "$4" > "$5" 2>/dev/null
   fi
 }
-for impl in ${IMPLS:-raw tokio wirecall}; do
+case "$T" in unix|tcp) IMPLS=${IMPLS:-raw tokio wirecall} ;; *) IMPLS=${IMPLS:-raw wirecall} ;; esac
+for impl in $IMPLS; do
   for side in srv cli; do
     for k in 1 2; do
       if [[ "$impl" == wirecall* ]]; then arg=$((k * 20000)); else arg=$k; fi

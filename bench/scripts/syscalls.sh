@@ -1,15 +1,15 @@
 #!/usr/bin/env bash
 # Syscalls per call (strace -c) on each side: raw, tokio and wirecall, Unix stream, 32-byte
 # bodies, both ends on CPU 0, 2 s of calls. WIN=64 for the window of 64; T=unix-dgram, udp
-# or tcp for another transport (raw and wirecall: the tokio peer speaks Unix streams only
-# here); IMPLS to choose.
+# or tcp for another transport (raw and wirecall; tokio too on tcp: the tokio peer speaks
+# streams only); IMPLS to choose.
 # Needs strace and `cargo build --release -p wirecall-cli -p wirecall-bench`. Loopback only;
 # every process it starts ends by itself or by its own pid.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 BIN=${BIN:-${CARGO_TARGET_DIR:-$ROOT/target}/release}
 W=$BIN/wirecall; X=$BIN/wirecall-bench; WIN=${WIN:-1}; T=${T:-unix}
-if [ "$T" = unix ]; then IMPLS=${IMPLS:-raw tokio wirecall}; else IMPLS=${IMPLS:-raw wirecall}; fi
+case "$T" in unix|tcp) IMPLS=${IMPLS:-raw tokio wirecall} ;; *) IMPLS=${IMPLS:-raw wirecall} ;; esac
 D=$(mktemp -d); trap 'rm -rf "$D"' EXIT
 case "$T" in # the address raw takes, and wirecall's endpoint
   unix|unix-dgram) ADDR=$D/s.sock ;;

@@ -448,13 +448,7 @@ where
                         self.stats.after_goaway = self.stats.after_goaway.saturating_add(1);
                         trace!("dropping request {} after go-away", req.id.0);
                     } else if self.in_flight >= self.limit {
-                        let retry_after_ms =
-                            crate::conn::budget_ms(self.conn.config.busy_retry_after);
-                        let reply = Reply::Busy { retry_after_ms };
-                        if push_response(&mut self.conn, req.id, reply).is_err() {
-                            return None;
-                        }
-                        self.stats.busy = self.stats.busy.saturating_add(1);
+                        push_busy(&mut self.conn, &mut self.stats, req.id)?;
                     } else if req.budget_ms == Some(0) {
                         let reply = Reply::Rejected {
                             code: RejectCode::DEADLINE_EXCEEDED,
@@ -465,15 +459,15 @@ where
                         }
                         self.stats.expired_on_arrival =
                             self.stats.expired_on_arrival.saturating_add(1);
-                    } else {
+                    } else if let Some(slot) =
+                        table::claim(&mut self.slots, req.id.0, self.in_flight, self.limit)
+                            .and_then(|i| self.slots.entries_mut().get_mut(i))
+                    {
+                        // `in_flight < limit <= max_len`: a free slot, once the table has
+                        // grown as far as it needs.
                         let deadline = req
                             .budget_ms
                             .map(|ms| now.saturating_add(Duration::from_millis(u64::from(ms))));
-                        // `in_flight < limit <= max_len`, so a free slot exists once
-                        // the table has grown as far as it needs.
-                        let free =
-                            table::claim(&mut self.slots, req.id.0, self.in_flight, self.limit);
-                        let slot = free.and_then(|i| self.slots.entries_mut().get_mut(i))?;
                         *slot = RequestSlot {
                             id: req.id.0,
                             deadline: deadline.map_or(u64::MAX, Instant::as_micros),
@@ -496,6 +490,10 @@ where
                             body: taken.locate(req.body),
                             deadline,
                         });
+                    } else {
+                        // A table that did not grow as far as it may (a `Table` of the
+                        // caller's): busy, as at the limit, rather than a stalled request.
+                        push_busy(&mut self.conn, &mut self.stats, req.id)?;
                     }
                     self.last_id = req.id.0;
                 }
@@ -831,6 +829,15 @@ where
         self.stats.responses = self.stats.responses.saturating_add(1);
         Ok(())
     }
+}
+
+/// Queues a busy answer to request `id`; `None` when the transmit buffer has no room (the
+/// request is read again after the next transmit).
+fn push_busy<B: Buffer>(conn: &mut Conn<B>, stats: &mut ServerStats, id: RequestId) -> Option<()> {
+    let retry_after_ms = crate::conn::budget_ms(conn.config.busy_retry_after);
+    push_response(conn, id, Reply::Busy { retry_after_ms }).ok()?;
+    stats.busy = stats.busy.saturating_add(1);
+    Some(())
 }
 
 /// Queues an answer within the client's frame limit.

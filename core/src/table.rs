@@ -24,7 +24,9 @@ pub trait Table<T> {
 
     /// Grows to `len` slots if it can (never past [`max_len`](Self::max_len)), keeping
     /// the slots there are and filling the new ones with `empty`. Fixed storage does
-    /// nothing.
+    /// nothing. Storage that stays short of what it announced in `max_len` costs calls, not
+    /// correctness: past its slots a server answers busy and a client refuses the call
+    /// (`TooManyInFlight`).
     fn grow(&mut self, len: usize, empty: T) {
         let _ = (len, empty);
     }

@@ -371,13 +371,13 @@ impl<S: DatagramSocket> Datagram<S> {
                 // counted before it leaves, so a client that has it and then asks for
                 // `stats` sees it counted: copied out (these are the rare replies) so the
                 // core's counters can be read first.
-                let to = tx.to.clone();
+                // It goes to the sender, `peer`.
                 self.reply.clear();
                 self.reply.extend_from_slice(tx.bytes);
                 self.sync_stats(&shared.stats);
                 let (stats, bytes) = (&shared.stats, self.reply.as_slice());
-                if send(&self.socket, bytes, &to, &self.label, stats) == SendResult::WouldBlock {
-                    self.unsent.hold(now, &to, bytes, stats);
+                if send(&self.socket, bytes, peer, &self.label, stats) == SendResult::WouldBlock {
+                    self.unsent.hold(now, peer, bytes, stats);
                 }
                 return;
             }

@@ -506,7 +506,7 @@ where
         }
 
         // One pass over the call's two buckets finds a copy of it, or where it goes.
-        let open = match self.lookup(now, from, epoch, req.id.0, (floor, acks)) {
+        let open = match self.lookup(now, from, epoch, req.id.0, floor, acks) {
             Lookup::Found(index) => return self.known_call(index, from, req.id, len),
             Lookup::Open(index) => Some(index),
             Lookup::Full => None,
@@ -803,12 +803,11 @@ where
     /// [`find`](Self::find) and most of [`free_entry`](Self::free_entry) in one pass over
     /// the two buckets of (epoch, id): the entry of (from, epoch, id) if there is one; else
     /// the first open entry (free or past its window) of the bucket with more of them;
-    /// else the first entry of a call this same client has declared ended (`record`: the
-    /// floor and acks of its record), the usual case once a busy client's calls fill the
+    /// else the first entry of a call this same client has declared ended (by the `floor`
+    /// and `acks` of its record), the usual case once a busy client's calls fill the
     /// cache; else `Full`, and `free_entry` looks for calls other clients have ended. One
     /// pass instead of three, and no record lookups, on the path of every new call.
-    fn lookup(&self, now: Instant, from: &P, epoch: u64, id: u64, record: (u64, u64)) -> Lookup {
-        let (floor, acks) = record;
+    fn lookup(&self, now: Instant, from: &P, epoch: u64, id: u64, floor: u64, acks: u64) -> Lookup {
         let mut best: Option<(usize, usize)> = None; // (open entries, first open index)
         let mut first_ended = None;
         for bucket in self.buckets(epoch, id) {

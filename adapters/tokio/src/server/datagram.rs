@@ -305,13 +305,13 @@ impl<S: Socket> DatagramEndpoint<S> {
             Received::Reply(tx) => {
                 // Counted before it leaves (as the mio server does): a client that has the
                 // reply and asks for `stats` sees it. Copied out: these are the rare replies.
-                let to = tx.to.clone();
+                // It goes to the sender, `peer`.
                 self.reply.clear();
                 self.reply.extend_from_slice(tx.bytes);
                 self.sync_stats(stats);
                 let bytes = self.reply.as_slice();
-                if send(&self.socket, bytes, &to, &self.label, stats) == SendResult::WouldBlock {
-                    self.held.hold(now, &to, bytes, stats);
+                if send(&self.socket, bytes, peer, &self.label, stats) == SendResult::WouldBlock {
+                    self.held.hold(now, peer, bytes, stats);
                 }
                 return;
             }
