@@ -302,8 +302,11 @@ fn sleeps_are_answered_out_of_order() {
         let mut client = connect(endpoint);
         let timeout = Some(Duration::from_secs(10));
         let start = Instant::now();
-        let slow = client.submit("sleep", b"200", timeout).unwrap();
-        let fast = client.submit("sleep", b"20", timeout).unwrap();
+        // Gaps of 200 ms and more between the answers: the order must not hang on how
+        // fast a loaded machine wakes the worker (at 20 ms, a CI run once saw the echo
+        // come after the short sleep).
+        let slow = client.submit("sleep", b"1000", timeout).unwrap();
+        let fast = client.submit("sleep", b"200", timeout).unwrap();
         let echo = client.submit("echo", b"meanwhile", timeout).unwrap();
         let mut order = Vec::new();
         while let Some((id, outcome)) = client.wait_any() {
@@ -312,13 +315,13 @@ fn sleeps_are_answered_out_of_order() {
         }
         let ids: Vec<_> = order.iter().map(|(id, _, _)| *id).collect();
         assert_eq!(ids, [echo, fast, slow], "{endpoint}: {order:?}");
-        assert_eq!(order[1].1, b"20");
-        assert_eq!(order[2].1, b"200");
-        assert!(order[1].2 >= Duration::from_millis(20), "{order:?}");
-        assert!(order[1].2 < Duration::from_millis(200), "{order:?}");
-        assert!(order[2].2 >= Duration::from_millis(200), "{order:?}");
+        assert_eq!(order[1].1, b"200");
+        assert_eq!(order[2].1, b"1000");
+        assert!(order[1].2 >= Duration::from_millis(200), "{order:?}");
+        assert!(order[1].2 < Duration::from_millis(1000), "{order:?}");
+        assert!(order[2].2 >= Duration::from_millis(1000), "{order:?}");
         println!(
-            "{endpoint}: echo after {:.1?}, sleep 20 after {:.1?}, sleep 200 after {:.1?}",
+            "{endpoint}: echo after {:.1?}, sleep 200 after {:.1?}, sleep 1000 after {:.1?}",
             order[0].2, order[1].2, order[2].2
         );
     }
