@@ -594,7 +594,7 @@ where
                 self.conn.close(CloseReason::Graceful);
                 continue;
             }
-            let taken = match read_frame(&mut self.rx, &mut self.conn) {
+            let taken = match read_frame(&self.rx, &mut self.conn) {
                 Incoming::Frame(taken) => taken,
                 Incoming::Connected(info) => {
                     return Some(Pending::Event(ClientEvent::Connected(info)));

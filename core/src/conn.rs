@@ -683,7 +683,7 @@ const TAG_CLOSE: u8 = 7;
 /// frames, the peer's close frame and a second hello. Returns the first frame that only
 /// the role can handle, or why there is none. Every protocol error closes `conn`.
 pub(crate) fn read_frame<'a, B: Buffer>(
-    rx: &'a mut FrameDecoder<B>,
+    rx: &'a FrameDecoder<B>,
     conn: &mut Conn<B>,
 ) -> Incoming<'a, B> {
     let range = loop {
@@ -763,7 +763,6 @@ pub(crate) fn read_frame<'a, B: Buffer>(
             _ => break range,
         }
     };
-    let rx: &'a FrameDecoder<B> = rx;
     match Frame::decode(rx.get(range.clone())) {
         Ok(frame) => Incoming::Frame(FrameIn { rx, range, frame }),
         Err(e) => {

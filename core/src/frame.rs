@@ -87,7 +87,9 @@ pub struct FrameDecoder<B> {
     /// One past the last byte received.
     end: usize,
     max_frame_len: u32,
-    error: Option<DecodeError>,
+    /// The framing error found, kept: the stream cannot be read past it. A cell so that
+    /// peeking takes `&self` and a decoded frame can borrow the buffer across a peek.
+    error: Cell<Option<DecodeError>>,
     /// Bumped whenever buffered bytes move or may be overwritten (compaction, a reset to
     /// the front, a shrink), so a range taken earlier can be checked before it is read.
     moves: u32,
@@ -102,7 +104,7 @@ impl<B: Buffer> FrameDecoder<B> {
             start: Cell::new(0),
             end: 0,
             max_frame_len: 0,
-            error: None,
+            error: Cell::new(None),
             moves: 0,
         };
         decoder.set_max_frame_len(max_frame_len);
@@ -205,8 +207,8 @@ impl<B: Buffer> FrameDecoder<B> {
 
     /// The byte range of the next whole frame body, without taking it; see
     /// [`consume`](Self::consume).
-    pub(crate) fn peek(&mut self) -> Result<Option<Range<usize>>, DecodeError> {
-        if let Some(e) = self.error {
+    pub(crate) fn peek(&self) -> Result<Option<Range<usize>>, DecodeError> {
+        if let Some(e) = self.error.get() {
             return Err(e);
         }
         let start = self.start.get();
@@ -220,7 +222,7 @@ impl<B: Buffer> FrameDecoder<B> {
                 len,
                 max: self.max_frame_len,
             };
-            self.error = Some(e);
+            self.error.set(Some(e));
             return Err(e);
         }
         // `len <= max_frame_len <= capacity`, so these sums stay within `usize`.

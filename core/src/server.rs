@@ -192,17 +192,6 @@ pub struct ServerStats {
 /// a stream.
 const TOO_LARGE_MESSAGE: &str = "answer larger than the client accepts";
 
-/// An event found by `next_event`, with borrowed parts as receive-buffer ranges.
-enum Pending {
-    Event(ServerEvent<'static>),
-    Request {
-        id: RequestId,
-        target: TargetAt,
-        body: Range<usize>,
-        deadline: Option<Instant>,
-    },
-}
-
 /// A request's target with its method name as a receive-buffer range.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum TargetAt {
@@ -216,6 +205,20 @@ impl TargetAt {
             Self::Method(range) => Target::Method(rx.get_str(range.clone())),
             Self::Endpoint(key) => Target::Endpoint(*key),
         }
+    }
+}
+
+/// Queues our go-away on `conn`: [`Drain::Sent`], or [`Drain::Owed`] again when the transmit
+/// buffer has no room now.
+fn queue_goaway<B: Buffer>(conn: &mut Conn<B>, last_id: u64) -> Drain {
+    let frame = Frame::GoAway {
+        last_id: RequestId(last_id),
+    };
+    if conn.tx.push(&frame, u32::MAX).is_ok() {
+        debug!("go-away sent, last id {}", last_id);
+        Drain::Sent { last_id }
+    } else {
+        Drain::Owed { last_id }
     }
 }
 
@@ -349,36 +352,7 @@ where
     /// or an answer. Call it after every other call, until it returns `None`.
     #[must_use = "events must be acted on: every request needs an answer"]
     pub fn poll_event(&mut self, now: Instant) -> Option<ServerEvent<'_>> {
-        Some(match self.next_event(now)? {
-            Pending::Event(event) => event,
-            Pending::Request {
-                id,
-                target,
-                body,
-                deadline,
-            } => {
-                let target_now = target.get(&self.rx);
-                self.taken = Some(Taken {
-                    id,
-                    target,
-                    body: body.clone(),
-                    deadline,
-                    moves: self.rx.moves(),
-                });
-                ServerEvent::Request(IncomingRequest {
-                    id,
-                    target: target_now,
-                    body: self.rx.get(body),
-                    deadline,
-                })
-            }
-        })
-    }
-
-    /// [`poll_event`](Self::poll_event) with borrowed parts as ranges of the receive
-    /// buffer, so the loop holds no borrow.
-    fn next_event(&mut self, now: Instant) -> Option<Pending> {
-        let closed = |reason| Some(Pending::Event(ServerEvent::Closed(reason)));
+        let closed = |reason| Some(ServerEvent::Closed(reason));
         if let Some(reason) = self.conn.take_closed() {
             return closed(reason);
         }
@@ -388,24 +362,26 @@ where
         self.handle_timeout(now);
         if self.expired_pending > 0 {
             if let Some(id) = self.take_expired() {
-                return Some(Pending::Event(ServerEvent::Expired { id }));
+                return Some(ServerEvent::Expired { id });
             }
         }
+        // One shared borrow of the receive buffer for the whole loop (taking a frame out is a
+        // `Cell`), so a request handed out borrows its method name and body straight from
+        // the decoded frame: its method is checked as UTF-8 once, by the decoder.
+        let rx = &self.rx;
         loop {
             if let Drain::Owed { last_id } = self.drain {
-                self.queue_goaway(last_id);
+                self.drain = queue_goaway(&mut self.conn, last_id);
             }
             // Frames already received are handled first: a request after the client's
             // go-away is still found (and is a violation), a ping still answered.
-            if self.in_flight == 0 && self.drained() && self.rx.buffered_frames().next().is_none() {
+            if self.in_flight == 0 && self.drained() && rx.buffered_frames().next().is_none() {
                 self.conn.close(CloseReason::Graceful);
                 return self.conn.take_closed().and_then(closed);
             }
-            let taken = match read_frame(&mut self.rx, &mut self.conn) {
+            let taken = match read_frame(rx, &mut self.conn) {
                 Incoming::Frame(taken) => taken,
-                Incoming::Connected(info) => {
-                    return Some(Pending::Event(ServerEvent::Connected(info)));
-                }
+                Incoming::Connected(info) => return Some(ServerEvent::Connected(info)),
                 Incoming::Idle => return None,
                 Incoming::Ended if self.in_flight == 0 => {
                     // Answers still queued go out: the client may still be reading.
@@ -484,12 +460,19 @@ where
                             }
                             Target::Endpoint(key) => TargetAt::Endpoint(key),
                         };
-                        return Some(Pending::Request {
+                        self.taken = Some(Taken {
                             id: req.id,
                             target,
                             body: taken.locate(req.body),
                             deadline,
+                            moves: rx.moves(),
                         });
+                        return Some(ServerEvent::Request(IncomingRequest {
+                            id: req.id,
+                            target: req.target,
+                            body: req.body,
+                            deadline,
+                        }));
                     } else {
                         // A table that did not grow as far as it may (a `Table` of the
                         // caller's): busy, as at the limit, rather than a stalled request.
@@ -511,7 +494,7 @@ where
                         }
                         self.stats.cancelled = self.stats.cancelled.saturating_add(1);
                         taken.consume();
-                        return Some(Pending::Event(ServerEvent::Cancelled { id }));
+                        return Some(ServerEvent::Cancelled { id });
                     }
                 }
                 (None, Frame::GoAway { .. }) => {
@@ -534,19 +517,6 @@ where
     /// taken out of the buffer.
     fn drained(&self) -> bool {
         self.peer_goaway || matches!(self.drain, Drain::Sent { last_id } if self.last_id >= last_id)
-    }
-
-    /// Queues our go-away; owed again if the transmit buffer has no room now.
-    fn queue_goaway(&mut self, last_id: u64) {
-        let frame = Frame::GoAway {
-            last_id: RequestId(last_id),
-        };
-        self.drain = if self.conn.tx.push(&frame, u32::MAX).is_ok() {
-            debug!("go-away sent, last id {}", last_id);
-            Drain::Sent { last_id }
-        } else {
-            Drain::Owed { last_id }
-        };
     }
 
     fn take_expired(&mut self) -> Option<RequestId> {
@@ -691,7 +661,7 @@ where
                 .buffered_frames()
                 .filter_map(|body| Frame::decode(body).ok()?.as_call().map(|c| c.id.0));
             let last_id = buffered.fold(self.last_id, u64::max);
-            self.queue_goaway(last_id);
+            self.drain = queue_goaway(&mut self.conn, last_id);
             self.conn.draining_since.get_or_insert(now);
         }
     }

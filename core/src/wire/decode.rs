@@ -30,17 +30,28 @@ impl<'a> In<'a> {
         Some(taken)
     }
 
-    /// A LEB128 varint of at most `max_bytes` bytes (`max_bytes * 7` bits, below the
-    /// type's limit, so no overflow check is needed), in its shortest form only.
+    /// A LEB128 varint of at most `max_bytes` bytes (at most 9: `max_bytes * 7` bits, below
+    /// the type's limit, so no overflow check is needed), in its shortest form only.
     fn varint(&mut self, max_bytes: u32) -> Option<u64> {
-        let mut value = 0u64;
-        for i in 0..max_bytes {
-            let b = self.byte()?;
-            value |= u64::from(b & 0x7f).checked_shl(i.checked_mul(7)?)?;
+        // One byte, the common case: every length of a call frame, and ids below 128.
+        let (&first, mut rest) = self.rest.split_first()?;
+        if first & 0x80 == 0 {
+            self.rest = rest;
+            return Some(u64::from(first));
+        }
+        let mut value = u64::from(first & 0x7f);
+        let mut shift = 7u32;
+        for _ in 1..max_bytes {
+            let (&b, tail) = rest.split_first()?;
+            rest = tail;
+            // `shift` is at most 7 * 8 = 56 (`max_bytes` is at most 9): no bit is lost.
+            value |= u64::from(b & 0x7f).wrapping_shl(shift);
             if b & 0x80 == 0 {
+                self.rest = rest;
                 // A last byte of 0 after others is a longer form than needed.
-                return (i == 0 || b != 0).then_some(value);
+                return (b != 0).then_some(value);
             }
+            shift = shift.wrapping_add(7);
         }
         None
     }
