@@ -486,20 +486,34 @@ impl Conn {
     /// Hands waiting answers to the core until its transmit buffer is full.
     fn flush_answers(&mut self, now: Instant, buffers: &AnswerBuffers) -> bool {
         let mut progress = false;
-        while let Some((id, answer)) = self.answers.front() {
-            let id = *id;
-            let result = self.core.respond(id, reply_of(answer));
-            match result {
-                Ok(()) => self.last_active = now,
-                Err(RespondError::WouldBlock) => break,
-                Err(e) => log::debug!("{}: answer to {id} dropped: {e}", self.label),
-            }
-            if let Some((_, Ok(buffer))) = self.answers.pop_front() {
-                buffers.give_back(buffer);
+        while let Some((id, answer)) = self.answers.pop_front() {
+            if let Err(answer) = self.respond(id, answer, now, buffers) {
+                self.answers.push_front((id, answer));
+                break;
             }
             progress = true;
         }
         progress
+    }
+
+    /// Hands an answer to the core (its lent buffer goes back to `buffers`); gives the
+    /// answer back when the transmit buffer is full.
+    fn respond(
+        &mut self,
+        id: RequestId,
+        answer: Answer,
+        now: Instant,
+        buffers: &AnswerBuffers,
+    ) -> Result<(), Answer> {
+        match self.core.respond(id, reply_of(&answer)) {
+            Ok(()) => self.last_active = now,
+            Err(RespondError::WouldBlock) => return Err(answer),
+            Err(e) => log::debug!("{}: answer to {id} dropped: {e}", self.label),
+        }
+        if let Ok(buffer) = answer {
+            buffers.give_back(buffer);
+        }
+        Ok(())
     }
 
     /// Acts on the core's events until it has none.
@@ -529,7 +543,17 @@ impl Conn {
                         shared,
                     );
                     if let Some(answer) = answer {
-                        self.answers.push_back((request.id, answer));
+                        let id = request.id;
+                        // Straight to the core when nothing is queued before it (the usual
+                        // case); queued only when the transmit buffer is full.
+                        let queued = if self.answers.is_empty() {
+                            self.respond(id, answer, now, &shared.buffers).err()
+                        } else {
+                            Some(answer)
+                        };
+                        if let Some(answer) = queued {
+                            self.answers.push_back((id, answer));
+                        }
                     }
                 }
                 ServerEvent::Cancelled { id } | ServerEvent::Expired { id } => {

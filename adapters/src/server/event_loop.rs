@@ -335,8 +335,11 @@ impl EventLoop {
 
     /// Takes in the connections other loops handed to this one; returns how many.
     fn take_handoffs(&mut self) -> usize {
+        self.loops.take_handoffs(self.index, &mut self.handed);
+        if self.handed.is_empty() {
+            return 0;
+        }
         let mut handed = std::mem::take(&mut self.handed);
-        self.loops.take_handoffs(self.index, &mut handed);
         let taken = handed.len();
         for accepted in handed.drain(..) {
             if accepted.admission == Admission::Admitted {
