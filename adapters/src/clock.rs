@@ -14,17 +14,18 @@ use wirecall_core::{Duration, Instant};
 ///
 /// [`now`](Self::now) reads `CLOCK_MONOTONIC` itself on Linux (through nix and the C
 /// library, from the vDSO: no system call; not rustix's own vDSO reader, which valgrind
-/// cannot run) and converts its microseconds with one subtraction: the event
-/// loops read the clock on every turn, and going through [`std::time::Instant`] (its
-/// checked subtraction and 128-bit microseconds) cost about 60 more instructions a read.
-/// std's `Instant` reads the same clock on Linux, so [`from_std`](Self::from_std) and
-/// [`to_std`](Self::to_std) agree with it (a test holds them to it).
+/// cannot run) and converts its microseconds with one subtraction, since the event loops
+/// read the clock on every turn and std's `Instant` differences (checked, in 128-bit
+/// microseconds) cost several times that. std's `Instant` reads the same clock on Linux;
+/// one calibration per process maps between the two, so [`from_std`](Self::from_std),
+/// [`to_std`](Self::to_std) and `now` agree, and clocks with the same epoch are equal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Clock {
     epoch: StdInstant,
-    /// The epoch on the monotonic clock read directly, in microseconds.
+    /// The epoch on the monotonic clock read directly, in microseconds (below zero for an
+    /// epoch before the clock's start).
     #[cfg(target_os = "linux")]
-    epoch_micros: u64,
+    epoch_micros: i64,
 }
 
 impl Default for Clock {
@@ -42,17 +43,23 @@ impl Clock {
         Self {
             epoch,
             #[cfg(target_os = "linux")]
-            epoch_micros: monotonic_epoch(epoch),
+            epoch_micros: monotonic_at(epoch),
         }
     }
 
-    /// Now, as a core instant.
+    /// Now, as a core instant (the epoch, before it).
+    #[cfg(target_os = "linux")]
     #[must_use]
     pub fn now(&self) -> Instant {
-        #[cfg(target_os = "linux")]
-        return Instant::from_micros(monotonic_micros().saturating_sub(self.epoch_micros));
-        #[cfg(not(target_os = "linux"))]
-        return self.from_std(StdInstant::now());
+        let since = monotonic_micros().saturating_sub(self.epoch_micros);
+        Instant::from_micros(u64::try_from(since).unwrap_or(0))
+    }
+
+    /// Now, as a core instant (the epoch, before it).
+    #[cfg(not(target_os = "linux"))]
+    #[must_use]
+    pub fn now(&self) -> Instant {
+        self.from_std(StdInstant::now())
     }
 
     /// A std instant as a core instant; instants before the epoch map to the epoch.
@@ -74,46 +81,64 @@ impl Clock {
 
 /// `CLOCK_MONOTONIC` now, in microseconds.
 #[cfg(target_os = "linux")]
-fn monotonic_micros() -> u64 {
-    // Cannot fail for this clock on Linux; a zero would read as the epoch, never a panic.
+fn monotonic_micros() -> i64 {
+    // Cannot fail for this clock on Linux; a zero would read as an early time, never a panic.
     let Ok(t) = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC) else {
         return 0;
     };
-    let secs = u64::try_from(t.tv_sec()).unwrap_or(0);
-    let micros = u64::try_from(t.tv_nsec()).unwrap_or(0) / 1000;
-    secs.saturating_mul(1_000_000).saturating_add(micros)
+    let micros = t.tv_nsec() / 1000;
+    t.tv_sec().saturating_mul(1_000_000).saturating_add(micros)
 }
 
-/// Where the std instant `epoch` falls on the monotonic clock read directly, in
-/// microseconds: the two clocks are read back to back, a few times if a read pair is
-/// far apart (the thread was preempted between them), and the pair closest together is
-/// taken.
+/// One std instant and the same moment on the monotonic clock read directly, in
+/// microseconds, taken once per process so that every clock maps between the two the same
+/// way. The two clocks are read back to back a few times, and the pair read closest
+/// together is kept (a pair far apart was preempted between its reads).
 #[cfg(target_os = "linux")]
-fn monotonic_epoch(epoch: StdInstant) -> u64 {
-    let mut best: Option<(u64, u64)> = None; // (gap, epoch)
-    for _ in 0..8 {
-        let before = monotonic_micros();
-        let std_now = StdInstant::now();
-        let after = monotonic_micros();
-        let mid = before.saturating_add(after.saturating_sub(before) / 2);
-        let at = match epoch.checked_duration_since(std_now) {
-            Some(ahead) => mid.saturating_add(micros_of(ahead)),
-            None => mid.saturating_sub(micros_of(std_now.saturating_duration_since(epoch))),
-        };
-        let gap = after.saturating_sub(before);
-        if best.is_none_or(|(g, _)| gap < g) {
-            best = Some((gap, at));
-        }
-        if gap <= 2 {
-            break;
-        }
+fn calibration() -> (StdInstant, i64) {
+    /// One reading: how far apart its monotonic reads were, the std instant, and the
+    /// monotonic time midway.
+    struct Pair {
+        gap: i64,
+        at: StdInstant,
+        micros: i64,
     }
-    best.map_or(0, |(_, at)| at)
+    static PAIR: OnceLock<(StdInstant, i64)> = OnceLock::new();
+    *PAIR.get_or_init(|| {
+        let mut best: Option<Pair> = None;
+        for _ in 0..8 {
+            let before = monotonic_micros();
+            let at = StdInstant::now();
+            let after = monotonic_micros();
+            let gap = after.saturating_sub(before);
+            let pair = Pair {
+                gap,
+                at,
+                micros: before.saturating_add(gap / 2),
+            };
+            if best.as_ref().is_none_or(|b| pair.gap < b.gap) {
+                best = Some(pair);
+            }
+            if gap <= 2 {
+                break;
+            }
+        }
+        best.map_or_else(
+            || (StdInstant::now(), monotonic_micros()),
+            |b| (b.at, b.micros),
+        )
+    })
 }
 
+/// Where the std instant `at` falls on the monotonic clock read directly, in microseconds.
 #[cfg(target_os = "linux")]
-fn micros_of(d: StdDuration) -> u64 {
-    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+fn monotonic_at(at: StdInstant) -> i64 {
+    let micros = |d: StdDuration| i64::try_from(d.as_micros()).unwrap_or(i64::MAX);
+    let (base, base_micros) = calibration();
+    match at.checked_duration_since(base) {
+        Some(after) => base_micros.saturating_add(micros(after)),
+        None => base_micros.saturating_sub(micros(base.saturating_duration_since(at))),
+    }
 }
 
 /// A std duration as a core duration (saturating).
@@ -163,13 +188,15 @@ mod test {
 
     #[test]
     fn the_clock_read_directly_agrees_with_std_instants() {
-        for clock in [
-            Clock::default(),
-            Clock::with_epoch(StdInstant::now() - StdDuration::from_secs(5)),
-            Clock::with_epoch(StdInstant::now() + StdDuration::from_secs(5)),
-        ] {
+        let now = StdInstant::now();
+        let mut clocks = vec![Clock::default(), Clock::with_epoch(now)];
+        clocks.extend(
+            now.checked_sub(StdDuration::from_secs(5))
+                .map(Clock::with_epoch),
+        );
+        for clock in clocks {
             // One clock: a std instant read between two reads of `now` falls between
-            // them, give or take the microseconds the epoch's read pair was apart.
+            // them, give or take the microseconds the calibration's reads were apart.
             let slack = Duration::from_micros(50);
             let a = clock.now();
             let b = clock.from_std(StdInstant::now());
@@ -177,6 +204,16 @@ mod test {
             assert!(a <= b.saturating_add(slack), "{a:?} {b:?}");
             assert!(b <= c.saturating_add(slack), "{b:?} {c:?}");
         }
+        // Before its epoch a clock reads its zero, as `from_std` maps it.
+        let ahead = Clock::with_epoch(now + StdDuration::from_secs(5));
+        assert_eq!(ahead.now(), Instant::ZERO);
+        // A clock whose epoch was 5 s ago reads at least 5 s.
+        if let Some(past) = now.checked_sub(StdDuration::from_secs(5)) {
+            let five = Instant::ZERO.saturating_add(Duration::from_secs(5));
+            assert!(Clock::with_epoch(past).now() >= five);
+        }
+        // The same epoch, the same clock.
+        assert_eq!(Clock::with_epoch(now), Clock::with_epoch(now));
     }
 
     #[test]

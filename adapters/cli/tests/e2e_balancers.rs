@@ -728,7 +728,7 @@ fn datagrams_through_nginx_and_a_lossy_path_run_each_call_at_most_once() {
     let who = whoami(&format!("tcp:127.0.0.1:{tcp}"));
     assert!(who["address"].starts_with("127.0.0.1:"), "{who:?}");
 
-    // Four clients, each its own flow through the lossy relay, then nginx.
+    // Clients, each its own flow through the lossy relay, then nginx.
     let seed = std::env::var("WIRECALL_RELAY_SEED").unwrap_or_else(|_| "20261207".into());
     let faults = wirecall_tests::lossy::Faults {
         loss: 20,
@@ -744,8 +744,8 @@ fn datagrams_through_nginx_and_a_lossy_path_run_each_call_at_most_once() {
     .unwrap();
     let through = format!("udp:{}", relay.addr);
     // Eight flows: nginx hashes each flow's (ephemeral) port onto one of three servers, so
-    // four flows all landed on one server in about one run of 27 (a CI run saw it); with
-    // eight, about one in 2,000. The same 600 calls in all.
+    // all flows land on one server in about one run of 2,000 (with four: one of 27). The
+    // same 600 calls in all.
     const CLIENTS: usize = 8;
     const CALLS: usize = 75;
     let mut answered = 0;

@@ -30,12 +30,12 @@ impl<'a> In<'a> {
         Some(taken)
     }
 
-    /// A LEB128 varint of at most `max_bytes` bytes (at most 9: `max_bytes * 7` bits, below
-    /// the type's limit, so no overflow check is needed), in its shortest form only.
+    /// A LEB128 varint of at most `max_bytes` bytes (9 for a `u64` here, 4 for a `u32`), in
+    /// its shortest form only.
     fn varint(&mut self, max_bytes: u32) -> Option<u64> {
         // One byte, the common case: every length of a call frame, and ids below 128.
         let (&first, mut rest) = self.rest.split_first()?;
-        if first & 0x80 == 0 {
+        if first & 0x80 == 0 && max_bytes > 0 {
             self.rest = rest;
             return Some(u64::from(first));
         }
@@ -44,14 +44,14 @@ impl<'a> In<'a> {
         for _ in 1..max_bytes {
             let (&b, tail) = rest.split_first()?;
             rest = tail;
-            // `shift` is at most 7 * 8 = 56 (`max_bytes` is at most 9): no bit is lost.
-            value |= u64::from(b & 0x7f).wrapping_shl(shift);
+            // A shift past the type's width (a `max_bytes` over 9) refuses the varint.
+            value |= u64::from(b & 0x7f).checked_shl(shift)?;
             if b & 0x80 == 0 {
                 self.rest = rest;
                 // A last byte of 0 after others is a longer form than needed.
                 return (b != 0).then_some(value);
             }
-            shift = shift.wrapping_add(7);
+            shift = shift.saturating_add(7);
         }
         None
     }

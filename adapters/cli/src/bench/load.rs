@@ -823,8 +823,8 @@ fn stamp_body(body: &mut [u8], number: u64) -> usize {
 }
 
 /// `n` as 16 lower-case hex digits, most significant first, without a loop or a table: a
-/// benchmark stamps every request and every expected answer, so a digit-by-digit loop was
-/// a tenth of the load generator's instructions per call.
+/// benchmark stamps every request and every expected answer, so this is on the path of
+/// every call it measures.
 fn hex_digits(n: u64) -> [u8; 16] {
     // Each nibble of a 32-bit half into a byte of its own, the highest nibble lowest.
     fn spread(half: u32) -> u64 {
