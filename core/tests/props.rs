@@ -109,6 +109,36 @@ fn stream(frames: &[Owned]) -> Vec<u8> {
     out
 }
 
+/// `wire` fed to `decoder` in the pieces between the sorted `cuts` (indices into it), every
+/// frame taken out as soon as it is whole; the frames as `Debug` text. Checks on the way that
+/// the decoder never holds more than its storage and never stalls (each step takes bytes or
+/// gives a frame).
+fn decode_in_pieces<B: wirecall_core::buffer::Buffer>(
+    decoder: &mut FrameDecoder<B>,
+    wire: &[u8],
+    cuts: &[prop::sample::Index],
+) -> Result<Vec<String>, TestCaseError> {
+    let mut points: Vec<usize> = cuts.iter().map(|c| c.index(wire.len() + 1)).collect();
+    points.push(0);
+    points.push(wire.len());
+    points.sort_unstable();
+    let mut got = Vec::new();
+    for pair in points.windows(2) {
+        let mut piece = &wire[pair[0]..pair[1]];
+        while !piece.is_empty() {
+            let n = decoder.feed(piece);
+            piece = &piece[n..];
+            prop_assert!(decoder.buffered() <= decoder.capacity());
+            let before = got.len();
+            while let Some(body) = decoder.next_frame().unwrap() {
+                got.push(format!("{:?}", Frame::decode(body).unwrap()));
+            }
+            prop_assert!(n > 0 || got.len() > before, "the decoder stalled");
+        }
+    }
+    Ok(got)
+}
+
 fn hello() -> Vec<u8> {
     let mut buf = [0u8; 64];
     let frame = Frame::Hello(Hello {
@@ -130,23 +160,8 @@ proptest! {
         cuts in proptest::collection::vec(any::<prop::sample::Index>(), 0..20),
     ) {
         let wire = stream(&frames);
-        let mut points: Vec<usize> = cuts.iter().map(|c| c.index(wire.len() + 1)).collect();
-        points.push(0);
-        points.push(wire.len());
-        points.sort_unstable();
         let mut decoder = FrameDecoder::new(vec![0u8; 2048], 1024);
-        let mut got = Vec::new();
-        for pair in points.windows(2) {
-            let mut piece = &wire[pair[0]..pair[1]];
-            while !piece.is_empty() {
-                let n = decoder.feed(piece);
-                piece = &piece[n..];
-                prop_assert!(decoder.buffered() <= decoder.capacity());
-                while let Some(body) = decoder.next_frame().unwrap() {
-                    got.push(format!("{:?}", Frame::decode(body).unwrap()));
-                }
-            }
-        }
+        let got = decode_in_pieces(&mut decoder, &wire, &cuts)?;
         let want: Vec<String> = frames.iter().map(|f| format!("{:?}", f.frame())).collect();
         prop_assert_eq!(got, want);
         prop_assert_eq!(decoder.buffered(), 0);
@@ -265,24 +280,9 @@ proptest! {
         cuts in proptest::collection::vec(any::<prop::sample::Index>(), 0..10),
     ) {
         let wire = stream(&frames);
-        let mut points: Vec<usize> = cuts.iter().map(|c| c.index(wire.len() + 1)).collect();
-        points.push(0);
-        points.push(wire.len());
-        points.sort_unstable();
         let mut decoder = FrameDecoder::new(growable(64, 2004), 2000);
         prop_assert_eq!(decoder.max_frame_len(), 2000);
-        let mut got = Vec::new();
-        for pair in points.windows(2) {
-            let mut piece = &wire[pair[0]..pair[1]];
-            while !piece.is_empty() {
-                let n = decoder.feed(piece);
-                piece = &piece[n..];
-                while let Some(body) = decoder.next_frame().unwrap() {
-                    got.push(format!("{:?}", Frame::decode(body).unwrap()));
-                }
-                prop_assert!(n > 0 || !piece.is_empty());
-            }
-        }
+        let got = decode_in_pieces(&mut decoder, &wire, &cuts)?;
         let want: Vec<String> = frames.iter().map(|f| format!("{:?}", f.frame())).collect();
         prop_assert_eq!(got, want);
         prop_assert!(decoder.capacity() <= 2004);
