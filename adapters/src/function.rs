@@ -10,6 +10,7 @@
 //! ([`Peer`]: its address, its Unix credentials) and by when its client stops waiting.
 //! The plain `Fn(&[u8])` forms do not see it and pay nothing for it.
 
+use std::cell::Cell;
 use std::net::SocketAddr;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
@@ -867,6 +868,35 @@ impl<F> Registry<F> {
         }
     }
 
+    /// [`find`](Self::find), trying the function at `hint` first and leaving `hint` at
+    /// what was found: a caller that keeps one hint per event loop finds a run of calls to
+    /// one method with one comparison of its name, without hashing it.
+    ///
+    /// # Errors
+    ///
+    /// The [`Refusal`], as `find`.
+    pub fn find_hinted(
+        &self,
+        target: Target<'_>,
+        hint: &Cell<usize>,
+    ) -> Result<(usize, &F), Refusal> {
+        let i = hint.get();
+        let same = match target {
+            Target::Method(method) => self.names.get(i).is_some_and(|name| name == method),
+            // The path names the endpoint, the schema is the one it is served with.
+            Target::Endpoint(key) => self
+                .specs
+                .get(i)
+                .is_some_and(|spec| spec.is_some_and(|s| s.key == key)),
+        };
+        if let Some(function) = self.functions.get(i).filter(|_| same) {
+            return Ok((i, function));
+        }
+        let found = self.find(target)?;
+        hint.set(found.0);
+        Ok(found)
+    }
+
     /// Every typed endpoint, in registration order.
     pub fn endpoints(&self) -> impl Iterator<Item = &EndpointSpec> {
         self.specs.iter().flatten()
@@ -913,6 +943,59 @@ mod test {
             let r = Registry::new(vec![Named::function(bad, echo())]);
             assert!(matches!(r, Err(Error::InvalidFunctionName(_))), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn a_hinted_find_finds_what_find_finds_and_keeps_the_hint() {
+        let r = Registry::new(vec![
+            Named::function("a", echo()),
+            Named::function("b", echo()),
+        ])
+        .unwrap();
+        let found = |target, hint: &Cell<usize>| r.find_hinted(target, hint).map(|(i, _)| i);
+        let hint = Cell::new(0);
+        // A miss on the hint finds by name and moves the hint there.
+        assert_eq!(found(Target::Method("b"), &hint).ok(), Some(1));
+        assert_eq!(hint.get(), 1);
+        assert_eq!(found(Target::Method("b"), &hint).ok(), Some(1));
+        assert_eq!(found(Target::Method("a"), &hint).ok(), Some(0));
+        assert_eq!(hint.get(), 0);
+        // An unknown name is refused as `find` refuses it; the hint stays.
+        let refusal = found(Target::Method("c"), &hint).unwrap_err();
+        assert!(
+            matches!(refusal.failure, CallFailure::Rejected { code, .. } if code == RejectCode::UNKNOWN_METHOD)
+        );
+        assert_eq!(hint.get(), 0);
+        // A hint past the table (never set by a find) is only a miss.
+        hint.set(7);
+        assert_eq!(found(Target::Method("a"), &hint).ok(), Some(0));
+    }
+
+    #[test]
+    fn a_hinted_find_of_an_endpoint_checks_its_schema() {
+        use wirecall_core::typed::Endpoint;
+        let typed = crate::builtins::TypedEcho::KEY;
+        let spec = EndpointSpec::of::<crate::builtins::TypedEcho>();
+        let r = Registry::new(vec![
+            Named::function("a", echo()),
+            Named::endpoint(spec, echo()),
+        ])
+        .unwrap();
+        let hint = Cell::new(0);
+        let found = |target| r.find_hinted(target, &hint).map(|(i, _)| i);
+        assert_eq!(found(Target::Endpoint(typed)).ok(), Some(1));
+        assert_eq!(hint.get(), 1);
+        assert_eq!(found(Target::Endpoint(typed)).ok(), Some(1));
+        // The same path with other types: refused on the hint as by `find`.
+        let other = wirecall_core::wire::EndpointKey {
+            schema: typed.schema ^ 1,
+            ..typed
+        };
+        let refusal = found(Target::Endpoint(other)).unwrap_err();
+        assert!(
+            matches!(refusal.failure, CallFailure::Rejected { code, .. } if code == RejectCode::SCHEMA_MISMATCH)
+        );
+        assert_eq!(found(Target::Method("a")).ok(), Some(0));
     }
 
     #[test]

@@ -76,6 +76,9 @@ pub(super) struct Shared {
     pub(super) access: crate::access::UnixAccess,
     /// Buffers lent to functions that answer into one, and the answers' buffers kept.
     pub(super) buffers: super::answer_buffers::AnswerBuffers,
+    /// The function the loop's last call found, tried first for the next
+    /// ([`Registry::find_hinted`](crate::function::Registry::find_hinted)).
+    pub(super) last_function: std::cell::Cell<usize>,
 }
 
 /// What the event loop should do with a connection after driving it.
@@ -808,7 +811,7 @@ pub(super) fn dispatch(
     deadline: Option<Instant>,
     shared: &Shared,
 ) -> Option<Answer> {
-    let (index, function) = match shared.functions.find(target) {
+    let (index, function) = match shared.functions.find_hinted(target, &shared.last_function) {
         Ok(found) => found,
         Err(refusal) => {
             shared.stats.call(refusal.method);

@@ -469,6 +469,7 @@ impl ServerBuilder {
                     warnings: throttle::Warnings::default(),
                     access: self.access.clone(),
                     buffers: answer_buffers::AnswerBuffers::default(),
+                    last_function: std::cell::Cell::new(0),
                 },
                 spare: fd_limit::Spare::new(),
                 accept_retry: None,
