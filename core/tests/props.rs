@@ -383,6 +383,19 @@ impl<CS: Table<CallSlot>, SS: Table<RequestSlot>> Pair<CS, SS> {
         pair
     }
 
+    /// Answers every request the server holds with `body`, delivers the answers, and
+    /// returns how many answers the client has seen in all.
+    fn answer_all(&mut self, body: &'static [u8]) -> usize {
+        while let Some(id) = self.waiting.pop() {
+            self.s.respond(id, Reply::Ok(body)).unwrap();
+        }
+        self.shuttle();
+        self.log
+            .iter()
+            .filter(|l| l.starts_with("client Response"))
+            .count()
+    }
+
     /// Moves bytes both ways until neither side has any to send.
     fn shuttle(&mut self) {
         let now = Instant::ZERO;
@@ -469,16 +482,7 @@ fn a_growable_table_fills_to_the_limit_again_after_it_is_given_back() {
         );
         pair.shuttle();
         assert_eq!(pair.waiting.len(), 64, "round {round}");
-        while let Some(id) = pair.waiting.pop() {
-            pair.s.respond(id, Reply::Ok(b"y")).unwrap();
-        }
-        pair.shuttle();
-        let answers = pair
-            .log
-            .iter()
-            .filter(|l| l.starts_with("client Response"))
-            .count();
-        assert_eq!(answers, 64 * (round + 1));
+        assert_eq!(pair.answer_all(b"y"), 64 * (round + 1));
         assert!(pair.s.shrink_buffers(0) && pair.c.shrink_buffers(0));
     }
 }
@@ -508,14 +512,5 @@ fn a_table_that_does_not_grow_as_it_said_makes_busy_answers_not_a_stall() {
     let busy = pair.log.iter().filter(|l| l.contains("Busy")).count();
     assert_eq!(busy, 3, "{:#?}", pair.log);
     // The two taken are answered as ever.
-    while let Some(id) = pair.waiting.pop() {
-        pair.s.respond(id, Reply::Ok(b"y")).unwrap();
-    }
-    pair.shuttle();
-    let answers = pair
-        .log
-        .iter()
-        .filter(|l| l.starts_with("client Response"))
-        .count();
-    assert_eq!(answers, 2);
+    assert_eq!(pair.answer_all(b"y"), 2);
 }
